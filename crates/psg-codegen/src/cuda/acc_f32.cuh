@@ -1,0 +1,18 @@
+typedef float psg_acc;
+typedef unsigned int psg_key;
+__device__ __forceinline__ psg_acc psg_nan() { return __uint_as_float(0x7fc00000u); }
+__device__ __forceinline__ psg_acc psg_inf() { return __uint_as_float(0x7f800000u); }
+__device__ __forceinline__ bool psg_signbit(psg_acc x) { return (__float_as_uint(x) >> 31) != 0u; }
+/* Order-preserving image of the float's bits: IEEE total order becomes unsigned order. */
+__device__ __forceinline__ psg_key psg_to_key(psg_acc x) {
+    const psg_key u = __float_as_uint(x);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ psg_acc psg_from_key(psg_key k) {
+    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+__device__ __forceinline__ psg_acc psg_abs(psg_acc x) { return fabsf(x); }
+__device__ __forceinline__ psg_acc psg_sqrt(psg_acc x) { return sqrtf(x); }
+__device__ __forceinline__ psg_acc psg_exp(psg_acc x) { return expf(x); }
+__device__ __forceinline__ psg_acc psg_ln(psg_acc x) { return logf(x); }
+__device__ __forceinline__ psg_acc psg_floor(psg_acc x) { return floorf(x); }

@@ -1,0 +1,55 @@
+/* The DSL's scalar functions; the Rust prelude implements the same definitions. */
+__device__ __forceinline__ bool psg_isnan(psg_acc x) { return x != x; }
+__device__ __forceinline__ bool psg_isfinite(psg_acc x) { return (x - x) == (psg_acc)0; }
+/* NaN if either is NaN; -0 < +0 (IEEE total order on equal values). */
+__device__ __forceinline__ psg_acc psg_min(psg_acc a, psg_acc b) {
+    if (a != a || b != b) return psg_nan();
+    if (a < b) return a;
+    if (b < a) return b;
+    return psg_signbit(a) ? a : b;
+}
+__device__ __forceinline__ psg_acc psg_max(psg_acc a, psg_acc b) {
+    if (a != a || b != b) return psg_nan();
+    if (a > b) return a;
+    if (b > a) return b;
+    return psg_signbit(a) ? b : a;
+}
+/* NaN when lo > hi (the built-ins reject that before launch). */
+__device__ __forceinline__ psg_acc psg_clamp(psg_acc x, psg_acc lo, psg_acc hi) {
+    if (lo > hi) return psg_nan();
+    return psg_min(psg_max(x, lo), hi);
+}
+/* sign(+-0) = 0, sign(NaN) = NaN. */
+__device__ __forceinline__ psg_acc psg_sign(psg_acc x) {
+    if (x > (psg_acc)0) return (psg_acc)1;
+    if (x < (psg_acc)0) return (psg_acc)-1;
+    if (x == (psg_acc)0) return (psg_acc)0;
+    return psg_nan();
+}
+/* Square-and-multiply in a fixed order, identical on the CPU. */
+__device__ __forceinline__ psg_acc psg_powi(psg_acc x, int n) {
+    psg_acc r = (psg_acc)1, base = x;
+    unsigned int m = n < 0 ? (unsigned int)(-(long long)n) : (unsigned int)n;
+    while (m != 0u) {
+        if (m & 1u) r = r * base;
+        m >>= 1;
+        if (m != 0u) base = base * base;
+    }
+    return n < 0 ? (psg_acc)1 / r : r;
+}
+/* Gaussian density; NaN unless sigma > 0. */
+__device__ __forceinline__ psg_acc psg_normal_pdf(psg_acc x, psg_acc mu, psg_acc sigma) {
+    if (!(sigma > (psg_acc)0)) return psg_nan();
+    const psg_acc z = (x - mu) / sigma;
+    return psg_exp((psg_acc)-0.5 * (z * z)) / (sigma * (psg_acc)2.5066282746310002);
+}
+/* torch.lerp's formula. */
+__device__ __forceinline__ psg_acc psg_lerp(psg_acc a, psg_acc b, psg_acc w) {
+    return w < (psg_acc)0.5 ? a + w * (b - a) : b - (b - a) * ((psg_acc)1 - w);
+}
+/* A selection index from an accumulator value: -1 for NaN or negative (out of range). */
+__device__ __forceinline__ long long psg_index(psg_acc k) {
+    if (!(k >= (psg_acc)0)) return -1;
+    if (k >= (psg_acc)4.0e18) return 4000000000000000000ll;
+    return (long long)k;
+}

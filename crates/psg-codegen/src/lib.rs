@@ -1,0 +1,117 @@
+//! # psg-codegen
+//!
+//! The intermediate representation (IR) of psg's batch reductions, its validation, its schedule,
+//! and the two emitters: CUDA C (compiled at run time by NVRTC) and Rust (the CPU backend). The
+//! `#[batch_reduce]` macro lowers a Rust function to a [`Reduction`] and calls [`generate`]; this
+//! crate never touches a device.
+//!
+//! ```
+//! use psg_codegen::{generate, ir::{Column, Output, Reduction}, stats, DType};
+//!
+//! // fn mean(g: Batch) -> f32 { g.mean() }
+//! let reduction = Reduction {
+//!     name: "mean".into(),
+//!     per_sample: vec![],
+//!     scalars: vec![],
+//!     lets: vec![],
+//!     output: Output::Scalars(vec![stats::mean(Column::input())]),
+//! };
+//! let generated = generate(&reduction).unwrap();
+//! assert_eq!(generated.kernel_names[DType::F32.index()], "mean_f32");
+//! assert!(generated.cuda[DType::F32.index()].contains("extern \"C\" __global__ void mean_f32("));
+//! assert!(generated.rust.contains("pub fn column"));
+//! ```
+
+pub mod cuda;
+pub mod expr;
+pub mod ir;
+pub mod rust;
+pub mod schedule;
+pub mod stats;
+mod validate;
+
+pub use validate::{validate, CodegenError};
+
+use ir::Reduction;
+use schedule::Plan;
+
+/// Version of the code generator; part of every generated kernel's text (and so of its cache key).
+pub const CODEGEN_VERSION: &str = concat!("psg-codegen ", env!("CARGO_PKG_VERSION"), "/1");
+
+/// The input dtypes a reduction is generated for, in the runtime's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+    /// 64-bit float.
+    F64,
+    /// IEEE half precision (accumulates in f32).
+    F16,
+    /// bfloat16 (accumulates in f32).
+    BF16,
+}
+
+impl DType {
+    /// Every dtype, in index order.
+    pub const ALL: [DType; 4] = [DType::F32, DType::F64, DType::F16, DType::BF16];
+
+    /// Position in [`DType::ALL`] (and in the runtime's per-dtype arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Lower-case name, used in kernel names.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+
+    /// The accumulator type of this input dtype.
+    pub fn acc(self) -> expr::Acc {
+        match self {
+            DType::F64 => expr::Acc::F64,
+            _ => expr::Acc::F32,
+        }
+    }
+}
+
+/// Everything generated for one reduction.
+#[derive(Clone, Debug)]
+pub struct Generated {
+    /// The schedule both emitters followed.
+    pub plan: Plan,
+    /// Kernel names, indexed by [`DType::index`].
+    pub kernel_names: [String; 4],
+    /// CUDA C sources, indexed by [`DType::index`].
+    pub cuda: [String; 4],
+    /// Rust source of the CPU modules (`acc32`, `acc64`), naming the runtime as `runtime`.
+    pub rust: String,
+}
+
+/// Validates, schedules and emits a reduction; the CPU code names the runtime crate by the path
+/// `::psg::runtime` (see [`generate_with_runtime`]).
+pub fn generate(reduction: &Reduction) -> Result<Generated, CodegenError> {
+    generate_with_runtime(reduction, "::psg::runtime")
+}
+
+/// As [`generate`], with the path by which the generated Rust code names the runtime crate.
+pub fn generate_with_runtime(
+    reduction: &Reduction,
+    runtime: &str,
+) -> Result<Generated, CodegenError> {
+    validate(reduction)?;
+    let plan = Plan::new(reduction);
+    let kernel_names = DType::ALL.map(|d| cuda::kernel_name(&plan, d));
+    let sources = DType::ALL.map(|d| cuda::emit(&plan, d));
+    let rust = rust::emit(&plan, runtime);
+    Ok(Generated {
+        plan,
+        kernel_names,
+        cuda: sources,
+        rust,
+    })
+}

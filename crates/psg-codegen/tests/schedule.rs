@@ -1,0 +1,153 @@
+//! The scheduler: shared reductions are computed once, independent ones share a loop, and
+//! dependent ones come in later waves.
+
+use psg_codegen::ir::{BinOp, Column, Func, Let, Output, Reduction, Scalar};
+use psg_codegen::schedule::{Plan, Step};
+use psg_codegen::{generate, stats, validate, CodegenError, DType};
+
+fn reduction(lets: Vec<Let>, output: Output) -> Reduction {
+    Reduction {
+        name: "r".into(),
+        per_sample: vec!["s".into()],
+        scalars: vec!["k".into()],
+        lets,
+        output,
+    }
+}
+
+#[test]
+fn the_users_mean_and_the_mean_inside_std_are_one_loop() {
+    let g = Column::input();
+    let r = reduction(
+        vec![
+            Let { name: "mu".into(), value: stats::mean(g.clone()) },
+            Let { name: "sigma".into(), value: stats::std(g.clone(), Scalar::lit(1.0)) },
+        ],
+        Output::Scalars(vec![Scalar::Local(0), Scalar::Local(1)]),
+    );
+    let plan = Plan::new(&r);
+    // sum(g) once (the count of an unfiltered column is B, no loop), then the squares.
+    assert_eq!(plan.temps.len(), 2, "{:?}", plan.temps);
+    assert_eq!(
+        plan.steps,
+        vec![Step::Loop(vec![0]), Step::Let(0), Step::Loop(vec![1]), Step::Let(1)]
+    );
+    assert_eq!(plan.passes(), 2);
+}
+
+#[test]
+fn independent_reductions_share_one_loop() {
+    let g = Column::input();
+    let r = reduction(
+        vec![],
+        Output::Scalars(vec![stats::sum(g.clone()), stats::max(g.clone()), stats::min(g)]),
+    );
+    let plan = Plan::new(&r);
+    assert_eq!(plan.steps, vec![Step::Loop(vec![0, 1, 2])]);
+}
+
+#[test]
+fn a_reduction_that_reads_a_let_waits_for_it() {
+    let g = Column::input();
+    let centred = Column {
+        value: Scalar::Load.bin(BinOp::Sub, Scalar::Local(0)),
+        keep: None,
+    };
+    let r = reduction(
+        vec![Let { name: "mu".into(), value: stats::mean(g) }],
+        Output::Scalars(vec![stats::sum(centred)]),
+    );
+    let plan = Plan::new(&r);
+    assert_eq!(plan.temps[1].wave, 2);
+    assert_eq!(plan.steps, vec![Step::Loop(vec![0]), Step::Let(0), Step::Loop(vec![1])]);
+}
+
+#[test]
+fn median_selects_after_counting() {
+    let r = reduction(vec![], Output::Scalars(vec![stats::median(Column::input())]));
+    let plan = Plan::new(&r);
+    // The NaN count runs in a loop; the two order statistics (lower and upper middle) each run
+    // their own selection passes.
+    let selects = plan.steps.iter().filter(|s| matches!(s, Step::Select(_))).count();
+    assert_eq!(selects, 2);
+    assert!(matches!(plan.steps[0], Step::Loop(_)));
+}
+
+#[test]
+fn generated_sources_are_deterministic_and_named_by_dtype() {
+    let g = Column::input();
+    let r = reduction(
+        vec![],
+        Output::Scalars(vec![stats::quantile(g, Scalar::Param(0))]),
+    );
+    let a = generate(&r).unwrap();
+    let b = generate(&r).unwrap();
+    assert_eq!(a.cuda, b.cuda);
+    assert_eq!(a.rust, b.rust);
+    for d in DType::ALL {
+        assert!(a.cuda[d.index()].contains(&format!("void r_{}(", d.name())));
+    }
+    assert!(a.cuda[DType::F64.index()].contains("typedef double psg_acc;"));
+    assert!(a.cuda[DType::BF16.index()].contains("cvt.rn.bf16.f32"));
+    assert!(a.cuda[DType::F16.index()].contains("cvt.f32.f16"));
+}
+
+#[test]
+fn literals_read_back_exactly_in_each_language() {
+    let r = reduction(
+        vec![],
+        Output::Scalars(vec![Scalar::lit(0.1), Scalar::lit(f64::NEG_INFINITY), Scalar::lit(3.0)]),
+    );
+    let generated = generate(&r).unwrap();
+    let f32_src = &generated.cuda[DType::F32.index()];
+    assert!(f32_src.contains("psg_store(0.1f)"), "{f32_src}");
+    assert!(f32_src.contains("psg_store((-psg_inf()))"));
+    assert!(f32_src.contains("psg_store(3.0f)"));
+    assert!(generated.cuda[DType::F64.index()].contains("psg_store(0.1)"));
+    assert!(generated.rust.contains("out[0] = 0.1_f32;"));
+    assert!(generated.rust.contains("out[0] = 0.1_f64;"));
+}
+
+#[test]
+fn validation_rejects_what_the_emitters_cannot_print() {
+    let bad_local = reduction(vec![], Output::Scalars(vec![Scalar::Local(0)]));
+    assert!(matches!(validate(&bad_local), Err(CodegenError::BadReference { .. })));
+
+    let load_outside = reduction(vec![], Output::Scalars(vec![Scalar::Load]));
+    assert!(validate(&load_outside).is_err());
+
+    let no_output = reduction(vec![], Output::Scalars(vec![]));
+    assert_eq!(validate(&no_output), Err(CodegenError::NoOutput("r".into())));
+
+    let mut bad_name = reduction(vec![], Output::Scalars(vec![Scalar::lit(1.0)]));
+    bad_name.name = "2fast".into();
+    assert!(matches!(validate(&bad_name), Err(CodegenError::BadName(_))));
+
+    let param = reduction(vec![], Output::Scalars(vec![Scalar::Param(3)]));
+    assert!(validate(&param).is_err());
+
+    let rank_outside = reduction(
+        vec![],
+        Output::Scalars(vec![Scalar::Rank(Box::new(Column::input()))]),
+    );
+    assert!(validate(&rank_outside).is_err());
+}
+
+#[test]
+fn a_rank_is_computed_by_an_inner_loop_in_both_languages() {
+    let g = Column::input();
+    let rank = Scalar::Rank(Box::new(g.clone()));
+    let r = reduction(
+        vec![],
+        Output::Batch(Column {
+            value: Scalar::select(rank.bin(BinOp::Lt, Scalar::lit(1.0)), Scalar::lit(0.0), Scalar::Load),
+            keep: None,
+        }),
+    );
+    let generated = generate(&r).unwrap();
+    let cuda = &generated.cuda[0];
+    assert!(cuda.contains("for (long long b2 = 0; b2 < n_b; ++b2)"), "{cuda}");
+    assert!(cuda.contains("(k2 == self_key && b2 < b)"));
+    assert!(generated.rust.contains("for b2 in 0..n_b"));
+    let _ = Func::Abs;
+}

@@ -1,0 +1,475 @@
+//! Lowers the body of a `#[batch_reduce]` function to psg-codegen's IR. Everything outside the
+//! DSL's grammar is a `syn::Error` on the offending expression that says what is allowed.
+
+use psg_codegen::ir::{BinOp, Column, Func, Let, Output, Scalar, UnOp};
+use psg_codegen::stats;
+use syn::{spanned::Spanned, Block, Error, Expr, Lit, Pat, Stmt};
+
+use crate::signature::{ParamKind, Returns, Signature};
+
+const COLUMN_METHODS: &str = "column methods: map(|x| ..), zip(per_sample), filter(|x| ..), sign(), with_rank(), \
+    sum(), mean(), var(), var(correction), std(), std(correction), min(), max(), count(), median(), \
+    median_low(), quantile(q), kth(k)";
+const SCALAR_METHODS: &str = "scalar methods: abs(), sqrt(), exp(), ln(), floor(), powi(n), min(y), \
+    max(y), clamp(lo, hi), sign(), is_nan(), is_finite()";
+const FUNCTIONS: &str = "the only free function is normal_pdf(x, mu, sigma); scalar functions are \
+    methods (x.abs(), x.sqrt(), ...)";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ty {
+    Num,
+    Bool,
+}
+
+#[derive(Clone, Debug)]
+enum Value {
+    Scalar(Scalar, Ty),
+    /// A lazy column: one expression per lane (zip adds lanes, map folds them into one).
+    Column { lanes: Vec<Scalar>, keep: Option<Scalar> },
+    /// A `PerSample` input, usable only as `zip`'s argument.
+    PerSample(usize),
+}
+
+enum Entry {
+    Bind { name: String, value: Value, closure_param: bool },
+    /// Closure parameters bound before a barrier are invisible after it: a reduction nested in a
+    /// closure runs its own loop and cannot read the enclosing closure's element.
+    Barrier,
+}
+
+/// The lowering state: the scope stack and the lets emitted so far.
+pub struct Lowerer {
+    env: Vec<Entry>,
+    lets: Vec<Let>,
+}
+
+/// Lowers a function body.
+pub fn lower(sig: &Signature, block: &Block) -> Result<(Vec<Let>, Output), Error> {
+    let mut l = Lowerer { env: Vec::new(), lets: Vec::new() };
+    for p in &sig.params {
+        let value = match p.kind {
+            ParamKind::Batch => Value::Column { lanes: vec![Scalar::Load], keep: None },
+            ParamKind::PerSample(i) => Value::PerSample(i),
+            ParamKind::Scalar(i, _) => Value::Scalar(Scalar::Param(i), Ty::Num),
+        };
+        l.bind(p.name.to_string(), value, false);
+    }
+    let Some((last, init)) = block.stmts.split_last() else {
+        return Err(Error::new(block.span(), "empty body: end with the value to return"));
+    };
+    for stmt in init {
+        l.statement(stmt)?;
+    }
+    let Stmt::Expr(tail, None) = last else {
+        return Err(Error::new(last.span(), "the body must end with the value to return (no `;`)"));
+    };
+    let output = match sig.returns {
+        Returns::Scalars(1) => Output::Scalars(vec![l.number(tail)?]),
+        Returns::Scalars(n) => {
+            let Expr::Tuple(t) = strip(tail) else {
+                return Err(Error::new(tail.span(), format!("the signature returns {n} values: end with a tuple of {n} scalars")));
+            };
+            if t.elems.len() != n {
+                return Err(Error::new(t.span(), format!("the signature returns {n} values, this tuple has {}", t.elems.len())));
+            }
+            Output::Scalars(t.elems.iter().map(|e| l.number(e)).collect::<Result<_, _>>()?)
+        }
+        Returns::Batch => match l.expr(tail)? {
+            Value::Column { lanes, keep } => Output::Batch(single_lane(tail, lanes, keep)?),
+            _ => return Err(Error::new(tail.span(), "the signature returns `Batch`: end with a column expression such as `g.map(|x| ...)`")),
+        },
+    };
+    Ok((l.lets, output))
+}
+
+fn strip(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => strip(&p.expr),
+        Expr::Group(g) => strip(&g.expr),
+        other => other,
+    }
+}
+
+fn single_lane(at: &impl Spanned, lanes: Vec<Scalar>, keep: Option<Scalar>) -> Result<Column, Error> {
+    match <[Scalar; 1]>::try_from(lanes) {
+        Ok([value]) => Ok(Column { value, keep }),
+        Err(lanes) => Err(Error::new(
+            at.span(),
+            format!("this column zips {} values per sample: fold them into one with `.map(|x, s| ...)` first", lanes.len()),
+        )),
+    }
+}
+
+impl Lowerer {
+    fn bind(&mut self, name: String, value: Value, closure_param: bool) {
+        self.env.push(Entry::Bind { name, value, closure_param });
+    }
+
+    fn lookup(&self, ident: &syn::Ident) -> Result<Value, Error> {
+        let name = ident.to_string();
+        let mut behind_barrier = false;
+        for entry in self.env.iter().rev() {
+            match entry {
+                Entry::Barrier => behind_barrier = true,
+                Entry::Bind { name: n, value, closure_param } if *n == name => {
+                    if *closure_param && behind_barrier {
+                        return Err(Error::new(
+                            ident.span(),
+                            format!("`{name}` is the element of an enclosing closure and cannot be used inside a nested column reduction (that would be a loop per element); compute the reduction before the closure with `let`"),
+                        ));
+                    }
+                    return Ok(value.clone());
+                }
+                Entry::Bind { .. } => {}
+            }
+        }
+        Err(Error::new(ident.span(), format!("unknown name `{name}`: only parameters, `let` bindings and closure parameters are in scope")))
+    }
+
+    fn statement(&mut self, stmt: &Stmt) -> Result<(), Error> {
+        match stmt {
+            Stmt::Local(local) => {
+                let Some(init) = &local.init else {
+                    return Err(Error::new(local.span(), "`let` needs a value: mutable state is not supported"));
+                };
+                if let Some((_, diverge)) = &init.diverge {
+                    return Err(Error::new(diverge.span(), "`let ... else` is not supported"));
+                }
+                self.bind_pattern(&local.pat, &init.expr)
+            }
+            Stmt::Expr(e, _) => Err(unsupported(e)),
+            Stmt::Item(item) => Err(Error::new(item.span(), "items (fn, struct, use, ...) cannot be declared inside a batch reduction")),
+            Stmt::Macro(m) => Err(Error::new(m.span(), "macros are not supported inside a batch reduction")),
+        }
+    }
+
+    fn bind_pattern(&mut self, pat: &Pat, value: &Expr) -> Result<(), Error> {
+        match pat {
+            Pat::Ident(pi) => {
+                if pi.mutability.is_some() {
+                    return Err(Error::new(pi.span(), "`let mut` is not supported: a batch reduction has no mutable state (the GPU kernel is a pure function of the column); bind a new name instead"));
+                }
+                let v = self.expr(value)?;
+                let name = pi.ident.to_string();
+                let v = match v {
+                    Value::Scalar(s, ty) => {
+                        self.lets.push(Let { name: name.clone(), value: s });
+                        Value::Scalar(Scalar::Local(self.lets.len() - 1), ty)
+                    }
+                    other => other,
+                };
+                self.bind(name, v, false);
+                Ok(())
+            }
+            Pat::Type(pt) => self.bind_pattern(&pt.pat, value),
+            Pat::Tuple(pt) => {
+                let Expr::Tuple(values) = strip(value) else {
+                    return Err(Error::new(value.span(), "a tuple pattern needs a tuple of values on the right, e.g. `let (mu, s) = (g.mean(), g.std());`"));
+                };
+                if pt.elems.len() != values.elems.len() {
+                    return Err(Error::new(pt.span(), "the tuple pattern and the tuple of values differ in length"));
+                }
+                for (p, v) in pt.elems.iter().zip(&values.elems) {
+                    self.bind_pattern(p, v)?;
+                }
+                Ok(())
+            }
+            other => Err(Error::new(other.span(), "unsupported pattern: use a name or a tuple of names")),
+        }
+    }
+
+    /// Lowers an expression that must be a number.
+    fn number(&mut self, e: &Expr) -> Result<Scalar, Error> {
+        match self.expr(e)? {
+            Value::Scalar(s, Ty::Num) => Ok(s),
+            Value::Scalar(_, Ty::Bool) => Err(Error::new(e.span(), "expected a number, found a boolean")),
+            Value::Column { .. } => Err(Error::new(e.span(), format!("expected a scalar, found a column: reduce it first ({COLUMN_METHODS})"))),
+            Value::PerSample(_) => Err(Error::new(e.span(), "a `PerSample` input can only be used as `column.zip(input)`")),
+        }
+    }
+
+    /// Lowers an expression that must be a boolean.
+    fn boolean(&mut self, e: &Expr) -> Result<Scalar, Error> {
+        match self.expr(e)? {
+            Value::Scalar(s, Ty::Bool) => Ok(s),
+            _ => Err(Error::new(e.span(), "expected a boolean (a comparison such as `x > 0.0`)")),
+        }
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<Value, Error> {
+        let num = |s| Ok(Value::Scalar(s, Ty::Num));
+        match e {
+            Expr::Paren(p) => self.expr(&p.expr),
+            Expr::Group(g) => self.expr(&g.expr),
+            Expr::Lit(l) => match &l.lit {
+                Lit::Float(f) => num(Scalar::lit(f.base10_parse::<f64>()?)),
+                Lit::Int(i) => num(Scalar::lit(i.base10_parse::<f64>()?)),
+                Lit::Bool(b) => Ok(Value::Scalar(Scalar::Bool(b.value), Ty::Bool)),
+                other => Err(Error::new(other.span(), "only numeric and boolean literals are supported")),
+            },
+            Expr::Path(p) => {
+                if let Some(ident) = p.path.get_ident() {
+                    return self.lookup(ident);
+                }
+                let text: Vec<String> = p.path.segments.iter().map(|s| s.ident.to_string()).collect();
+                let value = match text.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                    ["f32" | "f64", "INFINITY"] => f64::INFINITY,
+                    ["f32" | "f64", "NEG_INFINITY"] => f64::NEG_INFINITY,
+                    ["f32" | "f64", "NAN"] => f64::NAN,
+                    [.., "consts", "PI"] => std::f64::consts::PI,
+                    [.., "consts", "E"] => std::f64::consts::E,
+                    _ => return Err(Error::new(p.span(), "unsupported path: only names in scope and the constants f32::INFINITY, f32::NEG_INFINITY, f32::NAN, consts::PI and consts::E")),
+                };
+                num(Scalar::lit(value))
+            }
+            Expr::Unary(u) => match u.op {
+                syn::UnOp::Neg(_) => num(Scalar::Unary(UnOp::Neg, Box::new(self.number(&u.expr)?))),
+                syn::UnOp::Not(_) => Ok(Value::Scalar(Scalar::Unary(UnOp::Not, Box::new(self.boolean(&u.expr)?)), Ty::Bool)),
+                _ => Err(Error::new(u.span(), "dereference is not supported")),
+            },
+            Expr::Binary(b) => self.binary(b),
+            Expr::If(i) => self.if_expr(i),
+            Expr::Block(b) if b.label.is_none() => self.block_value(&b.block),
+            Expr::Cast(c) => match strip_type(&c.ty).as_deref() {
+                Some("f32" | "f64") => self.expr(&c.expr),
+                _ => Err(Error::new(c.ty.span(), "only `as f32` / `as f64` casts are supported (they do nothing: scalars have the accumulator type)")),
+            },
+            Expr::MethodCall(m) => self.method(m),
+            Expr::Call(c) => self.call(c),
+            other => Err(unsupported(other)),
+        }
+    }
+
+    fn block_value(&mut self, block: &Block) -> Result<Value, Error> {
+        match &block.stmts[..] {
+            [Stmt::Expr(e, None)] => self.expr(e),
+            _ => Err(Error::new(block.span(), "a block inside an expression must be a single value, e.g. `{ x }`; put `let` bindings at the top of the function")),
+        }
+    }
+
+    fn binary(&mut self, b: &syn::ExprBinary) -> Result<Value, Error> {
+        use syn::BinOp as B;
+        let op = match b.op {
+            B::Add(_) => BinOp::Add,
+            B::Sub(_) => BinOp::Sub,
+            B::Mul(_) => BinOp::Mul,
+            B::Div(_) => BinOp::Div,
+            B::Lt(_) => BinOp::Lt,
+            B::Le(_) => BinOp::Le,
+            B::Gt(_) => BinOp::Gt,
+            B::Ge(_) => BinOp::Ge,
+            B::Eq(_) => BinOp::Eq,
+            B::Ne(_) => BinOp::Ne,
+            B::And(_) => BinOp::And,
+            B::Or(_) => BinOp::Or,
+            B::AddAssign(_) | B::SubAssign(_) | B::MulAssign(_) | B::DivAssign(_) => {
+                return Err(Error::new(b.span(), "assignment is not supported: a batch reduction has no mutable state; use column reductions such as `.sum()` instead of accumulating"))
+            }
+            _ => return Err(Error::new(b.op.span(), "unsupported operator: use + - * / comparisons && || !")),
+        };
+        let (l, r, ty) = if matches!(op, BinOp::And | BinOp::Or) {
+            (self.boolean(&b.left)?, self.boolean(&b.right)?, Ty::Bool)
+        } else {
+            let ty = if op.is_boolean() { Ty::Bool } else { Ty::Num };
+            (self.number(&b.left)?, self.number(&b.right)?, ty)
+        };
+        Ok(Value::Scalar(l.bin(op, r), ty))
+    }
+
+    fn if_expr(&mut self, i: &syn::ExprIf) -> Result<Value, Error> {
+        let cond = self.boolean(&i.cond)?;
+        let Some((_, otherwise)) = &i.else_branch else {
+            return Err(Error::new(i.span(), "`if` needs an `else` branch: it is an expression with a value in both cases"));
+        };
+        let a = self.block_value(&i.then_branch)?;
+        let b = self.expr(otherwise)?;
+        match (a, b) {
+            (Value::Scalar(a, ta), Value::Scalar(b, tb)) if ta == tb => Ok(Value::Scalar(Scalar::select(cond, a, b), ta)),
+            _ => Err(Error::new(i.span(), "both branches of `if` must be scalars of the same type")),
+        }
+    }
+
+    fn call(&mut self, c: &syn::ExprCall) -> Result<Value, Error> {
+        let Expr::Path(p) = &*c.func else {
+            return Err(Error::new(c.func.span(), FUNCTIONS));
+        };
+        let name = p.path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
+        if name != "normal_pdf" {
+            return Err(Error::new(c.func.span(), format!("unknown function `{name}`: {FUNCTIONS}")));
+        }
+        if c.args.len() != 3 {
+            return Err(Error::new(c.span(), "normal_pdf takes three arguments: normal_pdf(x, mu, sigma)"));
+        }
+        let args = c.args.iter().map(|a| self.number(a)).collect::<Result<_, _>>()?;
+        Ok(Value::Scalar(Scalar::Call(Func::NormalPdf, args), Ty::Num))
+    }
+
+    fn method(&mut self, m: &syn::ExprMethodCall) -> Result<Value, Error> {
+        if m.turbofish.is_some() {
+            return Err(Error::new(m.span(), "turbofish (`::<>`) is not supported"));
+        }
+        let mut receiver = self.expr(&m.receiver)?;
+        let in_closure = self.env.iter().any(|e| matches!(e, Entry::Bind { closure_param: true, .. }));
+        if in_closure && matches!(receiver, Value::Column { .. }) {
+            // A column nested in a closure runs its own loop and cannot read the enclosing
+            // closure's element: lower it again with those parameters hidden.
+            self.env.push(Entry::Barrier);
+            let checked = self.expr(&m.receiver);
+            self.env.pop();
+            receiver = checked?;
+        }
+        match receiver {
+            Value::Column { lanes, keep } => self.column_method(m, lanes, keep),
+            Value::Scalar(s, Ty::Num) => self.scalar_method(m, s),
+            Value::Scalar(_, Ty::Bool) => Err(Error::new(m.method.span(), "methods cannot be called on booleans")),
+            Value::PerSample(_) => Err(Error::new(m.receiver.span(), "a `PerSample` input can only be used as `column.zip(input)`")),
+        }
+    }
+
+    fn args(&mut self, m: &syn::ExprMethodCall, allowed: &[usize]) -> Result<Vec<Scalar>, Error> {
+        if !allowed.contains(&m.args.len()) {
+            return Err(Error::new(m.span(), format!("`{}` takes {} argument(s), found {}", m.method, allowed.iter().map(usize::to_string).collect::<Vec<_>>().join(" or "), m.args.len())));
+        }
+        m.args.iter().map(|a| self.number(a)).collect()
+    }
+
+    fn column_method(&mut self, m: &syn::ExprMethodCall, lanes: Vec<Scalar>, keep: Option<Scalar>) -> Result<Value, Error> {
+        let method = m.method.to_string();
+        let num = |s| Ok(Value::Scalar(s, Ty::Num));
+        let column = || single_lane(&m.receiver, lanes.clone(), keep.clone());
+        match method.as_str() {
+            "map" | "filter" => {
+                let [arg] = &m.args.iter().collect::<Vec<_>>()[..] else {
+                    return Err(Error::new(m.span(), format!("`{method}` takes one closure")));
+                };
+                let Expr::Closure(closure) = strip(arg) else {
+                    return Err(Error::new(arg.span(), format!("`{method}` takes a closure, e.g. `|x| x * 2.0`")));
+                };
+                if closure.inputs.len() != lanes.len() {
+                    return Err(Error::new(closure.span(), format!("this column has {} value(s) per sample, so the closure takes {} parameter(s)", lanes.len(), lanes.len())));
+                }
+                let mark = self.env.len();
+                for (p, lane) in closure.inputs.iter().zip(&lanes) {
+                    match p {
+                        Pat::Ident(pi) if pi.mutability.is_none() => self.bind(pi.ident.to_string(), Value::Scalar(lane.clone(), Ty::Num), true),
+                        Pat::Type(pt) => match &*pt.pat {
+                            Pat::Ident(pi) => self.bind(pi.ident.to_string(), Value::Scalar(lane.clone(), Ty::Num), true),
+                            other => return Err(Error::new(other.span(), "closure parameters must be plain names")),
+                        },
+                        Pat::Wild(_) => {}
+                        other => return Err(Error::new(other.span(), "closure parameters must be plain names")),
+                    }
+                }
+                let result = if method == "map" { self.number(&closure.body) } else { self.boolean(&closure.body) };
+                self.env.truncate(mark);
+                let body = result?;
+                Ok(if method == "map" {
+                    Value::Column { lanes: vec![body], keep }
+                } else {
+                    let filtered = Column { value: Scalar::lit(0.0), keep }.filtered(body);
+                    Value::Column { lanes, keep: filtered.keep }
+                })
+            }
+            "zip" => {
+                let [arg] = &m.args.iter().collect::<Vec<_>>()[..] else {
+                    return Err(Error::new(m.span(), "`zip` takes one `PerSample` input"));
+                };
+                match self.expr(arg)? {
+                    Value::PerSample(i) => {
+                        let mut lanes = lanes;
+                        lanes.push(Scalar::LoadPerSample(i));
+                        Ok(Value::Column { lanes, keep })
+                    }
+                    _ => Err(Error::new(arg.span(), "`zip` takes a `PerSample` parameter of the function")),
+                }
+            }
+            "with_rank" => {
+                self.args(m, &[0])?;
+                let c = column()?;
+                let rank = Scalar::Rank(Box::new(c.clone()));
+                Ok(Value::Column { lanes: vec![c.value, rank], keep: c.keep })
+            }
+            "sign" => {
+                self.args(m, &[0])?;
+                let c = column()?;
+                Ok(Value::Column { lanes: vec![Scalar::Call(Func::Sign, vec![c.value])], keep: c.keep })
+            }
+            "sum" => { self.args(m, &[0])?; num(stats::sum(column()?)) }
+            "count" => { self.args(m, &[0])?; num(stats::count(column()?)) }
+            "mean" => { self.args(m, &[0])?; num(stats::mean(column()?)) }
+            "min" => { self.args(m, &[0])?; num(stats::min(column()?)) }
+            "max" => { self.args(m, &[0])?; num(stats::max(column()?)) }
+            "median" => { self.args(m, &[0])?; num(stats::median(column()?)) }
+            "median_low" => { self.args(m, &[0])?; num(stats::median_low(column()?)) }
+            "var" | "std" => {
+                let correction = self.args(m, &[0, 1])?.pop().unwrap_or_else(|| Scalar::lit(1.0));
+                num(if method == "var" { stats::var(column()?, correction) } else { stats::std(column()?, correction) })
+            }
+            "quantile" | "kth" => {
+                let [q] = <[Scalar; 1]>::try_from(self.args(m, &[1])?).map_err(|_| Error::new(m.span(), "one argument"))?;
+                num(if method == "quantile" { stats::quantile(column()?, q) } else { stats::kth(column()?, q) })
+            }
+            _ => Err(Error::new(m.method.span(), format!("unsupported column method `{method}`; {COLUMN_METHODS}"))),
+        }
+    }
+
+    fn scalar_method(&mut self, m: &syn::ExprMethodCall, x: Scalar) -> Result<Value, Error> {
+        let method = m.method.to_string();
+        let call = |f: Func, mut args: Vec<Scalar>| {
+            args.insert(0, x.clone());
+            Ok(Value::Scalar(Scalar::Call(f, args), if f.is_boolean() { Ty::Bool } else { Ty::Num }))
+        };
+        let f = match method.as_str() {
+            "abs" => Func::Abs,
+            "sqrt" => Func::Sqrt,
+            "exp" => Func::Exp,
+            "ln" => Func::Ln,
+            "floor" => Func::Floor,
+            "sign" | "signum" => Func::Sign,
+            "is_nan" => Func::IsNan,
+            "is_finite" => Func::IsFinite,
+            "min" => Func::Min,
+            "max" => Func::Max,
+            "clamp" => Func::Clamp,
+            "powi" => {
+                let [arg] = &m.args.iter().collect::<Vec<_>>()[..] else {
+                    return Err(Error::new(m.span(), "`powi` takes one integer literal"));
+                };
+                let n = match strip(arg) {
+                    Expr::Lit(syn::ExprLit { lit: Lit::Int(i), .. }) => i.base10_parse::<i32>()?,
+                    Expr::Unary(syn::ExprUnary { op: syn::UnOp::Neg(_), expr, .. }) => match strip(expr) {
+                        Expr::Lit(syn::ExprLit { lit: Lit::Int(i), .. }) => -i.base10_parse::<i32>()?,
+                        other => return Err(Error::new(other.span(), "`powi` takes an integer literal such as `powi(2)`")),
+                    },
+                    other => return Err(Error::new(other.span(), "`powi` takes an integer literal such as `powi(2)`")),
+                };
+                return call(Func::Powi(n), Vec::new());
+            }
+            _ => return Err(Error::new(m.method.span(), format!("unsupported scalar method `{method}`; {SCALAR_METHODS}"))),
+        };
+        let args = self.args(m, &[f.arity() - 1])?;
+        call(f, args)
+    }
+}
+
+fn strip_type(ty: &syn::Type) -> Option<String> {
+    match ty {
+        syn::Type::Path(p) => p.path.get_ident().map(ToString::to_string),
+        _ => None,
+    }
+}
+
+fn unsupported(e: &Expr) -> Error {
+    let what = match e {
+        Expr::ForLoop(_) | Expr::While(_) | Expr::Loop(_) => "loops are not supported: a batch reduction is a function of one column; use column methods (map, filter, sum, ...) instead of iterating",
+        Expr::Assign(_) => "assignment is not supported: a batch reduction has no mutable state; bind a new name with `let`",
+        Expr::Return(_) => "`return` is not supported: end the body with the value",
+        Expr::Macro(_) => "macros are not supported inside a batch reduction",
+        Expr::Closure(_) => "closures are allowed only as the argument of `map` or `filter`",
+        Expr::Index(_) => "indexing is not supported: a reduction sees one column at a time; use column methods",
+        Expr::Tuple(_) => "tuples are allowed only as the returned value or in `let (a, b) = (x, y)`",
+        Expr::Match(_) => "`match` is not supported: use `if ... else ...`",
+        _ => "unsupported expression in a batch reduction: use numbers, parameters, `let` names, arithmetic, comparisons, `if`/`else`, normal_pdf(..), column methods and scalar methods",
+    };
+    Error::new(e.span(), what)
+}
