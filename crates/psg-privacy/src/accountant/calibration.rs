@@ -1,0 +1,129 @@
+//! Noise calibration: the smallest noise multiplier (to a tolerance) that meets a budget.
+
+use super::rdp::compute_rdp;
+use super::{conversion::privacy_spent, default_orders};
+use crate::error::{Error, Result};
+
+/// Opacus' `MAX_SIGMA`: the doubling search gives up past this multiplier.
+const MAX_SIGMA: f64 = 1e6;
+/// Bisection steps before giving up; the search settles in well under 100.
+const MAX_BISECTIONS: u32 = 1_000;
+
+/// The noise multiplier that keeps `steps` steps at `sample_rate` within `(target_epsilon, delta)`.
+///
+/// This is Opacus' `get_noise_multiplier` (with `steps`) over the default orders: starting from
+/// `sigma_low = 0, sigma_high = 10`, double `sigma_high` until its epsilon is at most the target,
+/// then bisect until `target_epsilon - epsilon(sigma_high) <= epsilon_tolerance`, and return
+/// `sigma_high`. The result therefore always satisfies the budget: `epsilon(result) <=
+/// target_epsilon`, within `epsilon_tolerance` of it. Like Opacus, only the epsilon is pinned
+/// down, not the multiplier's digits. The guarantee holds for Poisson sampling at `sample_rate`.
+///
+/// # Errors
+///
+/// [`Error::InvalidTargetEpsilon`], [`Error::InvalidDelta`], [`Error::InvalidSampleRate`] (here
+/// it must be in (0, 1]), [`Error::ZeroSteps`], [`Error::InvalidTolerance`], and
+/// [`Error::BudgetTooLow`] when a multiplier above 1e6 is still not enough.
+///
+/// # Example
+///
+/// ```
+/// use psg_privacy::accountant::{calibrate_noise_multiplier, RdpAccountant};
+///
+/// let sigma = calibrate_noise_multiplier(8.0, 1e-5, 0.04, 2250, 0.01)?;
+/// let mut accountant = RdpAccountant::new();
+/// accountant.steps(sigma, 0.04, 2250)?;
+/// let eps = accountant.epsilon(1e-5)?.epsilon;
+/// assert!(eps <= 8.0 && eps >= 8.0 - 0.01);
+/// # Ok::<(), psg_privacy::Error>(())
+/// ```
+pub fn calibrate_noise_multiplier(
+    target_epsilon: f64,
+    delta: f64,
+    sample_rate: f64,
+    steps: u64,
+    epsilon_tolerance: f64,
+) -> Result<f64> {
+    if !(target_epsilon.is_finite() && target_epsilon > 0.0) {
+        return Err(Error::InvalidTargetEpsilon { target_epsilon });
+    }
+    super::check_delta(delta)?;
+    if !(sample_rate > 0.0 && sample_rate <= 1.0) {
+        return Err(Error::InvalidSampleRate {
+            sample_rate,
+            expected: "in (0, 1] for calibration (at rate 0 no noise is needed)",
+        });
+    }
+    if steps == 0 {
+        return Err(Error::ZeroSteps);
+    }
+    if !(epsilon_tolerance.is_finite() && epsilon_tolerance > 0.0) {
+        return Err(Error::InvalidTolerance {
+            tolerance: epsilon_tolerance,
+        });
+    }
+
+    let orders = default_orders();
+    let epsilon_at = |sigma: f64| -> f64 {
+        let rdp: Vec<f64> = orders
+            .iter()
+            .map(|&order| compute_rdp(sample_rate, sigma, order) * steps as f64)
+            .collect();
+        privacy_spent(&orders, &rdp, delta).epsilon
+    };
+
+    let mut sigma_low = 0.0;
+    let mut sigma_high = 10.0;
+    let mut eps_high = f64::INFINITY;
+    while eps_high > target_epsilon {
+        sigma_high *= 2.0;
+        eps_high = epsilon_at(sigma_high);
+        if sigma_high > MAX_SIGMA {
+            return Err(Error::BudgetTooLow {
+                target_epsilon,
+                noise_multiplier: sigma_high,
+                epsilon: eps_high,
+            });
+        }
+    }
+
+    let mut iterations = 0;
+    while target_epsilon - eps_high > epsilon_tolerance {
+        if iterations == MAX_BISECTIONS {
+            return Err(Error::CalibrationDidNotConverge { iterations });
+        }
+        iterations += 1;
+        let sigma = (sigma_low + sigma_high) / 2.0;
+        let eps = epsilon_at(sigma);
+        if eps < target_epsilon {
+            sigma_high = sigma;
+            eps_high = eps;
+        } else {
+            sigma_low = sigma;
+        }
+    }
+    Ok(sigma_high)
+}
+
+/// [`calibrate_noise_multiplier`] for a number of epochs: `steps = int(epochs / sample_rate)`,
+/// as Opacus computes it.
+///
+/// # Errors
+///
+/// As [`calibrate_noise_multiplier`]; `epochs == 0` gives [`Error::ZeroSteps`].
+pub fn calibrate_noise_multiplier_for_epochs(
+    target_epsilon: f64,
+    delta: f64,
+    sample_rate: f64,
+    epochs: u64,
+    epsilon_tolerance: f64,
+) -> Result<f64> {
+    if !(sample_rate > 0.0 && sample_rate <= 1.0) {
+        return Err(Error::InvalidSampleRate {
+            sample_rate,
+            expected: "in (0, 1] for calibration (at rate 0 no noise is needed)",
+        });
+    }
+    // Truncation toward zero, like Python's int(); the cast saturates instead of overflowing.
+    let steps = (epochs as f64 / sample_rate) as u64;
+    calibrate_noise_multiplier(target_epsilon, delta, sample_rate, steps, epsilon_tolerance)
+}

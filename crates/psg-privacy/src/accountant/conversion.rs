@@ -1,0 +1,35 @@
+//! From RDP at several orders to an (epsilon, delta) guarantee.
+
+use super::PrivacySpent;
+
+/// Opacus' `get_privacy_spent`: Theorem 21 of Balle et al., "Hypothesis testing interpretations
+/// and Renyi differential privacy" (arXiv:1905.09982), minimised over the orders.
+///
+/// `eps(a) = rdp(a) - (ln(delta) + ln(a)) / (a - 1) + ln((a - 1) / a)`, evaluated in that order.
+/// NaN values are skipped; if every value is NaN the result is `epsilon = inf` with no order, as
+/// in Opacus. Ties go to the first order, as `numpy.nanargmin` does.
+pub(super) fn privacy_spent(orders: &[f64], rdp: &[f64], delta: f64) -> PrivacySpent {
+    let ln_delta = delta.ln();
+    let mut best: Option<(f64, f64)> = None;
+    for (&order, &rdp) in orders.iter().zip(rdp) {
+        let eps = rdp - (ln_delta + order.ln()) / (order - 1.0) + ((order - 1.0) / order).ln();
+        if eps.is_nan() {
+            continue;
+        }
+        if best.is_none_or(|(best_eps, _)| eps < best_eps) {
+            best = Some((eps, order));
+        }
+    }
+    match best {
+        Some((epsilon, order)) => PrivacySpent {
+            epsilon,
+            delta,
+            best_order: Some(order),
+        },
+        None => PrivacySpent {
+            epsilon: f64::INFINITY,
+            delta,
+            best_order: None,
+        },
+    }
+}

@@ -1,0 +1,114 @@
+//! The crate's error type: every way a caller's input or the operating system can make a call fail.
+
+/// Everything that can go wrong in `psg-privacy`. Messages say what was wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A delta outside the open interval (0, 1).
+    #[error(
+        "delta {delta} is invalid: it must lie strictly between 0 and 1 (a common choice is a \
+         value below 1 / dataset_size, e.g. 1e-5)"
+    )]
+    InvalidDelta {
+        /// The value given.
+        delta: f64,
+    },
+    /// A sampling rate outside the range the call accepts.
+    #[error(
+        "sample rate {sample_rate} is invalid: it must be {expected} (it is the Poisson sampling \
+         probability of each example, usually batch_size / dataset_size)"
+    )]
+    InvalidSampleRate {
+        /// The value given.
+        sample_rate: f64,
+        /// The accepted range, in words.
+        expected: &'static str,
+    },
+    /// A noise multiplier that is negative, infinite or NaN.
+    #[error(
+        "noise multiplier {noise_multiplier} is invalid: it must be a finite number >= 0 (the \
+         ratio of the Gaussian noise's standard deviation to the clipping norm)"
+    )]
+    InvalidNoiseMultiplier {
+        /// The value given.
+        noise_multiplier: f64,
+    },
+    /// An empty list of RDP orders.
+    #[error("the list of RDP orders is empty: pass at least one order > 1, or use RdpAccountant::new() for the default orders")]
+    EmptyOrders,
+    /// An RDP order that is not a finite number > 1.
+    #[error(
+        "RDP order {order} is invalid: every order must be a finite number > 1 and at most \
+         10000 (psg_privacy::accountant::MAX_ORDER)"
+    )]
+    InvalidOrder {
+        /// The value given.
+        order: f64,
+    },
+    /// A target epsilon that is not a finite number > 0.
+    #[error("target epsilon {target_epsilon} is invalid: it must be a finite number > 0")]
+    InvalidTargetEpsilon {
+        /// The value given.
+        target_epsilon: f64,
+    },
+    /// Noise calibration asked for zero training steps.
+    #[error(
+        "the number of steps is 0: calibration needs at least one step (with epochs, pass \
+         epochs >= 1; steps are int(epochs / sample_rate))"
+    )]
+    ZeroSteps,
+    /// A calibration tolerance that is not a finite number > 0.
+    #[error("epsilon tolerance {tolerance} is invalid: it must be a finite number > 0 (Opacus uses 0.01)")]
+    InvalidTolerance {
+        /// The value given.
+        tolerance: f64,
+    },
+    /// Even a huge noise multiplier cannot reach the target epsilon.
+    #[error(
+        "the privacy budget is too low: even noise multiplier {noise_multiplier} gives epsilon \
+         {epsilon} > target {target_epsilon}; raise the target epsilon or delta, or lower the \
+         sample rate or the number of steps"
+    )]
+    BudgetTooLow {
+        /// The target asked for.
+        target_epsilon: f64,
+        /// The largest multiplier tried.
+        noise_multiplier: f64,
+        /// The epsilon it gives.
+        epsilon: f64,
+    },
+    /// The calibration bisection did not settle (a numerical failure; should not happen).
+    #[error(
+        "noise calibration did not converge after {iterations} bisection steps; try a larger \
+         epsilon tolerance, and please report the inputs as a bug"
+    )]
+    CalibrationDidNotConverge {
+        /// Bisection steps taken.
+        iterations: u32,
+    },
+    /// A noise standard deviation that is negative, infinite or NaN.
+    #[error("noise standard deviation {std} is invalid: it must be a finite number >= 0")]
+    InvalidNoiseStd {
+        /// The value given.
+        std: f64,
+    },
+    /// Element indices `offset .. offset + len` leave the range Philox counters can address.
+    #[error(
+        "elements {offset} .. {offset} + {len} are out of range: global element indices must stay \
+         below 2^62 so that Philox counters never repeat; use a smaller offset"
+    )]
+    ElementRangeOutOfBounds {
+        /// The first element's global index.
+        offset: u64,
+        /// The number of elements.
+        len: u64,
+    },
+    /// The OS CSPRNG could not be read.
+    #[error(
+        "could not read a seed from the OS CSPRNG (/dev/urandom): {0}; on a platform without \
+         /dev/urandom, draw a 64-bit seed from your own CSPRNG"
+    )]
+    SecureSeedUnavailable(#[source] std::io::Error),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
