@@ -1,0 +1,215 @@
+//! A CUDA device: its context, the one stream psg runs on, and its in-memory kernel cache.
+//!
+//! psg passes raw device pointers to kernels and runs everything of one `CudaDevice` on its one
+//! stream, so cudarc's per-allocation event tracking is turned off: stream order alone keeps
+//! launches, copies and frees in order. Work on two `CudaDevice`s (two streams) is ordered by the
+//! caller, as with any two CUDA streams.
+
+mod driver;
+mod kernels;
+mod launch;
+mod memory;
+mod timer;
+
+use std::fmt;
+use std::sync::Arc;
+
+use cudarc::driver::{sys, CudaContext, CudaStream};
+
+pub use driver::cuda_device_count;
+pub(crate) use driver::driver_status;
+use driver::{driver_error, guarded, init_error};
+pub use kernels::{KernelCacheStats, KernelOrigin};
+pub use launch::{KernelArg, LaunchConfig};
+pub use memory::DeviceBuffer;
+
+use crate::error::{Error, Result};
+
+/// One CUDA device and the stream psg runs its work on. Cheap to clone (an `Arc` inside); clones
+/// share the stream and the kernel cache.
+#[derive(Clone)]
+pub struct CudaDevice {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    ordinal: usize,
+    name: String,
+    compute_capability: (u32, u32),
+    /// The most dynamic shared memory one block may opt in to.
+    max_shared_optin: u32,
+    borrowed_stream: bool,
+    kernels: kernels::KernelCache,
+}
+
+impl CudaDevice {
+    /// Opens device `ordinal` (its primary context, which PyTorch shares) and runs on the
+    /// context's default stream.
+    ///
+    /// Errors are [`Error::CudaUnavailable`] when libcuda is missing, there is no such device or
+    /// the driver fails to initialise; never a panic.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        Self::open(ordinal, None)
+    }
+
+    /// Opens device `ordinal` to run on `stream`, a stream someone else (PyTorch) owns: psg
+    /// enqueues its copies and kernels there and never destroys it.
+    ///
+    /// # Safety
+    ///
+    /// `stream` must be a valid stream of device `ordinal`'s primary context (PyTorch's streams
+    /// are), and its owner must keep it alive as long as this device, a clone of it, or a tensor
+    /// on it exists. Ordering psg's work with the owner's work on *other* streams is the caller's
+    /// job, as between any two streams.
+    pub unsafe fn with_borrowed_stream(ordinal: usize, stream: sys::CUstream) -> Result<Self> {
+        Self::open(ordinal, Some(stream))
+    }
+
+    fn open(ordinal: usize, borrowed: Option<sys::CUstream>) -> Result<Self> {
+        guarded("CudaDevice::new", || {
+            let count = cuda_device_count()?;
+            if count == 0 {
+                return Err(Error::CudaUnavailable {
+                    reason: "no CUDA device".into(),
+                });
+            }
+            if ordinal >= count {
+                return Err(Error::CudaUnavailable {
+                    reason: format!(
+                        "there is no CUDA device {ordinal}: this machine has {count} (ordinals \
+                         0..{count})"
+                    ),
+                });
+            }
+            let ctx = CudaContext::new(ordinal).map_err(init_error)?;
+            // SAFETY: no CudaSlice exists on this context object yet, and all of psg's work on
+            // it is ordered by the one stream below (see the module docs).
+            unsafe { ctx.disable_event_tracking() };
+            let stream = match borrowed {
+                // SAFETY: the caller of `with_borrowed_stream` guarantees the stream is valid,
+                // belongs to this (primary) context and outlives the device.
+                Some(s) => unsafe { ctx.wrap_borrowed_stream(s) },
+                None => ctx.default_stream(),
+            };
+            let name = ctx.name().map_err(|e| driver_error("cuDeviceGetName", e))?;
+            let (major, minor) = ctx
+                .compute_capability()
+                .map_err(|e| driver_error("cuDeviceGetAttribute", e))?;
+            let optin = ctx
+                .attribute(
+                    sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                )
+                .map_err(|e| driver_error("cuDeviceGetAttribute", e))?;
+            let to_u32 = |v: i32| u32::try_from(v).unwrap_or(0);
+            Ok(CudaDevice {
+                inner: Arc::new(Inner {
+                    ctx,
+                    stream,
+                    ordinal,
+                    name,
+                    compute_capability: (to_u32(major), to_u32(minor)),
+                    max_shared_optin: to_u32(optin),
+                    borrowed_stream: borrowed.is_some(),
+                    kernels: kernels::KernelCache::default(),
+                }),
+            })
+        })
+    }
+
+    /// The device's name, e.g. `"NVIDIA H100 80GB HBM3"`.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The compute capability (major, minor), e.g. (9, 0).
+    pub fn compute_capability(&self) -> (u32, u32) {
+        self.inner.compute_capability
+    }
+
+    /// The device ordinal.
+    pub fn ordinal(&self) -> usize {
+        self.inner.ordinal
+    }
+
+    /// Whether this device runs on a stream someone else owns.
+    pub fn is_borrowed_stream(&self) -> bool {
+        self.inner.borrowed_stream
+    }
+
+    /// The raw stream psg enqueues on (for interop: e.g. making another library wait on it).
+    pub fn cu_stream(&self) -> sys::CUstream {
+        self.inner.stream.cu_stream()
+    }
+
+    /// Whether `self` and `other` are the same device (same ordinal): their memory is
+    /// interchangeable, whatever streams they run on.
+    pub fn same_device(&self, other: &CudaDevice) -> bool {
+        self.inner.ordinal == other.inner.ordinal
+    }
+
+    /// Whether `self` and `other` are clones of one handle (same stream, same kernel cache).
+    pub fn same_handle(&self, other: &CudaDevice) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Waits until everything enqueued on this device's stream has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        guarded("cuStreamSynchronize", || {
+            self.inner
+                .stream
+                .synchronize()
+                .map_err(|e| driver_error("cuStreamSynchronize", e))
+        })
+    }
+
+    /// The cudarc context (device `ordinal`'s primary context), for interop code that needs raw
+    /// cudarc calls. Its event tracking is off: order any work you add with this device's stream.
+    pub fn cudarc_context(&self) -> &Arc<CudaContext> {
+        &self.inner.ctx
+    }
+
+    /// The cudarc stream psg enqueues on, for interop code that needs raw cudarc calls.
+    pub fn cudarc_stream(&self) -> &Arc<CudaStream> {
+        &self.inner.stream
+    }
+
+    fn ctx(&self) -> &Arc<CudaContext> {
+        &self.inner.ctx
+    }
+
+    fn stream(&self) -> &Arc<CudaStream> {
+        &self.inner.stream
+    }
+
+    /// Makes the device's context current on this thread (raw driver calls need it).
+    fn bind(&self) -> Result<()> {
+        self.ctx()
+            .bind_to_thread()
+            .map_err(|e| driver_error("cuCtxSetCurrent", e))
+    }
+}
+
+impl fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (major, minor) = self.inner.compute_capability;
+        f.debug_struct("CudaDevice")
+            .field("ordinal", &self.inner.ordinal)
+            .field("name", &self.inner.name)
+            .field("arch", &format_args!("sm_{major}{minor}"))
+            .field("borrowed_stream", &self.inner.borrowed_stream)
+            .finish()
+    }
+}
+
+impl fmt::Display for CudaDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (major, minor) = self.inner.compute_capability;
+        write!(
+            f,
+            "CUDA device {}: {} (sm_{major}{minor})",
+            self.inner.ordinal, self.inner.name
+        )
+    }
+}

@@ -1,0 +1,216 @@
+//! The on-disk kernel cache: where it lives, the layout of an entry, reading with verification and
+//! atomic writing. Pure functions over bytes and a directory, so all of it is tested without a GPU.
+//!
+//! Nothing here is trusted: an entry whose header, length, key or checksum does not match is
+//! reported as [`Lookup::Corrupt`] and the caller recompiles and rewrites it. An unwritable cache
+//! directory only costs the compile next time.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cache_key::{stable_hash, CACHE_VERSION};
+
+/// The first bytes of every entry.
+pub const ENTRY_MAGIC: [u8; 8] = *b"PSGKCACH";
+
+/// Bytes before the payload: magic, version (u32), key (u64), payload length (u64), checksum (u64).
+pub const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
+
+/// The cache directory from the environment, or `None` when the disk cache is off.
+///
+/// `PSG_CACHE=off` (or `0`, `false`, `no`) turns it off; otherwise `PSG_CACHE_DIR` if set, else
+/// `$XDG_CACHE_HOME/psg`, else `$HOME/.cache/psg`; `None` when none of these is set.
+pub fn cache_dir() -> Option<PathBuf> {
+    resolve_cache_dir(|name| std::env::var_os(name))
+}
+
+/// [`cache_dir`] over any environment (`lookup` returns a variable's value), for tests.
+pub fn resolve_cache_dir(lookup: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let set = |name: &str| lookup(name).filter(|v| !v.is_empty());
+    if let Some(v) = set("PSG_CACHE") {
+        let v = v.to_string_lossy().trim().to_ascii_lowercase();
+        if matches!(v.as_str(), "off" | "0" | "false" | "no") {
+            return None;
+        }
+    }
+    if let Some(dir) = set("PSG_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    // The XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
+    if let Some(xdg) = set("XDG_CACHE_HOME").map(PathBuf::from) {
+        if xdg.is_absolute() {
+            return Some(xdg.join("psg"));
+        }
+    }
+    set("HOME").map(|home| PathBuf::from(home).join(".cache").join("psg"))
+}
+
+/// Serialises one entry: header then payload.
+pub fn encode_entry(key: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&ENTRY_MAGIC);
+    out.extend_from_slice(&CACHE_VERSION.to_le_bytes());
+    out.extend_from_slice(&key.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&stable_hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Checks an entry against `key` and returns its payload, or says what is wrong with it.
+pub fn decode_entry(bytes: &[u8], key: u64) -> Result<&[u8], String> {
+    if bytes.len() < HEADER_LEN {
+        return Err(format!(
+            "truncated: {} bytes, shorter than the {HEADER_LEN}-byte header",
+            bytes.len()
+        ));
+    }
+    let (header, payload) = bytes.split_at(HEADER_LEN);
+    let u32_at = |i: usize| header[i..i + 4].try_into().map(u32::from_le_bytes);
+    let u64_at = |i: usize| header[i..i + 8].try_into().map(u64::from_le_bytes);
+    let bad = |_| "malformed header".to_string();
+    if header[..8] != ENTRY_MAGIC {
+        return Err("not a psg cache entry (bad magic)".into());
+    }
+    let version = u32_at(8).map_err(bad)?;
+    if version != CACHE_VERSION {
+        return Err(format!("entry version {version}, expected {CACHE_VERSION}"));
+    }
+    if u64_at(12).map_err(bad)? != key {
+        return Err("entry was written for a different key".into());
+    }
+    let len = u64_at(20).map_err(bad)?;
+    if len != payload.len() as u64 {
+        return Err(format!(
+            "payload is {} bytes, header says {len} (truncated or appended to)",
+            payload.len()
+        ));
+    }
+    if u64_at(28).map_err(bad)? != stable_hash(payload) {
+        return Err("payload checksum does not match".into());
+    }
+    Ok(payload)
+}
+
+/// What a cache lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// A verified payload.
+    Hit(Vec<u8>),
+    /// No entry.
+    Miss,
+    /// An entry that failed verification (the reason in words); recompile and rewrite it.
+    Corrupt(String),
+}
+
+/// A kernel cache in one directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskCache {
+    dir: PathBuf,
+}
+
+impl DiskCache {
+    /// A cache in `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DiskCache { dir: dir.into() }
+    }
+
+    /// The cache the environment asks for ([`cache_dir`]), or `None` when it is off.
+    pub fn from_env() -> Option<Self> {
+        cache_dir().map(DiskCache::new)
+    }
+
+    /// The cache's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of the entry for `kernel` under `key`: `<kernel>-<key as 16 hex digits>.bin`.
+    pub fn entry_path(&self, kernel: &str, key: u64) -> PathBuf {
+        let name: String = kernel
+            .chars()
+            .take(64)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        self.dir.join(format!("{name}-{key:016x}.bin"))
+    }
+
+    /// Reads and verifies the entry for `kernel` under `key`.
+    pub fn load(&self, kernel: &str, key: u64) -> Lookup {
+        match fs::read(self.entry_path(kernel, key)) {
+            Ok(bytes) => match decode_entry(&bytes, key) {
+                Ok(payload) => Lookup::Hit(payload.to_vec()),
+                Err(why) => Lookup::Corrupt(why),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Lookup::Miss,
+            Err(e) => Lookup::Corrupt(format!("unreadable: {e}")),
+        }
+    }
+
+    /// Writes the entry atomically: to a temporary file in the same directory, then renamed over
+    /// the entry, so a reader sees the old entry, the new one, or none, never half of one.
+    pub fn store(&self, kernel: &str, key: u64, payload: &[u8]) -> io::Result<()> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        fs::create_dir_all(&self.dir)?;
+        let path = self.entry_path(kernel, key);
+        let tmp = self.dir.join(format!(
+            ".tmp-{}-{}-{key:016x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&encode_entry(key, payload))?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if written.is_err() {
+            // Best effort: a leftover temporary file is harmless, but don't leave litter.
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+}
+
+/// Where [`load_or_compile`] found a kernel image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageOrigin {
+    /// A verified disk cache entry.
+    Disk,
+    /// Compiled now (no cache, a miss, or a corrupt entry, which was rewritten).
+    Compiled,
+}
+
+/// The image for `key`: from `cache` when a verified entry is there, else from `compile`, whose
+/// result is then written to `cache`. A corrupt entry is recompiled and overwritten; a failed write
+/// is ignored (the next process compiles again), so only `compile`'s own errors come back.
+pub fn load_or_compile(
+    cache: Option<&DiskCache>,
+    kernel: &str,
+    key: u64,
+    compile: impl FnOnce() -> crate::Result<Vec<u8>>,
+) -> crate::Result<(Vec<u8>, ImageOrigin)> {
+    if let Some(cache) = cache {
+        if let Lookup::Hit(image) = cache.load(kernel, key) {
+            return Ok((image, ImageOrigin::Disk));
+        }
+    }
+    let image = compile()?;
+    if let Some(cache) = cache {
+        // Not an error: an unwritable cache costs a compile next time, nothing else.
+        let _ = cache.store(kernel, key, &image);
+    }
+    Ok((image, ImageOrigin::Compiled))
+}
+
+#[cfg(test)]
+mod tests;

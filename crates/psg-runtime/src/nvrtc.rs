@@ -1,0 +1,234 @@
+//! The thin layer over libnvrtc: is it there, which version, which architectures, and one compile.
+//!
+//! cudarc loads libnvrtc on first use and panics when it is missing, so every entry point here
+//! checks for the library first and runs the calls under `catch_unwind` as a second line of defence.
+
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use cudarc::nvrtc::{result as nvrtc_result, sys};
+
+use crate::error::{panic_message, Error, Result};
+
+/// Runs NVRTC calls, turning a panic inside cudarc (a library or symbol that is missing after all)
+/// into a typed error.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        Err(Error::NvrtcUnavailable {
+            reason: panic_message(p.as_ref()),
+        })
+    })
+}
+
+/// The library file names cudarc tries, and where the loader looks, for messages.
+fn search_description() -> String {
+    let names = cudarc::get_lib_name_candidates("nvrtc");
+    let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    format!(
+        "none of {} could be loaded (LD_LIBRARY_PATH={path:?})",
+        names.join(", ")
+    )
+}
+
+/// Whether libnvrtc can be loaded and called; `Err(Error::NvrtcUnavailable)` says why not.
+///
+/// The answer is worked out once per process (the loader's search path cannot change after start).
+pub fn nvrtc_status() -> Result<()> {
+    static STATUS: OnceLock<Result<()>> = OnceLock::new();
+    STATUS
+        .get_or_init(|| {
+            // SAFETY: loading libnvrtc runs its initialisers, which are as trusted as any library
+            // the process links; nothing else is assumed.
+            let present = catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false);
+            if !present {
+                return Err(Error::NvrtcUnavailable {
+                    reason: search_description(),
+                });
+            }
+            raw_version().map(|_| ())
+        })
+        .clone()
+}
+
+fn raw_version() -> Result<(i32, i32)> {
+    guarded(|| {
+        let (mut major, mut minor) = (0, 0);
+        // SAFETY: both pointers are to live locals; the library is present (checked by callers).
+        let r = unsafe { sys::nvrtcVersion(&mut major, &mut minor) };
+        r.result().map_err(|e| Error::NvrtcUnavailable {
+            reason: format!("nvrtcVersion failed: {e}"),
+        })?;
+        Ok((major, minor))
+    })
+}
+
+/// The (major, minor) version of the loaded libnvrtc, e.g. (13, 0).
+pub fn nvrtc_version() -> Result<(i32, i32)> {
+    nvrtc_status()?;
+    static VERSION: OnceLock<Result<(i32, i32)>> = OnceLock::new();
+    VERSION.get_or_init(raw_version).clone()
+}
+
+/// The real architectures this libnvrtc can compile for, ascending, as `10 * major + minor`
+/// (e.g. `[75, 80, 86, 87, 89, 90, 100, 103, 110, 120, 121]` for NVRTC 13.0).
+pub fn supported_archs() -> Result<Vec<u32>> {
+    nvrtc_status()?;
+    static ARCHS: OnceLock<Result<Vec<u32>>> = OnceLock::new();
+    ARCHS
+        .get_or_init(|| {
+            guarded(|| {
+                let fail = |e: nvrtc_result::NvrtcError| Error::NvrtcUnavailable {
+                    reason: format!("nvrtcGetSupportedArchs failed: {e}"),
+                };
+                let mut n = 0;
+                // SAFETY: `n` is a live local.
+                unsafe { sys::nvrtcGetNumSupportedArchs(&mut n) }
+                    .result()
+                    .map_err(fail)?;
+                let mut archs = vec![0; usize::try_from(n).unwrap_or(0)];
+                // SAFETY: `archs` has room for the `n` values NVRTC said it will write.
+                unsafe { sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()) }
+                    .result()
+                    .map_err(fail)?;
+                let mut archs: Vec<u32> = archs
+                    .into_iter()
+                    .filter_map(|a| u32::try_from(a).ok())
+                    .collect();
+                archs.sort_unstable();
+                Ok(archs)
+            })
+        })
+        .clone()
+}
+
+/// An NVRTC program, destroyed on drop.
+struct Program(sys::nvrtcProgram);
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // SAFETY: the program was created by nvrtcCreateProgram and is destroyed only here.
+        let _ = unsafe { nvrtc_result::destroy_program(self.0) };
+    }
+}
+
+impl Program {
+    fn log(&self) -> String {
+        // SAFETY: the program is live (owned by self).
+        match unsafe { nvrtc_result::get_program_log(self.0) } {
+            Ok(chars) => c_chars_to_string(&chars),
+            Err(e) => format!("(NVRTC gave no log: {e})"),
+        }
+    }
+
+    fn image(&self, cubin: bool) -> std::result::Result<Vec<u8>, nvrtc_result::NvrtcError> {
+        let mut size = 0usize;
+        // SAFETY: the program is live and compiled; `size` is a live local and the buffer has the
+        // size NVRTC reported, so NVRTC writes within it.
+        unsafe {
+            if cubin {
+                sys::nvrtcGetCUBINSize(self.0, &mut size).result()?;
+            } else {
+                sys::nvrtcGetPTXSize(self.0, &mut size).result()?;
+            }
+            let mut buf = vec![0u8; size];
+            let ptr = buf.as_mut_ptr().cast::<c_char>();
+            if cubin {
+                sys::nvrtcGetCUBIN(self.0, ptr).result()?;
+            } else {
+                sys::nvrtcGetPTX(self.0, ptr).result()?;
+            }
+            Ok(buf)
+        }
+    }
+}
+
+/// NUL-terminated C chars as a Rust string (lossy).
+fn c_chars_to_string(chars: &[c_char]) -> String {
+    let bytes: Vec<u8> = chars.iter().map(|&c| c as u8).collect();
+    match CStr::from_bytes_until_nul(&bytes) {
+        Ok(s) => s.to_string_lossy().trim_end().to_string(),
+        Err(_) => String::from_utf8_lossy(&bytes).trim_end().to_string(),
+    }
+}
+
+/// Whether a failed compile failed because libnvrtc-builtins could not be opened.
+fn builtins_missing(status: sys::nvrtcResult, log: &str) -> bool {
+    status == sys::nvrtcResult::NVRTC_ERROR_BUILTIN_OPERATION_FAILURE
+        || log.contains("nvrtc-builtins")
+}
+
+/// Compiles `source` (named `<kernel>.cu` in logs) with `options`; returns the CUBIN when `cubin`,
+/// else the PTX text's bytes (NUL-terminated, as the driver loads it).
+pub(crate) fn compile_program(
+    source: &str,
+    kernel: &str,
+    options: &[String],
+    cubin: bool,
+) -> Result<Vec<u8>> {
+    nvrtc_status()?;
+    let nul = |what: &str| {
+        Error::InvalidParameter(format!(
+            "the {what} of kernel `{kernel}` contains a NUL byte; CUDA sources and names are text"
+        ))
+    };
+    let src = CString::new(source).map_err(|_| nul("source"))?;
+    let name = CString::new(format!("{kernel}.cu")).map_err(|_| nul("name"))?;
+    let opts: Vec<CString> = options
+        .iter()
+        .map(|o| CString::new(o.as_str()).map_err(|_| nul("options")))
+        .collect::<Result<_>>()?;
+    guarded(|| {
+        let created = nvrtc_result::create_program(&src, Some(&name));
+        let prog = Program(created.map_err(|e| Error::Compile {
+            kernel: kernel.to_string(),
+            log: format!("nvrtcCreateProgram failed: {e}"),
+        })?);
+        let ptrs: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
+        let n = i32::try_from(ptrs.len()).unwrap_or(i32::MAX);
+        // SAFETY: the program is live; `ptrs` holds `n` pointers to NUL-terminated strings in
+        // `opts`, which outlives the call.
+        let status = unsafe { sys::nvrtcCompileProgram(prog.0, n, ptrs.as_ptr()) };
+        if status != sys::nvrtcResult::NVRTC_SUCCESS {
+            let log = prog.log();
+            let log = if log.is_empty() {
+                format!("{status:?}")
+            } else {
+                log
+            };
+            if builtins_missing(status, &log) {
+                return Err(Error::NvrtcBuiltinsMissing { log });
+            }
+            return Err(Error::Compile {
+                kernel: kernel.to_string(),
+                log,
+            });
+        }
+        prog.image(cubin).map_err(|e| Error::Compile {
+            kernel: kernel.to_string(),
+            log: format!("compiled, but NVRTC could not return the image: {e}"),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_failure_is_recognised() {
+        use sys::nvrtcResult::*;
+        assert!(builtins_missing(NVRTC_ERROR_BUILTIN_OPERATION_FAILURE, ""));
+        assert!(builtins_missing(
+            NVRTC_ERROR_COMPILATION,
+            "could not open libnvrtc-builtins.so.13.0"
+        ));
+        assert!(!builtins_missing(NVRTC_ERROR_COMPILATION, "k.cu(3): error"));
+    }
+
+    #[test]
+    fn c_chars_stop_at_nul() {
+        let chars: Vec<c_char> = b"log\n\0junk".iter().map(|&b| b as c_char).collect();
+        assert_eq!(c_chars_to_string(&chars), "log");
+    }
+}

@@ -1,0 +1,139 @@
+//! The CPU path: rayon over chunks of consecutive columns, one call of the CPU function per
+//! column.
+
+use std::marker::PhantomData;
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use super::validate::Plan;
+use super::{Column, CpuColumnFn, OutputKind, ReductionDef};
+use crate::dtype::DType;
+use crate::element::{Accumulator, Element};
+use crate::error::Result;
+use crate::tensor::{CpuData, Tensor};
+
+/// Columns per rayon task. Each task first copies its columns out of `g` (rows of `CHUNK`
+/// consecutive values, so whole cache lines) into one contiguous column each.
+const CHUNK: usize = 64;
+
+pub(super) fn run(
+    def: &ReductionDef,
+    g: &Tensor,
+    per_sample: &[&Tensor],
+    scalars: &[f64],
+    plan: &Plan,
+) -> Result<Vec<Tensor>> {
+    match g.dtype() {
+        DType::F32 => run_typed::<f32>(def.cpu.f32, def, g, per_sample, scalars, plan),
+        DType::F64 => run_typed::<f64>(def.cpu.f64, def, g, per_sample, scalars, plan),
+        DType::F16 => run_typed::<f16>(def.cpu.f16, def, g, per_sample, scalars, plan),
+        DType::BF16 => run_typed::<bf16>(def.cpu.bf16, def, g, per_sample, scalars, plan),
+    }
+}
+
+fn run_typed<T: Element>(
+    f: CpuColumnFn<T>,
+    def: &ReductionDef,
+    g: &Tensor,
+    per_sample: &[&Tensor],
+    scalars: &[f64],
+    plan: &Plan,
+) -> Result<Vec<Tensor>> {
+    let g_values = g.as_cpu_slice::<T>()?;
+    let per_sample: Vec<&[T::Acc]> = per_sample
+        .iter()
+        .map(|t| t.as_cpu_slice::<T::Acc>())
+        .collect::<Result<_>>()?;
+    let scalars: Vec<T::Acc> = scalars.iter().map(|&s| T::Acc::from_f64(s)).collect();
+    let (batch, width) = (plan.batch, plan.width);
+    let mut outputs: Vec<Vec<T>> = plan
+        .output_shapes
+        .iter()
+        .map(|s| vec![T::default(); s.iter().product()])
+        .collect();
+    let writers: Vec<DisjointWriter<'_, T>> =
+        outputs.iter_mut().map(|o| DisjointWriter::new(o)).collect();
+    let kind = def.outputs;
+    let per_column = match kind {
+        OutputKind::Scalars(n) => n,
+        OutputKind::Batch => batch,
+    };
+    (0..width.div_ceil(CHUNK))
+        .into_par_iter()
+        .for_each(|chunk| {
+            let first = chunk * CHUNK;
+            let cols = CHUNK.min(width - first);
+            // Transposed copy: column j of the chunk at gathered[j * batch ..][..batch].
+            let mut gathered = vec![T::default(); cols * batch];
+            for b in 0..batch {
+                let row = &g_values[b * width + first..][..cols];
+                for (j, &v) in row.iter().enumerate() {
+                    gathered[j * batch + b] = v;
+                }
+            }
+            let mut results = vec![T::Acc::default(); per_column];
+            for j in 0..cols {
+                let values = &gathered[j * batch..][..batch];
+                let column = Column {
+                    values,
+                    per_sample: &per_sample,
+                    scalars: &scalars,
+                };
+                results.fill(T::Acc::default());
+                f(&column, &mut results);
+                let col = first + j;
+                match kind {
+                    OutputKind::Scalars(_) => {
+                        for (w, &r) in writers.iter().zip(&results) {
+                            w.write(col, T::from_acc(r));
+                        }
+                    }
+                    OutputKind::Batch => {
+                        for (b, &r) in results.iter().enumerate() {
+                            writers[0].write(b * width + col, T::from_acc(r));
+                        }
+                    }
+                }
+            }
+        });
+    drop(writers);
+    let dtype = g.dtype();
+    outputs
+        .into_iter()
+        .zip(&plan.output_shapes)
+        .map(|(o, shape)| Ok(Tensor::from_cpu_data(CpuData::from_vec(o)?, dtype, shape)))
+        .collect()
+}
+
+/// Writes into one output from many rayon tasks, each task to its own columns.
+struct DisjointWriter<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _output: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: the writer only hands out element writes, and every element index is written by at
+// most one task (tasks own disjoint column ranges, and an index belongs to exactly one column),
+// so sharing it across threads creates no data race; T: Send moves values across threads.
+unsafe impl<T: Send> Sync for DisjointWriter<'_, T> {}
+// SAFETY: as above; the writer is a unique borrow of the output for its lifetime.
+unsafe impl<T: Send> Send for DisjointWriter<'_, T> {}
+
+impl<'a, T> DisjointWriter<'a, T> {
+    fn new(output: &'a mut [T]) -> Self {
+        DisjointWriter {
+            ptr: output.as_mut_ptr(),
+            len: output.len(),
+            _output: PhantomData,
+        }
+    }
+
+    /// Writes `v` at `i`. Callers write each index from at most one task.
+    fn write(&self, i: usize, v: T) {
+        assert!(i < self.len, "output index {i} out of {}", self.len);
+        // SAFETY: `i` is in bounds (checked above) of the output this writer uniquely borrows,
+        // and no other task writes index `i` (see the Sync impl).
+        unsafe { self.ptr.add(i).write(v) }
+    }
+}

@@ -1,0 +1,70 @@
+//! The CUDA path: allocate the outputs, pass the arguments in the documented order, launch.
+
+use super::validate::Plan;
+use super::{LaunchShape, ReductionDef};
+use crate::cuda::{CudaDevice, KernelArg, LaunchConfig};
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+fn as_i64(what: &str, v: usize) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::Shape(format!("{what} = {v} does not fit in 64 bits")))
+}
+
+pub(super) fn run(
+    def: &ReductionDef,
+    device: &CudaDevice,
+    g: &Tensor,
+    per_sample: &[&Tensor],
+    scalars: &[f64],
+    plan: &Plan,
+) -> Result<Vec<Tensor>> {
+    let on_device = Device::Cuda(device.clone());
+    let outputs: Vec<Tensor> = plan
+        .output_shapes
+        .iter()
+        .map(|shape| Tensor::uninit(g.dtype(), shape, &on_device))
+        .collect::<Result<_>>()?;
+    if plan.width == 0 {
+        return Ok(outputs);
+    }
+    let mut args = Vec::with_capacity(3 + per_sample.len() + outputs.len() + scalars.len());
+    args.push(KernelArg::Ptr(g.cuda_ptr()?));
+    for t in per_sample {
+        // A tensor filled through another handle of this device (another stream) must be
+        // complete before this stream reads it.
+        if let Device::Cuda(other) = t.device() {
+            if !other.same_handle(device) {
+                other.synchronize()?;
+            }
+        }
+        args.push(KernelArg::Ptr(t.cuda_ptr()?));
+    }
+    for o in &outputs {
+        args.push(KernelArg::Ptr(o.cuda_ptr()?));
+    }
+    args.push(KernelArg::I64(as_i64("B", plan.batch)?));
+    args.push(KernelArg::I64(as_i64("P", plan.width)?));
+    let f32_scalars = g.dtype().accumulator() == DType::F32;
+    args.extend(scalars.iter().map(|&s| {
+        if f32_scalars {
+            KernelArg::F32(s as f32)
+        } else {
+            KernelArg::F64(s)
+        }
+    }));
+    let cfg = match def.launch {
+        LaunchShape::ThreadPerColumn { block } => {
+            if !(1..=1024).contains(&block) {
+                return Err(Error::InvalidParameter(format!(
+                    "reduction `{}`: ThreadPerColumn block size {block} is outside 1..=1024",
+                    def.name
+                )));
+            }
+            LaunchConfig::for_items(plan.width, block)?
+        }
+    };
+    device.launch(&def.cuda[g.dtype().index()], cfg, &args)?;
+    Ok(outputs)
+}

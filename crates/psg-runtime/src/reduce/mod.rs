@@ -1,0 +1,109 @@
+//! The generic runner of batch reductions. The runtime knows the *shape* of a reduction (its
+//! inputs, outputs and launch geometry), never a particular one: those come as a [`ReductionDef`]
+//! from the `#[batch_reduce]` macro or from hand-written operations.
+//!
+//! A reduction maps each column `g[:, p]` (the B values of coordinate p across the batch) to
+//! `n` scalars ([`OutputKind::Scalars`]) or to B values ([`OutputKind::Batch`]).
+
+mod column;
+mod cpu;
+mod cuda;
+mod validate;
+
+use half::{bf16, f16};
+
+pub use column::Column;
+
+use crate::device::Device;
+use crate::element::Element;
+use crate::error::Result;
+use crate::jit::KernelSource;
+use crate::tensor::Tensor;
+
+/// What a reduction produces for each column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputKind {
+    /// `n` values per column: `n` output tensors of shape `g.shape[1..]`.
+    Scalars(usize),
+    /// B values per column: one output tensor shaped like `g`.
+    Batch,
+}
+
+/// How the generated kernel expects to be launched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LaunchShape {
+    /// One thread per column: grid `(ceil(P / block), 1, 1)`, block `(block, 1, 1)`, no dynamic
+    /// shared memory.
+    ThreadPerColumn {
+        /// Threads per block (1 to 1024).
+        block: u32,
+    },
+}
+
+/// The CPU implementation of a reduction for one element type: given one column, write the
+/// column's results (n values for `Scalars(n)`, B for `Batch`) into the buffer, which the runtime
+/// zeroes before each call.
+pub type CpuColumnFn<T> = fn(&Column<'_, T>, &mut [<T as Element>::Acc]);
+
+/// A reduction's CPU implementations, one per dtype.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuKernels {
+    /// For f32 data (f32 arithmetic).
+    pub f32: CpuColumnFn<f32>,
+    /// For f64 data (f64 arithmetic).
+    pub f64: CpuColumnFn<f64>,
+    /// For f16 data (f32 arithmetic).
+    pub f16: CpuColumnFn<f16>,
+    /// For bf16 data (f32 arithmetic).
+    pub bf16: CpuColumnFn<bf16>,
+}
+
+/// Everything the runtime needs to run one batch reduction on any backend.
+///
+/// The CUDA kernel for dtype `d` is `cuda[d.index()]`; its parameters, in order, are:
+/// `g`, the per-sample vectors, the outputs (all pointers), `B` and `P` (`long long`), then the
+/// scalars (`float` when the accumulator is f32, `double` for f64).
+#[derive(Debug, Clone)]
+pub struct ReductionDef {
+    /// The reduction's name, for messages.
+    pub name: &'static str,
+    /// How many per-sample vectors (shape `[B]`, accumulator dtype) it takes.
+    pub n_per_sample: usize,
+    /// How many scalar parameters it takes.
+    pub n_scalars: usize,
+    /// The scalar parameters' names, for messages.
+    pub scalar_names: &'static [&'static str],
+    /// What it produces per column.
+    pub outputs: OutputKind,
+    /// How its kernels are launched.
+    pub launch: LaunchShape,
+    /// Its CUDA kernels, indexed by [`DType::index`](crate::DType::index): f32, f64, f16, bf16.
+    pub cuda: [KernelSource; 4],
+    /// Its CPU implementations.
+    pub cpu: CpuKernels,
+}
+
+/// Runs `def` over every column of `g` (shape `[B, ...]`) on `g`'s device.
+///
+/// `per_sample` are `def.n_per_sample` tensors of shape `[B]` in `g`'s accumulator dtype on `g`'s
+/// device; `scalars` are `def.n_scalars` values (converted to the accumulator type). Returns the
+/// outputs in `g`'s dtype: `n` tensors of shape `g.shape[1..]` for `Scalars(n)`, one of `g`'s shape
+/// for `Batch`.
+///
+/// On CUDA this returns once the kernel is enqueued; `to_vec` waits for it. Wrong counts, shapes,
+/// dtypes or devices are errors naming the reduction and the argument.
+pub fn run_reduction(
+    def: &ReductionDef,
+    g: &Tensor,
+    per_sample: &[&Tensor],
+    scalars: &[f64],
+) -> Result<Vec<Tensor>> {
+    let plan = validate::plan(def, g, per_sample, scalars)?;
+    match g.device() {
+        Device::Cpu => cpu::run(def, g, per_sample, scalars, &plan),
+        Device::Cuda(device) => cuda::run(def, &device, g, per_sample, scalars, &plan),
+    }
+}
+
+#[cfg(test)]
+mod tests;

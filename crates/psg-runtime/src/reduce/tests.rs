@@ -1,0 +1,265 @@
+use super::*;
+use crate::dtype::DType;
+use crate::element::Accumulator;
+use crate::error::Error;
+
+fn column_sum<T: Element>(col: &Column<'_, T>, out: &mut [T::Acc]) {
+    for b in 0..col.len() {
+        out[0] += col.load(b);
+    }
+}
+
+/// out0 = sum(x), out1 = k * sum(x * w[b]).
+fn sum_and_weighted<T: Element>(col: &Column<'_, T>, out: &mut [T::Acc]) {
+    let mut weighted = T::Acc::ZERO;
+    for b in 0..col.len() {
+        out[0] += col.load(b);
+        weighted += col.load(b) * col.per_sample(0, b);
+    }
+    out[1] = col.scalar(0) * weighted;
+}
+
+/// out[b] = x[b] * w[b] * k.
+fn scale<T: Element>(col: &Column<'_, T>, out: &mut [T::Acc]) {
+    for (b, o) in out.iter_mut().enumerate() {
+        *o = col.load(b) * col.per_sample(0, b) * col.scalar(0);
+    }
+}
+
+macro_rules! cpu_kernels {
+    ($f:ident) => {
+        CpuKernels {
+            f32: $f::<f32>,
+            f64: $f::<f64>,
+            f16: $f::<half::f16>,
+            bf16: $f::<half::bf16>,
+        }
+    };
+}
+
+fn def(name: &'static str, outputs: OutputKind, n: usize, cpu: CpuKernels) -> ReductionDef {
+    let k = KernelSource::new_static("unused", "");
+    ReductionDef {
+        name,
+        n_per_sample: n,
+        n_scalars: n,
+        scalar_names: &["k"],
+        outputs,
+        launch: LaunchShape::ThreadPerColumn { block: 128 },
+        cuda: [k.clone(), k.clone(), k.clone(), k],
+        cpu,
+    }
+}
+
+fn sum_def() -> ReductionDef {
+    def("sum", OutputKind::Scalars(1), 0, cpu_kernels!(column_sum))
+}
+
+fn weighted_def() -> ReductionDef {
+    def(
+        "sum_and_weighted",
+        OutputKind::Scalars(2),
+        1,
+        cpu_kernels!(sum_and_weighted),
+    )
+}
+
+fn scale_def() -> ReductionDef {
+    def("scale", OutputKind::Batch, 1, cpu_kernels!(scale))
+}
+
+/// g[b, p] = a small exact value depending on b and p.
+fn g_values(b: usize, p: usize) -> Vec<f64> {
+    (0..b * p)
+        .map(|i| ((i * 7919) % 97) as f64 / 8.0 - 6.0)
+        .collect()
+}
+
+#[test]
+fn column_sums_match_a_naive_reference_at_awkward_sizes() {
+    for &(b, p) in &[(1, 1), (2, 3), (3, 64), (5, 65), (17, 130), (0, 5), (4, 0)] {
+        let x = g_values(b, p);
+        let g = Tensor::from_slice(&x, &[b, p], &Device::Cpu).unwrap();
+        let out = run_reduction(&sum_def(), &g, &[], &[]).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].shape(), &[p]);
+        let want: Vec<f64> = (0..p).map(|c| (0..b).map(|r| x[r * p + c]).sum()).collect();
+        assert_eq!(out[0].to_vec::<f64>().unwrap(), want, "B={b} P={p}");
+    }
+}
+
+#[test]
+fn every_dtype_stores_in_its_own_type() {
+    let x = g_values(3, 5);
+    let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let want: Vec<f32> = (0..5)
+        .map(|c| (0..3).map(|r| x32[r * 5 + c]).sum())
+        .collect();
+    let cases = [
+        Tensor::from_slice(&x32, &[3, 5], &Device::Cpu).unwrap(),
+        Tensor::from_slice(&x, &[3, 5], &Device::Cpu).unwrap(),
+        Tensor::from_slice(
+            &x32.iter()
+                .map(|&v| half::f16::from_f32(v))
+                .collect::<Vec<_>>(),
+            &[3, 5],
+            &Device::Cpu,
+        )
+        .unwrap(),
+        Tensor::from_slice(
+            &x32.iter()
+                .map(|&v| half::bf16::from_f32(v))
+                .collect::<Vec<_>>(),
+            &[3, 5],
+            &Device::Cpu,
+        )
+        .unwrap(),
+    ];
+    for g in &cases {
+        let out = &run_reduction(&sum_def(), g, &[], &[]).unwrap()[0];
+        assert_eq!(out.dtype(), g.dtype());
+        let got: Vec<f32> = match g.dtype() {
+            DType::F32 => out.to_vec::<f32>().unwrap(),
+            DType::F64 => out
+                .to_vec::<f64>()
+                .unwrap()
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
+            DType::F16 => out
+                .to_vec::<half::f16>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_f32())
+                .collect(),
+            DType::BF16 => out
+                .to_vec::<half::bf16>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_f32())
+                .collect(),
+        };
+        // Values are multiples of 1/8 below 2^5: exact in every dtype.
+        assert_eq!(got, want, "{}", g.dtype());
+    }
+}
+
+#[test]
+fn several_scalar_outputs_with_per_sample_and_scalar_arguments() {
+    let (b, p) = (4, 70);
+    let x = g_values(b, p);
+    let w = [0.5f64, -1.0, 2.0, 0.25];
+    let g = Tensor::from_slice(&x, &[b, 2, 35], &Device::Cpu).unwrap();
+    let wt = Tensor::from_slice(&w, &[b], &Device::Cpu).unwrap();
+    let out = run_reduction(&weighted_def(), &g, &[&wt], &[3.0]).unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].shape(), &[2, 35]);
+    let sums = out[0].to_vec::<f64>().unwrap();
+    let weighted = out[1].to_vec::<f64>().unwrap();
+    for c in 0..p {
+        let col: Vec<f64> = (0..b).map(|r| x[r * p + c]).collect();
+        assert_eq!(sums[c], col.iter().sum::<f64>());
+        let ws: f64 = col.iter().zip(&w).map(|(v, w)| v * w).sum();
+        assert_eq!(weighted[c], 3.0 * ws);
+    }
+}
+
+#[test]
+fn batch_outputs_are_scattered_back_to_g_layout() {
+    let (b, p) = (3, 131);
+    let x: Vec<f32> = g_values(b, p).iter().map(|&v| v as f32).collect();
+    let w = [1.5f32, -2.0, 0.5];
+    let g = Tensor::from_slice(&x, &[b, p], &Device::Cpu).unwrap();
+    let wt = Tensor::from_slice(&w, &[b], &Device::Cpu).unwrap();
+    let out = run_reduction(&scale_def(), &g, &[&wt], &[2.0]).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].shape(), &[b, p]);
+    let want: Vec<f32> = (0..b * p).map(|i| x[i] * w[i / p] * 2.0).collect();
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), want);
+}
+
+#[test]
+fn empty_batch_is_valid() {
+    let g = Tensor::zeros(DType::F32, &[0, 3], &Device::Cpu).unwrap();
+    let wt = Tensor::zeros(DType::F32, &[0], &Device::Cpu).unwrap();
+    let out = run_reduction(&weighted_def(), &g, &[&wt], &[1.0]).unwrap();
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![0.0; 3]);
+    let out = run_reduction(&scale_def(), &g, &[&wt], &[1.0]).unwrap();
+    assert_eq!(out[0].shape(), &[0, 3]);
+}
+
+#[test]
+fn rank_one_g_gives_scalar_outputs() {
+    let g = Tensor::from_slice(&[1.0f32, 2.0, 4.0], &[3], &Device::Cpu).unwrap();
+    let out = run_reduction(&sum_def(), &g, &[], &[]).unwrap();
+    assert_eq!(out[0].shape(), &[] as &[usize]);
+    assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![7.0]);
+}
+
+fn message(r: Result<Vec<Tensor>>) -> (Error, String) {
+    let e = r.unwrap_err();
+    let m = e.to_string();
+    (e, m)
+}
+
+#[test]
+fn bad_arguments_name_the_reduction_and_the_argument() {
+    let g = Tensor::zeros(DType::F32, &[4, 3], &Device::Cpu).unwrap();
+    let w = Tensor::zeros(DType::F32, &[4], &Device::Cpu).unwrap();
+    let d = weighted_def();
+
+    let scalar = Tensor::from_slice(&[1.0f32], &[], &Device::Cpu).unwrap();
+    let (e, m) = message(run_reduction(&d, &scalar, &[&w], &[1.0]));
+    assert!(
+        matches!(e, Error::Shape(_)) && m.contains("sum_and_weighted"),
+        "{m}"
+    );
+
+    let (e, m) = message(run_reduction(&d, &g, &[], &[1.0]));
+    assert!(
+        matches!(e, Error::InvalidParameter(_)) && m.contains("per-sample"),
+        "{m}"
+    );
+
+    let (e, m) = message(run_reduction(&d, &g, &[&w], &[]));
+    assert!(
+        matches!(e, Error::InvalidParameter(_)) && m.contains("`k`"),
+        "{m}"
+    );
+
+    let short = Tensor::zeros(DType::F32, &[3], &Device::Cpu).unwrap();
+    let (e, m) = message(run_reduction(&d, &g, &[&short], &[1.0]));
+    assert!(matches!(e, Error::Shape(_)) && m.contains("[4]"), "{m}");
+
+    let wide = Tensor::zeros(DType::F32, &[4, 1], &Device::Cpu).unwrap();
+    let (e, _) = message(run_reduction(&d, &g, &[&wide], &[1.0]));
+    assert!(matches!(e, Error::Shape(_)));
+
+    let w64 = Tensor::zeros(DType::F64, &[4], &Device::Cpu).unwrap();
+    let (e, m) = message(run_reduction(&d, &g, &[&w64], &[1.0]));
+    assert!(matches!(e, Error::DType(_)) && m.contains("f32"), "{m}");
+
+    // f16 data takes f32 per-sample vectors (its accumulator type).
+    let g16 = Tensor::zeros(DType::F16, &[4, 3], &Device::Cpu).unwrap();
+    assert!(run_reduction(&d, &g16, &[&w], &[1.0]).is_ok());
+    let w16 = Tensor::zeros(DType::F16, &[4], &Device::Cpu).unwrap();
+    assert!(matches!(
+        run_reduction(&d, &g16, &[&w16], &[1.0]),
+        Err(Error::DType(_))
+    ));
+}
+
+#[test]
+fn column_constructor_checks_lengths() {
+    let v = [1.0f32, 2.0];
+    let w = [1.0f32];
+    let ps: [&[f32]; 1] = [&w];
+    assert!(matches!(Column::new(&v, &ps, &[]), Err(Error::Shape(_))));
+    let w2 = [3.0f32, 4.0];
+    let ps2: [&[f32]; 1] = [&w2];
+    let col = Column::new(&v, &ps2, &[5.0]).unwrap();
+    assert_eq!(
+        (col.len(), col.load(1), col.per_sample(0, 1), col.scalar(0)),
+        (2, 2.0, 4.0, 5.0)
+    );
+}

@@ -1,0 +1,118 @@
+//! Where a tensor's elements live: a typed `Vec` on the CPU, or device memory that psg owns or
+//! borrows.
+
+use std::any::Any;
+
+use half::{bf16, f16};
+
+use crate::cuda::DeviceBuffer;
+use crate::dtype::DType;
+use crate::element::Element;
+use crate::error::{Error, Result};
+
+/// Elements on the CPU, one variant per dtype.
+#[derive(Debug, Clone)]
+pub(crate) enum CpuData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+}
+
+impl CpuData {
+    /// Wraps a `Vec<T>` (no copy); an error if `T` is not one of the four element types.
+    pub(crate) fn from_vec<T: Element>(v: Vec<T>) -> Result<Self> {
+        let b: Box<dyn Any> = Box::new(v);
+        let b = match b.downcast::<Vec<f32>>() {
+            Ok(v) => return Ok(CpuData::F32(*v)),
+            Err(b) => b,
+        };
+        let b = match b.downcast::<Vec<f64>>() {
+            Ok(v) => return Ok(CpuData::F64(*v)),
+            Err(b) => b,
+        };
+        let b = match b.downcast::<Vec<f16>>() {
+            Ok(v) => return Ok(CpuData::F16(*v)),
+            Err(b) => b,
+        };
+        match b.downcast::<Vec<bf16>>() {
+            Ok(v) => Ok(CpuData::BF16(*v)),
+            Err(_) => Err(Error::DType(format!(
+                "{} is not a tensor element type; use f32, f64, half::f16 or half::bf16",
+                std::any::type_name::<T>()
+            ))),
+        }
+    }
+
+    /// `len` zeros of `dtype`.
+    pub(crate) fn zeros(dtype: DType, len: usize) -> Self {
+        match dtype {
+            DType::F32 => CpuData::F32(vec![0.0; len]),
+            DType::F64 => CpuData::F64(vec![0.0; len]),
+            DType::F16 => CpuData::F16(vec![f16::ZERO; len]),
+            DType::BF16 => CpuData::BF16(vec![bf16::ZERO; len]),
+        }
+    }
+
+    /// The elements as `&[T]`, or `None` when `T` is not this data's type.
+    pub(crate) fn slice<T: Element>(&self) -> Option<&[T]> {
+        let any: &dyn Any = match self {
+            CpuData::F32(v) => v,
+            CpuData::F64(v) => v,
+            CpuData::F16(v) => v,
+            CpuData::BF16(v) => v,
+        };
+        any.downcast_ref::<Vec<T>>().map(Vec::as_slice)
+    }
+
+    /// The raw bytes, for copies to a device.
+    pub(crate) fn bytes(&self) -> Result<&[u8]> {
+        match self {
+            CpuData::F32(v) => crate::element::as_bytes(v),
+            CpuData::F64(v) => crate::element::as_bytes(v),
+            CpuData::F16(v) => crate::element::as_bytes(v),
+            CpuData::BF16(v) => crate::element::as_bytes(v),
+        }
+    }
+
+    /// The raw bytes, mutable, for copies from a device.
+    pub(crate) fn bytes_mut(&mut self) -> Result<&mut [u8]> {
+        match self {
+            CpuData::F32(v) => crate::element::as_bytes_mut(v),
+            CpuData::F64(v) => crate::element::as_bytes_mut(v),
+            CpuData::F16(v) => crate::element::as_bytes_mut(v),
+            CpuData::BF16(v) => crate::element::as_bytes_mut(v),
+        }
+    }
+}
+
+/// Device memory of a tensor.
+#[derive(Debug)]
+pub(crate) enum CudaMemory {
+    /// Allocated by psg, freed when the last tensor using it is dropped.
+    Owned(DeviceBuffer),
+    /// Someone else's memory (PyTorch's): never freed by psg.
+    Borrowed(u64),
+}
+
+impl CudaMemory {
+    pub(crate) fn ptr(&self) -> u64 {
+        match self {
+            CudaMemory::Owned(b) => b.ptr(),
+            CudaMemory::Borrowed(p) => *p,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_access_only_with_the_right_type() {
+        let d = CpuData::from_vec(vec![1.0f64, 2.0]).unwrap();
+        assert_eq!(d.slice::<f64>(), Some(&[1.0, 2.0][..]));
+        assert_eq!(d.slice::<f32>(), None);
+        assert_eq!(d.bytes().unwrap().len(), 16);
+    }
+}
