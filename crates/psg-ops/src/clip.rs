@@ -1,0 +1,245 @@
+//! Clipping. DP-SGD clips each sample's gradient to L2 norm at most `C` before aggregating:
+//! the norm is taken over *all* of a model's parameter tensors together (flat clipping) or per
+//! tensor (per-layer clipping), the clip factor is `min(1, C / (norm + 1e-6))` as Opacus, and the
+//! factors then scale the per-sample gradients on load inside the aggregate (sum, mean, median,
+//! or any user reduction that takes them as a `PerSample` input). Element-wise value clipping
+//! (to `[-c, c]`, or to a fraction of each column's largest magnitude) is here too.
+
+use psg_macros::batch_reduce;
+use psg_runtime::{DType, Device, Error, Result, Tensor};
+
+use crate::rows;
+
+/// Checks that a set of per-sample tensors share their batch size, device and accumulator type.
+fn check_set(op: &str, grads: &[&Tensor]) -> Result<(usize, Device, DType)> {
+    let first = grads.first().ok_or_else(|| {
+        Error::InvalidParameter(format!("{op}: the set of per-sample gradient tensors is empty; pass at least one"))
+    })?;
+    let b = first.batch_size()?;
+    let device = first.device();
+    let acc = first.dtype().accumulator();
+    for (i, t) in grads.iter().enumerate() {
+        let bi = t.batch_size()?;
+        if bi != b {
+            return Err(Error::Shape(format!(
+                "{op}: tensor #{i} has batch size {bi} but tensor #0 has {b}; every per-sample tensor of one batch has the same first dimension"
+            )));
+        }
+        if !t.device().same_memory_space(&device) {
+            return Err(Error::DeviceMismatch(format!(
+                "{op}: tensor #{i} is on {} but tensor #0 is on {}; move them to one device",
+                t.device().short_name(),
+                device.short_name()
+            )));
+        }
+        if t.dtype().accumulator() != acc {
+            return Err(Error::DType(format!(
+                "{op}: tensor #{i} is {} but tensor #0 is {}; mix f64 with f64 only",
+                t.dtype(),
+                first.dtype()
+            )));
+        }
+    }
+    Ok((b, device, acc))
+}
+
+/// The per-tensor sums of squares of each sample, on the host, in f64.
+fn sums_of_squares(grads: &[&Tensor]) -> Result<Vec<Vec<f64>>> {
+    grads
+        .iter()
+        .map(|g| {
+            let scan = rows::scan(g)?;
+            host_f64(&scan.sum_sq)
+        })
+        .collect()
+}
+
+fn host_f64(t: &Tensor) -> Result<Vec<f64>> {
+    match t.dtype() {
+        DType::F64 => t.to_vec::<f64>(),
+        _ => Ok(t.to_vec::<f32>()?.into_iter().map(f64::from).collect()),
+    }
+}
+
+fn to_tensor(values: &[f64], acc: DType, device: &Device) -> Result<Tensor> {
+    let n = [values.len()];
+    match acc {
+        DType::F64 => Tensor::from_slice(values, &n, device),
+        _ => Tensor::from_vec(values.iter().map(|&v| v as f32).collect::<Vec<f32>>(), &n, device),
+    }
+}
+
+/// Each sample's L2 norm over all the given tensors together (flat clipping): `[B]`, in the
+/// accumulator dtype, on the tensors' device.
+pub fn per_sample_norms(grads: &[&Tensor]) -> Result<Tensor> {
+    let (b, device, acc) = check_set("per_sample_norms", grads)?;
+    let mut total = vec![0.0f64; b];
+    for sums in sums_of_squares(grads)? {
+        for (t, s) in total.iter_mut().zip(sums) {
+            *t += s;
+        }
+    }
+    let norms: Vec<f64> = total.into_iter().map(f64::sqrt).collect();
+    to_tensor(&norms, acc, &device)
+}
+
+/// Each sample's L2 norm within each tensor (per-layer clipping): one `[B]` tensor per input.
+pub fn per_layer_norms(grads: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let (_, device, acc) = check_set("per_layer_norms", grads)?;
+    sums_of_squares(grads)?
+        .into_iter()
+        .map(|sums| to_tensor(&sums.into_iter().map(f64::sqrt).collect::<Vec<_>>(), acc, &device))
+        .collect()
+}
+
+fn check_max_norm(max_norm: f64) -> Result<()> {
+    if max_norm.is_finite() && max_norm > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter(format!(
+            "clipping: the clip norm C must be a finite number > 0, got {max_norm}"
+        )))
+    }
+}
+
+/// Clip factors `min(1, C / (norm + 1e-6))` (Opacus' formula) for per-sample norms `[B]`,
+/// computed in the norms' dtype: `[B]`, same dtype and device.
+pub fn clip_factors(norms: &Tensor, max_norm: f64) -> Result<Tensor> {
+    check_max_norm(max_norm)?;
+    if norms.shape().len() != 1 {
+        return Err(Error::Shape(format!(
+            "clip_factors: norms must have shape [B], got {:?}",
+            norms.shape()
+        )));
+    }
+    let device = norms.device();
+    match norms.dtype() {
+        DType::F64 => {
+            let f: Vec<f64> = norms.to_vec::<f64>()?.into_iter().map(|n| (max_norm / (n + 1e-6)).min(1.0)).collect();
+            Tensor::from_vec(f, norms.shape(), &device)
+        }
+        DType::F32 => {
+            let c = max_norm as f32;
+            let f: Vec<f32> = norms.to_vec::<f32>()?.into_iter().map(|n| (c / (n + 1e-6)).min(1.0)).collect();
+            Tensor::from_vec(f, norms.shape(), &device)
+        }
+        other => Err(Error::DType(format!(
+            "clip_factors: norms are {other}; norms come in the accumulator dtype (f32 or f64)"
+        ))),
+    }
+}
+
+/// Flat clipping of a set of per-sample tensors to norm `max_norm`: the clip factor of each
+/// sample, `[B]`.
+pub fn flat_clip_factors(grads: &[&Tensor], max_norm: f64) -> Result<Tensor> {
+    check_max_norm(max_norm)?;
+    clip_factors(&per_sample_norms(grads)?, max_norm)
+}
+
+/// Per-layer clipping: the clip factors of each tensor with its own clip norm `max_norms[i]`.
+/// The sum-type aggregates of the clipped tensors then have L2 sensitivity
+/// `sqrt(sum_i max_norms[i]^2)`.
+pub fn per_layer_clip_factors(grads: &[&Tensor], max_norms: &[f64]) -> Result<Vec<Tensor>> {
+    if grads.len() != max_norms.len() {
+        return Err(Error::InvalidParameter(format!(
+            "per_layer_clip_factors: {} tensors but {} clip norms; give one clip norm per tensor",
+            grads.len(),
+            max_norms.len()
+        )));
+    }
+    max_norms.iter().try_for_each(|&c| check_max_norm(c))?;
+    per_layer_norms(grads)?
+        .iter()
+        .zip(max_norms)
+        .map(|(n, &c)| clip_factors(n, c))
+        .collect()
+}
+
+/// What a clipped mean divides by.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Denominator {
+    /// The batch's own size B.
+    BatchSize,
+    /// An expected batch size (sample rate times dataset size), as Opacus does under Poisson
+    /// sampling, where B varies from step to step.
+    Expected(f64),
+}
+
+#[batch_reduce(crate = "psg_runtime")]
+fn scaled_sum(g: Batch, factors: PerSample) -> f32 {
+    g.zip(factors).map(|x, f| x * f).sum()
+}
+
+#[batch_reduce(crate = "psg_runtime")]
+fn scaled_sum_over(g: Batch, factors: PerSample, denominator: f64) -> f32 {
+    g.zip(factors).map(|x, f| x * f).sum() / denominator
+}
+
+#[batch_reduce(crate = "psg_runtime")]
+fn scaled_median(g: Batch, factors: PerSample) -> f32 {
+    g.zip(factors).map(|x, f| x * f).median()
+}
+
+/// Sum over the batch axis of the clipped per-sample gradients `g[b] * factors[b]`.
+pub fn clipped_sum(g: &Tensor, factors: &Tensor) -> Result<Tensor> {
+    scaled_sum(g, factors)
+}
+
+/// Mean of the clipped per-sample gradients: their sum divided by B or an expected batch size.
+pub fn clipped_mean(g: &Tensor, factors: &Tensor, denominator: Denominator) -> Result<Tensor> {
+    let d = match denominator {
+        Denominator::BatchSize => g.batch_size()? as f64,
+        Denominator::Expected(d) if d.is_finite() && d > 0.0 => d,
+        Denominator::Expected(d) => {
+            return Err(Error::InvalidParameter(format!(
+                "clipped_mean: the expected batch size must be a finite number > 0, got {d}"
+            )))
+        }
+    };
+    scaled_sum_over(g, factors, d)
+}
+
+/// Median over the batch axis of the clipped per-sample gradients.
+pub fn clipped_median(g: &Tensor, factors: &Tensor) -> Result<Tensor> {
+    scaled_median(g, factors)
+}
+
+#[batch_reduce(crate = "psg_runtime")]
+fn clamp_values(g: Batch, c: f64) -> Batch {
+    g.map(|x| x.clamp(-c, c))
+}
+
+#[batch_reduce(crate = "psg_runtime")]
+fn clamp_values_relative(g: Batch, fraction: f64) -> Batch {
+    let bound = fraction * g.map(|x| x.abs()).max();
+    g.map(|x| x.clamp(-bound, bound))
+}
+
+/// Element-wise value clipping of every per-sample gradient to `[-c, c]` (a tensor like `g`).
+pub fn clip_values(g: &Tensor, c: f64) -> Result<Tensor> {
+    if !(c.is_finite() && c > 0.0) {
+        return Err(Error::InvalidParameter(format!("clip_values: the bound c must be a finite number > 0, got {c}")));
+    }
+    clamp_values(g, c)
+}
+
+/// Element-wise clipping relative to each column's largest magnitude: to
+/// `[-fraction * max|x|, fraction * max|x|]` along the batch axis.
+pub fn clip_values_relative(g: &Tensor, fraction: f64) -> Result<Tensor> {
+    if !(fraction.is_finite() && fraction > 0.0) {
+        return Err(Error::InvalidParameter(format!(
+            "clip_values_relative: the fraction must be a finite number > 0 (1.0 changes nothing), got {fraction}"
+        )));
+    }
+    clamp_values_relative(g, fraction)
+}
+
+pub(crate) fn defs() -> Vec<&'static psg_runtime::ReductionDef> {
+    vec![
+        &scaled_sum::DEF,
+        &scaled_sum_over::DEF,
+        &scaled_median::DEF,
+        &clamp_values::DEF,
+        &clamp_values_relative::DEF,
+    ]
+}

@@ -1,0 +1,1 @@
+//! Differentially private aggregation: Gaussian noise on the GPU and CPU, and the DP-SGD step.

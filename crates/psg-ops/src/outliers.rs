@@ -1,0 +1,196 @@
+//! Outlier removal along the batch axis, by three rules:
+//!
+//! - z-score: a value is an outlier when `|x - mean| > k * std` (Bessel-corrected std). A column
+//!   whose std is 0 or NaN (one sample) loses nothing.
+//! - MAD: an outlier when `|x - median| > k * 1.4826 * MAD`, MAD being the median of
+//!   `|x - median|` (1.4826 makes it a consistent estimate of the std for normal data). A column
+//!   whose MAD is 0 or NaN loses nothing.
+//! - trimming: the `m` lowest and `m` highest values *by rank* are removed from each column
+//!   (ties are split by rank, not removed wholesale by value), with `m = floor(alpha * B)` or a
+//!   given count.
+//!
+//! For each rule: the mean of the kept values and the count kept per column
+//! ([`outlier_mean`]), and the cleaned per-sample tensor with removed entries replaced by zero
+//! or NaN ([`remove_outliers`]) so other reductions can follow. Under the default non-finite
+//! policy (propagate), a NaN in a column makes its mean NaN.
+
+use psg_macros::batch_reduce;
+use psg_runtime::{Error, Result, Tensor};
+
+/// An outlier rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OutlierRule {
+    /// Remove values more than `k` standard deviations from the column's mean.
+    ZScore {
+        /// Threshold in standard deviations (> 0).
+        k: f64,
+    },
+    /// Remove values more than `k` scaled MADs (1.4826 * MAD) from the column's median.
+    Mad {
+        /// Threshold in scaled MADs (> 0).
+        k: f64,
+    },
+    /// Remove the `floor(alpha * B)` lowest and highest values of each column.
+    TrimFraction {
+        /// Fraction trimmed from each end, in [0, 0.5).
+        alpha: f64,
+    },
+    /// Remove the `m` lowest and `m` highest values of each column.
+    TrimCount {
+        /// Count trimmed from each end (2m < B).
+        m: usize,
+    },
+}
+
+/// How [`remove_outliers`] marks removed entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// Replace removed entries by 0 (a sum over the batch then ignores them).
+    Zero,
+    /// Replace removed entries by NaN (marked, so that they can be told apart from real zeros).
+    NaN,
+}
+
+/// The mean of the kept values and the number kept, per column.
+#[derive(Debug)]
+pub struct OutlierMean {
+    /// Mean of the kept values (shape `g.shape()[1..]`).
+    pub mean: Tensor,
+    /// Number of values kept (same shape, g's dtype).
+    pub kept: Tensor,
+}
+
+#[batch_reduce(crate = "psg_runtime")]
+fn zscore_mean(g: Batch, k: f64) -> (f32, f32) {
+    let (mu, sigma) = (g.mean(), g.std());
+    let kept = g.filter(|x| !((x - mu).abs() > k * sigma));
+    (kept.mean(), kept.count())
+}
+
+#[batch_reduce(crate = "psg_runtime")]
+fn zscore_clean(g: Batch, k: f64, fill: f64) -> Batch {
+    let (mu, sigma) = (g.mean(), g.std());
+    g.map(|x| if (x - mu).abs() > k * sigma { fill } else { x })
+}
+
+#[batch_reduce(crate = "psg_runtime")]
+fn mad_mean(g: Batch, k: f64) -> (f32, f32) {
+    let med = g.median();
+    let mad = g.map(|x| (x - med).abs()).median();
+    let kept = g.filter(|x| !(mad > 0.0) || !((x - med).abs() > k * 1.4826 * mad));
+    (kept.mean(), kept.count())
+}
+
+#[batch_reduce(crate = "psg_runtime")]
+fn mad_clean(g: Batch, k: f64, fill: f64) -> Batch {
+    let med = g.median();
+    let mad = g.map(|x| (x - med).abs()).median();
+    g.map(|x| if mad > 0.0 && (x - med).abs() > k * 1.4826 * mad { fill } else { x })
+}
+
+/// Trimmed mean by rank: the kept ranks are [m, n - m). Values tied with the boundary values
+/// `lo` and `hi` are counted by rank, so ties are neither all kept nor all removed.
+#[batch_reduce(crate = "psg_runtime")]
+fn trim_mean(g: Batch, m: f64) -> (f32, f32) {
+    let n = g.count();
+    let lo = g.kth(m);
+    let hi = g.kth(n - 1.0 - m);
+    let upto_lo = g.filter(|x| x <= lo).count();
+    let below_hi = g.filter(|x| x < hi).count();
+    let inner = g.filter(|x| x > lo && x < hi).sum();
+    let kept = n - 2.0 * m;
+    let total = inner + lo * (upto_lo - m) + hi * (n - m - below_hi);
+    (if lo == hi { lo } else { total / kept }, kept)
+}
+
+fn check_threshold(rule: &str, k: f64) -> Result<()> {
+    if k.is_finite() && k > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidParameter(format!(
+            "{rule} outlier rule: the threshold k must be a finite number > 0 (3.0 is usual), got {k}"
+        )))
+    }
+}
+
+/// The number trimmed from each end for a batch of `b` samples, checked.
+fn trim_count(rule: &OutlierRule, b: usize) -> Result<usize> {
+    let m = match *rule {
+        OutlierRule::TrimFraction { alpha } => {
+            if !(0.0..0.5).contains(&alpha) {
+                return Err(Error::InvalidParameter(format!(
+                    "trim outlier rule: alpha is the fraction removed from each end and must lie in [0, 0.5), got {alpha}"
+                )));
+            }
+            (alpha * b as f64).floor() as usize
+        }
+        OutlierRule::TrimCount { m } => m,
+        _ => 0,
+    };
+    if b > 0 && 2 * m >= b {
+        return Err(Error::InvalidParameter(format!(
+            "trim outlier rule: removing {m} values from each end of a batch of {b} would remove everything; use 2m < B"
+        )));
+    }
+    Ok(m)
+}
+
+/// The mean of the values each column keeps under `rule`, and how many it keeps.
+pub fn outlier_mean(g: &Tensor, rule: OutlierRule) -> Result<OutlierMean> {
+    let (mean, kept) = match rule {
+        OutlierRule::ZScore { k } => {
+            check_threshold("z-score", k)?;
+            zscore_mean(g, k)?
+        }
+        OutlierRule::Mad { k } => {
+            check_threshold("MAD", k)?;
+            mad_mean(g, k)?
+        }
+        OutlierRule::TrimFraction { .. } | OutlierRule::TrimCount { .. } => {
+            let m = trim_count(&rule, g.batch_size()?)?;
+            trim_mean(g, m as f64)?
+        }
+    };
+    Ok(OutlierMean { mean, kept })
+}
+
+/// The per-sample tensor with each column's outliers under `rule` replaced as `removed` says.
+pub fn remove_outliers(g: &Tensor, rule: OutlierRule, removed: Removed) -> Result<Tensor> {
+    let fill = match removed {
+        Removed::Zero => 0.0,
+        Removed::NaN => f64::NAN,
+    };
+    match rule {
+        OutlierRule::ZScore { k } => {
+            check_threshold("z-score", k)?;
+            zscore_clean(g, k, fill)
+        }
+        OutlierRule::Mad { k } => {
+            check_threshold("MAD", k)?;
+            mad_clean(g, k, fill)
+        }
+        OutlierRule::TrimFraction { .. } | OutlierRule::TrimCount { .. } => {
+            let m = trim_count(&rule, g.batch_size()?)?;
+            trim_clean(g, m as f64, fill)
+        }
+    }
+}
+
+/// Cleaned tensor for trimming: an entry is removed when its stable rank in its column (ties
+/// broken by sample index) is below m or at least n - m.
+#[batch_reduce(crate = "psg_runtime")]
+fn trim_clean(g: Batch, m: f64, fill: f64) -> Batch {
+    let n = g.count();
+    g.with_rank().map(|x, r| if r < m || r >= n - m { fill } else { x })
+}
+
+pub(crate) fn defs() -> Vec<&'static psg_runtime::ReductionDef> {
+    vec![
+        &zscore_mean::DEF,
+        &zscore_clean::DEF,
+        &mad_mean::DEF,
+        &mad_clean::DEF,
+        &trim_mean::DEF,
+        &trim_clean::DEF,
+    ]
+}

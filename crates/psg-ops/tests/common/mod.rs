@@ -1,0 +1,100 @@
+//! Shared by the CPU and GPU tests: seeded data, plain references, and comparisons.
+#![allow(dead_code)]
+
+pub mod reference;
+
+/// SplitMix64: a small seeded generator, so tests need no extra crate.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Roughly normal (sum of uniforms), scaled.
+    pub fn normal(&mut self) -> f64 {
+        (0..4).map(|_| self.uniform()).sum::<f64>() * 1.7320508 - 3.4641016
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// `n` finite values, normal-ish with a few heavy outliers: random data, never zeros.
+    pub fn gradients(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let x = self.normal() as f32;
+                if self.below(50) == 0 {
+                    x * 40.0
+                } else {
+                    x
+                }
+            })
+            .collect()
+    }
+
+    /// Values that exercise the conventions: ties, +-0, subnormals, and (if `special`) +-inf and
+    /// NaN.
+    pub fn nasty(&mut self, n: usize, special: bool) -> Vec<f32> {
+        (0..n)
+            .map(|_| match self.below(if special { 12 } else { 9 }) {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f32::from_bits(1 + self.below(1000) as u32), // subnormal
+                3 | 4 => (self.below(4) as f32) - 1.5,              // ties
+                9 => f32::INFINITY,
+                10 => f32::NEG_INFINITY,
+                11 => f32::NAN,
+                _ => self.normal() as f32,
+            })
+            .collect()
+    }
+}
+
+/// Same value, NaN equal to NaN and +0 distinct from -0.
+pub fn same_bits(a: f32, b: f32) -> bool {
+    (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits()
+}
+
+/// Asserts two result vectors are identical (NaN == NaN, signed zeros distinct).
+pub fn assert_identical(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(same_bits(*g, *w), "{what}: element {i}: got {g:e} ({:#x}), want {w:e} ({:#x})", g.to_bits(), w.to_bits());
+    }
+}
+
+/// Asserts `got` is within `rel` of `want` relative to `scale[i]` (NaN must match NaN, inf inf).
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], scale: &[f64], rel: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let g = f64::from(g);
+        if w.is_nan() || g.is_nan() {
+            assert!(w.is_nan() && g.is_nan(), "{what}: element {i}: got {g}, want {w}");
+        } else if w.is_infinite() || g.is_infinite() {
+            assert_eq!(g, w, "{what}: element {i}");
+        } else {
+            let tol = rel * scale[i].max(w.abs()).max(1e-30);
+            assert!((g - w).abs() <= tol, "{what}: element {i}: got {g:e}, want {w:e} (tolerance {tol:e})");
+        }
+    }
+}
+
+/// Column `p` of a row-major `g[B, P]`.
+pub fn column(g: &[f32], b: usize, p: usize, col: usize) -> Vec<f32> {
+    (0..b).map(|row| g[row * p + col]).collect()
+}

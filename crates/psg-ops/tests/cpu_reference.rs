@@ -1,0 +1,278 @@
+//! Every built-in on the CPU backend against a plain reference, on random columns full of ties,
+//! +-0, subnormals, infinities and NaN, for odd and even B, B = 1 and B = 0.
+
+mod common;
+
+use common::{assert_close, assert_identical, column, reference as r, Rng};
+use proptest::prelude::*;
+use psg_ops as ops;
+use psg_runtime::{Device, Error, Tensor};
+
+fn tensor(g: &[f32], b: usize, p: usize) -> Tensor {
+    Tensor::from_slice(g, &[b, p], &Device::Cpu).unwrap()
+}
+
+fn values(t: Tensor) -> Vec<f32> {
+    t.to_vec::<f32>().unwrap()
+}
+
+/// Applies `f` to each column.
+fn per_column<T>(g: &[f32], b: usize, p: usize, f: impl Fn(&[f32]) -> T) -> Vec<T> {
+    (0..p).map(|c| f(&column(g, b, p, c))).collect()
+}
+
+fn scales(g: &[f32], b: usize, p: usize) -> Vec<f64> {
+    per_column(g, b, p, r::abs_sum)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn order_statistics_are_exact(seed: u64, b in 0usize..12, p in 1usize..5, q in 0.0f32..=1.0) {
+        let g = Rng::new(seed).nasty(b * p, true);
+        let t = tensor(&g, b, p);
+        assert_identical("median", &values(ops::median(&t).unwrap()), &per_column(&g, b, p, r::median));
+        assert_identical("median_low", &values(ops::median_low(&t).unwrap()), &per_column(&g, b, p, r::median_low));
+        assert_identical("min", &values(ops::min(&t).unwrap()), &per_column(&g, b, p, r::min));
+        assert_identical("max", &values(ops::max(&t).unwrap()), &per_column(&g, b, p, r::max));
+        assert_identical("quantile", &values(ops::quantile(&t, f64::from(q)).unwrap()), &per_column(&g, b, p, |c| r::quantile(c, q)));
+        for k in 0..b {
+            assert_identical("kth", &values(ops::kth(&t, k).unwrap()), &per_column(&g, b, p, |c| r::kth(c, k)));
+        }
+    }
+
+    #[test]
+    fn moments_match_f64_references(seed: u64, b in 0usize..12, p in 1usize..5, special: bool) {
+        let g = Rng::new(seed).nasty(b * p, special);
+        let t = tensor(&g, b, p);
+        let s = scales(&g, b, p);
+        let rel = 1e-5;
+        assert_close("sum", &values(ops::sum(&t).unwrap()), &per_column(&g, b, p, r::sum), &s, rel);
+        let sb: Vec<f64> = s.iter().map(|x| x / b.max(1) as f64).collect();
+        assert_close("mean", &values(ops::mean(&t).unwrap()), &per_column(&g, b, p, r::mean), &sb, rel);
+        for corr in [0.0, 1.0] {
+            let var_scale: Vec<f64> = per_column(&g, b, p, |c| c.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / (c.len() as f64 - corr).max(1.0));
+            assert_close("var", &values(ops::var(&t, corr).unwrap()), &per_column(&g, b, p, |c| r::var(c, corr)), &var_scale, 1e-4);
+            let sd: Vec<f64> = var_scale.iter().map(|v| v.sqrt()).collect();
+            assert_close("std", &values(ops::std(&t, corr).unwrap()), &per_column(&g, b, p, |c| r::var(c, corr).sqrt()), &sd, 1e-3);
+        }
+    }
+
+    #[test]
+    fn signs_are_exact(seed: u64, b in 0usize..12, p in 1usize..5) {
+        let g = Rng::new(seed).nasty(b * p, true);
+        let t = tensor(&g, b, p);
+        let signs: Vec<f32> = g.iter().map(|&x| r::sign(x)).collect();
+        assert_identical("sign", &values(ops::sign(&t).unwrap()), &signs);
+        // (Rust's f32 `Sum` starts from -0.0; sums here, as in torch, start from +0.0.)
+        let sums = per_column(&signs, b, p, |c| c.iter().fold(0.0f32, |a, &x| a + x));
+        assert_identical("sign_sum", &values(ops::sign_sum(&t).unwrap()), &sums);
+        let votes: Vec<f32> = sums.iter().map(|&s| r::sign(s)).collect();
+        assert_identical("majority_vote", &values(ops::majority_vote(&t).unwrap()), &votes);
+    }
+
+    #[test]
+    fn trimming_removes_by_rank(seed: u64, b in 1usize..14, p in 1usize..4, m_frac in 0.0f64..0.5) {
+        let g = Rng::new(seed).nasty(b * p, false);
+        let t = tensor(&g, b, p);
+        let m = ((m_frac * b as f64).floor() as usize).min((b - 1) / 2);
+        let got = ops::outlier_mean(&t, ops::OutlierRule::TrimCount { m }).unwrap();
+        let want = per_column(&g, b, p, |c| r::trim_mean(c, m));
+        let kept: Vec<f32> = want.iter().map(|w| w.1 as f32).collect();
+        assert_identical("trim kept", &values(got.kept), &kept);
+        let means: Vec<f64> = want.iter().map(|w| w.0).collect();
+        assert_close("trim mean", &values(got.mean), &means, &scales(&g, b, p), 1e-5);
+
+        let cleaned = values(ops::remove_outliers(&t, ops::OutlierRule::TrimCount { m }, ops::Removed::NaN).unwrap());
+        for c in 0..p {
+            let col = column(&g, b, p, c);
+            let ranks = r::stable_ranks(&col);
+            for row in 0..b {
+                let want = if ranks[row] < m || ranks[row] >= b - m { f32::NAN } else { col[row] };
+                assert!(common::same_bits(cleaned[row * p + c], want), "row {row} col {c}: got {}, want {want}", cleaned[row * p + c]);
+            }
+        }
+    }
+
+    #[test]
+    fn zscore_and_mad_keep_what_the_rule_keeps(seed: u64, b in 1usize..14, p in 1usize..4, k in 0.5f64..3.0) {
+        let g = Rng::new(seed).gradients(b * p);
+        let t = tensor(&g, b, p);
+        let s = scales(&g, b, p);
+        // The rule's decision, made in f32 as the kernels make it.
+        let z_keep = |c: &[f32]| -> Vec<bool> {
+            let n = c.len() as f32;
+            let mu = c.iter().sum::<f32>() / n;
+            let sd = (c.iter().map(|&x| (x - mu) * (x - mu)).sum::<f32>() / (n - 1.0).max(0.0)).sqrt();
+            c.iter().map(|&x| !((x - mu).abs() > k as f32 * sd)).collect()
+        };
+        let mad_keep = |c: &[f32]| -> Vec<bool> {
+            let med = r::median(c);
+            let dev: Vec<f32> = c.iter().map(|&x| (x - med).abs()).collect();
+            let mad = r::median(&dev);
+            c.iter().map(|&x| !(mad > 0.0) || !((x - med).abs() > k as f32 * 1.4826 * mad)).collect()
+        };
+        for (rule, keep) in [
+            (ops::OutlierRule::ZScore { k }, &z_keep as &dyn Fn(&[f32]) -> Vec<bool>),
+            (ops::OutlierRule::Mad { k }, &mad_keep),
+        ] {
+            let got = ops::outlier_mean(&t, rule).unwrap();
+            let want = per_column(&g, b, p, |c| {
+                let kept: Vec<f64> = c.iter().zip(keep(c)).filter(|(_, k)| *k).map(|(&x, _)| f64::from(x)).collect();
+                (kept.iter().sum::<f64>() / kept.len() as f64, kept.len() as f32)
+            });
+            assert_identical("kept", &values(got.kept), &want.iter().map(|w| w.1).collect::<Vec<_>>());
+            assert_close("mean", &values(got.mean), &want.iter().map(|w| w.0).collect::<Vec<_>>(), &s, 1e-5);
+            let cleaned = values(ops::remove_outliers(&t, rule, ops::Removed::Zero).unwrap());
+            for c in 0..p {
+                let col = column(&g, b, p, c);
+                for (row, k) in keep(&col).into_iter().enumerate() {
+                    let want = if k { col[row] } else { 0.0 };
+                    prop_assert_eq!(cleaned[row * p + c], want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn density_weighting_matches_f64(seed: u64, b in 1usize..14, p in 1usize..4) {
+        let g = Rng::new(seed).gradients(b * p);
+        let t = tensor(&g, b, p);
+        let (sum, mean) = ops::gaussian_weighted(&t).unwrap();
+        let want = per_column(&g, b, p, r::gaussian_weighted);
+        let s = scales(&g, b, p);
+        assert_close("weighted sum", &values(sum), &want.iter().map(|w| w.0).collect::<Vec<_>>(), &s, 1e-4);
+        assert_close("weighted mean", &values(mean), &want.iter().map(|w| w.1).collect::<Vec<_>>(), &s, 1e-4);
+    }
+
+    #[test]
+    fn clipping_scales_each_sample(seed: u64, b in 1usize..10, p in 1usize..6, c in 0.1f64..5.0) {
+        let mut rng = Rng::new(seed);
+        let (g1, g2) = (rng.gradients(b * p), rng.gradients(b * 3));
+        let (t1, t2) = (tensor(&g1, b, p), Tensor::from_slice(&g2, &[b, 3, 1], &Device::Cpu).unwrap());
+        let norms = values(ops::per_sample_norms(&[&t1, &t2]).unwrap());
+        for row in 0..b {
+            let want: f64 = g1[row * p..(row + 1) * p].iter().chain(&g2[row * 3..(row + 1) * 3]).map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+            prop_assert!((f64::from(norms[row]) - want).abs() <= 1e-5 * want.max(1.0));
+        }
+        let factors = ops::flat_clip_factors(&[&t1, &t2], c).unwrap();
+        let f = values(factors.clone());
+        for (row, &n) in norms.iter().enumerate() {
+            prop_assert_eq!(f[row], (c as f32 / (n + 1e-6)).min(1.0));
+        }
+        // Clipped gradients have norm <= C (to rounding).
+        let clipped: f64 = (0..b).map(|row| {
+            let n2: f64 = g1[row * p..(row + 1) * p].iter().chain(&g2[row * 3..(row + 1) * 3]).map(|&x| (f64::from(x) * f64::from(f[row])).powi(2)).sum();
+            n2.sqrt()
+        }).fold(0.0, f64::max);
+        prop_assert!(clipped <= c * (1.0 + 1e-5));
+
+        let scaled: Vec<f32> = (0..b * p).map(|i| g1[i] * f[i / p]).collect();
+        let sums = per_column(&scaled, b, p, r::sum);
+        assert_close("clipped sum", &values(ops::clipped_sum(&t1, &factors).unwrap()), &sums, &scales(&scaled, b, p), 1e-5);
+        let means: Vec<f64> = sums.iter().map(|s| s / 7.5).collect();
+        let sc: Vec<f64> = scales(&scaled, b, p).iter().map(|s| s / 7.5).collect();
+        assert_close("clipped mean", &values(ops::clipped_mean(&t1, &factors, ops::Denominator::Expected(7.5)).unwrap()), &means, &sc, 1e-5);
+        assert_identical("clipped median", &values(ops::clipped_median(&t1, &factors).unwrap()), &per_column(&scaled, b, p, r::median));
+
+        let clamped: Vec<f32> = g1.iter().map(|&x| x.clamp(-c as f32, c as f32)).collect();
+        assert_identical("clip_values", &values(ops::clip_values(&t1, c).unwrap()), &clamped);
+    }
+}
+
+#[test]
+fn relative_value_clipping_uses_each_columns_largest_magnitude() {
+    let g = [1.0f32, -8.0, -4.0, 2.0, 2.0, 1.0];
+    let t = tensor(&g, 3, 2);
+    // Column 0: max |x| = 4, bound 2; column 1: max |x| = 8, bound 4.
+    assert_eq!(values(ops::clip_values_relative(&t, 0.5).unwrap()), vec![1.0, -4.0, -2.0, 2.0, 2.0, 1.0]);
+}
+
+#[test]
+fn an_empty_batch_sums_to_zero_and_has_no_mean() {
+    let t = Tensor::from_slice::<f32>(&[], &[0, 3], &Device::Cpu).unwrap();
+    assert_eq!(values(ops::sum(&t).unwrap()), vec![0.0; 3]);
+    assert_eq!(values(ops::sign_sum(&t).unwrap()), vec![0.0; 3]);
+    for v in values(ops::mean(&t).unwrap()).into_iter().chain(values(ops::median(&t).unwrap())).chain(values(ops::std(&t, 1.0).unwrap())) {
+        assert!(v.is_nan());
+    }
+    assert_eq!(values(ops::sign(&t).unwrap()), Vec::<f32>::new());
+}
+
+#[test]
+fn one_sample_has_nan_std_and_density_weights_of_one() {
+    let t = tensor(&[3.0, -2.0], 1, 2);
+    assert!(values(ops::std(&t, 1.0).unwrap()).iter().all(|v| v.is_nan()));
+    assert_eq!(values(ops::std(&t, 0.0).unwrap()), vec![0.0, 0.0]);
+    let (sum, mean) = ops::gaussian_weighted(&t).unwrap();
+    assert_eq!(values(sum), vec![3.0, -2.0]);
+    assert_eq!(values(mean), vec![3.0, -2.0]);
+    // A z-score rule on a column whose std is NaN removes nothing.
+    let z = ops::outlier_mean(&t, ops::OutlierRule::ZScore { k: 1.0 }).unwrap();
+    assert_eq!(values(z.kept), vec![1.0, 1.0]);
+}
+
+#[test]
+fn signed_zeros_follow_total_order() {
+    let t = tensor(&[0.0, -0.0], 2, 1);
+    assert_eq!(values(ops::median_low(&t).unwrap())[0].to_bits(), (-0.0f32).to_bits());
+    assert_eq!(values(ops::min(&t).unwrap())[0].to_bits(), (-0.0f32).to_bits());
+    assert_eq!(values(ops::max(&t).unwrap())[0].to_bits(), 0.0f32.to_bits());
+    assert_eq!(values(ops::sign(&t).unwrap()), vec![0.0, 0.0]);
+}
+
+#[test]
+fn f64_and_bf16_inputs_use_their_accumulators() {
+    let g64 = [1.0f64, 1e-17, -1.0, 2.0];
+    let t = Tensor::from_slice(&g64, &[4, 1], &Device::Cpu).unwrap();
+    assert_eq!(ops::sum(&t).unwrap().to_vec::<f64>().unwrap(), vec![2.0 + 1e-17 - 0.0]);
+    assert_eq!(ops::median(&t).unwrap().to_vec::<f64>().unwrap(), vec![0.5 + 0.5e-17]);
+
+    let gb: Vec<half::bf16> = [1.5f32, -2.0, 3.25, 0.5].iter().map(|&x| half::bf16::from_f32(x)).collect();
+    let t = Tensor::from_slice(&gb, &[4, 1], &Device::Cpu).unwrap();
+    assert_eq!(ops::mean(&t).unwrap().to_vec::<half::bf16>().unwrap(), vec![half::bf16::from_f32(0.8125)]);
+    assert_eq!(ops::median_low(&t).unwrap().to_vec::<half::bf16>().unwrap(), vec![half::bf16::from_f32(0.5)]);
+}
+
+#[test]
+fn nonfinite_policies() {
+    let g1 = [1.0f32, 2.0, f32::NAN, 4.0, 5.0, 6.0];
+    let g2 = [1.0f32, f32::INFINITY, 3.0];
+    let t1 = tensor(&g1, 3, 2);
+    let t2 = tensor(&g2, 3, 1);
+    assert!(ops::apply_nonfinite_policy(&[&t1, &t2], ops::NonFinite::Propagate).unwrap().is_none());
+    assert!(values(ops::mean(&t1).unwrap())[0].is_nan());
+
+    let kept = ops::apply_nonfinite_policy(&[&t1, &t2], ops::NonFinite::DropSamples).unwrap().unwrap();
+    // Sample 1 holds a NaN in the first tensor and an infinity in the second: it goes from both.
+    assert_eq!(kept[0].shape(), &[2, 2]);
+    assert_eq!(values(kept[0].clone()), vec![1.0, 2.0, 5.0, 6.0]);
+    assert_eq!(values(kept[1].clone()), vec![1.0, 3.0]);
+
+    match ops::apply_nonfinite_policy(&[&t1, &t2], ops::NonFinite::Error) {
+        Err(Error::NonFinite { tensor: 0, sample: 1, coordinate: 0 }) => {}
+        other => panic!("expected the first non-finite value to be named, got {other:?}"),
+    }
+    let clean = tensor(&[1.0, 2.0], 2, 1);
+    assert!(ops::apply_nonfinite_policy(&[&clean], ops::NonFinite::Error).unwrap().is_none());
+}
+
+#[test]
+fn parameters_out_of_range_are_errors_that_say_so() {
+    let t = tensor(&[1.0, 2.0, 3.0, 4.0], 4, 1);
+    let msg = |e: Error| e.to_string();
+    assert!(msg(ops::quantile(&t, 1.5).unwrap_err()).contains("q must lie in [0, 1]"));
+    assert!(msg(ops::kth(&t, 4).unwrap_err()).contains("outside [0, 4)"));
+    assert!(msg(ops::var(&t, -1.0).unwrap_err()).contains("correction"));
+    assert!(msg(ops::outlier_mean(&t, ops::OutlierRule::ZScore { k: 0.0 }).unwrap_err()).contains("k must be"));
+    assert!(msg(ops::outlier_mean(&t, ops::OutlierRule::TrimFraction { alpha: 0.5 }).unwrap_err()).contains("[0, 0.5)"));
+    assert!(msg(ops::outlier_mean(&t, ops::OutlierRule::TrimCount { m: 2 }).unwrap_err()).contains("remove everything"));
+    assert!(msg(ops::flat_clip_factors(&[&t], 0.0).unwrap_err()).contains("clip norm C"));
+    assert!(msg(ops::per_sample_norms(&[]).unwrap_err()).contains("empty"));
+    let other = tensor(&[1.0, 2.0], 2, 1);
+    assert!(matches!(ops::per_sample_norms(&[&t, &other]), Err(Error::Shape(_))));
+    assert!(matches!(ops::clip_values(&t, -1.0), Err(Error::InvalidParameter(_))));
+    let wrong_len = Tensor::from_slice(&[1.0f32, 1.0], &[2], &Device::Cpu).unwrap();
+    assert!(ops::clipped_sum(&t, &wrong_len).is_err());
+}

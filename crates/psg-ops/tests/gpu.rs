@@ -1,0 +1,192 @@
+//! The built-ins on CUDA against the CPU backend, on fresh random data at awkward sizes
+//! (B = 1, 2, 33, 256, 1023; P = 1, 31, 1000003), f32 and bf16. Both backends run the same
+//! schedule with the same arithmetic (no FMA contraction), so results are bit-identical except
+//! where the GPU's exp and the CPU's libm differ (density weighting) or sums run in another order
+//! (per-sample norms), which are compared to a tolerance.
+//!
+//! `#[ignore]`d where there is no GPU; on a GPU host: `cargo test -- --include-ignored`, with
+//! `PSG_REQUIRE_GPU=1` to make a missing GPU a failure.
+
+mod common;
+
+use common::{assert_identical, Rng};
+use psg_ops as ops;
+use psg_runtime::{cuda_device, DType, Device, Result, Tensor};
+
+fn gpu() -> Option<Device> {
+    match cuda_device(0) {
+        Ok(d) => Some(Device::Cuda(d)),
+        Err(e) if std::env::var("PSG_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("PSG_REQUIRE_GPU=1 but no usable GPU: {e}")
+        }
+        Err(e) => {
+            eprintln!("no GPU, test not run: {e}");
+            None
+        }
+    }
+}
+
+fn host(t: &Tensor) -> Vec<f32> {
+    match t.dtype() {
+        DType::F32 => t.to_vec::<f32>().unwrap(),
+        DType::BF16 => t.to_vec::<half::bf16>().unwrap().into_iter().map(f32::from).collect(),
+        DType::F16 => t.to_vec::<half::f16>().unwrap().into_iter().map(f32::from).collect(),
+        DType::F64 => t.to_vec::<f64>().unwrap().into_iter().map(|x| x as f32).collect(),
+    }
+}
+
+/// The same input on both devices.
+struct Pair {
+    cpu: Tensor,
+    gpu: Tensor,
+    label: String,
+}
+
+impl Pair {
+    fn new(values: &[f32], shape: &[usize], dtype: DType, gpu: &Device) -> Pair {
+        let cpu = match dtype {
+            DType::BF16 => {
+                let v: Vec<half::bf16> = values.iter().map(|&x| half::bf16::from_f32(x)).collect();
+                Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+            }
+            _ => Tensor::from_slice(values, shape, &Device::Cpu).unwrap(),
+        };
+        let gpu = cpu.to_device(gpu).unwrap();
+        Pair { cpu, gpu, label: format!("{dtype} {shape:?}") }
+    }
+
+    /// Runs `op` on both devices and requires bit-identical results.
+    fn same(&self, name: &str, op: impl Fn(&Tensor) -> Result<Tensor>) {
+        let want = host(&op(&self.cpu).unwrap());
+        let got = host(&op(&self.gpu).unwrap());
+        assert_identical(&format!("{name} {}", self.label), &got, &want);
+    }
+
+    /// Runs `op` on both devices and requires results within `rel` (relative to max(1, |x|)).
+    fn close(&self, name: &str, rel: f32, op: impl Fn(&Tensor) -> Result<Tensor>) {
+        let want = host(&op(&self.cpu).unwrap());
+        let got = host(&op(&self.gpu).unwrap());
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= rel * w.abs().max(1.0);
+            assert!(ok, "{name} {}: element {i}: GPU {g:e}, CPU {w:e}", self.label);
+        }
+    }
+}
+
+const BATCHES: [usize; 5] = [1, 2, 33, 256, 1023];
+const COLUMNS: [usize; 3] = [1, 31, 1_000_003];
+
+fn data(rng: &mut Rng, n: usize, p: usize) -> Vec<f32> {
+    // Small tensors get the nasty values (ties, +-0, subnormals, inf, NaN); large ones realistic
+    // gradients with outliers.
+    if p <= 31 {
+        rng.nasty(n, true)
+    } else {
+        rng.gradients(n)
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_moments_and_signs_match_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0001);
+    for dtype in [DType::F32, DType::BF16] {
+        for &b in &BATCHES {
+            for &p in &COLUMNS {
+                let g = Pair::new(&data(&mut rng, b * p, p), &[b, p], dtype, &dev);
+                g.same("sum", ops::sum);
+                g.same("mean", ops::mean);
+                g.same("var", |t| ops::var(t, 1.0));
+                g.same("std", |t| ops::std(t, 1.0));
+                g.same("std correction 0", |t| ops::std(t, 0.0));
+                g.same("sign_sum", ops::sign_sum);
+                g.same("majority_vote", ops::majority_vote);
+                if b * p <= 300_000_000 {
+                    g.same("sign", ops::sign);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_order_statistics_and_outliers_match_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0002);
+    for dtype in [DType::F32, DType::BF16] {
+        for &b in &BATCHES {
+            for &p in &COLUMNS {
+                if b * p > 300_000_000 {
+                    continue; // the CPU reference side of B = 1023, P = 1M is too slow here
+                }
+                let g = Pair::new(&data(&mut rng, b * p, p), &[b, p], dtype, &dev);
+                g.same("median", ops::median);
+                g.same("median_low", ops::median_low);
+                g.same("quantile", |t| ops::quantile(t, 0.3));
+                g.same("kth", |t| ops::kth(t, b / 2));
+                g.same("min", ops::min);
+                g.same("max", ops::max);
+                g.same("zscore mean", |t| Ok(ops::outlier_mean(t, ops::OutlierRule::ZScore { k: 2.0 })?.mean));
+                g.same("zscore kept", |t| Ok(ops::outlier_mean(t, ops::OutlierRule::ZScore { k: 2.0 })?.kept));
+                g.same("mad mean", |t| Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 3.0 })?.mean));
+                g.same("trim mean", |t| Ok(ops::outlier_mean(t, ops::OutlierRule::TrimFraction { alpha: 0.1 })?.mean));
+                g.same("zscore clean", |t| ops::remove_outliers(t, ops::OutlierRule::ZScore { k: 2.0 }, ops::Removed::Zero));
+                g.same("mad clean", |t| ops::remove_outliers(t, ops::OutlierRule::Mad { k: 3.0 }, ops::Removed::NaN));
+                if b <= 256 && p <= 31 {
+                    // Stable ranks cost O(B^2) per column.
+                    g.same("trim clean", |t| ops::remove_outliers(t, ops::OutlierRule::TrimFraction { alpha: 0.1 }, ops::Removed::NaN));
+                }
+                g.same("clip_values", |t| ops::clip_values(t, 0.5));
+                g.same("clip_values_relative", |t| ops::clip_values_relative(t, 0.25));
+                g.close("gaussian weighted sum", 1e-4, |t| Ok(ops::gaussian_weighted(t)?.0));
+                g.close("gaussian weighted mean", 1e-4, |t| Ok(ops::gaussian_weighted(t)?.1));
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_clipping_matches_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0003);
+    for &b in &[1usize, 2, 33, 256] {
+        for &p in &[31usize, 1_000_003] {
+            let g1 = Pair::new(&rng.gradients(b * p), &[b, p], DType::F32, &dev);
+            let g2 = Pair::new(&rng.gradients(b * 7), &[b, 7], DType::F32, &dev);
+            let norms_cpu = host(&ops::per_sample_norms(&[&g1.cpu, &g2.cpu]).unwrap());
+            let norms_gpu = host(&ops::per_sample_norms(&[&g1.gpu, &g2.gpu]).unwrap());
+            for (g, c) in norms_gpu.iter().zip(&norms_cpu) {
+                assert!((g - c).abs() <= 1e-5 * c.max(1.0), "norm: GPU {g}, CPU {c}");
+            }
+            // The aggregates, given the same factors, are bit-identical.
+            let factors = ops::flat_clip_factors(&[&g1.cpu, &g2.cpu], 1.0).unwrap();
+            let factors_gpu = factors.to_device(&dev).unwrap();
+            let pick = |t: &Tensor| if t.device().is_cpu() { &factors } else { &factors_gpu };
+            g1.same("clipped sum", |t| ops::clipped_sum(t, pick(t)));
+            g1.same("clipped mean", |t| ops::clipped_mean(t, pick(t), ops::Denominator::Expected(100.0)));
+            g1.same("clipped median", |t| ops::clipped_median(t, pick(t)));
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_nonfinite_policy_matches_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0004);
+    let (b, p) = (300, 4099);
+    let mut v = rng.gradients(b * p);
+    v[17 * p + 4000] = f32::NAN;
+    v[250 * p + 3] = f32::NEG_INFINITY;
+    let g = Pair::new(&v, &[b, p], DType::F32, &dev);
+    let cpu = ops::apply_nonfinite_policy(&[&g.cpu], ops::NonFinite::DropSamples).unwrap().unwrap();
+    let gpu = ops::apply_nonfinite_policy(&[&g.gpu], ops::NonFinite::DropSamples).unwrap().unwrap();
+    assert_eq!(gpu[0].shape(), &[298, p]);
+    assert_identical("dropped samples", &host(&gpu[0]), &host(&cpu[0]));
+    let err = ops::apply_nonfinite_policy(&[&g.gpu], ops::NonFinite::Error).unwrap_err();
+    assert!(matches!(err, psg_runtime::Error::NonFinite { tensor: 0, sample: 17, coordinate: 4000 }), "{err}");
+}

@@ -1,0 +1,32 @@
+//! Snapshots of the generated CUDA C of every built-in (f32), of one built-in in every dtype, and
+//! of one CPU implementation: a change to the code generator shows up here as a reviewed diff.
+
+use psg_runtime::DType;
+
+#[test]
+fn generated_cuda_of_every_builtin() {
+    for def in psg_ops::builtin_reductions() {
+        let k = &def.cuda[DType::F32.index()];
+        insta::assert_snapshot!(format!("{}_f32", def.name), k.source.as_ref());
+    }
+}
+
+#[test]
+fn generated_cuda_of_median_in_every_dtype() {
+    let def = psg_ops::builtin_reductions()
+        .into_iter()
+        .find(|d| d.name == "median")
+        .expect("median is a built-in");
+    for d in [DType::F64, DType::F16, DType::BF16] {
+        insta::assert_snapshot!(format!("median_{}", d.name()), def.cuda[d.index()].source.as_ref());
+    }
+}
+
+#[test]
+fn kernel_names_are_op_and_dtype() {
+    for def in psg_ops::builtin_reductions() {
+        for d in DType::ALL {
+            assert_eq!(def.cuda[d.index()].name, format!("{}_{}", def.name, d.name()));
+        }
+    }
+}

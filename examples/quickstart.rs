@@ -1,0 +1,119 @@
+//! quickstart: every psg built-in on a seeded synthetic g[256, 1M] (f32), on the best backend
+//! (CUDA when usable, else the CPU, with the reason), and a user-defined reduction in ten lines.
+//!
+//!     cargo run --release --example quickstart [-- --columns N]
+
+use std::time::Instant;
+
+use psg::ops::{self, Denominator, OutlierRule, Removed};
+use psg::prelude::*;
+
+/// A user-defined reduction: the mean of each column after dropping values more than `k`
+/// median absolute deviations from the median (a robust aggregate no DP library ships).
+#[batch_reduce]
+fn robust_mean(g: Batch, k: f32) -> f32 {
+    let med = g.median();
+    let mad = g.map(|x| (x - med).abs()).median();
+    g.filter(|x| (x - med).abs() <= k * mad).mean()
+}
+
+/// A seeded g[b, p]: normal-ish per-sample gradients with a few heavy outliers.
+fn synthetic(b: usize, p: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 40) as f32) / (1u64 << 24) as f32
+    };
+    (0..b * p)
+        .map(|_| {
+            let x = next() + next() + next() - 1.5;
+            if next() < 0.01 {
+                x * 30.0
+            } else {
+                x
+            }
+        })
+        .collect()
+}
+
+/// Sum of the finite outputs and the count of NaNs: a fingerprint to compare backends by.
+fn checksum(t: &Tensor) -> Result<String> {
+    let v: Vec<f32> = t.to_vec()?;
+    let nans = v.iter().filter(|x| x.is_nan()).count();
+    let sum: f64 = v.iter().filter(|x| x.is_finite()).map(|&x| f64::from(x)).sum();
+    Ok(if nans > 0 { format!("{sum:+.6e} ({nans} NaN)") } else { format!("{sum:+.6e}") })
+}
+
+fn main() -> Result<()> {
+    let columns = std::env::args()
+        .skip_while(|a| a != "--columns")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1 << 20);
+    let start = Instant::now();
+    let choice = psg::select_device();
+    println!("backend: {}", choice.reason);
+    let device = choice.device;
+    let b = 256;
+    let host = synthetic(b, columns, 42);
+    let g = Tensor::from_slice(&host, &[b, columns], &device)?;
+    drop(host);
+
+    // The first result includes the kernel's JIT compile (or its load from the disk cache).
+    let mut origin = String::from("CPU: no kernel");
+    if let Device::Cuda(cuda) = &device {
+        let before = cuda.kernel_cache_stats();
+        let first = ops::mean(&g)?;
+        first.to_vec::<f32>()?;
+        let after = cuda.kernel_cache_stats();
+        origin = format!(
+            "{} compiled by NVRTC, {} loaded from the disk cache",
+            after.compiles - before.compiles,
+            after.disk_hits - before.disk_hits
+        );
+    } else {
+        ops::mean(&g)?.to_vec::<f32>()?;
+    }
+    println!(
+        "time to first result: {:.1} ms from process start (kernel: {origin})",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+
+    let factors = ops::flat_clip_factors(&[&g], 1.0)?;
+    type Op<'a> = Box<dyn Fn() -> Result<Tensor> + 'a>;
+    let table: Vec<(&str, Op)> = vec![
+        ("sum", Box::new(|| ops::sum(&g))),
+        ("mean", Box::new(|| ops::mean(&g))),
+        ("var", Box::new(|| ops::var(&g, 1.0))),
+        ("std", Box::new(|| ops::std(&g, 1.0))),
+        ("sign (per sample)", Box::new(|| ops::sign(&g))),
+        ("sign sum", Box::new(|| ops::sign_sum(&g))),
+        ("majority vote", Box::new(|| ops::majority_vote(&g))),
+        ("median", Box::new(|| ops::median(&g))),
+        ("median_low", Box::new(|| ops::median_low(&g))),
+        ("quantile 0.9", Box::new(|| ops::quantile(&g, 0.9))),
+        ("z-score mean (k=3)", Box::new(|| Ok(ops::outlier_mean(&g, OutlierRule::ZScore { k: 3.0 })?.mean))),
+        ("MAD mean (k=3)", Box::new(|| Ok(ops::outlier_mean(&g, OutlierRule::Mad { k: 3.0 })?.mean))),
+        ("trimmed mean (10%)", Box::new(|| Ok(ops::outlier_mean(&g, OutlierRule::TrimFraction { alpha: 0.1 })?.mean))),
+        ("z-score cleaned", Box::new(|| ops::remove_outliers(&g, OutlierRule::ZScore { k: 3.0 }, Removed::Zero))),
+        ("gaussian-weighted sum", Box::new(|| Ok(ops::gaussian_weighted(&g)?.0))),
+        ("gaussian-weighted mean", Box::new(|| Ok(ops::gaussian_weighted(&g)?.1))),
+        ("clip factors (C=1)", Box::new(|| ops::flat_clip_factors(&[&g], 1.0))),
+        ("clipped mean", Box::new(|| ops::clipped_mean(&g, &factors, Denominator::BatchSize))),
+        ("clipped median", Box::new(|| ops::clipped_median(&g, &factors))),
+        ("value clip (|x|<=1)", Box::new(|| ops::clip_values(&g, 1.0))),
+        ("robust_mean (user, k=3)", Box::new(|| robust_mean(&g, 3.0))),
+    ];
+    println!("\ng[{b}, {columns}] f32, {}", device.short_name());
+    println!("{:<26} {:>8} {:>12}  checksum", "operation", "backend", "time (ms)");
+    for (name, op) in &table {
+        op()?.to_vec::<f32>()?; // warm-up: JIT compile or cache load, outside the timing
+        let t = Instant::now();
+        let out = op()?;
+        let sum = checksum(&out)?; // copies the result to the host, so the time includes the GPU work
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        println!("{name:<26} {:>8} {ms:>12.2}  {sum}", device.short_name());
+    }
+    println!("\n(times are wall clock for one call, including the copy of the result to the host; see BENCHMARKS.md for event-timed kernels)");
+    Ok(())
+}
