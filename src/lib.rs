@@ -55,3 +55,8 @@ pub mod prelude {
     pub use psg_ops as ops;
     pub use psg_runtime::{select_device, DType, Device, Error, Result, Tensor};
 }
+
+/// The README's examples, compiled and run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -38,12 +38,15 @@ pub fn batch_reduce(attr: TokenStream, item: TokenStream) -> TokenStream {
             };
             Ok(())
         } else {
-            Err(meta.error("unsupported attribute: the only option is `crate = \"path::to::runtime\"`"))
+            Err(meta
+                .error("unsupported attribute: the only option is `crate = \"path::to::runtime\"`"))
         }
     });
     parse_macro_input!(attr with parser);
     let f = parse_macro_input!(item as ItemFn);
-    expand(&f, &runtime).unwrap_or_else(|e| e.to_compile_error()).into()
+    expand(&f, &runtime)
+        .unwrap_or_else(|e| e.to_compile_error())
+        .into()
 }
 
 fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
@@ -72,10 +75,12 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
     let rt_text = quote!(#rt).to_string().replace(' ', "");
     let generated = psg_codegen::generate_with_runtime(&reduction, &rt_text)
         .map_err(|e| Error::new(name.span(), e.to_string()))?;
-    let cpu_code: TokenStream2 = generated
-        .rust
-        .parse()
-        .map_err(|e| Error::new(Span::call_site(), format!("psg internal error: generated CPU code does not parse: {e}")))?;
+    let cpu_code: TokenStream2 = generated.rust.parse().map_err(|e| {
+        Error::new(
+            Span::call_site(),
+            format!("psg internal error: generated CPU code does not parse: {e}"),
+        )
+    })?;
 
     let name_str = name.to_string();
     let kernel_names = &generated.kernel_names;
@@ -114,11 +119,14 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
     }
     let g_arg = g_arg.ok_or_else(|| Error::new(name.span(), "missing the `Batch` input"))?;
     let (ret_ty, ret_value) = match sig.returns {
-        Returns::Scalars(1) | Returns::Batch => (quote!(#rt::Tensor), quote!(next()?)),
+        Returns::Scalars(1) | Returns::Batch => (quote!(#rt::Tensor), quote!(next())),
         Returns::Scalars(n) => {
             let tys = (0..n).map(|_| quote!(#rt::Tensor));
             let vals = (0..n).map(|_| quote!(next()?));
-            (quote!((#(#tys),*)), quote!((#(#vals),*)))
+            (
+                quote!((#(#tys),*)),
+                quote!(::core::result::Result::Ok((#(#vals),*))),
+            )
         }
     };
     let module_doc = format!("The generated definition of the batch reduction `{name_str}`.");
@@ -139,7 +147,7 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
             let outputs = #rt::run_reduction(&#name::DEF, #g_arg, &[#(#ps_args),*], &[#(#scalar_args),*])?;
             let mut outputs = outputs.into_iter();
             let mut next = || outputs.next().ok_or_else(|| #rt::Error::Shape(#missing.to_string()));
-            ::core::result::Result::Ok(#ret_value)
+            #ret_value
         }
 
         #[doc = #module_doc]

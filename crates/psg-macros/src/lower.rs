@@ -10,7 +10,8 @@ use crate::signature::{ParamKind, Returns, Signature};
 const COLUMN_METHODS: &str = "column methods: map(|x| ..), zip(per_sample), filter(|x| ..), sign(), with_rank(), \
     sum(), mean(), var(), var(correction), std(), std(correction), min(), max(), count(), median(), \
     median_low(), quantile(q), kth(k)";
-const SCALAR_METHODS: &str = "scalar methods: abs(), sqrt(), exp(), ln(), floor(), powi(n), min(y), \
+const SCALAR_METHODS: &str =
+    "scalar methods: abs(), sqrt(), exp(), ln(), floor(), powi(n), min(y), \
     max(y), clamp(lo, hi), sign(), is_nan(), is_finite()";
 const FUNCTIONS: &str = "the only free function is normal_pdf(x, mu, sigma); scalar functions are \
     methods (x.abs(), x.sqrt(), ...)";
@@ -25,13 +26,20 @@ enum Ty {
 enum Value {
     Scalar(Scalar, Ty),
     /// A lazy column: one expression per lane (zip adds lanes, map folds them into one).
-    Column { lanes: Vec<Scalar>, keep: Option<Scalar> },
+    Column {
+        lanes: Vec<Scalar>,
+        keep: Option<Scalar>,
+    },
     /// A `PerSample` input, usable only as `zip`'s argument.
     PerSample(usize),
 }
 
 enum Entry {
-    Bind { name: String, value: Value, closure_param: bool },
+    Bind {
+        name: String,
+        value: Value,
+        closure_param: bool,
+    },
     /// Closure parameters bound before a barrier are invisible after it: a reduction nested in a
     /// closure runs its own loop and cannot read the enclosing closure's element.
     Barrier,
@@ -45,23 +53,35 @@ pub struct Lowerer {
 
 /// Lowers a function body.
 pub fn lower(sig: &Signature, block: &Block) -> Result<(Vec<Let>, Output), Error> {
-    let mut l = Lowerer { env: Vec::new(), lets: Vec::new() };
+    let mut l = Lowerer {
+        env: Vec::new(),
+        lets: Vec::new(),
+    };
     for p in &sig.params {
         let value = match p.kind {
-            ParamKind::Batch => Value::Column { lanes: vec![Scalar::Load], keep: None },
+            ParamKind::Batch => Value::Column {
+                lanes: vec![Scalar::Load],
+                keep: None,
+            },
             ParamKind::PerSample(i) => Value::PerSample(i),
             ParamKind::Scalar(i, _) => Value::Scalar(Scalar::Param(i), Ty::Num),
         };
         l.bind(p.name.to_string(), value, false);
     }
     let Some((last, init)) = block.stmts.split_last() else {
-        return Err(Error::new(block.span(), "empty body: end with the value to return"));
+        return Err(Error::new(
+            block.span(),
+            "empty body: end with the value to return",
+        ));
     };
     for stmt in init {
         l.statement(stmt)?;
     }
     let Stmt::Expr(tail, None) = last else {
-        return Err(Error::new(last.span(), "the body must end with the value to return (no `;`)"));
+        return Err(Error::new(
+            last.span(),
+            "the body must end with the value to return (no `;`)",
+        ));
     };
     let output = match sig.returns {
         Returns::Scalars(1) => Output::Scalars(vec![l.number(tail)?]),
@@ -90,7 +110,11 @@ fn strip(e: &Expr) -> &Expr {
     }
 }
 
-fn single_lane(at: &impl Spanned, lanes: Vec<Scalar>, keep: Option<Scalar>) -> Result<Column, Error> {
+fn single_lane(
+    at: &impl Spanned,
+    lanes: Vec<Scalar>,
+    keep: Option<Scalar>,
+) -> Result<Column, Error> {
     match <[Scalar; 1]>::try_from(lanes) {
         Ok([value]) => Ok(Column { value, keep }),
         Err(lanes) => Err(Error::new(
@@ -102,7 +126,11 @@ fn single_lane(at: &impl Spanned, lanes: Vec<Scalar>, keep: Option<Scalar>) -> R
 
 impl Lowerer {
     fn bind(&mut self, name: String, value: Value, closure_param: bool) {
-        self.env.push(Entry::Bind { name, value, closure_param });
+        self.env.push(Entry::Bind {
+            name,
+            value,
+            closure_param,
+        });
     }
 
     fn lookup(&self, ident: &syn::Ident) -> Result<Value, Error> {
@@ -111,7 +139,11 @@ impl Lowerer {
         for entry in self.env.iter().rev() {
             match entry {
                 Entry::Barrier => behind_barrier = true,
-                Entry::Bind { name: n, value, closure_param } if *n == name => {
+                Entry::Bind {
+                    name: n,
+                    value,
+                    closure_param,
+                } if *n == name => {
                     if *closure_param && behind_barrier {
                         return Err(Error::new(
                             ident.span(),
@@ -130,16 +162,28 @@ impl Lowerer {
         match stmt {
             Stmt::Local(local) => {
                 let Some(init) = &local.init else {
-                    return Err(Error::new(local.span(), "`let` needs a value: mutable state is not supported"));
+                    return Err(Error::new(
+                        local.span(),
+                        "`let` needs a value: mutable state is not supported",
+                    ));
                 };
                 if let Some((_, diverge)) = &init.diverge {
-                    return Err(Error::new(diverge.span(), "`let ... else` is not supported"));
+                    return Err(Error::new(
+                        diverge.span(),
+                        "`let ... else` is not supported",
+                    ));
                 }
                 self.bind_pattern(&local.pat, &init.expr)
             }
             Stmt::Expr(e, _) => Err(unsupported(e)),
-            Stmt::Item(item) => Err(Error::new(item.span(), "items (fn, struct, use, ...) cannot be declared inside a batch reduction")),
-            Stmt::Macro(m) => Err(Error::new(m.span(), "macros are not supported inside a batch reduction")),
+            Stmt::Item(item) => Err(Error::new(
+                item.span(),
+                "items (fn, struct, use, ...) cannot be declared inside a batch reduction",
+            )),
+            Stmt::Macro(m) => Err(Error::new(
+                m.span(),
+                "macros are not supported inside a batch reduction",
+            )),
         }
     }
 
@@ -153,7 +197,10 @@ impl Lowerer {
                 let name = pi.ident.to_string();
                 let v = match v {
                     Value::Scalar(s, ty) => {
-                        self.lets.push(Let { name: name.clone(), value: s });
+                        self.lets.push(Let {
+                            name: name.clone(),
+                            value: s,
+                        });
                         Value::Scalar(Scalar::Local(self.lets.len() - 1), ty)
                     }
                     other => other,
@@ -167,14 +214,20 @@ impl Lowerer {
                     return Err(Error::new(value.span(), "a tuple pattern needs a tuple of values on the right, e.g. `let (mu, s) = (g.mean(), g.std());`"));
                 };
                 if pt.elems.len() != values.elems.len() {
-                    return Err(Error::new(pt.span(), "the tuple pattern and the tuple of values differ in length"));
+                    return Err(Error::new(
+                        pt.span(),
+                        "the tuple pattern and the tuple of values differ in length",
+                    ));
                 }
                 for (p, v) in pt.elems.iter().zip(&values.elems) {
                     self.bind_pattern(p, v)?;
                 }
                 Ok(())
             }
-            other => Err(Error::new(other.span(), "unsupported pattern: use a name or a tuple of names")),
+            other => Err(Error::new(
+                other.span(),
+                "unsupported pattern: use a name or a tuple of names",
+            )),
         }
     }
 
@@ -182,7 +235,7 @@ impl Lowerer {
     fn number(&mut self, e: &Expr) -> Result<Scalar, Error> {
         match self.expr(e)? {
             Value::Scalar(s, Ty::Num) => Ok(s),
-            Value::Scalar(_, Ty::Bool) => Err(Error::new(e.span(), "expected a number, found a boolean")),
+            Value::Scalar(_, Ty::Bool) => Err(Error::new(e.span(), "expected a number, found a boolean (a comparison or logic); write `if cond { 1.0 } else { 0.0 }` for a number")),
             Value::Column { .. } => Err(Error::new(e.span(), format!("expected a scalar, found a column: reduce it first ({COLUMN_METHODS})"))),
             Value::PerSample(_) => Err(Error::new(e.span(), "a `PerSample` input can only be used as `column.zip(input)`")),
         }
@@ -192,7 +245,10 @@ impl Lowerer {
     fn boolean(&mut self, e: &Expr) -> Result<Scalar, Error> {
         match self.expr(e)? {
             Value::Scalar(s, Ty::Bool) => Ok(s),
-            _ => Err(Error::new(e.span(), "expected a boolean (a comparison such as `x > 0.0`)")),
+            _ => Err(Error::new(
+                e.span(),
+                "expected a boolean (a comparison such as `x > 0.0`)",
+            )),
         }
     }
 
@@ -279,13 +335,21 @@ impl Lowerer {
     fn if_expr(&mut self, i: &syn::ExprIf) -> Result<Value, Error> {
         let cond = self.boolean(&i.cond)?;
         let Some((_, otherwise)) = &i.else_branch else {
-            return Err(Error::new(i.span(), "`if` needs an `else` branch: it is an expression with a value in both cases"));
+            return Err(Error::new(
+                i.span(),
+                "`if` needs an `else` branch: it is an expression with a value in both cases",
+            ));
         };
         let a = self.block_value(&i.then_branch)?;
         let b = self.expr(otherwise)?;
         match (a, b) {
-            (Value::Scalar(a, ta), Value::Scalar(b, tb)) if ta == tb => Ok(Value::Scalar(Scalar::select(cond, a, b), ta)),
-            _ => Err(Error::new(i.span(), "both branches of `if` must be scalars of the same type")),
+            (Value::Scalar(a, ta), Value::Scalar(b, tb)) if ta == tb => {
+                Ok(Value::Scalar(Scalar::select(cond, a, b), ta))
+            }
+            _ => Err(Error::new(
+                i.span(),
+                "both branches of `if` must be scalars of the same type",
+            )),
         }
     }
 
@@ -293,14 +357,29 @@ impl Lowerer {
         let Expr::Path(p) = &*c.func else {
             return Err(Error::new(c.func.span(), FUNCTIONS));
         };
-        let name = p.path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
+        let name = p
+            .path
+            .segments
+            .last()
+            .map(|s| s.ident.to_string())
+            .unwrap_or_default();
         if name != "normal_pdf" {
-            return Err(Error::new(c.func.span(), format!("unknown function `{name}`: {FUNCTIONS}")));
+            return Err(Error::new(
+                c.func.span(),
+                format!("unknown function `{name}`: {FUNCTIONS}"),
+            ));
         }
         if c.args.len() != 3 {
-            return Err(Error::new(c.span(), "normal_pdf takes three arguments: normal_pdf(x, mu, sigma)"));
+            return Err(Error::new(
+                c.span(),
+                "normal_pdf takes three arguments: normal_pdf(x, mu, sigma)",
+            ));
         }
-        let args = c.args.iter().map(|a| self.number(a)).collect::<Result<_, _>>()?;
+        let args = c
+            .args
+            .iter()
+            .map(|a| self.number(a))
+            .collect::<Result<_, _>>()?;
         Ok(Value::Scalar(Scalar::Call(Func::NormalPdf, args), Ty::Num))
     }
 
@@ -309,7 +388,15 @@ impl Lowerer {
             return Err(Error::new(m.span(), "turbofish (`::<>`) is not supported"));
         }
         let mut receiver = self.expr(&m.receiver)?;
-        let in_closure = self.env.iter().any(|e| matches!(e, Entry::Bind { closure_param: true, .. }));
+        let in_closure = self.env.iter().any(|e| {
+            matches!(
+                e,
+                Entry::Bind {
+                    closure_param: true,
+                    ..
+                }
+            )
+        });
         if in_closure && matches!(receiver, Value::Column { .. }) {
             // A column nested in a closure runs its own loop and cannot read the enclosing
             // closure's element: lower it again with those parameters hidden.
@@ -321,29 +408,58 @@ impl Lowerer {
         match receiver {
             Value::Column { lanes, keep } => self.column_method(m, lanes, keep),
             Value::Scalar(s, Ty::Num) => self.scalar_method(m, s),
-            Value::Scalar(_, Ty::Bool) => Err(Error::new(m.method.span(), "methods cannot be called on booleans")),
-            Value::PerSample(_) => Err(Error::new(m.receiver.span(), "a `PerSample` input can only be used as `column.zip(input)`")),
+            Value::Scalar(_, Ty::Bool) => Err(Error::new(
+                m.method.span(),
+                "methods cannot be called on booleans",
+            )),
+            Value::PerSample(_) => Err(Error::new(
+                m.receiver.span(),
+                "a `PerSample` input can only be used as `column.zip(input)`",
+            )),
         }
     }
 
     fn args(&mut self, m: &syn::ExprMethodCall, allowed: &[usize]) -> Result<Vec<Scalar>, Error> {
         if !allowed.contains(&m.args.len()) {
-            return Err(Error::new(m.span(), format!("`{}` takes {} argument(s), found {}", m.method, allowed.iter().map(usize::to_string).collect::<Vec<_>>().join(" or "), m.args.len())));
+            return Err(Error::new(
+                m.span(),
+                format!(
+                    "`{}` takes {} argument(s), found {}",
+                    m.method,
+                    allowed
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    m.args.len()
+                ),
+            ));
         }
         m.args.iter().map(|a| self.number(a)).collect()
     }
 
-    fn column_method(&mut self, m: &syn::ExprMethodCall, lanes: Vec<Scalar>, keep: Option<Scalar>) -> Result<Value, Error> {
+    fn column_method(
+        &mut self,
+        m: &syn::ExprMethodCall,
+        lanes: Vec<Scalar>,
+        keep: Option<Scalar>,
+    ) -> Result<Value, Error> {
         let method = m.method.to_string();
         let num = |s| Ok(Value::Scalar(s, Ty::Num));
         let column = || single_lane(&m.receiver, lanes.clone(), keep.clone());
         match method.as_str() {
             "map" | "filter" => {
                 let [arg] = &m.args.iter().collect::<Vec<_>>()[..] else {
-                    return Err(Error::new(m.span(), format!("`{method}` takes one closure")));
+                    return Err(Error::new(
+                        m.span(),
+                        format!("`{method}` takes one closure"),
+                    ));
                 };
                 let Expr::Closure(closure) = strip(arg) else {
-                    return Err(Error::new(arg.span(), format!("`{method}` takes a closure, e.g. `|x| x * 2.0`")));
+                    return Err(Error::new(
+                        arg.span(),
+                        format!("`{method}` takes a closure, e.g. `|x| x * 2.0`"),
+                    ));
                 };
                 if closure.inputs.len() != lanes.len() {
                     return Err(Error::new(closure.span(), format!("this column has {} value(s) per sample, so the closure takes {} parameter(s)", lanes.len(), lanes.len())));
@@ -351,23 +467,55 @@ impl Lowerer {
                 let mark = self.env.len();
                 for (p, lane) in closure.inputs.iter().zip(&lanes) {
                     match p {
-                        Pat::Ident(pi) if pi.mutability.is_none() => self.bind(pi.ident.to_string(), Value::Scalar(lane.clone(), Ty::Num), true),
+                        Pat::Ident(pi) if pi.mutability.is_none() => self.bind(
+                            pi.ident.to_string(),
+                            Value::Scalar(lane.clone(), Ty::Num),
+                            true,
+                        ),
                         Pat::Type(pt) => match &*pt.pat {
-                            Pat::Ident(pi) => self.bind(pi.ident.to_string(), Value::Scalar(lane.clone(), Ty::Num), true),
-                            other => return Err(Error::new(other.span(), "closure parameters must be plain names")),
+                            Pat::Ident(pi) => self.bind(
+                                pi.ident.to_string(),
+                                Value::Scalar(lane.clone(), Ty::Num),
+                                true,
+                            ),
+                            other => {
+                                return Err(Error::new(
+                                    other.span(),
+                                    "closure parameters must be plain names",
+                                ))
+                            }
                         },
                         Pat::Wild(_) => {}
-                        other => return Err(Error::new(other.span(), "closure parameters must be plain names")),
+                        other => {
+                            return Err(Error::new(
+                                other.span(),
+                                "closure parameters must be plain names",
+                            ))
+                        }
                     }
                 }
-                let result = if method == "map" { self.number(&closure.body) } else { self.boolean(&closure.body) };
+                let result = if method == "map" {
+                    self.number(&closure.body)
+                } else {
+                    self.boolean(&closure.body)
+                };
                 self.env.truncate(mark);
                 let body = result?;
                 Ok(if method == "map" {
-                    Value::Column { lanes: vec![body], keep }
+                    Value::Column {
+                        lanes: vec![body],
+                        keep,
+                    }
                 } else {
-                    let filtered = Column { value: Scalar::lit(0.0), keep }.filtered(body);
-                    Value::Column { lanes, keep: filtered.keep }
+                    let filtered = Column {
+                        value: Scalar::lit(0.0),
+                        keep,
+                    }
+                    .filtered(body);
+                    Value::Column {
+                        lanes,
+                        keep: filtered.keep,
+                    }
                 })
             }
             "zip" => {
@@ -380,36 +528,81 @@ impl Lowerer {
                         lanes.push(Scalar::LoadPerSample(i));
                         Ok(Value::Column { lanes, keep })
                     }
-                    _ => Err(Error::new(arg.span(), "`zip` takes a `PerSample` parameter of the function")),
+                    _ => Err(Error::new(
+                        arg.span(),
+                        "`zip` takes a `PerSample` parameter of the function",
+                    )),
                 }
             }
             "with_rank" => {
                 self.args(m, &[0])?;
                 let c = column()?;
                 let rank = Scalar::Rank(Box::new(c.clone()));
-                Ok(Value::Column { lanes: vec![c.value, rank], keep: c.keep })
+                Ok(Value::Column {
+                    lanes: vec![c.value, rank],
+                    keep: c.keep,
+                })
             }
             "sign" => {
                 self.args(m, &[0])?;
                 let c = column()?;
-                Ok(Value::Column { lanes: vec![Scalar::Call(Func::Sign, vec![c.value])], keep: c.keep })
+                Ok(Value::Column {
+                    lanes: vec![Scalar::Call(Func::Sign, vec![c.value])],
+                    keep: c.keep,
+                })
             }
-            "sum" => { self.args(m, &[0])?; num(stats::sum(column()?)) }
-            "count" => { self.args(m, &[0])?; num(stats::count(column()?)) }
-            "mean" => { self.args(m, &[0])?; num(stats::mean(column()?)) }
-            "min" => { self.args(m, &[0])?; num(stats::min(column()?)) }
-            "max" => { self.args(m, &[0])?; num(stats::max(column()?)) }
-            "median" => { self.args(m, &[0])?; num(stats::median(column()?)) }
-            "median_low" => { self.args(m, &[0])?; num(stats::median_low(column()?)) }
+            "sum" => {
+                self.args(m, &[0])?;
+                num(stats::sum(column()?))
+            }
+            "count" => {
+                self.args(m, &[0])?;
+                num(stats::count(column()?))
+            }
+            "mean" => {
+                self.args(m, &[0])?;
+                num(stats::mean(column()?))
+            }
+            "min" => {
+                self.args(m, &[0])?;
+                num(stats::min(column()?))
+            }
+            "max" => {
+                self.args(m, &[0])?;
+                num(stats::max(column()?))
+            }
+            "median" => {
+                self.args(m, &[0])?;
+                num(stats::median(column()?))
+            }
+            "median_low" => {
+                self.args(m, &[0])?;
+                num(stats::median_low(column()?))
+            }
             "var" | "std" => {
-                let correction = self.args(m, &[0, 1])?.pop().unwrap_or_else(|| Scalar::lit(1.0));
-                num(if method == "var" { stats::var(column()?, correction) } else { stats::std(column()?, correction) })
+                let correction = self
+                    .args(m, &[0, 1])?
+                    .pop()
+                    .unwrap_or_else(|| Scalar::lit(1.0));
+                num(if method == "var" {
+                    stats::var(column()?, correction)
+                } else {
+                    stats::std(column()?, correction)
+                })
             }
             "quantile" | "kth" => {
-                let [q] = <[Scalar; 1]>::try_from(self.args(m, &[1])?).map_err(|_| Error::new(m.span(), "one argument"))?;
-                num(if method == "quantile" { stats::quantile(column()?, q) } else { stats::kth(column()?, q) })
+                let [q] = <[Scalar; 1]>::try_from(self.args(m, &[1])?)
+                    .map_err(|_| Error::new(m.span(), "one argument"))?;
+                num(if method == "quantile" {
+                    stats::quantile(column()?, q)
+                } else {
+                    stats::kth(column()?, q)
+                })
             }
-            _ => Err(Error::new(m.method.span(), format!("unsupported column method `{method}`; {COLUMN_METHODS}"))),
+            _ => Err(Error::new(
+                m.method.span(),
+                format!("unsupported column method `{method}`; {COLUMN_METHODS}"),
+            )),
         }
     }
 
@@ -417,7 +610,10 @@ impl Lowerer {
         let method = m.method.to_string();
         let call = |f: Func, mut args: Vec<Scalar>| {
             args.insert(0, x.clone());
-            Ok(Value::Scalar(Scalar::Call(f, args), if f.is_boolean() { Ty::Bool } else { Ty::Num }))
+            Ok(Value::Scalar(
+                Scalar::Call(f, args),
+                if f.is_boolean() { Ty::Bool } else { Ty::Num },
+            ))
         };
         let f = match method.as_str() {
             "abs" => Func::Abs,
@@ -436,16 +632,39 @@ impl Lowerer {
                     return Err(Error::new(m.span(), "`powi` takes one integer literal"));
                 };
                 let n = match strip(arg) {
-                    Expr::Lit(syn::ExprLit { lit: Lit::Int(i), .. }) => i.base10_parse::<i32>()?,
-                    Expr::Unary(syn::ExprUnary { op: syn::UnOp::Neg(_), expr, .. }) => match strip(expr) {
-                        Expr::Lit(syn::ExprLit { lit: Lit::Int(i), .. }) => -i.base10_parse::<i32>()?,
-                        other => return Err(Error::new(other.span(), "`powi` takes an integer literal such as `powi(2)`")),
+                    Expr::Lit(syn::ExprLit {
+                        lit: Lit::Int(i), ..
+                    }) => i.base10_parse::<i32>()?,
+                    Expr::Unary(syn::ExprUnary {
+                        op: syn::UnOp::Neg(_),
+                        expr,
+                        ..
+                    }) => match strip(expr) {
+                        Expr::Lit(syn::ExprLit {
+                            lit: Lit::Int(i), ..
+                        }) => -i.base10_parse::<i32>()?,
+                        other => {
+                            return Err(Error::new(
+                                other.span(),
+                                "`powi` takes an integer literal such as `powi(2)`",
+                            ))
+                        }
                     },
-                    other => return Err(Error::new(other.span(), "`powi` takes an integer literal such as `powi(2)`")),
+                    other => {
+                        return Err(Error::new(
+                            other.span(),
+                            "`powi` takes an integer literal such as `powi(2)`",
+                        ))
+                    }
                 };
                 return call(Func::Powi(n), Vec::new());
             }
-            _ => return Err(Error::new(m.method.span(), format!("unsupported scalar method `{method}`; {SCALAR_METHODS}"))),
+            _ => {
+                return Err(Error::new(
+                    m.method.span(),
+                    format!("unsupported scalar method `{method}`; {SCALAR_METHODS}"),
+                ))
+            }
         };
         let args = self.args(m, &[f.arity() - 1])?;
         call(f, args)

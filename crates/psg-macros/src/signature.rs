@@ -84,7 +84,10 @@ pub fn parse(f: &ItemFn) -> Result<Signature, Error> {
     let (mut n_batch, mut n_ps, mut n_scalar) = (0, 0, 0);
     for arg in &sig.inputs {
         let FnArg::Typed(pt) = arg else {
-            return Err(Error::new(arg.span(), "a batch reduction is a free function: remove `self`"));
+            return Err(Error::new(
+                arg.span(),
+                "a batch reduction is a free function: remove `self`",
+            ));
         };
         let name = match &*pt.pat {
             Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => {
@@ -97,7 +100,10 @@ pub fn parse(f: &ItemFn) -> Result<Signature, Error> {
                 pi.ident.clone()
             }
             other => {
-                return Err(Error::new(other.span(), "parameters must be plain names, such as `g: Batch`"))
+                return Err(Error::new(
+                    other.span(),
+                    "parameters must be plain names, such as `g: Batch`",
+                ))
             }
         };
         let kind = match type_name(&pt.ty).as_deref() {
@@ -133,26 +139,40 @@ pub fn parse(f: &ItemFn) -> Result<Signature, Error> {
     if n_batch == 0 {
         return Err(Error::new(
             sig.paren_token.span.join(),
-            format!("missing the `Batch` input: {PARAM_HELP}, e.g. `fn {}(g: Batch) -> f32`", sig.ident),
+            format!(
+                "missing the `Batch` input: {PARAM_HELP}, e.g. `fn {}(g: Batch) -> f32`",
+                sig.ident
+            ),
         ));
     }
 
     let returns = match &sig.output {
         ReturnType::Default => {
-            return Err(Error::new(sig.ident.span(), format!("missing return type: {RETURN_HELP}")))
+            return Err(Error::new(
+                sig.ident.span(),
+                format!("missing return type: {RETURN_HELP}"),
+            ))
         }
         ReturnType::Type(_, ty) => match &**ty {
             Type::Tuple(t) if !t.elems.is_empty() => {
                 for e in &t.elems {
                     if is_scalar_type(e).is_none() {
-                        return Err(Error::new(e.span(), format!("unsupported tuple element: {RETURN_HELP}")));
+                        return Err(Error::new(
+                            e.span(),
+                            format!("unsupported tuple element: {RETURN_HELP}"),
+                        ));
                     }
                 }
                 Returns::Scalars(t.elems.len())
             }
             ty if is_scalar_type(ty).is_some() => Returns::Scalars(1),
             ty if type_name(ty).as_deref() == Some("Batch") => Returns::Batch,
-            ty => return Err(Error::new(ty.span(), format!("unsupported return type: {RETURN_HELP}"))),
+            ty => {
+                return Err(Error::new(
+                    ty.span(),
+                    format!("unsupported return type: {RETURN_HELP}"),
+                ))
+            }
         },
     };
     Ok(Signature { params, returns })

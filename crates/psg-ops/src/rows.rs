@@ -9,7 +9,8 @@
 
 use psg_codegen::DType as GenDType;
 use psg_runtime::{
-    Accumulator, CudaDevice, DType, Device, Element, Error, KernelArg, KernelSource, LaunchConfig, Result, Tensor,
+    Accumulator, CudaDevice, DType, Device, Element, Error, KernelArg, KernelSource, LaunchConfig,
+    Result, Tensor,
 };
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -103,7 +104,7 @@ where
             let mut bad = ALL_FINITE;
             for (i, v) in values.iter().enumerate() {
                 let x = v.to_acc();
-                acc = acc + x * x;
+                acc += x * x;
                 if bad == ALL_FINITE && !x.to_f64().is_finite() {
                     bad = i as i64;
                 }
@@ -123,7 +124,10 @@ fn scan_cuda(dev: &CudaDevice, g: &Tensor, b: usize, p: usize) -> Result<RowScan
     let chunks = p.div_ceil(CHUNK).max(1);
     let sum_sq = Tensor::zeros(acc, &[b], &Device::Cuda(dev.clone()))?;
     if b == 0 {
-        return Ok(RowScan { sum_sq, first_bad: Vec::new() });
+        return Ok(RowScan {
+            sum_sq,
+            first_bad: Vec::new(),
+        });
     }
     let partial = dev.alloc(b * chunks * acc.size_in_bytes())?;
     let partial_bad = dev.alloc(b * chunks * 8)?;

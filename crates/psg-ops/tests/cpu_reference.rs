@@ -1,6 +1,9 @@
 //! Every built-in on the CPU backend against a plain reference, on random columns full of ties,
 //! +-0, subnormals, infinities and NaN, for odd and even B, B = 1 and B = 0.
 
+// `!(a > b)` is deliberate: it is how the rules treat NaN, as the kernels do.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 mod common;
 
 use common::{assert_close, assert_identical, column, reference as r, Rng};
@@ -186,7 +189,10 @@ fn relative_value_clipping_uses_each_columns_largest_magnitude() {
     let g = [1.0f32, -8.0, -4.0, 2.0, 2.0, 1.0];
     let t = tensor(&g, 3, 2);
     // Column 0: max |x| = 4, bound 2; column 1: max |x| = 8, bound 4.
-    assert_eq!(values(ops::clip_values_relative(&t, 0.5).unwrap()), vec![1.0, -4.0, -2.0, 2.0, 2.0, 1.0]);
+    assert_eq!(
+        values(ops::clip_values_relative(&t, 0.5).unwrap()),
+        vec![1.0, -4.0, -2.0, 2.0, 2.0, 1.0]
+    );
 }
 
 #[test]
@@ -194,7 +200,11 @@ fn an_empty_batch_sums_to_zero_and_has_no_mean() {
     let t = Tensor::from_slice::<f32>(&[], &[0, 3], &Device::Cpu).unwrap();
     assert_eq!(values(ops::sum(&t).unwrap()), vec![0.0; 3]);
     assert_eq!(values(ops::sign_sum(&t).unwrap()), vec![0.0; 3]);
-    for v in values(ops::mean(&t).unwrap()).into_iter().chain(values(ops::median(&t).unwrap())).chain(values(ops::std(&t, 1.0).unwrap())) {
+    for v in values(ops::mean(&t).unwrap())
+        .into_iter()
+        .chain(values(ops::median(&t).unwrap()))
+        .chain(values(ops::std(&t, 1.0).unwrap()))
+    {
         assert!(v.is_nan());
     }
     assert_eq!(values(ops::sign(&t).unwrap()), Vec::<f32>::new());
@@ -203,7 +213,9 @@ fn an_empty_batch_sums_to_zero_and_has_no_mean() {
 #[test]
 fn one_sample_has_nan_std_and_density_weights_of_one() {
     let t = tensor(&[3.0, -2.0], 1, 2);
-    assert!(values(ops::std(&t, 1.0).unwrap()).iter().all(|v| v.is_nan()));
+    assert!(values(ops::std(&t, 1.0).unwrap())
+        .iter()
+        .all(|v| v.is_nan()));
     assert_eq!(values(ops::std(&t, 0.0).unwrap()), vec![0.0, 0.0]);
     let (sum, mean) = ops::gaussian_weighted(&t).unwrap();
     assert_eq!(values(sum), vec![3.0, -2.0]);
@@ -216,8 +228,14 @@ fn one_sample_has_nan_std_and_density_weights_of_one() {
 #[test]
 fn signed_zeros_follow_total_order() {
     let t = tensor(&[0.0, -0.0], 2, 1);
-    assert_eq!(values(ops::median_low(&t).unwrap())[0].to_bits(), (-0.0f32).to_bits());
-    assert_eq!(values(ops::min(&t).unwrap())[0].to_bits(), (-0.0f32).to_bits());
+    assert_eq!(
+        values(ops::median_low(&t).unwrap())[0].to_bits(),
+        (-0.0f32).to_bits()
+    );
+    assert_eq!(
+        values(ops::min(&t).unwrap())[0].to_bits(),
+        (-0.0f32).to_bits()
+    );
     assert_eq!(values(ops::max(&t).unwrap())[0].to_bits(), 0.0f32.to_bits());
     assert_eq!(values(ops::sign(&t).unwrap()), vec![0.0, 0.0]);
 }
@@ -226,13 +244,28 @@ fn signed_zeros_follow_total_order() {
 fn f64_and_bf16_inputs_use_their_accumulators() {
     let g64 = [1.0f64, 1e-17, -1.0, 2.0];
     let t = Tensor::from_slice(&g64, &[4, 1], &Device::Cpu).unwrap();
-    assert_eq!(ops::sum(&t).unwrap().to_vec::<f64>().unwrap(), vec![2.0 + 1e-17 - 0.0]);
-    assert_eq!(ops::median(&t).unwrap().to_vec::<f64>().unwrap(), vec![0.5 + 0.5e-17]);
+    assert_eq!(
+        ops::sum(&t).unwrap().to_vec::<f64>().unwrap(),
+        vec![2.0 + 1e-17 - 0.0]
+    );
+    assert_eq!(
+        ops::median(&t).unwrap().to_vec::<f64>().unwrap(),
+        vec![0.5 + 0.5e-17]
+    );
 
-    let gb: Vec<half::bf16> = [1.5f32, -2.0, 3.25, 0.5].iter().map(|&x| half::bf16::from_f32(x)).collect();
+    let gb: Vec<half::bf16> = [1.5f32, -2.0, 3.25, 0.5]
+        .iter()
+        .map(|&x| half::bf16::from_f32(x))
+        .collect();
     let t = Tensor::from_slice(&gb, &[4, 1], &Device::Cpu).unwrap();
-    assert_eq!(ops::mean(&t).unwrap().to_vec::<half::bf16>().unwrap(), vec![half::bf16::from_f32(0.8125)]);
-    assert_eq!(ops::median_low(&t).unwrap().to_vec::<half::bf16>().unwrap(), vec![half::bf16::from_f32(0.5)]);
+    assert_eq!(
+        ops::mean(&t).unwrap().to_vec::<half::bf16>().unwrap(),
+        vec![half::bf16::from_f32(0.8125)]
+    );
+    assert_eq!(
+        ops::median_low(&t).unwrap().to_vec::<half::bf16>().unwrap(),
+        vec![half::bf16::from_f32(0.5)]
+    );
 }
 
 #[test]
@@ -241,21 +274,35 @@ fn nonfinite_policies() {
     let g2 = [1.0f32, f32::INFINITY, 3.0];
     let t1 = tensor(&g1, 3, 2);
     let t2 = tensor(&g2, 3, 1);
-    assert!(ops::apply_nonfinite_policy(&[&t1, &t2], ops::NonFinite::Propagate).unwrap().is_none());
+    assert!(
+        ops::apply_nonfinite_policy(&[&t1, &t2], ops::NonFinite::Propagate)
+            .unwrap()
+            .is_none()
+    );
     assert!(values(ops::mean(&t1).unwrap())[0].is_nan());
 
-    let kept = ops::apply_nonfinite_policy(&[&t1, &t2], ops::NonFinite::DropSamples).unwrap().unwrap();
+    let kept = ops::apply_nonfinite_policy(&[&t1, &t2], ops::NonFinite::DropSamples)
+        .unwrap()
+        .unwrap();
     // Sample 1 holds a NaN in the first tensor and an infinity in the second: it goes from both.
     assert_eq!(kept[0].shape(), &[2, 2]);
     assert_eq!(values(kept[0].clone()), vec![1.0, 2.0, 5.0, 6.0]);
     assert_eq!(values(kept[1].clone()), vec![1.0, 3.0]);
 
     match ops::apply_nonfinite_policy(&[&t1, &t2], ops::NonFinite::Error) {
-        Err(Error::NonFinite { tensor: 0, sample: 1, coordinate: 0 }) => {}
+        Err(Error::NonFinite {
+            tensor: 0,
+            sample: 1,
+            coordinate: 0,
+        }) => {}
         other => panic!("expected the first non-finite value to be named, got {other:?}"),
     }
     let clean = tensor(&[1.0, 2.0], 2, 1);
-    assert!(ops::apply_nonfinite_policy(&[&clean], ops::NonFinite::Error).unwrap().is_none());
+    assert!(
+        ops::apply_nonfinite_policy(&[&clean], ops::NonFinite::Error)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -265,14 +312,29 @@ fn parameters_out_of_range_are_errors_that_say_so() {
     assert!(msg(ops::quantile(&t, 1.5).unwrap_err()).contains("q must lie in [0, 1]"));
     assert!(msg(ops::kth(&t, 4).unwrap_err()).contains("outside [0, 4)"));
     assert!(msg(ops::var(&t, -1.0).unwrap_err()).contains("correction"));
-    assert!(msg(ops::outlier_mean(&t, ops::OutlierRule::ZScore { k: 0.0 }).unwrap_err()).contains("k must be"));
-    assert!(msg(ops::outlier_mean(&t, ops::OutlierRule::TrimFraction { alpha: 0.5 }).unwrap_err()).contains("[0, 0.5)"));
-    assert!(msg(ops::outlier_mean(&t, ops::OutlierRule::TrimCount { m: 2 }).unwrap_err()).contains("remove everything"));
+    assert!(
+        msg(ops::outlier_mean(&t, ops::OutlierRule::ZScore { k: 0.0 }).unwrap_err())
+            .contains("k must be")
+    );
+    assert!(
+        msg(ops::outlier_mean(&t, ops::OutlierRule::TrimFraction { alpha: 0.5 }).unwrap_err())
+            .contains("[0, 0.5)")
+    );
+    assert!(
+        msg(ops::outlier_mean(&t, ops::OutlierRule::TrimCount { m: 2 }).unwrap_err())
+            .contains("remove everything")
+    );
     assert!(msg(ops::flat_clip_factors(&[&t], 0.0).unwrap_err()).contains("clip norm C"));
     assert!(msg(ops::per_sample_norms(&[]).unwrap_err()).contains("empty"));
     let other = tensor(&[1.0, 2.0], 2, 1);
-    assert!(matches!(ops::per_sample_norms(&[&t, &other]), Err(Error::Shape(_))));
-    assert!(matches!(ops::clip_values(&t, -1.0), Err(Error::InvalidParameter(_))));
+    assert!(matches!(
+        ops::per_sample_norms(&[&t, &other]),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        ops::clip_values(&t, -1.0),
+        Err(Error::InvalidParameter(_))
+    ));
     let wrong_len = Tensor::from_slice(&[1.0f32, 1.0], &[2], &Device::Cpu).unwrap();
     assert!(ops::clipped_sum(&t, &wrong_len).is_err());
 }

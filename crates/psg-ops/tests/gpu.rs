@@ -29,9 +29,24 @@ fn gpu() -> Option<Device> {
 fn host(t: &Tensor) -> Vec<f32> {
     match t.dtype() {
         DType::F32 => t.to_vec::<f32>().unwrap(),
-        DType::BF16 => t.to_vec::<half::bf16>().unwrap().into_iter().map(f32::from).collect(),
-        DType::F16 => t.to_vec::<half::f16>().unwrap().into_iter().map(f32::from).collect(),
-        DType::F64 => t.to_vec::<f64>().unwrap().into_iter().map(|x| x as f32).collect(),
+        DType::BF16 => t
+            .to_vec::<half::bf16>()
+            .unwrap()
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+        DType::F16 => t
+            .to_vec::<half::f16>()
+            .unwrap()
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+        DType::F64 => t
+            .to_vec::<f64>()
+            .unwrap()
+            .into_iter()
+            .map(|x| x as f32)
+            .collect(),
     }
 }
 
@@ -52,7 +67,11 @@ impl Pair {
             _ => Tensor::from_slice(values, shape, &Device::Cpu).unwrap(),
         };
         let gpu = cpu.to_device(gpu).unwrap();
-        Pair { cpu, gpu, label: format!("{dtype} {shape:?}") }
+        Pair {
+            cpu,
+            gpu,
+            label: format!("{dtype} {shape:?}"),
+        }
     }
 
     /// Runs `op` on both devices and requires bit-identical results.
@@ -68,8 +87,13 @@ impl Pair {
         let got = host(&op(&self.gpu).unwrap());
         assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= rel * w.abs().max(1.0);
-            assert!(ok, "{name} {}: element {i}: GPU {g:e}, CPU {w:e}", self.label);
+            let ok =
+                (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= rel * w.abs().max(1.0);
+            assert!(
+                ok,
+                "{name} {}: element {i}: GPU {g:e}, CPU {w:e}",
+                self.label
+            );
         }
     }
 }
@@ -129,20 +153,44 @@ fn gpu_order_statistics_and_outliers_match_cpu() {
                 g.same("kth", |t| ops::kth(t, b / 2));
                 g.same("min", ops::min);
                 g.same("max", ops::max);
-                g.same("zscore mean", |t| Ok(ops::outlier_mean(t, ops::OutlierRule::ZScore { k: 2.0 })?.mean));
-                g.same("zscore kept", |t| Ok(ops::outlier_mean(t, ops::OutlierRule::ZScore { k: 2.0 })?.kept));
-                g.same("mad mean", |t| Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 3.0 })?.mean));
-                g.same("trim mean", |t| Ok(ops::outlier_mean(t, ops::OutlierRule::TrimFraction { alpha: 0.1 })?.mean));
-                g.same("zscore clean", |t| ops::remove_outliers(t, ops::OutlierRule::ZScore { k: 2.0 }, ops::Removed::Zero));
-                g.same("mad clean", |t| ops::remove_outliers(t, ops::OutlierRule::Mad { k: 3.0 }, ops::Removed::NaN));
+                g.same("zscore mean", |t| {
+                    Ok(ops::outlier_mean(t, ops::OutlierRule::ZScore { k: 2.0 })?.mean)
+                });
+                g.same("zscore kept", |t| {
+                    Ok(ops::outlier_mean(t, ops::OutlierRule::ZScore { k: 2.0 })?.kept)
+                });
+                g.same("mad mean", |t| {
+                    Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 3.0 })?.mean)
+                });
+                g.same("trim mean", |t| {
+                    Ok(ops::outlier_mean(t, ops::OutlierRule::TrimFraction { alpha: 0.1 })?.mean)
+                });
+                g.same("zscore clean", |t| {
+                    ops::remove_outliers(t, ops::OutlierRule::ZScore { k: 2.0 }, ops::Removed::Zero)
+                });
+                g.same("mad clean", |t| {
+                    ops::remove_outliers(t, ops::OutlierRule::Mad { k: 3.0 }, ops::Removed::NaN)
+                });
                 if b <= 256 && p <= 31 {
                     // Stable ranks cost O(B^2) per column.
-                    g.same("trim clean", |t| ops::remove_outliers(t, ops::OutlierRule::TrimFraction { alpha: 0.1 }, ops::Removed::NaN));
+                    g.same("trim clean", |t| {
+                        ops::remove_outliers(
+                            t,
+                            ops::OutlierRule::TrimFraction { alpha: 0.1 },
+                            ops::Removed::NaN,
+                        )
+                    });
                 }
                 g.same("clip_values", |t| ops::clip_values(t, 0.5));
-                g.same("clip_values_relative", |t| ops::clip_values_relative(t, 0.25));
-                g.close("gaussian weighted sum", 1e-4, |t| Ok(ops::gaussian_weighted(t)?.0));
-                g.close("gaussian weighted mean", 1e-4, |t| Ok(ops::gaussian_weighted(t)?.1));
+                g.same("clip_values_relative", |t| {
+                    ops::clip_values_relative(t, 0.25)
+                });
+                g.close("gaussian weighted sum", 1e-4, |t| {
+                    Ok(ops::gaussian_weighted(t)?.0)
+                });
+                g.close("gaussian weighted mean", 1e-4, |t| {
+                    Ok(ops::gaussian_weighted(t)?.1)
+                });
             }
         }
     }
@@ -165,9 +213,17 @@ fn gpu_clipping_matches_cpu() {
             // The aggregates, given the same factors, are bit-identical.
             let factors = ops::flat_clip_factors(&[&g1.cpu, &g2.cpu], 1.0).unwrap();
             let factors_gpu = factors.to_device(&dev).unwrap();
-            let pick = |t: &Tensor| if t.device().is_cpu() { &factors } else { &factors_gpu };
+            let pick = |t: &Tensor| {
+                if t.device().is_cpu() {
+                    &factors
+                } else {
+                    &factors_gpu
+                }
+            };
             g1.same("clipped sum", |t| ops::clipped_sum(t, pick(t)));
-            g1.same("clipped mean", |t| ops::clipped_mean(t, pick(t), ops::Denominator::Expected(100.0)));
+            g1.same("clipped mean", |t| {
+                ops::clipped_mean(t, pick(t), ops::Denominator::Expected(100.0))
+            });
             g1.same("clipped median", |t| ops::clipped_median(t, pick(t)));
         }
     }
@@ -183,10 +239,24 @@ fn gpu_nonfinite_policy_matches_cpu() {
     v[17 * p + 4000] = f32::NAN;
     v[250 * p + 3] = f32::NEG_INFINITY;
     let g = Pair::new(&v, &[b, p], DType::F32, &dev);
-    let cpu = ops::apply_nonfinite_policy(&[&g.cpu], ops::NonFinite::DropSamples).unwrap().unwrap();
-    let gpu = ops::apply_nonfinite_policy(&[&g.gpu], ops::NonFinite::DropSamples).unwrap().unwrap();
+    let cpu = ops::apply_nonfinite_policy(&[&g.cpu], ops::NonFinite::DropSamples)
+        .unwrap()
+        .unwrap();
+    let gpu = ops::apply_nonfinite_policy(&[&g.gpu], ops::NonFinite::DropSamples)
+        .unwrap()
+        .unwrap();
     assert_eq!(gpu[0].shape(), &[298, p]);
     assert_identical("dropped samples", &host(&gpu[0]), &host(&cpu[0]));
     let err = ops::apply_nonfinite_policy(&[&g.gpu], ops::NonFinite::Error).unwrap_err();
-    assert!(matches!(err, psg_runtime::Error::NonFinite { tensor: 0, sample: 17, coordinate: 4000 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            psg_runtime::Error::NonFinite {
+                tensor: 0,
+                sample: 17,
+                coordinate: 4000
+            }
+        ),
+        "{err}"
+    );
 }

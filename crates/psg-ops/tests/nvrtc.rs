@@ -33,7 +33,11 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
         return;
     }
     let kernels = all_kernels();
-    assert!(kernels.len() >= 4 * 20, "expected every built-in in four dtypes, got {}", kernels.len());
+    assert!(
+        kernels.len() >= 4 * 20,
+        "expected every built-in in four dtypes, got {}",
+        kernels.len()
+    );
     for arch in [(8, 0), (9, 0)] {
         for k in &kernels {
             let cubin = compile_cubin(&k.source, &k.name, arch)

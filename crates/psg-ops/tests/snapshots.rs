@@ -18,7 +18,10 @@ fn generated_cuda_of_median_in_every_dtype() {
         .find(|d| d.name == "median")
         .expect("median is a built-in");
     for d in [DType::F64, DType::F16, DType::BF16] {
-        insta::assert_snapshot!(format!("median_{}", d.name()), def.cuda[d.index()].source.as_ref());
+        insta::assert_snapshot!(
+            format!("median_{}", d.name()),
+            def.cuda[d.index()].source.as_ref()
+        );
     }
 }
 
@@ -26,7 +29,10 @@ fn generated_cuda_of_median_in_every_dtype() {
 fn kernel_names_are_op_and_dtype() {
     for def in psg_ops::builtin_reductions() {
         for d in DType::ALL {
-            assert_eq!(def.cuda[d.index()].name, format!("{}_{}", def.name, d.name()));
+            assert_eq!(
+                def.cuda[d.index()].name,
+                format!("{}_{}", def.name, d.name())
+            );
         }
     }
 }

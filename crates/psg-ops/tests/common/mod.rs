@@ -1,5 +1,7 @@
 //! Shared by the CPU and GPU tests: seeded data, plain references, and comparisons.
 #![allow(dead_code)]
+// `!(a > b)` is deliberate: it is how the rules treat NaN (not an outlier), as the kernels do.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod reference;
 
@@ -55,7 +57,7 @@ impl Rng {
                 0 => 0.0,
                 1 => -0.0,
                 2 => f32::from_bits(1 + self.below(1000) as u32), // subnormal
-                3 | 4 => (self.below(4) as f32) - 1.5,              // ties
+                3 | 4 => (self.below(4) as f32) - 1.5,            // ties
                 9 => f32::INFINITY,
                 10 => f32::NEG_INFINITY,
                 11 => f32::NAN,
@@ -74,7 +76,12 @@ pub fn same_bits(a: f32, b: f32) -> bool {
 pub fn assert_identical(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(same_bits(*g, *w), "{what}: element {i}: got {g:e} ({:#x}), want {w:e} ({:#x})", g.to_bits(), w.to_bits());
+        assert!(
+            same_bits(*g, *w),
+            "{what}: element {i}: got {g:e} ({:#x}), want {w:e} ({:#x})",
+            g.to_bits(),
+            w.to_bits()
+        );
     }
 }
 
@@ -84,12 +91,18 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], scale: &[f64], rel: f
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let g = f64::from(g);
         if w.is_nan() || g.is_nan() {
-            assert!(w.is_nan() && g.is_nan(), "{what}: element {i}: got {g}, want {w}");
+            assert!(
+                w.is_nan() && g.is_nan(),
+                "{what}: element {i}: got {g}, want {w}"
+            );
         } else if w.is_infinite() || g.is_infinite() {
             assert_eq!(g, w, "{what}: element {i}");
         } else {
             let tol = rel * scale[i].max(w.abs()).max(1e-30);
-            assert!((g - w).abs() <= tol, "{what}: element {i}: got {g:e}, want {w:e} (tolerance {tol:e})");
+            assert!(
+                (g - w).abs() <= tol,
+                "{what}: element {i}: got {g:e}, want {w:e} (tolerance {tol:e})"
+            );
         }
     }
 }

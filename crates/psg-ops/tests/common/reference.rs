@@ -104,7 +104,11 @@ pub fn sign(x: f32) -> f32 {
 
 /// Mean and count of the values kept by a predicate.
 pub fn kept_mean(col: &[f32], keep: impl Fn(f64) -> bool) -> (f64, usize) {
-    let kept: Vec<f64> = col.iter().map(|&x| f64::from(x)).filter(|&x| keep(x)).collect();
+    let kept: Vec<f64> = col
+        .iter()
+        .map(|&x| f64::from(x))
+        .filter(|&x| keep(x))
+        .collect();
     (kept.iter().sum::<f64>() / kept.len() as f64, kept.len())
 }
 
