@@ -21,7 +21,9 @@ fn robust_mean(g: Batch, k: f32) -> f32 {
 fn synthetic(b: usize, p: usize, seed: u64) -> Vec<f32> {
     let mut state = seed;
     let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((state >> 40) as f32) / (1u64 << 24) as f32
     };
     (0..b * p)
@@ -40,8 +42,16 @@ fn synthetic(b: usize, p: usize, seed: u64) -> Vec<f32> {
 fn checksum(t: &Tensor) -> Result<String> {
     let v: Vec<f32> = t.to_vec()?;
     let nans = v.iter().filter(|x| x.is_nan()).count();
-    let sum: f64 = v.iter().filter(|x| x.is_finite()).map(|&x| f64::from(x)).sum();
-    Ok(if nans > 0 { format!("{sum:+.6e} ({nans} NaN)") } else { format!("{sum:+.6e}") })
+    let sum: f64 = v
+        .iter()
+        .filter(|x| x.is_finite())
+        .map(|&x| f64::from(x))
+        .sum();
+    Ok(if nans > 0 {
+        format!("{sum:+.6e} ({nans} NaN)")
+    } else {
+        format!("{sum:+.6e}")
+    })
 }
 
 fn main() -> Result<()> {
@@ -92,20 +102,53 @@ fn main() -> Result<()> {
         ("median", Box::new(|| ops::median(&g))),
         ("median_low", Box::new(|| ops::median_low(&g))),
         ("quantile 0.9", Box::new(|| ops::quantile(&g, 0.9))),
-        ("z-score mean (k=3)", Box::new(|| Ok(ops::outlier_mean(&g, OutlierRule::ZScore { k: 3.0 })?.mean))),
-        ("MAD mean (k=3)", Box::new(|| Ok(ops::outlier_mean(&g, OutlierRule::Mad { k: 3.0 })?.mean))),
-        ("trimmed mean (10%)", Box::new(|| Ok(ops::outlier_mean(&g, OutlierRule::TrimFraction { alpha: 0.1 })?.mean))),
-        ("z-score cleaned", Box::new(|| ops::remove_outliers(&g, OutlierRule::ZScore { k: 3.0 }, Removed::Zero))),
-        ("gaussian-weighted sum", Box::new(|| Ok(ops::gaussian_weighted(&g)?.0))),
-        ("gaussian-weighted mean", Box::new(|| Ok(ops::gaussian_weighted(&g)?.1))),
-        ("clip factors (C=1)", Box::new(|| ops::flat_clip_factors(&[&g], 1.0))),
-        ("clipped mean", Box::new(|| ops::clipped_mean(&g, &factors, Denominator::BatchSize))),
-        ("clipped median", Box::new(|| ops::clipped_median(&g, &factors))),
-        ("value clip (|x|<=1)", Box::new(|| ops::clip_values(&g, 1.0))),
+        (
+            "z-score mean (k=3)",
+            Box::new(|| Ok(ops::outlier_mean(&g, OutlierRule::ZScore { k: 3.0 })?.mean)),
+        ),
+        (
+            "MAD mean (k=3)",
+            Box::new(|| Ok(ops::outlier_mean(&g, OutlierRule::Mad { k: 3.0 })?.mean)),
+        ),
+        (
+            "trimmed mean (10%)",
+            Box::new(|| Ok(ops::outlier_mean(&g, OutlierRule::TrimFraction { alpha: 0.1 })?.mean)),
+        ),
+        (
+            "z-score cleaned",
+            Box::new(|| ops::remove_outliers(&g, OutlierRule::ZScore { k: 3.0 }, Removed::Zero)),
+        ),
+        (
+            "gaussian-weighted sum",
+            Box::new(|| Ok(ops::gaussian_weighted(&g)?.0)),
+        ),
+        (
+            "gaussian-weighted mean",
+            Box::new(|| Ok(ops::gaussian_weighted(&g)?.1)),
+        ),
+        (
+            "clip factors (C=1)",
+            Box::new(|| ops::flat_clip_factors(&[&g], 1.0)),
+        ),
+        (
+            "clipped mean",
+            Box::new(|| ops::clipped_mean(&g, &factors, Denominator::BatchSize)),
+        ),
+        (
+            "clipped median",
+            Box::new(|| ops::clipped_median(&g, &factors)),
+        ),
+        (
+            "value clip (|x|<=1)",
+            Box::new(|| ops::clip_values(&g, 1.0)),
+        ),
         ("robust_mean (user, k=3)", Box::new(|| robust_mean(&g, 3.0))),
     ];
     println!("\ng[{b}, {columns}] f32, {}", device.short_name());
-    println!("{:<26} {:>8} {:>12}  checksum", "operation", "backend", "time (ms)");
+    println!(
+        "{:<26} {:>8} {:>12}  checksum",
+        "operation", "backend", "time (ms)"
+    );
     for (name, op) in &table {
         op()?.to_vec::<f32>()?; // warm-up: JIT compile or cache load, outside the timing
         let t = Instant::now();

@@ -68,9 +68,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     s.push_str(prelude(dtype));
 
     let mut params = vec!["const psg_elem* __restrict__ g".to_string()];
-    params.extend(
-        (0..plan.per_sample.len()).map(|i| format!("const psg_acc* __restrict__ ps{i}")),
-    );
+    params.extend((0..plan.per_sample.len()).map(|i| format!("const psg_acc* __restrict__ ps{i}")));
     params.extend((0..n_out).map(|i| format!("psg_elem* __restrict__ out{i}")));
     params.push("long long n_b".into());
     params.push("long long n_p".into());
@@ -106,7 +104,10 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
                     let name = names::temp(t);
                     match plan.temps[t].reduce.op {
                         ReduceOp::Min | ReduceOp::Max => {
-                            writeln!(s, "    psg_acc {name} = psg_nan(); bool {name}_any = false;")
+                            writeln!(
+                                s,
+                                "    psg_acc {name} = psg_nan(); bool {name}_any = false;"
+                            )
                         }
                         _ => writeln!(s, "    psg_acc {name} = {};", syntax.literal(0.0)),
                     }
@@ -145,7 +146,12 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
                     unreachable!("only selection temporaries get a Select step")
                 };
                 let name = names::temp(*t);
-                let keep = r.column.keep.as_ref().map(&e).unwrap_or_else(|| "true".into());
+                let keep = r
+                    .column
+                    .keep
+                    .as_ref()
+                    .map(&e)
+                    .unwrap_or_else(|| "true".into());
                 let value = e(&r.column.value);
                 let bits = match syntax.acc {
                     Acc::F32 => 32,
@@ -161,9 +167,18 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
                 };
                 loop_header(&mut s, "            ", [&keep_only], &e, &plan.ranks);
                 writeln!(s, "            if ({keep}) ++total;\n        }}").ok();
-                writeln!(s, "        if (k < 0 || k >= total) {{ {name} = psg_nan(); }} else {{").ok();
+                writeln!(
+                    s,
+                    "        if (k < 0 || k >= total) {{ {name} = psg_nan(); }} else {{"
+                )
+                .ok();
                 s.push_str("            psg_key prefix = 0; long long rem = k;\n");
-                writeln!(s, "            for (int bit = {}; bit >= 0; --bit) {{", bits - 1).ok();
+                writeln!(
+                    s,
+                    "            for (int bit = {}; bit >= 0; --bit) {{",
+                    bits - 1
+                )
+                .ok();
                 s.push_str("                long long c = 0;\n");
                 s.push_str("                for (long long b = 0; b < n_b; ++b) {\n");
                 loop_header(&mut s, "                    ", [&r.column], &e, &plan.ranks);
@@ -177,7 +192,11 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
                     "                if (rem >= c) { rem -= c; prefix |= ((psg_key)1) << bit; }\n",
                 );
                 s.push_str("            }\n");
-                writeln!(s, "            {name} = psg_from_key(prefix);\n        }}\n    }}").ok();
+                writeln!(
+                    s,
+                    "            {name} = psg_from_key(prefix);\n        }}\n    }}"
+                )
+                .ok();
             }
         }
     }
@@ -212,24 +231,41 @@ fn loop_header<'a>(
     e: &dyn Fn(&Scalar) -> String,
     ranks: &[Column],
 ) {
-    let exprs: Vec<&Scalar> = columns.into_iter().flat_map(Column::value_and_keep).collect();
+    let exprs: Vec<&Scalar> = columns
+        .into_iter()
+        .flat_map(Column::value_and_keep)
+        .collect();
     element_loads(s, indent, exprs.iter().copied(), "b");
     for column in rank_columns(exprs.iter().copied()) {
         let j = ranks.iter().position(|r| r == column).unwrap_or_default();
         let keep = column.keep.as_ref().map(e).unwrap_or_else(|| "true".into());
         let rank = names::rank(j);
         writeln!(s, "{indent}psg_acc {rank};\n{indent}{{").ok();
-        writeln!(s, "{indent}    const psg_key self_key = psg_to_key({});", e(&column.value)).ok();
+        writeln!(
+            s,
+            "{indent}    const psg_key self_key = psg_to_key({});",
+            e(&column.value)
+        )
+        .ok();
         writeln!(s, "{indent}    long long r = 0;").ok();
         writeln!(s, "{indent}    for (long long b2 = 0; b2 < n_b; ++b2) {{").ok();
-        element_loads(s, &format!("{indent}        "), column.value_and_keep(), "b2");
+        element_loads(
+            s,
+            &format!("{indent}        "),
+            column.value_and_keep(),
+            "b2",
+        );
         writeln!(
             s,
             "{indent}        if ({keep}) {{ const psg_key k2 = psg_to_key({}); if (k2 < self_key || (k2 == self_key && b2 < b)) ++r; }}",
             e(&column.value)
         )
         .ok();
-        writeln!(s, "{indent}    }}\n{indent}    {rank} = (psg_acc)r;\n{indent}}}").ok();
+        writeln!(
+            s,
+            "{indent}    }}\n{indent}    {rank} = (psg_acc)r;\n{indent}}}"
+        )
+        .ok();
     }
 }
 
@@ -243,10 +279,20 @@ fn element_loads<'a>(
 ) {
     let (g, per_sample) = element_reads(exprs);
     if g {
-        writeln!(s, "{indent}const psg_acc {} = psg_load(g, {index} * n_p + p);", names::ELEMENT).ok();
+        writeln!(
+            s,
+            "{indent}const psg_acc {} = psg_load(g, {index} * n_p + p);",
+            names::ELEMENT
+        )
+        .ok();
     }
     for i in per_sample {
-        writeln!(s, "{indent}const psg_acc {} = ps{i}[{index}];", names::per_sample_element(i)).ok();
+        writeln!(
+            s,
+            "{indent}const psg_acc {} = ps{i}[{index}];",
+            names::per_sample_element(i)
+        )
+        .ok();
     }
 }
 

@@ -73,13 +73,24 @@ fn emit_column_fn(s: &mut String, plan: &Plan, syntax: &Rust, rt: &str) {
     s.push_str("    let n_b = col.len();\n");
     writeln!(s, "    let {}: Acc = n_b as Acc;", names::BATCH).ok();
     for (i, name) in plan.scalars.iter().enumerate() {
-        writeln!(s, "    let {}: Acc = col.scalar({i}); // `{name}`", names::scalar(i)).ok();
+        writeln!(
+            s,
+            "    let {}: Acc = col.scalar({i}); // `{name}`",
+            names::scalar(i)
+        )
+        .ok();
     }
     for step in &plan.steps {
         match step {
             Step::Let(i) => {
                 let l = &plan.lets[*i];
-                writeln!(s, "    let {} = {};", names::local(*i, &l.name), e(&l.value)).ok();
+                writeln!(
+                    s,
+                    "    let {} = {};",
+                    names::local(*i, &l.name),
+                    e(&l.value)
+                )
+                .ok();
             }
             Step::Loop(temps) => {
                 for &t in temps {
@@ -104,7 +115,11 @@ fn emit_column_fn(s: &mut String, plan: &Plan, syntax: &Rust, rt: &str) {
                         ReduceOp::Sum => format!("{name} += {value};"),
                         ReduceOp::Count => format!("{name} += {};", syntax.literal(1.0)),
                         ReduceOp::Min | ReduceOp::Max => {
-                            let f = if r.op == ReduceOp::Min { "psg_min" } else { "psg_max" };
+                            let f = if r.op == ReduceOp::Min {
+                                "psg_min"
+                            } else {
+                                "psg_max"
+                            };
                             format!(
                                 "let v: Acc = {value}; {name} = if {name}_any {{ {f}({name}, v) }} else {{ v }}; {name}_any = true;"
                             )
@@ -124,13 +139,23 @@ fn emit_column_fn(s: &mut String, plan: &Plan, syntax: &Rust, rt: &str) {
                 let ReduceOp::Kth(k) = &r.op else {
                     unreachable!("only selection temporaries get a Select step")
                 };
-                let keep = r.column.keep.as_ref().map(&e).unwrap_or_else(|| "true".into());
+                let keep = r
+                    .column
+                    .keep
+                    .as_ref()
+                    .map(&e)
+                    .unwrap_or_else(|| "true".into());
                 writeln!(s, "    let {}: Acc = {{", names::temp(*t)).ok();
                 writeln!(s, "        let k = psg_index({});", e(k)).ok();
                 s.push_str("        let mut kept: Vec<Acc> = Vec::with_capacity(n_b);\n");
                 s.push_str("        for b in 0..n_b {\n");
                 loop_header(s, "            ", [&r.column], &e, &plan.ranks);
-                writeln!(s, "            if {keep} {{ kept.push({}); }}", e(&r.column.value)).ok();
+                writeln!(
+                    s,
+                    "            if {keep} {{ kept.push({}); }}",
+                    e(&r.column.value)
+                )
+                .ok();
                 s.push_str("        }\n");
                 s.push_str("        psg_select(&mut kept, k)\n    };\n");
             }
@@ -165,16 +190,29 @@ fn loop_header<'a>(
     e: &dyn Fn(&Scalar) -> String,
     ranks: &[Column],
 ) {
-    let exprs: Vec<&Scalar> = columns.into_iter().flat_map(Column::value_and_keep).collect();
+    let exprs: Vec<&Scalar> = columns
+        .into_iter()
+        .flat_map(Column::value_and_keep)
+        .collect();
     element_loads(s, indent, exprs.iter().copied(), "b");
     for column in rank_columns(exprs.iter().copied()) {
         let j = ranks.iter().position(|r| r == column).unwrap_or_default();
         let keep = column.keep.as_ref().map(e).unwrap_or_else(|| "true".into());
         writeln!(s, "{indent}let {}: Acc = {{", names::rank(j)).ok();
-        writeln!(s, "{indent}    let self_key = psg_to_key({});", e(&column.value)).ok();
+        writeln!(
+            s,
+            "{indent}    let self_key = psg_to_key({});",
+            e(&column.value)
+        )
+        .ok();
         writeln!(s, "{indent}    let mut r: u64 = 0;").ok();
         writeln!(s, "{indent}    for b2 in 0..n_b {{").ok();
-        element_loads(s, &format!("{indent}        "), column.value_and_keep(), "b2");
+        element_loads(
+            s,
+            &format!("{indent}        "),
+            column.value_and_keep(),
+            "b2",
+        );
         writeln!(
             s,
             "{indent}        if {keep} {{ let k2 = psg_to_key({}); if k2 < self_key || (k2 == self_key && b2 < b) {{ r += 1; }} }}",
@@ -195,9 +233,19 @@ fn element_loads<'a>(
 ) {
     let (g, per_sample) = element_reads(exprs);
     if g {
-        writeln!(s, "{indent}let {}: Acc = col.load({index});", names::ELEMENT).ok();
+        writeln!(
+            s,
+            "{indent}let {}: Acc = col.load({index});",
+            names::ELEMENT
+        )
+        .ok();
     }
     for i in per_sample {
-        writeln!(s, "{indent}let {}: Acc = col.per_sample({i}, {index});", names::per_sample_element(i)).ok();
+        writeln!(
+            s,
+            "{indent}let {}: Acc = col.per_sample({i}, {index});",
+            names::per_sample_element(i)
+        )
+        .ok();
     }
 }

@@ -110,7 +110,11 @@ impl Plan {
                         .map(Step::Select),
                 );
             }
-            steps.extend((0..lets.len()).filter(|&i| let_wave[i] == wave).map(Step::Let));
+            steps.extend(
+                (0..lets.len())
+                    .filter(|&i| let_wave[i] == wave)
+                    .map(Step::Let),
+            );
         }
 
         let mut exprs: Vec<&Scalar> = hoister
@@ -121,7 +125,10 @@ impl Plan {
         if let Output::Batch(c) = &output {
             exprs.extend(c.value_and_keep());
         }
-        let ranks = crate::expr::rank_columns(exprs).into_iter().cloned().collect();
+        let ranks = crate::expr::rank_columns(exprs)
+            .into_iter()
+            .cloned()
+            .collect();
 
         Plan {
             ranks,

@@ -70,13 +70,20 @@ pub fn kth(column: Column, k: Scalar) -> Scalar {
 /// The median: the middle value, or the mean of the two middle values for an even count.
 pub fn median(column: Column) -> Scalar {
     let n = count(column.clone());
-    let lo = floor(n.clone().bin(BinOp::Sub, Scalar::lit(1.0)).bin(BinOp::Div, Scalar::lit(2.0)));
+    let lo = floor(
+        n.clone()
+            .bin(BinOp::Sub, Scalar::lit(1.0))
+            .bin(BinOp::Div, Scalar::lit(2.0)),
+    );
     let hi = floor(n.clone().bin(BinOp::Div, Scalar::lit(2.0)));
     let low = raw_kth(column.clone(), lo);
     let high = raw_kth(column.clone(), hi);
     let odd = n
         .clone()
-        .bin(BinOp::Sub, Scalar::lit(2.0).bin(BinOp::Mul, floor(n.bin(BinOp::Div, Scalar::lit(2.0)))))
+        .bin(
+            BinOp::Sub,
+            Scalar::lit(2.0).bin(BinOp::Mul, floor(n.bin(BinOp::Div, Scalar::lit(2.0)))),
+        )
         .bin(BinOp::Eq, Scalar::lit(1.0));
     let mid = low
         .clone()
@@ -88,7 +95,10 @@ pub fn median(column: Column) -> Scalar {
 /// The lower median (`torch.median`).
 pub fn median_low(column: Column) -> Scalar {
     let n = count(column.clone());
-    let lo = floor(n.bin(BinOp::Sub, Scalar::lit(1.0)).bin(BinOp::Div, Scalar::lit(2.0)));
+    let lo = floor(
+        n.bin(BinOp::Sub, Scalar::lit(1.0))
+            .bin(BinOp::Div, Scalar::lit(2.0)),
+    );
     nan_guard(column.clone(), raw_kth(column, lo))
 }
 
@@ -96,7 +106,9 @@ pub fn median_low(column: Column) -> Scalar {
 /// [0, 1] (the built-ins reject that before launch).
 pub fn quantile(column: Column, q: Scalar) -> Scalar {
     let n = count(column.clone());
-    let pos = q.clone().bin(BinOp::Mul, n.bin(BinOp::Sub, Scalar::lit(1.0)));
+    let pos = q
+        .clone()
+        .bin(BinOp::Mul, n.bin(BinOp::Sub, Scalar::lit(1.0)));
     let lo = floor(pos.clone());
     let hi = Scalar::select(
         pos.clone().bin(BinOp::Gt, lo.clone()),
@@ -106,7 +118,11 @@ pub fn quantile(column: Column, q: Scalar) -> Scalar {
     let weight = pos.bin(BinOp::Sub, lo.clone());
     let value = Scalar::Call(
         Func::Lerp,
-        vec![raw_kth(column.clone(), lo), raw_kth(column.clone(), hi), weight],
+        vec![
+            raw_kth(column.clone(), lo),
+            raw_kth(column.clone(), hi),
+            weight,
+        ],
     );
     let in_range = q
         .clone()

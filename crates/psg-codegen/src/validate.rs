@@ -39,7 +39,10 @@ pub fn validate(r: &Reduction) -> Result<(), CodegenError> {
     };
     for (i, l) in r.lets.iter().enumerate() {
         if !ident_ok(&l.name) {
-            return Err(bad(format!("let binding name `{}` is not an identifier", l.name)));
+            return Err(bad(format!(
+                "let binding name `{}` is not an identifier",
+                l.name
+            )));
         }
         check(&l.value, r, i, false).map_err(bad)?;
     }
@@ -57,8 +60,12 @@ pub fn validate(r: &Reduction) -> Result<(), CodegenError> {
 
 fn check(e: &Scalar, r: &Reduction, lets_visible: usize, in_column: bool) -> Result<(), String> {
     match e {
-        Scalar::Param(i) if *i >= r.scalars.len() => Err(format!("scalar parameter #{i} does not exist")),
-        Scalar::Local(i) if *i >= lets_visible => Err(format!("let #{i} is used before it is bound")),
+        Scalar::Param(i) if *i >= r.scalars.len() => {
+            Err(format!("scalar parameter #{i} does not exist"))
+        }
+        Scalar::Local(i) if *i >= lets_visible => {
+            Err(format!("let #{i} is used before it is bound"))
+        }
         Scalar::LoadPerSample(i) if *i >= r.per_sample.len() => {
             Err(format!("per-sample input #{i} does not exist"))
         }

@@ -20,8 +20,14 @@ fn the_users_mean_and_the_mean_inside_std_are_one_loop() {
     let g = Column::input();
     let r = reduction(
         vec![
-            Let { name: "mu".into(), value: stats::mean(g.clone()) },
-            Let { name: "sigma".into(), value: stats::std(g.clone(), Scalar::lit(1.0)) },
+            Let {
+                name: "mu".into(),
+                value: stats::mean(g.clone()),
+            },
+            Let {
+                name: "sigma".into(),
+                value: stats::std(g.clone(), Scalar::lit(1.0)),
+            },
         ],
         Output::Scalars(vec![Scalar::Local(0), Scalar::Local(1)]),
     );
@@ -30,7 +36,12 @@ fn the_users_mean_and_the_mean_inside_std_are_one_loop() {
     assert_eq!(plan.temps.len(), 2, "{:?}", plan.temps);
     assert_eq!(
         plan.steps,
-        vec![Step::Loop(vec![0]), Step::Let(0), Step::Loop(vec![1]), Step::Let(1)]
+        vec![
+            Step::Loop(vec![0]),
+            Step::Let(0),
+            Step::Loop(vec![1]),
+            Step::Let(1)
+        ]
     );
     assert_eq!(plan.passes(), 2);
 }
@@ -40,7 +51,11 @@ fn independent_reductions_share_one_loop() {
     let g = Column::input();
     let r = reduction(
         vec![],
-        Output::Scalars(vec![stats::sum(g.clone()), stats::max(g.clone()), stats::min(g)]),
+        Output::Scalars(vec![
+            stats::sum(g.clone()),
+            stats::max(g.clone()),
+            stats::min(g),
+        ]),
     );
     let plan = Plan::new(&r);
     assert_eq!(plan.steps, vec![Step::Loop(vec![0, 1, 2])]);
@@ -54,21 +69,34 @@ fn a_reduction_that_reads_a_let_waits_for_it() {
         keep: None,
     };
     let r = reduction(
-        vec![Let { name: "mu".into(), value: stats::mean(g) }],
+        vec![Let {
+            name: "mu".into(),
+            value: stats::mean(g),
+        }],
         Output::Scalars(vec![stats::sum(centred)]),
     );
     let plan = Plan::new(&r);
     assert_eq!(plan.temps[1].wave, 2);
-    assert_eq!(plan.steps, vec![Step::Loop(vec![0]), Step::Let(0), Step::Loop(vec![1])]);
+    assert_eq!(
+        plan.steps,
+        vec![Step::Loop(vec![0]), Step::Let(0), Step::Loop(vec![1])]
+    );
 }
 
 #[test]
 fn median_selects_after_counting() {
-    let r = reduction(vec![], Output::Scalars(vec![stats::median(Column::input())]));
+    let r = reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(Column::input())]),
+    );
     let plan = Plan::new(&r);
     // The NaN count runs in a loop; the two order statistics (lower and upper middle) each run
     // their own selection passes.
-    let selects = plan.steps.iter().filter(|s| matches!(s, Step::Select(_))).count();
+    let selects = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Select(_)))
+        .count();
     assert_eq!(selects, 2);
     assert!(matches!(plan.steps[0], Step::Loop(_)));
 }
@@ -96,7 +124,11 @@ fn generated_sources_are_deterministic_and_named_by_dtype() {
 fn literals_read_back_exactly_in_each_language() {
     let r = reduction(
         vec![],
-        Output::Scalars(vec![Scalar::lit(0.1), Scalar::lit(f64::NEG_INFINITY), Scalar::lit(3.0)]),
+        Output::Scalars(vec![
+            Scalar::lit(0.1),
+            Scalar::lit(f64::NEG_INFINITY),
+            Scalar::lit(3.0),
+        ]),
     );
     let generated = generate(&r).unwrap();
     let f32_src = &generated.cuda[DType::F32.index()];
@@ -111,13 +143,19 @@ fn literals_read_back_exactly_in_each_language() {
 #[test]
 fn validation_rejects_what_the_emitters_cannot_print() {
     let bad_local = reduction(vec![], Output::Scalars(vec![Scalar::Local(0)]));
-    assert!(matches!(validate(&bad_local), Err(CodegenError::BadReference { .. })));
+    assert!(matches!(
+        validate(&bad_local),
+        Err(CodegenError::BadReference { .. })
+    ));
 
     let load_outside = reduction(vec![], Output::Scalars(vec![Scalar::Load]));
     assert!(validate(&load_outside).is_err());
 
     let no_output = reduction(vec![], Output::Scalars(vec![]));
-    assert_eq!(validate(&no_output), Err(CodegenError::NoOutput("r".into())));
+    assert_eq!(
+        validate(&no_output),
+        Err(CodegenError::NoOutput("r".into()))
+    );
 
     let mut bad_name = reduction(vec![], Output::Scalars(vec![Scalar::lit(1.0)]));
     bad_name.name = "2fast".into();
@@ -140,13 +178,20 @@ fn a_rank_is_computed_by_an_inner_loop_in_both_languages() {
     let r = reduction(
         vec![],
         Output::Batch(Column {
-            value: Scalar::select(rank.bin(BinOp::Lt, Scalar::lit(1.0)), Scalar::lit(0.0), Scalar::Load),
+            value: Scalar::select(
+                rank.bin(BinOp::Lt, Scalar::lit(1.0)),
+                Scalar::lit(0.0),
+                Scalar::Load,
+            ),
             keep: None,
         }),
     );
     let generated = generate(&r).unwrap();
     let cuda = &generated.cuda[0];
-    assert!(cuda.contains("for (long long b2 = 0; b2 < n_b; ++b2)"), "{cuda}");
+    assert!(
+        cuda.contains("for (long long b2 = 0; b2 < n_b; ++b2)"),
+        "{cuda}"
+    );
     assert!(cuda.contains("(k2 == self_key && b2 < b)"));
     assert!(generated.rust.contains("for b2 in 0..n_b"));
     let _ = Func::Abs;

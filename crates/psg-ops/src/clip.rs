@@ -13,7 +13,9 @@ use crate::rows;
 /// Checks that a set of per-sample tensors share their batch size, device and accumulator type.
 fn check_set(op: &str, grads: &[&Tensor]) -> Result<(usize, Device, DType)> {
     let first = grads.first().ok_or_else(|| {
-        Error::InvalidParameter(format!("{op}: the set of per-sample gradient tensors is empty; pass at least one"))
+        Error::InvalidParameter(format!(
+            "{op}: the set of per-sample gradient tensors is empty; pass at least one"
+        ))
     })?;
     let b = first.batch_size()?;
     let device = first.device();
@@ -65,7 +67,11 @@ fn to_tensor(values: &[f64], acc: DType, device: &Device) -> Result<Tensor> {
     let n = [values.len()];
     match acc {
         DType::F64 => Tensor::from_slice(values, &n, device),
-        _ => Tensor::from_vec(values.iter().map(|&v| v as f32).collect::<Vec<f32>>(), &n, device),
+        _ => Tensor::from_vec(
+            values.iter().map(|&v| v as f32).collect::<Vec<f32>>(),
+            &n,
+            device,
+        ),
     }
 }
 
@@ -88,7 +94,13 @@ pub fn per_layer_norms(grads: &[&Tensor]) -> Result<Vec<Tensor>> {
     let (_, device, acc) = check_set("per_layer_norms", grads)?;
     sums_of_squares(grads)?
         .into_iter()
-        .map(|sums| to_tensor(&sums.into_iter().map(f64::sqrt).collect::<Vec<_>>(), acc, &device))
+        .map(|sums| {
+            to_tensor(
+                &sums.into_iter().map(f64::sqrt).collect::<Vec<_>>(),
+                acc,
+                &device,
+            )
+        })
         .collect()
 }
 
@@ -115,12 +127,20 @@ pub fn clip_factors(norms: &Tensor, max_norm: f64) -> Result<Tensor> {
     let device = norms.device();
     match norms.dtype() {
         DType::F64 => {
-            let f: Vec<f64> = norms.to_vec::<f64>()?.into_iter().map(|n| (max_norm / (n + 1e-6)).min(1.0)).collect();
+            let f: Vec<f64> = norms
+                .to_vec::<f64>()?
+                .into_iter()
+                .map(|n| (max_norm / (n + 1e-6)).min(1.0))
+                .collect();
             Tensor::from_vec(f, norms.shape(), &device)
         }
         DType::F32 => {
             let c = max_norm as f32;
-            let f: Vec<f32> = norms.to_vec::<f32>()?.into_iter().map(|n| (c / (n + 1e-6)).min(1.0)).collect();
+            let f: Vec<f32> = norms
+                .to_vec::<f32>()?
+                .into_iter()
+                .map(|n| (c / (n + 1e-6)).min(1.0))
+                .collect();
             Tensor::from_vec(f, norms.shape(), &device)
         }
         other => Err(Error::DType(format!(
@@ -218,7 +238,9 @@ fn clamp_values_relative(g: Batch, fraction: f64) -> Batch {
 /// Element-wise value clipping of every per-sample gradient to `[-c, c]` (a tensor like `g`).
 pub fn clip_values(g: &Tensor, c: f64) -> Result<Tensor> {
     if !(c.is_finite() && c > 0.0) {
-        return Err(Error::InvalidParameter(format!("clip_values: the bound c must be a finite number > 0, got {c}")));
+        return Err(Error::InvalidParameter(format!(
+            "clip_values: the bound c must be a finite number > 0, got {c}"
+        )));
     }
     clamp_values(g, c)
 }

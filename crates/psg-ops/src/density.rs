@@ -14,10 +14,22 @@ use psg_macros::batch_reduce;
 pub fn gaussian_weighted(g: Batch) -> (f32, f32) {
     let (mu, sigma) = (g.mean(), g.std());
     let weights = g
-        .map(|x| if sigma > 0.0 { normal_pdf(x, mu, sigma) } else { 1.0 })
+        .map(|x| {
+            if sigma > 0.0 {
+                normal_pdf(x, mu, sigma)
+            } else {
+                1.0
+            }
+        })
         .sum();
     let weighted = g
-        .map(|x| x * if sigma > 0.0 { normal_pdf(x, mu, sigma) } else { 1.0 })
+        .map(|x| {
+            x * if sigma > 0.0 {
+                normal_pdf(x, mu, sigma)
+            } else {
+                1.0
+            }
+        })
         .sum();
     (weighted, weighted / weights)
 }
@@ -26,8 +38,14 @@ pub fn gaussian_weighted(g: Batch) -> (f32, f32) {
 #[batch_reduce(crate = "psg_runtime")]
 pub fn gaussian_weighted_sum(g: Batch) -> f32 {
     let (mu, sigma) = (g.mean(), g.std());
-    g.map(|x| x * if sigma > 0.0 { normal_pdf(x, mu, sigma) } else { 1.0 })
-        .sum()
+    g.map(|x| {
+        x * if sigma > 0.0 {
+            normal_pdf(x, mu, sigma)
+        } else {
+            1.0
+        }
+    })
+    .sum()
 }
 
 pub(crate) fn defs() -> Vec<&'static psg_runtime::ReductionDef> {

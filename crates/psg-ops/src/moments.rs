@@ -51,5 +51,10 @@ pub fn std(g: &Tensor, correction: f64) -> Result<Tensor> {
 
 /// The definitions in this module, for tests, benchmarks and the NVRTC check.
 pub(crate) fn defs() -> Vec<&'static psg_runtime::ReductionDef> {
-    vec![&sum::DEF, &mean::DEF, &var_corrected::DEF, &std_corrected::DEF]
+    vec![
+        &sum::DEF,
+        &mean::DEF,
+        &var_corrected::DEF,
+        &std_corrected::DEF,
+    ]
 }

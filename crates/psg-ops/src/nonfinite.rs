@@ -12,7 +12,8 @@
 
 use psg_codegen::DType as GenDType;
 use psg_runtime::{
-    CudaDevice, DType, Device, Element, Error, KernelArg, KernelSource, LaunchConfig, Result, Tensor,
+    CudaDevice, DType, Device, Element, Error, KernelArg, KernelSource, LaunchConfig, Result,
+    Tensor,
 };
 use std::sync::OnceLock;
 
@@ -54,7 +55,11 @@ pub fn apply_nonfinite_policy(grads: &[&Tensor], policy: NonFinite) -> Result<Op
                 continue;
             }
             if policy == NonFinite::Error {
-                return Err(Error::NonFinite { tensor: t, sample, coordinate: coord as usize });
+                return Err(Error::NonFinite {
+                    tensor: t,
+                    sample,
+                    coordinate: coord as usize,
+                });
             }
             bad_sample[sample] = true;
         }
@@ -63,14 +68,20 @@ pub fn apply_nonfinite_policy(grads: &[&Tensor], policy: NonFinite) -> Result<Op
         return Ok(None);
     }
     let keep: Vec<usize> = (0..b).filter(|&s| !bad_sample[s]).collect();
-    grads.iter().map(|g| gather_rows(g, &keep)).collect::<Result<Vec<_>>>().map(Some)
+    grads
+        .iter()
+        .map(|g| gather_rows(g, &keep))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// The rows `keep` of `g`, in that order.
 pub fn gather_rows(g: &Tensor, keep: &[usize]) -> Result<Tensor> {
     let b = g.batch_size()?;
     if let Some(&bad) = keep.iter().find(|&&i| i >= b) {
-        return Err(Error::InvalidParameter(format!("gather_rows: row {bad} is outside [0, {b})")));
+        return Err(Error::InvalidParameter(format!(
+            "gather_rows: row {bad} is outside [0, {b})"
+        )));
     }
     let mut shape = g.shape().to_vec();
     shape[0] = keep.len();
@@ -127,13 +138,20 @@ fn gather_cuda(dev: &CudaDevice, g: &Tensor, keep: &[usize], shape: &[usize]) ->
     if n == 0 {
         return Ok(out);
     }
-    let rows: Vec<u8> = keep.iter().flat_map(|&r| (r as i64).to_le_bytes()).collect();
+    let rows: Vec<u8> = keep
+        .iter()
+        .flat_map(|&r| (r as i64).to_le_bytes())
+        .collect();
     let mut rows_dev = dev.alloc(rows.len())?;
     dev.htod(&rows, &mut rows_dev)?;
     let blocks = n.div_ceil(256).min(65_535 * 16);
     dev.launch(
         gather_source(g.dtype()),
-        LaunchConfig { grid: (blocks as u32, 1, 1), block: (256, 1, 1), shared_bytes: 0 },
+        LaunchConfig {
+            grid: (blocks as u32, 1, 1),
+            block: (256, 1, 1),
+            shared_bytes: 0,
+        },
         &[
             KernelArg::Ptr(g.cuda_ptr()?),
             KernelArg::Ptr(rows_dev.ptr()),

@@ -65,5 +65,12 @@ pub fn max(g: Batch) -> f32 {
 }
 
 pub(crate) fn defs() -> Vec<&'static psg_runtime::ReductionDef> {
-    vec![&median::DEF, &median_low::DEF, &quantile_q::DEF, &kth_smallest::DEF, &min::DEF, &max::DEF]
+    vec![
+        &median::DEF,
+        &median_low::DEF,
+        &quantile_q::DEF,
+        &kth_smallest::DEF,
+        &min::DEF,
+        &max::DEF,
+    ]
 }

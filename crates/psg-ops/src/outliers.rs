@@ -85,7 +85,13 @@ fn mad_mean(g: Batch, k: f64) -> (f32, f32) {
 fn mad_clean(g: Batch, k: f64, fill: f64) -> Batch {
     let med = g.median();
     let mad = g.map(|x| (x - med).abs()).median();
-    g.map(|x| if mad > 0.0 && (x - med).abs() > k * 1.4826 * mad { fill } else { x })
+    g.map(|x| {
+        if mad > 0.0 && (x - med).abs() > k * 1.4826 * mad {
+            fill
+        } else {
+            x
+        }
+    })
 }
 
 /// Trimmed mean by rank: the kept ranks are [m, n - m). Values tied with the boundary values
@@ -181,7 +187,8 @@ pub fn remove_outliers(g: &Tensor, rule: OutlierRule, removed: Removed) -> Resul
 #[batch_reduce(crate = "psg_runtime")]
 fn trim_clean(g: Batch, m: f64, fill: f64) -> Batch {
     let n = g.count();
-    g.with_rank().map(|x, r| if r < m || r >= n - m { fill } else { x })
+    g.with_rank()
+        .map(|x, r| if r < m || r >= n - m { fill } else { x })
 }
 
 pub(crate) fn defs() -> Vec<&'static psg_runtime::ReductionDef> {
