@@ -23,6 +23,7 @@
 //! ```
 
 pub mod cuda;
+pub mod cuda_tile;
 pub mod expr;
 pub mod ir;
 pub mod rust;
@@ -35,8 +36,14 @@ pub use validate::{validate, CodegenError};
 use ir::Reduction;
 use schedule::Plan;
 
+/// Sums are accumulated in this many interleaved partials (sample `b` goes to partial `b % 8`,
+/// each partial in sample order from +0), then combined in order: `((p0 + p1) + p2) + ...`. Every
+/// backend and kernel shape uses this order, so their sums are bit-identical; it also lets the
+/// tiled kernel split a column among 8 warps.
+pub const SUM_PARTIALS: usize = 8;
+
 /// Version of the code generator; part of every generated kernel's text (and so of its cache key).
-pub const CODEGEN_VERSION: &str = concat!("psg-codegen ", env!("CARGO_PKG_VERSION"), "/1");
+pub const CODEGEN_VERSION: &str = concat!("psg-codegen ", env!("CARGO_PKG_VERSION"), "/2");
 
 /// The input dtypes a reduction is generated for, in the runtime's order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -86,8 +93,16 @@ pub struct Generated {
     pub plan: Plan,
     /// Kernel names, indexed by [`DType::index`].
     pub kernel_names: [String; 4],
-    /// CUDA C sources, indexed by [`DType::index`].
+    /// CUDA C sources (thread per column, any B), indexed by [`DType::index`].
     pub cuda: [String; 4],
+    /// Tiled kernels' names, indexed by [`DType::index`].
+    pub tile_kernel_names: [String; 4],
+    /// Tiled CUDA C sources (one read of g, B limited by shared memory).
+    pub cuda_tile: [String; 4],
+    /// Shared-memory bytes per (sample, column) of the tiled kernel, per dtype.
+    pub tile_bytes_per_element: [u32; 4],
+    /// Fixed shared-memory bytes per block of the tiled kernel, per dtype.
+    pub tile_fixed_bytes: [u32; 4],
     /// Rust source of the CPU modules (`acc32`, `acc64`), naming the runtime as `runtime`.
     pub rust: String,
 }
@@ -108,7 +123,12 @@ pub fn generate_with_runtime(
     let kernel_names = DType::ALL.map(|d| cuda::kernel_name(&plan, d));
     let sources = DType::ALL.map(|d| cuda::emit(&plan, d));
     let rust = rust::emit(&plan, runtime);
+    let smem = DType::ALL.map(|d| cuda_tile::tile_smem(&plan, d));
     Ok(Generated {
+        tile_kernel_names: DType::ALL.map(|d| cuda_tile::tile_kernel_name(&plan, d)),
+        cuda_tile: DType::ALL.map(|d| cuda_tile::emit(&plan, d)),
+        tile_bytes_per_element: smem.map(|s| s.0),
+        tile_fixed_bytes: smem.map(|s| s.1),
         plan,
         kernel_names,
         cuda: sources,

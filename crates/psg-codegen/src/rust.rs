@@ -95,15 +95,20 @@ fn emit_column_fn(s: &mut String, plan: &Plan, syntax: &Rust, rt: &str) {
             Step::Loop(temps) => {
                 for &t in temps {
                     let name = names::temp(t);
+                    let zero = syntax.literal(0.0);
                     match plan.temps[t].reduce.op {
+                        ReduceOp::Sum => {
+                            writeln!(s, "    let mut {name}_p: [Acc; 8] = [{zero}; 8];")
+                        }
                         ReduceOp::Min | ReduceOp::Max => writeln!(
                             s,
                             "    let mut {name}: Acc = psg_nan(); let mut {name}_any = false;"
                         ),
-                        _ => writeln!(s, "    let mut {name}: Acc = {};", syntax.literal(0.0)),
+                        _ => writeln!(s, "    let mut {name}: Acc = {zero};"),
                     }
                     .ok();
                 }
+                // Canonical order: sample b goes to partial b % 8, as on the GPU.
                 s.push_str("    for b in 0..n_b {\n");
                 let columns = temps.iter().map(|&t| &plan.temps[t].reduce.column);
                 loop_header(s, "        ", columns, &e, &plan.ranks);
@@ -112,7 +117,7 @@ fn emit_column_fn(s: &mut String, plan: &Plan, syntax: &Rust, rt: &str) {
                     let name = names::temp(t);
                     let value = e(&r.column.value);
                     let update = match r.op {
-                        ReduceOp::Sum => format!("{name} += {value};"),
+                        ReduceOp::Sum => format!("{name}_p[b & 7] += {value};"),
                         ReduceOp::Count => format!("{name} += {};", syntax.literal(1.0)),
                         ReduceOp::Min | ReduceOp::Max => {
                             let f = if r.op == ReduceOp::Min {
@@ -133,6 +138,15 @@ fn emit_column_fn(s: &mut String, plan: &Plan, syntax: &Rust, rt: &str) {
                     .ok();
                 }
                 s.push_str("    }\n");
+                for &t in temps {
+                    if plan.temps[t].reduce.op == ReduceOp::Sum {
+                        let name = names::temp(t);
+                        let terms: Vec<String> = (0..crate::SUM_PARTIALS)
+                            .map(|r| format!("{name}_p[{r}]"))
+                            .collect();
+                        writeln!(s, "    let {name}: Acc = {};", terms.join(" + ")).ok();
+                    }
+                }
             }
             Step::Select(t) => {
                 let r = &plan.temps[*t].reduce;

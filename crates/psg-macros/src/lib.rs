@@ -85,6 +85,10 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
     let name_str = name.to_string();
     let kernel_names = &generated.kernel_names;
     let sources = &generated.cuda;
+    let tile_names = &generated.tile_kernel_names;
+    let tile_sources = &generated.cuda_tile;
+    let tile_per = &generated.tile_bytes_per_element;
+    let tile_fixed = &generated.tile_fixed_bytes;
     let n_ps = per_sample.len();
     let n_scalars = scalars.len();
     let outputs = match sig.returns {
@@ -164,6 +168,11 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
                 outputs: #outputs,
                 launch: #rt::LaunchShape::ThreadPerColumn { block: 256 },
                 cuda: [#(#rt::KernelSource::new_static(#kernel_names, #sources)),*],
+                tiled: ::core::option::Option::Some(#rt::TiledKernels {
+                    cuda: [#(#rt::KernelSource::new_static(#tile_names, #tile_sources)),*],
+                    bytes_per_element: [#(#tile_per),*],
+                    fixed_bytes: [#(#tile_fixed),*],
+                }),
                 cpu: #rt::CpuKernels {
                     f32: acc32::column::<f32>,
                     f64: acc64::column::<f64>,

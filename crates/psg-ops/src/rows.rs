@@ -4,8 +4,9 @@
 //! kernel; it reuses the generated kernels' dtype prelude.
 //!
 //! The GPU sums each row in chunks (one block per chunk and sample, a fixed-shape tree in shared
-//! memory), then adds the chunks' partial sums in order: deterministic, though in another order
-//! than the CPU's sequential sum, so the two agree to rounding.
+//! memory), then adds the chunks' partial sums in order: deterministic. The CPU sums each row
+//! sequentially in f64; the two agree to rounding (the GPU's tree sum in f32 is within a few
+//! ulps of the exact value).
 
 use psg_codegen::DType as GenDType;
 use psg_runtime::{
@@ -100,16 +101,18 @@ where
         .into_par_iter()
         .map(|row| {
             let values = &data[row * p..(row + 1) * p];
-            let mut acc = T::Acc::default();
+            // f64 accumulation: a sequential f32 sum over a million elements would be the least
+            // accurate of the two backends (the GPU sums in a tree).
+            let mut acc = 0.0f64;
             let mut bad = ALL_FINITE;
             for (i, v) in values.iter().enumerate() {
-                let x = v.to_acc();
+                let x = v.to_acc().to_f64();
                 acc += x * x;
-                if bad == ALL_FINITE && !x.to_f64().is_finite() {
+                if bad == ALL_FINITE && !x.is_finite() {
                     bad = i as i64;
                 }
             }
-            (acc, bad)
+            (T::Acc::from_f64(acc), bad)
         })
         .collect();
     let sums: Vec<T::Acc> = rows.iter().map(|r| r.0).collect();

@@ -81,8 +81,15 @@ impl Pair {
         assert_identical(&format!("{name} {}", self.label), &got, &want);
     }
 
-    /// Runs `op` on both devices and requires results within `rel` (relative to max(1, |x|)).
+    /// Runs `op` on both devices and requires results within `rel` (relative to max(1, |x|)),
+    /// or within one unit in the last place of the output dtype (a last-bit difference of the
+    /// f32 result can round a bf16 output either way).
     fn close(&self, name: &str, rel: f32, op: impl Fn(&Tensor) -> Result<Tensor>) {
+        let rel = if self.cpu.dtype() == DType::BF16 {
+            rel.max(1.0 / 128.0)
+        } else {
+            rel
+        };
         let want = host(&op(&self.cpu).unwrap());
         let got = host(&op(&self.gpu).unwrap());
         assert_eq!(got.len(), want.len());
@@ -98,8 +105,12 @@ impl Pair {
     }
 }
 
-const BATCHES: [usize; 5] = [1, 2, 33, 256, 1023];
-const COLUMNS: [usize; 3] = [1, 31, 1_000_003];
+/// B <= 1023 runs the tiled kernels (one read of g); B = 4099 does not fit shared memory and runs
+/// the thread-per-column kernels, so both shapes are checked.
+const BATCHES: [usize; 6] = [1, 2, 33, 256, 1023, 4099];
+/// P = 40000 rows are 16-byte aligned in every dtype (the tiled kernels' vector loads); the
+/// others are not (their scalar loads).
+const COLUMNS: [usize; 4] = [1, 31, 40_000, 1_000_003];
 
 fn data(rng: &mut Rng, n: usize, p: usize) -> Vec<f32> {
     // Small tensors get the nasty values (ties, +-0, subnormals, inf, NaN); large ones realistic
@@ -119,6 +130,9 @@ fn gpu_moments_and_signs_match_cpu() {
     for dtype in [DType::F32, DType::BF16] {
         for &b in &BATCHES {
             for &p in &COLUMNS {
+                if b > 1023 && p > 31 {
+                    continue;
+                }
                 let g = Pair::new(&data(&mut rng, b * p, p), &[b, p], dtype, &dev);
                 g.same("sum", ops::sum);
                 g.same("mean", ops::mean);
@@ -143,8 +157,8 @@ fn gpu_order_statistics_and_outliers_match_cpu() {
     for dtype in [DType::F32, DType::BF16] {
         for &b in &BATCHES {
             for &p in &COLUMNS {
-                if b * p > 300_000_000 {
-                    continue; // the CPU reference side of B = 1023, P = 1M is too slow here
+                if b * p > 300_000_000 || (b > 1023 && p > 31) {
+                    continue; // the CPU side of these sizes is too slow for a test
                 }
                 let g = Pair::new(&data(&mut rng, b * p, p), &[b, p], dtype, &dev);
                 g.same("median", ops::median);

@@ -12,6 +12,18 @@ fn generated_cuda_of_every_builtin() {
 }
 
 #[test]
+fn generated_tiled_cuda_of_every_builtin() {
+    for def in psg_ops::builtin_reductions() {
+        let tiled = def
+            .tiled
+            .as_ref()
+            .expect("every built-in has a tiled kernel");
+        let k = &tiled.cuda[DType::F32.index()];
+        insta::assert_snapshot!(format!("{}_f32_tile", def.name), k.source.as_ref());
+    }
+}
+
+#[test]
 fn generated_cuda_of_median_in_every_dtype() {
     let def = psg_ops::builtin_reductions()
         .into_iter()

@@ -41,6 +41,7 @@
 //!         KernelSource::new_static("column_sum_f16", "/* ... */"),
 //!         KernelSource::new_static("column_sum_bf16", "/* ... */"),
 //!     ],
+//!     tiled: None,
 //!     cpu: CpuKernels {
 //!         f32: column_sum::<f32>,
 //!         f64: column_sum::<f64>,
@@ -94,6 +95,7 @@ pub use jit::{compile_cubin, compile_ptx, CompileTarget, KernelSource};
 pub use nvrtc::{nvrtc_status, nvrtc_version, supported_archs};
 pub use reduce::{
     run_reduction, Column, CpuColumnFn, CpuKernels, LaunchShape, OutputKind, ReductionDef,
+    TiledKernels, TILE_SHARED_BUDGET,
 };
 pub use tensor::Tensor;
 

@@ -54,6 +54,30 @@ pub(super) fn run(
             KernelArg::F64(s)
         }
     }));
+    let dtype = g.dtype();
+    if let Some(tiled) = &def.tiled {
+        if let Some((log2, bytes)) = tiled.choose(dtype, plan.batch) {
+            let tile = 1usize << log2;
+            args.push(KernelArg::I32(log2 as i32));
+            // Rows can be read as 16-byte vectors when each row starts 16-byte aligned.
+            let row_bytes = plan.width * dtype.size_in_bytes();
+            let vec = row_bytes.is_multiple_of(16) && g.cuda_ptr()?.is_multiple_of(16);
+            args.push(KernelArg::I32(i32::from(vec)));
+            let blocks = u32::try_from(plan.width.div_ceil(tile)).map_err(|_| {
+                Error::Shape(format!(
+                    "reduction `{}`: P = {} needs too many blocks",
+                    def.name, plan.width
+                ))
+            })?;
+            let cfg = LaunchConfig {
+                grid: (blocks, 1, 1),
+                block: (32, 8, 1),
+                shared_bytes: bytes,
+            };
+            device.launch(&tiled.cuda[dtype.index()], cfg, &args)?;
+            return Ok(outputs);
+        }
+    }
     let cfg = match def.launch {
         LaunchShape::ThreadPerColumn { block } => {
             if !(1..=1024).contains(&block) {
@@ -65,6 +89,6 @@ pub(super) fn run(
             LaunchConfig::for_items(plan.width, block)?
         }
     };
-    device.launch(&def.cuda[g.dtype().index()], cfg, &args)?;
+    device.launch(&def.cuda[dtype.index()], cfg, &args)?;
     Ok(outputs)
 }

@@ -40,6 +40,42 @@ pub enum LaunchShape {
     },
 }
 
+/// A faster kernel for batches whose tile fits in shared memory: a block loads the `B x tile`
+/// block of `g` for `tile` consecutive columns once (coalesced), and every pass of the reduction
+/// reads it from shared memory, so `g` is read from device memory exactly once.
+///
+/// Launch: grid `(ceil(P / tile), 1, 1)`, block `(32, 8, 1)`, dynamic shared memory
+/// `B * tile * bytes_per_element + fixed_bytes`; the kernel takes the fallback's parameters
+/// followed by `int tile_log2` (tile = 1 << tile_log2, one of 32, 16, 8) and `int vec` (1 when
+/// every row of `g` starts 16-byte aligned, so the kernel may load 16-byte vectors).
+#[derive(Debug, Clone)]
+pub struct TiledKernels {
+    /// The kernels, indexed by [`DType::index`](crate::DType::index).
+    pub cuda: [KernelSource; 4],
+    /// Shared-memory bytes per (sample, column) of the tile, per dtype.
+    pub bytes_per_element: [u32; 4],
+    /// Shared-memory bytes per block independent of the tile's size, per dtype.
+    pub fixed_bytes: [u32; 4],
+}
+
+/// The shared memory a tiled kernel may ask for: enough for two or more blocks per
+/// multiprocessor, so one block's loads overlap another's arithmetic.
+pub const TILE_SHARED_BUDGET: u32 = 100 * 1024;
+
+impl TiledKernels {
+    /// The widest tile (log2 of its width) whose shared memory fits [`TILE_SHARED_BUDGET`] for a
+    /// batch of `batch` samples of `dtype`, and the bytes it needs; `None` when even 8 columns do
+    /// not fit (the thread-per-column kernel then runs).
+    pub fn choose(&self, dtype: crate::DType, batch: usize) -> Option<(u32, u32)> {
+        let per = u64::from(self.bytes_per_element[dtype.index()]);
+        let fixed = u64::from(self.fixed_bytes[dtype.index()]);
+        [5u32, 4, 3].into_iter().find_map(|log2| {
+            let bytes = batch as u64 * (1u64 << log2) * per + fixed;
+            (bytes <= u64::from(TILE_SHARED_BUDGET)).then_some((log2, bytes as u32))
+        })
+    }
+}
+
 /// The CPU implementation of a reduction for one element type: given one column, write the
 /// column's results (n values for `Scalars(n)`, B for `Batch`) into the buffer, which the runtime
 /// zeroes before each call.
@@ -78,7 +114,10 @@ pub struct ReductionDef {
     /// How its kernels are launched.
     pub launch: LaunchShape,
     /// Its CUDA kernels, indexed by [`DType::index`](crate::DType::index): f32, f64, f16, bf16.
+    /// They work for any B.
     pub cuda: [KernelSource; 4],
+    /// Faster kernels for batches whose tile fits in shared memory, if the reduction has them.
+    pub tiled: Option<TiledKernels>,
     /// Its CPU implementations.
     pub cpu: CpuKernels,
 }

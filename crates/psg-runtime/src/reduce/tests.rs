@@ -47,6 +47,7 @@ fn def(name: &'static str, outputs: OutputKind, n: usize, cpu: CpuKernels) -> Re
         outputs,
         launch: LaunchShape::ThreadPerColumn { block: 128 },
         cuda: [k.clone(), k.clone(), k.clone(), k],
+        tiled: None,
         cpu,
     }
 }

@@ -91,6 +91,7 @@ pub fn sum_def() -> ReductionDef {
             "ACC s = 0; for (long long b = 0; b < B; ++b) { T v = g[b * P + p]; s += LOAD(v); }\n\
              { ACC v = s; out[p] = STORE(v); }",
         ),
+        tiled: None,
         cpu: cpu_kernels!(column_sum),
     }
 }
@@ -120,6 +121,7 @@ pub fn weighted_def() -> ReductionDef {
              for (long long b = 0; b < B; ++b) { T v = g[b * P + p]; ACC x = LOAD(v); s += x; ws += x * w[b]; }\n\
              { ACC v = s; out0[p] = STORE(v); } { ACC v = k * ws; out1[p] = STORE(v); }",
         ),
+        tiled: None,
         cpu: cpu_kernels!(sum_and_weighted),
     }
 }
@@ -145,6 +147,7 @@ pub fn scale_def() -> ReductionDef {
             "for (long long b = 0; b < B; ++b) { T v = g[b * P + p]; ACC x = LOAD(v) * w[b] * k; \
              { ACC v = x; out[b * P + p] = STORE(v); } }",
         ),
+        tiled: None,
         cpu: cpu_kernels!(scale),
     }
 }

@@ -1,0 +1,424 @@
+//! The tiled CUDA kernel: g is read from device memory once.
+//!
+//! A block of 32 x 8 threads owns `tile` consecutive columns (`tile` = 1 << `tile_log2`, 32, 16
+//! or 8, chosen by the runtime so that shared memory fits). It loads the `B x tile` block of `g`
+//! into shared memory with all 256 threads (each warp reads whole row segments: coalesced), then
+//! runs every pass of the schedule from shared memory: thread `(lane, w)` works on column `lane`
+//! and samples `b = w, w + 8, ...`, which is exactly the canonical partial `w` of a sum
+//! ([`crate::SUM_PARTIALS`]), so sums are bit-identical to the CPU's and the fallback's.
+//! Partials are combined through shared memory in order. Selection (k-th smallest) is an exact
+//! radix select with 4-bit digits over the order-preserving keys of the column, which are
+//! computed once into shared memory; each thread counts its own samples into private histogram
+//! bins, each warp totals two digits over the 8 warps, and every thread of the column scans the
+//! 16 totals to pick the digit.
+//!
+//! Shared memory: `tile` (B x tile accumulators), `keys` (B x tile keys, when the plan selects),
+//! and a scratch area for partials and histograms (see [`tile_smem`]).
+
+use std::fmt::Write;
+
+use crate::cuda::{
+    combine_partials, header, kernel_name, kernel_params, loop_header_with, prelude,
+    update_partial, Cuda,
+};
+use crate::expr::{names, print, Acc, Scope, Syntax};
+use crate::ir::{Output, ReduceOp, Scalar};
+use crate::schedule::{Plan, Step};
+use crate::DType;
+
+/// Warps per block (and partials per sum).
+const WARPS: usize = crate::SUM_PARTIALS;
+/// Histogram bins per radix pass (4-bit digits).
+const BINS: usize = 16;
+
+/// Shared-memory needs of the tiled kernel: bytes per (sample, column) and fixed bytes per block.
+pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
+    let acc = match dtype.acc() {
+        Acc::F32 => 4u32,
+        Acc::F64 => 8,
+    };
+    let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
+    let per_element = acc * if selects { 2 } else { 1 };
+    let slots = plan
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Loop(temps) => temps
+                .iter()
+                .map(|&t| slots_of(&plan.temps[t].reduce.op))
+                .sum(),
+            Step::Select(_) => 1,
+            Step::Let(_) => 0,
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1) as u32;
+    let partials = slots * (WARPS as u32) * 32 * acc;
+    let histogram = if selects {
+        ((WARPS + 1) * BINS * 32 * 4) as u32
+    } else {
+        0
+    };
+    (per_element, partials.max(histogram))
+}
+
+fn slots_of(op: &ReduceOp) -> usize {
+    match op {
+        ReduceOp::Min | ReduceOp::Max => 2,
+        _ => 1,
+    }
+}
+
+/// The tiled kernel's name: `{reduction}_{dtype}_tile`.
+pub fn tile_kernel_name(plan: &Plan, dtype: DType) -> String {
+    format!("{}_tile", kernel_name(plan, dtype))
+}
+
+/// Emits the tiled kernel for one input dtype.
+pub fn emit(plan: &Plan, dtype: DType) -> String {
+    let syntax = Cuda { acc: dtype.acc() };
+    let locals: Vec<String> = plan.lets.iter().map(|l| l.name.clone()).collect();
+    let scope = Scope {
+        locals: &locals,
+        ranks: &plan.ranks,
+    };
+    let e = |expr: &Scalar| print(expr, &syntax, &scope);
+    let from_tile = |i: &str| format!("tile[({i} << tile_log2) + lane]");
+    let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
+    let key_bits = match syntax.acc {
+        Acc::F32 => 32,
+        Acc::F64 => 64,
+    };
+
+    let mut s = header(plan, dtype, "tiled (one read of g)");
+    s.push_str(prelude(dtype));
+    let mut params = kernel_params(plan);
+    params.push("int tile_log2".into());
+    params.push("int vec".into());
+    writeln!(
+        s,
+        "\nextern \"C\" __global__ void __launch_bounds__(256) {}({}) {{",
+        tile_kernel_name(plan, dtype),
+        params.join(", ")
+    )
+    .ok();
+    s.push_str("    extern __shared__ __align__(16) unsigned char psg_smem[];\n");
+    s.push_str("    const int tile_w = 1 << tile_log2;\n");
+    s.push_str("    psg_acc* const tile = (psg_acc*)psg_smem;\n");
+    if selects {
+        s.push_str("    psg_key* const keys = (psg_key*)(tile + n_b * tile_w);\n");
+        s.push_str("    psg_acc* const part = (psg_acc*)(keys + n_b * tile_w);\n");
+    } else {
+        s.push_str("    psg_acc* const part = tile + n_b * tile_w;\n");
+    }
+    s.push_str("    int* const bins = (int*)part;\n");
+    if selects {
+        s.push_str("    int* const totals = bins + 8 * 16 * 32;\n");
+    }
+    s.push_str("    const int lane = threadIdx.x, w = threadIdx.y;\n");
+    s.push_str("    const long long p0 = (long long)blockIdx.x << tile_log2;\n");
+    s.push_str("    const long long p = p0 + lane;\n");
+    s.push_str("    const bool active = lane < tile_w && p < n_p;\n");
+    s.push_str(&load_tile(dtype));
+    writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
+
+    for step in &plan.steps {
+        match step {
+            Step::Let(i) => {
+                let l = &plan.lets[*i];
+                writeln!(
+                    s,
+                    "    const auto {} = {};",
+                    names::local(*i, &l.name),
+                    e(&l.value)
+                )
+                .ok();
+            }
+            Step::Loop(temps) => emit_loop(&mut s, plan, temps, &syntax, &e, &from_tile),
+            Step::Select(t) => emit_select(&mut s, plan, *t, key_bits, &e, &from_tile),
+        }
+    }
+
+    match &plan.output {
+        Output::Scalars(values) => {
+            s.push_str("    if (active && w == 0) {\n");
+            for (i, v) in values.iter().enumerate() {
+                writeln!(s, "        out{i}[p] = psg_store({});", e(v)).ok();
+            }
+            s.push_str("    }\n");
+        }
+        Output::Batch(column) => {
+            s.push_str("    if (active) {\n        for (long long b = w; b < n_b; b += 8) {\n");
+            loop_header_with(
+                &mut s,
+                "            ",
+                [column],
+                &e,
+                &plan.ranks,
+                &from_tile,
+            );
+            let value = e(&column.value);
+            let value = match &column.keep {
+                Some(k) => syntax.select(&e(k), &value, &syntax.literal(0.0)),
+                None => value,
+            };
+            writeln!(
+                s,
+                "            out0[b * n_p + p] = psg_store({value});\n        }}\n    }}"
+            )
+            .ok();
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
+fn emit_loop(
+    s: &mut String,
+    plan: &Plan,
+    temps: &[usize],
+    syntax: &Cuda,
+    e: &dyn Fn(&Scalar) -> String,
+    from_tile: &dyn Fn(&str) -> String,
+) {
+    // Each thread's partial: for a sum, the canonical partial number w.
+    for &t in temps {
+        let name = names::temp(t);
+        match plan.temps[t].reduce.op {
+            ReduceOp::Min | ReduceOp::Max => {
+                writeln!(
+                    s,
+                    "    psg_acc {name} = psg_nan(); bool {name}_any = false;"
+                )
+            }
+            ReduceOp::Sum => writeln!(s, "    psg_acc {name}_p[1] = {{{}}};", syntax.literal(0.0)),
+            _ => writeln!(s, "    psg_acc {name} = {};", syntax.literal(0.0)),
+        }
+        .ok();
+    }
+    s.push_str("    if (active) {\n        for (long long b = w; b < n_b; b += 8) {\n");
+    let columns = temps.iter().map(|&t| &plan.temps[t].reduce.column);
+    loop_header_with(s, "            ", columns, e, &plan.ranks, from_tile);
+    for &t in temps {
+        let r = &plan.temps[t].reduce;
+        let update = update_partial(&r.op, t, &e(&r.column.value), "0", syntax);
+        match r.column.keep.as_ref().map(e) {
+            Some(k) => writeln!(s, "            if ({k}) {{ {update} }}"),
+            None => writeln!(s, "            {update}"),
+        }
+        .ok();
+    }
+    s.push_str("        }\n    }\n");
+    // Combine the 8 warps' partials through shared memory, in warp order.
+    let mut slot = 0;
+    let at = |slot: usize, r: &str| format!("part[({slot} * 8 + {r}) * 32 + lane]");
+    for &t in temps {
+        let name = names::temp(t);
+        match plan.temps[t].reduce.op {
+            ReduceOp::Sum => writeln!(s, "    {} = {name}_p[0];", at(slot, "w")),
+            ReduceOp::Count => writeln!(s, "    {} = {name};", at(slot, "w")),
+            _ => writeln!(
+                s,
+                "    {} = {name}; {} = {name}_any ? (psg_acc)1 : (psg_acc)0;",
+                at(slot, "w"),
+                at(slot + 1, "w")
+            ),
+        }
+        .ok();
+        slot += slots_of(&plan.temps[t].reduce.op);
+    }
+    s.push_str("    __syncthreads();\n");
+    let mut slot = 0;
+    for &t in temps {
+        let name = names::temp(t);
+        let op = &plan.temps[t].reduce.op;
+        match op {
+            ReduceOp::Sum => {
+                let line = combine_partials(op, t, |r| at(slot, &r.to_string()));
+                writeln!(s, "    {}", line.unwrap_or_default()).ok();
+            }
+            ReduceOp::Count => {
+                let terms: Vec<String> = (0..WARPS).map(|r| at(slot, &r.to_string())).collect();
+                writeln!(s, "    {name} = {};", terms.join(" + ")).ok();
+            }
+            _ => {
+                let f = if *op == ReduceOp::Min {
+                    "psg_min"
+                } else {
+                    "psg_max"
+                };
+                writeln!(s, "    {name} = psg_nan(); {name}_any = false;").ok();
+                writeln!(
+                    s,
+                    "    for (int r = 0; r < 8; ++r) {{ if ({} != (psg_acc)0) {{ const psg_acc v = {}; {name} = {name}_any ? {f}({name}, v) : v; {name}_any = true; }} }}",
+                    at(slot + 1, "r"),
+                    at(slot, "r")
+                )
+                .ok();
+            }
+        }
+        slot += slots_of(op);
+    }
+    s.push_str("    __syncthreads();\n");
+}
+
+fn emit_select(
+    s: &mut String,
+    plan: &Plan,
+    t: usize,
+    key_bits: u32,
+    e: &dyn Fn(&Scalar) -> String,
+    from_tile: &dyn Fn(&str) -> String,
+) {
+    let r = &plan.temps[t].reduce;
+    let ReduceOp::Kth(k) = &r.op else {
+        unreachable!("only selection temporaries get a Select step")
+    };
+    let name = names::temp(t);
+    let keep = r
+        .column
+        .keep
+        .as_ref()
+        .map(e)
+        .unwrap_or_else(|| "true".into());
+    writeln!(s, "    psg_acc {name};\n    {{").ok();
+    s.push_str(
+        "        // Keys of this column once; removed values get the largest key, which ranks\n",
+    );
+    s.push_str(
+        "        // after every kept value and so never changes a rank below the kept count.\n",
+    );
+    s.push_str("        int kept = 0;\n");
+    s.push_str("        if (active) {\n            for (long long b = w; b < n_b; b += 8) {\n");
+    loop_header_with(
+        s,
+        "                ",
+        [&r.column],
+        e,
+        &plan.ranks,
+        from_tile,
+    );
+    writeln!(
+        s,
+        "                const bool keep_b = {keep};\n                keys[(b << tile_log2) + lane] = keep_b ? psg_to_key({}) : ~(psg_key)0;\n                kept += keep_b ? 1 : 0;",
+        e(&r.column.value)
+    )
+    .ok();
+    s.push_str("            }\n        }\n");
+    s.push_str("        bins[w * 32 + lane] = kept;\n        __syncthreads();\n");
+    s.push_str("        long long total = 0;\n");
+    s.push_str("        for (int r = 0; r < 8; ++r) total += bins[r * 32 + lane];\n");
+    writeln!(s, "        const long long k = psg_index({});", e(k)).ok();
+    s.push_str("        const bool valid = k >= 0 && k < total;\n");
+    s.push_str("        long long rem = valid ? k : 0;\n        psg_key prefix = 0;\n");
+    s.push_str("        __syncthreads();\n");
+    writeln!(
+        s,
+        "        for (int shift = {}; shift >= 0; shift -= 4) {{",
+        key_bits - 4
+    )
+    .ok();
+    s.push_str("            int* const my_bins = bins + w * 16 * 32 + lane;\n");
+    s.push_str("            #pragma unroll\n            for (int d = 0; d < 16; ++d) my_bins[d * 32] = 0;\n");
+    writeln!(
+        s,
+        "            const psg_key high = shift + 4 >= {key_bits} ? (psg_key)0 : (~(psg_key)0) << (shift + 4);"
+    )
+    .ok();
+    s.push_str(
+        "            if (active) {\n                for (long long b = w; b < n_b; b += 8) {\n",
+    );
+    s.push_str("                    const psg_key key = keys[(b << tile_log2) + lane];\n");
+    s.push_str("                    if ((key & high) == (prefix & high)) my_bins[(int)((key >> shift) & 15) * 32] += 1;\n");
+    s.push_str("                }\n            }\n            __syncthreads();\n");
+    // Warp w totals digits 2w and 2w + 1 over the 8 warps; then each thread scans 16 totals.
+    s.push_str(
+        "            #pragma unroll\n            for (int d = 2 * w; d < 2 * w + 2; ++d) {\n",
+    );
+    s.push_str("                int c = 0;\n");
+    s.push_str("                #pragma unroll\n                for (int r = 0; r < 8; ++r) c += bins[(r * 16 + d) * 32 + lane];\n");
+    s.push_str(
+        "                totals[d * 32 + lane] = c;\n            }\n            __syncthreads();\n",
+    );
+    s.push_str("            int digit = 15;\n");
+    s.push_str("            for (int d = 0; d < 16; ++d) {\n");
+    s.push_str("                const long long c = totals[d * 32 + lane];\n");
+    s.push_str("                if (rem < c) { digit = d; break; }\n                rem -= c;\n            }\n");
+    s.push_str("            prefix |= ((psg_key)digit) << shift;\n            __syncthreads();\n        }\n");
+    writeln!(
+        s,
+        "        {name} = valid ? psg_from_key(prefix) : psg_nan();\n    }}"
+    )
+    .ok();
+}
+
+/// The code that loads the `B x tile` block into shared memory (as accumulators). With `vec` (the
+/// runtime's word that rows are 16-byte aligned: P * element size is a multiple of 16 and g is
+/// 16-byte aligned), each thread moves 16-byte vectors, four in flight before the first store;
+/// otherwise one element at a time.
+fn load_tile(dtype: DType) -> String {
+    // Elements per 16-byte vector, log2; and how a vector `v` becomes accumulators at `dst`.
+    let (v_log2, unpack) = match dtype {
+        DType::F32 => (
+            2,
+            "*(float4*)dst = make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z), __uint_as_float(v.w));",
+        ),
+        DType::F64 => (
+            1,
+            "dst[0] = __hiloint2double((int)v.y, (int)v.x); dst[1] = __hiloint2double((int)v.w, (int)v.z);",
+        ),
+        DType::BF16 => (
+            3,
+            "*(float4*)dst = make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u), __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u)); \
+             *(float4*)(dst + 4) = make_float4(__uint_as_float(v.z << 16), __uint_as_float(v.z & 0xffff0000u), __uint_as_float(v.w << 16), __uint_as_float(v.w & 0xffff0000u));",
+        ),
+        DType::F16 => (
+            3,
+            "const unsigned int u[4] = {v.x, v.y, v.z, v.w}; \
+             _Pragma(\"unroll\") for (int j = 0; j < 4; ++j) { \
+                 float lo, hi; \
+                 asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(lo) : \"h\"((unsigned short)(u[j] & 0xffffu))); \
+                 asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(hi) : \"h\"((unsigned short)(u[j] >> 16))); \
+                 dst[2 * j] = lo; dst[2 * j + 1] = hi; }",
+        ),
+    };
+    format!(
+        r#"    {{
+        // Load the B x tile block once; each warp reads whole row segments.
+        const int tid = w * 32 + lane;
+        if (vec) {{
+            const int per_row_log2 = tile_log2 - {v_log2};
+            const long long n_vec = n_b << per_row_log2;
+            for (long long i0 = tid; i0 < n_vec; i0 += 4 * 256) {{
+                uint4 vs[4];
+                #pragma unroll
+                for (int u = 0; u < 4; ++u) {{
+                    const long long i = i0 + u * 256;
+                    const long long row = i >> per_row_log2;
+                    const long long col = p0 + ((i & ((1 << per_row_log2) - 1)) << {v_log2});
+                    vs[u] = make_uint4(0u, 0u, 0u, 0u);
+                    if (i < n_vec && col < n_p) vs[u] = *(const uint4*)(g + row * n_p + col);
+                }}
+                #pragma unroll
+                for (int u = 0; u < 4; ++u) {{
+                    const long long i = i0 + u * 256;
+                    if (i < n_vec) {{
+                        const uint4 v = vs[u];
+                        psg_acc* const dst = tile + (i << {v_log2});
+                        {unpack}
+                    }}
+                }}
+            }}
+        }} else {{
+            const long long n = n_b << tile_log2;
+            for (long long i = tid; i < n; i += 256) {{
+                const long long row = i >> tile_log2;
+                const long long col = p0 + (i & (tile_w - 1));
+                tile[i] = col < n_p ? psg_load(g, row * n_p + col) : (psg_acc)0;
+            }}
+        }}
+    }}
+    __syncthreads();
+"#
+    )
+}
