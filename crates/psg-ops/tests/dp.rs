@@ -1,0 +1,742 @@
+//! The DP module on the CPU: the noise's distribution, counters that never repeat, a DP-SGD step
+//! recomputed from its parts, epsilon against the accountant run directly, robust aggregations
+//! that refuse an epsilon, budgets, and every parameter error.
+
+mod common;
+
+use common::Rng;
+use psg_ops::dp::{
+    add_noise, noise, Aggregation, Budget, Clipping, DpError, DpSgd, DpSgdConfig, EpochTracker,
+    NoiseGenerator, NoiseKey, NoiseMode, RobustOp, SensitivityBasis, UserSensitivity,
+};
+use psg_ops::{Denominator, OutlierRule};
+use psg_privacy::accountant::RdpAccountant;
+use psg_privacy::normal::{gaussian_noise, gaussian_noise_f64};
+use psg_runtime::{DType, Device, Tensor};
+
+const MODES: [NoiseMode; 2] = [NoiseMode::Standard, NoiseMode::Secure];
+
+/// Per-sample gradients of a small model: `[B, 3, 4]`, `[B, 4]` and `[B, 1]`, random, never zero.
+fn model(rng: &mut Rng, b: usize, dtype: DType) -> Vec<Tensor> {
+    [vec![3, 4], vec![4], vec![1]]
+        .into_iter()
+        .map(|dims| {
+            let shape: Vec<usize> = std::iter::once(b).chain(dims).collect();
+            let n: usize = shape.iter().product();
+            let v = rng.gradients(n);
+            match dtype {
+                DType::F64 => {
+                    let v: Vec<f64> = v.into_iter().map(f64::from).collect();
+                    Tensor::from_vec(v, &shape, &Device::Cpu).unwrap()
+                }
+                _ => Tensor::from_vec(v, &shape, &Device::Cpu).unwrap(),
+            }
+        })
+        .collect()
+}
+
+fn refs(grads: &[Tensor]) -> Vec<&Tensor> {
+    grads.iter().collect()
+}
+
+/// Any tensor's elements as f64.
+fn host(t: &Tensor) -> Vec<f64> {
+    match t.dtype() {
+        DType::F64 => t.to_vec::<f64>().unwrap(),
+        _ => t
+            .to_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+    }
+}
+
+/// Bit-identical tensors (same dtype, same bits).
+fn assert_same_bits(what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.dtype(), want.dtype(), "{what}: dtypes differ");
+    assert_eq!(got.shape(), want.shape(), "{what}: shapes differ");
+    let bits = |t: &Tensor| -> Vec<u64> {
+        match t.dtype() {
+            DType::F64 => t
+                .to_vec::<f64>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect(),
+            _ => t
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| u64::from(x.to_bits()))
+                .collect(),
+        }
+    };
+    let (g, w) = (bits(got), bits(want));
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        assert_eq!(
+            a, b,
+            "{what}: element {i} differs: got bits {a:#x}, want {b:#x}"
+        );
+    }
+}
+
+/// The flat noise of one call on the CPU straight from psg-privacy, as f64.
+fn raw_noise(dtype: DType, key: NoiseKey, n: usize, std: f64, mode: NoiseMode) -> Vec<f64> {
+    let NoiseKey { seed, step, offset } = key;
+    match dtype {
+        DType::F64 => gaussian_noise_f64(seed, step, offset, n, std, mode).unwrap(),
+        _ => gaussian_noise(seed, step, offset, n, std as f32, mode)
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+    }
+}
+
+#[test]
+fn noise_has_mean_0_and_the_asked_variance_over_a_million_draws() {
+    let n = 1_000_000;
+    let std = 2.0;
+    for dtype in [DType::F32, DType::F64] {
+        for mode in MODES {
+            let key = NoiseKey {
+                seed: 0xC0FF_EE00 + mode as u64,
+                step: 3,
+                offset: 17,
+            };
+            let z = host(&noise(dtype, &[n], &Device::Cpu, std, key, mode).unwrap());
+            let mean = z.iter().sum::<f64>() / n as f64;
+            let var = z.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+            let within_1_sd = z.iter().filter(|x| x.abs() <= std).count() as f64 / n as f64;
+            // 5 standard errors: mean sd = std / 1000, variance sd = sqrt(2) std^2 / 1000.
+            let what = format!("{dtype} {mode:?}");
+            assert!(mean.abs() < 5.0 * std / 1000.0, "{what}: mean {mean}");
+            let var_tol = 5.0 * 2f64.sqrt() * std * std / 1000.0;
+            assert!((var - std * std).abs() < var_tol, "{what}: variance {var}");
+            assert!(
+                (within_1_sd - 0.682_689).abs() < 0.003,
+                "{what}: P(|z| <= sd) = {within_1_sd}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cpu_noise_is_psg_privacy_noise_for_the_same_key() {
+    let mut rng = Rng::new(1);
+    for dtype in [DType::F32, DType::F64] {
+        for mode in MODES {
+            for (n, offset) in [(1, 0), (3, 1), (5, 3), (1023, 1 << 40)] {
+                let key = NoiseKey {
+                    seed: 99,
+                    step: 5,
+                    offset,
+                };
+                let z = noise(dtype, &[n], &Device::Cpu, 0.75, key, mode).unwrap();
+                assert_eq!(host(&z), raw_noise(dtype, key, n, 0.75, mode));
+                let base = model(&mut rng, n, dtype).remove(1); // [n, 4]
+                let noisy = add_noise(&base, 0.75, key, mode).unwrap();
+                let z = raw_noise(dtype, key, base.len(), 0.75, mode);
+                let want: Vec<f64> = match dtype {
+                    DType::F64 => host(&base).iter().zip(&z).map(|(b, z)| b + z).collect(),
+                    _ => {
+                        let b32 = base.to_vec::<f32>().unwrap();
+                        b32.iter()
+                            .zip(&z)
+                            .map(|(b, z)| f64::from(b + *z as f32))
+                            .collect()
+                    }
+                };
+                assert_eq!(host(&noisy), want, "{dtype} {mode:?} n = {n}");
+                assert_eq!(noisy.shape(), base.shape());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_generator_never_repeats_a_counter_across_tensors_or_steps() {
+    let mut gen = NoiseGenerator::new(5);
+    let sizes = [3usize, 1000, 1, 17, 0, 4];
+    let mut ranges = Vec::new(); // (step, start, end)
+    for step in 0..3u64 {
+        let keys: Vec<NoiseKey> = sizes.iter().map(|&n| gen.next_key(n).unwrap()).collect();
+        for (k, &n) in keys.iter().zip(&sizes) {
+            assert_eq!((k.seed, k.step), (5, step));
+            ranges.push((k.step, k.offset, k.offset + n as u64));
+        }
+        // The tensors of a step tile one range: their noise is one long draw, cut in pieces.
+        let pieces: Vec<f64> = keys
+            .iter()
+            .zip(&sizes)
+            .flat_map(|(k, &n)| raw_noise(DType::F32, *k, n, 1.0, NoiseMode::Standard))
+            .collect();
+        let total: usize = sizes.iter().sum();
+        let whole = NoiseKey {
+            seed: 5,
+            step,
+            offset: 0,
+        };
+        assert_eq!(
+            pieces,
+            raw_noise(DType::F32, whole, total, 1.0, NoiseMode::Standard)
+        );
+        gen.advance().unwrap();
+    }
+    for (i, a) in ranges.iter().enumerate() {
+        for b in &ranges[i + 1..] {
+            let overlap = a.0 == b.0 && a.1 < b.2 && b.1 < a.2;
+            assert!(!overlap, "counter ranges {a:?} and {b:?} overlap");
+        }
+    }
+    // Same offsets, next step: different noise.
+    let k0 = NoiseKey {
+        seed: 5,
+        step: 0,
+        offset: 0,
+    };
+    let k1 = NoiseKey { step: 1, ..k0 };
+    let (z0, z1) = (
+        raw_noise(DType::F64, k0, 64, 1.0, NoiseMode::Standard),
+        raw_noise(DType::F64, k1, 64, 1.0, NoiseMode::Standard),
+    );
+    assert!(z0.iter().zip(&z1).all(|(a, b)| a != b));
+}
+
+#[test]
+fn generator_add_noise_uses_fresh_counters_each_call() {
+    let t = Tensor::from_slice(&[1.0f32; 8], &[8], &Device::Cpu).unwrap();
+    let mut gen = NoiseGenerator::new(11);
+    let a = gen.add_noise(&t, 1.0).unwrap().to_vec::<f32>().unwrap();
+    let b = gen.add_noise(&t, 1.0).unwrap().to_vec::<f32>().unwrap();
+    assert!(a.iter().zip(&b).all(|(x, y)| x != y));
+    assert_eq!(gen.next_key(1).unwrap().offset, 16);
+    let resumed = NoiseGenerator::new(11).at_step(40);
+    assert_eq!(resumed.step(), 40);
+}
+
+#[test]
+fn secure_mode_reseeds_from_the_os_every_step_and_says_so() {
+    let mut gen = NoiseGenerator::secure().unwrap();
+    assert!(gen.is_secure() && gen.is_os_seeded());
+    assert_eq!(gen.mode(), NoiseMode::Secure);
+    let text = gen.to_string();
+    assert!(
+        text.contains("OS CSPRNG") && text.contains("four normal draws"),
+        "{text}"
+    );
+    assert!(format!("{gen:?}").contains("<secret>"));
+    let s0 = gen.next_key(4).unwrap().seed;
+    gen.advance().unwrap();
+    let k1 = gen.next_key(4).unwrap();
+    assert_eq!((k1.step, k1.offset), (1, 0));
+    assert_ne!(
+        s0, k1.seed,
+        "secure mode must draw a new seed at every step"
+    );
+
+    let fixed = NoiseGenerator::with_mode(3, NoiseMode::Secure);
+    assert!(!fixed.is_secure());
+    assert!(fixed.to_string().contains("NOT secure"), "{fixed}");
+    assert!(NoiseGenerator::new(3).to_string().contains("NOT secure"));
+}
+
+/// Runs one step of `config` on fresh gradients and checks it against its parts.
+fn check_step(config: DpSgdConfig, dtype: DType, b: usize) {
+    let mut rng = Rng::new(0xD5 + b as u64);
+    let grads = model(&mut rng, b, dtype);
+    let grads = refs(&grads);
+    let seed = 0x5EED;
+    let mut dp = DpSgd::new(config.clone(), NoiseGenerator::new(seed)).unwrap();
+    let step = dp.step(&grads).unwrap();
+    let (sigma, e) = (config.noise_multiplier, config.expected_batch_size);
+    let s = config.clipping.sensitivity();
+    let factors: Vec<Tensor> = match &config.clipping {
+        Clipping::Flat { max_norm } => {
+            vec![psg_ops::flat_clip_factors(&grads, *max_norm).unwrap(); grads.len()]
+        }
+        Clipping::PerLayer { max_norms } => {
+            psg_ops::per_layer_clip_factors(&grads, max_norms).unwrap()
+        }
+    };
+    let what = format!(
+        "{} {dtype} B = {b} {}",
+        config.aggregation.name(),
+        config.clipping
+    );
+    assert_eq!(step.batch_size, b);
+    assert_eq!(step.noise_mode, NoiseMode::Standard);
+    let mut offset = 0;
+    for (i, (g, f)) in grads.iter().zip(&factors).enumerate() {
+        let out = &step.gradients[i];
+        assert_eq!(out.shape(), &g.shape()[1..], "{what}");
+        assert_eq!(
+            step.noise_keys[i],
+            NoiseKey {
+                seed,
+                step: 0,
+                offset
+            },
+            "{what}"
+        );
+        offset += out.len() as u64;
+        let sum = psg_ops::clipped_sum(g, f).unwrap();
+        let key = step.noise_keys[i];
+        match config.aggregation {
+            Aggregation::ClippedSum => {
+                assert_eq!(step.noise_std, sigma * s);
+                let want = add_noise(&sum, sigma * s, key, NoiseMode::Standard).unwrap();
+                assert_same_bits(&what, out, &want);
+            }
+            Aggregation::ClippedMean => {
+                assert_eq!(step.noise_std, sigma * s / e);
+                // Exactly: psg divides the clipped sum, then adds the noise divided.
+                let mean = psg_ops::clipped_mean(g, f, Denominator::Expected(e)).unwrap();
+                let want = add_noise(&mean, sigma * s / e, key, NoiseMode::Standard).unwrap();
+                assert_same_bits(&what, out, &want);
+                // Up to rounding, Opacus' (clipped sum + noise of std sigma * S) / E, with the
+                // noise recomputed from the key.
+                let z = raw_noise(dtype, key, out.len(), sigma * s, NoiseMode::Standard);
+                let rel = if dtype == DType::F64 { 1e-13 } else { 1e-5 };
+                for (j, ((o, s), z)) in host(out).iter().zip(host(&sum)).zip(&z).enumerate() {
+                    let opacus = (s + z) / e;
+                    let tol = rel * (s.abs() + z.abs()) / e;
+                    assert!(
+                        (o - opacus).abs() <= tol,
+                        "{what}: element {j}: {o} vs {opacus}"
+                    );
+                }
+            }
+            Aggregation::Robust { .. } => unreachable!("checked elsewhere"),
+        }
+    }
+}
+
+#[test]
+fn a_dp_sgd_step_is_the_clipped_aggregate_plus_the_keys_noise() {
+    let flat = Clipping::flat(1.5);
+    let per_layer = Clipping::per_layer(vec![1.0, 0.5, 0.25]);
+    for dtype in [DType::F32, DType::F64] {
+        for clipping in [flat.clone(), per_layer.clone()] {
+            for aggregation in [Aggregation::ClippedSum, Aggregation::ClippedMean] {
+                for b in [1, 2, 33] {
+                    let config = DpSgdConfig::new(1.1, clipping.clone(), 0.01, 25.0)
+                        .with_aggregation(aggregation.clone());
+                    check_step(config, dtype, b);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn per_layer_sensitivity_is_the_root_sum_of_squares() {
+    assert_eq!(Clipping::per_layer(vec![3.0, 4.0]).sensitivity(), 5.0);
+    assert_eq!(Clipping::flat(2.5).sensitivity(), 2.5);
+}
+
+#[test]
+fn an_empty_poisson_batch_still_gets_noise_and_counts() {
+    let grads = [
+        Tensor::zeros(DType::F32, &[0, 3], &Device::Cpu).unwrap(),
+        Tensor::zeros(DType::F32, &[0, 2], &Device::Cpu).unwrap(),
+    ];
+    let config = DpSgdConfig::new(2.0, Clipping::flat(1.0), 0.1, 8.0);
+    let mut dp = DpSgd::new(config, NoiseGenerator::new(1)).unwrap();
+    let step = dp.step(&refs(&grads)).unwrap();
+    assert_eq!(step.batch_size, 0);
+    for (out, key) in step.gradients.iter().zip(&step.noise_keys) {
+        let want = raw_noise(DType::F32, *key, out.len(), 2.0 / 8.0, NoiseMode::Standard);
+        assert_eq!(host(out), want, "0 + noise is the noise");
+    }
+    assert_eq!(dp.steps(), 1);
+    assert!(dp.epsilon(1e-5).unwrap().epsilon() > 0.0);
+}
+
+#[test]
+fn epsilon_after_n_steps_is_the_accountants() {
+    let (sigma, q, n) = (1.5, 0.04, 20);
+    let config = DpSgdConfig::new(sigma, Clipping::flat(1.0), q, 40.0);
+    let mut dp = DpSgd::new(config, NoiseGenerator::new(2)).unwrap();
+    assert_eq!(
+        dp.epsilon(1e-5).unwrap().epsilon(),
+        0.0,
+        "no step, no privacy spent"
+    );
+    let g = model(&mut Rng::new(3), 4, DType::F32);
+    for _ in 0..n {
+        dp.step(&refs(&g)).unwrap();
+    }
+    let mut direct = RdpAccountant::new();
+    direct.steps(sigma, q, n).unwrap();
+    let want = direct.epsilon(1e-5).unwrap();
+    let report = dp.epsilon(1e-5).unwrap();
+    assert_eq!(report.spent, want);
+    assert_eq!(dp.accountant(), &direct);
+    assert_eq!(
+        (report.steps, report.sample_rate, report.sensitivity),
+        (n, q, 1.0)
+    );
+    assert_eq!(
+        report.basis,
+        SensitivityBasis::Clipping(Clipping::flat(1.0))
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("Poisson sampling") && text.contains("rate 0.04"),
+        "{text}"
+    );
+    // Looking ahead does not record anything.
+    let ahead = dp.epsilon_after(5, 1e-5).unwrap();
+    direct.steps(sigma, q, 5).unwrap();
+    assert_eq!(ahead.spent, direct.epsilon(1e-5).unwrap());
+    assert_eq!(dp.steps(), n);
+}
+
+#[test]
+fn a_budget_says_when_it_is_spent() {
+    let config = DpSgdConfig::new(1.5, Clipping::flat(1.0), 0.1, 4.0);
+    let mut dp = DpSgd::new(config, NoiseGenerator::new(4)).unwrap();
+    let budget = Budget::new(1.5, 1e-5).unwrap();
+    let g = model(&mut Rng::new(5), 3, DType::F32);
+    let mut steps = 0;
+    while budget.allows_next_step(&dp).unwrap() {
+        dp.step(&refs(&g)).unwrap();
+        steps += 1;
+        assert!(steps < 1000, "the budget never ran out");
+    }
+    let status = budget.status(&dp).unwrap();
+    assert!(steps > 0 && !status.exhausted(), "{status}");
+    assert!(status.spent.epsilon() <= 1.5 && status.remaining() > 0.0);
+    println!("{steps} steps within the budget: {status}");
+    dp.step(&refs(&g)).unwrap();
+    let status = budget.status(&dp).unwrap();
+    assert!(status.exhausted() && status.remaining() == 0.0, "{status}");
+    assert!(status.to_string().contains("spent"), "{status}");
+}
+
+#[test]
+fn epochs_report_epsilon_at_their_end() {
+    let config = DpSgdConfig::new(1.0, Clipping::flat(1.0), 0.25, 2.0);
+    let mut dp = DpSgd::new(config, NoiseGenerator::new(6)).unwrap();
+    let tracker = EpochTracker::for_sample_rate(0.25, 1e-5).unwrap();
+    assert_eq!(tracker.steps_per_epoch(), 4);
+    let g = model(&mut Rng::new(7), 2, DType::F32);
+    let mut reports = Vec::new();
+    for _ in 0..9 {
+        dp.step(&refs(&g)).unwrap();
+        if let Some(r) = tracker.after_step(&dp).unwrap() {
+            assert_eq!(r.epsilon, dp.epsilon(1e-5).unwrap());
+            reports.push((dp.steps(), r.epoch));
+        }
+    }
+    assert_eq!(reports, vec![(4, 1), (8, 2)]);
+    assert_eq!(
+        EpochTracker::for_sample_rate(0.3, 1e-5)
+            .unwrap()
+            .steps_per_epoch(),
+        3
+    );
+}
+
+fn robust_ops() -> Vec<RobustOp> {
+    vec![
+        RobustOp::Median,
+        RobustOp::OutlierMean(OutlierRule::TrimCount { m: 1 }),
+        RobustOp::GaussianWeightedSum,
+        RobustOp::SignSum,
+        RobustOp::MajorityVote,
+    ]
+}
+
+#[test]
+fn robust_aggregations_refuse_an_epsilon_without_a_sensitivity() {
+    let g = model(&mut Rng::new(8), 5, DType::F32);
+    for op in robust_ops() {
+        let aggregation = Aggregation::Robust {
+            op,
+            sensitivity: None,
+        };
+        assert!(aggregation.guarantee().is_err());
+        assert_eq!(aggregation.sensitivity(&Clipping::flat(1.0)), None);
+        let config =
+            DpSgdConfig::new(1.0, Clipping::flat(1.0), 0.1, 5.0).with_aggregation(aggregation);
+        let mut dp = DpSgd::new(config, NoiseGenerator::new(9)).unwrap();
+        let step = dp.step(&refs(&g)).unwrap();
+        assert_eq!(
+            step.noise_std,
+            1.0,
+            "{}: noise at the clipped sum's scale",
+            op.name()
+        );
+        let e = dp.epsilon(1e-5).unwrap_err();
+        assert!(matches!(e, DpError::NoPrivacyGuarantee { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(op.name()) && msg.contains(op.why_unbounded()),
+            "{msg}"
+        );
+        assert!(Budget::new(1.0, 1e-5).unwrap().status(&dp).is_err());
+        let tracker = EpochTracker::new(1, 1e-5).unwrap();
+        assert!(tracker.after_step(&dp).is_err());
+    }
+}
+
+#[test]
+fn robust_aggregations_are_the_op_on_clipped_gradients_plus_noise() {
+    let grads = model(&mut Rng::new(10), 7, DType::F32);
+    let grads = refs(&grads);
+    let factors = psg_ops::flat_clip_factors(&grads, 0.5).unwrap();
+    for op in robust_ops() {
+        let config = DpSgdConfig::new(0.7, Clipping::flat(0.5), 0.1, 5.0).with_aggregation(
+            Aggregation::Robust {
+                op,
+                sensitivity: None,
+            },
+        );
+        let mut dp = DpSgd::new(config, NoiseGenerator::new(12)).unwrap();
+        let step = dp.step(&grads).unwrap();
+        for (i, g) in grads.iter().enumerate() {
+            // Reference: clip each row on the host, then the op.
+            let p = g.per_sample_len();
+            let f = factors.to_vec::<f32>().unwrap();
+            let clipped: Vec<f32> = g
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(j, x)| x * f[j / p])
+                .collect();
+            let clipped = Tensor::from_vec(clipped, g.shape(), &Device::Cpu).unwrap();
+            let aggregate = match op {
+                RobustOp::Median => psg_ops::median(&clipped),
+                RobustOp::OutlierMean(rule) => {
+                    psg_ops::outlier_mean(&clipped, rule).map(|m| m.mean)
+                }
+                RobustOp::GaussianWeightedSum => psg_ops::gaussian_weighted_sum(&clipped),
+                RobustOp::SignSum => psg_ops::sign_sum(&clipped),
+                RobustOp::MajorityVote => psg_ops::majority_vote(&clipped),
+            }
+            .unwrap();
+            let want =
+                add_noise(&aggregate, 0.35, step.noise_keys[i], NoiseMode::Standard).unwrap();
+            assert_same_bits(
+                &format!("{} tensor {i}", op.name()),
+                &step.gradients[i],
+                &want,
+            );
+        }
+    }
+}
+
+#[test]
+fn a_supplied_sensitivity_gives_an_epsilon_that_states_it() {
+    let s = UserSensitivity::new(
+        2.0,
+        "inputs are votes in {-1, 0, 1} over 4 coordinates: one sample moves the sum by at most 2",
+    )
+    .unwrap();
+    let config = DpSgdConfig::new(1.2, Clipping::flat(1.0), 0.05, 10.0).with_aggregation(
+        Aggregation::Robust {
+            op: RobustOp::SignSum,
+            sensitivity: Some(s.clone()),
+        },
+    );
+    let mut dp = DpSgd::new(config, NoiseGenerator::new(13)).unwrap();
+    let g = model(&mut Rng::new(14), 3, DType::F32);
+    for _ in 0..3 {
+        let step = dp.step(&refs(&g)).unwrap();
+        assert_eq!(step.noise_std, 1.2 * 2.0);
+    }
+    let mut direct = RdpAccountant::new();
+    direct.steps(1.2, 0.05, 3).unwrap();
+    let report = dp.epsilon(1e-6).unwrap();
+    assert_eq!(report.spent, direct.epsilon(1e-6).unwrap());
+    assert_eq!(report.sensitivity, 2.0);
+    assert_eq!(report.basis, SensitivityBasis::Caller(s));
+    assert!(report
+        .to_string()
+        .contains("one sample moves the sum by at most 2"));
+}
+
+/// The error of building a run from `config`, or of its first step on `grads`.
+fn step_error(config: DpSgdConfig, grads: &[Tensor]) -> DpError {
+    match DpSgd::new(config, NoiseGenerator::new(0)) {
+        Err(e) => e,
+        Ok(mut dp) => dp.step(&refs(grads)).expect_err("the step should fail"),
+    }
+}
+
+#[test]
+fn invalid_parameters_are_typed_errors_that_say_what_to_do() {
+    use psg_privacy::Error as P;
+    let g = model(&mut Rng::new(15), 2, DType::F32);
+    let ok = DpSgdConfig::new(1.0, Clipping::flat(1.0), 0.01, 10.0);
+    let with = |f: &dyn Fn(&mut DpSgdConfig)| {
+        let mut c = ok.clone();
+        f(&mut c);
+        step_error(c, &g)
+    };
+    for sigma in [-0.5, f64::NAN, f64::INFINITY] {
+        let e = with(&|c| c.noise_multiplier = sigma);
+        assert!(
+            matches!(e, DpError::Privacy(P::InvalidNoiseMultiplier { .. })),
+            "{e}"
+        );
+    }
+    for q in [0.0, -0.1, 1.5, f64::NAN] {
+        let e = with(&|c| c.sample_rate = q);
+        assert!(
+            matches!(e, DpError::Privacy(P::InvalidSampleRate { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains("(0, 1]"), "{e}");
+    }
+    for c_norm in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let e = with(&|c| c.clipping = Clipping::flat(c_norm));
+        assert!(
+            matches!(e, DpError::InvalidClipNorm { layer: None, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("max_grad_norm"), "{e}");
+    }
+    let e = with(&|c| c.clipping = Clipping::per_layer(vec![1.0, 0.0, 1.0]));
+    assert!(
+        matches!(e, DpError::InvalidClipNorm { layer: Some(1), .. }),
+        "{e}"
+    );
+    let e = with(&|c| c.clipping = Clipping::per_layer(vec![1.0, 1.0]));
+    assert!(
+        matches!(
+            e,
+            DpError::ClipNormCountMismatch {
+                norms: 2,
+                tensors: 3
+            }
+        ),
+        "{e}"
+    );
+    let e = with(&|c| c.clipping = Clipping::per_layer(vec![]));
+    assert!(
+        matches!(e, DpError::ClipNormCountMismatch { norms: 0, .. }),
+        "{e}"
+    );
+    for e_size in [0.0, -3.0, f64::NAN] {
+        let e = with(&|c| c.expected_batch_size = e_size);
+        assert!(matches!(e, DpError::InvalidExpectedBatchSize { .. }), "{e}");
+    }
+    for (value, why) in [(0.0, "x"), (f64::NAN, "x"), (1.0, "  ")] {
+        let e = with(&|c| {
+            c.aggregation = Aggregation::Robust {
+                op: RobustOp::Median,
+                sensitivity: Some(UserSensitivity {
+                    value,
+                    justification: why.into(),
+                }),
+            }
+        });
+        assert!(
+            matches!(
+                e,
+                DpError::InvalidSensitivity { .. } | DpError::MissingJustification { .. }
+            ),
+            "{e}"
+        );
+        assert!(UserSensitivity::new(value, why).is_err());
+    }
+
+    // Bad gradients.
+    let mut mixed = model(&mut Rng::new(16), 2, DType::F32);
+    mixed[1] = model(&mut Rng::new(17), 3, DType::F32).remove(1);
+    let e = step_error(ok.clone(), &mixed);
+    assert!(
+        matches!(
+            e,
+            DpError::BatchSizeMismatch {
+                tensor: 1,
+                batch_size: 3,
+                first: 2
+            }
+        ),
+        "{e}"
+    );
+    let e = step_error(ok.clone(), &[]);
+    assert!(matches!(e, DpError::NoGradients), "{e}");
+    let half = vec![half::bf16::from_f32(1.0); 4];
+    let half = Tensor::from_vec(half, &[2, 2], &Device::Cpu).unwrap();
+    let e = step_error(ok.clone(), &[half]);
+    assert!(
+        matches!(
+            e,
+            DpError::UnsupportedDType {
+                dtype: DType::BF16,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("f32"), "{e}");
+
+    // A failed step records nothing.
+    let mut dp = DpSgd::new(ok.clone(), NoiseGenerator::new(0)).unwrap();
+    assert!(dp.step(&refs(&mixed)).is_err());
+    assert_eq!((dp.steps(), dp.accountant().history().len()), (0, 0));
+
+    // Deltas and budgets.
+    for delta in [0.0, 1.0, -1e-5, f64::NAN] {
+        assert!(matches!(
+            dp.epsilon(delta),
+            Err(DpError::Privacy(P::InvalidDelta { .. }))
+        ));
+        assert!(Budget::new(1.0, delta).is_err());
+        assert!(EpochTracker::new(10, delta).is_err());
+    }
+    for target in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let e = Budget::new(target, 1e-5).unwrap_err();
+        assert!(
+            matches!(e, DpError::Privacy(P::InvalidTargetEpsilon { .. })),
+            "{e}"
+        );
+    }
+    assert!(EpochTracker::new(0, 1e-5).is_err());
+    assert!(EpochTracker::for_sample_rate(0.0, 1e-5).is_err());
+
+    // Noise parameters.
+    let t = Tensor::from_slice(&[1.0f32, 2.0], &[2], &Device::Cpu).unwrap();
+    let key = NoiseKey {
+        seed: 1,
+        step: 0,
+        offset: 0,
+    };
+    for std in [-1.0, f64::NAN, f64::INFINITY, 1e300] {
+        let e = add_noise(&t, std, key, NoiseMode::Standard).unwrap_err();
+        assert!(
+            matches!(e, DpError::Privacy(P::InvalidNoiseStd { .. })),
+            "std {std}: {e}"
+        );
+    }
+    let far = NoiseKey {
+        offset: (1 << 62) - 1,
+        ..key
+    };
+    let e = add_noise(&t, 1.0, far, NoiseMode::Standard).unwrap_err();
+    assert!(
+        matches!(e, DpError::Privacy(P::ElementRangeOutOfBounds { .. })),
+        "{e}"
+    );
+    let mut gen = NoiseGenerator::new(0);
+    gen.next_key((1 << 62) - 1).unwrap();
+    assert!(gen.next_key(2).is_err(), "a step's counters end at 2^62");
+    assert_eq!(
+        gen.next_key(1).unwrap().offset,
+        (1 << 62) - 1,
+        "a failed reservation takes nothing"
+    );
+
+    // Everything converts to the runtime's error type with its message.
+    let e: psg_runtime::Error = DpError::NoGradients.into();
+    assert!(
+        matches!(e, psg_runtime::Error::InvalidParameter(ref m) if m.contains("no per-sample"))
+    );
+}
