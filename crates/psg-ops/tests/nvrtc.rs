@@ -20,8 +20,19 @@ fn nvrtc_ready() -> bool {
 fn all_kernels() -> Vec<&'static KernelSource> {
     let mut all: Vec<&'static KernelSource> = psg_ops::builtin_reductions()
         .into_iter()
-        .flat_map(|def| def.cuda.iter())
+        .flat_map(|def| {
+            def.cuda
+                .iter()
+                .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
+        })
         .collect();
+    all.extend(psg_ops::dp::dp_reductions().into_iter().flat_map(|def| {
+        def.cuda
+            .iter()
+            .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
+    }));
+    all.extend(psg_ops::dp::noise_kernel_sources());
+    all.extend(psg_ops::layers::layer_kernel_sources());
     all.extend(psg_ops::row_kernel_sources());
     all.extend(psg_ops::gather_kernel_sources());
     all

@@ -1,0 +1,180 @@
+//! What the one-pass layer kernels give back: for each parameter, its per-sample gradients (dense,
+//! sparse rows, or already handed to a batch reduction) and its batch gradient; and the [`Sink`]
+//! that says which of those the caller wants.
+
+use psg_runtime::{run_reduction, Error, ReductionDef, Result, Tensor};
+
+/// What becomes of the per-sample gradients a layer kernel produces.
+///
+/// With [`Sink::Reduce`] or [`Sink::Reduction`], the per-sample gradients `[B, ...]` go straight
+/// into the reduction and only its result (`[...]`, the parameter's shape) is returned: "the median
+/// of the per-sample gradients of this layer" is one call. The reduction must be a batch reduction
+/// in psg's sense: it maps every column (the B values of one coordinate) on its own, so `[B, ...]`
+/// becomes `[...]` (every built-in such as [`crate::median`] or [`crate::mean`] does).
+#[derive(Clone, Copy)]
+pub enum Sink<'a> {
+    /// Return the per-sample gradients ([`PerSample::Dense`], or [`PerSample::Sparse`] for an
+    /// embedding).
+    Keep,
+    /// Hand them to this function (e.g. `&psg_ops::median`) and return its result
+    /// ([`PerSample::Reduced`]).
+    Reduce(&'a dyn Fn(&Tensor) -> Result<Tensor>),
+    /// Hand them to this batch reduction (one with no per-sample or scalar inputs; for several
+    /// outputs the first is kept) and return its result ([`PerSample::Reduced`]).
+    Reduction(&'a ReductionDef),
+}
+
+impl std::fmt::Debug for Sink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sink::Keep => f.write_str("Sink::Keep"),
+            Sink::Reduce(_) => f.write_str("Sink::Reduce(..)"),
+            Sink::Reduction(def) => write!(f, "Sink::Reduction({})", def.name),
+        }
+    }
+}
+
+impl Sink<'_> {
+    /// Whether the per-sample gradients are to be returned as they are.
+    pub fn keeps(&self) -> bool {
+        matches!(self, Sink::Keep)
+    }
+
+    /// Applies a reducing sink to dense per-sample gradients `[B, ...]`; [`Sink::Keep`] returns
+    /// them unchanged.
+    pub fn reduce(&self, per_sample: &Tensor) -> Result<Tensor> {
+        match self {
+            Sink::Keep => Ok(per_sample.clone()),
+            Sink::Reduce(f) => f(per_sample),
+            Sink::Reduction(def) => run_reduction(def, per_sample, &[], &[])?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    Error::InvalidParameter(format!(
+                        "the batch reduction `{}` returned no output",
+                        def.name
+                    ))
+                }),
+        }
+    }
+
+    /// Dense per-sample gradients as this sink wants them.
+    pub(crate) fn finish_dense(&self, per_sample: Tensor) -> Result<PerSample> {
+        match self {
+            Sink::Keep => Ok(PerSample::Dense(per_sample)),
+            _ => Ok(PerSample::Reduced(self.reduce(&per_sample)?)),
+        }
+    }
+}
+
+/// The per-sample gradients of one parameter, in the form the [`Sink`] asked for.
+#[derive(Clone, Debug)]
+pub enum PerSample {
+    /// `[B, ...param shape]`: row b is sample b's gradient (Opacus' `grad_sample` layout).
+    Dense(Tensor),
+    /// An embedding's per-sample gradients: only the rows each sample touched.
+    Sparse(SparseRows),
+    /// The result of the sink's reduction over the batch axis, `[...param shape]`.
+    Reduced(Tensor),
+}
+
+impl PerSample {
+    /// The dense per-sample gradients, if that is what this holds.
+    pub fn dense(&self) -> Option<&Tensor> {
+        match self {
+            PerSample::Dense(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The sparse per-sample rows, if that is what this holds.
+    pub fn sparse(&self) -> Option<&SparseRows> {
+        match self {
+            PerSample::Sparse(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The reduction's result, if that is what this holds.
+    pub fn reduced(&self) -> Option<&Tensor> {
+        match self {
+            PerSample::Reduced(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The tensor inside (the values of sparse rows), for code that treats all kinds alike.
+    pub fn tensor(&self) -> &Tensor {
+        match self {
+            PerSample::Dense(t) | PerSample::Reduced(t) => t,
+            PerSample::Sparse(s) => &s.values,
+        }
+    }
+}
+
+/// Sparse per-sample gradients of an embedding table `[V, D]`: sample b touched the rows
+/// `rows[offsets[b]..offsets[b + 1]]` (ascending, distinct), and its gradient for row
+/// `rows[j]` is `values[j]` (the sum of the output gradients of every position that looked it up).
+/// Every other row of sample b's gradient is zero. Never a dense `[B, V, D]`.
+#[derive(Clone, Debug)]
+pub struct SparseRows {
+    /// B + 1 offsets into `rows` and `values`.
+    pub offsets: Vec<usize>,
+    /// The table rows each sample touched, sample by sample.
+    pub rows: Vec<u32>,
+    /// `[rows.len(), D]`, on the device of the layer's inputs.
+    pub values: Tensor,
+    /// The table's number of rows V.
+    pub vocab: usize,
+}
+
+impl SparseRows {
+    /// The batch size B.
+    pub fn batch_size(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// The rows sample `b` touched (empty for b out of range).
+    pub fn rows_of(&self, b: usize) -> &[u32] {
+        match (self.offsets.get(b), self.offsets.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => &self.rows[lo..hi],
+            _ => &[],
+        }
+    }
+}
+
+/// One parameter's gradients from the one pass.
+#[derive(Clone, Debug)]
+pub struct ParamGrad {
+    /// The parameter's name within its layer: `"weight"` or `"bias"`.
+    pub name: &'static str,
+    /// Its per-sample gradients, as the sink asked.
+    pub per_sample: PerSample,
+    /// Its batch gradient: the sum over the batch of the per-sample gradients (the ordinary
+    /// gradient of the summed loss), shaped like the parameter.
+    pub batch: Tensor,
+}
+
+/// The gradients of every parameter of one layer.
+#[derive(Clone, Debug)]
+pub struct LayerGrads {
+    /// One entry per parameter, weight first.
+    pub params: Vec<ParamGrad>,
+}
+
+impl LayerGrads {
+    /// The parameter called `name`, if the layer has it.
+    pub fn get(&self, name: &str) -> Option<&ParamGrad> {
+        self.params.iter().find(|p| p.name == name)
+    }
+
+    /// The weight's gradients.
+    pub fn weight(&self) -> Option<&ParamGrad> {
+        self.get("weight")
+    }
+
+    /// The bias's gradients, if the layer has a bias.
+    pub fn bias(&self) -> Option<&ParamGrad> {
+        self.get("bias")
+    }
+}
