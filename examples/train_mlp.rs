@@ -17,11 +17,21 @@
 //! cargo run --release --example train_mlp -- --aggregate median
 //! ```
 //!
-//! `--dp` is where DP-SGD noise and epsilon reporting will go (see [`privatize`]); it is not
-//! implemented yet and is refused.
+//! `--dp` trains with DP-SGD instead (`psg::ops::dp`): batches are drawn by Poisson sampling at
+//! rate q = batch / N (the assumption epsilon rests on), each sample is clipped to `--clip` over
+//! all layers, Gaussian noise of std `--noise` x C is added to the clipped sum, which is divided by
+//! the expected batch size, and epsilon at `--delta` is printed after every epoch.
+//! `--epsilon-budget E` stops training before a step would spend more than E. The noise seed
+//! comes from the OS CSPRNG at every step unless `--noise-seed S` asks for a reproducible (and
+//! then not secure) run.
+//!
+//! ```text
+//! cargo run --release --example train_mlp -- --dp --noise 1.0 --epsilon-budget 3
+//! ```
 
 use std::time::Instant;
 
+use psg::ops::dp::{Budget, Clipping, DpSgd, DpSgdConfig, NoiseGenerator};
 use psg::ops::layers::capture::{
     predictions, sgd_step, softmax_cross_entropy, Layer, Linear, Relu, Sequential,
 };
@@ -72,11 +82,16 @@ struct Options {
     clip: f64,
     seed: u64,
     dp: bool,
+    noise: f64,
+    delta: f64,
+    epsilon_budget: Option<f64>,
+    noise_seed: Option<u64>,
 }
 
 const USAGE: &str =
     "usage: train_mlp [--aggregate mean|clipped-mean|median|sign] [--epochs N] [--batch B] \
-                     [--lr LR] [--clip C] [--seed S] [--dp]";
+                     [--lr LR] [--clip C] [--seed S] \
+                     [--dp [--noise SIGMA] [--delta D] [--epsilon-budget E] [--noise-seed S]]";
 
 fn parse_args() -> std::result::Result<Options, String> {
     let mut o = Options {
@@ -87,6 +102,10 @@ fn parse_args() -> std::result::Result<Options, String> {
         clip: 1.0,
         seed: 0,
         dp: false,
+        noise: 1.0,
+        delta: 1e-5,
+        epsilon_budget: None,
+        noise_seed: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -105,6 +124,10 @@ fn parse_args() -> std::result::Result<Options, String> {
             "--lr" => o.lr = Some(value.parse().map_err(|_| bad())?),
             "--clip" => o.clip = value.parse().map_err(|_| bad())?,
             "--seed" => o.seed = value.parse().map_err(|_| bad())?,
+            "--noise" => o.noise = value.parse().map_err(|_| bad())?,
+            "--delta" => o.delta = value.parse().map_err(|_| bad())?,
+            "--epsilon-budget" => o.epsilon_budget = Some(value.parse().map_err(|_| bad())?),
+            "--noise-seed" => o.noise_seed = Some(value.parse().map_err(|_| bad())?),
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
@@ -227,30 +250,122 @@ fn reduced(
     Ok((directions, 1.0))
 }
 
-/// What the privacy hook knows about a step.
-#[allow(dead_code)]
-struct StepInfo {
-    /// Steps taken so far (0-based index of this one).
-    step: usize,
-    /// Samples in this batch.
-    batch: usize,
-    /// The sampling rate (batch size over data set size).
-    sample_rate: f64,
-    /// The clip norm C (the L2 sensitivity of a sum of flat-clipped per-sample gradients).
-    clip: f64,
+/// DP-SGD training: Poisson-sampled batches, one `DpSgd::step` per batch on the per-sample
+/// gradients of the one forward/backward pass, epsilon after every epoch, and an optional budget.
+fn train_dp(
+    o: &Options,
+    model: &mut Sequential,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+    rng: &mut Rng,
+) -> Result<()> {
+    let n = train.len();
+    let q = o.batch as f64 / n as f64;
+    let noise = match o.noise_seed {
+        Some(seed) => NoiseGenerator::new(seed),
+        None => NoiseGenerator::secure()?,
+    };
+    println!(
+        "DP-SGD: noise multiplier {}, clip C = {}, sample rate q = {q:.5}, delta {}; {noise}",
+        o.noise, o.clip, o.delta
+    );
+    let config = DpSgdConfig::new(o.noise, Clipping::flat(o.clip), q, o.batch as f64);
+    let mut dp = DpSgd::new(config, noise)?;
+    let budget = o
+        .epsilon_budget
+        .map(|e| Budget::new(e, o.delta))
+        .transpose()?;
+    let lr = o.lr.unwrap_or(0.5);
+    let steps_per_epoch = n / o.batch;
+    for epoch in 1..=o.epochs {
+        let start = Instant::now();
+        let (mut loss_sum, mut seen, mut correct) = (0.0f64, 0usize, 0usize);
+        for _ in 0..steps_per_epoch {
+            if let Some(b) = &budget {
+                if !b.allows_next_step(&dp)? {
+                    println!(
+                        "stopping: the next step would spend more than epsilon = {}",
+                        o.epsilon_budget.unwrap_or_default()
+                    );
+                    return report_epoch(
+                        epoch, &dp, o, model, test, device, loss_sum, seen, correct, start,
+                    );
+                }
+            }
+            // Poisson sampling: every example joins independently with probability q.
+            let chosen: Vec<usize> = (0..n).filter(|_| rng.uniform() < q).collect();
+            let grads: Vec<Tensor> = if chosen.is_empty() {
+                // An empty batch still gets its noise and counts as a step.
+                model
+                    .params()
+                    .iter()
+                    .map(|p| {
+                        let mut shape = vec![0];
+                        shape.extend_from_slice(p.shape());
+                        Tensor::zeros(p.dtype(), &shape, device)
+                    })
+                    .collect::<Result<_>>()?
+            } else {
+                let (x, y) = train.batch(&chosen, device)?;
+                let logits = model.forward(&x)?;
+                let ce = softmax_cross_entropy(&logits, &y)?;
+                model.backward(&ce.grad_logits)?;
+                loss_sum += ce.mean_loss()? * chosen.len() as f64;
+                seen += chosen.len();
+                correct += predictions(&logits)?
+                    .iter()
+                    .zip(&y)
+                    .filter(|(&p, &l)| p == l as usize)
+                    .count();
+                model
+                    .param_grads(Sink::Keep)?
+                    .into_iter()
+                    .map(|g| g.per_sample.tensor().clone())
+                    .collect()
+            };
+            let refs: Vec<&Tensor> = grads.iter().collect();
+            let step = dp.step(&refs)?;
+            let params = model
+                .params()
+                .into_iter()
+                .zip(&step.gradients)
+                .map(|(p, d)| sgd_step(p, d, lr))
+                .collect::<Result<Vec<_>>>()?;
+            model.set_params(params)?;
+        }
+        report_epoch(
+            epoch, &dp, o, model, test, device, loss_sum, seen, correct, start,
+        )?;
+    }
+    Ok(())
 }
 
-/// DP-SGD's hook, called once per step with the aggregated update directions when `--dp` is on:
-/// this is where Gaussian noise (std = noise multiplier x C, over the expected batch size) will be
-/// added to the clipped mean and the accountant told about the step, so that epsilon can be
-/// reported per epoch (valid for Poisson sampling at `sample_rate`). Not implemented yet.
-fn privatize(directions: Vec<Tensor>, info: &StepInfo) -> Result<Vec<Tensor>> {
-    let _ = (&directions, info.step);
-    Err(Error::InvalidParameter(
-        "--dp: DP-SGD noise and epsilon reporting are not implemented yet (the hook is privatize() in \
-         examples/train_mlp.rs); run without --dp"
-            .into(),
-    ))
+#[allow(clippy::too_many_arguments)]
+fn report_epoch(
+    epoch: usize,
+    dp: &DpSgd,
+    o: &Options,
+    model: &mut Sequential,
+    test: &Dataset,
+    device: &Device,
+    loss_sum: f64,
+    seen: usize,
+    correct: usize,
+    start: Instant,
+) -> Result<()> {
+    let test_acc = accuracy(model, test, device)?;
+    let spent = dp.epsilon(o.delta)?;
+    println!(
+        "epoch {epoch}: loss {:.4}, train accuracy {:.1}%, test accuracy {:.1}%, epsilon {:.3} ({} steps; holds for Poisson sampling at rate q) ({:.2} s)",
+        loss_sum / seen.max(1) as f64,
+        100.0 * correct as f64 / seen.max(1) as f64,
+        100.0 * test_acc,
+        spent.epsilon(),
+        dp.steps(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn accuracy(model: &mut Sequential, data: &Dataset, device: &Device) -> Result<f64> {
@@ -284,8 +399,10 @@ fn run(o: &Options) -> Result<()> {
     let mut model = model(o.seed, &device)?;
     println!("chance accuracy: {:.1}%", 100.0 / CLASSES as f64);
 
+    if o.dp {
+        return train_dp(o, &mut model, &train, &test, &device, &mut rng);
+    }
     let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut step = 0;
     for epoch in 1..=o.epochs {
         let start = Instant::now();
         // A seeded shuffle (Fisher-Yates).
@@ -299,16 +416,7 @@ fn run(o: &Options) -> Result<()> {
             let logits = model.forward(&x)?;
             let ce = softmax_cross_entropy(&logits, &y)?;
             model.backward(&ce.grad_logits)?;
-            let (mut directions, scale) = aggregate(&model, o.aggregate, o.clip, chunk.len())?;
-            if o.dp {
-                let info = StepInfo {
-                    step,
-                    batch: chunk.len(),
-                    sample_rate: o.batch as f64 / train.len() as f64,
-                    clip: o.clip,
-                };
-                directions = privatize(directions, &info)?;
-            }
+            let (directions, scale) = aggregate(&model, o.aggregate, o.clip, chunk.len())?;
             let params = model
                 .params()
                 .into_iter()
@@ -322,7 +430,6 @@ fn run(o: &Options) -> Result<()> {
                 .zip(&y)
                 .filter(|(&p, &l)| p == l as usize)
                 .count();
-            step += 1;
         }
         let test_acc = accuracy(&mut model, &test, &device)?;
         println!(
