@@ -12,7 +12,8 @@
 //! bins, each warp totals two digits over the 8 warps, and every thread of the column scans the
 //! 16 totals to pick the digit.
 //!
-//! Shared memory: `tile` (B x tile accumulators), `keys` (B x tile keys, when the plan selects),
+//! Shared memory: `tile` (B x tile accumulators), `keys` (B x tile keys, when the plan selects
+//! from a column other than `g` itself, whose keys are read from the tile directly),
 //! and a scratch area for partials and histograms (see [`tile_smem`]).
 
 use std::fmt::Write;
@@ -38,7 +39,7 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
         Acc::F64 => 8,
     };
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
-    let per_element = acc * if selects { 2 } else { 1 };
+    let per_element = acc * if needs_key_array(plan) { 2 } else { 1 };
     let slots = plan
         .steps
         .iter()
@@ -60,6 +61,20 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
         0
     };
     (per_element, partials.max(histogram))
+}
+
+/// Whether a selection reads its keys straight from the tile (the column is `g` itself), so it
+/// needs no key array.
+fn direct_keys(plan: &Plan, t: usize) -> bool {
+    let c = &plan.temps[t].reduce.column;
+    c.value == Scalar::Load && c.keep.is_none()
+}
+
+/// Whether some selection needs the key array.
+fn needs_key_array(plan: &Plan) -> bool {
+    plan.steps
+        .iter()
+        .any(|s| matches!(s, Step::Select(t) if !direct_keys(plan, *t)))
 }
 
 fn slots_of(op: &ReduceOp) -> usize {
@@ -105,7 +120,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     s.push_str("    extern __shared__ __align__(16) unsigned char psg_smem[];\n");
     s.push_str("    const int tile_w = 1 << tile_log2;\n");
     s.push_str("    psg_acc* const tile = (psg_acc*)psg_smem;\n");
-    if selects {
+    if needs_key_array(plan) {
         s.push_str("    psg_key* const keys = (psg_key*)(tile + n_b * tile_w);\n");
         s.push_str("    psg_acc* const part = (psg_acc*)(keys + n_b * tile_w);\n");
     } else {
@@ -282,32 +297,36 @@ fn emit_select(
         .map(e)
         .unwrap_or_else(|| "true".into());
     writeln!(s, "    psg_acc {name};\n    {{").ok();
-    s.push_str(
-        "        // Keys of this column once; removed values get the largest key, which ranks\n",
-    );
-    s.push_str(
-        "        // after every kept value and so never changes a rank below the kept count.\n",
-    );
-    s.push_str("        int kept = 0;\n");
-    s.push_str("        if (active) {\n            for (long long b = w; b < n_b; b += 8) {\n");
-    loop_header_with(
-        s,
-        "                ",
-        [&r.column],
-        e,
-        &plan.ranks,
-        from_tile,
-    );
-    writeln!(
-        s,
-        "                const bool keep_b = {keep};\n                keys[(b << tile_log2) + lane] = keep_b ? psg_to_key({}) : ~(psg_key)0;\n                kept += keep_b ? 1 : 0;",
-        e(&r.column.value)
-    )
-    .ok();
-    s.push_str("            }\n        }\n");
-    s.push_str("        bins[w * 32 + lane] = kept;\n        __syncthreads();\n");
-    s.push_str("        long long total = 0;\n");
-    s.push_str("        for (int r = 0; r < 8; ++r) total += bins[r * 32 + lane];\n");
+    let direct = direct_keys(plan, t);
+    if direct {
+        // The column is g itself: its keys come straight from the tile, and all B are kept.
+        s.push_str("        const long long total = n_b;\n");
+    } else {
+        s.push_str(
+            "        // Keys of this column once; removed values get the largest key, which\n",
+        );
+        s.push_str("        // ranks after every kept value and so never changes a rank below the count.\n");
+        s.push_str("        int kept = 0;\n");
+        s.push_str("        if (active) {\n            for (long long b = w; b < n_b; b += 8) {\n");
+        loop_header_with(
+            s,
+            "                ",
+            [&r.column],
+            e,
+            &plan.ranks,
+            from_tile,
+        );
+        writeln!(
+            s,
+            "                const bool keep_b = {keep};\n                keys[(b << tile_log2) + lane] = keep_b ? psg_to_key({}) : ~(psg_key)0;\n                kept += keep_b ? 1 : 0;",
+            e(&r.column.value)
+        )
+        .ok();
+        s.push_str("            }\n        }\n");
+        s.push_str("        bins[w * 32 + lane] = kept;\n        __syncthreads();\n");
+        s.push_str("        long long total = 0;\n");
+        s.push_str("        for (int r = 0; r < 8; ++r) total += bins[r * 32 + lane];\n");
+    }
     writeln!(s, "        const long long k = psg_index({});", e(k)).ok();
     s.push_str("        const bool valid = k >= 0 && k < total;\n");
     s.push_str("        long long rem = valid ? k : 0;\n        psg_key prefix = 0;\n");
@@ -328,7 +347,13 @@ fn emit_select(
     s.push_str(
         "            if (active) {\n                for (long long b = w; b < n_b; b += 8) {\n",
     );
-    s.push_str("                    const psg_key key = keys[(b << tile_log2) + lane];\n");
+    if direct {
+        s.push_str(
+            "                    const psg_key key = psg_to_key(tile[(b << tile_log2) + lane]);\n",
+        );
+    } else {
+        s.push_str("                    const psg_key key = keys[(b << tile_log2) + lane];\n");
+    }
     s.push_str("                    if ((key & high) == (prefix & high)) my_bins[(int)((key >> shift) & 15) * 32] += 1;\n");
     s.push_str("                }\n            }\n            __syncthreads();\n");
     // Warp w totals digits 2w and 2w + 1 over the 8 warps; then each thread scans 16 totals.

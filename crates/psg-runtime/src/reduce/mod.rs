@@ -58,21 +58,29 @@ pub struct TiledKernels {
     pub fixed_bytes: [u32; 4],
 }
 
-/// The shared memory a tiled kernel may ask for: enough for two or more blocks per
-/// multiprocessor, so one block's loads overlap another's arithmetic.
+/// The shared memory a tiled kernel prefers to stay within: small enough for four or more
+/// blocks per multiprocessor, so that some blocks load while others compute.
+pub const TILE_SHARED_PREFERRED: u32 = 56 * 1024;
+
+/// The most shared memory a tiled kernel may ask for (two blocks per multiprocessor).
 pub const TILE_SHARED_BUDGET: u32 = 100 * 1024;
 
 impl TiledKernels {
-    /// The widest tile (log2 of its width) whose shared memory fits [`TILE_SHARED_BUDGET`] for a
-    /// batch of `batch` samples of `dtype`, and the bytes it needs; `None` when even 8 columns do
-    /// not fit (the thread-per-column kernel then runs).
+    /// The tile (log2 of its width) for a batch of `batch` samples of `dtype`, and the bytes it
+    /// needs: the widest tile within [`TILE_SHARED_PREFERRED`], else the widest within
+    /// [`TILE_SHARED_BUDGET`]; `None` when even 8 columns do not fit (the thread-per-column kernel
+    /// then runs).
     pub fn choose(&self, dtype: crate::DType, batch: usize) -> Option<(u32, u32)> {
         let per = u64::from(self.bytes_per_element[dtype.index()]);
         let fixed = u64::from(self.fixed_bytes[dtype.index()]);
-        [5u32, 4, 3].into_iter().find_map(|log2| {
-            let bytes = batch as u64 * (1u64 << log2) * per + fixed;
-            (bytes <= u64::from(TILE_SHARED_BUDGET)).then_some((log2, bytes as u32))
-        })
+        [TILE_SHARED_PREFERRED, TILE_SHARED_BUDGET]
+            .into_iter()
+            .find_map(|budget| {
+                [5u32, 4, 3].into_iter().find_map(|log2| {
+                    let bytes = batch as u64 * (1u64 << log2) * per + fixed;
+                    (bytes <= u64::from(budget)).then_some((log2, bytes as u32))
+                })
+            })
     }
 }
 
