@@ -131,11 +131,11 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         s.push_str("    int* const totals = bins + 8 * 16 * 32;\n");
     }
     s.push_str("    const int lane = threadIdx.x, w = threadIdx.y;\n");
-    s.push_str("    const long long p0 = (long long)blockIdx.x << tile_log2;\n");
-    s.push_str("    const long long p = p0 + lane;\n");
-    s.push_str("    const bool active = lane < tile_w && p < n_p;\n");
-    s.push_str(&load_tile(dtype));
+
+    // B is bounded by shared memory here, so 32-bit sample indices suffice.
+    s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
+    s.push_str(&tile_loop_head(dtype));
 
     for step in &plan.steps {
         match step {
@@ -163,7 +163,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
             s.push_str("    }\n");
         }
         Output::Batch(column) => {
-            s.push_str("    if (active) {\n        for (long long b = w; b < n_b; b += 8) {\n");
+            s.push_str("    if (active) {\n        #pragma unroll 4\n        for (int b = w; b < n_bi; b += 8) {\n");
             loop_header_with(
                 &mut s,
                 "            ",
@@ -184,6 +184,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
             .ok();
         }
     }
+    s.push_str("    __syncthreads();\n    }\n");
     s.push_str("}\n");
     s
 }
@@ -211,7 +212,7 @@ fn emit_loop(
         }
         .ok();
     }
-    s.push_str("    if (active) {\n        for (long long b = w; b < n_b; b += 8) {\n");
+    s.push_str("    if (active) {\n        #pragma unroll 4\n        for (int b = w; b < n_bi; b += 8) {\n");
     let columns = temps.iter().map(|&t| &plan.temps[t].reduce.column);
     loop_header_with(s, "            ", columns, e, &plan.ranks, from_tile);
     for &t in temps {
@@ -307,7 +308,7 @@ fn emit_select(
         );
         s.push_str("        // ranks after every kept value and so never changes a rank below the count.\n");
         s.push_str("        int kept = 0;\n");
-        s.push_str("        if (active) {\n            for (long long b = w; b < n_b; b += 8) {\n");
+        s.push_str("        if (active) {\n            for (int b = w; b < n_bi; b += 8) {\n");
         loop_header_with(
             s,
             "                ",
@@ -344,9 +345,7 @@ fn emit_select(
         "            const psg_key high = shift + 4 >= {key_bits} ? (psg_key)0 : (~(psg_key)0) << (shift + 4);"
     )
     .ok();
-    s.push_str(
-        "            if (active) {\n                for (long long b = w; b < n_b; b += 8) {\n",
-    );
+    s.push_str("            if (active) {\n                for (int b = w; b < n_bi; b += 8) {\n");
     if direct {
         s.push_str(
             "                    const psg_key key = psg_to_key(tile[(b << tile_log2) + lane]);\n",
@@ -377,13 +376,10 @@ fn emit_select(
     .ok();
 }
 
-/// The code that loads the `B x tile` block into shared memory (as accumulators). With `vec` (the
-/// runtime's word that rows are 16-byte aligned: P * element size is a multiple of 16 and g is
-/// 16-byte aligned), each thread moves 16-byte vectors, four in flight before the first store;
-/// otherwise one element at a time.
-fn load_tile(dtype: DType) -> String {
-    // Elements per 16-byte vector, log2; and how a vector `v` becomes accumulators at `dst`.
-    let (v_log2, unpack) = match dtype {
+/// Elements per 16-byte vector (log2) for a dtype, and how a vector `v` becomes accumulators at
+/// `dst`.
+fn vector_unpack(dtype: DType) -> (u32, &'static str) {
+    match dtype {
         DType::F32 => (
             2,
             "*(float4*)dst = make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z), __uint_as_float(v.w));",
@@ -406,44 +402,58 @@ fn load_tile(dtype: DType) -> String {
                  asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(hi) : \"h\"((unsigned short)(u[j] >> 16))); \
                  dst[2 * j] = lo; dst[2 * j + 1] = hi; }",
         ),
-    };
+    }
+}
+
+/// Vectors each thread prefetches into registers (the rest of a large tile is loaded when the
+/// tile is filled).
+const PREFETCH: usize = 8;
+
+/// The persistent loop's head: block `blockIdx.x` walks tiles `blockIdx.x, + gridDim.x, ...`.
+/// With `vec` (the runtime's word that rows are 16-byte aligned: P * element size is a multiple
+/// of 16 and g is 16-byte aligned) each thread holds its share of the next tile in registers as
+/// 16-byte vectors, loaded while the current tile is computed, and unpacks them into shared
+/// memory at the top of the next iteration; otherwise the tile is loaded element by element.
+fn tile_loop_head(dtype: DType) -> String {
+    let (v_log2, unpack) = vector_unpack(dtype);
     format!(
-        r#"    {{
-        // Load the B x tile block once; each warp reads whole row segments.
-        const int tid = w * 32 + lane;
-        if (vec) {{
-            const int per_row_log2 = tile_log2 - {v_log2};
-            const long long n_vec = n_b << per_row_log2;
-            for (long long i0 = tid; i0 < n_vec; i0 += 4 * 256) {{
-                uint4 vs[4];
-                #pragma unroll
-                for (int u = 0; u < 4; ++u) {{
-                    const long long i = i0 + u * 256;
-                    const long long row = i >> per_row_log2;
-                    const long long col = p0 + ((i & ((1 << per_row_log2) - 1)) << {v_log2});
-                    vs[u] = make_uint4(0u, 0u, 0u, 0u);
-                    if (i < n_vec && col < n_p) vs[u] = *(const uint4*)(g + row * n_p + col);
-                }}
-                #pragma unroll
-                for (int u = 0; u < 4; ++u) {{
-                    const long long i = i0 + u * 256;
-                    if (i < n_vec) {{
-                        const uint4 v = vs[u];
-                        psg_acc* const dst = tile + (i << {v_log2});
-                        {unpack}
-                    }}
-                }}
+        r#"    const long long n_tiles = (n_p + tile_w - 1) >> tile_log2;
+    const int tid = w * 32 + lane;
+    const int per_row_log2 = tile_log2 - {v_log2};
+    const int n_vec = n_bi << per_row_log2;
+    uint4 pf[{PREFETCH}];
+    #define PSG_PREFETCH(T) {{         const long long q0 = (long long)(T) << tile_log2;         _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{             const int i = tid + u * 256;             const long long col = q0 + ((long long)(i & ((1 << per_row_log2) - 1)) << {v_log2});             pf[u] = make_uint4(0u, 0u, 0u, 0u);             if (i < n_vec && col < n_p) pf[u] = *(const uint4*)(g + (long long)(i >> per_row_log2) * n_p + col);         }} }}
+    if (vec) PSG_PREFETCH(blockIdx.x);
+    for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {{
+    const long long p0 = t << tile_log2;
+    const long long p = p0 + lane;
+    const bool active = lane < tile_w && p < n_p;
+    if (vec) {{
+        #pragma unroll
+        for (int u = 0; u < {PREFETCH}; ++u) {{
+            const int i = tid + u * 256;
+            if (i < n_vec) {{
+                const uint4 v = pf[u];
+                psg_acc* const dst = tile + (i << {v_log2});
+                {unpack}
             }}
-        }} else {{
-            const long long n = n_b << tile_log2;
-            for (long long i = tid; i < n; i += 256) {{
-                const long long row = i >> tile_log2;
-                const long long col = p0 + (i & (tile_w - 1));
-                tile[i] = col < n_p ? psg_load(g, row * n_p + col) : (psg_acc)0;
-            }}
+        }}
+        for (int i = tid + {PREFETCH} * 256; i < n_vec; i += 256) {{
+            const long long col = p0 + ((long long)(i & ((1 << per_row_log2) - 1)) << {v_log2});
+            const uint4 v = col < n_p ? *(const uint4*)(g + (long long)(i >> per_row_log2) * n_p + col) : make_uint4(0u, 0u, 0u, 0u);
+            psg_acc* const dst = tile + (i << {v_log2});
+            {unpack}
+        }}
+    }} else {{
+        const int n = n_bi << tile_log2;
+        for (int i = tid; i < n; i += 256) {{
+            const long long col = p0 + (i & (tile_w - 1));
+            tile[i] = col < n_p ? psg_load(g, (long long)(i >> tile_log2) * n_p + col) : (psg_acc)0;
         }}
     }}
     __syncthreads();
+    // The next tile's loads are in flight while this one is computed.
+    if (vec && t + gridDim.x < n_tiles) PSG_PREFETCH(t + gridDim.x);
 "#
     )
 }

@@ -37,11 +37,12 @@ __device__ __forceinline__ psg_acc psg_powi(psg_acc x, int n) {
     }
     return n < 0 ? (psg_acc)1 / r : r;
 }
-/* Gaussian density; NaN unless sigma > 0. */
+/* Gaussian density; NaN unless sigma > 0. Written with reciprocals of sigma, which the compiler
+   hoists out of a loop over the column (mu and sigma do not change along it). */
 __device__ __forceinline__ psg_acc psg_normal_pdf(psg_acc x, psg_acc mu, psg_acc sigma) {
     if (!(sigma > (psg_acc)0)) return psg_nan();
-    const psg_acc z = (x - mu) / sigma;
-    return psg_exp((psg_acc)-0.5 * (z * z)) / (sigma * (psg_acc)2.5066282746310002);
+    const psg_acc z = (x - mu) * ((psg_acc)1 / sigma);
+    return psg_exp((psg_acc)-0.5 * (z * z)) * ((psg_acc)1 / (sigma * (psg_acc)2.5066282746310002));
 }
 /* torch.lerp's formula. */
 __device__ __forceinline__ psg_acc psg_lerp(psg_acc a, psg_acc b, psg_acc w) {

@@ -117,6 +117,35 @@ impl CudaDevice {
     /// Compiles `kernel` (through the caches) and enqueues it on this device's stream with `args`
     /// in order. Returns once it is enqueued; errors inside the kernel surface at the next
     /// synchronising call.
+    /// How many blocks of `kernel` (with `block_threads` threads and `shared_bytes` of dynamic
+    /// shared memory each) the whole device runs at once: the size of a persistent grid.
+    pub fn resident_blocks(
+        &self,
+        kernel: &KernelSource,
+        block_threads: u32,
+        shared_bytes: u32,
+    ) -> Result<u32> {
+        let (function, _) = self.function(kernel)?;
+        guarded("cuOccupancyMaxActiveBlocksPerMultiprocessor", || {
+            self.bind()?;
+            if shared_bytes > DEFAULT_SHARED_LIMIT {
+                let attr = CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+                let bytes = i32::try_from(shared_bytes).unwrap_or(i32::MAX);
+                function
+                    .set_attribute(attr, bytes)
+                    .map_err(|e| driver_error("cuFuncSetAttribute", e))?;
+            }
+            let per_sm = function
+                .occupancy_max_active_blocks_per_multiprocessor(
+                    block_threads,
+                    shared_bytes as usize,
+                    None,
+                )
+                .map_err(|e| driver_error("cuOccupancyMaxActiveBlocksPerMultiprocessor", e))?;
+            Ok(per_sm.max(1) * self.multiprocessor_count())
+        })
+    }
+
     ///
     /// The arguments must match the kernel's parameters in number, order and type, and every
     /// `Ptr` must point to live device memory of this device large enough for what the kernel

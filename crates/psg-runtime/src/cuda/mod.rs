@@ -40,6 +40,8 @@ struct Inner {
     compute_capability: (u32, u32),
     /// The most dynamic shared memory one block may opt in to.
     max_shared_optin: u32,
+    /// Streaming multiprocessors on the device.
+    multiprocessors: u32,
     borrowed_stream: bool,
     kernels: kernels::KernelCache,
 }
@@ -102,6 +104,9 @@ impl CudaDevice {
                     sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
                 )
                 .map_err(|e| driver_error("cuDeviceGetAttribute", e))?;
+            let sms = ctx
+                .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+                .map_err(|e| driver_error("cuDeviceGetAttribute", e))?;
             let to_u32 = |v: i32| u32::try_from(v).unwrap_or(0);
             Ok(CudaDevice {
                 inner: Arc::new(Inner {
@@ -111,6 +116,7 @@ impl CudaDevice {
                     name,
                     compute_capability: (to_u32(major), to_u32(minor)),
                     max_shared_optin: to_u32(optin),
+                    multiprocessors: to_u32(sms).max(1),
                     borrowed_stream: borrowed.is_some(),
                     kernels: kernels::KernelCache::default(),
                 }),
@@ -121,6 +127,11 @@ impl CudaDevice {
     /// The device's name, e.g. `"NVIDIA H100 80GB HBM3"`.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The number of streaming multiprocessors.
+    pub fn multiprocessor_count(&self) -> u32 {
+        self.inner.multiprocessors
     }
 
     /// The compute capability (major, minor), e.g. (9, 0).

@@ -63,7 +63,11 @@ pub(super) fn run(
             let row_bytes = plan.width * dtype.size_in_bytes();
             let vec = row_bytes.is_multiple_of(16) && g.cuda_ptr()?.is_multiple_of(16);
             args.push(KernelArg::I32(i32::from(vec)));
-            let blocks = u32::try_from(plan.width.div_ceil(tile)).map_err(|_| {
+            // A persistent grid: one wave of resident blocks, each walking tiles
+            // blockIdx.x, blockIdx.x + gridDim.x, ... and prefetching the next while it works.
+            let kernel = &tiled.cuda[dtype.index()];
+            let resident = device.resident_blocks(kernel, 256, bytes)? as usize;
+            let blocks = u32::try_from(plan.width.div_ceil(tile).min(resident)).map_err(|_| {
                 Error::Shape(format!(
                     "reduction `{}`: P = {} needs too many blocks",
                     def.name, plan.width
@@ -74,7 +78,7 @@ pub(super) fn run(
                 block: (32, 8, 1),
                 shared_bytes: bytes,
             };
-            device.launch(&tiled.cuda[dtype.index()], cfg, &args)?;
+            device.launch(kernel, cfg, &args)?;
             return Ok(outputs);
         }
     }

@@ -44,7 +44,8 @@ pub enum LaunchShape {
 /// block of `g` for `tile` consecutive columns once (coalesced), and every pass of the reduction
 /// reads it from shared memory, so `g` is read from device memory exactly once.
 ///
-/// Launch: grid `(ceil(P / tile), 1, 1)`, block `(32, 8, 1)`, dynamic shared memory
+/// Launch: a persistent grid of `min(ceil(P / tile), resident blocks)` blocks that walk the tiles,
+/// block `(32, 8, 1)`, dynamic shared memory
 /// `B * tile * bytes_per_element + fixed_bytes`; the kernel takes the fallback's parameters
 /// followed by `int tile_log2` (tile = 1 << tile_log2, one of 32, 16, 8) and `int vec` (1 when
 /// every row of `g` starts 16-byte aligned, so the kernel may load 16-byte vectors).
