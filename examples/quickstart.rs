@@ -105,6 +105,7 @@ fn main() -> Result<()> {
         ("median", Box::new(|| ops::median(&g))),
         ("median_low", Box::new(|| ops::median_low(&g))),
         ("quantile 0.9", Box::new(|| ops::quantile(&g, 0.9))),
+        ("kth (k = B/2)", Box::new(|| ops::kth(&g, b / 2))),
         (
             "z-score mean (k=3)",
             Box::new(|| Ok(ops::outlier_mean(&g, OutlierRule::ZScore { k: 3.0 })?.mean)),
@@ -120,6 +121,10 @@ fn main() -> Result<()> {
         (
             "z-score cleaned",
             Box::new(|| ops::remove_outliers(&g, OutlierRule::ZScore { k: 3.0 }, Removed::Zero)),
+        ),
+        (
+            "MAD cleaned (NaN-marked)",
+            Box::new(|| ops::remove_outliers(&g, OutlierRule::Mad { k: 3.0 }, Removed::NaN)),
         ),
         (
             "gaussian-weighted sum",
@@ -144,6 +149,10 @@ fn main() -> Result<()> {
         (
             "value clip (|x|<=1)",
             Box::new(|| ops::clip_values(&g, 1.0)),
+        ),
+        (
+            "value clip (50% of max)",
+            Box::new(|| ops::clip_values_relative(&g, 0.5)),
         ),
         ("robust_mean (user, k=3)", Box::new(|| robust_mean(&g, 3.0))),
     ];

@@ -112,7 +112,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     params.push("int vec".into());
     writeln!(
         s,
-        "\nextern \"C\" __global__ void __launch_bounds__(256) {}({}) {{",
+        "\nextern \"C\" __global__ void __launch_bounds__(256, 4) {}({}) {{",
         tile_kernel_name(plan, dtype),
         params.join(", ")
     )
