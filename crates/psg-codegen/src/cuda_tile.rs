@@ -1,7 +1,8 @@
 //! The tiled CUDA kernel: g is read from device memory once.
 //!
-//! A block of 32 x 8 threads owns `tile` consecutive columns (`tile` = 1 << `tile_log2`, 32, 16
-//! or 8, chosen by the runtime so that shared memory fits). It loads the `B x tile` block of `g`
+//! A block of 32 x 8 threads owns `tile` consecutive columns (`tile` = 1 << `tile_log2`, 8 to 128,
+//! chosen by the runtime so that a tile moves enough bytes and shared memory fits); tiles wider
+//! than a warp are computed 32 columns at a time. It loads the `B x tile` block of `g`
 //! into shared memory with all 256 threads (each warp reads whole row segments: coalesced), then
 //! runs every pass of the schedule from shared memory: thread `(lane, w)` works on column `lane`
 //! and samples `b = w, w + 8, ...`, which is exactly the canonical partial `w` of a sum
@@ -98,7 +99,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         ranks: &plan.ranks,
     };
     let e = |expr: &Scalar| print(expr, &syntax, &scope);
-    let from_tile = |i: &str| format!("tile[({i} << tile_log2) + lane]");
+    let from_tile = |i: &str| format!("tile[({i} << tile_log2) + col]");
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
     let key_bits = match syntax.acc {
         Acc::F32 => 32,
@@ -112,7 +113,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     params.push("int vec".into());
     writeln!(
         s,
-        "\nextern \"C\" __global__ void __launch_bounds__(256, 4) {}({}) {{",
+        "\nextern \"C\" __global__ void __launch_bounds__(256) {}({}) {{",
         tile_kernel_name(plan, dtype),
         params.join(", ")
     )
@@ -136,6 +137,11 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
     s.push_str(&tile_loop_head(dtype));
+    // Tiles wider than a warp are computed 32 columns at a time.
+    s.push_str("    for (int cs = 0; cs < tile_w; cs += 32) {\n");
+    s.push_str("    const int col = lane + cs;\n");
+    s.push_str("    const long long p = p0 + col;\n");
+    s.push_str("    const bool active = col < tile_w && p < n_p;\n");
 
     for step in &plan.steps {
         match step {
@@ -184,7 +190,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
             .ok();
         }
     }
-    s.push_str("    __syncthreads();\n    }\n");
+    s.push_str("    __syncthreads();\n    }\n    __syncthreads();\n    }\n");
     s.push_str("}\n");
     s
 }
@@ -319,7 +325,7 @@ fn emit_select(
         );
         writeln!(
             s,
-            "                const bool keep_b = {keep};\n                keys[(b << tile_log2) + lane] = keep_b ? psg_to_key({}) : ~(psg_key)0;\n                kept += keep_b ? 1 : 0;",
+            "                const bool keep_b = {keep};\n                keys[(b << tile_log2) + col] = keep_b ? psg_to_key({}) : ~(psg_key)0;\n                kept += keep_b ? 1 : 0;",
             e(&r.column.value)
         )
         .ok();
@@ -348,10 +354,10 @@ fn emit_select(
     s.push_str("            if (active) {\n                for (int b = w; b < n_bi; b += 8) {\n");
     if direct {
         s.push_str(
-            "                    const psg_key key = psg_to_key(tile[(b << tile_log2) + lane]);\n",
+            "                    const psg_key key = psg_to_key(tile[(b << tile_log2) + col]);\n",
         );
     } else {
-        s.push_str("                    const psg_key key = keys[(b << tile_log2) + lane];\n");
+        s.push_str("                    const psg_key key = keys[(b << tile_log2) + col];\n");
     }
     s.push_str("                    if ((key & high) == (prefix & high)) my_bins[(int)((key >> shift) & 15) * 32] += 1;\n");
     s.push_str("                }\n            }\n            __syncthreads();\n");
@@ -426,8 +432,6 @@ fn tile_loop_head(dtype: DType) -> String {
     if (vec) PSG_PREFETCH(blockIdx.x);
     for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {{
     const long long p0 = t << tile_log2;
-    const long long p = p0 + lane;
-    const bool active = lane < tile_w && p < n_p;
     if (vec) {{
         #pragma unroll
         for (int u = 0; u < {PREFETCH}; ++u) {{

@@ -47,7 +47,7 @@ pub enum LaunchShape {
 /// Launch: a persistent grid of `min(ceil(P / tile), resident blocks)` blocks that walk the tiles,
 /// block `(32, 8, 1)`, dynamic shared memory
 /// `B * tile * bytes_per_element + fixed_bytes`; the kernel takes the fallback's parameters
-/// followed by `int tile_log2` (tile = 1 << tile_log2, one of 32, 16, 8) and `int vec` (1 when
+/// followed by `int tile_log2` (tile = 1 << tile_log2, 8 to 128) and `int vec` (1 when
 /// every row of `g` starts 16-byte aligned, so the kernel may load 16-byte vectors).
 #[derive(Debug, Clone)]
 pub struct TiledKernels {
@@ -65,24 +65,45 @@ pub struct TiledKernels {
 /// three quarters of each warp idle in the arithmetic).
 pub const TILE_SHARED_PREFERRED: u32 = 72 * 1024;
 
+/// The bytes of `g` a tile should move from device memory: with a few blocks per
+/// multiprocessor, enough to keep the memory system busy.
+pub const TILE_TARGET_BYTES: u64 = 32 * 1024;
+
 /// The most shared memory a tiled kernel may ask for (two blocks per multiprocessor).
 pub const TILE_SHARED_BUDGET: u32 = 100 * 1024;
 
 impl TiledKernels {
-    /// The tile (log2 of its width) for a batch of `batch` samples of `dtype`, and the bytes it
-    /// needs: the widest tile within [`TILE_SHARED_PREFERRED`], else the widest within
+    /// The tile (log2 of its width) for a batch of `batch` samples of `dtype`, and the shared
+    /// memory it needs. Preferred: the narrowest tile of 32 to 128 columns that moves at least
+    /// [`TILE_TARGET_BYTES`] of `g` (enough bytes in flight per block), within
+    /// [`TILE_SHARED_PREFERRED`]; for large B, 16 or 8 columns within that budget, then within
     /// [`TILE_SHARED_BUDGET`]; `None` when even 8 columns do not fit (the thread-per-column kernel
     /// then runs).
     pub fn choose(&self, dtype: crate::DType, batch: usize) -> Option<(u32, u32)> {
         let per = u64::from(self.bytes_per_element[dtype.index()]);
         let fixed = u64::from(self.fixed_bytes[dtype.index()]);
+        let elem = dtype.size_in_bytes() as u64;
+        let shared = |log2: u32| batch as u64 * (1u64 << log2) * per + fixed;
+        let mut wide = None;
+        for log2 in 5u32..=7 {
+            if shared(log2) > u64::from(TILE_SHARED_PREFERRED) {
+                break;
+            }
+            wide = Some(log2);
+            if batch as u64 * (1u64 << log2) * elem >= TILE_TARGET_BYTES {
+                break;
+            }
+        }
+        if let Some(log2) = wide {
+            return Some((log2, shared(log2) as u32));
+        }
         [TILE_SHARED_PREFERRED, TILE_SHARED_BUDGET]
             .into_iter()
             .find_map(|budget| {
-                [5u32, 4, 3].into_iter().find_map(|log2| {
-                    let bytes = batch as u64 * (1u64 << log2) * per + fixed;
-                    (bytes <= u64::from(budget)).then_some((log2, bytes as u32))
-                })
+                [5u32, 4, 3]
+                    .into_iter()
+                    .find(|&log2| shared(log2) <= u64::from(budget))
+                    .map(|log2| (log2, shared(log2) as u32))
             })
     }
 }
