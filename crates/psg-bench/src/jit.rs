@@ -51,7 +51,11 @@ pub fn kernels(dtypes: &[DType], limit: Option<usize>) -> Vec<&'static KernelSou
     for d in dtypes {
         all.extend(defs.iter().map(|def| &def.cuda[d.index()]));
         // The tiled kernels are the ones that run for B up to about a thousand.
-        all.extend(defs.iter().filter_map(|def| def.tiled.as_ref()).map(|t| &t.cuda[d.index()]));
+        all.extend(
+            defs.iter()
+                .filter_map(|def| def.tiled.as_ref())
+                .map(|t| &t.cuda[d.index()]),
+        );
         let suffix = format!("_{}", d.name());
         all.extend(rows.iter().copied().filter(|k| k.name.ends_with(&suffix)));
     }

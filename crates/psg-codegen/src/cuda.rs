@@ -69,16 +69,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
 
     for step in &plan.steps {
         match step {
-            Step::Let(i) => {
-                let l = &plan.lets[*i];
-                writeln!(
-                    s,
-                    "    const auto {} = {};",
-                    names::local(*i, &l.name),
-                    e(&l.value)
-                )
-                .ok();
-            }
+            Step::Let(i) => emit_let(&mut s, plan, *i, &e),
             Step::Loop(temps) => {
                 for &t in temps {
                     writeln!(
@@ -194,6 +185,18 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     }
     s.push_str("}\n");
     s
+}
+
+/// Binds `lets[i]` (the same line in every kernel shape).
+pub(crate) fn emit_let(s: &mut String, plan: &Plan, i: usize, e: &dyn Fn(&Scalar) -> String) {
+    let l = &plan.lets[i];
+    writeln!(
+        s,
+        "    const auto {} = {};",
+        names::local(i, &l.name),
+        e(&l.value)
+    )
+    .ok();
 }
 
 /// The parameters every kernel shape takes, in the runtime's order.

@@ -20,7 +20,7 @@
 use std::fmt::Write;
 
 use crate::cuda::{
-    combine_partials, header, kernel_name, kernel_params, loop_header_with, prelude,
+    combine_partials, emit_let, header, kernel_name, kernel_params, loop_header_with, prelude,
     update_partial, Cuda,
 };
 use crate::expr::{names, print, Acc, Scope, Syntax};
@@ -145,16 +145,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
 
     for step in &plan.steps {
         match step {
-            Step::Let(i) => {
-                let l = &plan.lets[*i];
-                writeln!(
-                    s,
-                    "    const auto {} = {};",
-                    names::local(*i, &l.name),
-                    e(&l.value)
-                )
-                .ok();
-            }
+            Step::Let(i) => emit_let(&mut s, plan, *i, &e),
             Step::Loop(temps) => emit_loop(&mut s, plan, temps, &syntax, &e, &from_tile),
             Step::Select(t) => emit_select(&mut s, plan, *t, key_bits, &e, &from_tile),
         }
