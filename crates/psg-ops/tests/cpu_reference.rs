@@ -338,3 +338,45 @@ fn parameters_out_of_range_are_errors_that_say_so() {
     let wrong_len = Tensor::from_slice(&[1.0f32, 1.0], &[2], &Device::Cpu).unwrap();
     assert!(ops::clipped_sum(&t, &wrong_len).is_err());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Under each non-finite policy, on random columns full of NaN and infinities: `Propagate`
+    /// leaves the tensors alone, `DropSamples` keeps exactly the samples that are finite in every
+    /// tensor (and the statistics of what is left match the references), `Error` names the first
+    /// bad value in tensor, sample, coordinate order.
+    #[test]
+    fn nonfinite_policies_match_a_plain_filter(seed: u64, b in 1usize..12, p in 1usize..5) {
+        let mut rng = Rng::new(seed);
+        let (g1, g2) = (rng.nasty(b * p, true), rng.nasty(b * 2, true));
+        let (t1, t2) = (tensor(&g1, b, p), tensor(&g2, b, 2));
+        prop_assert!(ops::apply_nonfinite_policy(&[&t1, &t2], ops::NonFinite::Propagate).unwrap().is_none());
+
+        let finite_row = |g: &[f32], w: usize, row: usize| g[row * w..(row + 1) * w].iter().all(|x| x.is_finite());
+        let keep: Vec<usize> = (0..b).filter(|&r| finite_row(&g1, p, r) && finite_row(&g2, 2, r)).collect();
+        let dropped = ops::apply_nonfinite_policy(&[&t1, &t2], ops::NonFinite::DropSamples).unwrap();
+        if keep.len() == b {
+            prop_assert!(dropped.is_none());
+        } else {
+            let kept = dropped.unwrap();
+            let want: Vec<f32> = keep.iter().flat_map(|&r| g1[r * p..(r + 1) * p].to_vec()).collect();
+            assert_identical("kept rows", &values(kept[0].clone()), &want);
+            prop_assert_eq!(kept[1].shape(), &[keep.len(), 2]);
+            let (k, s) = (keep.len(), scales(&want, keep.len(), p));
+            assert_identical("median after dropping", &values(ops::median(&kept[0]).unwrap()), &per_column(&want, k, p, r::median));
+            assert_close("mean after dropping", &values(ops::mean(&kept[0]).unwrap()), &per_column(&want, k, p, r::mean), &s, 1e-5);
+        }
+
+        let first_bad = [(0usize, &g1, p), (1, &g2, 2)].iter().find_map(|&(t, g, w)| {
+            (0..b * w).find(|&i| !g[i].is_finite()).map(|i| (t, i / w, i % w))
+        });
+        match (ops::apply_nonfinite_policy(&[&t1, &t2], ops::NonFinite::Error), first_bad) {
+            (Ok(None), None) => {}
+            (Err(Error::NonFinite { tensor, sample, coordinate }), Some(want)) => {
+                prop_assert_eq!((tensor, sample, coordinate), want);
+            }
+            (got, want) => prop_assert!(false, "got {:?}, want first bad {:?}", got, want),
+        }
+    }
+}
