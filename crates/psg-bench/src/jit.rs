@@ -157,11 +157,12 @@ mod tests {
 
     #[test]
     fn kernel_list_covers_every_builtin_per_dtype() {
-        let n = psg_ops::builtin_reductions().len() + 2;
+        // Each built-in's thread-per-column and tiled kernel, and the two row-scan kernels.
+        let n = 2 * psg_ops::builtin_reductions().len() + 2;
         assert_eq!(kernels(&[DType::F32, DType::BF16], None).len(), 2 * n);
         assert_eq!(kernels(&[DType::F32], Some(3)).len(), 3);
         assert!(kernels(&[DType::BF16], None)
             .iter()
-            .all(|k| k.name.ends_with("_bf16")));
+            .all(|k| k.name.ends_with("_bf16") || k.name.ends_with("_bf16_tile")));
     }
 }
