@@ -230,6 +230,9 @@ pub enum Func {
     IsFinite,
     /// `lerp(a, b, w)` as PyTorch computes it (used by quantile).
     Lerp,
+    /// `a <= b` in IEEE total order (-0 < +0; boolean), used to find the value after an order
+    /// statistic.
+    TotalLe,
 }
 
 impl Func {
@@ -245,14 +248,14 @@ impl Func {
             | Func::Sign
             | Func::IsNan
             | Func::IsFinite => 1,
-            Func::Min | Func::Max => 2,
+            Func::Min | Func::Max | Func::TotalLe => 2,
             Func::Clamp | Func::NormalPdf | Func::Lerp => 3,
         }
     }
 
     /// Whether the function returns a boolean.
     pub fn is_boolean(self) -> bool {
-        matches!(self, Func::IsNan | Func::IsFinite)
+        matches!(self, Func::IsNan | Func::IsFinite | Func::TotalLe)
     }
 
     /// The prelude helper that implements the function (same name in both languages).
@@ -272,6 +275,7 @@ impl Func {
             Func::IsNan => "psg_isnan",
             Func::IsFinite => "psg_isfinite",
             Func::Lerp => "psg_lerp",
+            Func::TotalLe => "psg_total_le",
         }
     }
 }

@@ -67,7 +67,9 @@ pub fn kth(column: Column, k: Scalar) -> Scalar {
     nan_guard(column.clone(), raw_kth(column, k))
 }
 
-/// The median: the middle value, or the mean of the two middle values for an even count.
+/// The median: the middle value, or the mean of the two middle values for an even count. One
+/// selection finds the lower middle value; the upper one comes from a streaming pass (see
+/// [`next_in_order`]) instead of a second selection.
 pub fn median(column: Column) -> Scalar {
     let n = count(column.clone());
     let lo = floor(
@@ -75,9 +77,8 @@ pub fn median(column: Column) -> Scalar {
             .bin(BinOp::Sub, Scalar::lit(1.0))
             .bin(BinOp::Div, Scalar::lit(2.0)),
     );
-    let hi = floor(n.clone().bin(BinOp::Div, Scalar::lit(2.0)));
-    let low = raw_kth(column.clone(), lo);
-    let high = raw_kth(column.clone(), hi);
+    let low = raw_kth(column.clone(), lo.clone());
+    let high = next_in_order(column.clone(), low.clone(), lo);
     let odd = n
         .clone()
         .bin(
@@ -90,6 +91,21 @@ pub fn median(column: Column) -> Scalar {
         .bin(BinOp::Add, high)
         .bin(BinOp::Div, Scalar::lit(2.0));
     nan_guard(column, Scalar::select(odd, low, mid))
+}
+
+/// The (k + 1)-th smallest kept value, given `value`, the k-th: `value` again when more than
+/// k + 1 kept values are at or below it in total order, else the smallest kept value above it.
+/// One streaming pass (a count and a minimum) instead of a second selection.
+pub fn next_in_order(column: Column, value: Scalar, k: Scalar) -> Scalar {
+    let at_or_below = Scalar::Call(Func::TotalLe, vec![column.value.clone(), value.clone()]);
+    let above = Scalar::Unary(crate::ir::UnOp::Not, Box::new(at_or_below.clone()));
+    let c = count(column.clone().filtered(at_or_below));
+    let next = min(column.filtered(above));
+    Scalar::select(
+        c.bin(BinOp::Gt, k.bin(BinOp::Add, Scalar::lit(1.0))),
+        value,
+        next,
+    )
 }
 
 /// The lower median (`torch.median`).
@@ -116,14 +132,15 @@ pub fn quantile(column: Column, q: Scalar) -> Scalar {
         lo.clone(),
     );
     let weight = pos.bin(BinOp::Sub, lo.clone());
-    let value = Scalar::Call(
-        Func::Lerp,
-        vec![
-            raw_kth(column.clone(), lo),
-            raw_kth(column.clone(), hi),
-            weight,
-        ],
+    // The value at `hi` is the one after the value at `lo` (when they differ): one streaming
+    // pass instead of a second selection.
+    let low = raw_kth(column.clone(), lo.clone());
+    let high = Scalar::select(
+        hi.bin(BinOp::Gt, lo.clone()),
+        next_in_order(column.clone(), low.clone(), lo),
+        low.clone(),
     );
+    let value = Scalar::Call(Func::Lerp, vec![low, high, weight]);
     let in_range = q
         .clone()
         .bin(BinOp::Ge, Scalar::lit(0.0))

@@ -54,3 +54,5 @@ __device__ __forceinline__ long long psg_index(psg_acc k) {
     if (k >= (psg_acc)4.0e18) return 4000000000000000000ll;
     return (long long)k;
 }
+/* a <= b in IEEE total order (-0 < +0). */
+__device__ __forceinline__ bool psg_total_le(psg_acc a, psg_acc b) { return psg_to_key(a) <= psg_to_key(b); }
