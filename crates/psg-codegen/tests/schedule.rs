@@ -85,7 +85,10 @@ fn a_reduction_that_reads_a_let_waits_for_it() {
 
 #[test]
 fn median_selects_once_then_finds_the_next_value_in_one_pass() {
-    let r = reduction(vec![], Output::Scalars(vec![stats::median(Column::input())]));
+    let r = reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(Column::input())]),
+    );
     let plan = Plan::new(&r);
     // The NaN count runs in a loop, the lower middle value in one selection, and the upper
     // middle value (a count and a minimum above it) in one more loop after it.
