@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::tensors::{assert_same_bits, host};
+
 use common::Rng;
 use psg_ops::dp::{
     add_noise, noise, Aggregation, Budget, Clipping, DpError, DpSgd, DpSgdConfig, EpochTracker,
@@ -37,48 +39,6 @@ fn model(rng: &mut Rng, b: usize, dtype: DType) -> Vec<Tensor> {
 
 fn refs(grads: &[Tensor]) -> Vec<&Tensor> {
     grads.iter().collect()
-}
-
-/// Any tensor's elements as f64.
-fn host(t: &Tensor) -> Vec<f64> {
-    match t.dtype() {
-        DType::F64 => t.to_vec::<f64>().unwrap(),
-        _ => t
-            .to_vec::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect(),
-    }
-}
-
-/// Bit-identical tensors (same dtype, same bits).
-fn assert_same_bits(what: &str, got: &Tensor, want: &Tensor) {
-    assert_eq!(got.dtype(), want.dtype(), "{what}: dtypes differ");
-    assert_eq!(got.shape(), want.shape(), "{what}: shapes differ");
-    let bits = |t: &Tensor| -> Vec<u64> {
-        match t.dtype() {
-            DType::F64 => t
-                .to_vec::<f64>()
-                .unwrap()
-                .iter()
-                .map(|x| x.to_bits())
-                .collect(),
-            _ => t
-                .to_vec::<f32>()
-                .unwrap()
-                .iter()
-                .map(|x| u64::from(x.to_bits()))
-                .collect(),
-        }
-    };
-    let (g, w) = (bits(got), bits(want));
-    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-        assert_eq!(
-            a, b,
-            "{what}: element {i} differs: got bits {a:#x}, want {b:#x}"
-        );
-    }
 }
 
 /// The flat noise of one call on the CPU straight from psg-privacy, as f64.

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::tensors::{assert_same_bits, host};
+
 use common::Rng;
 use psg_ops::dp::{
     add_noise, dp_reductions, noise, noise_kernel_sources, Aggregation, Clipping, DpSgd,
@@ -18,74 +20,17 @@ use psg_ops::OutlierRule;
 use psg_privacy::normal::{MAX_ELEMENTS, NOISE_CUDA_SOURCE};
 use psg_privacy::philox::{counter, key_from_seed, philox4x32_10};
 use psg_runtime::{
-    compile_cubin, cuda_device, nvrtc_status, CudaDevice, DType, Device, KernelArg, KernelSource,
-    LaunchConfig, Tensor,
+    compile_cubin, nvrtc_status, CudaDevice, DType, Device, KernelArg, KernelSource, LaunchConfig,
+    Tensor,
 };
 
 fn gpu() -> Option<CudaDevice> {
-    match cuda_device(0) {
-        Ok(d) => Some(d),
-        Err(e) if std::env::var("PSG_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("PSG_REQUIRE_GPU=1 but no usable GPU: {e}")
-        }
-        Err(e) => {
-            eprintln!("no GPU, test not run: {e}");
-            None
-        }
-    }
+    common::cuda()
 }
 
 const MODES: [NoiseMode; 2] = [NoiseMode::Standard, NoiseMode::Secure];
 
 /// A tensor's elements as raw bits (f32 widened), so comparisons are exact, NaN and -0 included.
-fn bits(t: &Tensor) -> Vec<u64> {
-    match t.dtype() {
-        DType::F64 => t
-            .to_vec::<f64>()
-            .unwrap()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect(),
-        _ => t
-            .to_vec::<f32>()
-            .unwrap()
-            .iter()
-            .map(|x| u64::from(x.to_bits()))
-            .collect(),
-    }
-}
-
-fn host(t: &Tensor) -> Vec<f64> {
-    match t.dtype() {
-        DType::F64 => t.to_vec::<f64>().unwrap(),
-        _ => t
-            .to_vec::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect(),
-    }
-}
-
-/// Asserts bit-identical tensors, naming the first differing element and `what` on failure.
-fn assert_same_bits(what: &str, gpu: &Tensor, cpu: &Tensor) {
-    assert_eq!(gpu.dtype(), cpu.dtype(), "{what}: dtypes differ");
-    assert_eq!(gpu.shape(), cpu.shape(), "{what}: shapes differ");
-    let (g, c) = (bits(gpu), bits(cpu));
-    if let Some(i) = (0..g.len()).find(|&i| g[i] != c[i]) {
-        let differing = (0..g.len()).filter(|&i| g[i] != c[i]).count();
-        panic!(
-            "{what}: {differing} of {} elements differ; first at {i}: GPU {} (bits {:#x}), CPU {} \
-             (bits {:#x})",
-            g.len(),
-            host(gpu)[i],
-            g[i],
-            host(cpu)[i],
-            c[i]
-        );
-    }
-}
-
 /// Random data of `n` elements in `dtype` on the CPU.
 fn random(rng: &mut Rng, shape: &[usize], dtype: DType) -> Tensor {
     let v = rng.gradients(shape.iter().product());

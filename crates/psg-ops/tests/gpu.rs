@@ -11,19 +11,10 @@ mod common;
 
 use common::{assert_identical, Rng};
 use psg_ops as ops;
-use psg_runtime::{cuda_device, DType, Device, Result, Tensor};
+use psg_runtime::{DType, Device, Result, Tensor};
 
 fn gpu() -> Option<Device> {
-    match cuda_device(0) {
-        Ok(d) => Some(Device::Cuda(d)),
-        Err(e) if std::env::var("PSG_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("PSG_REQUIRE_GPU=1 but no usable GPU: {e}")
-        }
-        Err(e) => {
-            eprintln!("no GPU, test not run: {e}");
-            None
-        }
-    }
+    common::cuda().map(Device::Cuda)
 }
 
 fn host(t: &Tensor) -> Vec<f32> {

@@ -7,12 +7,14 @@
 //! On a GPU host: `cargo test -p psg-ops --test layers -- --include-ignored`, with
 //! `PSG_REQUIRE_GPU=1` to make a missing GPU a failure.
 
+mod common;
+
 use psg_ops::layers::{
     capture::{predictions, sgd_step, softmax_cross_entropy, Layer, Linear, Relu, Sequential},
     conv2d, embedding, layer_kernel_sources, layer_norm, linear, linear_with, BatchSum, Conv2dSpec,
     LayerGrads, LinearSchedule, Sink,
 };
-use psg_runtime::{cuda_device, nvrtc_status, DType, Device, Error, Tensor};
+use psg_runtime::{nvrtc_status, DType, Device, Error, Tensor};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -887,16 +889,7 @@ fn layer_kernels_compile_with_nvrtc() {
 // GPU against CPU
 
 fn gpu() -> Option<Device> {
-    match cuda_device(0) {
-        Ok(d) => Some(Device::Cuda(d)),
-        Err(e) if std::env::var("PSG_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("PSG_REQUIRE_GPU=1 but no usable GPU: {e}")
-        }
-        Err(e) => {
-            eprintln!("no GPU, test not run: {e}");
-            None
-        }
-    }
+    common::cuda().map(Device::Cuda)
 }
 
 fn on(t: &Tensor, dev: &Device) -> Tensor {

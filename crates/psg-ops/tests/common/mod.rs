@@ -4,6 +4,22 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod reference;
+pub mod tensors;
+
+/// CUDA device 0 for a `gpu_*` test, or `None` (the test says so and checks nothing) when there is
+/// no usable GPU; with `PSG_REQUIRE_GPU=1` a missing GPU fails the test instead.
+pub fn cuda() -> Option<psg_runtime::CudaDevice> {
+    match psg_runtime::cuda_device(0) {
+        Ok(d) => Some(d),
+        Err(e) if std::env::var("PSG_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("PSG_REQUIRE_GPU=1 but no usable GPU: {e}")
+        }
+        Err(e) => {
+            eprintln!("no GPU, test not run: {e}");
+            None
+        }
+    }
+}
 
 /// SplitMix64: a small seeded generator, so tests need no extra crate.
 pub struct Rng(u64);
