@@ -309,10 +309,19 @@ fn bad_inputs_are_errors_not_panics() {
         k_tile: 12,
         ..LinearSchedule::default()
     };
-    assert!(
-        linear_with(&a, &g, true, Sink::Keep, bad_schedule).is_ok(),
-        "the CPU ignores the schedule"
-    );
+    // A schedule the GPU cannot run is refused on the CPU too, so code that passes here runs there.
+    assert!(matches!(
+        linear_with(&a, &g, true, Sink::Keep, bad_schedule),
+        Err(Error::InvalidParameter(_))
+    ));
+    let no_splits = LinearSchedule {
+        splits: Some(0),
+        ..LinearSchedule::default()
+    };
+    assert!(matches!(
+        linear_with(&a, &g, true, Sink::Keep, no_splits),
+        Err(Error::InvalidParameter(_))
+    ));
     // Embedding: out-of-range index, wrong count.
     let ge = cpu_tensor(vec![1.0; 4], &[2, 2]);
     assert!(matches!(

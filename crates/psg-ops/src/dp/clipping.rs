@@ -59,12 +59,7 @@ impl Clipping {
                 layer: None,
             }),
             Clipping::Flat { .. } => Ok(()),
-            Clipping::PerLayer { max_norms } if max_norms.is_empty() => {
-                Err(DpError::ClipNormCountMismatch {
-                    norms: 0,
-                    tensors: 1,
-                })
-            }
+            Clipping::PerLayer { max_norms } if max_norms.is_empty() => Err(DpError::NoClipNorms),
             Clipping::PerLayer { max_norms } => match max_norms.iter().position(|&c| !valid(c)) {
                 Some(l) => Err(DpError::InvalidClipNorm {
                     value: max_norms[l],

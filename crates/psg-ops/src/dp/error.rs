@@ -30,6 +30,12 @@ pub enum DpError {
         /// For per-layer clipping, which tensor's norm.
         layer: Option<usize>,
     },
+    /// Per-layer clipping configured with no clip norm at all.
+    #[error(
+        "per-layer clipping needs one clip norm per parameter tensor, and none was given; pass \
+         Clipping::per_layer(vec![c1, c2, ...]) or use Clipping::flat(c)"
+    )]
+    NoClipNorms,
     /// Per-layer clipping with a number of clip norms other than the number of tensors.
     #[error(
         "per-layer clipping has {norms} clip norms but the step got {tensors} tensors; give one \

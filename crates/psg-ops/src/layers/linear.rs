@@ -119,7 +119,7 @@ pub fn linear(a: &Tensor, g: &Tensor, bias: bool, sink: Sink<'_>) -> Result<Laye
     linear_with(a, g, bias, sink, LinearSchedule::default())
 }
 
-/// [`linear`] with an explicit GPU schedule (ignored on the CPU).
+/// [`linear`] with an explicit GPU schedule (checked everywhere, used on the GPU only).
 pub fn linear_with(
     a: &Tensor,
     g: &Tensor,
@@ -128,6 +128,14 @@ pub fn linear_with(
     schedule: LinearSchedule,
 ) -> Result<LayerGrads> {
     let dims = Dims::of(a, g)?;
+    // The schedule is checked on every device, so that input accepted on the CPU is accepted on a
+    // GPU too (the CPU itself ignores it).
+    kernel_for(&schedule)?;
+    if schedule.splits == Some(0) {
+        return Err(Error::InvalidParameter(format!(
+            "{OP}: LinearSchedule::splits must be at least 1 (or None to fill the GPU)"
+        )));
+    }
     let device = same_device(OP, ("the input a", a), ("the output gradient g", g))?;
     let raw = match &device {
         Device::Cpu => cpu(a, g, &dims, bias)?,
@@ -301,12 +309,7 @@ fn cuda(
 
     let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
     let splits = match schedule.splits {
-        Some(0) => {
-            return Err(Error::InvalidParameter(format!(
-                "{OP}: LinearSchedule::splits must be at least 1"
-            )))
-        }
-        Some(s) => s.min(b.max(1)),
+        Some(s) => s.clamp(1, b.max(1)),
         None => (sm_count(dev)? * blocks_per_sm / tiles.max(1)).clamp(1, b.max(1)),
     };
     let gemm_blocks = if gemm { tiles * splits } else { 0 };

@@ -114,9 +114,6 @@ fn check_config(kernel: &str, cfg: &LaunchConfig, max_shared: u32) -> Result<()>
 }
 
 impl CudaDevice {
-    /// Compiles `kernel` (through the caches) and enqueues it on this device's stream with `args`
-    /// in order. Returns once it is enqueued; errors inside the kernel surface at the next
-    /// synchronising call.
     /// How many blocks of `kernel` (with `block_threads` threads and `shared_bytes` of dynamic
     /// shared memory each) the whole device runs at once: the size of a persistent grid.
     pub fn resident_blocks(
@@ -146,6 +143,9 @@ impl CudaDevice {
         })
     }
 
+    /// Compiles `kernel` (through the caches) and enqueues it on this device's stream with `args`
+    /// in order. Returns once it is enqueued; errors inside the kernel surface at the next
+    /// synchronising call.
     ///
     /// The arguments must match the kernel's parameters in number, order and type, and every
     /// `Ptr` must point to live device memory of this device large enough for what the kernel

@@ -129,6 +129,11 @@ impl CudaDevice {
         &self.inner.name
     }
 
+    /// The most dynamic shared memory one block may use on this device (the opt-in limit).
+    pub fn max_shared_per_block(&self) -> u32 {
+        self.inner.max_shared_optin
+    }
+
     /// The number of streaming multiprocessors.
     pub fn multiprocessor_count(&self) -> u32 {
         self.inner.multiprocessors

@@ -56,7 +56,8 @@ pub(super) fn run(
     }));
     let dtype = g.dtype();
     if let Some(tiled) = &def.tiled {
-        if let Some((log2, bytes)) = tiled.choose(dtype, plan.batch) {
+        if let Some((log2, bytes)) = tiled.choose(dtype, plan.batch, device.max_shared_per_block())
+        {
             let tile = 1usize << log2;
             args.push(KernelArg::I32(log2 as i32));
             // Rows can be read as 16-byte vectors when each row starts 16-byte aligned.

@@ -77,16 +77,24 @@ impl TiledKernels {
     /// memory it needs. Preferred: the narrowest tile of 32 to 128 columns that moves at least
     /// [`TILE_TARGET_BYTES`] of `g` (enough bytes in flight per block), within
     /// [`TILE_SHARED_PREFERRED`]; for large B, 16 or 8 columns within that budget, then within
-    /// [`TILE_SHARED_BUDGET`]; `None` when even 8 columns do not fit (the thread-per-column kernel
-    /// then runs).
-    pub fn choose(&self, dtype: crate::DType, batch: usize) -> Option<(u32, u32)> {
+    /// [`TILE_SHARED_BUDGET`]; every budget capped at `device_limit`, the most shared memory the
+    /// device grants one block. `None` when even 8 columns do not fit (the thread-per-column
+    /// kernel then runs).
+    pub fn choose(
+        &self,
+        dtype: crate::DType,
+        batch: usize,
+        device_limit: u32,
+    ) -> Option<(u32, u32)> {
+        let preferred = u64::from(TILE_SHARED_PREFERRED.min(device_limit));
+        let budget = u64::from(TILE_SHARED_BUDGET.min(device_limit));
         let per = u64::from(self.bytes_per_element[dtype.index()]);
         let fixed = u64::from(self.fixed_bytes[dtype.index()]);
         let elem = dtype.size_in_bytes() as u64;
         let shared = |log2: u32| batch as u64 * (1u64 << log2) * per + fixed;
         let mut wide = None;
         for log2 in 5u32..=7 {
-            if shared(log2) > u64::from(TILE_SHARED_PREFERRED) {
+            if shared(log2) > preferred {
                 break;
             }
             wide = Some(log2);
@@ -97,14 +105,12 @@ impl TiledKernels {
         if let Some(log2) = wide {
             return Some((log2, shared(log2) as u32));
         }
-        [TILE_SHARED_PREFERRED, TILE_SHARED_BUDGET]
-            .into_iter()
-            .find_map(|budget| {
-                [5u32, 4, 3]
-                    .into_iter()
-                    .find(|&log2| shared(log2) <= u64::from(budget))
-                    .map(|log2| (log2, shared(log2) as u32))
-            })
+        [preferred, budget].into_iter().find_map(|limit| {
+            [5u32, 4, 3]
+                .into_iter()
+                .find(|&log2| shared(log2) <= limit)
+                .map(|log2| (log2, shared(log2) as u32))
+        })
     }
 }
 

@@ -264,3 +264,63 @@ fn column_constructor_checks_lengths() {
         (2, 2.0, 4.0, 5.0)
     );
 }
+
+/// Tiled kernels with the shared-memory needs of a one-pass f32/bf16 reduction (4 bytes per
+/// element, 4 KiB of partials) and of a selection from a key array (8 bytes, 18 KiB of bins).
+fn tiled(per: u32, fixed: u32) -> TiledKernels {
+    let k = KernelSource::new_static("t", "");
+    TiledKernels {
+        cuda: [k.clone(), k.clone(), k.clone(), k],
+        bytes_per_element: [per, per * 2, per, per],
+        fixed_bytes: [fixed; 4],
+    }
+}
+
+const H100_LIMIT: u32 = 227 * 1024;
+
+#[test]
+fn tiles_move_about_32_kib_of_g_within_the_preferred_shared_memory() {
+    let streaming = tiled(4, 4096);
+    // B = 256 f32: 32 columns move 32 KiB.
+    assert_eq!(
+        streaming.choose(DType::F32, 256, H100_LIMIT),
+        Some((5, 256 * 32 * 4 + 4096))
+    );
+    // B = 64: 128 columns are needed to move 32 KiB; bf16 at B = 256: 64 columns.
+    assert_eq!(
+        streaming.choose(DType::F32, 64, H100_LIMIT).map(|c| c.0),
+        Some(7)
+    );
+    assert_eq!(
+        streaming.choose(DType::BF16, 256, H100_LIMIT).map(|c| c.0),
+        Some(6)
+    );
+    // B = 1024: 32 columns exceed the preferred 72 KiB, 16 fit.
+    assert_eq!(
+        streaming.choose(DType::F32, 1024, H100_LIMIT).map(|c| c.0),
+        Some(4)
+    );
+    // B = 4099 does not fit even 8 columns in the budget: thread per column.
+    assert_eq!(streaming.choose(DType::F32, 4099, H100_LIMIT), None);
+    // A selection from a key array at B = 256 takes 16 columns.
+    assert_eq!(
+        tiled(8, 18 * 1024)
+            .choose(DType::F32, 256, H100_LIMIT)
+            .map(|c| c.0),
+        Some(4)
+    );
+}
+
+#[test]
+fn tiles_never_ask_for_more_shared_memory_than_the_device_grants() {
+    let streaming = tiled(4, 4096);
+    // A card granting 64 KiB per block (e.g. sm_75): B = 520 would take 16 columns (37 KiB + 4)
+    // or, past the preferred budget, never more than 64 KiB.
+    for b in [1usize, 64, 256, 520, 1024, 1500, 2000, 4000] {
+        if let Some((_, bytes)) = streaming.choose(DType::F32, b, 64 * 1024) {
+            assert!(bytes <= 64 * 1024, "B = {b}: {bytes} bytes");
+        }
+    }
+    assert_eq!(streaming.choose(DType::F32, 2000, 64 * 1024), None);
+    assert!(streaming.choose(DType::F32, 2000, H100_LIMIT).is_some());
+}
