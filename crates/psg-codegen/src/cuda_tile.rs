@@ -41,27 +41,30 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
     };
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
     let per_element = acc * if needs_key_array(plan) { 2 } else { 1 };
-    let slots = plan
-        .steps
-        .iter()
-        .map(|s| match s {
-            Step::Loop(temps) => temps
-                .iter()
-                .map(|&t| slots_of(&plan.temps[t].reduce.op))
-                .sum(),
-            Step::Select(_) => 1,
-            Step::Let(_) => 0,
-        })
-        .max()
-        .unwrap_or(0)
-        .max(1) as u32;
-    let partials = slots * (WARPS as u32) * 32 * acc;
+    // Two halves of partials (see `emit_loop`).
+    let partials = 2 * partial_slots(plan) as u32 * (WARPS as u32) * 32 * acc;
     let histogram = if selects {
         ((WARPS + 1) * BINS * 32 * 4) as u32
     } else {
         0
     };
     (per_element, partials.max(histogram))
+}
+
+/// Partial slots (accumulators per thread) the widest pass of the plan combines.
+fn partial_slots(plan: &Plan) -> usize {
+    plan.steps
+        .iter()
+        .map(|s| match s {
+            Step::Loop(temps) => temps
+                .iter()
+                .map(|&t| slots_of(&plan.temps[t].reduce.op))
+                .sum(),
+            Step::Select(_) | Step::Let(_) => 0,
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1)
 }
 
 /// Whether a selection reads its keys straight from the tile (the column is `g` itself), so it
@@ -99,7 +102,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         ranks: &plan.ranks,
     };
     let e = |expr: &Scalar| print(expr, &syntax, &scope);
-    let from_tile = |i: &str| format!("tile[({i} << tile_log2) + col]");
+    let from_tile = |i: &str| format!("tc[({i}) << 5]");
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
     let key_bits = match syntax.acc {
         Acc::F32 => 32,
@@ -142,11 +145,28 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     s.push_str("    const int col = lane + cs;\n");
     s.push_str("    const long long p = p0 + col;\n");
     s.push_str("    const bool active = col < tile_w && p < n_p;\n");
+    // This thread's column in its 32-column slab (see the module docs).
+    s.push_str("    const psg_acc* const tc = tile + cs * n_bi + lane;\n");
+    if needs_key_array(plan) {
+        s.push_str("    psg_key* const kc = keys + cs * n_bi + lane;\n");
+    }
 
-    for step in &plan.steps {
+    let mut loops = 0;
+    for (n, step) in plan.steps.iter().enumerate() {
         match step {
             Step::Let(i) => emit_let(&mut s, plan, *i, &e),
-            Step::Loop(temps) => emit_loop(&mut s, plan, temps, &syntax, &e, &from_tile),
+            Step::Loop(temps) => {
+                // Consecutive passes combine their partials in alternate halves of `part`, so a
+                // pass need not wait for every thread to have read the previous one's; a
+                // selection reuses the area, so the pass before one waits.
+                let half = loops % 2;
+                loops += 1;
+                let select_next = plan.steps[n + 1..]
+                    .iter()
+                    .find(|s| !matches!(s, Step::Let(_)))
+                    .is_some_and(|s| matches!(s, Step::Select(_)));
+                emit_loop(&mut s, plan, temps, half, select_next, &syntax, &e, &from_tile)
+            }
             Step::Select(t) => emit_select(&mut s, plan, *t, key_bits, &e, &from_tile),
         }
     }
@@ -181,15 +201,19 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
             .ok();
         }
     }
-    s.push_str("    __syncthreads();\n    }\n    __syncthreads();\n    }\n");
+    // The last column slot's barrier also guards the tile against the next tile's loads.
+    s.push_str("    __syncthreads();\n    }\n    }\n");
     s.push_str("}\n");
     s
 }
 
+#[allow(clippy::too_many_arguments)]
 fn emit_loop(
     s: &mut String,
     plan: &Plan,
     temps: &[usize],
+    half: usize,
+    wait_after: bool,
     syntax: &Cuda,
     e: &dyn Fn(&Scalar) -> String,
     from_tile: &dyn Fn(&str) -> String,
@@ -224,7 +248,8 @@ fn emit_loop(
     s.push_str("        }\n    }\n");
     // Combine the 8 warps' partials through shared memory, in warp order.
     let mut slot = 0;
-    let at = |slot: usize, r: &str| format!("part[({slot} * 8 + {r}) * 32 + lane]");
+    let base = half * partial_slots(plan);
+    let at = move |slot: usize, r: &str| format!("part[({} * 8 + {r}) * 32 + lane]", base + slot);
     for &t in temps {
         let name = names::temp(t);
         match plan.temps[t].reduce.op {
@@ -272,7 +297,9 @@ fn emit_loop(
         }
         slot += slots_of(op);
     }
-    s.push_str("    __syncthreads();\n");
+    if wait_after {
+        s.push_str("    __syncthreads();\n");
+    }
 }
 
 fn emit_select(
@@ -316,7 +343,7 @@ fn emit_select(
         );
         writeln!(
             s,
-            "                const bool keep_b = {keep};\n                keys[(b << tile_log2) + col] = keep_b ? psg_to_key({}) : ~(psg_key)0;\n                kept += keep_b ? 1 : 0;",
+            "                const bool keep_b = {keep};\n                kc[b << 5] = keep_b ? psg_to_key({}) : ~(psg_key)0;\n                kept += keep_b ? 1 : 0;",
             e(&r.column.value)
         )
         .ok();
@@ -345,10 +372,10 @@ fn emit_select(
     s.push_str("            if (active) {\n                for (int b = w; b < n_bi; b += 8) {\n");
     if direct {
         s.push_str(
-            "                    const psg_key key = psg_to_key(tile[(b << tile_log2) + col]);\n",
+            "                    const psg_key key = psg_to_key(tc[b << 5]);\n",
         );
     } else {
-        s.push_str("                    const psg_key key = keys[(b << tile_log2) + col];\n");
+        s.push_str("                    const psg_key key = kc[b << 5];\n");
     }
     s.push_str("                    if ((key & high) == (prefix & high)) my_bins[(int)((key >> shift) & 15) * 32] += 1;\n");
     s.push_str("                }\n            }\n            __syncthreads();\n");
@@ -417,38 +444,37 @@ fn tile_loop_head(dtype: DType) -> String {
         r#"    const long long n_tiles = (n_p + tile_w - 1) >> tile_log2;
     const int tid = w * 32 + lane;
     const int per_row_log2 = tile_log2 - {v_log2};
-    const int n_vec = n_bi << per_row_log2;
     uint4 pf[{PREFETCH}];
-    #define PSG_PREFETCH(T) {{         const long long q0 = (long long)(T) << tile_log2;         _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{             const int i = tid + u * 256;             const long long col = q0 + ((long long)(i & ((1 << per_row_log2) - 1)) << {v_log2});             pf[u] = make_uint4(0u, 0u, 0u, 0u);             if (i < n_vec && col < n_p) pf[u] = *(const uint4*)(g + (long long)(i >> per_row_log2) * n_p + col);         }} }}
-    if (vec) PSG_PREFETCH(blockIdx.x);
+    // Element (row, column c of the tile) lives in slab c / 32, at row * 32 + c % 32.
+    #define PSG_SLAB(ROW, C) (tile + ((((C) >> 5) * n_bi + (ROW)) << 5) + ((C) & 31))
+    // Thread tid loads the vectors at column c0 of rows r0, r0 + rstep, ... (256 threads cover
+    // rstep whole rows), {PREFETCH} at a time: pointers step by whole rows.
+    const int r0 = tid >> per_row_log2, rstep = 256 >> per_row_log2;
+    const int c0 = (tid & ((1 << per_row_log2) - 1)) << {v_log2};
+    const long long gstep = (long long)rstep * n_p;
+    #define PSG_FETCH(T, ROW) {{         const long long col = ((long long)(T) << tile_log2) + c0;         const psg_elem* src = g + (long long)(r0 + (ROW)) * n_p + col;         _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{             pf[u] = make_uint4(0u, 0u, 0u, 0u);             if (col < n_p && r0 + (ROW) + u * rstep < n_bi) pf[u] = *(const uint4*)src;             src += gstep;         }} }}
+    psg_acc* const sdst = PSG_SLAB(r0, c0);
+    #define PSG_UNPACK(ROW) {{         psg_acc* dst = sdst + ((ROW) << 5);         _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{             if (r0 + (ROW) + u * rstep < n_bi) {{                 const uint4 v = pf[u];                 {unpack}             }}             dst += rstep << 5;         }} }}
+    if (vec) PSG_FETCH(blockIdx.x, 0);
     for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {{
     const long long p0 = t << tile_log2;
     if (vec) {{
-        #pragma unroll
-        for (int u = 0; u < {PREFETCH}; ++u) {{
-            const int i = tid + u * 256;
-            if (i < n_vec) {{
-                const uint4 v = pf[u];
-                psg_acc* const dst = tile + (i << {v_log2});
-                {unpack}
-            }}
-        }}
-        for (int i = tid + {PREFETCH} * 256; i < n_vec; i += 256) {{
-            const long long col = p0 + ((long long)(i & ((1 << per_row_log2) - 1)) << {v_log2});
-            const uint4 v = col < n_p ? *(const uint4*)(g + (long long)(i >> per_row_log2) * n_p + col) : make_uint4(0u, 0u, 0u, 0u);
-            psg_acc* const dst = tile + (i << {v_log2});
-            {unpack}
+        // The first rows come from the prefetch; the rest of a large tile is loaded here,
+        // {PREFETCH} vectors in flight per thread at a time.
+        for (int row = 0; row < n_bi; row += {PREFETCH} * rstep) {{
+            if (row > 0) PSG_FETCH(t, row);
+            PSG_UNPACK(row);
         }}
     }} else {{
         const int n = n_bi << tile_log2;
         for (int i = tid; i < n; i += 256) {{
             const long long col = p0 + (i & (tile_w - 1));
-            tile[i] = col < n_p ? psg_load(g, (long long)(i >> tile_log2) * n_p + col) : (psg_acc)0;
+            *PSG_SLAB(i >> tile_log2, i & (tile_w - 1)) = col < n_p ? psg_load(g, (long long)(i >> tile_log2) * n_p + col) : (psg_acc)0;
         }}
     }}
     __syncthreads();
     // The next tile's loads are in flight while this one is computed.
-    if (vec && t + gridDim.x < n_tiles) PSG_PREFETCH(t + gridDim.x);
+    if (vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);
 "#
     )
 }

@@ -21,10 +21,10 @@ __device__ __forceinline__ psg_acc psg_clamp(psg_acc x, psg_acc lo, psg_acc hi) 
 }
 /* sign(+-0) = 0, sign(NaN) = NaN. */
 __device__ __forceinline__ psg_acc psg_sign(psg_acc x) {
-    if (x > (psg_acc)0) return (psg_acc)1;
-    if (x < (psg_acc)0) return (psg_acc)-1;
-    if (x == (psg_acc)0) return (psg_acc)0;
-    return psg_nan();
+    /* Selects, not branches: this runs once per element. */
+    psg_acc s = x > (psg_acc)0 ? (psg_acc)1 : (psg_acc)-1;
+    s = x == (psg_acc)0 ? (psg_acc)0 : s;
+    return x != x ? psg_nan() : s;
 }
 /* Square-and-multiply in a fixed order, identical on the CPU. */
 __device__ __forceinline__ psg_acc psg_powi(psg_acc x, int n) {

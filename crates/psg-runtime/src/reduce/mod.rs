@@ -47,7 +47,7 @@ pub enum LaunchShape {
 /// Launch: a persistent grid of `min(ceil(P / tile), resident blocks)` blocks that walk the tiles,
 /// block `(32, 8, 1)`, dynamic shared memory
 /// `B * tile * bytes_per_element + fixed_bytes`; the kernel takes the fallback's parameters
-/// followed by `int tile_log2` (tile = 1 << tile_log2, 8 to 128) and `int vec` (1 when
+/// followed by `int tile_log2` (tile = 1 << tile_log2, 32 to 128) and `int vec` (1 when
 /// every row of `g` starts 16-byte aligned, so the kernel may load 16-byte vectors).
 #[derive(Debug, Clone)]
 pub struct TiledKernels {
@@ -61,25 +61,22 @@ pub struct TiledKernels {
 
 /// The shared memory a tiled kernel prefers to stay within: small enough for three or more
 /// blocks per multiprocessor (the kernels are built for four), so that some blocks load while
-/// others compute, yet wide enough that B = 1024 gets 16-column tiles (an 8-column tile leaves
-/// three quarters of each warp idle in the arithmetic).
+/// others compute; B = 512 f32 still gets 32-column tiles within it.
 pub const TILE_SHARED_PREFERRED: u32 = 72 * 1024;
 
 /// The bytes of `g` a tile should move from device memory: with a few blocks per
 /// multiprocessor, enough to keep the memory system busy.
 pub const TILE_TARGET_BYTES: u64 = 32 * 1024;
 
-/// The most shared memory a tiled kernel may ask for (two blocks per multiprocessor).
-pub const TILE_SHARED_BUDGET: u32 = 100 * 1024;
-
 impl TiledKernels {
     /// The tile (log2 of its width) for a batch of `batch` samples of `dtype`, and the shared
-    /// memory it needs. Preferred: the narrowest tile of 32 to 128 columns that moves at least
+    /// memory it needs: the narrowest tile of 32 to 128 columns that moves at least
     /// [`TILE_TARGET_BYTES`] of `g` (enough bytes in flight per block), within
-    /// [`TILE_SHARED_PREFERRED`]; for large B, 16 or 8 columns within that budget, then within
-    /// [`TILE_SHARED_BUDGET`]; every budget capped at `device_limit`, the most shared memory the
-    /// device grants one block. `None` when even 8 columns do not fit (the thread-per-column
-    /// kernel then runs).
+    /// [`TILE_SHARED_PREFERRED`]; for large B, 32 columns within `device_limit`, the most shared
+    /// memory the device grants one block (one block per multiprocessor, its next tile's loads in
+    /// flight in registers). `None` when 32 columns do not fit (the thread-per-column kernel then
+    /// runs). Tiles are never narrower than 32 columns: the kernel keeps them in 32-column slabs,
+    /// so that its shared-memory addresses are compile-time offsets.
     pub fn choose(
         &self,
         dtype: crate::DType,
@@ -87,7 +84,6 @@ impl TiledKernels {
         device_limit: u32,
     ) -> Option<(u32, u32)> {
         let preferred = u64::from(TILE_SHARED_PREFERRED.min(device_limit));
-        let budget = u64::from(TILE_SHARED_BUDGET.min(device_limit));
         let per = u64::from(self.bytes_per_element[dtype.index()]);
         let fixed = u64::from(self.fixed_bytes[dtype.index()]);
         let elem = dtype.size_in_bytes() as u64;
@@ -102,15 +98,8 @@ impl TiledKernels {
                 break;
             }
         }
-        if let Some(log2) = wide {
-            return Some((log2, shared(log2) as u32));
-        }
-        [preferred, budget].into_iter().find_map(|limit| {
-            [5u32, 4, 3]
-                .into_iter()
-                .find(|&log2| shared(log2) <= limit)
-                .map(|log2| (log2, shared(log2) as u32))
-        })
+        let log2 = wide.unwrap_or(5);
+        (shared(log2) <= u64::from(device_limit)).then(|| (log2, shared(log2) as u32))
     }
 }
 

@@ -295,32 +295,33 @@ fn tiles_move_about_32_kib_of_g_within_the_preferred_shared_memory() {
         streaming.choose(DType::BF16, 256, H100_LIMIT).map(|c| c.0),
         Some(6)
     );
-    // B = 1024: 32 columns exceed the preferred 72 KiB, 16 fit.
+    // B = 1024: 32 columns exceed the preferred 72 KiB but fit what the device grants.
     assert_eq!(
-        streaming.choose(DType::F32, 1024, H100_LIMIT).map(|c| c.0),
-        Some(4)
+        streaming.choose(DType::F32, 1024, H100_LIMIT),
+        Some((5, 1024 * 32 * 4 + 4096))
     );
-    // B = 4099 does not fit even 8 columns in the budget: thread per column.
-    assert_eq!(streaming.choose(DType::F32, 4099, H100_LIMIT), None);
-    // A selection from a key array at B = 256 takes 16 columns.
+    // B = 2000 does not fit 32 columns on the device: thread per column.
+    assert_eq!(streaming.choose(DType::F32, 2000, H100_LIMIT), None);
+    // A selection from a key array at B = 256 takes 32 columns, past the preferred budget.
     assert_eq!(
         tiled(8, 18 * 1024)
             .choose(DType::F32, 256, H100_LIMIT)
             .map(|c| c.0),
-        Some(4)
+        Some(5)
     );
 }
 
 #[test]
 fn tiles_never_ask_for_more_shared_memory_than_the_device_grants() {
     let streaming = tiled(4, 4096);
-    // A card granting 64 KiB per block (e.g. sm_75): B = 520 would take 16 columns (37 KiB + 4)
-    // or, past the preferred budget, never more than 64 KiB.
-    for b in [1usize, 64, 256, 520, 1024, 1500, 2000, 4000] {
+    // A card granting 64 KiB per block (e.g. sm_75): never more than 64 KiB, and B = 500
+    // (32 columns: 62.5 KiB + 4) fits there only on a larger card.
+    for b in [1usize, 64, 256, 480, 500, 1024, 1500, 2000, 4000] {
         if let Some((_, bytes)) = streaming.choose(DType::F32, b, 64 * 1024) {
             assert!(bytes <= 64 * 1024, "B = {b}: {bytes} bytes");
         }
     }
-    assert_eq!(streaming.choose(DType::F32, 2000, 64 * 1024), None);
-    assert!(streaming.choose(DType::F32, 2000, H100_LIMIT).is_some());
+    assert!(streaming.choose(DType::F32, 480, 64 * 1024).is_some());
+    assert_eq!(streaming.choose(DType::F32, 500, 64 * 1024), None);
+    assert!(streaming.choose(DType::F32, 500, H100_LIMIT).is_some());
 }
