@@ -33,7 +33,7 @@ impl Syntax for Cuda {
     }
 
     fn select(&self, cond: &str, then: &str, otherwise: &str) -> String {
-        format!("({cond} ? {then} : {otherwise})")
+        format!("psg_select({cond}, {then}, {otherwise})")
     }
 }
 

@@ -35,6 +35,9 @@ const BINS: usize = 16;
 
 /// Shared-memory needs of the tiled kernel: bytes per (sample, column) and fixed bytes per block.
 pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
+    if crate::cuda_stream::streams(plan) {
+        return (0, crate::cuda_stream::stream_smem(plan, dtype));
+    }
     let acc = match dtype.acc() {
         Acc::F32 => 4u32,
         Acc::F64 => 8,
@@ -95,6 +98,9 @@ pub fn tile_kernel_name(plan: &Plan, dtype: DType) -> String {
 
 /// Emits the tiled kernel for one input dtype.
 pub fn emit(plan: &Plan, dtype: DType) -> String {
+    if crate::cuda_stream::streams(plan) {
+        return crate::cuda_stream::emit(plan, dtype);
+    }
     let syntax = Cuda { acc: dtype.acc() };
     let locals: Vec<String> = plan.lets.iter().map(|l| l.name.clone()).collect();
     let scope = Scope {
@@ -165,7 +171,16 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
                     .iter()
                     .find(|s| !matches!(s, Step::Let(_)))
                     .is_some_and(|s| matches!(s, Step::Select(_)));
-                emit_loop(&mut s, plan, temps, half, select_next, &syntax, &e, &from_tile)
+                emit_loop(
+                    &mut s,
+                    plan,
+                    temps,
+                    half,
+                    select_next,
+                    &syntax,
+                    &e,
+                    &from_tile,
+                )
             }
             Step::Select(t) => emit_select(&mut s, plan, *t, key_bits, &e, &from_tile),
         }
@@ -371,9 +386,7 @@ fn emit_select(
     .ok();
     s.push_str("            if (active) {\n                for (int b = w; b < n_bi; b += 8) {\n");
     if direct {
-        s.push_str(
-            "                    const psg_key key = psg_to_key(tc[b << 5]);\n",
-        );
+        s.push_str("                    const psg_key key = psg_to_key(tc[b << 5]);\n");
     } else {
         s.push_str("                    const psg_key key = kc[b << 5];\n");
     }
@@ -402,7 +415,7 @@ fn emit_select(
 
 /// Elements per 16-byte vector (log2) for a dtype, and how a vector `v` becomes accumulators at
 /// `dst`.
-fn vector_unpack(dtype: DType) -> (u32, &'static str) {
+pub(crate) fn vector_unpack(dtype: DType) -> (u32, &'static str) {
     match dtype {
         DType::F32 => (
             2,

@@ -23,6 +23,7 @@
 //! ```
 
 pub mod cuda;
+pub mod cuda_stream;
 pub mod cuda_tile;
 pub mod expr;
 pub mod ir;

@@ -97,7 +97,8 @@ impl Pair {
 }
 
 /// B <= 1023 runs the tiled kernels (one read of g); B = 4099 does not fit shared memory and runs
-/// the thread-per-column kernels, so both shapes are checked.
+/// the thread-per-column kernels, so both shapes are checked. One-pass reductions (sums, sign
+/// sums, scaled sums) run the streaming kernel at every B, B = 4099 included.
 const BATCHES: [usize; 6] = [1, 2, 33, 256, 1023, 4099];
 /// P = 40000 rows are 16-byte aligned in every dtype (the tiled kernels' vector loads); the
 /// others are not (their scalar loads).

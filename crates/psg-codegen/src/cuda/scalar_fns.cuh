@@ -19,6 +19,10 @@ __device__ __forceinline__ psg_acc psg_clamp(psg_acc x, psg_acc lo, psg_acc hi) 
     if (lo > hi) return psg_nan();
     return psg_min(psg_max(x, lo), hi);
 }
+/* A conditional value with both arms evaluated (they have no side effects): the compiler keeps a
+   select instead of branching around an arm, so the elements of an unrolled loop overlap. */
+__device__ __forceinline__ psg_acc psg_select(bool c, psg_acc a, psg_acc b) { return c ? a : b; }
+__device__ __forceinline__ bool psg_select(bool c, bool a, bool b) { return c ? a : b; }
 /* sign(+-0) = 0, sign(NaN) = NaN. */
 __device__ __forceinline__ psg_acc psg_sign(psg_acc x) {
     /* Selects, not branches: this runs once per element. */
@@ -40,9 +44,10 @@ __device__ __forceinline__ psg_acc psg_powi(psg_acc x, int n) {
 /* Gaussian density; NaN unless sigma > 0. Written with reciprocals of sigma, which the compiler
    hoists out of a loop over the column (mu and sigma do not change along it). */
 __device__ __forceinline__ psg_acc psg_normal_pdf(psg_acc x, psg_acc mu, psg_acc sigma) {
-    if (!(sigma > (psg_acc)0)) return psg_nan();
+    /* No early return: a branch per element would keep unrolled elements from overlapping. */
     const psg_acc z = (x - mu) * ((psg_acc)1 / sigma);
-    return psg_exp((psg_acc)-0.5 * (z * z)) * ((psg_acc)1 / (sigma * (psg_acc)2.5066282746310002));
+    const psg_acc d = psg_exp((psg_acc)-0.5 * (z * z)) * ((psg_acc)1 / (sigma * (psg_acc)2.5066282746310002));
+    return sigma > (psg_acc)0 ? d : psg_nan();
 }
 /* torch.lerp's formula. */
 __device__ __forceinline__ psg_acc psg_lerp(psg_acc a, psg_acc b, psg_acc w) {

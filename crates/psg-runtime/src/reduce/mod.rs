@@ -47,7 +47,7 @@ pub enum LaunchShape {
 /// Launch: a persistent grid of `min(ceil(P / tile), resident blocks)` blocks that walk the tiles,
 /// block `(32, 8, 1)`, dynamic shared memory
 /// `B * tile * bytes_per_element + fixed_bytes`; the kernel takes the fallback's parameters
-/// followed by `int tile_log2` (tile = 1 << tile_log2, 32 to 128) and `int vec` (1 when
+/// followed by `int tile_log2` (tile = 1 << tile_log2, 32 to 256) and `int vec` (1 when
 /// every row of `g` starts 16-byte aligned, so the kernel may load 16-byte vectors).
 #[derive(Debug, Clone)]
 pub struct TiledKernels {
@@ -76,7 +76,9 @@ impl TiledKernels {
     /// memory the device grants one block (one block per multiprocessor, its next tile's loads in
     /// flight in registers). `None` when 32 columns do not fit (the thread-per-column kernel then
     /// runs). Tiles are never narrower than 32 columns: the kernel keeps them in 32-column slabs,
-    /// so that its shared-memory addresses are compile-time offsets.
+    /// so that its shared-memory addresses are compile-time offsets. A kernel that keeps no
+    /// element in shared memory (`bytes_per_element` 0: it streams `g` through registers) has
+    /// a tile of 32 16-byte vectors of columns (128 for f32, 256 for bf16) and serves every B.
     pub fn choose(
         &self,
         dtype: crate::DType,
@@ -88,6 +90,11 @@ impl TiledKernels {
         let fixed = u64::from(self.fixed_bytes[dtype.index()]);
         let elem = dtype.size_in_bytes() as u64;
         let shared = |log2: u32| batch as u64 * (1u64 << log2) * per + fixed;
+        if per == 0 {
+            // A streaming kernel: its tile is 32 16-byte vectors of columns, for any B.
+            let log2 = 5 + (16 / elem).trailing_zeros();
+            return (fixed <= u64::from(device_limit)).then_some((log2, fixed as u32));
+        }
         let mut wide = None;
         for log2 in 5u32..=7 {
             if shared(log2) > preferred {

@@ -325,3 +325,20 @@ fn tiles_never_ask_for_more_shared_memory_than_the_device_grants() {
     assert_eq!(streaming.choose(DType::F32, 500, 64 * 1024), None);
     assert!(streaming.choose(DType::F32, 500, H100_LIMIT).is_some());
 }
+
+#[test]
+fn streaming_kernels_take_32_vectors_of_columns_for_any_batch() {
+    let streaming = tiled(0, 8192);
+    for b in [0usize, 1, 64, 1024, 100_000] {
+        assert_eq!(streaming.choose(DType::F32, b, H100_LIMIT), Some((7, 8192)));
+        assert_eq!(
+            streaming.choose(DType::BF16, b, H100_LIMIT),
+            Some((8, 8192))
+        );
+    }
+    assert_eq!(
+        streaming.choose(DType::F64, 256, H100_LIMIT),
+        Some((6, 8192))
+    );
+    assert_eq!(streaming.choose(DType::F32, 256, 4096), None);
+}

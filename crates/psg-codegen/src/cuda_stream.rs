@@ -1,0 +1,302 @@
+//! The streaming CUDA kernel: for a reduction that is one pass over the column (its plan has a
+//! single loop, no selection, no ranks, and per-column outputs: sums, means, sign sums, scaled
+//! sums, minima, maxima, counts), `g` goes from device memory straight to registers.
+//!
+//! A block of 32 x 8 threads owns `32 * V` consecutive columns, where `V` is the number of
+//! elements in 16 bytes (4 for f32, 8 for bf16 and f16, 2 for f64). Thread `(lane, w)` reads the
+//! 16-byte vector of columns `lane * V .. lane * V + V` of rows `w, w + 8, ...` (each warp reads
+//! whole 512-byte row segments: coalesced), so it holds, for each of its `V` columns, exactly the
+//! canonical partial `w` of a sum ([`crate::SUM_PARTIALS`]); four rows are loaded before any is
+//! used. The 8 warps' partials are combined through shared memory in warp order, so results are
+//! bit-identical to the CPU's, the thread-per-column kernel's and the tiled kernel's. Nothing of
+//! `g` is staged in shared memory, so the kernel serves every B.
+//!
+//! It is launched as the tiled kernel is (same parameters, block and persistent grid); it needs
+//! no shared memory per element ([`crate::cuda_tile::tile_smem`] reports 0), and its tile is
+//! `32 * V` columns, the width the runtime computes for such a kernel.
+
+use std::fmt::Write;
+
+use crate::cuda::{combine_partials, emit_let, header, kernel_params, loop_header_with, prelude};
+use crate::cuda_tile::{tile_kernel_name, vector_unpack};
+use crate::expr::{names, print, Acc, Scope, Syntax};
+use crate::ir::{Output, ReduceOp, Scalar};
+use crate::schedule::{Plan, Step};
+use crate::DType;
+
+/// Whether the plan is one pass that the streaming kernel computes: a single loop, no
+/// selection, no ranks, per-column outputs.
+pub fn streams(plan: &Plan) -> bool {
+    let loops = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Loop(_)))
+        .count();
+    let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
+    loops == 1 && !selects && plan.ranks.is_empty() && matches!(plan.output, Output::Scalars(_))
+}
+
+/// Partial slots per thread and column: two for a minimum or maximum (value, any), one otherwise.
+pub(crate) fn slots(plan: &Plan) -> usize {
+    plan.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Loop(temps) => Some(
+                temps
+                    .iter()
+                    .map(|&t| match plan.temps[t].reduce.op {
+                        ReduceOp::Min | ReduceOp::Max => 2,
+                        _ => 1,
+                    })
+                    .sum::<usize>(),
+            ),
+            _ => None,
+        })
+        .sum::<usize>()
+        .max(1)
+}
+
+/// Shared memory of the streaming kernel: the partials, `slots x 8 warps x 32 * V` accumulators.
+pub fn stream_smem(plan: &Plan, dtype: DType) -> u32 {
+    let (v_log2, _) = vector_unpack(dtype);
+    let acc = match dtype.acc() {
+        Acc::F32 => 4,
+        Acc::F64 => 8,
+    };
+    (slots(plan) * crate::SUM_PARTIALS * (32 << v_log2) * acc) as u32
+}
+
+/// Emits the streaming kernel (named as the tiled kernel) for one input dtype.
+pub fn emit(plan: &Plan, dtype: DType) -> String {
+    let syntax = crate::cuda::Cuda { acc: dtype.acc() };
+    let locals: Vec<String> = plan.lets.iter().map(|l| l.name.clone()).collect();
+    let scope = Scope {
+        locals: &locals,
+        ranks: &plan.ranks,
+    };
+    let e = |expr: &Scalar| print(expr, &syntax, &scope);
+    let (v_log2, unpack) = vector_unpack(dtype);
+    let v = 1usize << v_log2;
+    let width = 32 * v;
+    let Some(loop_at) = plan.steps.iter().position(|s| matches!(s, Step::Loop(_))) else {
+        unreachable!("a streaming plan has one loop")
+    };
+    let Step::Loop(temps) = &plan.steps[loop_at] else {
+        unreachable!()
+    };
+
+    let mut s = header(plan, dtype, "streaming (one read of g, through registers)");
+    s.push_str(prelude(dtype));
+    let mut params = kernel_params(plan);
+    params.push("int tile_log2".into());
+    params.push("int vec".into());
+    writeln!(
+        s,
+        "\nextern \"C\" __global__ void __launch_bounds__(256) {}({}) {{",
+        tile_kernel_name(plan, dtype),
+        params.join(", ")
+    )
+    .ok();
+    s.push_str("    extern __shared__ __align__(16) unsigned char psg_smem[];\n");
+    s.push_str("    psg_acc* const part = (psg_acc*)psg_smem;\n");
+    s.push_str("    const int lane = threadIdx.x, w = threadIdx.y;\n");
+    writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
+    writeln!(
+        s,
+        "    // This kernel's tile is {width} columns (tile_log2 = {}).",
+        5 + v_log2
+    )
+    .ok();
+    writeln!(
+        s,
+        "    const long long n_tiles = (n_p + {}) / {width};",
+        width - 1
+    )
+    .ok();
+    // Lets before the loop depend on no column.
+    for step in &plan.steps[..loop_at] {
+        if let Step::Let(i) = step {
+            emit_let(&mut s, plan, *i, &e);
+        }
+    }
+    s.push_str("    for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {\n");
+    writeln!(
+        s,
+        "    const long long pv = t * {width} + lane * {v}; // this thread's first column"
+    )
+    .ok();
+
+    // Per-column accumulators, V of each.
+    for &t in temps {
+        let name = names::temp(t);
+        let zero = syntax.literal(0.0);
+        match plan.temps[t].reduce.op {
+            ReduceOp::Min | ReduceOp::Max => writeln!(
+                s,
+                "    psg_acc {name}_a[{v}]; bool {name}_anya[{v}];\n    #pragma unroll\n    for (int c = 0; c < {v}; ++c) {{ {name}_a[c] = psg_nan(); {name}_anya[c] = false; }}"
+            ),
+            _ => writeln!(
+                s,
+                "    psg_acc {name}_a[{v}];\n    #pragma unroll\n    for (int c = 0; c < {v}; ++c) {name}_a[c] = {zero};"
+            ),
+        }
+        .ok();
+    }
+    // The body for one column c of one row b, from `vals[c]`.
+    let mut body = String::new();
+    for &t in temps {
+        let name = names::temp(t);
+        match plan.temps[t].reduce.op {
+            ReduceOp::Sum => writeln!(
+                body,
+                "                psg_acc* const {name}_p = &{name}_a[c];"
+            ),
+            ReduceOp::Min | ReduceOp::Max => writeln!(
+                body,
+                "                psg_acc& {name} = {name}_a[c]; bool& {name}_any = {name}_anya[c];"
+            ),
+            _ => writeln!(body, "                psg_acc& {name} = {name}_a[c];"),
+        }
+        .ok();
+    }
+    let columns = temps.iter().map(|&t| &plan.temps[t].reduce.column);
+    loop_header_with(
+        &mut body,
+        "                ",
+        columns,
+        &e,
+        &plan.ranks,
+        &|_| "vals[c]".to_string(),
+    );
+    for &t in temps {
+        let r = &plan.temps[t].reduce;
+        let update = crate::cuda::update_partial(&r.op, t, &e(&r.column.value), "0", &syntax);
+        match r.column.keep.as_ref().map(&e) {
+            Some(k) => writeln!(body, "                if ({k}) {{ {update} }}"),
+            None => writeln!(body, "                {update}"),
+        }
+        .ok();
+    }
+    let column_loop = |s: &mut String| {
+        writeln!(
+            s,
+            "            #pragma unroll\n            for (int c = 0; c < {v}; ++c) {{\n{body}            }}"
+        )
+        .ok();
+    };
+
+    // Rows w, w + 8, ... in order; four loaded before any is used.
+    s.push_str("    const int n_bi = (int)n_b;\n");
+    s.push_str("    if (vec) {\n");
+    s.push_str("        const bool in = pv < n_p;\n");
+    s.push_str("        for (int b0 = w; b0 < n_bi; b0 += 32) {\n");
+    s.push_str("            uint4 raw[4];\n            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
+    s.push_str("                const int b = b0 + 8 * u;\n                raw[u] = make_uint4(0u, 0u, 0u, 0u);\n");
+    s.push_str("                if (in && b < n_bi) raw[u] = *(const uint4*)(g + (long long)b * n_p + pv);\n            }\n");
+    s.push_str("            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
+    s.push_str("            const int b = b0 + 8 * u;\n            if (b < n_bi) {\n");
+    writeln!(
+        s,
+        "            const uint4 v = raw[u];\n            __align__(16) psg_acc vals[{v}];\n            psg_acc* const dst = vals;\n            {unpack}"
+    )
+    .ok();
+    column_loop(&mut s);
+    s.push_str("            }\n            }\n        }\n");
+    s.push_str("    } else {\n");
+    s.push_str("        for (int b = w; b < n_bi; b += 8) {\n");
+    writeln!(
+        s,
+        "            psg_acc vals[{v}];\n            #pragma unroll\n            for (int c = 0; c < {v}; ++c) vals[c] = pv + c < n_p ? psg_load(g, (long long)b * n_p + pv + c) : (psg_acc)0;"
+    )
+    .ok();
+    column_loop(&mut s);
+    s.push_str("        }\n    }\n");
+
+    // Combine the 8 warps' partials in warp order; thread j of the block finishes column j.
+    let at =
+        |slot: usize, r: &str, col: &str| format!("part[({slot} * 8 + {r}) * {width} + {col}]");
+    s.push_str("    #pragma unroll\n");
+    writeln!(s, "    for (int c = 0; c < {v}; ++c) {{").ok();
+    let mut slot = 0;
+    for &t in temps {
+        let name = names::temp(t);
+        match plan.temps[t].reduce.op {
+            ReduceOp::Min | ReduceOp::Max => {
+                writeln!(
+                    s,
+                    "        {} = {name}_a[c]; {} = {name}_anya[c] ? (psg_acc)1 : (psg_acc)0;",
+                    at(slot, "w", "lane * V + c"),
+                    at(slot + 1, "w", "lane * V + c")
+                )
+                .ok();
+                slot += 2;
+            }
+            _ => {
+                writeln!(
+                    s,
+                    "        {} = {name}_a[c];",
+                    at(slot, "w", "lane * V + c")
+                )
+                .ok();
+                slot += 1;
+            }
+        }
+    }
+    s.push_str("    }\n    __syncthreads();\n");
+    writeln!(
+        s,
+        "    for (int j = w * 32 + lane; j < {width}; j += 256) {{\n    const long long p = t * {width} + j;\n    if (p < n_p) {{"
+    )
+    .ok();
+    let mut slot = 0;
+    for &t in temps {
+        let name = names::temp(t);
+        let op = &plan.temps[t].reduce.op;
+        match op {
+            ReduceOp::Sum => {
+                let line = combine_partials(op, t, |r| at(slot, &r.to_string(), "j"));
+                writeln!(s, "    {}", line.unwrap_or_default()).ok();
+                slot += 1;
+            }
+            ReduceOp::Count => {
+                let terms: Vec<String> = (0..crate::SUM_PARTIALS)
+                    .map(|r| at(slot, &r.to_string(), "j"))
+                    .collect();
+                writeln!(s, "    const psg_acc {name} = {};", terms.join(" + ")).ok();
+                slot += 1;
+            }
+            _ => {
+                let f = if *op == ReduceOp::Min {
+                    "psg_min"
+                } else {
+                    "psg_max"
+                };
+                writeln!(
+                    s,
+                    "    psg_acc {name} = psg_nan(); bool {name}_any = false;"
+                )
+                .ok();
+                writeln!(
+                    s,
+                    "    for (int r = 0; r < 8; ++r) {{ if ({} != (psg_acc)0) {{ const psg_acc v = {}; {name} = {name}_any ? {f}({name}, v) : v; {name}_any = true; }} }}",
+                    at(slot + 1, "r", "j"),
+                    at(slot, "r", "j")
+                )
+                .ok();
+                slot += 2;
+            }
+        }
+    }
+    for step in &plan.steps[loop_at + 1..] {
+        if let Step::Let(i) = step {
+            emit_let(&mut s, plan, *i, &e);
+        }
+    }
+    if let Output::Scalars(values) = &plan.output {
+        for (i, value) in values.iter().enumerate() {
+            writeln!(s, "    out{i}[p] = psg_store({});", e(value)).ok();
+        }
+    }
+    s.push_str("    }\n    }\n    __syncthreads();\n    }\n}\n");
+    s.replace("lane * V + c", &format!("lane * {v} + c"))
+}
