@@ -30,8 +30,8 @@ use crate::DType;
 
 /// Warps per block (and partials per sum).
 const WARPS: usize = crate::SUM_PARTIALS;
-/// Histogram bins per radix pass (4-bit digits).
-const BINS: usize = 16;
+/// Histogram bins per radix pass (8-bit digits).
+const BINS: usize = 256;
 
 /// Shared-memory needs of the tiled kernel: bytes per (sample, column) and fixed bytes per block.
 pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
@@ -47,7 +47,7 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
     // Two halves of partials (see `emit_loop`).
     let partials = 2 * partial_slots(plan) as u32 * (WARPS as u32) * 32 * acc;
     let histogram = if selects {
-        ((WARPS + 1) * BINS * 32 * 4) as u32
+        ((BINS + WARPS + 3) * 32 * 4) as u32 + 32 * acc
     } else {
         0
     };
@@ -138,7 +138,10 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     }
     s.push_str("    int* const bins = (int*)part;\n");
     if selects {
-        s.push_str("    int* const totals = bins + 8 * 16 * 32;\n");
+        // Selection scratch: 256 digit counts per column, 8 chunk totals, the pick, the key.
+        s.push_str("    int* const totals = bins + 256 * 32;\n");
+        s.push_str("    int* const pick = totals + 8 * 32;\n");
+        s.push_str("    psg_key* const found = (psg_key*)(pick + 3 * 32);\n");
     }
     s.push_str("    const int lane = threadIdx.x, w = threadIdx.y;\n");
 
@@ -368,44 +371,79 @@ fn emit_select(
         s.push_str("        for (int r = 0; r < 8; ++r) total += bins[r * 32 + lane];\n");
     }
     writeln!(s, "        const long long k = psg_index({});", e(k)).ok();
-    s.push_str("        const bool valid = k >= 0 && k < total;\n");
-    s.push_str("        long long rem = valid ? k : 0;\n        psg_key prefix = 0;\n");
-    s.push_str("        __syncthreads();\n");
-    writeln!(
-        s,
-        "        for (int shift = {}; shift >= 0; shift -= 4) {{",
-        key_bits - 4
-    )
-    .ok();
-    s.push_str("            int* const my_bins = bins + w * 16 * 32 + lane;\n");
-    s.push_str("            #pragma unroll\n            for (int d = 0; d < 16; ++d) my_bins[d * 32] = 0;\n");
-    writeln!(
-        s,
-        "            const psg_key high = shift + 4 >= {key_bits} ? (psg_key)0 : (~(psg_key)0) << (shift + 4);"
-    )
-    .ok();
-    s.push_str("            if (active) {\n                for (int b = w; b < n_bi; b += 8) {\n");
-    if direct {
-        s.push_str("                    const psg_key key = psg_to_key(tc[b << 5]);\n");
+    let key = if direct {
+        "psg_to_key(tc[b << 5])"
     } else {
-        s.push_str("                    const psg_key key = kc[b << 5];\n");
-    }
-    s.push_str("                    if ((key & high) == (prefix & high)) my_bins[(int)((key >> shift) & 15) * 32] += 1;\n");
-    s.push_str("                }\n            }\n            __syncthreads();\n");
-    // Warp w totals digits 2w and 2w + 1 over the 8 warps; then each thread scans 16 totals.
-    s.push_str(
-        "            #pragma unroll\n            for (int d = 2 * w; d < 2 * w + 2; ++d) {\n",
-    );
-    s.push_str("                int c = 0;\n");
-    s.push_str("                #pragma unroll\n                for (int r = 0; r < 8; ++r) c += bins[(r * 16 + d) * 32 + lane];\n");
-    s.push_str(
-        "                totals[d * 32 + lane] = c;\n            }\n            __syncthreads();\n",
-    );
-    s.push_str("            int digit = 15;\n");
-    s.push_str("            for (int d = 0; d < 16; ++d) {\n");
-    s.push_str("                const long long c = totals[d * 32 + lane];\n");
-    s.push_str("                if (rem < c) { digit = d; break; }\n                rem -= c;\n            }\n");
-    s.push_str("            prefix |= ((psg_key)digit) << shift;\n            __syncthreads();\n        }\n");
+        "kc[b << 5]"
+    };
+    // 8-bit digits, most significant first. A column is done when its digit's bucket holds one
+    // key (that key is the answer: found by one more scan) or when every bit is fixed (ties).
+    writeln!(
+        s,
+        r#"        const bool valid = k >= 0 && k < total;
+        int rem = valid ? (int)k : 0;
+        psg_key prefix = 0;
+        bool done = !(valid && active), unique = false;
+        int shift = {top}, ushift = 0;
+        __syncthreads();
+        for (;;) {{
+            #pragma unroll
+            for (int i = 0; i < 8; ++i) ((int4*)bins)[tid + i * 256] = make_int4(0, 0, 0, 0);
+            __syncthreads();
+            const psg_key high = shift + 8 >= {key_bits} ? (psg_key)0 : (~(psg_key)0) << (shift + 8);
+            if (!done) {{
+                for (int b = w; b < n_bi; b += 8) {{
+                    const psg_key key = {key};
+                    if ((key & high) == (prefix & high)) atomicAdd(&bins[(int)((key >> shift) & 255) * 32 + lane], 1);
+                }}
+            }}
+            __syncthreads();
+            // Thread (lane, w) totals digits 32w .. 32w + 31 of column lane.
+            int sum = 0;
+            #pragma unroll
+            for (int d = 0; d < 32; ++d) sum += bins[(w * 32 + d) * 32 + lane];
+            totals[w * 32 + lane] = sum;
+            __syncthreads();
+            int before = 0, owner = 7;
+            #pragma unroll
+            for (int r = 0; r < 8; ++r) {{
+                const int c = totals[r * 32 + lane];
+                if (owner == 7 && r < 7 && rem < before + c) owner = r; else if (owner == 7 && r < 7) before += c;
+            }}
+            if (!done && w == owner) {{
+                int r2 = rem - before, digit = 31, count = 0;
+                #pragma unroll
+                for (int d = 0; d < 32; ++d) {{
+                    const int c = bins[(w * 32 + d) * 32 + lane];
+                    if (count == 0 && r2 < c) {{ digit = d; count = c; }} else if (count == 0) r2 -= c;
+                }}
+                pick[lane] = w * 32 + digit; pick[32 + lane] = count; pick[64 + lane] = r2;
+            }}
+            __syncthreads();
+            if (!done) {{
+                prefix |= ((psg_key)pick[lane]) << shift;
+                rem = pick[64 + lane];
+                unique = pick[32 + lane] == 1 && shift > 0;
+                if (unique) ushift = shift;
+                done = unique || shift == 0;
+            }}
+            shift -= 8;
+            if (__syncthreads_and(done)) break;
+        }}
+        // A bucket of one: its key is the answer; the thread that holds it says so.
+        if (unique) {{
+            const psg_key high = (~(psg_key)0) << ushift;
+            for (int b = w; b < n_bi; b += 8) {{
+                const psg_key key = {key};
+                if ((key & high) == prefix) found[lane] = key;
+            }}
+        }}
+        __syncthreads();
+        if (unique) prefix = found[lane];
+        __syncthreads();"#,
+        top = key_bits - 8
+    )
+    .ok();
     writeln!(
         s,
         "        {name} = valid ? psg_from_key(prefix) : psg_nan();\n    }}"
