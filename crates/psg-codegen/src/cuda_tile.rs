@@ -404,20 +404,34 @@ fn emit_select(
             for (int d = 0; d < 32; ++d) sum += bins[(w * 32 + d) * 32 + lane];
             totals[w * 32 + lane] = sum;
             __syncthreads();
+            // The chunk holding rank `rem`, then its group of 4 digits (thread w totals digits
+            // 4w .. 4w + 3 of the chunk), then the digit (found by that group's thread).
             int before = 0, owner = 7;
             #pragma unroll
-            for (int r = 0; r < 8; ++r) {{
+            for (int r = 0; r < 7; ++r) {{
                 const int c = totals[r * 32 + lane];
-                if (owner == 7 && r < 7 && rem < before + c) owner = r; else if (owner == 7 && r < 7) before += c;
+                if (owner == 7 && rem < before + c) owner = r; else if (owner == 7) before += c;
             }}
-            if (!done && w == owner) {{
-                int r2 = rem - before, digit = 31, count = 0;
+            int quad = 0;
+            #pragma unroll
+            for (int d = 0; d < 4; ++d) quad += bins[(owner * 32 + w * 4 + d) * 32 + lane];
+            __syncthreads();
+            totals[w * 32 + lane] = quad;
+            __syncthreads();
+            int group = 7;
+            #pragma unroll
+            for (int r = 0; r < 7; ++r) {{
+                const int c = totals[r * 32 + lane];
+                if (group == 7 && rem < before + c) group = r; else if (group == 7) before += c;
+            }}
+            if (!done && w == group) {{
+                int r2 = rem - before, digit = 3, count = 0;
                 #pragma unroll
-                for (int d = 0; d < 32; ++d) {{
-                    const int c = bins[(w * 32 + d) * 32 + lane];
+                for (int d = 0; d < 4; ++d) {{
+                    const int c = bins[(owner * 32 + w * 4 + d) * 32 + lane];
                     if (count == 0 && r2 < c) {{ digit = d; count = c; }} else if (count == 0) r2 -= c;
                 }}
-                pick[lane] = w * 32 + digit; pick[32 + lane] = count; pick[64 + lane] = r2;
+                pick[lane] = owner * 32 + w * 4 + digit; pick[32 + lane] = count; pick[64 + lane] = r2;
             }}
             __syncthreads();
             if (!done) {{

@@ -1,18 +1,17 @@
 /* The DSL's scalar functions; the Rust prelude implements the same definitions. */
 __device__ __forceinline__ bool psg_isnan(psg_acc x) { return x != x; }
 __device__ __forceinline__ bool psg_isfinite(psg_acc x) { return (x - x) == (psg_acc)0; }
-/* NaN if either is NaN; -0 < +0 (IEEE total order on equal values). */
+/* NaN if either is NaN; -0 < +0 (IEEE total order on equal values). Selects, not branches:
+   these run once per element. */
 __device__ __forceinline__ psg_acc psg_min(psg_acc a, psg_acc b) {
-    if (a != a || b != b) return psg_nan();
-    if (a < b) return a;
-    if (b < a) return b;
-    return psg_signbit(a) ? a : b;
+    const psg_acc r = b < a ? b : a;
+    const psg_acc z = psg_signbit(a) ? a : b;
+    return (a != a || b != b) ? psg_nan() : (a == b ? z : r);
 }
 __device__ __forceinline__ psg_acc psg_max(psg_acc a, psg_acc b) {
-    if (a != a || b != b) return psg_nan();
-    if (a > b) return a;
-    if (b > a) return b;
-    return psg_signbit(a) ? b : a;
+    const psg_acc r = a < b ? b : a;
+    const psg_acc z = psg_signbit(a) ? b : a;
+    return (a != a || b != b) ? psg_nan() : (a == b ? z : r);
 }
 /* NaN when lo > hi (the built-ins reject that before launch). */
 __device__ __forceinline__ psg_acc psg_clamp(psg_acc x, psg_acc lo, psg_acc hi) {
@@ -25,10 +24,8 @@ __device__ __forceinline__ psg_acc psg_select(bool c, psg_acc a, psg_acc b) { re
 __device__ __forceinline__ bool psg_select(bool c, bool a, bool b) { return c ? a : b; }
 /* sign(+-0) = 0, sign(NaN) = NaN. */
 __device__ __forceinline__ psg_acc psg_sign(psg_acc x) {
-    /* Selects, not branches: this runs once per element. */
-    psg_acc s = x > (psg_acc)0 ? (psg_acc)1 : (psg_acc)-1;
-    s = x == (psg_acc)0 ? (psg_acc)0 : s;
-    return x != x ? psg_nan() : s;
+    /* Selects, not branches: this runs once per element. x - x is +0 for +-0 and NaN for NaN. */
+    return x > (psg_acc)0 ? (psg_acc)1 : (x < (psg_acc)0 ? (psg_acc)-1 : x - x);
 }
 /* Square-and-multiply in a fixed order, identical on the CPU. */
 __device__ __forceinline__ psg_acc psg_powi(psg_acc x, int n) {
