@@ -1,7 +1,7 @@
 //! The CUDA C emitter: one self-contained kernel per input dtype, compiled by NVRTC with no
 //! toolkit headers (f16 and bf16 travel as 16-bit integers and convert with one PTX instruction).
 //!
-//! Launch shape ([`crate::LaunchShape::ThreadPerColumn`]): one thread per column `p`, reading
+//! Launch shape (`psg_runtime::LaunchShape::ThreadPerColumn`): one thread per column `p`, reading
 //! `g[b * P + p]` for each pass, so a warp reads 32 consecutive elements of a row (coalesced).
 //! Parameters, in order: `g`, the per-sample inputs, the outputs, `n_b` (B), `n_p` (P), the
 //! scalar parameters (accumulator type).

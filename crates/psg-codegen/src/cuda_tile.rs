@@ -1,21 +1,28 @@
 //! The tiled CUDA kernel: g is read from device memory once.
 //!
-//! A block of 32 x 8 threads owns `tile` consecutive columns (`tile` = 1 << `tile_log2`, 8 to 128,
-//! chosen by the runtime so that a tile moves enough bytes and shared memory fits); tiles wider
-//! than a warp are computed 32 columns at a time. It loads the `B x tile` block of `g`
-//! into shared memory with all 256 threads (each warp reads whole row segments: coalesced), then
-//! runs every pass of the schedule from shared memory: thread `(lane, w)` works on column `lane`
-//! and samples `b = w, w + 8, ...`, which is exactly the canonical partial `w` of a sum
+//! A block of 32 x 8 threads owns `tile` consecutive columns (`tile` = 1 << `tile_log2`, 32 to
+//! 128, chosen by the runtime so that a tile moves enough bytes and shared memory fits), kept in
+//! 32-column slabs: element `(b, c)` of the tile is at `(c / 32) * B * 32 + b * 32 + c % 32`, so a
+//! thread's column is at a fixed stride of 32 and every address of a pass is a register plus a
+//! compile-time offset. It loads the `B x tile` block of `g` into shared memory with all 256
+//! threads (16-byte vectors stepping by whole rows; the next tile's first vectors are held in
+//! registers while the current one is computed), then runs every pass of the schedule from
+//! shared memory one slab at a time: thread `(lane, w)` works on column `lane` of the slab and
+//! samples `b = w, w + 8, ...`, which is exactly the canonical partial `w` of a sum
 //! ([`crate::SUM_PARTIALS`]), so sums are bit-identical to the CPU's and the fallback's.
-//! Partials are combined through shared memory in order. Selection (k-th smallest) is an exact
-//! radix select with 4-bit digits over the order-preserving keys of the column, which are
-//! computed once into shared memory; each thread counts its own samples into private histogram
-//! bins, each warp totals two digits over the 8 warps, and every thread of the column scans the
-//! 16 totals to pick the digit.
+//! Partials are combined through shared memory in order, consecutive passes in alternate halves.
+//!
+//! Selection (k-th smallest) is an exact radix select with 8-bit digits over the
+//! order-preserving keys of the column: each pass counts, with shared-memory atomics, the digits
+//! of the keys that match the prefix found so far (bin `d` of column `lane` at `d * 32 + lane`:
+//! a warp's columns hit distinct banks); the column's 8 threads total 32 digits each, then 4
+//! digits each within the chunk that holds the rank, and one thread picks the digit. A column is
+//! done when its bucket holds a single key (fetched by one more scan) or when every bit is fixed.
 //!
 //! Shared memory: `tile` (B x tile accumulators), `keys` (B x tile keys, when the plan selects
 //! from a column other than `g` itself, whose keys are read from the tile directly),
-//! and a scratch area for partials and histograms (see [`tile_smem`]).
+//! and a scratch area for partials and histograms (see [`tile_smem`]). One-pass plans get the
+//! streaming kernel of [`crate::cuda_stream`] instead (same name and parameters).
 
 use std::fmt::Write;
 
