@@ -17,8 +17,8 @@
 
 use std::fmt::Write;
 
-use crate::cuda::{combine_partials, emit_let, header, kernel_params, loop_header_with, prelude};
-use crate::cuda_tile::{tile_kernel_name, vector_unpack};
+use crate::cuda::{combine_partials, emit_let, loop_header_with};
+use crate::cuda_tile::{kernel_head, vector_unpack};
 use crate::expr::{names, print, Acc, Scope, Syntax};
 use crate::ir::{Output, ReduceOp, Scalar};
 use crate::schedule::{Plan, Step};
@@ -85,19 +85,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         unreachable!()
     };
 
-    let mut s = header(plan, dtype, "streaming (one read of g, through registers)");
-    s.push_str(prelude(dtype));
-    let mut params = kernel_params(plan);
-    params.push("int tile_log2".into());
-    params.push("int vec".into());
-    writeln!(
-        s,
-        "\nextern \"C\" __global__ void __launch_bounds__(256) {}({}) {{",
-        tile_kernel_name(plan, dtype),
-        params.join(", ")
-    )
-    .ok();
-    s.push_str("    extern __shared__ __align__(16) unsigned char psg_smem[];\n");
+    let mut s = kernel_head(plan, dtype, "streaming (one read of g, through registers)");
     s.push_str("    psg_acc* const part = (psg_acc*)psg_smem;\n");
     s.push_str("    const int lane = threadIdx.x, w = threadIdx.y;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();

@@ -103,6 +103,26 @@ pub fn tile_kernel_name(plan: &Plan, dtype: DType) -> String {
     format!("{}_tile", kernel_name(plan, dtype))
 }
 
+/// The opening of a kernel launched as the tiled kernel (the streaming kernel is too): header,
+/// prelude, the signature (the fallback's parameters, then `tile_log2` and `vec`) and the
+/// dynamic shared memory.
+pub(crate) fn kernel_head(plan: &Plan, dtype: DType, shape: &str) -> String {
+    let mut s = header(plan, dtype, shape);
+    s.push_str(prelude(dtype));
+    let mut params = kernel_params(plan);
+    params.push("int tile_log2".into());
+    params.push("int vec".into());
+    writeln!(
+        s,
+        "\nextern \"C\" __global__ void __launch_bounds__(256) {}({}) {{",
+        tile_kernel_name(plan, dtype),
+        params.join(", ")
+    )
+    .ok();
+    s.push_str("    extern __shared__ __align__(16) unsigned char psg_smem[];\n");
+    s
+}
+
 /// Emits the tiled kernel for one input dtype.
 pub fn emit(plan: &Plan, dtype: DType) -> String {
     if crate::cuda_stream::streams(plan) {
@@ -122,19 +142,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         Acc::F64 => 64,
     };
 
-    let mut s = header(plan, dtype, "tiled (one read of g)");
-    s.push_str(prelude(dtype));
-    let mut params = kernel_params(plan);
-    params.push("int tile_log2".into());
-    params.push("int vec".into());
-    writeln!(
-        s,
-        "\nextern \"C\" __global__ void __launch_bounds__(256) {}({}) {{",
-        tile_kernel_name(plan, dtype),
-        params.join(", ")
-    )
-    .ok();
-    s.push_str("    extern __shared__ __align__(16) unsigned char psg_smem[];\n");
+    let mut s = kernel_head(plan, dtype, "tiled (one read of g)");
     s.push_str("    const int tile_w = 1 << tile_log2;\n");
     s.push_str("    psg_acc* const tile = (psg_acc*)psg_smem;\n");
     if needs_key_array(plan) {

@@ -14,7 +14,7 @@ use psg_ops::layers::{
     conv2d, embedding, layer_kernel_sources, layer_norm, linear, linear_with, BatchSum, Conv2dSpec,
     LayerGrads, LinearSchedule, Sink,
 };
-use psg_runtime::{nvrtc_status, DType, Device, Error, Tensor};
+use psg_runtime::{nvrtc_status, Device, Error, Tensor};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -1233,5 +1233,6 @@ fn gpu_capture_mlp_matches_cpu() {
         step(&on(&cg[0].batch, &dev), &on(&cg[0].batch, &dev)),
         step(&cg[0].batch, &cg[0].batch)
     );
-    assert_eq!(gpu_model.params()[0].dtype(), DType::F32);
+    // The GPU model's parameters stayed on the GPU (nothing above fell back to the host).
+    assert!(gpu_model.params().iter().all(|p| p.device().is_cuda()));
 }
