@@ -77,18 +77,35 @@ fn partial_slots(plan: &Plan) -> usize {
         .max(1)
 }
 
-/// Whether a selection reads its keys straight from the tile (the column is `g` itself), so it
-/// needs no key array.
-fn direct_keys(plan: &Plan, t: usize) -> bool {
+/// Where a selection's keys come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    /// The column is `g` itself: keys are the tile's values, all B kept.
+    Direct,
+    /// The column is a cheap function of the element (no ranks): its keys are recomputed from
+    /// the tile at every pass, so no key array is needed.
+    Computed,
+    /// The column uses ranks (an inner loop over the tile): its keys are computed once into the
+    /// key array.
+    Stored,
+}
+
+fn keys_of(plan: &Plan, t: usize) -> Keys {
     let c = &plan.temps[t].reduce.column;
-    c.value == Scalar::Load && c.keep.is_none()
+    if c.value == Scalar::Load && c.keep.is_none() {
+        Keys::Direct
+    } else if crate::expr::rank_columns(c.value_and_keep()).is_empty() {
+        Keys::Computed
+    } else {
+        Keys::Stored
+    }
 }
 
 /// Whether some selection needs the key array.
 fn needs_key_array(plan: &Plan) -> bool {
     plan.steps
         .iter()
-        .any(|s| matches!(s, Step::Select(t) if !direct_keys(plan, *t)))
+        .any(|s| matches!(s, Step::Select(t) if keys_of(plan, *t) == Keys::Stored))
 }
 
 fn slots_of(op: &ReduceOp) -> usize {
@@ -355,15 +372,40 @@ fn emit_select(
         .map(e)
         .unwrap_or_else(|| "true".into());
     writeln!(s, "    psg_acc {name};\n    {{").ok();
-    let direct = direct_keys(plan, t);
-    if direct {
-        // The column is g itself: its keys come straight from the tile, and all B are kept.
+    let mode = keys_of(plan, t);
+    // The statements that bind `key` for sample `b` (removed values get the largest key, which
+    // ranks after every kept value and so never changes a rank below the count).
+    let key_code = |indent: &str| -> String {
+        match mode {
+            Keys::Direct => format!("{indent}const psg_key key = psg_to_key(tc[b << 5]);\n"),
+            Keys::Stored => format!("{indent}const psg_key key = kc[b << 5];\n"),
+            Keys::Computed => {
+                let mut c = String::new();
+                loop_header_with(&mut c, indent, [&r.column], e, &plan.ranks, from_tile);
+                match &r.column.keep {
+                    Some(_) => writeln!(
+                        c,
+                        "{indent}const psg_key key = ({keep}) ? psg_to_key({}) : ~(psg_key)0;",
+                        e(&r.column.value)
+                    ),
+                    None => writeln!(
+                        c,
+                        "{indent}const psg_key key = psg_to_key({});",
+                        e(&r.column.value)
+                    ),
+                }
+                .ok();
+                c
+            }
+        }
+    };
+    if mode == Keys::Direct || (mode == Keys::Computed && r.column.keep.is_none()) {
+        // Every sample is kept.
         s.push_str("        const long long total = n_b;\n");
     } else {
-        s.push_str(
-            "        // Keys of this column once; removed values get the largest key, which\n",
-        );
-        s.push_str("        // ranks after every kept value and so never changes a rank below the count.\n");
+        if mode == Keys::Stored {
+            s.push_str("        // Keys of this column, once.\n");
+        }
         s.push_str("        int kept = 0;\n");
         s.push_str("        if (active) {\n            for (int b = w; b < n_bi; b += 8) {\n");
         loop_header_with(
@@ -374,23 +416,23 @@ fn emit_select(
             &plan.ranks,
             from_tile,
         );
-        writeln!(
-            s,
-            "                const bool keep_b = {keep};\n                kc[b << 5] = keep_b ? psg_to_key({}) : ~(psg_key)0;\n                kept += keep_b ? 1 : 0;",
-            e(&r.column.value)
-        )
-        .ok();
-        s.push_str("            }\n        }\n");
+        s.push_str("                const bool keep_b = ");
+        s.push_str(&keep);
+        s.push_str(";\n");
+        if mode == Keys::Stored {
+            writeln!(
+                s,
+                "                kc[b << 5] = keep_b ? psg_to_key({}) : ~(psg_key)0;",
+                e(&r.column.value)
+            )
+            .ok();
+        }
+        s.push_str("                kept += keep_b ? 1 : 0;\n            }\n        }\n");
         s.push_str("        bins[w * 32 + lane] = kept;\n        __syncthreads();\n");
         s.push_str("        long long total = 0;\n");
         s.push_str("        for (int r = 0; r < 8; ++r) total += bins[r * 32 + lane];\n");
     }
     writeln!(s, "        const long long k = psg_index({});", e(k)).ok();
-    let key = if direct {
-        "psg_to_key(tc[b << 5])"
-    } else {
-        "kc[b << 5]"
-    };
     // 8-bit digits, most significant first. A column is done when its digit's bucket holds one
     // key (that key is the answer: found by one more scan) or when every bit is fixed (ties).
     writeln!(
@@ -408,8 +450,7 @@ fn emit_select(
             const psg_key high = shift + 8 >= {key_bits} ? (psg_key)0 : (~(psg_key)0) << (shift + 8);
             if (!done) {{
                 for (int b = w; b < n_bi; b += 8) {{
-                    const psg_key key = {key};
-                    if ((key & high) == (prefix & high)) atomicAdd(&bins[(int)((key >> shift) & 255) * 32 + lane], 1);
+{key_hist}                    if ((key & high) == (prefix & high)) atomicAdd(&bins[(int)((key >> shift) & 255) * 32 + lane], 1);
                 }}
             }}
             __syncthreads();
@@ -463,14 +504,15 @@ fn emit_select(
         if (unique) {{
             const psg_key high = (~(psg_key)0) << ushift;
             for (int b = w; b < n_bi; b += 8) {{
-                const psg_key key = {key};
-                if ((key & high) == prefix) found[lane] = key;
+{key_find}                if ((key & high) == prefix) found[lane] = key;
             }}
         }}
         __syncthreads();
         if (unique) prefix = found[lane];
         __syncthreads();"#,
-        top = key_bits - 8
+        top = key_bits - 8,
+        key_hist = key_code("                    "),
+        key_find = key_code("                "),
     )
     .ok();
     writeln!(
