@@ -90,6 +90,8 @@ impl Plan {
             .max()
             .unwrap_or(0);
 
+        delay_streaming(&mut hoister.temps, &lets, &let_wave, last_wave);
+
         let mut steps = Vec::new();
         for wave in 0..=last_wave {
             if wave > 0 {
@@ -206,6 +208,52 @@ impl Hoister {
             keep: column.keep.as_ref().map(|k| self.hoist(k)),
         }
     }
+}
+
+/// Moves each streaming temporary into the latest later wave that already has a loop and still
+/// comes before every use of it, so that one pass computes it with the others (the count of
+/// NaNs in a median joins the pass after the selection instead of making a pass of its own).
+/// Nothing is computed differently; only the pass that computes a temporary changes.
+fn delay_streaming(temps: &mut [Temp], lets: &[Let], let_wave: &[usize], last_wave: usize) {
+    for t in 0..temps.len() {
+        if !temps[t].reduce.op.is_streaming() {
+            continue;
+        }
+        // The output is evaluated after the last wave, so only temporaries and lets bound it.
+        let mut bound = last_wave;
+        for other in temps.iter() {
+            if reduce_uses(&other.reduce, t) {
+                bound = bound.min(other.wave.saturating_sub(1));
+            }
+        }
+        for (l, wave) in lets.iter().zip(let_wave) {
+            if uses_temp(&l.value, t) {
+                bound = bound.min(*wave);
+            }
+        }
+        let has_loop = |v: usize, temps: &[Temp]| {
+            temps
+                .iter()
+                .enumerate()
+                .any(|(u, x)| u != t && x.wave == v && x.reduce.op.is_streaming())
+        };
+        if let Some(v) = (temps[t].wave + 1..=bound)
+            .rev()
+            .find(|&v| has_loop(v, temps))
+        {
+            temps[t].wave = v;
+        }
+    }
+}
+
+fn uses_temp(expr: &Scalar, t: usize) -> bool {
+    matches!(expr, Scalar::Temp(u) if *u == t)
+        || expr.children().into_iter().any(|c| uses_temp(c, t))
+}
+
+fn reduce_uses(reduce: &Reduce, t: usize) -> bool {
+    reduce.column.value_and_keep().any(|e| uses_temp(e, t))
+        || matches!(&reduce.op, ReduceOp::Kth(k) if uses_temp(k, t))
 }
 
 /// The wave after which everything a reduction reads (temporaries and lets) is known.

@@ -84,14 +84,30 @@ fn a_reduction_that_reads_a_let_waits_for_it() {
 }
 
 #[test]
+fn a_streaming_reduction_is_never_delayed_past_a_use() {
+    // var = sum((x - mean)^2): the mean's sum must stay in the first loop.
+    let r = reduction(
+        vec![],
+        Output::Scalars(vec![stats::var(Column::input(), Scalar::lit(1.0))]),
+    );
+    let plan = Plan::new(&r);
+    let loops = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Loop(_)))
+        .count();
+    assert_eq!(loops, 2, "{:?}", plan.steps);
+}
+
+#[test]
 fn median_selects_once_then_finds_the_next_value_in_one_pass() {
     let r = reduction(
         vec![],
         Output::Scalars(vec![stats::median(Column::input())]),
     );
     let plan = Plan::new(&r);
-    // The NaN count runs in a loop, the lower middle value in one selection, and the upper
-    // middle value (a count and a minimum above it) in one more loop after it.
+    // The lower middle value in one selection, then one loop: the upper middle value (a count
+    // and a minimum above it) and the NaN count, which is delayed into that loop.
     let selects: Vec<usize> = plan
         .steps
         .iter()
@@ -99,13 +115,18 @@ fn median_selects_once_then_finds_the_next_value_in_one_pass() {
         .filter(|(_, s)| matches!(s, Step::Select(_)))
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(selects.len(), 1, "{:?}", plan.steps);
-    assert!(matches!(plan.steps[0], Step::Loop(_)));
-    assert!(
-        matches!(plan.steps.last(), Some(Step::Loop(t)) if t.len() == 2),
-        "{:?}",
-        plan.steps
-    );
+    assert_eq!(selects, vec![0], "{:?}", plan.steps);
+    let loops: Vec<&Vec<usize>> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Loop(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(loops.len(), 1, "{:?}", plan.steps);
+    assert_eq!(loops[0].len(), 3, "{:?}", plan.steps);
+    assert!(matches!(plan.steps.last(), Some(Step::Loop(_))));
 }
 
 #[test]
