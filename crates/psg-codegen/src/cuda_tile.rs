@@ -217,7 +217,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
                     &from_tile,
                 )
             }
-            Step::Select(t) => emit_select(&mut s, plan, *t, key_bits, &e, &from_tile),
+            Step::Select(t) => emit_select(&mut s, plan, *t, dtype, key_bits, &e, &from_tile),
         }
     }
 
@@ -352,10 +352,12 @@ fn emit_loop(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn emit_select(
     s: &mut String,
     plan: &Plan,
     t: usize,
+    dtype: DType,
     key_bits: u32,
     e: &dyn Fn(&Scalar) -> String,
     from_tile: &dyn Fn(&str) -> String,
@@ -373,6 +375,14 @@ fn emit_select(
         .unwrap_or_else(|| "true".into());
     writeln!(s, "    psg_acc {name};\n    {{").ok();
     let mode = keys_of(plan, t);
+    // The low bits a key's sign decides: a bf16 or f16 value widened to f32 has 16 or 13 clear
+    // mantissa bits (set in the key of a negative value), so the counting stops once the digits
+    // above them are fixed (ties need no more passes).
+    let zero_low_bits = match (mode, dtype) {
+        (Keys::Direct, DType::BF16) => 16,
+        (Keys::Direct, DType::F16) => 13,
+        _ => 0,
+    };
     // The statements that bind `key` for sample `b` (removed values get the largest key, which
     // ranks after every kept value and so never changes a rank below the count).
     let key_code = |indent: &str| -> String {
@@ -493,9 +503,13 @@ fn emit_select(
             if (!done) {{
                 prefix |= ((psg_key)pick[lane]) << shift;
                 rem = pick[64 + lane];
-                unique = pick[32 + lane] == 1 && shift > 0;
+                const bool last = shift <= {low};
+                unique = pick[32 + lane] == 1 && !last;
                 if (unique) ushift = shift;
-                done = unique || shift == 0;
+                done = unique || last;
+                // Bits below a last digit above 0 are those of every key under the prefix: clear
+                // for a positive value, set for a negative one (its key is complemented).
+                if (last && shift > 0 && (prefix >> {sign_bit}) == 0) prefix |= (((psg_key)1) << shift) - 1;
             }}
             shift -= 8;
             if (__syncthreads_and(done)) break;
@@ -511,6 +525,8 @@ fn emit_select(
         if (unique) prefix = found[lane];
         __syncthreads();"#,
         top = key_bits - 8,
+        low = zero_low_bits,
+        sign_bit = key_bits - 1,
         key_hist = key_code("                    "),
         key_find = key_code("                "),
     )

@@ -200,6 +200,16 @@ fn gpu_order_statistics_and_outliers_match_cpu() {
             }
         }
     }
+    // f16: its selection stops at the last digit with mantissa bits (the 13 below are fixed by
+    // the sign), ties and negative values included.
+    for &b in &BATCHES[..5] {
+        for p in [31, 40_000] {
+            let g = Pair::new(&rng.nasty(b * p, true), &[b, p], DType::F16, &dev);
+            g.same("median f16", ops::median);
+            g.same("median_low f16", ops::median_low);
+            g.same("kth f16", |t| ops::kth(t, b / 3));
+        }
+    }
 }
 
 #[test]
