@@ -375,12 +375,12 @@ fn emit_select(
         .unwrap_or_else(|| "true".into());
     writeln!(s, "    psg_acc {name};\n    {{").ok();
     let mode = keys_of(plan, t);
-    // The low bits a key's sign decides: a bf16 or f16 value widened to f32 has 16 or 13 clear
+    // The low bits a key's sign decides: a bf16 value widened to f32 (a shift) has 16 clear
     // mantissa bits (set in the key of a negative value), so the counting stops once the digits
-    // above them are fixed (ties need no more passes).
+    // above them are fixed (ties need no more passes). Not f16: its widening turns every NaN
+    // into 0x7fffffff, whose low bits are set.
     let zero_low_bits = match (mode, dtype) {
         (Keys::Direct, DType::BF16) => 16,
-        (Keys::Direct, DType::F16) => 13,
         _ => 0,
     };
     // The statements that bind `key` for sample `b` (removed values get the largest key, which

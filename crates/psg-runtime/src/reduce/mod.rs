@@ -78,7 +78,8 @@ impl TiledKernels {
     /// runs). Tiles are never narrower than 32 columns: the kernel keeps them in 32-column slabs,
     /// so that its shared-memory addresses are compile-time offsets. A kernel that keeps no
     /// element in shared memory (`bytes_per_element` 0: it streams `g` through registers) has
-    /// a tile of 32 16-byte vectors of columns (128 for f32, 256 for bf16) and serves every B.
+    /// a tile of 32 16-byte vectors of columns (128 for f32, 256 for bf16) and serves every B
+    /// below 2^31 - 64 (the kernels count samples in 32-bit integers; beyond, thread per column).
     pub fn choose(
         &self,
         dtype: crate::DType,
@@ -90,6 +91,10 @@ impl TiledKernels {
         let fixed = u64::from(self.fixed_bytes[dtype.index()]);
         let elem = dtype.size_in_bytes() as u64;
         let shared = |log2: u32| batch as u64 * (1u64 << log2) * per + fixed;
+        // The kernels count samples in 32-bit integers.
+        if batch > i32::MAX as usize - 64 {
+            return None;
+        }
         if per == 0 {
             // A streaming kernel: its tile is 32 16-byte vectors of columns, for any B.
             let log2 = 5 + (16 / elem).trailing_zeros();

@@ -341,4 +341,6 @@ fn streaming_kernels_take_32_vectors_of_columns_for_any_batch() {
         Some((6, 8192))
     );
     assert_eq!(streaming.choose(DType::F32, 256, 4096), None);
+    // Beyond 32-bit sample counts: thread per column.
+    assert_eq!(streaming.choose(DType::F32, 1 << 31, H100_LIMIT), None);
 }
