@@ -18,7 +18,7 @@
 use std::fmt::Write;
 
 use crate::cuda::{combine_partials, emit_let, loop_header_with};
-use crate::cuda_tile::{kernel_head, vector_unpack};
+use crate::cuda_tile::{kernel_head, partial_slots, vector_unpack};
 use crate::expr::{names, print, Acc, Scope, Syntax};
 use crate::ir::{Output, ReduceOp, Scalar};
 use crate::schedule::{Plan, Step};
@@ -36,34 +36,15 @@ pub fn streams(plan: &Plan) -> bool {
     loops == 1 && !selects && plan.ranks.is_empty() && matches!(plan.output, Output::Scalars(_))
 }
 
-/// Partial slots per thread and column: two for a minimum or maximum (value, any), one otherwise.
-pub(crate) fn slots(plan: &Plan) -> usize {
-    plan.steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Loop(temps) => Some(
-                temps
-                    .iter()
-                    .map(|&t| match plan.temps[t].reduce.op {
-                        ReduceOp::Min | ReduceOp::Max => 2,
-                        _ => 1,
-                    })
-                    .sum::<usize>(),
-            ),
-            _ => None,
-        })
-        .sum::<usize>()
-        .max(1)
-}
-
-/// Shared memory of the streaming kernel: the partials, `slots x 8 warps x 32 * V` accumulators.
+/// Shared memory of the streaming kernel: the partials, `slots x 8 warps x 32 * V` accumulators
+/// (a plan with one loop: its slots are the loop's).
 pub fn stream_smem(plan: &Plan, dtype: DType) -> u32 {
     let (v_log2, _) = vector_unpack(dtype);
     let acc = match dtype.acc() {
         Acc::F32 => 4,
         Acc::F64 => 8,
     };
-    (slots(plan) * crate::SUM_PARTIALS * (32 << v_log2) * acc) as u32
+    (partial_slots(plan) * crate::SUM_PARTIALS * (32 << v_log2) * acc) as u32
 }
 
 /// Emits the streaming kernel (named as the tiled kernel) for one input dtype.
@@ -200,6 +181,8 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     column_loop(&mut s);
     s.push_str("        }\n    }\n");
 
+    // This thread's column c in the partials.
+    let mine = format!("lane * {v} + c");
     // Combine the 8 warps' partials in warp order; thread j of the block finishes column j.
     let at =
         |slot: usize, r: &str, col: &str| format!("part[({slot} * 8 + {r}) * {width} + {col}]");
@@ -213,19 +196,14 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
                 writeln!(
                     s,
                     "        {} = {name}_a[c]; {} = {name}_anya[c] ? (psg_acc)1 : (psg_acc)0;",
-                    at(slot, "w", "lane * V + c"),
-                    at(slot + 1, "w", "lane * V + c")
+                    at(slot, "w", &mine),
+                    at(slot + 1, "w", &mine)
                 )
                 .ok();
                 slot += 2;
             }
             _ => {
-                writeln!(
-                    s,
-                    "        {} = {name}_a[c];",
-                    at(slot, "w", "lane * V + c")
-                )
-                .ok();
+                writeln!(s, "        {} = {name}_a[c];", at(slot, "w", &mine)).ok();
                 slot += 1;
             }
         }
@@ -286,5 +264,5 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         }
     }
     s.push_str("    }\n    }\n    __syncthreads();\n    }\n}\n");
-    s.replace("lane * V + c", &format!("lane * {v} + c"))
+    s
 }

@@ -62,7 +62,7 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
 }
 
 /// Partial slots (accumulators per thread) the widest pass of the plan combines.
-fn partial_slots(plan: &Plan) -> usize {
+pub(crate) fn partial_slots(plan: &Plan) -> usize {
     plan.steps
         .iter()
         .map(|s| match s {
