@@ -17,8 +17,8 @@
 
 use std::fmt::Write;
 
-use crate::cuda::{combine_partials, emit_let, loop_header_with};
-use crate::cuda_tile::{kernel_head, partial_slots, vector_unpack};
+use crate::cuda::{emit_let, loop_header_with};
+use crate::cuda_tile::{combine_warps, kernel_head, partial_slots, vector_unpack};
 use crate::expr::{names, print, Acc, Scope, Syntax};
 use crate::ir::{Output, ReduceOp, Scalar};
 use crate::schedule::{Plan, Step};
@@ -214,45 +214,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         "    for (int j = w * 32 + lane; j < {width}; j += 256) {{\n    const long long p = t * {width} + j;\n    if (p < n_p) {{"
     )
     .ok();
-    let mut slot = 0;
-    for &t in temps {
-        let name = names::temp(t);
-        let op = &plan.temps[t].reduce.op;
-        match op {
-            ReduceOp::Sum => {
-                let line = combine_partials(op, t, |r| at(slot, &r.to_string(), "j"));
-                writeln!(s, "    {}", line.unwrap_or_default()).ok();
-                slot += 1;
-            }
-            ReduceOp::Count => {
-                let terms: Vec<String> = (0..crate::SUM_PARTIALS)
-                    .map(|r| at(slot, &r.to_string(), "j"))
-                    .collect();
-                writeln!(s, "    const psg_acc {name} = {};", terms.join(" + ")).ok();
-                slot += 1;
-            }
-            _ => {
-                let f = if *op == ReduceOp::Min {
-                    "psg_min"
-                } else {
-                    "psg_max"
-                };
-                writeln!(
-                    s,
-                    "    psg_acc {name} = psg_nan(); bool {name}_any = false;"
-                )
-                .ok();
-                writeln!(
-                    s,
-                    "    for (int r = 0; r < 8; ++r) {{ if ({} != (psg_acc)0) {{ const psg_acc v = {}; {name} = {name}_any ? {f}({name}, v) : v; {name}_any = true; }} }}",
-                    at(slot + 1, "r", "j"),
-                    at(slot, "r", "j")
-                )
-                .ok();
-                slot += 2;
-            }
-        }
-    }
+    combine_warps(&mut s, plan, temps, true, &|slot, r| at(slot, r, "j"));
     for step in &plan.steps[loop_at + 1..] {
         if let Step::Let(i) = step {
             emit_let(&mut s, plan, *i, &e);

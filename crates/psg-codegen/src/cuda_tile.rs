@@ -316,6 +316,26 @@ fn emit_loop(
         slot += slots_of(&plan.temps[t].reduce.op);
     }
     s.push_str("    __syncthreads();\n");
+    combine_warps(s, plan, temps, false, &at);
+    if wait_after {
+        s.push_str("    __syncthreads();\n");
+    }
+}
+
+/// Combines the 8 warps' partials of `temps` in warp order; `at(slot, r)` is warp `r`'s value of
+/// partial slot `slot`. `declare`: the temporaries are new names here (else they are assigned).
+pub(crate) fn combine_warps(
+    s: &mut String,
+    plan: &Plan,
+    temps: &[usize],
+    declare: bool,
+    at: &dyn Fn(usize, &str) -> String,
+) {
+    let (acc, flag) = if declare {
+        ("psg_acc ", "bool ")
+    } else {
+        ("", "")
+    };
     let mut slot = 0;
     for &t in temps {
         let name = names::temp(t);
@@ -327,7 +347,7 @@ fn emit_loop(
             }
             ReduceOp::Count => {
                 let terms: Vec<String> = (0..WARPS).map(|r| at(slot, &r.to_string())).collect();
-                writeln!(s, "    {name} = {};", terms.join(" + ")).ok();
+                writeln!(s, "    {acc}{name} = {};", terms.join(" + ")).ok();
             }
             _ => {
                 let f = if *op == ReduceOp::Min {
@@ -335,7 +355,7 @@ fn emit_loop(
                 } else {
                     "psg_max"
                 };
-                writeln!(s, "    {name} = psg_nan(); {name}_any = false;").ok();
+                writeln!(s, "    {acc}{name} = psg_nan(); {flag}{name}_any = false;").ok();
                 writeln!(
                     s,
                     "    for (int r = 0; r < 8; ++r) {{ if ({} != (psg_acc)0) {{ const psg_acc v = {}; {name} = {name}_any ? {f}({name}, v) : v; {name}_any = true; }} }}",
@@ -346,9 +366,6 @@ fn emit_loop(
             }
         }
         slot += slots_of(op);
-    }
-    if wait_after {
-        s.push_str("    __syncthreads();\n");
     }
 }
 
