@@ -65,8 +65,18 @@ fn run() -> Result<()> {
     let flop = 2.0 * (B * T * IN * OUT) as f64;
 
     let regs = LinearSchedule::default();
-    let variants: [(&str, LinearSchedule, bool); 7] = [
+    let variants: [(&str, LinearSchedule, bool); 9] = [
         ("regs k16 (default)", regs, false),
+        ("regs k32", LinearSchedule { k_tile: 32, ..regs }, false),
+        (
+            "regs k32 splits=1",
+            LinearSchedule {
+                k_tile: 32,
+                splits: Some(1),
+                ..regs
+            },
+            false,
+        ),
         ("regs k8", LinearSchedule { k_tile: 8, ..regs }, false),
         (
             "smem k16",

@@ -314,6 +314,15 @@ fn bad_inputs_are_errors_not_panics() {
         linear_with(&a, &g, true, Sink::Keep, bad_schedule),
         Err(Error::InvalidParameter(_))
     ));
+    let k32_shared = LinearSchedule {
+        k_tile: 32,
+        batch_sum: BatchSum::Shared,
+        splits: None,
+    };
+    assert!(matches!(
+        linear_with(&a, &g, true, Sink::Keep, k32_shared),
+        Err(Error::InvalidParameter(_))
+    ));
     let no_splits = LinearSchedule {
         splits: Some(0),
         ..LinearSchedule::default()
@@ -953,6 +962,10 @@ fn linear_cases() -> Vec<(usize, usize, usize, usize)> {
         (33, 1, 64, 200),
         (4, 40, 300, 260),
         (2, 16, 128, 128),
+        // T % 32 == 0 with 16-byte rows: the pointer-walking loads, with edge tiles on both sides
+        // and a matrix narrower than a thread's four columns past the first.
+        (3, 32, 260, 132),
+        (2, 64, 4, 8),
     ]
 }
 
@@ -982,6 +995,15 @@ fn gpu_linear_matches_cpu_for_every_schedule() {
         },
         LinearSchedule {
             splits: Some(5),
+            ..LinearSchedule::default()
+        },
+        LinearSchedule {
+            k_tile: 32,
+            ..LinearSchedule::default()
+        },
+        LinearSchedule {
+            k_tile: 32,
+            splits: Some(2),
             ..LinearSchedule::default()
         },
     ];
@@ -1027,6 +1049,10 @@ fn gpu_linear_at_the_benchmark_width_matches_cpu() {
             k_tile: 8,
             batch_sum: BatchSum::Shared,
             splits: None,
+        },
+        LinearSchedule {
+            k_tile: 32,
+            ..LinearSchedule::default()
         },
     ] {
         let got = linear_with(&on(&a, &dev), &on(&g, &dev), true, Sink::Keep, schedule).unwrap();

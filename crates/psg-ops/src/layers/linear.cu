@@ -19,7 +19,7 @@
    Blocks past `gemm_blocks` compute the bias: per-sample bias gradients sum_t G[b, t, m] and their
    batch sum, 32 output features per block.
 
-   Defined by the includer: PSG_BK (8 or 16), PSG_BATCH_IN_SHARED (0 or 1), PSG_MIN_BLOCKS,
+   Defined by the includer: PSG_BK (8, 16 or 32; 32 puts the k-tiles in dynamic shared memory), PSG_BATCH_IN_SHARED (0 or 1), PSG_MIN_BLOCKS,
    PSG_LINEAR_NAME. All arithmetic is FP32 with explicit fmaf (the runtime compiles with
    --fmad=false). */
 
@@ -101,6 +101,29 @@ __device__ __forceinline__ void psg_store_tile(float* __restrict__ dst, const fl
     }
 }
 
+/* psg_store_tile for a tile wholly inside the matrix, with 16-byte aligned rows: no checks, one
+   base pointer (this runs once per sample, so its index arithmetic is worth keeping small). */
+__device__ __forceinline__ void psg_store_full(float* __restrict__ dst, const float (&v)[8][8],
+                                               int m0, int n0, int ty, int tx, int n_n,
+                                               bool stream) {
+    float* const base = dst + (long long)(m0 + ty * 4) * n_n + (n0 + tx * 4);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        float* const row = base + (long long)((i < 4 ? 0 : 64) + (i & 3)) * n_n;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const float4 x = make_float4(v[i][4 * h + 0], v[i][4 * h + 1], v[i][4 * h + 2],
+                                         v[i][4 * h + 3]);
+            float4* const cell = reinterpret_cast<float4*>(row + h * 64);
+            if (stream) {
+                __stcs(cell, x);
+            } else {
+                *cell = x;
+            }
+        }
+    }
+}
+
 /* The bias part: block `j` owns output features [32 j, 32 j + 32); its 8 warps split t. */
 __device__ void psg_linear_bias(const float* __restrict__ g, float* __restrict__ bias_ps,
                                 float* __restrict__ bias_batch, long long n_b, int n_t, int n_m,
@@ -135,10 +158,22 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
     float* __restrict__ batch, float* __restrict__ partial, unsigned int* __restrict__ arrivals,
     float* __restrict__ bias_ps, float* __restrict__ bias_batch, long long n_b, int n_t, int n_m,
     int n_n, int splits, int vec_ok, int gemm_blocks) {
+    /* Dynamic shared memory: the k-tiles when they pass the 48 KiB of static shared memory
+       (PSG_BK = 32), then the batch sum when it lives there. */
+    extern __shared__ __align__(16) float psg_dyn[];
+#if PSG_BK > 16
+    float (*const sg)[PSG_BK][PSG_BM] = reinterpret_cast<float (*)[PSG_BK][PSG_BM]>(psg_dyn);
+    float (*const sa)[PSG_BK][PSG_BN] =
+        reinterpret_cast<float (*)[PSG_BK][PSG_BN]>(psg_dyn + 2 * PSG_BK * PSG_BM);
+#if PSG_BATCH_IN_SHARED
+    float* const sbatch = psg_dyn + 2 * PSG_BK * (PSG_BM + PSG_BN); /* [PSG_BM][PSG_BN] */
+#endif
+#else
     __shared__ __align__(16) float sg[2][PSG_BK][PSG_BM];
     __shared__ __align__(16) float sa[2][PSG_BK][PSG_BN];
 #if PSG_BATCH_IN_SHARED
-    extern __shared__ __align__(16) float sbatch[]; /* [PSG_BM][PSG_BN] */
+    float* const sbatch = psg_dyn; /* [PSG_BM][PSG_BN] */
+#endif
 #endif
     __shared__ int s_last;
 
@@ -155,6 +190,7 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
     const int tx = tid & 15;
     const int ty = tid >> 4;
     const bool vec = vec_ok != 0;
+    const bool full = vec && m0 + PSG_BM <= n_m && n0 + PSG_BN <= n_n;
 
     const long long b_lo = n_b * split / splits;
     const long long b_hi = n_b * (split + 1) / splits;
@@ -196,6 +232,30 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
             }                                                                                    \
         }                                                                                        \
     }
+    /* When every k-tile lies within one sample (n_t % PSG_BK == 0) and rows are 16-byte aligned,
+       the block's steps walk consecutive rows of A and G: one pointer per operand, stepping by
+       PSG_BK rows, replaces the per-step index arithmetic (a few percent of the issue slots).
+       A thread whose columns lie past the edge of the matrix reads the last four columns instead:
+       they only reach accumulators of outputs past the edge, which are never stored. */
+    const bool walk = vec && n_t % PSG_BK == 0;
+    const long long row0 = b_lo * n_t + lrow;
+    const float* gp = g + row0 * n_m + min(m0 + lcol, n_m - 4);
+    const float* ap = a + row0 * n_n + min(n0 + lcol, n_n - 4);
+    const long long g_rows8 = 8LL * n_m;
+    const long long a_rows8 = 8LL * n_n;
+#define PSG_FETCH_NEXT(b, kt)                                                                    \
+    {                                                                                            \
+        if (walk) {                                                                              \
+            _Pragma("unroll") for (int l = 0; l < PSG_LOADS; ++l) {                              \
+                pg[l] = *reinterpret_cast<const float4*>(gp + l * g_rows8);                      \
+                pa[l] = *reinterpret_cast<const float4*>(ap + l * a_rows8);                      \
+            }                                                                                    \
+            gp += PSG_LOADS * g_rows8;                                                           \
+            ap += PSG_LOADS * a_rows8;                                                           \
+        } else {                                                                                 \
+            PSG_FETCH(b, kt);                                                                    \
+        }                                                                                        \
+    }
 #define PSG_STASH(buf)                                                                           \
     {                                                                                            \
         _Pragma("unroll") for (int l = 0; l < PSG_LOADS; ++l) {                                  \
@@ -205,7 +265,7 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
     }
 
     if (steps > 0) {
-        PSG_FETCH(b_lo, 0);
+        PSG_FETCH_NEXT(b_lo, 0);
         PSG_STASH(0);
     }
     __syncthreads();
@@ -221,7 +281,7 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
             next_b = b + 1;
         }
         const bool more = s + 1 < steps;
-        if (more) PSG_FETCH(next_b, next_kt);
+        if (more) PSG_FETCH_NEXT(next_b, next_kt);
 
 #pragma unroll
         for (int k = 0; k < PSG_BK; ++k) {
@@ -240,8 +300,12 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
 
         if (kt == k_tiles - 1) {
             /* Sample b is complete: stream its tile out and fold it into the batch sum. */
-            psg_store_tile(per_sample + b * (long long)n_m * n_n, acc, m0, n0, ty, tx, n_m, n_n,
-                           vec, true);
+            float* const dst = per_sample + b * (long long)n_m * n_n;
+            if (full) {
+                psg_store_full(dst, acc, m0, n0, ty, tx, n_n, true);
+            } else {
+                psg_store_tile(dst, acc, m0, n0, ty, tx, n_m, n_n, vec, true);
+            }
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
 #if PSG_BATCH_IN_SHARED
@@ -274,6 +338,7 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
         b = next_b;
     }
 #undef PSG_FETCH
+#undef PSG_FETCH_NEXT
 #undef PSG_STASH
 
 #if PSG_BATCH_IN_SHARED

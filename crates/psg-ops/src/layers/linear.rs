@@ -25,6 +25,8 @@ const THREADS: u32 = 256;
 const BIAS_COLUMNS: usize = 32;
 /// Dynamic shared memory of the shared-batch variant: a 128 x 128 f32 tile.
 const SHARED_BATCH_BYTES: u32 = (TILE * TILE * 4) as u32;
+/// Dynamic shared memory of the 32-row k-tiles: two buffers of a 32 x 128 tile of each operand.
+const K32_BYTES: u32 = (2 * 32 * 2 * TILE * 4) as u32;
 
 /// Where a GPU block keeps its running batch sum while it loops over samples.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,7 +42,7 @@ pub enum BatchSum {
 /// gradient's summation order depends on `splits`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LinearSchedule {
-    /// Rows of `t` per shared-memory tile: 8 or 16.
+    /// Rows of `t` per shared-memory tile: 8, 16 or 32 (32 with the batch sum in registers).
     pub k_tile: usize,
     /// Where the running batch sum lives.
     pub batch_sum: BatchSum,
@@ -79,11 +81,12 @@ macro_rules! linear_kernel {
     };
 }
 
-static KERNELS: [KernelSource; 4] = [
+static KERNELS: [KernelSource; 5] = [
     linear_kernel!("psg_linear_bk8_f32", "8", "0", "1"),
     linear_kernel!("psg_linear_bk16_f32", "16", "0", "1"),
     linear_kernel!("psg_linear_bk8_smem_f32", "8", "1", "2"),
     linear_kernel!("psg_linear_bk16_smem_f32", "16", "1", "2"),
+    linear_kernel!("psg_linear_bk32_f32", "32", "0", "1"),
 ];
 
 /// The CUDA sources of the Linear kernels, for the NVRTC check.
@@ -260,15 +263,29 @@ pub(crate) fn batch_sum(per_sample: &[f32], b: usize, p: usize) -> Vec<f32> {
     out
 }
 
-fn kernel_for(schedule: &LinearSchedule) -> Result<(&'static KernelSource, usize)> {
-    let index = match (schedule.k_tile, schedule.batch_sum) {
-        (8, BatchSum::Registers) => 0,
-        (16, BatchSum::Registers) => 1,
-        (8, BatchSum::Shared) => 2,
-        (16, BatchSum::Shared) => 3,
+/// A schedule's kernel, how many of its blocks share an SM, and its dynamic shared memory.
+struct Variant {
+    kernel: &'static KernelSource,
+    blocks_per_sm: usize,
+    shared_bytes: u32,
+}
+
+fn kernel_for(schedule: &LinearSchedule) -> Result<Variant> {
+    let (index, shared_bytes) = match (schedule.k_tile, schedule.batch_sum) {
+        (8, BatchSum::Registers) => (0, 0),
+        (16, BatchSum::Registers) => (1, 0),
+        (8, BatchSum::Shared) => (2, SHARED_BATCH_BYTES),
+        (16, BatchSum::Shared) => (3, SHARED_BATCH_BYTES),
+        (32, BatchSum::Registers) => (4, K32_BYTES),
+        (32, BatchSum::Shared) => {
+            return Err(Error::InvalidParameter(format!(
+                "{OP}: LinearSchedule::k_tile 32 keeps the batch sum in registers; \
+                 use BatchSum::Registers, or k_tile 8 or 16 with BatchSum::Shared"
+            )))
+        }
         (k, _) => {
             return Err(Error::InvalidParameter(format!(
-                "{OP}: LinearSchedule::k_tile must be 8 or 16, got {k}"
+                "{OP}: LinearSchedule::k_tile must be 8, 16 or 32, got {k}"
             )))
         }
     };
@@ -277,7 +294,11 @@ fn kernel_for(schedule: &LinearSchedule) -> Result<(&'static KernelSource, usize
     } else {
         1
     };
-    Ok((&KERNELS[index], blocks_per_sm))
+    Ok(Variant {
+        kernel: &KERNELS[index],
+        blocks_per_sm,
+        shared_bytes,
+    })
 }
 
 fn cuda(
@@ -288,7 +309,7 @@ fn cuda(
     bias: bool,
     schedule: LinearSchedule,
 ) -> Result<Raw> {
-    let (kernel, blocks_per_sm) = kernel_for(&schedule)?;
+    let variant = kernel_for(&schedule)?;
     let device = Device::Cuda(dev.clone());
     let (b, t, m, n) = (d.b, d.t, d.m, d.n);
     let gemm = b > 0 && t > 0 && m > 0 && n > 0;
@@ -310,7 +331,7 @@ fn cuda(
     let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
     let splits = match schedule.splits {
         Some(s) => s.clamp(1, b.max(1)),
-        None => (sm_count(dev)? * blocks_per_sm / tiles.max(1)).clamp(1, b.max(1)),
+        None => (sm_count(dev)? * variant.blocks_per_sm / tiles.max(1)).clamp(1, b.max(1)),
     };
     let gemm_blocks = if gemm { tiles * splits } else { 0 };
     let bias_blocks = if bias_work {
@@ -360,13 +381,9 @@ fn cuda(
     let cfg = LaunchConfig {
         grid: (grid_blocks(OP, gemm_blocks + bias_blocks)?, 1, 1),
         block: (THREADS, 1, 1),
-        shared_bytes: if schedule.batch_sum == BatchSum::Shared {
-            SHARED_BATCH_BYTES
-        } else {
-            0
-        },
+        shared_bytes: variant.shared_bytes,
     };
-    dev.launch(kernel, cfg, &args)?;
+    dev.launch(variant.kernel, cfg, &args)?;
     Ok(Raw {
         weight,
         bias: bias_out,
