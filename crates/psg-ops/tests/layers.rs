@@ -966,6 +966,11 @@ fn linear_cases() -> Vec<(usize, usize, usize, usize)> {
         // and a matrix narrower than a thread's four columns past the first.
         (3, 32, 260, 132),
         (2, 64, 4, 8),
+        // Empty dimensions: no input features (the bias gets blocks of its own), no samples, no
+        // positions.
+        (3, 2, 0, 5),
+        (0, 4, 8, 8),
+        (2, 0, 4, 8),
     ]
 }
 

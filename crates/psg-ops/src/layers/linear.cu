@@ -16,10 +16,14 @@
    block of the tile to arrive (an atomic counter) adds the partials in split order: the batch
    gradient is deterministic and still comes out of this one launch.
 
-   Blocks past `gemm_blocks` compute the bias: per-sample bias gradients sum_t G[b, t, m] and their
-   batch sum, 32 output features per block.
+   The bias (bias_mode 1): the blocks of the first column of tiles also sum the G rows they stage
+   (from the registers that carry them to shared memory, 8 adds per thread per k-tile), giving the
+   per-sample bias gradients sum_t G[b, t, m] of their 128 output features and, like the weight,
+   their batch sum (through `bias_partial` with several splits). When there is no weight (in = 0),
+   bias_mode 2: every block is a bias block of 32 output features.
 
-   Defined by the includer: PSG_BK (8, 16 or 32; 32 puts the k-tiles in dynamic shared memory), PSG_BATCH_IN_SHARED (0 or 1), PSG_MIN_BLOCKS,
+   Defined by the includer: PSG_BIAS (0 or 1: whether bias_mode 1 is compiled in),
+   PSG_BK (8, 16 or 32; 32 puts the k-tiles in dynamic shared memory), PSG_BATCH_IN_SHARED (0 or 1), PSG_MIN_BLOCKS,
    PSG_LINEAR_NAME. All arithmetic is FP32 with explicit fmaf (the runtime compiles with
    --fmad=false). */
 
@@ -156,8 +160,8 @@ __device__ void psg_linear_bias(const float* __restrict__ g, float* __restrict__
 extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LINEAR_NAME(
     const float* __restrict__ a, const float* __restrict__ g, float* __restrict__ per_sample,
     float* __restrict__ batch, float* __restrict__ partial, unsigned int* __restrict__ arrivals,
-    float* __restrict__ bias_ps, float* __restrict__ bias_batch, long long n_b, int n_t, int n_m,
-    int n_n, int splits, int vec_ok, int gemm_blocks) {
+    float* __restrict__ bias_ps, float* __restrict__ bias_batch, float* __restrict__ bias_partial,
+    long long n_b, int n_t, int n_m, int n_n, int splits, int vec_ok, int bias_mode) {
     /* Dynamic shared memory: the k-tiles when they pass the 48 KiB of static shared memory
        (PSG_BK = 32), then the batch sum when it lives there. */
     extern __shared__ __align__(16) float psg_dyn[];
@@ -176,9 +180,13 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
 #endif
 #endif
     __shared__ int s_last;
+#if PSG_BIAS
+    /* The bias blocks' per-warp column sums of a finished sample, by sample parity. */
+    __shared__ __align__(16) float4 sbias[2][8][32];
+#endif
 
-    if ((int)blockIdx.x >= gemm_blocks) {
-        psg_linear_bias(g, bias_ps, bias_batch, n_b, n_t, n_m, (int)blockIdx.x - gemm_blocks);
+    if (bias_mode == 2) {
+        psg_linear_bias(g, bias_ps, bias_batch, n_b, n_t, n_m, (int)blockIdx.x);
         return;
     }
     const int tiles_n = (n_n + PSG_BN - 1) / PSG_BN;
@@ -191,6 +199,8 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
     const int ty = tid >> 4;
     const bool vec = vec_ok != 0;
     const bool full = vec && m0 + PSG_BM <= n_m && n0 + PSG_BN <= n_n;
+    /* Compiled out where PSG_BIAS is 0: the bias costs the weight-only kernel no registers. */
+    const bool with_bias = PSG_BIAS && bias_mode == 1 && n0 == 0;
 
     const long long b_lo = n_b * split / splits;
     const long long b_hi = n_b * (split + 1) / splits;
@@ -263,10 +273,34 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
             *reinterpret_cast<float4*>(&sa[buf][lrow + 8 * l][lcol]) = pa[l];                    \
         }                                                                                        \
     }
+    /* A bias block adds the G rows it just staged (k-tile kt of sample b) to its column sums; at
+       the sample's last k-tile it leaves them to be combined after the step's barrier. */
+    float4 bsum = psg_zero4();
+    long long bias_ready = -1;
+    float btot = 0.0f;
+#if PSG_BIAS
+#define PSG_BIAS_ADD(b, kt)                                                                      \
+    if (with_bias) {                                                                             \
+        _Pragma("unroll") for (int l = 0; l < PSG_LOADS; ++l) {                                  \
+            bsum.x += pg[l].x;                                                                   \
+            bsum.y += pg[l].y;                                                                   \
+            bsum.z += pg[l].z;                                                                   \
+            bsum.w += pg[l].w;                                                                   \
+        }                                                                                        \
+        if ((kt) == k_tiles - 1) {                                                               \
+            sbias[(b) & 1][lrow][tid & 31] = bsum;                                               \
+            bsum = psg_zero4();                                                                  \
+            bias_ready = (b);                                                                    \
+        }                                                                                        \
+    }
+#else
+#define PSG_BIAS_ADD(b, kt)
+#endif
 
     if (steps > 0) {
         PSG_FETCH_NEXT(b_lo, 0);
         PSG_STASH(0);
+        PSG_BIAS_ADD(b_lo, 0);
     }
     __syncthreads();
 
@@ -274,6 +308,21 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
     int kt = 0;
     for (long long s = 0; s < steps; ++s) {
         const int cur = (int)(s & 1);
+#if PSG_BIAS
+        if (bias_ready >= 0) {
+            /* The sample staged last step is complete: its bias gradient is the 8 warps' sums
+               (rows t = w mod 8), added in warp order. */
+            if (tid < PSG_BM) {
+                const float* col = reinterpret_cast<const float*>(&sbias[bias_ready & 1][0][0]) + tid;
+                float v = col[0];
+#pragma unroll
+                for (int q = 1; q < 8; ++q) v += col[q * PSG_BM];
+                if (m0 + tid < n_m) bias_ps[bias_ready * n_m + m0 + tid] = v;
+                btot += v;
+            }
+            bias_ready = -1;
+        }
+#endif
         int next_kt = kt + 1;
         long long next_b = b;
         if (next_kt == k_tiles) {
@@ -332,7 +381,10 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
             }
         }
 
-        if (more) PSG_STASH(cur ^ 1);
+        if (more) {
+            PSG_STASH(cur ^ 1);
+            PSG_BIAS_ADD(next_b, next_kt);
+        }
         __syncthreads();
         kt = next_kt;
         b = next_b;
@@ -340,6 +392,7 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
 #undef PSG_FETCH
 #undef PSG_FETCH_NEXT
 #undef PSG_STASH
+#undef PSG_BIAS_ADD
 
 #if PSG_BATCH_IN_SHARED
     /* Each thread reads back the cells it owns (no other thread touches them). */
@@ -354,10 +407,12 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
        in split order by the tile's last block to finish. */
     if (splits == 1) {
         psg_store_tile(batch, tot, m0, n0, ty, tx, n_m, n_n, vec, false);
+        if (with_bias && tid < PSG_BM && m0 + tid < n_m) bias_batch[m0 + tid] = btot;
         return;
     }
     const long long plane = (long long)n_m * n_n;
     psg_store_tile(partial + split * plane, tot, m0, n0, ty, tx, n_m, n_n, vec, false);
+    if (with_bias && tid < PSG_BM && m0 + tid < n_m) bias_partial[split * (long long)n_m + m0 + tid] = btot;
     __threadfence();
     __syncthreads();
     if (tid == 0) {
@@ -391,4 +446,9 @@ extern "C" __global__ void __launch_bounds__(PSG_THREADS, PSG_MIN_BLOCKS) PSG_LI
         }
     }
     psg_store_tile(batch, tot, m0, n0, ty, tx, n_m, n_n, vec, false);
+    if (with_bias && tid < PSG_BM && m0 + tid < n_m) {
+        float v = 0.0f;
+        for (int q = 0; q < splits; ++q) v += __ldcg(bias_partial + q * (long long)n_m + m0 + tid);
+        bias_batch[m0 + tid] = v;
+    }
 }

@@ -62,11 +62,13 @@ impl Default for LinearSchedule {
 }
 
 macro_rules! linear_kernel {
-    ($name:literal, $bk:literal, $shared:literal, $min_blocks:literal) => {
+    ($name:literal, $bias:literal, $bk:literal, $shared:literal, $min_blocks:literal) => {
         KernelSource::new_static(
             $name,
             concat!(
-                "#define PSG_BK ",
+                "#define PSG_BIAS ",
+                $bias,
+                "\n#define PSG_BK ",
                 $bk,
                 "\n#define PSG_BATCH_IN_SHARED ",
                 $shared,
@@ -81,17 +83,33 @@ macro_rules! linear_kernel {
     };
 }
 
-static KERNELS: [KernelSource; 5] = [
-    linear_kernel!("psg_linear_bk8_f32", "8", "0", "1"),
-    linear_kernel!("psg_linear_bk16_f32", "16", "0", "1"),
-    linear_kernel!("psg_linear_bk8_smem_f32", "8", "1", "2"),
-    linear_kernel!("psg_linear_bk16_smem_f32", "16", "1", "2"),
-    linear_kernel!("psg_linear_bk32_f32", "32", "0", "1"),
+/// Each schedule's kernel without and with the bias folded in.
+static KERNELS: [[KernelSource; 2]; 5] = [
+    [
+        linear_kernel!("psg_linear_bk8_f32", "0", "8", "0", "1"),
+        linear_kernel!("psg_linear_bk8_bias_f32", "1", "8", "0", "1"),
+    ],
+    [
+        linear_kernel!("psg_linear_bk16_f32", "0", "16", "0", "1"),
+        linear_kernel!("psg_linear_bk16_bias_f32", "1", "16", "0", "1"),
+    ],
+    [
+        linear_kernel!("psg_linear_bk8_smem_f32", "0", "8", "1", "2"),
+        linear_kernel!("psg_linear_bk8_smem_bias_f32", "1", "8", "1", "2"),
+    ],
+    [
+        linear_kernel!("psg_linear_bk16_smem_f32", "0", "16", "1", "2"),
+        linear_kernel!("psg_linear_bk16_smem_bias_f32", "1", "16", "1", "2"),
+    ],
+    [
+        linear_kernel!("psg_linear_bk32_f32", "0", "32", "0", "1"),
+        linear_kernel!("psg_linear_bk32_bias_f32", "1", "32", "0", "1"),
+    ],
 ];
 
 /// The CUDA sources of the Linear kernels, for the NVRTC check.
 pub(crate) fn kernel_sources() -> Vec<&'static KernelSource> {
-    KERNELS.iter().collect()
+    KERNELS.iter().flatten().collect()
 }
 
 /// Per-sample and batch gradients of a Linear layer's weight (and bias, if `bias`) from its
@@ -263,9 +281,10 @@ pub(crate) fn batch_sum(per_sample: &[f32], b: usize, p: usize) -> Vec<f32> {
     out
 }
 
-/// A schedule's kernel, how many of its blocks share an SM, and its dynamic shared memory.
+/// A schedule's kernels (without and with the bias), how many of its blocks share an SM, and its
+/// dynamic shared memory.
 struct Variant {
-    kernel: &'static KernelSource,
+    kernels: &'static [KernelSource; 2],
     blocks_per_sm: usize,
     shared_bytes: u32,
 }
@@ -295,7 +314,7 @@ fn kernel_for(schedule: &LinearSchedule) -> Result<Variant> {
         1
     };
     Ok(Variant {
-        kernel: &KERNELS[index],
+        kernels: &KERNELS[index],
         blocks_per_sm,
         shared_bytes,
     })
@@ -333,30 +352,35 @@ fn cuda(
         Some(s) => s.clamp(1, b.max(1)),
         None => (sm_count(dev)? * variant.blocks_per_sm / tiles.max(1)).clamp(1, b.max(1)),
     };
-    let gemm_blocks = if gemm { tiles * splits } else { 0 };
-    let bias_blocks = if bias_work {
-        m.div_ceil(BIAS_COLUMNS)
-    } else {
-        0
+    // The bias rides on the first column of weight tiles; without a weight (in = 0) it gets blocks
+    // of its own.
+    let (blocks, bias_mode) = match (gemm, bias_work) {
+        (true, _) => (tiles * splits, i32::from(bias_work)),
+        (false, true) => (m.div_ceil(BIAS_COLUMNS), 2),
+        (false, false) => (0, 0),
     };
-    if gemm_blocks + bias_blocks == 0 {
+    if blocks == 0 {
         return Ok(Raw {
             weight,
             bias: bias_out,
         });
     }
-    // The workspace of partial batch sums and the per-tile arrival counters (zeroed).
+    let null = KernelArg::Ptr(0);
+    // The workspace of partial batch sums (weight, then bias) and the per-tile arrival counters
+    // (zeroed).
     let (partial, arrivals) = if gemm && splits > 1 {
         (
-            Some(dev.alloc(splits * m * n * 4)?),
+            Some(dev.alloc(splits * (m * n + m) * 4)?),
             Some(dev.alloc_zeros(tiles * 4)?),
         )
     } else {
         (None, None)
     };
+    let bias_partial = partial.as_ref().map_or(null, |p| {
+        KernelArg::Ptr(p.ptr() + (splits * m * n * 4) as u64)
+    });
     let vec_ok =
         m.is_multiple_of(4) && n.is_multiple_of(4) && aligned16(&[a, g, &weight.0, &weight.1])?;
-    let null = KernelArg::Ptr(0);
     let (bias_ps, bias_batch) = match (&bias_out, bias_work) {
         (Some((p, s)), true) => (ptr_arg(p)?, ptr_arg(s)?),
         _ => (null, null),
@@ -370,20 +394,22 @@ fn cuda(
         arrivals.as_ref().map_or(null, |p| KernelArg::Ptr(p.ptr())),
         bias_ps,
         bias_batch,
+        bias_partial,
         long_arg(OP, "B", b)?,
         int_arg(OP, "T", t)?,
         int_arg(OP, "out", m)?,
         int_arg(OP, "in", n)?,
         int_arg(OP, "splits", splits)?,
         KernelArg::I32(i32::from(vec_ok)),
-        int_arg(OP, "blocks", gemm_blocks)?,
+        KernelArg::I32(bias_mode),
     ];
     let cfg = LaunchConfig {
-        grid: (grid_blocks(OP, gemm_blocks + bias_blocks)?, 1, 1),
+        grid: (grid_blocks(OP, blocks)?, 1, 1),
         block: (THREADS, 1, 1),
         shared_bytes: variant.shared_bytes,
     };
-    dev.launch(variant.kernel, cfg, &args)?;
+    let kernel = &variant.kernels[usize::from(bias_mode == 1)];
+    dev.launch(kernel, cfg, &args)?;
     Ok(Raw {
         weight,
         bias: bias_out,
