@@ -5,7 +5,8 @@
 //!
 //! On a GPU this is a tiled FP32 SGEMM (128 x 128 tiles, an 8 x 8 register block per thread,
 //! 16-byte loads, double buffering) that loops over the samples inside each block, streams each
-//! sample's tile out and keeps the running batch sum on chip (see `linear.cu`). On the CPU it is a
+//! sample's tile out and keeps the running batch sum on chip; the blocks of the first column of
+//! tiles also sum the rows of `g` they stage, for the bias (see `linear.cu`). On the CPU it is a
 //! rayon loop over samples. The two agree to FP32 rounding (the GPU fuses multiply-adds).
 
 use psg_runtime::{
