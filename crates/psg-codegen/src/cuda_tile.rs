@@ -607,9 +607,12 @@ fn tile_loop_head(dtype: DType) -> String {
     const int r0 = tid >> per_row_log2, rstep = 256 >> per_row_log2;
     const int c0 = (tid & ((1 << per_row_log2) - 1)) << {v_log2};
     const long long gstep = (long long)rstep * n_p;
-    #define PSG_FETCH(T, ROW) {{         const long long col = ((long long)(T) << tile_log2) + c0;         const psg_elem* src = g + (long long)(r0 + (ROW)) * n_p + col;         _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{             pf[u] = make_uint4(0u, 0u, 0u, 0u);             if (col < n_p && r0 + (ROW) + u * rstep < n_bi) pf[u] = *(const uint4*)src;             src += gstep;         }} }}
+    // A group whose {PREFETCH} rows all exist (every group but a tile's last, and that one too when
+    // B is a multiple of {PREFETCH} * rstep) is moved without per-vector checks: the checks and the
+    // shared-memory addresses they force the compiler to recompute cost more than the moves.
+    #define PSG_FETCH(T, ROW) {{         const long long col = ((long long)(T) << tile_log2) + c0;         const psg_elem* src = g + (long long)(r0 + (ROW)) * n_p + col;         if (col < n_p && r0 + (ROW) + ({PREFETCH} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 pf[u] = make_uint4(0u, 0u, 0u, 0u);                 if (col < n_p && r0 + (ROW) + u * rstep < n_bi) pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} }}
     psg_acc* const sdst = PSG_SLAB(r0, c0);
-    #define PSG_UNPACK(ROW) {{         psg_acc* dst = sdst + ((ROW) << 5);         _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{             if (r0 + (ROW) + u * rstep < n_bi) {{                 const uint4 v = pf[u];                 {unpack}             }}             dst += rstep << 5;         }} }}
+    #define PSG_UNPACK(ROW) {{         psg_acc* dst = sdst + ((ROW) << 5);         if (r0 + (ROW) + ({PREFETCH} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 const uint4 v = pf[u];                 {unpack}                 dst += rstep << 5;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 if (r0 + (ROW) + u * rstep < n_bi) {{                     const uint4 v = pf[u];                     {unpack}                 }}                 dst += rstep << 5;             }}         }} }}
     if (vec) PSG_FETCH(blockIdx.x, 0);
     for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {{
     const long long p0 = t << tile_log2;

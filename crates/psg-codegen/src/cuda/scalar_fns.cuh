@@ -38,13 +38,13 @@ __device__ __forceinline__ psg_acc psg_powi(psg_acc x, int n) {
     }
     return n < 0 ? (psg_acc)1 / r : r;
 }
-/* Gaussian density; NaN unless sigma > 0. Written with reciprocals of sigma, which the compiler
-   hoists out of a loop over the column (mu and sigma do not change along it). */
+/* Gaussian density; NaN unless sigma > 0. Written with factors of sigma alone (the reciprocal,
+   and the normalization that is NaN unless sigma > 0), which the compiler hoists out of a loop
+   over the column (mu and sigma do not change along it): no branch and no select per element. */
 __device__ __forceinline__ psg_acc psg_normal_pdf(psg_acc x, psg_acc mu, psg_acc sigma) {
-    /* No early return: a branch per element would keep unrolled elements from overlapping. */
     const psg_acc z = (x - mu) * ((psg_acc)1 / sigma);
-    const psg_acc d = psg_exp((psg_acc)-0.5 * (z * z)) * ((psg_acc)1 / (sigma * (psg_acc)2.5066282746310002));
-    return sigma > (psg_acc)0 ? d : psg_nan();
+    const psg_acc k = sigma > (psg_acc)0 ? (psg_acc)1 / (sigma * (psg_acc)2.5066282746310002) : psg_nan();
+    return psg_exp((psg_acc)-0.5 * (z * z)) * k;
 }
 /* torch.lerp's formula. */
 __device__ __forceinline__ psg_acc psg_lerp(psg_acc a, psg_acc b, psg_acc w) {
