@@ -1,5 +1,6 @@
 //! The built-ins on CUDA against the CPU backend, on fresh random data at awkward sizes
-//! (B = 1, 2, 33, 256, 1023; P = 1, 31, 1000003), f32 and bf16. Both backends run the same
+//! (B = 1, 2, 33, 256, 1023, 4099; P = 1, 30, 31, 40000, 1000003), f32 and bf16, with f16 and
+//! f64 for the order statistics and moments. Both backends run the same
 //! schedule with the same arithmetic (no FMA contraction), so results are bit-identical except
 //! where the GPU's exp and the CPU's libm differ (density weighting) or sums run in another order
 //! (per-sample norms), which are compared to a tolerance.
@@ -55,8 +56,17 @@ impl Pair {
                 let v: Vec<half::bf16> = values.iter().map(|&x| half::bf16::from_f32(x)).collect();
                 Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
             }
-            _ => Tensor::from_slice(values, shape, &Device::Cpu).unwrap(),
+            DType::F16 => {
+                let v: Vec<half::f16> = values.iter().map(|&x| half::f16::from_f32(x)).collect();
+                Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+            }
+            DType::F64 => {
+                let v: Vec<f64> = values.iter().map(|&x| f64::from(x)).collect();
+                Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+            }
+            DType::F32 => Tensor::from_slice(values, shape, &Device::Cpu).unwrap(),
         };
+        assert_eq!(cpu.dtype(), dtype);
         let gpu = cpu.to_device(gpu).unwrap();
         Pair {
             cpu,
@@ -76,10 +86,10 @@ impl Pair {
     /// or within one unit in the last place of the output dtype (a last-bit difference of the
     /// f32 result can round a bf16 output either way).
     fn close(&self, name: &str, rel: f32, op: impl Fn(&Tensor) -> Result<Tensor>) {
-        let rel = if self.cpu.dtype() == DType::BF16 {
-            rel.max(1.0 / 128.0)
-        } else {
-            rel
+        let rel = match self.cpu.dtype() {
+            DType::BF16 => rel.max(1.0 / 128.0),
+            DType::F16 => rel.max(1.0 / 1024.0),
+            _ => rel,
         };
         let want = host(&op(&self.cpu).unwrap());
         let got = host(&op(&self.gpu).unwrap());
@@ -101,8 +111,8 @@ impl Pair {
 /// sums, scaled sums) run the streaming kernel at every B, B = 4099 included.
 const BATCHES: [usize; 6] = [1, 2, 33, 256, 1023, 4099];
 /// P = 40000 rows are 16-byte aligned in every dtype (the tiled kernels' vector loads); the
-/// others are not (their scalar loads).
-const COLUMNS: [usize; 4] = [1, 31, 40_000, 1_000_003];
+/// others are not (their scalar loads). P = 1, 30 and 31 get the nasty values.
+const COLUMNS: [usize; 5] = [1, 30, 31, 40_000, 1_000_003];
 
 fn data(rng: &mut Rng, n: usize, p: usize) -> Vec<f32> {
     // Small tensors get the nasty values (ties, +-0, subnormals, inf, NaN); large ones realistic
@@ -136,6 +146,23 @@ fn gpu_moments_and_signs_match_cpu() {
                 if b * p <= 300_000_000 {
                     g.same("sign", ops::sign);
                 }
+            }
+        }
+    }
+    // f16 and f64 through the tiled kernels (P = 40000: 16-byte vectors; 30 and 31: element
+    // loads, nasty values) and, at B = 1, the same.
+    for dtype in [DType::F16, DType::F64] {
+        for b in [1, 33, 256] {
+            for p in [30, 31, 40_000] {
+                let g = Pair::new(&data(&mut rng, b * p, p), &[b, p], dtype, &dev);
+                g.same("var", |t| ops::var(t, 1.0));
+                g.same("std", |t| ops::std(t, 0.0));
+                g.same("zscore mean", |t| {
+                    Ok(ops::outlier_mean(t, ops::OutlierRule::ZScore { k: 2.0 })?.mean)
+                });
+                g.close("gaussian weighted mean", 1e-4, |t| {
+                    Ok(ops::gaussian_weighted(t)?.1)
+                });
             }
         }
     }
