@@ -1,9 +1,10 @@
 
 /* Grid (chunks, rows): block (c, y) sums the squares of chunk c of rows y, y + gridDim.y, ...
-   and finds the chunk's first non-finite coordinate. */
+   and finds the chunk's first non-finite coordinate. `vec`: rows start 16-byte aligned (and the
+   chunk length is a multiple of 16 bytes), so 16-byte vectors may be loaded. */
 extern "C" __global__ void ROW_SCAN(const psg_elem* __restrict__ g, long long n_b, long long n_p,
                                     long long chunk, psg_acc* __restrict__ partial,
-                                    long long* __restrict__ partial_bad) {
+                                    long long* __restrict__ partial_bad, int vec) {
     __shared__ psg_acc s_sum[256];
     __shared__ long long s_bad[256];
     const int tid = threadIdx.x;
@@ -14,10 +15,38 @@ extern "C" __global__ void ROW_SCAN(const psg_elem* __restrict__ g, long long n_
     for (long long b = blockIdx.y; b < n_b; b += gridDim.y) {
         psg_acc acc = (psg_acc)0;
         long long bad = 0x7fffffffffffffffll;
-        for (long long p = lo + tid; p < hi; p += blockDim.x) {
-            const psg_acc v = psg_load(g, b * n_p + p);
-            acc += v * v;
-            if (!psg_isfinite(v) && p < bad) bad = p;
+        if (vec) {
+            /* 16-byte vectors (rows and chunks start 16-byte aligned): the loads of a 16-bit
+               row would otherwise cost more issue slots than the memory system needs. */
+            constexpr int V = 16 / sizeof(psg_elem);
+            const psg_elem* const row = g + b * n_p;
+#pragma unroll 4
+            for (long long q = lo + (long long)tid * V; q < hi; q += (long long)blockDim.x * V) {
+                const uint4 raw = *reinterpret_cast<const uint4*>(row + q);
+                const psg_elem* const e = reinterpret_cast<const psg_elem*>(&raw);
+#pragma unroll
+                for (int j = 0; j < V; ++j) {
+                    const psg_acc v = psg_load(e, j);
+                    acc += v * v;
+                }
+                /* A non-finite coordinate makes the sum non-finite: only then (or once the sum
+                   has overflowed) is the vector searched. This thread's vectors come in
+                   increasing order, so its first find is its smallest. */
+                if (bad == 0x7fffffffffffffffll && !psg_isfinite(acc)) {
+                    for (int j = 0; j < V; ++j) {
+                        if (!psg_isfinite(psg_load(e, j))) {
+                            bad = q + j;
+                            break;
+                        }
+                    }
+                }
+            }
+        } else {
+            for (long long p = lo + tid; p < hi; p += blockDim.x) {
+                const psg_acc v = psg_load(g, b * n_p + p);
+                acc += v * v;
+                if (!psg_isfinite(v) && p < bad) bad = p;
+            }
         }
         s_sum[tid] = acc;
         s_bad[tid] = bad;

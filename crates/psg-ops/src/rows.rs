@@ -135,6 +135,10 @@ fn scan_cuda(dev: &CudaDevice, g: &Tensor, b: usize, p: usize) -> Result<RowScan
     let partial = dev.alloc(b * chunks * acc.size_in_bytes())?;
     let partial_bad = dev.alloc(b * chunks * 8)?;
     let bad = dev.alloc(b * 8)?;
+    // 16-byte vector loads where every row starts 16-byte aligned (CHUNK elements are a whole
+    // number of vectors in every dtype).
+    let vec =
+        (p * g.dtype().size_in_bytes()).is_multiple_of(16) && g.cuda_ptr()?.is_multiple_of(16);
     let rows_y = b.min(65_535) as u32;
     let cfg = LaunchConfig {
         grid: (chunks as u32, rows_y, 1),
@@ -153,6 +157,7 @@ fn scan_cuda(dev: &CudaDevice, g: &Tensor, b: usize, p: usize) -> Result<RowScan
             KernelArg::I64(CHUNK as i64),
             KernelArg::Ptr(partial.ptr()),
             KernelArg::Ptr(partial_bad.ptr()),
+            KernelArg::I32(i32::from(vec)),
         ],
     )?;
     dev.launch(

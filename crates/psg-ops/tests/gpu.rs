@@ -274,6 +274,53 @@ fn gpu_clipping_matches_cpu() {
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
+fn gpu_row_scan_with_vector_loads_matches_cpu() {
+    // P = 4096: every row 16-byte aligned in f32 and bf16, so the row scan loads vectors.
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0005);
+    let (b, p) = (40, 4096);
+    for dtype in [DType::F32, DType::BF16] {
+        let clean = Pair::new(&rng.gradients(b * p), &[b, p], dtype, &dev);
+        let norms_cpu = host(&ops::per_sample_norms(&[&clean.cpu]).unwrap());
+        let norms_gpu = host(&ops::per_sample_norms(&[&clean.gpu]).unwrap());
+        for (g, c) in norms_gpu.iter().zip(&norms_cpu) {
+            assert!((g - c).abs() <= 1e-5 * c.max(1.0), "{dtype} norm: GPU {g}, CPU {c}");
+        }
+        let mut v = rng.gradients(b * p);
+        // Row 5: two non-finite values; the first is reported.
+        v[5 * p + 4000] = f32::NAN;
+        v[5 * p + 2050] = f32::NEG_INFINITY;
+        // Row 9: a square that overflows before the NaN (the sum is infinite early).
+        v[9 * p + 10] = 1e30;
+        v[9 * p + 3000] = f32::NAN;
+        // Row 11: only an overflowing square: every value is finite.
+        v[11 * p + 7] = 1e30;
+        let g = Pair::new(&v, &[b, p], dtype, &dev);
+        let drop = |t: &Tensor| {
+            ops::apply_nonfinite_policy(&[t], ops::NonFinite::DropSamples)
+                .unwrap()
+                .unwrap()
+        };
+        let (cpu, gpu) = (drop(&g.cpu), drop(&g.gpu));
+        assert_eq!(gpu[0].shape(), &[b - 2, p], "{dtype}");
+        assert_identical(&format!("{dtype} dropped"), &host(&gpu[0]), &host(&cpu[0]));
+        let err = ops::apply_nonfinite_policy(&[&g.gpu], ops::NonFinite::Error).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                psg_runtime::Error::NonFinite {
+                    tensor: 0,
+                    sample: 5,
+                    coordinate: 2050
+                }
+            ),
+            "{dtype}: {err}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
 fn gpu_nonfinite_policy_matches_cpu() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0004);
