@@ -272,6 +272,28 @@ fn gpu_clipping_matches_cpu() {
     }
 }
 
+/// Dropping the samples with a non-finite value keeps `kept` of them, identical on both devices,
+/// and the error policy names the first bad (sample, coordinate).
+fn same_nonfinite_policy(g: &Pair, what: &str, kept: usize, first: (usize, usize)) {
+    let drop = |t: &Tensor| {
+        ops::apply_nonfinite_policy(&[t], ops::NonFinite::DropSamples)
+            .unwrap()
+            .unwrap()
+    };
+    let (cpu, gpu) = (drop(&g.cpu), drop(&g.gpu));
+    assert_eq!(gpu[0].shape()[0], kept, "{what}");
+    assert_identical(&format!("{what} dropped"), &host(&gpu[0]), &host(&cpu[0]));
+    let err = ops::apply_nonfinite_policy(&[&g.gpu], ops::NonFinite::Error).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            psg_runtime::Error::NonFinite { tensor: 0, sample, coordinate }
+                if (sample, coordinate) == first
+        ),
+        "{what}: {err}"
+    );
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_row_scan_with_vector_loads_matches_cpu() {
@@ -284,7 +306,10 @@ fn gpu_row_scan_with_vector_loads_matches_cpu() {
         let norms_cpu = host(&ops::per_sample_norms(&[&clean.cpu]).unwrap());
         let norms_gpu = host(&ops::per_sample_norms(&[&clean.gpu]).unwrap());
         for (g, c) in norms_gpu.iter().zip(&norms_cpu) {
-            assert!((g - c).abs() <= 1e-5 * c.max(1.0), "{dtype} norm: GPU {g}, CPU {c}");
+            assert!(
+                (g - c).abs() <= 1e-5 * c.max(1.0),
+                "{dtype} norm: GPU {g}, CPU {c}"
+            );
         }
         let mut v = rng.gradients(b * p);
         // Row 5: two non-finite values; the first is reported.
@@ -296,26 +321,7 @@ fn gpu_row_scan_with_vector_loads_matches_cpu() {
         // Row 11: only an overflowing square: every value is finite.
         v[11 * p + 7] = 1e30;
         let g = Pair::new(&v, &[b, p], dtype, &dev);
-        let drop = |t: &Tensor| {
-            ops::apply_nonfinite_policy(&[t], ops::NonFinite::DropSamples)
-                .unwrap()
-                .unwrap()
-        };
-        let (cpu, gpu) = (drop(&g.cpu), drop(&g.gpu));
-        assert_eq!(gpu[0].shape(), &[b - 2, p], "{dtype}");
-        assert_identical(&format!("{dtype} dropped"), &host(&gpu[0]), &host(&cpu[0]));
-        let err = ops::apply_nonfinite_policy(&[&g.gpu], ops::NonFinite::Error).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                psg_runtime::Error::NonFinite {
-                    tensor: 0,
-                    sample: 5,
-                    coordinate: 2050
-                }
-            ),
-            "{dtype}: {err}"
-        );
+        same_nonfinite_policy(&g, &dtype.to_string(), b - 2, (5, 2050));
     }
 }
 
@@ -329,24 +335,5 @@ fn gpu_nonfinite_policy_matches_cpu() {
     v[17 * p + 4000] = f32::NAN;
     v[250 * p + 3] = f32::NEG_INFINITY;
     let g = Pair::new(&v, &[b, p], DType::F32, &dev);
-    let cpu = ops::apply_nonfinite_policy(&[&g.cpu], ops::NonFinite::DropSamples)
-        .unwrap()
-        .unwrap();
-    let gpu = ops::apply_nonfinite_policy(&[&g.gpu], ops::NonFinite::DropSamples)
-        .unwrap()
-        .unwrap();
-    assert_eq!(gpu[0].shape(), &[298, p]);
-    assert_identical("dropped samples", &host(&gpu[0]), &host(&cpu[0]));
-    let err = ops::apply_nonfinite_policy(&[&g.gpu], ops::NonFinite::Error).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            psg_runtime::Error::NonFinite {
-                tensor: 0,
-                sample: 17,
-                coordinate: 4000
-            }
-        ),
-        "{err}"
-    );
+    same_nonfinite_policy(&g, "f32", 298, (17, 4000));
 }
