@@ -595,6 +595,47 @@ const PREFETCH: usize = 8;
 /// memory at the top of the next iteration; otherwise the tile is loaded element by element.
 fn tile_loop_head(dtype: DType) -> String {
     let (v_log2, unpack) = vector_unpack(dtype);
+    let rest = match dtype {
+        // A vector is the accumulators' bytes: the rest of a large tile is copied straight into
+        // shared memory, every copy in flight at once (cp.async, zero-filled past P).
+        DType::F32 | DType::F64 => format!(
+            r#"#if __CUDA_ARCH__ >= 800
+        // The first rows come from the prefetch; the rest of a large tile is copied straight to
+        // shared memory, all of it in flight at once.
+        PSG_UNPACK(0);
+        for (int row = {PREFETCH} * rstep; row < n_bi; row += {PREFETCH} * rstep) {{
+            const long long col = p0 + c0;
+            const psg_elem* src = g + (long long)(r0 + row) * n_p + col;
+            unsigned int dst = (unsigned int)__cvta_generic_to_shared(sdst + (row << 5));
+            const unsigned int bytes = col < n_p ? 16u : 0u;
+            #pragma unroll
+            for (int u = 0; u < {PREFETCH}; ++u) {{
+                if (r0 + row + u * rstep < n_bi)
+                    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(bytes ? src : g), "r"(bytes) : "memory");
+                src += gstep;
+                dst += (rstep << 5) * (unsigned int)sizeof(psg_acc);
+            }}
+        }}
+        asm volatile("cp.async.wait_all;\n" ::: "memory");
+#else
+        // No cp.async before sm_80: {PREFETCH} vectors in flight per thread at a time.
+        for (int row = 0; row < n_bi; row += {PREFETCH} * rstep) {{
+            if (row > 0) PSG_FETCH(t, row);
+            PSG_UNPACK(row);
+        }}
+#endif
+"#
+        ),
+        DType::F16 | DType::BF16 => format!(
+            r#"        // The first rows come from the prefetch; the rest of a large tile is loaded here,
+        // {PREFETCH} vectors in flight per thread at a time.
+        for (int row = 0; row < n_bi; row += {PREFETCH} * rstep) {{
+            if (row > 0) PSG_FETCH(t, row);
+            PSG_UNPACK(row);
+        }}
+"#
+        ),
+    };
     format!(
         r#"    const long long n_tiles = (n_p + tile_w - 1) >> tile_log2;
     const int tid = w * 32 + lane;
@@ -617,13 +658,7 @@ fn tile_loop_head(dtype: DType) -> String {
     for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {{
     const long long p0 = t << tile_log2;
     if (vec) {{
-        // The first rows come from the prefetch; the rest of a large tile is loaded here,
-        // {PREFETCH} vectors in flight per thread at a time.
-        for (int row = 0; row < n_bi; row += {PREFETCH} * rstep) {{
-            if (row > 0) PSG_FETCH(t, row);
-            PSG_UNPACK(row);
-        }}
-    }} else {{
+{rest}    }} else {{
         const int n = n_bi << tile_log2;
         for (int i = tid; i < n; i += 256) {{
             const long long col = p0 + (i & (tile_w - 1));

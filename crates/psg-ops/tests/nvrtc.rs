@@ -58,3 +58,22 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
     }
     println!("compiled {} kernels for sm_80 and sm_90", kernels.len());
 }
+
+#[test]
+fn tiled_f32_and_f64_kernels_compile_for_sm75_without_cp_async() {
+    // Their large tiles are copied with cp.async from sm_80 on; Turing takes the register path.
+    if !nvrtc_ready() {
+        return;
+    }
+    let tiled: Vec<&'static KernelSource> = psg_ops::builtin_reductions()
+        .into_iter()
+        .filter_map(|def| def.tiled.as_ref())
+        .flat_map(|t| [&t.cuda[0], &t.cuda[1]])
+        .filter(|k| k.source.contains("cp.async"))
+        .collect();
+    assert!(!tiled.is_empty(), "no tiled kernel uses cp.async");
+    for k in tiled {
+        compile_cubin(&k.source, &k.name, (7, 5))
+            .unwrap_or_else(|e| panic!("{} for sm_75: {e}", k.name));
+    }
+}
