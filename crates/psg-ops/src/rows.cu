@@ -1,4 +1,18 @@
 
+/* Element j (a compile-time constant after unrolling) of a 16-byte vector of psg_elem, taken
+   from its bits by shifts rather than through a pointer of another type. */
+__device__ __forceinline__ psg_acc psg_vector_element(const uint4 v, const int j) {
+    const unsigned int w[4] = {v.x, v.y, v.z, v.w};
+    if constexpr (sizeof(psg_elem) == 2) {
+        const psg_elem h = (psg_elem)((w[j >> 1] >> ((j & 1) * 16)) & 0xffffu);
+        return psg_load(&h, 0);
+    } else if constexpr (sizeof(psg_elem) == 4) {
+        return __uint_as_float(w[j]);
+    } else {
+        return __hiloint2double((int)w[2 * j + 1], (int)w[2 * j]);
+    }
+}
+
 /* Grid (chunks, rows): block (c, y) sums the squares of chunk c of rows y, y + gridDim.y, ...
    and finds the chunk's first non-finite coordinate. `vec`: rows start 16-byte aligned (and the
    chunk length is a multiple of 16 bytes), so 16-byte vectors may be loaded. */
@@ -23,21 +37,18 @@ extern "C" __global__ void ROW_SCAN(const psg_elem* __restrict__ g, long long n_
 #pragma unroll 4
             for (long long q = lo + (long long)tid * V; q < hi; q += (long long)blockDim.x * V) {
                 const uint4 raw = *reinterpret_cast<const uint4*>(row + q);
-                const psg_elem* const e = reinterpret_cast<const psg_elem*>(&raw);
 #pragma unroll
                 for (int j = 0; j < V; ++j) {
-                    const psg_acc v = psg_load(e, j);
+                    const psg_acc v = psg_vector_element(raw, j);
                     acc += v * v;
                 }
                 /* A non-finite coordinate makes the sum non-finite: only then (or once the sum
                    has overflowed) is the vector searched. This thread's vectors come in
                    increasing order, so its first find is its smallest. */
                 if (bad == 0x7fffffffffffffffll && !psg_isfinite(acc)) {
-                    for (int j = 0; j < V; ++j) {
-                        if (!psg_isfinite(psg_load(e, j))) {
-                            bad = q + j;
-                            break;
-                        }
+#pragma unroll
+                    for (int j = V - 1; j >= 0; --j) {
+                        if (!psg_isfinite(psg_vector_element(raw, j))) bad = q + j;
                     }
                 }
             }

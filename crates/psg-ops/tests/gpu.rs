@@ -297,11 +297,11 @@ fn same_nonfinite_policy(g: &Pair, what: &str, kept: usize, first: (usize, usize
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_row_scan_with_vector_loads_matches_cpu() {
-    // P = 4096: every row 16-byte aligned in f32 and bf16, so the row scan loads vectors.
+    // P = 4096: every row 16-byte aligned in every dtype, so the row scan loads vectors.
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0005);
     let (b, p) = (40, 4096);
-    for dtype in [DType::F32, DType::BF16] {
+    for dtype in [DType::F32, DType::BF16, DType::F16, DType::F64] {
         let clean = Pair::new(&rng.gradients(b * p), &[b, p], dtype, &dev);
         let norms_cpu = host(&ops::per_sample_norms(&[&clean.cpu]).unwrap());
         let norms_gpu = host(&ops::per_sample_norms(&[&clean.gpu]).unwrap());
@@ -315,11 +315,13 @@ fn gpu_row_scan_with_vector_loads_matches_cpu() {
         // Row 5: two non-finite values; the first is reported.
         v[5 * p + 4000] = f32::NAN;
         v[5 * p + 2050] = f32::NEG_INFINITY;
-        // Row 9: a square that overflows before the NaN (the sum is infinite early).
-        v[9 * p + 10] = 1e30;
+        // Row 9: a square that overflows an f32 sum before the NaN (the sum is infinite early;
+        // f16 cannot hold 1e30, and f64 sums do not overflow: large finite values there).
+        let big = if dtype == DType::F16 { 6e4 } else { 1e30 };
+        v[9 * p + 10] = big;
         v[9 * p + 3000] = f32::NAN;
         // Row 11: only an overflowing square: every value is finite.
-        v[11 * p + 7] = 1e30;
+        v[11 * p + 7] = big;
         let g = Pair::new(&v, &[b, p], dtype, &dev);
         same_nonfinite_policy(&g, &dtype.to_string(), b - 2, (5, 2050));
     }
