@@ -31,7 +31,7 @@ use crate::cuda::{
     update_partial, Cuda,
 };
 use crate::expr::{names, print, Acc, Scope, Syntax};
-use crate::ir::{Output, ReduceOp, Scalar};
+use crate::ir::{BinOp, Column, Output, ReduceOp, Scalar, UnOp};
 use crate::schedule::{Plan, Step};
 use crate::DType;
 
@@ -45,6 +45,8 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
     if crate::cuda_stream::streams(plan) {
         return (0, crate::cuda_stream::stream_smem(plan, dtype));
     }
+    let transformed = tile_transform(plan);
+    let plan = transformed.as_ref().map_or(plan, |(p, _)| p);
     let acc = match dtype.acc() {
         Acc::F32 => 4u32,
         Acc::F64 => 8,
@@ -108,6 +110,138 @@ fn needs_key_array(plan: &Plan) -> bool {
         .any(|s| matches!(s, Step::Select(t) if keys_of(plan, *t) == Keys::Stored))
 }
 
+/// For a plan that reads the element `g[b]` only through one numeric expression `E` of it and of
+/// per-sample values, parameters and literals (a clipped median reads `x * factor[b]` in every
+/// pass), the plan with `E` replaced by the element, and `E`: the tiled kernel then stores `E` in
+/// the tile once, right after loading it, instead of recomputing it (and reloading the per-sample
+/// value) in every pass, and a selection reads its keys straight from the tile. `None` for any
+/// other plan (one with ranks, or that reads the element bare or through different expressions).
+/// `E` is evaluated in the accumulator type exactly as the passes would, so results do not change.
+fn tile_transform(plan: &Plan) -> Option<(Plan, Scalar)> {
+    if !plan.ranks.is_empty() {
+        return None;
+    }
+    let mut columns: Vec<&Scalar> = plan
+        .temps
+        .iter()
+        .flat_map(|t| t.reduce.column.value_and_keep())
+        .collect();
+    if let Output::Batch(c) = &plan.output {
+        columns.extend(c.value_and_keep());
+    }
+    // The parent of every read of the element must be one and the same expression.
+    let mut parent: Option<&Scalar> = None;
+    for &root in &columns {
+        if *root == Scalar::Load || !parents_of_load(root, &mut parent) {
+            return None;
+        }
+    }
+    let e = parent?.clone();
+    if !element_only(&e) {
+        return None;
+    }
+    // Worth a pass of its own only when at least two passes read it.
+    let reads = |c: &Column| c.value_and_keep().any(|x| contains(x, &e));
+    let mut passes = plan
+        .steps
+        .iter()
+        .filter(|step| match step {
+            Step::Loop(temps) => temps.iter().any(|&t| reads(&plan.temps[t].reduce.column)),
+            Step::Select(t) => reads(&plan.temps[*t].reduce.column),
+            Step::Let(_) => false,
+        })
+        .count();
+    if let Output::Batch(c) = &plan.output {
+        passes += usize::from(reads(c));
+    }
+    if passes < 2 {
+        return None;
+    }
+    let mut out = plan.clone();
+    let swap = |c: &mut Column| {
+        c.value = replace(&c.value, &e);
+        c.keep = c.keep.as_ref().map(|k| replace(k, &e));
+    };
+    for t in &mut out.temps {
+        swap(&mut t.reduce.column);
+    }
+    if let Output::Batch(c) = &mut out.output {
+        swap(c);
+    }
+    Some((out, e))
+}
+
+/// Records in `parent` the node above every `Load` under `node`; false when two differ.
+fn parents_of_load<'a>(node: &'a Scalar, parent: &mut Option<&'a Scalar>) -> bool {
+    let children: Vec<&Scalar> = match node {
+        Scalar::Unary(_, a) => vec![a],
+        Scalar::Binary(_, a, b) => vec![a, b],
+        Scalar::Select(c, a, b) => vec![c, a, b],
+        Scalar::Call(_, args) => args.iter().collect(),
+        _ => vec![],
+    };
+    for child in children {
+        if *child == Scalar::Load {
+            match parent {
+                Some(p) if *p != node => return false,
+                _ => *parent = Some(node),
+            }
+        } else if !parents_of_load(child, parent) {
+            return false;
+        }
+    }
+    true
+}
+
+/// A numeric expression of the element, per-sample values, parameters and literals only.
+fn element_only(e: &Scalar) -> bool {
+    match e {
+        Scalar::Load
+        | Scalar::LoadPerSample(_)
+        | Scalar::Param(_)
+        | Scalar::Lit(_)
+        | Scalar::BatchSize => true,
+        Scalar::Unary(UnOp::Neg, a) => element_only(a),
+        Scalar::Binary(BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div, a, b) => {
+            element_only(a) && element_only(b)
+        }
+        Scalar::Call(f, args) => !f.is_boolean() && args.iter().all(element_only),
+        _ => false,
+    }
+}
+
+/// Whether `e` occurs in `node`.
+fn contains(node: &Scalar, e: &Scalar) -> bool {
+    node == e
+        || match node {
+            Scalar::Unary(_, a) => contains(a, e),
+            Scalar::Binary(_, a, b) => contains(a, e) || contains(b, e),
+            Scalar::Select(c, a, b) => contains(c, e) || contains(a, e) || contains(b, e),
+            Scalar::Call(_, args) => args.iter().any(|a| contains(a, e)),
+            _ => false,
+        }
+}
+
+/// `node` with every occurrence of `e` replaced by the element.
+fn replace(node: &Scalar, e: &Scalar) -> Scalar {
+    if node == e {
+        return Scalar::Load;
+    }
+    match node {
+        Scalar::Unary(op, a) => Scalar::Unary(*op, Box::new(replace(a, e))),
+        Scalar::Binary(op, a, b) => {
+            Scalar::Binary(*op, Box::new(replace(a, e)), Box::new(replace(b, e)))
+        }
+        Scalar::Select(c, a, b) => Scalar::Select(
+            Box::new(replace(c, e)),
+            Box::new(replace(a, e)),
+            Box::new(replace(b, e)),
+        ),
+        Scalar::Call(f, args) => Scalar::Call(*f, args.iter().map(|a| replace(a, e)).collect()),
+        other => other.clone(),
+    }
+}
+
 fn slots_of(op: &ReduceOp) -> usize {
     match op {
         ReduceOp::Min | ReduceOp::Max => 2,
@@ -145,6 +279,11 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     if crate::cuda_stream::streams(plan) {
         return crate::cuda_stream::emit(plan, dtype);
     }
+    let transformed = tile_transform(plan);
+    let (plan, transform) = match &transformed {
+        Some((p, t)) => (p, Some(t)),
+        None => (plan, None),
+    };
     let syntax = Cuda { acc: dtype.acc() };
     let locals: Vec<String> = plan.lets.iter().map(|l| l.name.clone()).collect();
     let scope = Scope {
@@ -188,6 +327,25 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     s.push_str("    const bool active = col < tile_w && p < n_p;\n");
     // This thread's column in its 32-column slab (see the module docs).
     s.push_str("    const psg_acc* const tc = tile + cs * n_bi + lane;\n");
+    if let Some(t) = transform {
+        // Each thread rewrites exactly the elements its passes read (its column, samples
+        // w, w + 8, ...), so no barrier is needed.
+        s.push_str(
+            "    // The tile holds the one expression of the element that every pass reads.\n",
+        );
+        s.push_str("    for (int b = w; b < n_bi; b += 8) {\n");
+        let column = Column {
+            value: t.clone(),
+            keep: None,
+        };
+        loop_header_with(&mut s, "        ", [&column], &e, &plan.ranks, &from_tile);
+        writeln!(
+            s,
+            "        tile[cs * n_bi + lane + (b << 5)] = {};\n    }}",
+            e(t)
+        )
+        .ok();
+    }
     if needs_key_array(plan) {
         s.push_str("    psg_key* const kc = keys + cs * n_bi + lane;\n");
     }
@@ -217,7 +375,15 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
                     &from_tile,
                 )
             }
-            Step::Select(t) => emit_select(&mut s, plan, *t, dtype, key_bits, &e, &from_tile),
+            Step::Select(t) => {
+                // A transformed tile holds full accumulators, not widened input elements.
+                let input = if transform.is_some() {
+                    None
+                } else {
+                    Some(dtype)
+                };
+                emit_select(&mut s, plan, *t, input, key_bits, &e, &from_tile)
+            }
         }
     }
 
@@ -374,7 +540,7 @@ fn emit_select(
     s: &mut String,
     plan: &Plan,
     t: usize,
-    dtype: DType,
+    input: Option<DType>,
     key_bits: u32,
     e: &dyn Fn(&Scalar) -> String,
     from_tile: &dyn Fn(&str) -> String,
@@ -396,8 +562,8 @@ fn emit_select(
     // mantissa bits (set in the key of a negative value), so the counting stops once the digits
     // above them are fixed (ties need no more passes). Not f16: its widening turns every NaN
     // into 0x7fffffff, whose low bits are set.
-    let zero_low_bits = match (mode, dtype) {
-        (Keys::Direct, DType::BF16) => 16,
+    let zero_low_bits = match (mode, input) {
+        (Keys::Direct, Some(DType::BF16)) => 16,
         _ => 0,
     };
     // The statements that bind `key` for sample `b` (removed values get the largest key, which

@@ -252,3 +252,54 @@ fn selection_from_bf16_inputs_stops_at_their_last_mantissa_bit() {
     let g = generate(&scaled).unwrap();
     assert!(g.cuda_tile[DType::BF16.index()].contains("const bool last = shift <= 0;"));
 }
+
+#[test]
+fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
+    let mul = |a: Scalar, b: Scalar| Scalar::Binary(BinOp::Mul, Box::new(a), Box::new(b));
+    let column = |value: Scalar| Column { value, keep: None };
+    // The median of g * s[b] (a clipped median): every pass reads x * s_b.
+    let scaled = reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(column(mul(
+            Scalar::Load,
+            Scalar::LoadPerSample(0),
+        )))]),
+    );
+    let g = generate(&scaled).unwrap();
+    let tile = &g.cuda_tile[DType::F32.index()];
+    assert!(
+        tile.contains("tile[cs * n_bi + lane + (b << 5)] = (x * ps0_b);"),
+        "{tile}"
+    );
+    assert_eq!(tile.matches("ps0[b]").count(), 1, "{tile}");
+    assert!(tile.contains("psg_to_key(tc[b << 5])"), "{tile}");
+    // The thread-per-column kernel and the CPU code still compute it where they read it.
+    assert!(g.cuda[DType::F32.index()].contains("(x * ps0_b)"));
+    // From bf16 the tile holds f32 products: selection counts every digit.
+    assert!(g.cuda_tile[DType::BF16.index()].contains("const bool last = shift <= 0;"));
+
+    // Not for a bare element, two different expressions, or a single pass.
+    let bare = reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(Column::input())]),
+    );
+    let two = reduction(
+        vec![],
+        Output::Scalars(vec![
+            stats::median(column(Scalar::Call(Func::Abs, vec![Scalar::Load]))),
+            stats::median(column(mul(Scalar::Load, Scalar::Load))),
+        ]),
+    );
+    let once = reduction(
+        vec![],
+        Output::Batch(column(mul(Scalar::Load, Scalar::lit(2.0)))),
+    );
+    for r in [bare, two, once] {
+        let g = generate(&r).unwrap();
+        assert!(
+            !g.cuda_tile[DType::F32.index()].contains("The tile holds"),
+            "{}",
+            g.cuda_tile[DType::F32.index()]
+        );
+    }
+}

@@ -253,23 +253,39 @@ fn gpu_clipping_matches_cpu() {
             for (g, c) in norms_gpu.iter().zip(&norms_cpu) {
                 assert!((g - c).abs() <= 1e-5 * c.max(1.0), "norm: GPU {g}, CPU {c}");
             }
-            // The aggregates, given the same factors, are bit-identical.
             let factors = ops::flat_clip_factors(&[&g1.cpu, &g2.cpu], 1.0).unwrap();
-            let factors_gpu = factors.to_device(&dev).unwrap();
-            let pick = |t: &Tensor| {
-                if t.device().is_cpu() {
-                    &factors
-                } else {
-                    &factors_gpu
-                }
-            };
-            g1.same("clipped sum", |t| ops::clipped_sum(t, pick(t)));
-            g1.same("clipped mean", |t| {
-                ops::clipped_mean(t, pick(t), ops::Denominator::Expected(100.0))
-            });
-            g1.same("clipped median", |t| ops::clipped_median(t, pick(t)));
+            same_clipped(&g1, &factors, &dev, "f32");
         }
     }
+    // bf16 (its tile holds the f32 products x * factor), 16-byte rows and not.
+    for &b in &[2usize, 33, 256] {
+        for &p in &[31usize, 40_000] {
+            let g = Pair::new(&rng.gradients(b * p), &[b, p], DType::BF16, &dev);
+            let factors = ops::flat_clip_factors(&[&g.cpu], 1.0).unwrap();
+            same_clipped(&g, &factors, &dev, "bf16");
+        }
+    }
+}
+
+/// The clipped aggregates of `g`, given the same factors on both devices, are bit-identical.
+fn same_clipped(g: &Pair, factors: &Tensor, dev: &Device, what: &str) {
+    let factors_gpu = factors.to_device(dev).unwrap();
+    let pick = |t: &Tensor| {
+        if t.device().is_cpu() {
+            factors
+        } else {
+            &factors_gpu
+        }
+    };
+    g.same(&format!("{what} clipped sum"), |t| {
+        ops::clipped_sum(t, pick(t))
+    });
+    g.same(&format!("{what} clipped mean"), |t| {
+        ops::clipped_mean(t, pick(t), ops::Denominator::Expected(100.0))
+    });
+    g.same(&format!("{what} clipped median"), |t| {
+        ops::clipped_median(t, pick(t))
+    });
 }
 
 /// Dropping the samples with a non-finite value keeps `kept` of them, identical on both devices,
