@@ -761,6 +761,14 @@ const PREFETCH: usize = 8;
 /// memory at the top of the next iteration; otherwise the tile is loaded element by element.
 fn tile_loop_head(dtype: DType) -> String {
     let (v_log2, unpack) = vector_unpack(dtype);
+    // The rest of a large tile through registers, a group of vectors at a time.
+    let registers = format!(
+        r#"        for (int row = 0; row < n_bi; row += {PREFETCH} * rstep) {{
+            if (row > 0) PSG_FETCH(t, row);
+            PSG_UNPACK(row);
+        }}
+"#
+    );
     let rest = match dtype {
         // A vector is the accumulators' bytes: the rest of a large tile is copied straight into
         // shared memory, every copy in flight at once (cp.async, zero-filled past P).
@@ -785,21 +793,13 @@ fn tile_loop_head(dtype: DType) -> String {
         asm volatile("cp.async.wait_all;\n" ::: "memory");
 #else
         // No cp.async before sm_80: {PREFETCH} vectors in flight per thread at a time.
-        for (int row = 0; row < n_bi; row += {PREFETCH} * rstep) {{
-            if (row > 0) PSG_FETCH(t, row);
-            PSG_UNPACK(row);
-        }}
-#endif
+{registers}#endif
 "#
         ),
         DType::F16 | DType::BF16 => format!(
             r#"        // The first rows come from the prefetch; the rest of a large tile is loaded here,
         // {PREFETCH} vectors in flight per thread at a time.
-        for (int row = 0; row < n_bi; row += {PREFETCH} * rstep) {{
-            if (row > 0) PSG_FETCH(t, row);
-            PSG_UNPACK(row);
-        }}
-"#
+{registers}"#
         ),
     };
     format!(
