@@ -248,11 +248,7 @@ fn gpu_clipping_matches_cpu() {
         for &p in &[31usize, 1_000_003] {
             let g1 = Pair::new(&rng.gradients(b * p), &[b, p], DType::F32, &dev);
             let g2 = Pair::new(&rng.gradients(b * 7), &[b, 7], DType::F32, &dev);
-            let norms_cpu = host(&ops::per_sample_norms(&[&g1.cpu, &g2.cpu]).unwrap());
-            let norms_gpu = host(&ops::per_sample_norms(&[&g1.gpu, &g2.gpu]).unwrap());
-            for (g, c) in norms_gpu.iter().zip(&norms_cpu) {
-                assert!((g - c).abs() <= 1e-5 * c.max(1.0), "norm: GPU {g}, CPU {c}");
-            }
+            same_norms(&[&g1, &g2], "f32");
             let factors = ops::flat_clip_factors(&[&g1.cpu, &g2.cpu], 1.0).unwrap();
             same_clipped(&g1, &factors, &dev, "f32");
         }
@@ -264,6 +260,21 @@ fn gpu_clipping_matches_cpu() {
             let factors = ops::flat_clip_factors(&[&g.cpu], 1.0).unwrap();
             same_clipped(&g, &factors, &dev, "bf16");
         }
+    }
+}
+
+/// Per-sample norms over `tensors` agree within 1e-5 (relative; the GPU sums in another order).
+fn same_norms(tensors: &[&Pair], what: &str) {
+    let cpu: Vec<&Tensor> = tensors.iter().map(|t| &t.cpu).collect();
+    let gpu: Vec<&Tensor> = tensors.iter().map(|t| &t.gpu).collect();
+    let norms_cpu = host(&ops::per_sample_norms(&cpu).unwrap());
+    let norms_gpu = host(&ops::per_sample_norms(&gpu).unwrap());
+    assert_eq!(norms_gpu.len(), norms_cpu.len(), "{what}");
+    for (g, c) in norms_gpu.iter().zip(&norms_cpu) {
+        assert!(
+            (g - c).abs() <= 1e-5 * c.max(1.0),
+            "{what} norm: GPU {g}, CPU {c}"
+        );
     }
 }
 
@@ -319,14 +330,7 @@ fn gpu_row_scan_with_vector_loads_matches_cpu() {
     let (b, p) = (40, 4096);
     for dtype in [DType::F32, DType::BF16, DType::F16, DType::F64] {
         let clean = Pair::new(&rng.gradients(b * p), &[b, p], dtype, &dev);
-        let norms_cpu = host(&ops::per_sample_norms(&[&clean.cpu]).unwrap());
-        let norms_gpu = host(&ops::per_sample_norms(&[&clean.gpu]).unwrap());
-        for (g, c) in norms_gpu.iter().zip(&norms_cpu) {
-            assert!(
-                (g - c).abs() <= 1e-5 * c.max(1.0),
-                "{dtype} norm: GPU {g}, CPU {c}"
-            );
-        }
+        same_norms(&[&clean], &dtype.to_string());
         let mut v = rng.gradients(b * p);
         // Row 5: two non-finite values; the first is reported.
         v[5 * p + 4000] = f32::NAN;
