@@ -239,6 +239,67 @@ fn gpu_order_statistics_and_outliers_match_cpu() {
     }
 }
 
+/// Columns that make the tiled selection narrow its range more than once: one value repeated,
+/// a tight cluster far from 0 with huge outliers on both sides (the first buckets are wide),
+/// neighbouring floats with many ties (buckets one key wide), a cluster crossing 0, zeros and
+/// subnormals among normals, a column of NaN and infinities. Each 32-column slab mixes them, so
+/// columns finish at different rounds.
+fn hard_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
+    let mut v = vec![0.0f32; b * p];
+    for c in 0..p {
+        for r in 0..b {
+            v[r * p + c] = match c % 7 {
+                0 => 2.5,
+                1 => match rng.below(40) {
+                    0 => 1e30,
+                    1 => -1e30,
+                    _ => 3.0 + 1e-3 * rng.normal() as f32,
+                },
+                2 => f32::from_bits(1.0f32.to_bits() + rng.below(40) as u32),
+                3 => 3.0 + rng.normal() as f32,
+                4 => match rng.below(4) {
+                    0 => 0.0,
+                    1 => f32::from_bits(1 + rng.below(8) as u32),
+                    _ => rng.normal() as f32,
+                },
+                5 => match rng.below(5) {
+                    0 => f32::NAN,
+                    1 => f32::INFINITY,
+                    2 => f32::NEG_INFINITY,
+                    _ => -1.0 - rng.below(3) as f32,
+                },
+                _ => f32::from_bits((-1.0f32).to_bits() + rng.below(3000) as u32),
+            };
+        }
+    }
+    v
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_selection_on_hard_columns_matches_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0007);
+    for dtype in [DType::F32, DType::BF16, DType::F64] {
+        for b in [5usize, 33, 64, 255, 1000] {
+            for p in [31usize, 40_000] {
+                let g = Pair::new(&hard_columns(&mut rng, b, p), &[b, p], dtype, &dev);
+                g.same("median", ops::median);
+                g.same("kth 0", |t| ops::kth(t, 0));
+                g.same("kth b/3", |t| ops::kth(t, b / 3));
+                g.same("kth b-1", |t| ops::kth(t, b - 1));
+                g.same("quantile", |t| ops::quantile(t, 0.9));
+                g.same("mad mean", |t| {
+                    Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 3.0 })?.mean)
+                });
+                g.same("trim mean", |t| {
+                    Ok(ops::outlier_mean(t, ops::OutlierRule::TrimFraction { alpha: 0.1 })?.mean)
+                });
+            }
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_clipping_matches_cpu() {
