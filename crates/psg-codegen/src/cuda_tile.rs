@@ -46,13 +46,15 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
         return (0, crate::cuda_stream::stream_smem(plan, dtype));
     }
     let transformed = tile_transform(plan);
+    let narrow = transformed.is_none() && narrow_tile(dtype);
     let plan = transformed.as_ref().map_or(plan, |(p, _)| p);
     let acc = match dtype.acc() {
         Acc::F32 => 4u32,
         Acc::F64 => 8,
     };
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
-    let per_element = acc * if needs_key_array(plan) { 2 } else { 1 };
+    let tile_bytes = if narrow { 2 } else { acc };
+    let per_element = tile_bytes + if needs_key_array(plan) { acc } else { 0 };
     // Two halves of partials (see `emit_loop`).
     let partials = 2 * partial_slots(plan) as u32 * (WARPS as u32) * 32 * acc;
     let histogram = if selects {
@@ -61,6 +63,14 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
         0
     };
     (per_element, partials.max(histogram))
+}
+
+/// Whether the tile keeps a dtype's elements as they are in `g` (16 bits) and widens them where a
+/// pass reads them: bf16, whose widening to f32 is one shift (half the shared memory, so more
+/// blocks per multiprocessor, and the tile copied straight from `g`). Not f16 (its widening is a
+/// conversion in every pass), and not a transformed tile (it holds f32 products).
+fn narrow_tile(dtype: DType) -> bool {
+    dtype == DType::BF16
 }
 
 /// Partial slots (accumulators per thread) the widest pass of the plan combines.
@@ -291,7 +301,8 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         ranks: &plan.ranks,
     };
     let e = |expr: &Scalar| print(expr, &syntax, &scope);
-    let from_tile = |i: &str| format!("tc[({i}) << 5]");
+    let narrow = transform.is_none() && narrow_tile(dtype);
+    let from_tile = |i: &str| format!("psg_tile_get(tc[({i}) << 5])");
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
     let key_bits = match syntax.acc {
         Acc::F32 => 32,
@@ -299,13 +310,27 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     };
 
     let mut s = kernel_head(plan, dtype, "tiled (one read of g)");
+    // The tile's element, and how a pass reads one.
+    let tile_type = if narrow {
+        "typedef psg_elem psg_tile;\n\
+         __device__ __forceinline__ psg_acc psg_tile_get(psg_tile x) { return __uint_as_float((unsigned int)x << 16); }\n\
+         __device__ __forceinline__ psg_tile psg_tile_of(const psg_elem* g, long long i) { return g[i]; }\n"
+    } else {
+        "typedef psg_acc psg_tile;\n\
+         __device__ __forceinline__ psg_acc psg_tile_get(psg_tile x) { return x; }\n\
+         __device__ __forceinline__ psg_tile psg_tile_of(const psg_elem* g, long long i) { return psg_load(g, i); }\n"
+    };
+    let at = s
+        .find("\nextern \"C\"")
+        .expect("kernel_head declares the kernel");
+    s.insert_str(at, tile_type);
     s.push_str("    const int tile_w = 1 << tile_log2;\n");
-    s.push_str("    psg_acc* const tile = (psg_acc*)psg_smem;\n");
+    s.push_str("    psg_tile* const tile = (psg_tile*)psg_smem;\n");
     if needs_key_array(plan) {
         s.push_str("    psg_key* const keys = (psg_key*)(tile + n_b * tile_w);\n");
         s.push_str("    psg_acc* const part = (psg_acc*)(keys + n_b * tile_w);\n");
     } else {
-        s.push_str("    psg_acc* const part = tile + n_b * tile_w;\n");
+        s.push_str("    psg_acc* const part = (psg_acc*)(tile + n_b * tile_w);\n");
     }
     s.push_str("    int* const bins = (int*)part;\n");
     if selects {
@@ -319,14 +344,14 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     // B is bounded by shared memory here, so 32-bit sample indices suffice.
     s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
-    s.push_str(&tile_loop_head(dtype));
+    s.push_str(&tile_loop_head(dtype, narrow));
     // Tiles wider than a warp are computed 32 columns at a time.
     s.push_str("    for (int cs = 0; cs < tile_w; cs += 32) {\n");
     s.push_str("    const int col = lane + cs;\n");
     s.push_str("    const long long p = p0 + col;\n");
     s.push_str("    const bool active = col < tile_w && p < n_p;\n");
     // This thread's column in its 32-column slab (see the module docs).
-    s.push_str("    const psg_acc* const tc = tile + cs * n_bi + lane;\n");
+    s.push_str("    const psg_tile* const tc = tile + cs * n_bi + lane;\n");
     if let Some(t) = transform {
         // Each thread rewrites exactly the elements its passes read (its column, samples
         // w, w + 8, ...), so no barrier is needed.
@@ -570,7 +595,10 @@ fn emit_select(
     // ranks after every kept value and so never changes a rank below the count).
     let key_code = |indent: &str| -> String {
         match mode {
-            Keys::Direct => format!("{indent}const psg_key key = psg_to_key(tc[b << 5]);\n"),
+            Keys::Direct => format!(
+                "{indent}const psg_key key = psg_to_key({});\n",
+                from_tile("b")
+            ),
             Keys::Stored => format!("{indent}const psg_key key = kc[b << 5];\n"),
             Keys::Computed => {
                 let mut c = String::new();
@@ -759,8 +787,10 @@ const PREFETCH: usize = 8;
 /// of 16 and g is 16-byte aligned) each thread holds its share of the next tile in registers as
 /// 16-byte vectors, loaded while the current tile is computed, and unpacks them into shared
 /// memory at the top of the next iteration; otherwise the tile is loaded element by element.
-fn tile_loop_head(dtype: DType) -> String {
+fn tile_loop_head(dtype: DType, narrow: bool) -> String {
     let (v_log2, unpack) = vector_unpack(dtype);
+    // A narrow tile holds the vector as it is.
+    let unpack = if narrow { "*(uint4*)dst = v;" } else { unpack };
     // The rest of a large tile through registers, a group of vectors at a time.
     let registers = format!(
         r#"        for (int row = 0; row < n_bi; row += {PREFETCH} * rstep) {{
@@ -769,10 +799,11 @@ fn tile_loop_head(dtype: DType) -> String {
         }}
 "#
     );
-    let rest = match dtype {
-        // A vector is the accumulators' bytes: the rest of a large tile is copied straight into
+    let copies = narrow || matches!(dtype, DType::F32 | DType::F64);
+    let rest = match copies {
+        // A vector is the tile's bytes (f32, f64, or bf16 kept narrow): the rest of a large tile is copied straight into
         // shared memory, every copy in flight at once (cp.async, zero-filled past P).
-        DType::F32 | DType::F64 => format!(
+        true => format!(
             r#"#if __CUDA_ARCH__ >= 800
         // The first rows come from the prefetch; the rest of a large tile is copied straight to
         // shared memory, all of it in flight at once.
@@ -787,7 +818,7 @@ fn tile_loop_head(dtype: DType) -> String {
                 if (r0 + row + u * rstep < n_bi)
                     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(bytes ? src : g), "r"(bytes) : "memory");
                 src += gstep;
-                dst += (rstep << 5) * (unsigned int)sizeof(psg_acc);
+                dst += (rstep << 5) * (unsigned int)sizeof(psg_tile);
             }}
         }}
         asm volatile("cp.async.wait_all;\n" ::: "memory");
@@ -796,7 +827,7 @@ fn tile_loop_head(dtype: DType) -> String {
 {registers}#endif
 "#
         ),
-        DType::F16 | DType::BF16 => format!(
+        false => format!(
             r#"        // The first rows come from the prefetch; the rest of a large tile is loaded here,
         // {PREFETCH} vectors in flight per thread at a time.
 {registers}"#
@@ -818,8 +849,8 @@ fn tile_loop_head(dtype: DType) -> String {
     // B is a multiple of {PREFETCH} * rstep) is moved without per-vector checks: the checks and the
     // shared-memory addresses they force the compiler to recompute cost more than the moves.
     #define PSG_FETCH(T, ROW) {{         const long long col = ((long long)(T) << tile_log2) + c0;         const psg_elem* src = g + (long long)(r0 + (ROW)) * n_p + col;         if (col < n_p && r0 + (ROW) + ({PREFETCH} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 pf[u] = make_uint4(0u, 0u, 0u, 0u);                 if (col < n_p && r0 + (ROW) + u * rstep < n_bi) pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} }}
-    psg_acc* const sdst = PSG_SLAB(r0, c0);
-    #define PSG_UNPACK(ROW) {{         psg_acc* dst = sdst + ((ROW) << 5);         if (r0 + (ROW) + ({PREFETCH} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 {{ const uint4 v = pf[u];                 {unpack} }}                 dst += rstep << 5;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 if (r0 + (ROW) + u * rstep < n_bi) {{                     const uint4 v = pf[u];                     {unpack}                 }}                 dst += rstep << 5;             }}         }} }}
+    psg_tile* const sdst = PSG_SLAB(r0, c0);
+    #define PSG_UNPACK(ROW) {{         psg_tile* dst = sdst + ((ROW) << 5);         if (r0 + (ROW) + ({PREFETCH} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 {{ const uint4 v = pf[u];                 {unpack} }}                 dst += rstep << 5;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 if (r0 + (ROW) + u * rstep < n_bi) {{                     const uint4 v = pf[u];                     {unpack}                 }}                 dst += rstep << 5;             }}         }} }}
     if (vec) PSG_FETCH(blockIdx.x, 0);
     for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {{
     const long long p0 = t << tile_log2;
@@ -828,7 +859,7 @@ fn tile_loop_head(dtype: DType) -> String {
         const int n = n_bi << tile_log2;
         for (int i = tid; i < n; i += 256) {{
             const long long col = p0 + (i & (tile_w - 1));
-            *PSG_SLAB(i >> tile_log2, i & (tile_w - 1)) = col < n_p ? psg_load(g, (long long)(i >> tile_log2) * n_p + col) : (psg_acc)0;
+            *PSG_SLAB(i >> tile_log2, i & (tile_w - 1)) = col < n_p ? psg_tile_of(g, (long long)(i >> tile_log2) * n_p + col) : (psg_tile)0;
         }}
     }}
     __syncthreads();
