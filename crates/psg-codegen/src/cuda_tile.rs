@@ -4,7 +4,9 @@
 //! 128, chosen by the runtime so that a tile moves enough bytes and shared memory fits), kept in
 //! 32-column slabs: element `(b, c)` of the tile is at `(c / 32) * B * 32 + b * 32 + c % 32`, so a
 //! thread's column is at a fixed stride of 32 and every address of a pass is a register plus a
-//! compile-time offset. It loads the `B x tile` block of `g` into shared memory with all 256
+//! compile-time offset. The tile holds accumulators, or for bf16 (see `narrow_tile`) the
+//! 16-bit elements themselves, widened where a pass reads them (`psg_tile_get`). It loads the
+//! `B x tile` block of `g` into shared memory with all 256
 //! threads (16-byte vectors stepping by whole rows; the next tile's first vectors are held in
 //! registers while the current one is computed), then runs every pass of the schedule from
 //! shared memory one slab at a time: thread `(lane, w)` works on column `lane` of the slab and

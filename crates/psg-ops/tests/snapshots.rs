@@ -23,6 +23,23 @@ fn generated_tiled_cuda_of_every_builtin() {
     }
 }
 
+/// bf16 tiles keep the 16-bit elements (copied as they are, widened where a pass reads them);
+/// a transformed tile (the clipped median's products) stays f32.
+#[test]
+fn generated_tiled_cuda_of_bf16() {
+    for name in ["var_corrected", "scaled_median"] {
+        let def = psg_ops::builtin_reductions()
+            .into_iter()
+            .find(|d| d.name == name)
+            .expect("a built-in");
+        let tiled = def.tiled.as_ref().expect("a tiled kernel");
+        insta::assert_snapshot!(
+            format!("{name}_bf16_tile"),
+            tiled.cuda[DType::BF16.index()].source.as_ref()
+        );
+    }
+}
+
 #[test]
 fn generated_cuda_of_median_in_every_dtype() {
     let def = psg_ops::builtin_reductions()
