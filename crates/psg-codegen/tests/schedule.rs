@@ -272,11 +272,17 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
         "{tile}"
     );
     assert_eq!(tile.matches("ps0[b]").count(), 1, "{tile}");
-    assert!(tile.contains("psg_to_key(tc[b << 5])"), "{tile}");
+    assert!(
+        tile.contains("psg_to_key(psg_tile_get(tc[(b) << 5]))"),
+        "{tile}"
+    );
     // The thread-per-column kernel and the CPU code still compute it where they read it.
     assert!(g.cuda[DType::F32.index()].contains("(x * ps0_b)"));
-    // From bf16 the tile holds f32 products: selection counts every digit.
-    assert!(g.cuda_tile[DType::BF16.index()].contains("const bool last = shift <= 0;"));
+    // From bf16 the tile holds f32 products (not the narrow bf16 elements): selection counts
+    // every digit.
+    let bf16 = &g.cuda_tile[DType::BF16.index()];
+    assert!(bf16.contains("const bool last = shift <= 0;"));
+    assert!(bf16.contains("typedef psg_acc psg_tile;"), "{bf16}");
 
     // Not for a bare element, two different expressions, or a single pass.
     let bare = reduction(
@@ -301,5 +307,8 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
             "{}",
             g.cuda_tile[DType::F32.index()]
         );
+        // Untransformed, a bf16 tile keeps the 16-bit elements; f16's holds f32.
+        assert!(g.cuda_tile[DType::BF16.index()].contains("typedef psg_elem psg_tile;"));
+        assert!(g.cuda_tile[DType::F16.index()].contains("typedef psg_acc psg_tile;"));
     }
 }
