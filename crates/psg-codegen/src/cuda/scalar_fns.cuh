@@ -42,9 +42,8 @@ __device__ __forceinline__ psg_acc psg_powi(psg_acc x, int n) {
    and the normalization that is NaN unless sigma > 0), which the compiler hoists out of a loop
    over the column (mu and sigma do not change along it): no branch and no select per element. */
 __device__ __forceinline__ psg_acc psg_normal_pdf(psg_acc x, psg_acc mu, psg_acc sigma) {
-    const psg_acc z = (x - mu) * ((psg_acc)1 / sigma);
     const psg_acc k = sigma > (psg_acc)0 ? (psg_acc)1 / (sigma * (psg_acc)2.5066282746310002) : psg_nan();
-    return psg_gauss(z) * k;
+    return psg_gauss((x - mu) * psg_gauss_scale(sigma)) * k;
 }
 /* torch.lerp's formula. */
 __device__ __forceinline__ psg_acc psg_lerp(psg_acc a, psg_acc b, psg_acc w) {
