@@ -4,7 +4,7 @@
 //! 128, chosen by the runtime so that a tile moves enough bytes and shared memory fits), kept in
 //! 32-column slabs: element `(b, c)` of the tile is at `(c / 32) * B * 32 + b * 32 + c % 32`, so a
 //! thread's column is at a fixed stride of 32 and every address of a pass is a register plus a
-//! compile-time offset. The tile holds accumulators, or for bf16 (see `narrow_tile`) the
+//! compile-time offset. The tile holds accumulators, or for bf16 and f16 (see `narrow_tile`) the
 //! 16-bit elements themselves, widened where a pass reads them (`psg_tile_get`). It loads the
 //! `B x tile` block of `g` into shared memory with all 256
 //! threads (16-byte vectors stepping by whole rows; the next tile's first vectors are held in
@@ -68,11 +68,11 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
 }
 
 /// Whether the tile keeps a dtype's elements as they are in `g` (16 bits) and widens them where a
-/// pass reads them: bf16, whose widening to f32 is one shift (half the shared memory, so more
-/// blocks per multiprocessor, and the tile copied straight from `g`). Not f16 (its widening is a
-/// conversion in every pass), and not a transformed tile (it holds f32 products).
+/// pass reads them: bf16 (one shift) and f16 (one conversion), for half the shared memory (more
+/// blocks per multiprocessor) and a tile copied straight from `g`. Never a transformed tile (it
+/// holds f32 products).
 fn narrow_tile(dtype: DType) -> bool {
-    dtype == DType::BF16
+    matches!(dtype, DType::BF16 | DType::F16)
 }
 
 /// Partial slots (accumulators per thread) the widest pass of the plan combines.
@@ -313,7 +313,12 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
 
     let mut s = kernel_head(plan, dtype, "tiled (one read of g)");
     // The tile's element, and how a pass reads one.
-    let tile_type = if narrow {
+    let tile_type = if narrow && dtype == DType::F16 {
+        // The conversion the f16 unpacking uses (NaN payloads and all).
+        "typedef psg_elem psg_tile;\n\
+         __device__ __forceinline__ psg_acc psg_tile_get(psg_tile x) { float r; asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(r) : \"h\"(x)); return r; }\n\
+         __device__ __forceinline__ psg_tile psg_tile_of(const psg_elem* g, long long i) { return g[i]; }\n"
+    } else if narrow {
         "typedef psg_elem psg_tile;\n\
          __device__ __forceinline__ psg_acc psg_tile_get(psg_tile x) { return __uint_as_float((unsigned int)x << 16); }\n\
          __device__ __forceinline__ psg_tile psg_tile_of(const psg_elem* g, long long i) { return g[i]; }\n"

@@ -307,8 +307,9 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
             "{}",
             g.cuda_tile[DType::F32.index()]
         );
-        // Untransformed, a bf16 tile keeps the 16-bit elements; f16's holds f32.
+        // Untransformed, bf16 and f16 tiles keep the 16-bit elements; f32's holds f32.
         assert!(g.cuda_tile[DType::BF16.index()].contains("typedef psg_elem psg_tile;"));
-        assert!(g.cuda_tile[DType::F16.index()].contains("typedef psg_acc psg_tile;"));
+        assert!(g.cuda_tile[DType::F16.index()].contains("typedef psg_elem psg_tile;"));
+        assert!(g.cuda_tile[DType::F32.index()].contains("typedef psg_acc psg_tile;"));
     }
 }
