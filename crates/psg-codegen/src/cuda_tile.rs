@@ -48,7 +48,7 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
         return (0, crate::cuda_stream::stream_smem(plan, dtype));
     }
     let transformed = tile_transform(plan);
-    let narrow = transformed.is_none() && narrow_tile(dtype);
+    let narrow = narrow_tile(dtype, transformed.is_some());
     let plan = transformed.as_ref().map_or(plan, |(p, _)| p);
     let acc = match dtype.acc() {
         Acc::F32 => 4u32,
@@ -68,11 +68,11 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
 }
 
 /// Whether the tile keeps a dtype's elements as they are in `g` (16 bits) and widens them where a
-/// pass reads them: bf16 (one shift) and f16 (one conversion), for half the shared memory (more
-/// blocks per multiprocessor) and a tile copied straight from `g`. Never a transformed tile (it
-/// holds f32 products).
-fn narrow_tile(dtype: DType) -> bool {
-    matches!(dtype, DType::BF16 | DType::F16)
+/// pass reads them (`psg_load`'s widening: one shift for bf16, one conversion for f16), for half
+/// the shared memory (more blocks per multiprocessor) and a tile copied straight from `g`. Never
+/// a transformed tile (it holds f32 products).
+fn narrow_tile(dtype: DType, transformed: bool) -> bool {
+    !transformed && matches!(dtype, DType::BF16 | DType::F16)
 }
 
 /// Partial slots (accumulators per thread) the widest pass of the plan combines.
@@ -303,7 +303,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         ranks: &plan.ranks,
     };
     let e = |expr: &Scalar| print(expr, &syntax, &scope);
-    let narrow = transform.is_none() && narrow_tile(dtype);
+    let narrow = narrow_tile(dtype, transform.is_some());
     let from_tile = |i: &str| format!("psg_tile_get(tc[({i}) << 5])");
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
     let key_bits = match syntax.acc {
@@ -313,14 +313,10 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
 
     let mut s = kernel_head(plan, dtype, "tiled (one read of g)");
     // The tile's element, and how a pass reads one.
-    let tile_type = if narrow && dtype == DType::F16 {
-        // The conversion the f16 unpacking uses (NaN payloads and all).
+    let tile_type = if narrow {
+        // Widened as the prelude's psg_load widens an element of g.
         "typedef psg_elem psg_tile;\n\
-         __device__ __forceinline__ psg_acc psg_tile_get(psg_tile x) { float r; asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(r) : \"h\"(x)); return r; }\n\
-         __device__ __forceinline__ psg_tile psg_tile_of(const psg_elem* g, long long i) { return g[i]; }\n"
-    } else if narrow {
-        "typedef psg_elem psg_tile;\n\
-         __device__ __forceinline__ psg_acc psg_tile_get(psg_tile x) { return __uint_as_float((unsigned int)x << 16); }\n\
+         __device__ __forceinline__ psg_acc psg_tile_get(psg_tile x) { return psg_load(&x, 0); }\n\
          __device__ __forceinline__ psg_tile psg_tile_of(const psg_elem* g, long long i) { return g[i]; }\n"
     } else {
         "typedef psg_acc psg_tile;\n\
@@ -806,11 +802,11 @@ fn tile_loop_head(dtype: DType, narrow: bool) -> String {
         }}
 "#
     );
-    let copies = narrow || matches!(dtype, DType::F32 | DType::F64);
-    let rest = match copies {
-        // A vector is the tile's bytes (f32, f64, or bf16 kept narrow): the rest of a large tile is copied straight into
+    let rest = if narrow || matches!(dtype, DType::F32 | DType::F64) {
+        // A vector is the tile's bytes (f32, f64, or a narrow tile's 16-bit elements): the rest
+        // of a large tile is copied straight into
         // shared memory, every copy in flight at once (cp.async, zero-filled past P).
-        true => format!(
+        format!(
             r#"#if __CUDA_ARCH__ >= 800
         // The first rows come from the prefetch; the rest of a large tile is copied straight to
         // shared memory, all of it in flight at once.
@@ -833,12 +829,13 @@ fn tile_loop_head(dtype: DType, narrow: bool) -> String {
         // No cp.async before sm_80: {PREFETCH} vectors in flight per thread at a time.
 {registers}#endif
 "#
-        ),
-        false => format!(
+        )
+    } else {
+        format!(
             r#"        // The first rows come from the prefetch; the rest of a large tile is loaded here,
         // {PREFETCH} vectors in flight per thread at a time.
 {registers}"#
-        ),
+        )
     };
     format!(
         r#"    const long long n_tiles = (n_p + tile_w - 1) >> tile_log2;
