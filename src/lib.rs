@@ -30,7 +30,8 @@
 //! (`f32` or `f64`), and returns one scalar per column (`f32`), a tuple of them, or a `Batch`
 //! shaped like the input. Column methods: `map filter zip sign sum mean var std min max count
 //! median median_low quantile kth`; scalar methods: `abs sqrt exp ln floor powi min max clamp
-//! sign is_nan is_finite`; the function `normal_pdf(x, mu, sigma)`; arithmetic, comparisons and
+//! sign is_nan is_finite`; the functions `normal_pdf(x, mu, sigma)` and `normal_kernel(x, mu, sigma)`
+//! (the density without its `1 / (sigma sqrt(2 pi))`); arithmetic, comparisons and
 //! `if`/`else`. Scalars have the accumulator type (f32 for f32, f16 and bf16 input, f64 for
 //! f64), so one definition serves every dtype. Anything else is a compile error that says what is
 //! allowed.

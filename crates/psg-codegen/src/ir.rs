@@ -224,6 +224,9 @@ pub enum Func {
     Sign,
     /// The Gaussian density `normal_pdf(x, mu, sigma)`; see the preludes for sigma <= 0 / NaN.
     NormalPdf,
+    /// The Gaussian kernel `normal_kernel(x, mu, sigma)` = `exp(-((x - mu) / sigma)^2 / 2)`: the
+    /// density without its factor `1 / (sigma sqrt(2 pi))`; NaN unless sigma > 0.
+    NormalKernel,
     /// Whether the value is NaN (boolean).
     IsNan,
     /// Whether the value is finite (boolean).
@@ -249,7 +252,7 @@ impl Func {
             | Func::IsNan
             | Func::IsFinite => 1,
             Func::Min | Func::Max | Func::TotalLe => 2,
-            Func::Clamp | Func::NormalPdf | Func::Lerp => 3,
+            Func::Clamp | Func::NormalPdf | Func::NormalKernel | Func::Lerp => 3,
         }
     }
 
@@ -272,6 +275,7 @@ impl Func {
             Func::Clamp => "psg_clamp",
             Func::Sign => "psg_sign",
             Func::NormalPdf => "psg_normal_pdf",
+            Func::NormalKernel => "psg_normal_kernel",
             Func::IsNan => "psg_isnan",
             Func::IsFinite => "psg_isfinite",
             Func::Lerp => "psg_lerp",

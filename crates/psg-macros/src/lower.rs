@@ -13,8 +13,8 @@ const COLUMN_METHODS: &str = "column methods: map(|x| ..), zip(per_sample), filt
 const SCALAR_METHODS: &str =
     "scalar methods: abs(), sqrt(), exp(), ln(), floor(), powi(n), min(y), \
     max(y), clamp(lo, hi), sign(), is_nan(), is_finite()";
-const FUNCTIONS: &str = "the only free function is normal_pdf(x, mu, sigma); scalar functions are \
-    methods (x.abs(), x.sqrt(), ...)";
+const FUNCTIONS: &str = "the free functions are normal_pdf(x, mu, sigma) and \
+    normal_kernel(x, mu, sigma); scalar functions are methods (x.abs(), x.sqrt(), ...)";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ty {
@@ -363,16 +363,20 @@ impl Lowerer {
             .last()
             .map(|s| s.ident.to_string())
             .unwrap_or_default();
-        if name != "normal_pdf" {
-            return Err(Error::new(
-                c.func.span(),
-                format!("unknown function `{name}`: {FUNCTIONS}"),
-            ));
-        }
+        let func = match name.as_str() {
+            "normal_pdf" => Func::NormalPdf,
+            "normal_kernel" => Func::NormalKernel,
+            _ => {
+                return Err(Error::new(
+                    c.func.span(),
+                    format!("unknown function `{name}`: {FUNCTIONS}"),
+                ))
+            }
+        };
         if c.args.len() != 3 {
             return Err(Error::new(
                 c.span(),
-                "normal_pdf takes three arguments: normal_pdf(x, mu, sigma)",
+                format!("{name} takes three arguments: {name}(x, mu, sigma)"),
             ));
         }
         let args = c
@@ -380,7 +384,7 @@ impl Lowerer {
             .iter()
             .map(|a| self.number(a))
             .collect::<Result<_, _>>()?;
-        Ok(Value::Scalar(Scalar::Call(Func::NormalPdf, args), Ty::Num))
+        Ok(Value::Scalar(Scalar::Call(func, args), Ty::Num))
     }
 
     fn method(&mut self, m: &syn::ExprMethodCall) -> Result<Value, Error> {
@@ -688,7 +692,7 @@ fn unsupported(e: &Expr) -> Error {
         Expr::Index(_) => "indexing is not supported: a reduction sees one column at a time; use column methods",
         Expr::Tuple(_) => "tuples are allowed only as the returned value or in `let (a, b) = (x, y)`",
         Expr::Match(_) => "`match` is not supported: use `if ... else ...`",
-        _ => "unsupported expression in a batch reduction: use numbers, parameters, `let` names, arithmetic, comparisons, `if`/`else`, normal_pdf(..), column methods and scalar methods",
+        _ => "unsupported expression in a batch reduction: use numbers, parameters, `let` names, arithmetic, comparisons, `if`/`else`, normal_pdf(..), normal_kernel(..), column methods and scalar methods",
     };
     Error::new(e.span(), what)
 }

@@ -380,3 +380,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn normal_kernel_and_pdf_match_their_definitions_and_are_nan_unless_sigma_is_positive() {
+    let col: Vec<f32> = (0..41).map(|i| -3.0 + 0.15 * i as f32).collect();
+    let t = tensor(&col, col.len(), 1);
+    for (mu, sigma) in [(0.0, 1.0), (0.5, 0.25), (-1.0, 3.0)] {
+        let (kernel, pdf) = common::gaussian_sums(&t, mu, sigma).unwrap();
+        let k: f64 = col
+            .iter()
+            .map(|&x| (-0.5 * ((f64::from(x) - mu) / sigma).powi(2)).exp())
+            .sum();
+        let norm = 1.0 / (sigma * (2.0 * std::f64::consts::PI).sqrt());
+        assert_close("normal_kernel", &values(kernel), &[k], &[k], 1e-6);
+        assert_close("normal_pdf", &values(pdf), &[k * norm], &[k * norm], 1e-6);
+    }
+    for sigma in [0.0, -0.0, -1.0, f64::NAN] {
+        let (kernel, pdf) = common::gaussian_sums(&t, 0.0, sigma).unwrap();
+        assert!(
+            values(kernel)[0].is_nan() && values(pdf)[0].is_nan(),
+            "sigma {sigma}"
+        );
+    }
+}

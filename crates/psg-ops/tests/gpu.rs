@@ -163,6 +163,12 @@ fn gpu_moments_and_signs_match_cpu() {
                 g.close("gaussian weighted mean", 1e-4, |t| {
                     Ok(ops::gaussian_weighted(t)?.1)
                 });
+                g.close("normal_kernel sum", 1e-4, |t| {
+                    Ok(common::gaussian_sums(t, 0.1, 0.7)?.0)
+                });
+                g.close("normal_pdf sum", 1e-4, |t| {
+                    Ok(common::gaussian_sums(t, 0.1, 0.7)?.1)
+                });
             }
         }
     }
@@ -224,6 +230,11 @@ fn gpu_order_statistics_and_outliers_match_cpu() {
                 g.close("gaussian weighted mean", 1e-4, |t| {
                     Ok(ops::gaussian_weighted(t)?.1)
                 });
+                g.close(
+                    "gaussian weighted sum alone",
+                    1e-4,
+                    ops::gaussian_weighted_sum,
+                );
             }
         }
     }

@@ -17,8 +17,10 @@ __device__ __forceinline__ psg_acc psg_from_key(psg_key k) {
    the density-weighted sum issue-bound. For |x - mu| <= 6 sigma the relative error stays
    within about 6e-6 (the expf form's: 4.7e-6), nearly all of it the rounding of x - mu, of the
    scale and of the square, which both forms pay. Results below 2^-126 (|x - mu| > 13.2 sigma)
-   are flushed to 0. */
-__device__ __forceinline__ psg_acc psg_gauss_scale(psg_acc sigma) { return 0.84932180028801904272f / sigma; }
+   are flushed to 0. The scale is NaN unless sigma > 0, and so is the result. */
+__device__ __forceinline__ psg_acc psg_gauss_scale(psg_acc sigma) {
+    return sigma > 0.0f ? 0.84932180028801904272f / sigma : psg_nan();
+}
 __device__ __forceinline__ psg_acc psg_gauss(psg_acc u) {
     float r;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(-(u * u)));

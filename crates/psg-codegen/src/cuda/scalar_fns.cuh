@@ -38,12 +38,15 @@ __device__ __forceinline__ psg_acc psg_powi(psg_acc x, int n) {
     }
     return n < 0 ? (psg_acc)1 / r : r;
 }
-/* Gaussian density; NaN unless sigma > 0. Written with factors of sigma alone (the reciprocal,
-   and the normalization that is NaN unless sigma > 0), which the compiler hoists out of a loop
-   over the column (mu and sigma do not change along it): no branch and no select per element. */
+/* Gaussian kernel exp(-((x - mu) / sigma)^2 / 2) and density (the kernel over sigma sqrt(2 pi));
+   NaN unless sigma > 0. Written with factors of sigma alone (the scale, NaN unless sigma > 0,
+   and the normalization), which the compiler hoists out of a loop over the column (mu and sigma
+   do not change along it): no branch and no select per element. */
+__device__ __forceinline__ psg_acc psg_normal_kernel(psg_acc x, psg_acc mu, psg_acc sigma) {
+    return psg_gauss((x - mu) * psg_gauss_scale(sigma));
+}
 __device__ __forceinline__ psg_acc psg_normal_pdf(psg_acc x, psg_acc mu, psg_acc sigma) {
-    const psg_acc k = sigma > (psg_acc)0 ? (psg_acc)1 / (sigma * (psg_acc)2.5066282746310002) : psg_nan();
-    return psg_gauss((x - mu) * psg_gauss_scale(sigma)) * k;
+    return psg_normal_kernel(x, mu, sigma) * ((psg_acc)1 / (sigma * (psg_acc)2.5066282746310002));
 }
 /* torch.lerp's formula. */
 __device__ __forceinline__ psg_acc psg_lerp(psg_acc a, psg_acc b, psg_acc w) {

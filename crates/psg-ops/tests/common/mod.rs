@@ -127,3 +127,13 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], scale: &[f64], rel: f
 pub fn column(g: &[f32], b: usize, p: usize, col: usize) -> Vec<f32> {
     (0..b).map(|row| g[row * p + col]).collect()
 }
+
+/// The DSL's Gaussian functions at given mu and sigma: the kernel's sum and the density's sum.
+#[allow(dead_code)]
+#[psg_macros::batch_reduce(crate = "psg_runtime")]
+pub fn gaussian_sums(g: Batch, mu: f64, sigma: f64) -> (f32, f32) {
+    (
+        g.map(|x| normal_kernel(x, mu, sigma)).sum(),
+        g.map(|x| normal_pdf(x, mu, sigma)).sum(),
+    )
+}
