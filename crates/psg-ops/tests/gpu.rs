@@ -431,3 +431,60 @@ fn gpu_nonfinite_policy_matches_cpu() {
     let g = Pair::new(&v, &[b, p], DType::F32, &dev);
     same_nonfinite_policy(&g, "f32", 298, (17, 4000));
 }
+
+/// The bf16 prelude's software rounding (for GPUs before sm_80) against the hardware's
+/// `cvt.rn.bf16.f32`, for all 2^32 f32 bit patterns: equal, and NaN where the input is NaN.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_software_bf16_rounding_matches_the_hardware_on_every_f32() {
+    let Some(d) = common::cuda() else { return };
+    let source = format!(
+        "{}{}",
+        psg_codegen::cuda::prelude(psg_codegen::DType::BF16),
+        r#"
+extern "C" __global__ void bf16_rne_check(unsigned int* out) {
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+         i < (1ull << 32); i += stride) {
+        const unsigned int u = (unsigned int)i;
+        const float v = __uint_as_float(u);
+        unsigned short hw;
+        asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(hw) : "f"(v));
+        const unsigned short sw = psg_bf16_rne(v);
+        const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+        if (nan) atomicAdd(&out[2], 1u);
+        if (nan ? (sw & 0x7fffu) <= 0x7f80u : sw != hw) {
+            atomicAdd(&out[0], 1u);
+            atomicMax(&out[1], u);
+        }
+    }
+}
+"#
+    );
+    let k = psg_runtime::KernelSource::new_owned("bf16_rne_check", source);
+    // Mismatches, the largest mismatching input, NaN inputs seen (proof that every input ran).
+    let out = Tensor::zeros(DType::F32, &[3], &Device::Cuda(d.clone())).unwrap();
+    let cfg = psg_runtime::LaunchConfig {
+        grid: (132 * 16, 1, 1),
+        block: (256, 1, 1),
+        shared_bytes: 0,
+    };
+    d.launch(
+        &k,
+        cfg,
+        &[psg_runtime::KernelArg::Ptr(out.cuda_ptr().unwrap())],
+    )
+    .unwrap();
+    let got: Vec<u32> = out
+        .to_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f32::to_bits)
+        .collect();
+    assert_eq!(
+        got[0], 0,
+        "{} inputs round differently, e.g. f32 bits {:#010x}",
+        got[0], got[1]
+    );
+    assert_eq!(got[2], 2 * ((1 << 23) - 1), "NaN inputs seen");
+}

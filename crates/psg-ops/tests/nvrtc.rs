@@ -1,8 +1,8 @@
 //! Every built-in's CUDA source, for every dtype, and every hand-written kernel compiles through
-//! NVRTC to CUBIN for sm_80 and sm_90. Needs only libnvrtc (no GPU). Where libnvrtc is missing
+//! NVRTC to CUBIN for sm_75, sm_80 and sm_90. Needs only libnvrtc (no GPU). Where libnvrtc is missing
 //! the test fails if `PSG_REQUIRE_NVRTC=1` (CI sets it); otherwise it says why and checks nothing.
 
-use psg_runtime::{compile_cubin, nvrtc_status, DType, KernelSource};
+use psg_runtime::{compile_cubin, nvrtc_status, KernelSource};
 
 fn nvrtc_ready() -> bool {
     match nvrtc_status() {
@@ -60,21 +60,22 @@ fn every_kernel_compiles_for_sm80_and_sm90() {
 }
 
 #[test]
-fn tiled_kernels_with_cp_async_compile_for_sm75_without_it() {
-    // Large tiles (f32, f64, and the narrow f16 and bf16 ones) are copied with cp.async from
-    // sm_80 on; Turing takes the register path. Not bf16: its stores round with
-    // cvt.rn.bf16.f32, an sm_80 instruction.
+fn every_kernel_compiles_for_sm75() {
+    // Turing: large tiles (cp.async from sm_80 on) take the register path, and bf16 stores
+    // round in software (cvt.rn.bf16.f32 is an sm_80 instruction).
     if !nvrtc_ready() {
         return;
     }
-    let tiled: Vec<&'static KernelSource> = psg_ops::builtin_reductions()
-        .into_iter()
-        .filter_map(|def| def.tiled.as_ref())
-        .flat_map(|t| [DType::F32, DType::F64, DType::F16].map(|d| &t.cuda[d.index()]))
-        .filter(|k| k.source.contains("cp.async"))
-        .collect();
-    assert!(!tiled.is_empty(), "no tiled kernel uses cp.async");
-    for k in tiled {
+    let kernels = all_kernels();
+    assert!(
+        kernels.iter().any(|k| k.source.contains("cp.async")),
+        "no kernel uses cp.async"
+    );
+    assert!(
+        kernels.iter().any(|k| k.source.contains("psg_bf16_rne")),
+        "no kernel has the software bf16 rounding"
+    );
+    for k in kernels {
         compile_cubin(&k.source, &k.name, (7, 5))
             .unwrap_or_else(|e| panic!("{} for sm_75: {e}", k.name));
     }
