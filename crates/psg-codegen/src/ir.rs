@@ -225,7 +225,8 @@ pub enum Func {
     /// The Gaussian density `normal_pdf(x, mu, sigma)`; see the preludes for sigma <= 0 / NaN.
     NormalPdf,
     /// The Gaussian kernel `normal_kernel(x, mu, sigma)` = `exp(-((x - mu) / sigma)^2 / 2)`: the
-    /// density without its factor `1 / (sigma sqrt(2 pi))`; NaN unless sigma > 0.
+    /// density without its factor `1 / (sigma sqrt(2 pi))`; NaN unless sigma > 0 (and at
+    /// `x == mu` where `1 / sigma` overflows: sigma below about 3e-39 in f32).
     NormalKernel,
     /// Whether the value is NaN (boolean).
     IsNan,

@@ -7,9 +7,10 @@ use psg_macros::batch_reduce;
 /// (that sum over the sum of the weights), with mu and sigma the column's mean and std
 /// (Bessel-corrected).
 ///
-/// A degenerate column, whose std is 0 (all values equal) or NaN (one sample), weights every
-/// sample by 1: the weighted sum is then the plain sum and the weighted mean the plain mean. An
-/// empty batch gives a sum of 0 and a mean of NaN.
+/// A degenerate column, whose std is 0 (all values equal), NaN (one sample) or infinite (the
+/// squares overflow: the limit of an ever wider density is equal weights), weights every sample
+/// by 1: the weighted sum is then the plain sum and the weighted mean the plain mean. An empty
+/// batch gives a sum of 0 and a mean of NaN.
 ///
 /// The density's normalization `1 / (sigma sqrt(2 pi))` is the same for every sample of a column,
 /// so it multiplies the sum of `g[b] * exp(-z^2 / 2)` once (and cancels from the mean) instead of
@@ -21,7 +22,7 @@ pub fn gaussian_weighted(g: Batch) -> (f32, f32) {
     let kernels = g.map(|x| normal_kernel(x, mu, sigma)).sum();
     let weighted = g.map(|x| x * normal_kernel(x, mu, sigma)).sum();
     let (plain, n) = (g.sum(), g.count());
-    let ok = sigma > 0.0;
+    let ok = sigma > 0.0 && sigma < f32::INFINITY;
     (
         if ok {
             weighted * (1.0 / (sigma * 2.5066282746310002))
@@ -37,7 +38,7 @@ pub fn gaussian_weighted(g: Batch) -> (f32, f32) {
 pub fn gaussian_weighted_sum(g: Batch) -> f32 {
     let (mu, sigma) = (g.mean(), g.std());
     let weighted = g.map(|x| x * normal_kernel(x, mu, sigma)).sum();
-    if sigma > 0.0 {
+    if sigma > 0.0 && sigma < f32::INFINITY {
         weighted * (1.0 / (sigma * 2.5066282746310002))
     } else {
         g.sum()

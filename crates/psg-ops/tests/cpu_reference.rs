@@ -226,6 +226,18 @@ fn one_sample_has_nan_std_and_density_weights_of_one() {
 }
 
 #[test]
+fn an_infinite_std_weights_every_sample_by_one() {
+    // The squares overflow f32: mean 0, std +inf. The limit of an ever wider density.
+    let t = tensor(&[1e20, -1e20, 3e19], 3, 1);
+    assert_eq!(values(ops::std(&t, 1.0).unwrap()), vec![f32::INFINITY]);
+    let (sum, mean) = ops::gaussian_weighted(&t).unwrap();
+    let plain_sum = values(ops::sum(&t).unwrap());
+    assert_eq!(values(sum), plain_sum);
+    assert_eq!(values(mean), values(ops::mean(&t).unwrap()));
+    assert_eq!(values(ops::gaussian_weighted_sum(&t).unwrap()), plain_sum);
+}
+
+#[test]
 fn signed_zeros_follow_total_order() {
     let t = tensor(&[0.0, -0.0], 2, 1);
     assert_eq!(
@@ -395,8 +407,9 @@ fn normal_kernel_and_pdf_match_their_definitions_and_are_nan_unless_sigma_is_pos
         assert_close("normal_kernel", &values(kernel), &[k], &[k], 1e-6);
         assert_close("normal_pdf", &values(pdf), &[k * norm], &[k * norm], 1e-6);
     }
+    // mu off the grid of values: x - mu is never 0, so NaN here comes from the guard, not 0 / 0.
     for sigma in [0.0, -0.0, -1.0, f64::NAN] {
-        let (kernel, pdf) = common::gaussian_sums(&t, 0.0, sigma).unwrap();
+        let (kernel, pdf) = common::gaussian_sums(&t, 0.07, sigma).unwrap();
         assert!(
             values(kernel)[0].is_nan() && values(pdf)[0].is_nan(),
             "sigma {sigma}"

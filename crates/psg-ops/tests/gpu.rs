@@ -169,6 +169,13 @@ fn gpu_moments_and_signs_match_cpu() {
                 g.close("normal_pdf sum", 1e-4, |t| {
                     Ok(common::gaussian_sums(t, 0.1, 0.7)?.1)
                 });
+                // NaN unless sigma > 0 (mu off the data: the guard, not 0 / 0).
+                for sigma in [0.0, -0.0, -1.0, f64::NAN] {
+                    let (k, pdf) = common::gaussian_sums(&g.gpu, 0.07, sigma).unwrap();
+                    for v in host(&k).into_iter().chain(host(&pdf)) {
+                        assert!(v.is_nan(), "sigma {sigma}: {v} {}", g.label);
+                    }
+                }
             }
         }
     }
@@ -438,6 +445,10 @@ fn gpu_nonfinite_policy_matches_cpu() {
 #[ignore = "needs a CUDA GPU"]
 fn gpu_software_bf16_rounding_matches_the_hardware_on_every_f32() {
     let Some(d) = common::cuda() else { return };
+    if d.compute_capability() < (8, 0) {
+        eprintln!("cvt.rn.bf16.f32 needs sm_80: nothing to compare the software rounding with");
+        return;
+    }
     let source = format!(
         "{}{}",
         psg_codegen::cuda::prelude(psg_codegen::DType::BF16),
