@@ -83,36 +83,30 @@ fn narrow_tile(dtype: DType, transformed: bool) -> bool {
 /// Gaussian-weighted sum 1.21-1.27x -> 1.17-1.18x). 4 elsewhere: f32 var, bound by memory,
 /// measured 0.99x -> 1.04x with 8.
 fn pass_unroll(plan: &Plan, narrow: bool) -> usize {
-    let transcendental = |c: &Column| {
-        c.value_and_keep().any(|x| {
-            calls(x, &|f| {
-                matches!(
-                    f,
-                    Func::Exp | Func::Ln | Func::NormalPdf | Func::NormalKernel
-                )
-            })
-        })
-    };
     let mut columns: Vec<&Column> = plan.temps.iter().map(|t| &t.reduce.column).collect();
     if let Output::Batch(c) = &plan.output {
         columns.push(c);
     }
-    if narrow || columns.into_iter().any(transcendental) {
+    if narrow
+        || columns
+            .iter()
+            .any(|c| c.value_and_keep().any(transcendental))
+    {
         8
     } else {
         4
     }
 }
 
-/// Whether `node` calls a function for which `f` holds.
-fn calls(node: &Scalar, f: &dyn Fn(Func) -> bool) -> bool {
-    match node {
-        Scalar::Call(g, args) => f(*g) || args.iter().any(|a| calls(a, f)),
-        Scalar::Unary(_, a) => calls(a, f),
-        Scalar::Binary(_, a, b) => calls(a, f) || calls(b, f),
-        Scalar::Select(c, a, b) => calls(c, f) || calls(a, f) || calls(b, f),
-        _ => false,
-    }
+/// Whether `node` evaluates `exp`, `ln` or the Gaussian.
+fn transcendental(node: &Scalar) -> bool {
+    matches!(
+        node,
+        Scalar::Call(
+            Func::Exp | Func::Ln | Func::NormalPdf | Func::NormalKernel,
+            _
+        )
+    ) || node.children().into_iter().any(transcendental)
 }
 
 /// Partial slots (accumulators per thread) the widest pass of the plan combines.
@@ -225,14 +219,7 @@ fn tile_transform(plan: &Plan) -> Option<(Plan, Scalar)> {
 
 /// Records in `parent` the node above every `Load` under `node`; false when two differ.
 fn parents_of_load<'a>(node: &'a Scalar, parent: &mut Option<&'a Scalar>) -> bool {
-    let children: Vec<&Scalar> = match node {
-        Scalar::Unary(_, a) => vec![a],
-        Scalar::Binary(_, a, b) => vec![a, b],
-        Scalar::Select(c, a, b) => vec![c, a, b],
-        Scalar::Call(_, args) => args.iter().collect(),
-        _ => vec![],
-    };
-    for child in children {
+    for child in node.children() {
         if *child == Scalar::Load {
             match parent {
                 Some(p) if *p != node => return false,
@@ -264,14 +251,7 @@ fn element_only(e: &Scalar) -> bool {
 
 /// Whether `e` occurs in `node`.
 fn contains(node: &Scalar, e: &Scalar) -> bool {
-    node == e
-        || match node {
-            Scalar::Unary(_, a) => contains(a, e),
-            Scalar::Binary(_, a, b) => contains(a, e) || contains(b, e),
-            Scalar::Select(c, a, b) => contains(c, e) || contains(a, e) || contains(b, e),
-            Scalar::Call(_, args) => args.iter().any(|a| contains(a, e)),
-            _ => false,
-        }
+    node == e || node.children().into_iter().any(|c| contains(c, e))
 }
 
 /// `node` with every occurrence of `e` replaced by the element.
