@@ -236,6 +236,7 @@ pub(crate) fn declare_partial(op: &ReduceOp, t: usize, syntax: &dyn Syntax) -> S
     match op {
         ReduceOp::Sum => format!("psg_acc {name}_p[8] = {{{zero}, {zero}, {zero}, {zero}, {zero}, {zero}, {zero}, {zero}}};"),
         ReduceOp::Min | ReduceOp::Max => format!("psg_acc {name} = psg_nan(); bool {name}_any = false;"),
+        ReduceOp::MinTotal => format!("psg_acc {name} = psg_total_none();"),
         _ => format!("psg_acc {name} = {zero};"),
     }
 }
@@ -260,6 +261,7 @@ pub(crate) fn update_partial(
             };
             format!("{{ const psg_acc v = {value}; {name} = {name}_any ? {f}({name}, v) : v; {name}_any = true; }}")
         }
+        ReduceOp::MinTotal => format!("{name} = psg_total_min({name}, {value});"),
         ReduceOp::Kth(_) => unreachable!("selection is not a streaming reduction"),
     }
 }

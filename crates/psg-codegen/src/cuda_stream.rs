@@ -104,6 +104,10 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
                 s,
                 "    psg_acc {name}_a[{v}]; bool {name}_anya[{v}];\n    #pragma unroll\n    for (int c = 0; c < {v}; ++c) {{ {name}_a[c] = psg_nan(); {name}_anya[c] = false; }}"
             ),
+            ReduceOp::MinTotal => writeln!(
+                s,
+                "    psg_acc {name}_a[{v}];\n    #pragma unroll\n    for (int c = 0; c < {v}; ++c) {name}_a[c] = psg_total_none();"
+            ),
             _ => writeln!(
                 s,
                 "    psg_acc {name}_a[{v}];\n    #pragma unroll\n    for (int c = 0; c < {v}; ++c) {name}_a[c] = {zero};"

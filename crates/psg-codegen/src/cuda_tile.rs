@@ -41,6 +41,11 @@ use crate::DType;
 const WARPS: usize = crate::SUM_PARTIALS;
 /// Histogram bins per radix pass (8-bit digits).
 const BINS: usize = 256;
+/// The most keys a selection gathers and ranks among themselves instead of counting another
+/// digit (see `emit_select`): one key to a lane of the warp that ranks them, each compared with
+/// every other through a shuffle, which costs less than a digit pass over the column. The lists
+/// take `32 * (GATHER + 1)` keys of the digit counts' area (8192 ints).
+const GATHER: usize = 32;
 
 /// Shared-memory needs of the tiled kernel: bytes per (sample, column) and fixed bytes per block.
 pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
@@ -295,9 +300,17 @@ pub(crate) fn kernel_head(plan: &Plan, dtype: DType, shape: &str) -> String {
     let mut params = kernel_params(plan);
     params.push("int tile_log2".into());
     params.push("int vec".into());
+    // A selection's f32 tile and scratch fit three blocks to a multiprocessor at B = 256: its
+    // registers are held to three blocks' share (80) too, where the compiler would take up to 95.
+    let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
+    let min_blocks = if selects && dtype.acc() == Acc::F32 {
+        ", 3"
+    } else {
+        ""
+    };
     writeln!(
         s,
-        "\nextern \"C\" __global__ void __launch_bounds__(256) {}({}) {{",
+        "\nextern \"C\" __global__ void __launch_bounds__(256{min_blocks}) {}({}) {{",
         tile_kernel_name(plan, dtype),
         params.join(", ")
     )
@@ -362,6 +375,8 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         s.push_str("    int* const totals = bins + 256 * 32;\n");
         s.push_str("    int* const pick = totals + 8 * 32;\n");
         s.push_str("    psg_key* const found = (psg_key*)(pick + 3 * 32);\n");
+        // A small bucket's keys, gathered where the digit counts were.
+        s.push_str("    psg_key* const cand = (psg_key*)bins;\n");
     }
     s.push_str("    const int lane = threadIdx.x, w = threadIdx.y;\n");
 
@@ -500,6 +515,10 @@ fn emit_loop(
                 )
             }
             ReduceOp::Sum => writeln!(s, "    psg_acc {name}_p[1] = {{{}}};", syntax.literal(0.0)),
+            // Kept as a key: one integer minimum an element.
+            ReduceOp::MinTotal => {
+                writeln!(s, "    psg_key {name}_k = ~(psg_key)0; psg_acc {name};")
+            }
             _ => writeln!(s, "    psg_acc {name} = {};", syntax.literal(0.0)),
         }
         .ok();
@@ -513,7 +532,16 @@ fn emit_loop(
     loop_header_with(s, "            ", columns, e, &plan.ranks, from_tile);
     for &t in temps {
         let r = &plan.temps[t].reduce;
-        let update = update_partial(&r.op, t, &e(&r.column.value), "0", syntax);
+        let update = match r.op {
+            ReduceOp::MinTotal => {
+                let name = names::temp(t);
+                format!(
+                    "{name}_k = min({name}_k, psg_to_key({}));",
+                    e(&r.column.value)
+                )
+            }
+            _ => update_partial(&r.op, t, &e(&r.column.value), "0", syntax),
+        };
         match r.column.keep.as_ref().map(e) {
             Some(k) => writeln!(s, "            if ({k}) {{ {update} }}"),
             None => writeln!(s, "            {update}"),
@@ -530,6 +558,7 @@ fn emit_loop(
         match plan.temps[t].reduce.op {
             ReduceOp::Sum => writeln!(s, "    {} = {name}_p[0];", at(slot, "w")),
             ReduceOp::Count => writeln!(s, "    {} = {name};", at(slot, "w")),
+            ReduceOp::MinTotal => writeln!(s, "    {} = psg_from_key({name}_k);", at(slot, "w")),
             _ => writeln!(
                 s,
                 "    {} = {name}; {} = {name}_any ? (psg_acc)1 : (psg_acc)0;",
@@ -573,6 +602,14 @@ pub(crate) fn combine_warps(
             ReduceOp::Count => {
                 let terms: Vec<String> = (0..WARPS).map(|r| at(slot, &r.to_string())).collect();
                 writeln!(s, "    {acc}{name} = {};", terms.join(" + ")).ok();
+            }
+            ReduceOp::MinTotal => {
+                writeln!(
+                    s,
+                    "    {acc}{name} = psg_total_none();\n    for (int r = 0; r < 8; ++r) {name} = psg_total_min({name}, {});",
+                    at(slot, "r")
+                )
+                .ok();
             }
             _ => {
                 let f = if *op == ReduceOp::Min {
@@ -688,24 +725,32 @@ fn emit_select(
         s.push_str("        for (int r = 0; r < 8; ++r) total += bins[r * 32 + lane];\n");
     }
     writeln!(s, "        const long long k = psg_index({});", e(k)).ok();
-    // 8-bit digits, most significant first. A column is done when its digit's bucket holds one
-    // key (that key is the answer: found by one more scan) or when every bit is fixed (ties).
+    // 8-bit digits, most significant first. A column is done when its digit's bucket holds few
+    // enough keys to gather (they are ranked among themselves) or when every bit is fixed (ties).
     writeln!(
         s,
         r#"        const bool valid = k >= 0 && k < total;
         int rem = valid ? (int)k : 0;
         psg_key prefix = 0;
-        bool done = !(valid && active), unique = false;
-        int shift = {top}, ushift = 0;
+        bool done = !(valid && active), gather = false;
+        int shift = {top}, gshift = 0;
+        // Digit d of column lane is counted at bins[d * 32 + lane] (bytes: hist + d * 128).
+        char* const hist = (char*)(bins + lane);
+        const int dummy = 256 + w;
         __syncthreads();
         for (;;) {{
             #pragma unroll
             for (int i = 0; i < 8; ++i) ((int4*)bins)[tid + i * 256] = make_int4(0, 0, 0, 0);
             __syncthreads();
-            const psg_key high = shift + 8 >= {key_bits} ? (psg_key)0 : (~(psg_key)0) << (shift + 8);
             if (!done) {{
+                // A key matches the digits fixed so far when it and the prefix differ only in
+                // this digit and below: its digit is then the difference shifted down.
+                #pragma unroll 8
                 for (int b = w; b < n_bi; b += 8) {{
-{key_hist}                    if ((key & high) == (prefix & high)) atomicAdd(&bins[(int)((key >> shift) & 255) * 32 + lane], 1);
+{key_hist}                    // Others count in a row of `totals` (not read before it is written): a
+                    // branch around the atomic costs three instructions more.
+                    const psg_key d = min((key ^ prefix) >> shift, (psg_key)dummy);
+                    atomicAdd((int*)(hist + ((int)d << 7)), 1);
                 }}
             }}
             __syncthreads();
@@ -745,13 +790,15 @@ fn emit_select(
                 pick[lane] = owner * 32 + w * 4 + digit; pick[32 + lane] = count; pick[64 + lane] = r2;
             }}
             __syncthreads();
+            // The gathered keys' count (the pick is read).
+            if (w == 0) totals[lane] = 0;
             if (!done) {{
                 prefix |= ((psg_key)pick[lane]) << shift;
                 rem = pick[64 + lane];
                 const bool last = shift <= {low};
-                unique = pick[32 + lane] == 1 && !last;
-                if (unique) ushift = shift;
-                done = unique || last;
+                gather = pick[32 + lane] <= {cap} && !last;
+                if (gather) gshift = shift;
+                done = gather || last;
                 // Bits below a last digit above 0 are those of every key under the prefix: clear
                 // for a positive value, set for a negative one (its key is complemented).
                 if (last && shift > 0 && (prefix >> {sign_bit}) == 0) prefix |= (((psg_key)1) << shift) - 1;
@@ -759,19 +806,37 @@ fn emit_select(
             shift -= 8;
             if (__syncthreads_and(done)) break;
         }}
-        // A bucket of one: its key is the answer; the thread that holds it says so.
-        if (unique) {{
-            const psg_key high = (~(psg_key)0) << ushift;
+        // A small bucket: its keys are copied to a list of the column's (column c's at
+        // cand[c * {cap_pad} + i], where the digit counts were), then warp w ranks the lists of
+        // columns w, w + 8, w + 16 and w + 24, a key to a lane: the key of rank `rem` (ties
+        // ranked by position) is the answer.
+        if (gather) {{
             for (int b = w; b < n_bi; b += 8) {{
-{key_find}                if ((key & high) == prefix) found[lane] = key;
+{key_find}                if (((key ^ prefix) >> gshift) == 0) cand[lane * {cap_pad} + atomicAdd(&totals[lane], 1)] = key;
             }}
         }}
+        if (w == 0) pick[64 + lane] = rem;
         __syncthreads();
-        if (unique) prefix = found[lane];
+        #pragma unroll 1
+        for (int c = w; c < 32; c += 8) {{
+            const int n = totals[c];
+            if (n == 0) continue;
+            const psg_key mine = lane < n ? cand[c * {cap_pad} + lane] : ~(psg_key)0;
+            int r = 0;
+            for (int j = 0; j < n; ++j) {{
+                const psg_key kj = __shfl_sync(0xffffffffu, mine, j);
+                r += (kj < mine || (kj == mine && j < lane)) ? 1 : 0;
+            }}
+            if (lane < n && r == pick[64 + c]) found[c] = mine;
+        }}
+        __syncthreads();
+        if (gather) prefix = found[lane];
         __syncthreads();"#,
         top = key_bits - 8,
         low = zero_low_bits,
         sign_bit = key_bits - 1,
+        cap = GATHER,
+        cap_pad = GATHER + 1,
         key_hist = key_code("                    "),
         key_find = key_code("                "),
     )

@@ -307,6 +307,12 @@ pub enum ReduceOp {
     Min,
     /// Maximum of the kept values (NaN propagates; `-0 < +0`); NaN when nothing is kept.
     Max,
+    /// Minimum of the kept values in IEEE total order (the order of [`ReduceOp::Kth`]: a NaN
+    /// is ordered by its bits, a positive one above `+inf`); when nothing is kept, the greatest
+    /// value of that order (the NaN whose bits are all ones but the sign). Order statistics use
+    /// it for the value after a selected one: on the GPU it is an integer minimum of the keys,
+    /// where `Min` compares floats and tracks NaN.
+    MinTotal,
     /// The k-th smallest kept value (0-based) in IEEE total order; `k` is an expression
     /// evaluated before the loop and truncated to an integer; NaN when `k` is outside
     /// `[0, count)`.

@@ -104,6 +104,9 @@ fn emit_column_fn(s: &mut String, plan: &Plan, syntax: &Rust, rt: &str) {
                             s,
                             "    let mut {name}: Acc = psg_nan(); let mut {name}_any = false;"
                         ),
+                        ReduceOp::MinTotal => {
+                            writeln!(s, "    let mut {name}: Acc = psg_total_none();")
+                        }
                         _ => writeln!(s, "    let mut {name}: Acc = {zero};"),
                     }
                     .ok();
@@ -129,6 +132,7 @@ fn emit_column_fn(s: &mut String, plan: &Plan, syntax: &Rust, rt: &str) {
                                 "let v: Acc = {value}; {name} = if {name}_any {{ {f}({name}, v) }} else {{ v }}; {name}_any = true;"
                             )
                         }
+                        ReduceOp::MinTotal => format!("{name} = psg_total_min({name}, {value});"),
                         ReduceOp::Kth(_) => unreachable!("selection is not a streaming reduction"),
                     };
                     match &r.column.keep {

@@ -100,7 +100,9 @@ pub fn next_in_order(column: Column, value: Scalar, k: Scalar) -> Scalar {
     let at_or_below = Scalar::Call(Func::TotalLe, vec![column.value.clone(), value.clone()]);
     let above = Scalar::Unary(crate::ir::UnOp::Not, Box::new(at_or_below.clone()));
     let c = count(column.clone().filtered(at_or_below));
-    let next = min(column.filtered(above));
+    // Where it matters (some kept value above `value`) it is the `min` of those values, unless one
+    // is NaN, and then `nan_guard` makes every order statistic NaN.
+    let next = Scalar::reduce(ReduceOp::MinTotal, column.filtered(above));
     Scalar::select(
         c.bin(BinOp::Gt, k.bin(BinOp::Add, Scalar::lit(1.0))),
         value,

@@ -5,8 +5,9 @@ __device__ __forceinline__ psg_acc psg_inf() { return __uint_as_float(0x7f800000
 __device__ __forceinline__ bool psg_signbit(psg_acc x) { return (__float_as_uint(x) >> 31) != 0u; }
 /* Order-preserving image of the float's bits: IEEE total order becomes unsigned order. */
 __device__ __forceinline__ psg_key psg_to_key(psg_acc x) {
+    /* A shift and one three-input logic op: u ^ (0xffffffff for a negative u, else the sign bit). */
     const psg_key u = __float_as_uint(x);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return u ^ ((psg_key)((int)u >> 31) | 0x80000000u);
 }
 __device__ __forceinline__ psg_acc psg_from_key(psg_key k) {
     return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);

@@ -6,7 +6,7 @@ __device__ __forceinline__ bool psg_signbit(psg_acc x) { return __double_as_long
 /* Order-preserving image of the float's bits: IEEE total order becomes unsigned order. */
 __device__ __forceinline__ psg_key psg_to_key(psg_acc x) {
     const psg_key u = (psg_key)__double_as_longlong(x);
-    return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+    return u ^ ((psg_key)(__double_as_longlong(x) >> 63) | 0x8000000000000000ull);
 }
 __device__ __forceinline__ psg_acc psg_from_key(psg_key k) {
     return __longlong_as_double((long long)((k & 0x8000000000000000ull) ? (k & 0x7fffffffffffffffull) : ~k));

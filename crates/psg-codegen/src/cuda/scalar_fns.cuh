@@ -60,3 +60,6 @@ __device__ __forceinline__ long long psg_index(psg_acc k) {
 }
 /* a <= b in IEEE total order (-0 < +0). */
 __device__ __forceinline__ bool psg_total_le(psg_acc a, psg_acc b) { return psg_to_key(a) <= psg_to_key(b); }
+/* Minimum in IEEE total order, and its value over nothing (the greatest of that order). */
+__device__ __forceinline__ psg_acc psg_total_min(psg_acc a, psg_acc b) { return psg_to_key(b) < psg_to_key(a) ? b : a; }
+__device__ __forceinline__ psg_acc psg_total_none() { return psg_from_key(~(psg_key)0); }
