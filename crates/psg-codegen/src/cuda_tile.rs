@@ -17,9 +17,13 @@
 //! Selection (k-th smallest) is an exact radix select with 8-bit digits over the
 //! order-preserving keys of the column: each pass counts, with shared-memory atomics, the digits
 //! of the keys that match the prefix found so far (bin `d` of column `lane` at `d * 32 + lane`:
-//! a warp's columns hit distinct banks); the column's 8 threads total 32 digits each, then 4
-//! digits each within the chunk that holds the rank, and one thread picks the digit. A column is
-//! done when its bucket holds a single key (fetched by one more scan) or when every bit is fixed.
+//! a warp's columns hit distinct banks; a key off the prefix is counted in a row nobody reads,
+//! which costs less than a branch); the column's 8 threads total 32 digits each, then 4 digits
+//! each within the chunk that holds the rank, and one thread picks the digit. Once every column's
+//! bucket is small (`GATHER` keys), one more pass copies each bucket to a list of its column
+//! and a warp ranks a column's list, a key to a lane, with shuffles; a column is also done when
+//! every bit is fixed (ties). The value after a selected one (a median's upper middle) is an
+//! integer minimum of keys ([`ReduceOp::MinTotal`]) in the next streaming pass.
 //!
 //! Shared memory: `tile` (B x tile accumulators), `keys` (B x tile keys, when the plan selects
 //! from a column other than `g` itself, whose keys are read from the tile directly),
@@ -43,8 +47,13 @@ const WARPS: usize = crate::SUM_PARTIALS;
 const BINS: usize = 256;
 /// The most keys a selection gathers and ranks among themselves instead of counting another
 /// digit (see `emit_select`): one key to a lane of the warp that ranks them, each compared with
-/// every other through a shuffle, which costs less than a digit pass over the column. The lists
-/// take `32 * (GATHER + 1)` keys of the digit counts' area (8192 ints).
+/// every other through a shuffle (some 8 instructions a compare; a warp ranks 4 columns, so a
+/// column of 32 keys costs its warp about 260 instructions), against a digit pass over the whole
+/// block of about 340 instructions a thread plus 9 for each of its B / 8 keys. The block gathers
+/// only when every column can; where one more digit pass would finish every column, only when
+/// no bucket holds more than 4 keys, and never for B > 512 (copying the keys costs as much as
+/// counting them, without the search). The lists take `32 * (GATHER + 1)` keys of the digit
+/// counts' area.
 const GATHER: usize = 32;
 
 /// Shared-memory needs of the tiled kernel: bytes per (sample, column) and fixed bytes per block.
@@ -734,6 +743,9 @@ fn emit_select(
         psg_key prefix = 0;
         bool done = !(valid && active), gather = false;
         int shift = {top}, gshift = 0;
+        // The largest bucket a column may gather (see `GATHER`): fewer when one more digit
+        // would finish every column.
+        const int cap = {cap}, cap_last = n_bi <= 512 ? 4 : 0;
         // Digit d of column lane is counted at bins[d * 32 + lane] (bytes: hist + d * 128).
         char* const hist = (char*)(bins + lane);
         const int dummy = 256 + w;
@@ -792,19 +804,26 @@ fn emit_select(
             __syncthreads();
             // The gathered keys' count (the pick is read).
             if (w == 0) totals[lane] = 0;
+            bool last = false, fits = true;
             if (!done) {{
                 prefix |= ((psg_key)pick[lane]) << shift;
                 rem = pick[64 + lane];
-                const bool last = shift <= {low};
-                gather = pick[32 + lane] <= {cap} && !last;
-                if (gather) gshift = shift;
-                done = gather || last;
+                last = shift <= {low};
+                fits = pick[32 + lane] <= (shift - 8 <= {low} ? cap_last : cap);
                 // Bits below a last digit above 0 are those of every key under the prefix: clear
                 // for a positive value, set for a negative one (its key is complemented).
                 if (last && shift > 0 && (prefix >> {sign_bit}) == 0) prefix |= (((psg_key)1) << shift) - 1;
             }}
+            // The block gathers when every column can (a column that counts another digit
+            // makes the whole block pay that pass), else the columns not at their last digit
+            // count another.
+            if (__syncthreads_and(last || fits)) {{
+                gather = !done && !last;
+                gshift = shift;
+                break;
+            }}
+            done = done || last;
             shift -= 8;
-            if (__syncthreads_and(done)) break;
         }}
         // A small bucket: its keys are copied to a list of the column's (column c's at
         // cand[c * {cap_pad} + i], where the digit counts were), then warp w ranks the lists of
