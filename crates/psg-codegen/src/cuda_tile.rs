@@ -20,7 +20,8 @@
 //! a warp's columns hit distinct banks; a key off the prefix is counted in a row nobody reads,
 //! which costs less than a branch); the column's 8 threads total 32 digits each, then 4 digits
 //! each within the chunk that holds the rank, and one thread picks the digit. Once every column's
-//! bucket is small (`GATHER` keys), one more pass copies each bucket to a list of its column
+//! bucket is small (`GATHER` keys; 4 where one more digit would finish), one more pass copies
+//! each bucket to a list of its column
 //! and a warp ranks a column's list, a key to a lane, with shuffles; a column is also done when
 //! every bit is fixed (ties). The value after a selected one (a median's upper middle) is an
 //! integer minimum of keys ([`ReduceOp::MinTotal`]) in the next streaming pass.
@@ -50,11 +51,13 @@ const BINS: usize = 256;
 /// every other through a shuffle (some 8 instructions a compare; a warp ranks 4 columns, so a
 /// column of 32 keys costs its warp about 260 instructions), against a digit pass over the whole
 /// block of about 340 instructions a thread plus 9 for each of its B / 8 keys. The block gathers
-/// only when every column can; where one more digit pass would finish every column, only when
-/// no bucket holds more than 4 keys, and never for B > 512 (copying the keys costs as much as
-/// counting them, without the search). The lists take `32 * (GATHER + 1)` keys of the digit
-/// counts' area.
+/// only when every column can. Where one more digit pass would finish every column (bf16 after
+/// its first digit), it gathers only buckets of at most 4 keys, and for B > 512 lets that last
+/// digit pass finish instead (copying the keys costs as much as counting them, without the
+/// search). The lists take `32 * (GATHER + 1)` keys of the digit counts' area.
 const GATHER: usize = 32;
+// A key to a lane; the lists (of 8-byte keys at most) fit in the digit counts.
+const _: () = assert!(GATHER <= 32 && 32 * (GATHER + 1) * 8 <= BINS * 32 * 4);
 
 /// Shared-memory needs of the tiled kernel: bytes per (sample, column) and fixed bytes per block.
 pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
@@ -309,8 +312,10 @@ pub(crate) fn kernel_head(plan: &Plan, dtype: DType, shape: &str) -> String {
     let mut params = kernel_params(plan);
     params.push("int tile_log2".into());
     params.push("int vec".into());
-    // A selection's f32 tile and scratch fit three blocks to a multiprocessor at B = 256: its
-    // registers are held to three blocks' share (80) too, where the compiler would take up to 95.
+    // A selection's tile and scratch fit three blocks to a multiprocessor at B = 256 (f32 input,
+    // and bf16 or f16, whose tiles widen to the same bytes): registers are held to three blocks'
+    // share (80) too, where NVRTC would take up to 95, or spill. Four blocks' share (64), where
+    // shared memory allows four (bf16 at B = 64), measured slower at B = 256 (BENCHMARKS.md).
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
     let min_blocks = if selects && dtype.acc() == Acc::F32 {
         ", 3"
@@ -380,9 +385,11 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     }
     s.push_str("    int* const bins = (int*)part;\n");
     if selects {
-        // Selection scratch: 256 digit counts per column, 8 chunk totals, the pick, the key.
-        s.push_str("    int* const totals = bins + 256 * 32;\n");
-        s.push_str("    int* const pick = totals + 8 * 32;\n");
+        // Selection scratch: 256 digit counts per column, 8 chunk totals (right after the
+        // counts: their rows are where a digit pass counts the keys off its prefix, see
+        // `emit_select`), the pick, the key.
+        writeln!(s, "    int* const totals = bins + {BINS} * 32;").ok();
+        writeln!(s, "    int* const pick = totals + {WARPS} * 32;").ok();
         s.push_str("    psg_key* const found = (psg_key*)(pick + 3 * 32);\n");
         // A small bucket's keys, gathered where the digit counts were.
         s.push_str("    psg_key* const cand = (psg_key*)bins;\n");
@@ -748,7 +755,9 @@ fn emit_select(
         const int cap = {cap}, cap_last = n_bi <= 512 ? 4 : 0;
         // Digit d of column lane is counted at bins[d * 32 + lane] (bytes: hist + d * 128).
         char* const hist = (char*)(bins + lane);
-        const int dummy = 256 + w;
+        // A key off the prefix is counted in row {bins} + w: row w of `totals`, which follows the
+        // counts and is written before it is read.
+        const int dummy = {bins} + w;
         __syncthreads();
         for (;;) {{
             #pragma unroll
@@ -759,8 +768,8 @@ fn emit_select(
                 // this digit and below: its digit is then the difference shifted down.
                 #pragma unroll 8
                 for (int b = w; b < n_bi; b += 8) {{
-{key_hist}                    // Others count in a row of `totals` (not read before it is written): a
-                    // branch around the atomic costs three instructions more.
+{key_hist}                    // Others count in the dummy row: a branch around the atomic costs three
+                    // instructions more.
                     const psg_key d = min((key ^ prefix) >> shift, (psg_key)dummy);
                     atomicAdd((int*)(hist + ((int)d << 7)), 1);
                 }}
@@ -815,8 +824,10 @@ fn emit_select(
                 if (last && shift > 0 && (prefix >> {sign_bit}) == 0) prefix |= (((psg_key)1) << shift) - 1;
             }}
             // The block gathers when every column can (a column that counts another digit
-            // makes the whole block pay that pass), else the columns not at their last digit
-            // count another.
+            // makes the whole block pay that pass), else every column counts another. `last`
+            // is the same for every column not done (the digit is), so a last digit ends the
+            // loop here too: the `done` update after the vote is a no-op that keeps `done`
+            // right should the digits of columns ever differ.
             if (__syncthreads_and(last || fits)) {{
                 gather = !done && !last;
                 gshift = shift;
@@ -855,6 +866,7 @@ fn emit_select(
         low = zero_low_bits,
         sign_bit = key_bits - 1,
         cap = GATHER,
+        bins = BINS,
         cap_pad = GATHER + 1,
         key_hist = key_code("                    "),
         key_find = key_code("                "),

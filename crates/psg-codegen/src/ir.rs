@@ -310,8 +310,8 @@ pub enum ReduceOp {
     /// Minimum of the kept values in IEEE total order (the order of [`ReduceOp::Kth`]: a NaN
     /// is ordered by its bits, a positive one above `+inf`); when nothing is kept, the greatest
     /// value of that order (the NaN whose bits are all ones but the sign). Order statistics use
-    /// it for the value after a selected one: on the GPU it is an integer minimum of the keys,
-    /// where `Min` compares floats and tracks NaN.
+    /// it for the value after a selected one: the tiled kernel takes an integer minimum of the
+    /// keys, where `Min` compares floats and tracks NaN (the other backends compare keys too).
     MinTotal,
     /// The k-th smallest kept value (0-based) in IEEE total order; `k` is an expression
     /// evaluated before the loop and truncated to an integer; NaN when `k` is outside

@@ -94,8 +94,11 @@ pub fn median(column: Column) -> Scalar {
 }
 
 /// The (k + 1)-th smallest kept value, given `value`, the k-th: `value` again when more than
-/// k + 1 kept values are at or below it in total order, else the smallest kept value above it.
-/// One streaming pass (a count and a minimum) instead of a second selection.
+/// k + 1 kept values are at or below it in total order, else the smallest kept value above it
+/// in total order (so a positive NaN above it is not propagated: wrap the result in a NaN guard,
+/// as the order statistics here do; with no value above, the greatest NaN, see
+/// [`ReduceOp::MinTotal`]). One streaming pass (a count and a minimum) instead of a second
+/// selection.
 pub fn next_in_order(column: Column, value: Scalar, k: Scalar) -> Scalar {
     let at_or_below = Scalar::Call(Func::TotalLe, vec![column.value.clone(), value.clone()]);
     let above = Scalar::Unary(crate::ir::UnOp::Not, Box::new(at_or_below.clone()));

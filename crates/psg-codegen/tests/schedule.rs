@@ -234,9 +234,9 @@ fn selection_from_bf16_inputs_stops_at_their_last_mantissa_bit() {
     let g = generate(&r).unwrap();
     // bf16 widened to f32 has 16 low bits its sign decides; f16 (whose widening rewrites NaN
     // payloads) and f32 count every digit.
-    assert!(g.cuda_tile[DType::BF16.index()].contains("const bool last = shift <= 16;"));
-    assert!(g.cuda_tile[DType::F16.index()].contains("const bool last = shift <= 0;"));
-    assert!(g.cuda_tile[DType::F32.index()].contains("const bool last = shift <= 0;"));
+    assert!(g.cuda_tile[DType::BF16.index()].contains("last = shift <= 16;"));
+    assert!(g.cuda_tile[DType::F16.index()].contains("last = shift <= 0;"));
+    assert!(g.cuda_tile[DType::F32.index()].contains("last = shift <= 0;"));
     // A column that is not g itself (its keys are computed in f32) counts every digit.
     let scaled = reduction(
         vec![],
@@ -250,7 +250,7 @@ fn selection_from_bf16_inputs_stops_at_their_last_mantissa_bit() {
         })]),
     );
     let g = generate(&scaled).unwrap();
-    assert!(g.cuda_tile[DType::BF16.index()].contains("const bool last = shift <= 0;"));
+    assert!(g.cuda_tile[DType::BF16.index()].contains("last = shift <= 0;"));
 }
 
 #[test]
@@ -281,7 +281,7 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
     // From bf16 the tile holds f32 products (not the narrow bf16 elements): selection counts
     // every digit.
     let bf16 = &g.cuda_tile[DType::BF16.index()];
-    assert!(bf16.contains("const bool last = shift <= 0;"));
+    assert!(bf16.contains("last = shift <= 0;"));
     assert!(bf16.contains("typedef psg_acc psg_tile;"), "{bf16}");
 
     // Not for a bare element, two different expressions, or a single pass.
