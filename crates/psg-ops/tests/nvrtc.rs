@@ -1,5 +1,6 @@
 //! Every built-in's CUDA source, for every dtype, and every hand-written kernel compiles through
-//! NVRTC to CUBIN for sm_75, sm_80 and sm_90. Needs only libnvrtc (no GPU). Where libnvrtc is missing
+//! NVRTC to CUBIN for sm_75, sm_80 and sm_90, and the kernels held to a register cap compile
+//! without local memory (no spills). Needs only libnvrtc (no GPU). Where libnvrtc is missing
 //! the test fails if `PSG_REQUIRE_NVRTC=1` (CI sets it); otherwise it says why and checks nothing.
 
 use psg_runtime::{compile_cubin, nvrtc_status, KernelSource};
@@ -70,4 +71,81 @@ fn every_kernel_compiles_for_sm75_sm80_and_sm90() {
         "compiled {} kernels for sm_75, sm_80 and sm_90",
         kernels.len()
     );
+}
+
+/// The bytes of local memory (stack frame: spills, or arrays the compiler could not keep in
+/// registers) a CUBIN's kernels use: the largest `EIATTR_FRAME_SIZE` (0x11) in its `.nv.info`
+/// section, whose entries are `[format, attribute, size: u16, symbol: u32, value: u32]` for this
+/// attribute (format 0x04, 8 bytes of data).
+fn frame_size(cubin: &[u8]) -> u32 {
+    let u16_at = |o: usize| u16::from_le_bytes([cubin[o], cubin[o + 1]]) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(cubin[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(cubin[o..o + 8].try_into().unwrap()) as usize;
+    // ELF64 section headers.
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let header = |i: usize| {
+        let h = shoff + i * shentsize;
+        (u32_at(h) as usize, u64_at(h + 0x18), u64_at(h + 0x20))
+    };
+    let (_, names, _) = header(shstrndx);
+    let name_of = |off: usize| {
+        let start = names + off;
+        let end = start + cubin[start..].iter().position(|&b| b == 0).unwrap();
+        std::str::from_utf8(&cubin[start..end]).unwrap()
+    };
+    let mut largest = None;
+    for i in 0..shnum {
+        let (name, off, size) = header(i);
+        if name_of(name) != ".nv.info" {
+            continue;
+        }
+        let mut at = off;
+        largest = Some(0);
+        while at + 4 <= off + size {
+            let (format, attribute) = (cubin[at], cubin[at + 1]);
+            let len = if format == 0x04 { u16_at(at + 2) } else { 0 };
+            if attribute == 0x11 && format == 0x04 && len == 8 {
+                largest = largest.max(Some(u32_at(at + 8)));
+            }
+            at += 4 + len;
+        }
+    }
+    largest.expect("the CUBIN has no .nv.info section")
+}
+
+#[test]
+fn kernels_held_to_three_blocks_of_registers_use_no_local_memory() {
+    // Selecting kernels with f32 accumulators are compiled with `__launch_bounds__(256, 3)`
+    // (80 registers): NVRTC meets that without spilling (a spill would cost every tile local
+    // memory traffic). A kernel with a dynamically indexed local array shows the check can fail.
+    if !nvrtc_ready() {
+        return;
+    }
+    let control = r#"extern "C" __global__ void psg_frame_control(float* out, int i) {
+        float a[64];
+        for (int j = 0; j < 64; ++j) a[j] = out[j];
+        a[i & 63] += 1.0f;
+        out[0] = a[(i >> 6) & 63];
+    }"#;
+    let cubin = compile_cubin(control, "psg_frame_control", (9, 0)).unwrap();
+    let control_frame = frame_size(&cubin);
+    assert!(
+        control_frame >= 256,
+        "the control kernel should need a stack frame, got {control_frame} bytes"
+    );
+    let capped: Vec<&KernelSource> = all_kernels()
+        .into_iter()
+        .filter(|k| k.source.contains("__launch_bounds__(256, 3)"))
+        .collect();
+    assert!(capped.len() >= 20, "only {} capped kernels", capped.len());
+    for k in capped {
+        let cubin = compile_cubin(&k.source, &k.name, (9, 0)).unwrap();
+        assert_eq!(
+            frame_size(&cubin),
+            0,
+            "{} uses local memory at 80 registers",
+            k.name
+        );
+    }
 }
