@@ -17,13 +17,12 @@
 //! Selection (k-th smallest) is an exact radix select with 8-bit digits over the
 //! order-preserving keys of the column: each pass counts, with shared-memory atomics, the digits
 //! of the keys that match the prefix found so far (bin `d` of column `lane` at `d * 32 + lane`:
-//! a warp's columns hit distinct banks; a key off the prefix is counted in a row nobody reads,
-//! which costs less than a branch); the column's 8 threads total 32 digits each, then 4 digits
-//! each within the chunk that holds the rank, and one thread picks the digit. Once every column's
-//! bucket is small (`GATHER` keys; 4 where one more digit would finish), one more pass copies
-//! each bucket to a list of its column
-//! and a warp ranks a column's list, a key to a lane, with shuffles; a column is also done when
-//! every bit is fixed (ties). The value after a selected one (a median's upper middle) is an
+//! a warp's columns hit distinct banks; a key off the prefix is counted in a row of `totals`,
+//! which is written before it is read: cheaper than a branch); the column's 8 threads total 32
+//! digits each, then 4 digits each within the chunk that holds the rank, and one thread picks the
+//! digit. Once every column's bucket is small (`GATHER` keys; 4 where one more digit would
+//! finish), one more pass copies each bucket to a list of its column and a warp ranks a column's
+//! list, a key to a lane, with shuffles; a column is also done when every bit is fixed (ties). The value after a selected one (a median's upper middle) is an
 //! integer minimum of keys ([`ReduceOp::MinTotal`]) in the next streaming pass.
 //!
 //! Shared memory: `tile` (B x tile accumulators), `keys` (B x tile keys, when the plan selects
