@@ -22,8 +22,11 @@
 //! digits each, then 4 digits each within the chunk that holds the rank, and one thread picks the
 //! digit. Once every column's bucket is small (`GATHER` keys; 4 where one more digit would
 //! finish), one more pass copies each bucket to a list of its column and a warp ranks a column's
-//! list, a key to a lane, with shuffles; a column is also done when every bit is fixed (ties). The value after a selected one (a median's upper middle) is an
-//! integer minimum of keys ([`ReduceOp::MinTotal`]) in the next streaming pass.
+//! list, a key to a lane, with shuffles; a column is also done when every bit is fixed (ties).
+//! The value after a selected one (a median's upper middle) is an integer minimum of keys
+//! ([`ReduceOp::MinTotal`]) in the next streaming pass. An order statistic's count of NaNs runs
+//! after its selection, and only in a block where some column's first digit pass counted a key
+//! in the lowest or highest digit, where every NaN is (see [`Settled`]).
 //!
 //! Shared memory: `tile` (B x tile accumulators), `keys` (B x tile keys, when the plan selects
 //! from a column other than `g` itself, whose keys are read from the tile directly),
@@ -290,6 +293,78 @@ fn replace(node: &Scalar, e: &Scalar) -> Scalar {
     }
 }
 
+/// A streaming reduction that an earlier selection's passes settle on their own, so that a pass
+/// over the column holding only such reductions can be skipped (see [`tile_steps`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Settled {
+    /// The count of NaNs among the kept values of selection `t`'s column (an order statistic's
+    /// NaN guard): 0 when its first digit pass counted no kept key in the lowest or the highest
+    /// digit (every NaN is there, with the infinities and the values of magnitude 2^127 and
+    /// above in f32, 2^1009 in f64).
+    NoNan(usize),
+}
+
+/// What selection among `selects` settles reduction `temp`, if one does (see [`Settled`]).
+fn settled(plan: &Plan, temp: usize, selects: &[usize]) -> Option<Settled> {
+    let r = &plan.temps[temp].reduce;
+    selects.iter().find_map(|&t| {
+        let c = &plan.temps[t].reduce.column;
+        let nan = Scalar::Call(Func::IsNan, vec![c.value.clone()]);
+        (r.op == ReduceOp::Count && r.column == c.clone().filtered(nan))
+            .then_some(Settled::NoNan(t))
+    })
+}
+
+/// What every reduction of a pass is settled as, or `None` when some reduction needs the pass.
+fn settle_loop(plan: &Plan, temps: &[usize], selects: &[usize]) -> Option<Vec<Settled>> {
+    temps.iter().map(|&u| settled(plan, u, selects)).collect()
+}
+
+/// The plan's steps as the tiled kernel runs them, each pass with what settles it (`Some` when
+/// the selections before it settle every reduction it holds: the kernel then skips it where
+/// every column of the block is settled, see [`Settled`]). A pass that the selections of its
+/// own wave would settle runs after them (nothing of its wave reads its results): the count of
+/// NaNs that guards an order statistic (`median_low`, `kth`, the trimmed mean) is such a pass.
+fn tile_steps(plan: &Plan) -> Vec<(Step, Option<Vec<Settled>>)> {
+    let mut steps = plan.steps.clone();
+    let selects_in = |steps: &[Step]| -> Vec<usize> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Select(t) => Some(*t),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut i = 0;
+    while i < steps.len() {
+        if let Step::Loop(temps) = &steps[i] {
+            let wave = plan.temps[temps[0]].wave;
+            let mut j = i + 1;
+            while j < steps.len()
+                && matches!(steps[j], Step::Select(t) if plan.temps[t].wave == wave)
+            {
+                j += 1;
+            }
+            if j > i + 1 && settle_loop(plan, temps, &selects_in(&steps[..j])).is_some() {
+                steps[i..j].rotate_left(1);
+                i = j;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    (0..steps.len())
+        .map(|i| {
+            let settle = match &steps[i] {
+                Step::Loop(temps) => settle_loop(plan, temps, &selects_in(&steps[..i])),
+                _ => None,
+            };
+            (steps[i].clone(), settle)
+        })
+        .collect()
+}
+
 fn slots_of(op: &ReduceOp) -> usize {
     match op {
         ReduceOp::Min | ReduceOp::Max => 2,
@@ -358,6 +433,13 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         Acc::F64 => 64,
     };
 
+    let steps = tile_steps(plan);
+    // Whether a pass is settled by something a selection finds.
+    let settles = |f: &dyn Fn(&Settled) -> bool| {
+        steps
+            .iter()
+            .any(|(_, settle)| settle.as_ref().is_some_and(|v| v.iter().any(f)))
+    };
     let mut s = kernel_head(plan, dtype, "tiled (one read of g)");
     // The tile's element, and how a pass reads one.
     let tile_type = if narrow {
@@ -430,7 +512,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     }
 
     let mut loops = 0;
-    for (n, step) in plan.steps.iter().enumerate() {
+    for (n, (step, settle)) in steps.iter().enumerate() {
         match step {
             Step::Let(i) => emit_let(&mut s, plan, *i, &e),
             Step::Loop(temps) => {
@@ -439,14 +521,15 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
                 // selection reuses the area, so the pass before one waits.
                 let half = loops % 2;
                 loops += 1;
-                let select_next = plan.steps[n + 1..]
+                let select_next = steps[n + 1..]
                     .iter()
-                    .find(|s| !matches!(s, Step::Let(_)))
-                    .is_some_and(|s| matches!(s, Step::Select(_)));
+                    .find(|(s, _)| !matches!(s, Step::Let(_)))
+                    .is_some_and(|(s, _)| matches!(s, Step::Select(_)));
                 emit_loop(
                     &mut s,
                     plan,
                     temps,
+                    settle.as_deref(),
                     half,
                     select_next,
                     unroll,
@@ -462,7 +545,8 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
                 } else {
                     Some(dtype)
                 };
-                emit_select(&mut s, plan, *t, input, key_bits, &e, &from_tile)
+                let clean = settles(&|x| *x == Settled::NoNan(*t));
+                emit_select(&mut s, plan, *t, input, key_bits, clean, &e, &from_tile)
             }
         }
     }
@@ -512,6 +596,7 @@ fn emit_loop(
     s: &mut String,
     plan: &Plan,
     temps: &[usize],
+    settle: Option<&[Settled]>,
     half: usize,
     wait_after: bool,
     unroll: usize,
@@ -536,6 +621,26 @@ fn emit_loop(
             }
             _ => writeln!(s, "    psg_acc {name} = {};", syntax.literal(0.0)),
         }
+        .ok();
+    }
+    if let Some(settle) = settle {
+        // Every reduction here is settled by a selection before it (see `Settled`): the pass
+        // runs only where some column of the block is not.
+        let mut known = Vec::new();
+        let mut values = String::new();
+        for (&t, how) in temps.iter().zip(settle) {
+            let name = names::temp(t);
+            let (ready, value) = match *how {
+                Settled::NoNan(u) => (format!("{}_clean", names::temp(u)), syntax.literal(0.0)),
+            };
+            writeln!(values, "        {name} = {value};").ok();
+            known.push(ready);
+        }
+        writeln!(
+            s,
+            "    if (__syncthreads_and(!active || ({}))) {{\n{values}    }} else {{",
+            known.join(" && ")
+        )
         .ok();
     }
     writeln!(
@@ -586,6 +691,9 @@ fn emit_loop(
     }
     s.push_str("    __syncthreads();\n");
     combine_warps(s, plan, temps, false, &at);
+    if settle.is_some() {
+        s.push_str("    }\n");
+    }
     if wait_after {
         s.push_str("    __syncthreads();\n");
     }
@@ -653,6 +761,7 @@ fn emit_select(
     t: usize,
     input: Option<DType>,
     key_bits: u32,
+    clean: bool,
     e: &dyn Fn(&Scalar) -> String,
     from_tile: &dyn Fn(&str) -> String,
 ) {
@@ -667,7 +776,12 @@ fn emit_select(
         .as_ref()
         .map(e)
         .unwrap_or_else(|| "true".into());
-    writeln!(s, "    psg_acc {name};\n    {{").ok();
+    writeln!(s, "    psg_acc {name};").ok();
+    if clean {
+        // Whether the column holds no NaN (see `Settled::NoNan`).
+        writeln!(s, "    bool {name}_clean = false;").ok();
+    }
+    s.push_str("    {\n");
     let mode = keys_of(plan, t);
     // The low bits a key's sign decides: a bf16 value widened to f32 (a shift) has 16 clear
     // mantissa bits (set in the key of a negative value), so the counting stops once the digits
@@ -774,7 +888,7 @@ fn emit_select(
                 }}
             }}
             __syncthreads();
-            // Thread (lane, w) totals digits 32w .. 32w + 31 of column lane.
+{clean_check}            // Thread (lane, w) totals digits 32w .. 32w + 31 of column lane.
             int sum = 0;
             #pragma unroll
             for (int d = 0; d < 32; ++d) sum += bins[(w * 32 + d) * 32 + lane];
@@ -869,6 +983,17 @@ fn emit_select(
         cap_pad = GATHER + 1,
         key_hist = key_code("                    "),
         key_find = key_code("                "),
+        clean_check = if clean {
+            format!(
+                "            // Every NaN's key is in the first digit's lowest or highest bin, with those of\n            \
+                 // removed values (the largest key), which `total` does not count.\n            \
+                 if (shift == {top}) {name}_clean = !done && bins[lane] == 0 && bins[{hi} * 32 + lane] == n_bi - (int)total;\n",
+                top = key_bits - 8,
+                hi = BINS - 1,
+            )
+        } else {
+            String::new()
+        },
     )
     .ok();
     writeln!(

@@ -313,3 +313,42 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
         assert!(g.cuda_tile[DType::F32.index()].contains("typedef psg_acc psg_tile;"));
     }
 }
+
+#[test]
+fn the_nan_guard_of_a_selection_runs_after_it_and_only_where_it_may_count_something() {
+    let r = reduction(
+        vec![],
+        Output::Scalars(vec![stats::median_low(Column::input())]),
+    );
+    // The scheduler counts the NaNs in the first wave, before the selection.
+    let plan = Plan::new(&r);
+    assert!(
+        matches!(plan.steps.as_slice(), [Step::Loop(_), Step::Select(_), ..]),
+        "{:?}",
+        plan.steps
+    );
+    let g = generate(&r).unwrap();
+    let tile = &g.cuda_tile[DType::F32.index()];
+    // The tiled kernel selects first; its first digit pass tells whether a NaN can be there
+    // (a NaN's key is in the lowest or highest digit), and the count runs only where one can.
+    let clean = tile
+        .find("t1_clean = !done && bins[lane] == 0")
+        .expect(tile);
+    let count = tile.find("if (psg_isnan(x))").expect(tile);
+    let vote = tile
+        .find("if (__syncthreads_and(!active || (t1_clean))) {")
+        .expect(tile);
+    assert!(clean < vote && vote < count, "{tile}");
+    // Not when the pass holds anything else: the median's count of NaNs shares its pass with
+    // the upper middle value's.
+    let median = reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(Column::input())]),
+    );
+    let g = generate(&median).unwrap();
+    let tile = &g.cuda_tile[DType::F32.index()];
+    assert!(!tile.contains("_clean"), "{tile}");
+    // The CPU code and the thread-per-column kernel count as scheduled.
+    let g = generate(&r).unwrap();
+    assert!(!g.cuda[DType::F32.index()].contains("_clean"));
+}

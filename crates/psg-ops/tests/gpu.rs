@@ -318,6 +318,52 @@ fn gpu_selection_on_hard_columns_matches_cpu() {
     }
 }
 
+/// Normal columns, most of them clean; in one column of most 32-column slabs, one special value
+/// at a random sample: a NaN, a NaN with the sign bit set, an infinity, or -3e38 (in f32 and
+/// bf16 its key shares the lowest digit with the negative NaNs). The tiled kernel counts an order
+/// statistic's NaNs only in blocks whose first digit pass saw a key in the lowest or highest
+/// digit, so this mixes blocks that skip the count, count and find nothing, and find one.
+fn lone_specials(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..b * p).map(|_| rng.normal() as f32).collect();
+    for slab in 0..p.div_ceil(32) {
+        let c = slab * 32 + (slab * 7) % 32;
+        if slab % 3 == 0 || c >= p {
+            continue;
+        }
+        v[rng.below(b) * p + c] = match slab % 5 {
+            0 => f32::NAN,
+            1 => -f32::NAN,
+            2 => f32::INFINITY,
+            3 => -3e38,
+            _ => f32::from_bits(0x7f80_0001),
+        };
+    }
+    v
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_order_statistics_find_a_lone_nan() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0008);
+    for dtype in [DType::F32, DType::BF16, DType::F64] {
+        for b in [33usize, 256, 1000] {
+            let p = 40_000;
+            let g = Pair::new(&lone_specials(&mut rng, b, p), &[b, p], dtype, &dev);
+            g.same("median_low", ops::median_low);
+            g.same("kth b/3", |t| ops::kth(t, b / 3));
+            g.same("median", ops::median);
+            g.same("trim mean", |t| {
+                Ok(ops::outlier_mean(t, ops::OutlierRule::TrimFraction { alpha: 0.1 })?.mean)
+            });
+            // The NaNs are there to be found.
+            let low = host(&ops::median_low(&g.gpu).unwrap());
+            let nans = low.iter().filter(|x| x.is_nan()).count();
+            assert!(nans > 100, "{dtype} B = {b}: {nans} NaN medians");
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_clipping_matches_cpu() {
