@@ -641,8 +641,9 @@ fn emit_loop(
     match settle {
         Some(settle) => {
             // Reductions settled by a selection before this pass (see `Settled`) take their
-            // value without it where every column of the block is settled; the pass then
-            // computes only the others (if any).
+            // value without it where every column of the block is settled (the selection's
+            // flags are the block's: the same in every thread); the pass then computes only the
+            // others (if any).
             let mut known = Vec::new();
             let mut values = String::new();
             let mut rest = Vec::new();
@@ -656,12 +657,7 @@ fn emit_loop(
                     None => rest.push(t),
                 }
             }
-            write!(
-                s,
-                "    if (__syncthreads_and(!active || ({}))) {{\n{values}",
-                known.join(" && ")
-            )
-            .ok();
+            write!(s, "    if ({}) {{\n{values}", known.join(" && ")).ok();
             if !rest.is_empty() {
                 emit_pass(s, plan, &rest, half, unroll, syntax, e, from_tile);
             }
@@ -818,7 +814,7 @@ fn emit_select(
         .unwrap_or_else(|| "true".into());
     writeln!(s, "    psg_acc {name};").ok();
     if clean {
-        // Whether the column holds no NaN (see `Settled::NoNan`).
+        // Whether no column of the block holds a NaN (see `Settled::NoNan`).
         writeln!(s, "    bool {name}_clean = false;").ok();
     }
     s.push_str("    {\n");
@@ -933,8 +929,7 @@ fn emit_select(
             #pragma unroll
             for (int d = 0; d < 32; ++d) sum += bins[(w * 32 + d) * 32 + lane];
             totals[w * 32 + lane] = sum;
-            __syncthreads();
-            // The chunk holding rank `rem`, then its group of 4 digits (thread w totals digits
+{totals_barrier}            // The chunk holding rank `rem`, then its group of 4 digits (thread w totals digits
             // 4w .. 4w + 3 of the chunk), then the digit (found by that group's thread).
             int before = 0, owner = 7;
             #pragma unroll
@@ -1023,6 +1018,15 @@ fn emit_select(
         cap_pad = GATHER + 1,
         key_hist = key_code("                    "),
         key_find = key_code("                "),
+        totals_barrier = if clean {
+            format!(
+                "            // The block's word: no column can hold a NaN (a barrier it needs anyway).\n            \
+                 if (shift == {top}) {name}_clean = __syncthreads_and(!active || {name}_clean); else __syncthreads();\n",
+                top = key_bits - 8,
+            )
+        } else {
+            "            __syncthreads();\n".to_string()
+        },
         clean_check = if clean {
             format!(
                 "            // Every NaN's key is in the first digit's lowest or highest bin, with those of\n            \
