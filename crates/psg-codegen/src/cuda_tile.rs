@@ -26,8 +26,7 @@
 //! The value after a selected one (a median's upper middle) is an integer minimum of keys
 //! ([`ReduceOp::MinTotal`]) in the next streaming pass. An order statistic's count of NaNs runs
 //! after its selection, and only in a block where some column's first digit pass counted a key
-//! in the lowest or highest digit, where every NaN is (see [`Settled`]); elsewhere the pass runs
-//! without it (the median's) or not at all.
+//! in the lowest or highest digit, where every NaN is (see [`Settled`]).
 //!
 //! Shared memory: `tile` (B x tile accumulators), `keys` (B x tile keys, when the plan selects
 //! from a column other than `g` itself, whose keys are read from the tile directly),
@@ -316,31 +315,17 @@ fn settled(plan: &Plan, temp: usize, selects: &[usize]) -> Option<Settled> {
     })
 }
 
-/// What each reduction of a pass is settled as, when any is. A pass keeps the reductions that are
-/// not settled (their names declared before it), so a sum, which its combination declares, must
-/// be settled or absent.
-fn settle_loop(plan: &Plan, temps: &[usize], selects: &[usize]) -> Option<Vec<Option<Settled>>> {
-    let settle: Vec<Option<Settled>> = temps.iter().map(|&u| settled(plan, u, selects)).collect();
-    let some = settle.iter().any(Option::is_some);
-    let sums_settled = temps
-        .iter()
-        .zip(&settle)
-        .all(|(&u, how)| how.is_some() || plan.temps[u].reduce.op != ReduceOp::Sum);
-    (some && sums_settled).then_some(settle)
+/// What every reduction of a pass is settled as, or `None` when some reduction needs the pass.
+fn settle_loop(plan: &Plan, temps: &[usize], selects: &[usize]) -> Option<Vec<Settled>> {
+    temps.iter().map(|&u| settled(plan, u, selects)).collect()
 }
 
-/// Whether every reduction of a pass is settled.
-fn settles_all(plan: &Plan, temps: &[usize], selects: &[usize]) -> bool {
-    settle_loop(plan, temps, selects).is_some_and(|v| v.iter().all(Option::is_some))
-}
-
-/// The plan's steps as the tiled kernel runs them, each pass with what settles its reductions
-/// (see [`settle_loop`]): where every column of the block is settled, the kernel runs the pass
-/// for the other reductions only, or skips it. A pass that the selections of its own wave would
-/// settle entirely runs after them (nothing of its wave reads its results): the count of NaNs
-/// that guards an order statistic (`median_low`, `kth`, the trimmed mean) is such a pass; the
-/// median's shares the pass after its selection, which then runs without it.
-fn tile_steps(plan: &Plan) -> Vec<(Step, Option<Vec<Option<Settled>>>)> {
+/// The plan's steps as the tiled kernel runs them, each pass with what settles it (`Some` when
+/// the selections before it settle every reduction it holds: the kernel then skips it where
+/// every column of the block is settled, see [`Settled`]). A pass that the selections of its
+/// own wave would settle runs after them (nothing of its wave reads its results): the count of
+/// NaNs that guards an order statistic (`median_low`, `kth`, the trimmed mean) is such a pass.
+fn tile_steps(plan: &Plan) -> Vec<(Step, Option<Vec<Settled>>)> {
     let mut steps = plan.steps.clone();
     let selects_in = |steps: &[Step]| -> Vec<usize> {
         steps
@@ -361,7 +346,7 @@ fn tile_steps(plan: &Plan) -> Vec<(Step, Option<Vec<Option<Settled>>>)> {
             {
                 j += 1;
             }
-            if j > i + 1 && settles_all(plan, temps, &selects_in(&steps[..j])) {
+            if j > i + 1 && settle_loop(plan, temps, &selects_in(&steps[..j])).is_some() {
                 steps[i..j].rotate_left(1);
                 i = j;
                 continue;
@@ -453,7 +438,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     let settles = |f: &dyn Fn(&Settled) -> bool| {
         steps
             .iter()
-            .any(|(_, settle)| settle.as_ref().is_some_and(|v| v.iter().flatten().any(f)))
+            .any(|(_, settle)| settle.as_ref().is_some_and(|v| v.iter().any(f)))
     };
     let mut s = kernel_head(plan, dtype, "tiled (one read of g)");
     // The tile's element, and how a pass reads one.
@@ -611,7 +596,7 @@ fn emit_loop(
     s: &mut String,
     plan: &Plan,
     temps: &[usize],
-    settle: Option<&[Option<Settled>]>,
+    settle: Option<&[Settled]>,
     half: usize,
     wait_after: bool,
     unroll: usize,
@@ -640,28 +625,26 @@ fn emit_loop(
     }
     match settle {
         Some(settle) => {
-            // Reductions settled by a selection before this pass (see `Settled`) take their
-            // value without it where every column of the block is settled (the selection's
-            // flags are the block's: the same in every thread); the pass then computes only the
-            // others (if any).
+            // Every reduction here is settled by a selection before it (see `Settled`): the pass
+            // runs only where some column of the block is not (the selection's flags are the
+            // block's: the same in every thread).
             let mut known = Vec::new();
             let mut values = String::new();
-            let mut rest = Vec::new();
             for (&t, how) in temps.iter().zip(settle) {
                 let name = names::temp(t);
                 match *how {
-                    Some(Settled::NoNan(u)) => {
+                    Settled::NoNan(u) => {
                         writeln!(values, "        {name} = {};", syntax.literal(0.0)).ok();
                         known.push(format!("{}_clean", names::temp(u)));
                     }
-                    None => rest.push(t),
                 }
             }
-            write!(s, "    if ({}) {{\n{values}", known.join(" && ")).ok();
-            if !rest.is_empty() {
-                emit_pass(s, plan, &rest, half, unroll, syntax, e, from_tile);
-            }
-            s.push_str("    } else {\n");
+            write!(
+                s,
+                "    if ({}) {{\n{values}    }} else {{\n",
+                known.join(" && ")
+            )
+            .ok();
             emit_pass(s, plan, temps, half, unroll, syntax, e, from_tile);
             s.push_str("    }\n");
         }

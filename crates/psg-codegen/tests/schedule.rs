@@ -337,19 +337,15 @@ fn the_nan_guard_of_a_selection_runs_after_it_and_only_where_it_may_count_someth
     let count = tile.find("if (psg_isnan(x))").expect(tile);
     let vote = tile.find("if (t1_clean) {").expect(tile);
     assert!(clean < vote && vote < count, "{tile}");
-    // The median's count of NaNs shares the pass after the selection with the upper middle
-    // value's (a count and a minimum): where no column can hold a NaN, that pass runs without it.
+    // Not when the pass holds anything else: the median's count of NaNs shares its pass with
+    // the upper middle value's.
     let median = reduction(
         vec![],
         Output::Scalars(vec![stats::median(Column::input())]),
     );
     let g = generate(&median).unwrap();
     let tile = &g.cuda_tile[DType::F32.index()];
-    let vote = tile.find("if (t1_clean) {").expect(tile);
-    let without = &tile[vote..vote + tile[vote..].find("} else {").expect(tile)];
-    assert!(without.contains("psg_total_le(x, t1)"), "{without}");
-    assert!(!without.contains("psg_isnan"), "{without}");
-    assert_eq!(tile.matches("psg_isnan(x)").count(), 1, "{tile}");
+    assert!(!tile.contains("_clean"), "{tile}");
     // The CPU code and the thread-per-column kernel count as scheduled.
     let g = generate(&r).unwrap();
     assert!(!g.cuda[DType::F32.index()].contains("_clean"));
