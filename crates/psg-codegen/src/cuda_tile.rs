@@ -26,7 +26,7 @@
 //! The value after a selected one (a median's upper middle) is an integer minimum of keys
 //! ([`ReduceOp::MinTotal`]) in the next streaming pass. An order statistic's count of NaNs runs
 //! after its selection, and only in a block where some column's first digit pass counted a key
-//! in the lowest or highest digit, where every NaN is (see [`Settled`]).
+//! in the lowest or highest digit, where every NaN is (see `Settled`).
 //!
 //! Shared memory: `tile` (B x tile accumulators), `keys` (B x tile keys, when the plan selects
 //! from a column other than `g` itself, whose keys are read from the tile directly),
