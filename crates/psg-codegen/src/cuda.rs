@@ -49,6 +49,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     let scope = Scope {
         locals: &locals,
         ranks: &plan.ranks,
+        suffix: "",
     };
     let e = |expr: &Scalar| print(expr, &syntax, &scope);
     let mut s = String::new();

@@ -54,6 +54,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     let scope = Scope {
         locals: &locals,
         ranks: &plan.ranks,
+        suffix: "",
     };
     let e = |expr: &Scalar| print(expr, &syntax, &scope);
     let (v_log2, unpack) = vector_unpack(dtype);

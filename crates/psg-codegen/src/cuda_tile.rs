@@ -11,7 +11,9 @@
 //! registers while the current one is computed), then runs every pass of the schedule from
 //! shared memory one slab at a time: thread `(lane, w)` works on column `lane` of the slab and
 //! samples `b = w, w + 8, ...`, which is exactly the canonical partial `w` of a sum
-//! ([`crate::SUM_PARTIALS`]), so sums are bit-identical to the CPU's and the fallback's.
+//! ([`crate::SUM_PARTIALS`]), so sums are bit-identical to the CPU's and the fallback's. A
+//! 16-bit tile of 64 columns or more, for a plan of streaming passes, sits in 64-column slabs
+//! instead and each thread computes two neighbouring columns from one 32-bit load (see `pairs`).
 //! Partials are combined through shared memory in order, consecutive passes in alternate halves.
 //!
 //! Selection (k-th smallest) is an exact radix select with 8-bit digits over the
@@ -76,8 +78,14 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
     let tile_bytes = if narrow { 2 } else { acc };
     let per_element = tile_bytes + if needs_key_array(plan) { acc } else { 0 };
-    // Two halves of partials (see `emit_loop`).
-    let partials = 2 * partial_slots(plan) as u32 * (WARPS as u32) * 32 * acc;
+    // Two halves of partials (see `emit_loop`), for 64 columns a slab where a thread computes
+    // two (see `pairs`).
+    let columns = if pairs(plan, dtype, transformed.is_some()) {
+        64
+    } else {
+        32
+    };
+    let partials = 2 * partial_slots(plan) as u32 * (WARPS as u32) * columns * acc;
     let histogram = if selects {
         ((BINS + WARPS + 3) * 32 * 4) as u32 + 32 * acc
     } else {
@@ -92,6 +100,29 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
 /// a transformed tile (it holds f32 products).
 fn narrow_tile(dtype: DType, transformed: bool) -> bool {
     !transformed && matches!(dtype, DType::BF16 | DType::F16)
+}
+
+/// Whether the tiled kernel computes two neighbouring columns in each thread where the tile is
+/// 64 columns or wider (`tile_log2 >= 6`; narrower tiles, for large B, take the one-column path
+/// in the same kernel): a narrow tile's 16-bit elements are kept in 64-column slabs, so that one
+/// 32-bit shared-memory load gives a thread both its columns' elements of a sample, each widened
+/// from its half of the word (`psg_pair_get`). The loads, the loop's own instructions and the
+/// per-slab costs (combining partials, barriers) per element halve; the arithmetic per element
+/// does not change, nor does any result (each column's partials are the same sums in the same
+/// order). On an H200 at g[256, 4M] bf16 this took var from 1.44x to 1.11x the floor, the
+/// Gaussian-weighted sum from 2.26x to 1.81x (BENCHMARKS.md). For plans of streaming passes with
+/// per-column outputs: no selection, no ranks, no per-sample output.
+fn pairs(plan: &Plan, dtype: DType, transformed: bool) -> bool {
+    narrow_tile(dtype, transformed)
+        && plan.ranks.is_empty()
+        && matches!(plan.output, Output::Scalars(_))
+        && plan.steps.iter().all(|step| match step {
+            Step::Select(_) => false,
+            Step::Loop(temps) => temps
+                .iter()
+                .all(|&t| plan.temps[t].reduce.op != ReduceOp::MinTotal),
+            Step::Let(_) => true,
+        })
 }
 
 /// Samples per iteration of a thread's loop in a pass over the tile. 8 for passes whose
@@ -422,9 +453,11 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     let scope = Scope {
         locals: &locals,
         ranks: &plan.ranks,
+        suffix: "",
     };
     let e = |expr: &Scalar| print(expr, &syntax, &scope);
     let narrow = narrow_tile(dtype, transform.is_some());
+    let pair = pairs(plan, dtype, transform.is_some());
     let unroll = pass_unroll(plan, narrow);
     let from_tile = |i: &str| format!("psg_tile_get(tc[({i}) << 5])");
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
@@ -471,6 +504,16 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         .find("\nextern \"C\"")
         .expect("kernel_head declares the kernel");
     s.insert_str(at, tile_type);
+    if pair {
+        let at = s
+            .find("\nextern \"C\"")
+            .expect("kernel_head declares the kernel");
+        s.insert_str(
+            at,
+            "/* Element j (0 or 1) of a 32-bit word of the tile: two neighbouring columns of one sample. */\n\
+             __device__ __forceinline__ psg_acc psg_pair_get(unsigned int v, int j) { return psg_tile_get((psg_tile)(j ? v >> 16 : v)); }\n",
+        );
+    }
     s.push_str("    const int tile_w = 1 << tile_log2;\n");
     s.push_str("    psg_tile* const tile = (psg_tile*)psg_smem;\n");
     if needs_key_array(plan) {
@@ -495,7 +538,16 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     // B is bounded by shared memory here, so 32-bit sample indices suffice.
     s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
-    s.push_str(&tile_loop_head(dtype, narrow));
+    s.push_str(&tile_loop_consts(dtype));
+    if pair {
+        // Tiles of 64 columns or more: two columns a thread, in 64-column slabs. Narrower ones
+        // (large B) take the one-column path below.
+        s.push_str("    if (tile_log2 >= 6) {\n");
+        s.push_str(&tile_loop_start(dtype, narrow, 6));
+        emit_pair_slabs(&mut s, plan, &steps, unroll, &syntax, &locals, slab_barrier);
+        s.push_str("    }\n    } else {\n    #undef PSG_SLAB\n    #undef PSG_UNPACK\n");
+    }
+    s.push_str(&tile_loop_start(dtype, narrow, 5));
     // Tiles wider than a warp are computed 32 columns at a time.
     s.push_str("    for (int cs = 0; cs < tile_w; cs += 32) {\n");
     s.push_str("    const int col = lane + cs;\n");
@@ -605,9 +657,241 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         // The last slab's barrier also guards the tile against the next tile's loads.
         s.push_str("    __syncthreads();\n");
     }
-    s.push_str("    }\n    }\n");
-    s.push_str("}\n");
+    s.push_str("    }\n");
+    if pair {
+        s.push_str("    }\n");
+    }
+    s.push_str("    }\n}\n");
     s
+}
+
+/// The slabs of a tile of 64 columns or more where each thread computes two neighbouring columns
+/// (see [`pairs`]): thread `(lane, w)` takes columns `cs + 2 lane` and `cs + 2 lane + 1` of the
+/// 64-column slab at `cs`, samples `w, w + 8, ...`, reading both elements of a sample with one
+/// 32-bit load. Every statement about a column is written once for each of the two, their
+/// values named apart by the suffixes `_0` and `_1`; the partials of both go to shared memory as
+/// one `float2`.
+fn emit_pair_slabs(
+    s: &mut String,
+    plan: &Plan,
+    steps: &[(Step, Option<Vec<Settled>>)],
+    unroll: usize,
+    syntax: &Cuda,
+    locals: &[String],
+    slab_barrier: bool,
+) {
+    const SUFFIX: [&str; 2] = ["_0", "_1"];
+    let scopes = SUFFIX.map(|suffix| Scope {
+        locals,
+        ranks: &plan.ranks,
+        suffix,
+    });
+    let e = |j: usize, expr: &Scalar| print(expr, syntax, &scopes[j]);
+    let name = |t: usize, j: usize| format!("{}{}", names::temp(t), SUFFIX[j]);
+    s.push_str("    for (int cs = 0; cs < tile_w; cs += 64) {\n");
+    s.push_str(
+        "    // Columns cs + 2 lane and cs + 2 lane + 1: word `lane` of each row of the slab.\n",
+    );
+    s.push_str("    const int col = cs + 2 * lane;\n");
+    s.push_str("    const long long p = p0 + col;\n");
+    s.push_str("    const bool active = col < tile_w && p < n_p;\n");
+    s.push_str("    const bool active1 = active && p + 1 < n_p;\n");
+    s.push_str(
+        "    const unsigned int* const tc = (const unsigned int*)(tile + cs * n_bi) + lane;\n",
+    );
+    s.push_str("    float2* const part2 = (float2*)part;\n");
+    let mut loops = 0;
+    for (step, _) in steps {
+        match step {
+            Step::Let(i) => {
+                let l = &plan.lets[*i];
+                for (j, suffix) in SUFFIX.iter().enumerate() {
+                    writeln!(
+                        s,
+                        "    const auto {}{suffix} = {};",
+                        names::local(*i, &l.name),
+                        e(j, &l.value)
+                    )
+                    .ok();
+                }
+            }
+            Step::Loop(temps) => {
+                let half = loops % 2;
+                loops += 1;
+                emit_pair_pass(s, plan, temps, half, unroll, syntax, &e, &name);
+            }
+            Step::Select(_) => unreachable!("`pairs` admits no selection"),
+        }
+    }
+    if let Output::Scalars(values) = &plan.output {
+        // Warp 0 stores the first column, warp 1 the second.
+        for j in 0..2 {
+            let (flag, at) = [("active", "p"), ("active1", "p + 1")][j];
+            writeln!(s, "    if ({flag} && w == {j}) {{").ok();
+            for (i, v) in values.iter().enumerate() {
+                writeln!(s, "        out{i}[{at}] = psg_store({});", e(j, v)).ok();
+            }
+            s.push_str("    }\n");
+        }
+    }
+    if slab_barrier {
+        s.push_str("    __syncthreads();\n");
+    }
+    s.push_str("    }\n");
+}
+
+/// One pass of [`emit_pair_slabs`] computing `temps` for both columns of each thread, then the 8
+/// warps' partials combined through half `half` of `part` (as `float2`: both columns at once).
+#[allow(clippy::too_many_arguments)]
+fn emit_pair_pass(
+    s: &mut String,
+    plan: &Plan,
+    temps: &[usize],
+    half: usize,
+    unroll: usize,
+    syntax: &Cuda,
+    e: &dyn Fn(usize, &Scalar) -> String,
+    name: &dyn Fn(usize, usize) -> String,
+) {
+    let zero = syntax.literal(0.0);
+    for &t in temps {
+        for j in 0..2 {
+            let n = name(t, j);
+            match plan.temps[t].reduce.op {
+                ReduceOp::Min | ReduceOp::Max => {
+                    writeln!(s, "    psg_acc {n} = psg_nan(); bool {n}_any = false;")
+                }
+                ReduceOp::Sum => writeln!(s, "    psg_acc {n}_p = {zero}, {n};"),
+                _ => writeln!(s, "    psg_acc {n} = {zero};"),
+            }
+            .ok();
+        }
+    }
+    writeln!(
+        s,
+        "    if (active) {{\n        #pragma unroll {unroll}\n        for (int b = w; b < n_bi; b += 8) {{\n            const unsigned int pair = tc[(b) << 5];"
+    )
+    .ok();
+    let columns: Vec<&Column> = temps
+        .iter()
+        .map(|&t| &plan.temps[t].reduce.column)
+        .collect();
+    let (reads_g, per_sample) =
+        crate::expr::element_reads(columns.iter().flat_map(|c| c.value_and_keep()));
+    for i in per_sample {
+        writeln!(
+            s,
+            "            const psg_acc {} = ps{i}[b];",
+            names::per_sample_element(i)
+        )
+        .ok();
+    }
+    for j in 0..2 {
+        s.push_str("            {\n");
+        if reads_g {
+            writeln!(
+                s,
+                "                const psg_acc {} = psg_pair_get(pair, {j});",
+                names::ELEMENT
+            )
+            .ok();
+        }
+        for &t in temps {
+            let r = &plan.temps[t].reduce;
+            let n = name(t, j);
+            let value = e(j, &r.column.value);
+            let update = match r.op {
+                ReduceOp::Sum => format!("{n}_p += {value};"),
+                ReduceOp::Count => format!("{n} += {};", syntax.literal(1.0)),
+                ReduceOp::Min | ReduceOp::Max => {
+                    let f = if r.op == ReduceOp::Min {
+                        "psg_min"
+                    } else {
+                        "psg_max"
+                    };
+                    format!("{{ const psg_acc v = {value}; {n} = {n}_any ? {f}({n}, v) : v; {n}_any = true; }}")
+                }
+                ReduceOp::MinTotal | ReduceOp::Kth(_) => {
+                    unreachable!("`pairs` admits only sums, counts, minima and maxima")
+                }
+            };
+            match r.column.keep.as_ref().map(|k| e(j, k)) {
+                Some(k) => writeln!(s, "                if ({k}) {{ {update} }}"),
+                None => writeln!(s, "                {update}"),
+            }
+            .ok();
+        }
+        s.push_str("            }\n");
+    }
+    s.push_str("        }\n    }\n");
+    // Both columns' partials of warp w, then the 8 warps' combined in warp order.
+    let base = half * partial_slots(plan);
+    let at = |slot: usize, r: &str| format!("part2[({} * 8 + {r}) * 32 + lane]", base + slot);
+    let mut slot = 0;
+    for &t in temps {
+        let (a, b) = (name(t, 0), name(t, 1));
+        match plan.temps[t].reduce.op {
+            ReduceOp::Sum => writeln!(s, "    {} = make_float2({a}_p, {b}_p);", at(slot, "w")),
+            ReduceOp::Count => writeln!(s, "    {} = make_float2({a}, {b});", at(slot, "w")),
+            _ => writeln!(
+                s,
+                "    {} = make_float2({a}, {b}); {} = make_float2({a}_any ? 1.0f : 0.0f, {b}_any ? 1.0f : 0.0f);",
+                at(slot, "w"),
+                at(slot + 1, "w")
+            ),
+        }
+        .ok();
+        slot += slots_of(&plan.temps[t].reduce.op);
+    }
+    s.push_str("    __syncthreads();\n");
+    let mut slot = 0;
+    for &t in temps {
+        let op = &plan.temps[t].reduce.op;
+        let (a, b) = (name(t, 0), name(t, 1));
+        writeln!(s, "    {{\n        float2 q[8];").ok();
+        writeln!(
+            s,
+            "        #pragma unroll\n        for (int r = 0; r < 8; ++r) q[r] = {};",
+            at(slot, "r")
+        )
+        .ok();
+        match op {
+            ReduceOp::Sum | ReduceOp::Count => {
+                for (n, c) in [(&a, 'x'), (&b, 'y')] {
+                    let terms: Vec<String> = (0..WARPS).map(|r| format!("q[{r}].{c}")).collect();
+                    // A sum's partials are combined in warp order, as `combine_partials` does.
+                    writeln!(s, "        {n} = {};", terms.join(" + ")).ok();
+                }
+            }
+            _ => {
+                let f = if *op == ReduceOp::Min {
+                    "psg_min"
+                } else {
+                    "psg_max"
+                };
+                writeln!(
+                    s,
+                    "        float2 f[8];\n        #pragma unroll\n        for (int r = 0; r < 8; ++r) f[r] = {};",
+                    at(slot + 1, "r")
+                )
+                .ok();
+                writeln!(
+                    s,
+                    "        {a} = psg_nan(); {a}_any = false; {b} = psg_nan(); {b}_any = false;"
+                )
+                .ok();
+                for (n, c) in [(&a, 'x'), (&b, 'y')] {
+                    writeln!(
+                        s,
+                        "        for (int r = 0; r < 8; ++r) {{ if (f[r].{c} != (psg_acc)0) {{ const psg_acc v = q[r].{c}; {n} = {n}_any ? {f}({n}, v) : v; {n}_any = true; }} }}"
+                    )
+                    .ok();
+                }
+            }
+        }
+        s.push_str("    }\n");
+        slot += slots_of(op);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1082,13 +1366,40 @@ pub(crate) fn vector_unpack(dtype: DType) -> (u32, &'static str) {
 /// tile is filled).
 const PREFETCH: usize = 8;
 
-/// The persistent loop's head: block `blockIdx.x` walks tiles `blockIdx.x, + gridDim.x, ...`.
-/// With `vec` (the runtime's word that rows are 16-byte aligned: P * element size is a multiple
-/// of 16 and g is 16-byte aligned) each thread holds its share of the next tile in registers as
-/// 16-byte vectors, loaded while the current tile is computed, and unpacks them into shared
-/// memory at the top of the next iteration; otherwise the tile is loaded element by element.
-fn tile_loop_head(dtype: DType, narrow: bool) -> String {
-    let (v_log2, unpack) = vector_unpack(dtype);
+/// The persistent loop's constants: which vectors of a tile's rows thread `tid` moves, and
+/// `PSG_FETCH`, which loads a group of them into registers (see [`tile_loop_start`]).
+fn tile_loop_consts(dtype: DType) -> String {
+    let (v_log2, _) = vector_unpack(dtype);
+    format!(
+        r#"    const long long n_tiles = (n_p + tile_w - 1) >> tile_log2;
+    const int tid = w * 32 + lane;
+    const int per_row_log2 = tile_log2 - {v_log2};
+    uint4 pf[{PREFETCH}];
+    // Thread tid loads the vectors at column c0 of rows r0, r0 + rstep, ... (256 threads cover
+    // rstep whole rows), {PREFETCH} at a time: pointers step by whole rows.
+    const int r0 = tid >> per_row_log2, rstep = 256 >> per_row_log2;
+    const int c0 = (tid & ((1 << per_row_log2) - 1)) << {v_log2};
+    const long long gstep = (long long)rstep * n_p;
+    // A group whose {PREFETCH} rows all exist (every group but a tile's last, and that one too when
+    // B is a multiple of {PREFETCH} * rstep) is moved without per-vector checks: the checks and the
+    // shared-memory addresses they force the compiler to recompute cost more than the moves.
+    #define PSG_FETCH(T, ROW) {{         const long long col = ((long long)(T) << tile_log2) + c0;         const psg_elem* src = g + (long long)(r0 + (ROW)) * n_p + col;         if (col < n_p && r0 + (ROW) + ({PREFETCH} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 pf[u] = make_uint4(0u, 0u, 0u, 0u);                 if (col < n_p && r0 + (ROW) + u * rstep < n_bi) pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} }}
+"#
+    )
+}
+
+/// The persistent loop's head for slabs of `1 << slab_log2` columns (32, or 64 where a thread
+/// computes two columns: see [`pairs`]; a compile-time width, so that every shared-memory address
+/// of the loads is a register plus a constant): block `blockIdx.x` walks tiles `blockIdx.x,
+/// + gridDim.x, ...`. With `vec` (the runtime's word that rows are 16-byte aligned: P * element
+/// size is a multiple of 16 and g is 16-byte aligned) each thread holds its share of the next
+/// tile in registers as 16-byte vectors, loaded while the current tile is computed, and unpacks
+/// them into shared memory at the top of the next iteration; otherwise the tile is loaded
+/// element by element. Defines `PSG_SLAB` and `PSG_UNPACK` (a second head first undefines them).
+fn tile_loop_start(dtype: DType, narrow: bool, slab_log2: u32) -> String {
+    let (_, unpack) = vector_unpack(dtype);
+    let slab = slab_log2;
+    let width = 1u32 << slab_log2;
     // A narrow tile holds the vector as it is.
     let unpack = if narrow { "*(uint4*)dst = v;" } else { unpack };
     // The rest of a large tile through registers, a group of vectors at a time.
@@ -1111,14 +1422,14 @@ fn tile_loop_head(dtype: DType, narrow: bool) -> String {
         for (int row = {PREFETCH} * rstep; row < n_bi; row += {PREFETCH} * rstep) {{
             const long long col = p0 + c0;
             const psg_elem* src = g + (long long)(r0 + row) * n_p + col;
-            unsigned int dst = (unsigned int)__cvta_generic_to_shared(sdst + (row << 5));
+            unsigned int dst = (unsigned int)__cvta_generic_to_shared(sdst + (row << {slab}));
             const unsigned int bytes = col < n_p ? 16u : 0u;
             #pragma unroll
             for (int u = 0; u < {PREFETCH}; ++u) {{
                 if (r0 + row + u * rstep < n_bi)
                     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(bytes ? src : g), "r"(bytes) : "memory");
                 src += gstep;
-                dst += (rstep << 5) * (unsigned int)sizeof(psg_tile);
+                dst += (rstep << {slab}) * (unsigned int)sizeof(psg_tile);
             }}
         }}
         asm volatile("cp.async.wait_all;\n" ::: "memory");
@@ -1135,23 +1446,10 @@ fn tile_loop_head(dtype: DType, narrow: bool) -> String {
         )
     };
     format!(
-        r#"    const long long n_tiles = (n_p + tile_w - 1) >> tile_log2;
-    const int tid = w * 32 + lane;
-    const int per_row_log2 = tile_log2 - {v_log2};
-    uint4 pf[{PREFETCH}];
-    // Element (row, column c of the tile) lives in slab c / 32, at row * 32 + c % 32.
-    #define PSG_SLAB(ROW, C) (tile + ((((C) >> 5) * n_bi + (ROW)) << 5) + ((C) & 31))
-    // Thread tid loads the vectors at column c0 of rows r0, r0 + rstep, ... (256 threads cover
-    // rstep whole rows), {PREFETCH} at a time: pointers step by whole rows.
-    const int r0 = tid >> per_row_log2, rstep = 256 >> per_row_log2;
-    const int c0 = (tid & ((1 << per_row_log2) - 1)) << {v_log2};
-    const long long gstep = (long long)rstep * n_p;
-    // A group whose {PREFETCH} rows all exist (every group but a tile's last, and that one too when
-    // B is a multiple of {PREFETCH} * rstep) is moved without per-vector checks: the checks and the
-    // shared-memory addresses they force the compiler to recompute cost more than the moves.
-    #define PSG_FETCH(T, ROW) {{         const long long col = ((long long)(T) << tile_log2) + c0;         const psg_elem* src = g + (long long)(r0 + (ROW)) * n_p + col;         if (col < n_p && r0 + (ROW) + ({PREFETCH} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 pf[u] = make_uint4(0u, 0u, 0u, 0u);                 if (col < n_p && r0 + (ROW) + u * rstep < n_bi) pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} }}
+        r#"    // Element (row, column c of the tile) lives in slab c / {width}, at row * {width} + c % {width}.
+    #define PSG_SLAB(ROW, C) (tile + ((((C) >> {slab}) * n_bi + (ROW)) << {slab}) + ((C) & {mask}))
     psg_tile* const sdst = PSG_SLAB(r0, c0);
-    #define PSG_UNPACK(ROW) {{         psg_tile* dst = sdst + ((ROW) << 5);         if (r0 + (ROW) + ({PREFETCH} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 {{ const uint4 v = pf[u];                 {unpack} }}                 dst += rstep << 5;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 if (r0 + (ROW) + u * rstep < n_bi) {{                     const uint4 v = pf[u];                     {unpack}                 }}                 dst += rstep << 5;             }}         }} }}
+    #define PSG_UNPACK(ROW) {{         psg_tile* dst = sdst + ((ROW) << {slab});         if (r0 + (ROW) + ({PREFETCH} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 {{ const uint4 v = pf[u];                 {unpack} }}                 dst += rstep << {slab};             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 if (r0 + (ROW) + u * rstep < n_bi) {{                     const uint4 v = pf[u];                     {unpack}                 }}                 dst += rstep << {slab};             }}         }} }}
     if (vec) PSG_FETCH(blockIdx.x, 0);
     for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {{
     const long long p0 = t << tile_log2;
@@ -1166,6 +1464,7 @@ fn tile_loop_head(dtype: DType, narrow: bool) -> String {
     __syncthreads();
     // The next tile's loads are in flight while this one is computed.
     if (vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);
-"#
+"#,
+        mask = width - 1,
     )
 }

@@ -66,6 +66,9 @@ pub struct Scope<'a> {
     pub locals: &'a [String],
     /// The plan's distinct rank columns (for [`names::rank`]).
     pub ranks: &'a [Column],
+    /// Appended to the names of lets and reductions: a kernel that computes two columns in one
+    /// thread names each column's values apart (`""` elsewhere).
+    pub suffix: &'a str,
 }
 
 /// Prints an expression.
@@ -76,11 +79,11 @@ pub fn print(expr: &Scalar, syntax: &dyn Syntax, scope: &Scope) -> String {
         Scalar::Lit(bits) => syntax.literal(f64::from_bits(*bits)),
         Scalar::Bool(b) => syntax.boolean(*b),
         Scalar::Param(i) => names::scalar(*i),
-        Scalar::Local(i) => names::local(*i, &locals[*i]),
+        Scalar::Local(i) => format!("{}{}", names::local(*i, &locals[*i]), scope.suffix),
         Scalar::Load => names::ELEMENT.to_string(),
         Scalar::LoadPerSample(i) => names::per_sample_element(*i),
         Scalar::BatchSize => names::BATCH.to_string(),
-        Scalar::Temp(i) => names::temp(*i),
+        Scalar::Temp(i) => format!("{}{}", names::temp(*i), scope.suffix),
         Scalar::Unary(UnOp::Neg, a) => format!("(-{})", p(a)),
         Scalar::Unary(UnOp::Not, a) => format!("(!{})", p(a)),
         Scalar::Binary(op, a, b) => format!("({} {} {})", p(a), op.symbol(), p(b)),

@@ -61,6 +61,7 @@ fn emit_column_fn(s: &mut String, plan: &Plan, syntax: &Rust, rt: &str) {
     let scope = Scope {
         locals: &locals,
         ranks: &plan.ranks,
+        suffix: "",
     };
     let e = |expr: &Scalar| print(expr, syntax, &scope);
     writeln!(

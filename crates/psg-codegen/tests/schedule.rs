@@ -350,3 +350,57 @@ fn the_nan_guard_of_a_selection_runs_after_it_and_only_where_it_may_count_someth
     let g = generate(&r).unwrap();
     assert!(!g.cuda[DType::F32.index()].contains("_clean"));
 }
+
+#[test]
+fn sixteen_bit_tiles_of_streaming_passes_compute_two_columns_a_thread() {
+    let g = Column::input();
+    let var = reduction(
+        vec![],
+        Output::Scalars(vec![stats::var(g.clone(), Scalar::lit(1.0))]),
+    );
+    let gen = generate(&var).unwrap();
+    for d in [DType::BF16, DType::F16] {
+        let tile = &gen.cuda_tile[d.index()];
+        // The paired slabs where the tile is 64 columns or wider, one column a thread else.
+        assert!(tile.contains("if (tile_log2 >= 6) {"), "{tile}");
+        assert!(tile.contains("for (int cs = 0; cs < tile_w; cs += 64) {"));
+        assert!(tile.contains("for (int cs = 0; cs < tile_w; cs += 32) {"));
+        assert!(tile.contains("const unsigned int pair = tc[(b) << 5];"));
+        assert!(tile.contains("psg_pair_get(pair, 1)"));
+        // Each path's loads with compile-time slab addresses: 64 columns, then 32.
+        let wide =
+            "#define PSG_SLAB(ROW, C) (tile + ((((C) >> 6) * n_bi + (ROW)) << 6) + ((C) & 63))";
+        let narrow =
+            "#define PSG_SLAB(ROW, C) (tile + ((((C) >> 5) * n_bi + (ROW)) << 5) + ((C) & 31))";
+        let (at_wide, at_narrow) = (tile.find(wide).unwrap(), tile.find(narrow).unwrap());
+        assert!(at_wide < tile.find("cs += 64").unwrap());
+        assert!(tile.find("cs += 64").unwrap() < at_narrow);
+        assert!(at_narrow < tile.find("cs += 32").unwrap());
+        // Partials of 64 columns, in two halves: 2 x 8 warps x 64 x 4 bytes.
+        assert_eq!(gen.tile_fixed_bytes[d.index()], 2 * 8 * 64 * 4);
+        assert_eq!(gen.tile_bytes_per_element[d.index()], 2);
+    }
+    for d in [DType::F32, DType::F64] {
+        let tile = &gen.cuda_tile[d.index()];
+        assert!(!tile.contains("psg_pair_get"), "{tile}");
+        assert!(!tile.contains("if (tile_log2 >= 6)"), "{tile}");
+        let acc = if d == DType::F64 { 8 } else { 4 };
+        assert_eq!(gen.tile_fixed_bytes[d.index()], 2 * 8 * 32 * acc);
+    }
+    // Not with a selection, ranks or a per-sample output.
+    let median = reduction(vec![], Output::Scalars(vec![stats::median(g.clone())]));
+    let centred = Output::Batch(Column {
+        value: Scalar::Binary(
+            BinOp::Sub,
+            Box::new(Scalar::Load),
+            Box::new(stats::mean(g.clone())),
+        ),
+        keep: None,
+    });
+    for r in [median, reduction(vec![], centred)] {
+        let gen = generate(&r).unwrap();
+        for d in DType::ALL {
+            assert!(!gen.cuda_tile[d.index()].contains("psg_pair_get"));
+        }
+    }
+}

@@ -257,6 +257,55 @@ fn gpu_order_statistics_and_outliers_match_cpu() {
     }
 }
 
+/// The tiled kernels' two-columns-a-thread path (16-bit input, tiles of 64 columns or more: B up
+/// to 512 in bf16 and f16) beside its one-column path (32-column tiles, larger B) and f32's: a
+/// plan with minima, maxima, a filtered count and a per-sample input (`centred_extremes`), and the
+/// built-ins that take the path, at odd widths (a last pair with one column, a partial last slab
+/// and tile, rows not 16-byte aligned) and batch sizes that end a loop mid-unroll.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_two_columns_a_thread_match_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0007);
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        for b in [1, 7, 64, 65, 300, 512, 700] {
+            for p in [1, 31, 63, 65, 129, 4_000, 4_001, 40_000] {
+                let values = if p <= 65 {
+                    rng.nasty(b * p, true)
+                } else {
+                    rng.gradients(b * p)
+                };
+                let g = Pair::new(&values, &[b, p], dtype, &dev);
+                let weights = rng.gradients(b);
+                let w = Pair::new(&weights, &[b], DType::F32, &dev);
+                let want = common::centred_extremes(&g.cpu, &w.cpu, 0.5).unwrap();
+                let got = common::centred_extremes(&g.gpu, &w.gpu, 0.5).unwrap();
+                for (what, got, want) in [
+                    ("lo", &got.0, &want.0),
+                    ("hi", &got.1, &want.1),
+                    ("near", &got.2, &want.2),
+                    ("spread / near", &got.3, &want.3),
+                ] {
+                    let what = format!("centred_extremes {what} {}", g.label);
+                    assert_identical(&what, &host(got), &host(want));
+                }
+                g.same("var", |t| ops::var(t, 1.0));
+                g.same("std", |t| ops::std(t, 0.0));
+                g.same("zscore mean", |t| {
+                    Ok(ops::outlier_mean(t, ops::OutlierRule::ZScore { k: 1.5 })?.mean)
+                });
+                g.same("zscore kept", |t| {
+                    Ok(ops::outlier_mean(t, ops::OutlierRule::ZScore { k: 1.5 })?.kept)
+                });
+                g.close("gaussian weighted sum", 1e-4, ops::gaussian_weighted_sum);
+                g.close("gaussian weighted mean", 1e-4, |t| {
+                    Ok(ops::gaussian_weighted(t)?.1)
+                });
+            }
+        }
+    }
+}
+
 /// Columns that make the tiled selection narrow its range more than once: one value repeated,
 /// a tight cluster far from 0 with huge outliers on both sides (the first buckets are wide),
 /// neighbouring floats with many ties (buckets one key wide), a cluster crossing 0, zeros and

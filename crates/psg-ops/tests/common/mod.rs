@@ -137,3 +137,18 @@ pub fn gaussian_sums(g: Batch, mu: f64, sigma: f64) -> (f32, f32) {
         g.map(|x| normal_pdf(x, mu, sigma)).sum(),
     )
 }
+
+/// Two passes with every kind of streaming reduction after the first: a minimum and a maximum of
+/// columns that depend on it (one through a per-sample input), a filtered count, a let of each
+/// pass. Its tiled kernel computes two columns a thread for 16-bit input (tiles of 64 columns or
+/// more), which the built-ins exercise only with sums and counts.
+#[allow(dead_code)]
+#[psg_macros::batch_reduce(crate = "psg_runtime")]
+pub fn centred_extremes(g: Batch, weights: PerSample, k: f64) -> (f32, f32, f32, f32) {
+    let mu = g.mean();
+    let lo = g.map(|x| x - mu).min();
+    let hi = g.zip(weights).map(|x, w| (x - mu) * w).max();
+    let near = g.filter(|x| (x - mu).abs() <= k).count();
+    let spread = hi - lo;
+    (lo, hi, near, spread / near)
+}
