@@ -109,9 +109,11 @@ fn narrow_tile(dtype: DType, transformed: bool) -> bool {
 /// from its half of the word (`psg_pair_get`). The loads, the loop's own instructions and the
 /// per-slab costs (combining partials, barriers) per element halve; the arithmetic per element
 /// does not change, nor does any result (each column's partials are the same sums in the same
-/// order). On an H200 at g[256, 4M] bf16 this took var from 1.44x to 1.11x the floor, the
-/// Gaussian-weighted sum from 2.26x to 1.81x (BENCHMARKS.md). For plans of streaming passes with
-/// per-column outputs: no selection, no ranks, no per-sample output.
+/// order). On an H200 at g[256, 4M] bf16 (same run) this took var from 1.40x to 1.10x the floor,
+/// the Gaussian-weighted sum from 2.22x to 1.79x (BENCHMARKS.md). Each path's loads keep
+/// compile-time slab addresses (`tile_loop_start`): a slab width chosen at run time cost nearly
+/// all of that. For plans of streaming passes with per-column outputs: no selection, no ranks,
+/// no per-sample output.
 fn pairs(plan: &Plan, dtype: DType, transformed: bool) -> bool {
     narrow_tile(dtype, transformed)
         && plan.ranks.is_empty()
