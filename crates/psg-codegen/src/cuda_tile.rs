@@ -102,9 +102,23 @@ fn narrow_tile(dtype: DType, transformed: bool) -> bool {
     !transformed && matches!(dtype, DType::BF16 | DType::F16)
 }
 
+/// The narrowest tile (log2 of its width) of the tiled kernel's fast path: 6 where it computes
+/// two columns a thread (see `pairs`; 32-column tiles take its slower one-column path), else 5.
+pub fn tile_min_log2(plan: &Plan, dtype: DType) -> u32 {
+    if crate::cuda_stream::streams(plan) {
+        return 5;
+    }
+    if pairs(plan, dtype, tile_transform(plan).is_some()) {
+        6
+    } else {
+        5
+    }
+}
+
 /// Whether the tiled kernel computes two neighbouring columns in each thread where the tile is
-/// 64 columns or wider (`tile_log2 >= 6`; narrower tiles, for large B, take the one-column path
-/// in the same kernel): a narrow tile's 16-bit elements are kept in 64-column slabs, so that one
+/// 64 columns or wider (`tile_log2 >= 6`, which the runtime gives it wherever the device grants
+/// the shared memory, see [`tile_min_log2`]; narrower tiles, for B beyond that, take the
+/// one-column path in the same kernel): a narrow tile's 16-bit elements are kept in 64-column slabs, so that one
 /// 32-bit shared-memory load gives a thread both its columns' elements of a sample, each widened
 /// from its half of the word (`psg_pair_get`). The loads, the loop's own instructions and the
 /// per-slab costs (combining partials, barriers) per element halve; the arithmetic per element

@@ -379,6 +379,7 @@ fn sixteen_bit_tiles_of_streaming_passes_compute_two_columns_a_thread() {
         // Partials of 64 columns, in two halves: 2 x 8 warps x 64 x 4 bytes.
         assert_eq!(gen.tile_fixed_bytes[d.index()], 2 * 8 * 64 * 4);
         assert_eq!(gen.tile_bytes_per_element[d.index()], 2);
+        assert_eq!(gen.tile_min_log2[d.index()], 6);
     }
     for d in [DType::F32, DType::F64] {
         let tile = &gen.cuda_tile[d.index()];
@@ -386,6 +387,7 @@ fn sixteen_bit_tiles_of_streaming_passes_compute_two_columns_a_thread() {
         assert!(!tile.contains("if (tile_log2 >= 6)"), "{tile}");
         let acc = if d == DType::F64 { 8 } else { 4 };
         assert_eq!(gen.tile_fixed_bytes[d.index()], 2 * 8 * 32 * acc);
+        assert_eq!(gen.tile_min_log2[d.index()], 5);
     }
     // Not with a selection, ranks or a per-sample output.
     let median = reduction(vec![], Output::Scalars(vec![stats::median(g.clone())]));
@@ -401,6 +403,7 @@ fn sixteen_bit_tiles_of_streaming_passes_compute_two_columns_a_thread() {
         let gen = generate(&r).unwrap();
         for d in DType::ALL {
             assert!(!gen.cuda_tile[d.index()].contains("psg_pair_get"));
+            assert_eq!(gen.tile_min_log2[d.index()], 5);
         }
     }
 }

@@ -89,6 +89,7 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
     let tile_sources = &generated.cuda_tile;
     let tile_per = &generated.tile_bytes_per_element;
     let tile_fixed = &generated.tile_fixed_bytes;
+    let tile_min = &generated.tile_min_log2;
     let n_ps = per_sample.len();
     let n_scalars = scalars.len();
     let outputs = match sig.returns {
@@ -172,6 +173,7 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
                     cuda: [#(#rt::KernelSource::new_static(#tile_names, #tile_sources)),*],
                     bytes_per_element: [#(#tile_per),*],
                     fixed_bytes: [#(#tile_fixed),*],
+                    min_tile_log2: [#(#tile_min),*],
                 }),
                 cpu: #rt::CpuKernels {
                     f32: acc32::column::<f32>,

@@ -57,6 +57,10 @@ pub struct TiledKernels {
     pub bytes_per_element: [u32; 4],
     /// Shared-memory bytes per block independent of the tile's size, per dtype.
     pub fixed_bytes: [u32; 4],
+    /// The narrowest tile (log2 of its width, 5 to 7) of the kernel's fast path, per dtype: 6
+    /// where the kernel computes two columns a thread in tiles of 64 columns or more (16-bit
+    /// input, plans of streaming passes), else 5. See [`TiledKernels::choose`].
+    pub min_tile_log2: [u32; 4],
 }
 
 /// The shared memory a tiled kernel prefers to stay within: small enough for three or more
@@ -70,12 +74,14 @@ pub const TILE_TARGET_BYTES: u64 = 32 * 1024;
 
 impl TiledKernels {
     /// The tile (log2 of its width) for a batch of `batch` samples of `dtype`, and the shared
-    /// memory it needs: the narrowest tile of 32 to 128 columns that moves at least
-    /// [`TILE_TARGET_BYTES`] of `g` (enough bytes in flight per block), within
-    /// [`TILE_SHARED_PREFERRED`]; for large B, 32 columns within `device_limit`, the most shared
-    /// memory the device grants one block (one block per multiprocessor, its next tile's loads in
-    /// flight in registers). `None` when 32 columns do not fit (the thread-per-column kernel then
-    /// runs). Tiles are never narrower than 32 columns: the kernel keeps them in 32-column slabs,
+    /// memory it needs: the narrowest tile of 32 (or [`TiledKernels::min_tile_log2`]) to 128
+    /// columns that moves at least [`TILE_TARGET_BYTES`] of `g` (enough bytes in flight per
+    /// block), within [`TILE_SHARED_PREFERRED`]; for large B, the narrowest such tile within
+    /// `device_limit`, the most shared memory the device grants one block (fewer blocks per
+    /// multiprocessor, their next tile's loads in flight in registers), else 32 columns there
+    /// (a two-columns-a-thread kernel's one-column path: its 64 columns at one block per
+    /// multiprocessor still beat 32 at three, bf16 var at B = 1024 2.04x -> 1.40x the floor on an
+    /// H200). `None` when 32 columns do not fit (the thread-per-column kernel then runs). Tiles are never narrower than 32 columns: the kernel keeps them in 32-column slabs,
     /// so that its shared-memory addresses are compile-time offsets. A kernel that keeps no
     /// element in shared memory (`bytes_per_element` 0: it streams `g` through registers) has
     /// a tile of 32 16-byte vectors of columns (128 for f32, 256 for bf16) and serves every B
@@ -100,8 +106,9 @@ impl TiledKernels {
             let log2 = 5 + (16 / elem).trailing_zeros();
             return (fixed <= u64::from(device_limit)).then_some((log2, fixed as u32));
         }
+        let narrowest = self.min_tile_log2[dtype.index()].clamp(5, 7);
         let mut wide = None;
-        for log2 in 5u32..=7 {
+        for log2 in narrowest..=7 {
             if shared(log2) > preferred {
                 break;
             }
@@ -110,8 +117,13 @@ impl TiledKernels {
                 break;
             }
         }
-        let log2 = wide.unwrap_or(5);
-        (shared(log2) <= u64::from(device_limit)).then(|| (log2, shared(log2) as u32))
+        if let Some(log2) = wide {
+            return Some((log2, shared(log2) as u32));
+        }
+        [narrowest, 5]
+            .into_iter()
+            .find(|&log2| shared(log2) <= u64::from(device_limit))
+            .map(|log2| (log2, shared(log2) as u32))
     }
 }
 

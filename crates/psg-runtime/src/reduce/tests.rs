@@ -273,6 +273,7 @@ fn tiled(per: u32, fixed: u32) -> TiledKernels {
         cuda: [k.clone(), k.clone(), k.clone(), k],
         bytes_per_element: [per, per * 2, per, per],
         fixed_bytes: [fixed; 4],
+        min_tile_log2: [5; 4],
     }
 }
 
@@ -307,6 +308,47 @@ fn tiles_move_about_32_kib_of_g_within_the_preferred_shared_memory() {
         tiled(8, 18 * 1024)
             .choose(DType::F32, 256, H100_LIMIT)
             .map(|c| c.0),
+        Some(5)
+    );
+}
+
+#[test]
+fn two_columns_a_thread_take_64_columns_wherever_the_device_grants_them() {
+    // bf16 kernels whose fast path needs 64-column tiles (2 bytes an element, 4 KiB of partials).
+    let mut paired = tiled(2, 4096);
+    paired.min_tile_log2 = [5, 5, 6, 6];
+    // B = 512: 32 columns would move 32 KiB; 64 fit the preferred 72 KiB.
+    assert_eq!(
+        paired.choose(DType::BF16, 512, H100_LIMIT),
+        Some((6, 512 * 64 * 2 + 4096))
+    );
+    // B = 64 and 256 as before: 128 and 64 columns.
+    assert_eq!(
+        paired.choose(DType::BF16, 64, H100_LIMIT).map(|c| c.0),
+        Some(7)
+    );
+    assert_eq!(
+        paired.choose(DType::BF16, 256, H100_LIMIT).map(|c| c.0),
+        Some(6)
+    );
+    // B = 1024: 64 columns (132 KiB) past the preferred budget, within the device's.
+    assert_eq!(
+        paired.choose(DType::BF16, 1024, H100_LIMIT),
+        Some((6, 1024 * 64 * 2 + 4096))
+    );
+    // B = 2000: 64 columns exceed the device, 32 fit (the one-column path).
+    assert_eq!(
+        paired.choose(DType::BF16, 2000, H100_LIMIT),
+        Some((5, 2000 * 32 * 2 + 4096))
+    );
+    // On a card that grants 64 KiB, B = 512 falls back to 32 columns.
+    assert_eq!(
+        paired.choose(DType::BF16, 512, 64 * 1024).map(|c| c.0),
+        Some(5)
+    );
+    // Other dtypes keep their 32-column minimum.
+    assert_eq!(
+        paired.choose(DType::F32, 1024, H100_LIMIT).map(|c| c.0),
         Some(5)
     );
 }
