@@ -50,11 +50,17 @@ pub fn kernels(dtypes: &[DType], limit: Option<usize>) -> Vec<&'static KernelSou
     let mut all = Vec::new();
     for d in dtypes {
         all.extend(defs.iter().map(|def| &def.cuda[d.index()]));
-        // The tiled kernels are the ones that run for B up to about a thousand.
+        // The tiled kernels are the ones that run for B up to about a thousand, the column-mode
+        // ones (where a reduction has them) for B up to 128.
         all.extend(
             defs.iter()
                 .filter_map(|def| def.tiled.as_ref())
                 .map(|t| &t.cuda[d.index()]),
+        );
+        all.extend(
+            defs.iter()
+                .filter_map(|def| def.tiled.as_ref()?.column.as_ref())
+                .map(|c| &c[d.index()]),
         );
         let suffix = format!("_{}", d.name());
         all.extend(rows.iter().copied().filter(|k| k.name.ends_with(&suffix)));
@@ -157,12 +163,24 @@ mod tests {
 
     #[test]
     fn kernel_list_covers_every_builtin_per_dtype() {
-        // Each built-in's thread-per-column and tiled kernel, and the two row-scan kernels.
-        let n = 2 * psg_ops::builtin_reductions().len() + 2;
+        // Each built-in's thread-per-column and tiled kernel, its column-mode kernel where it
+        // has one, and the two row-scan kernels.
+        let defs = psg_ops::builtin_reductions();
+        let columns = defs
+            .iter()
+            .filter(|d| d.tiled.as_ref().is_some_and(|t| t.column.is_some()))
+            .count();
+        assert!(
+            columns >= 4,
+            "var, std, z-score and Gaussian sums have a column mode"
+        );
+        let n = 2 * defs.len() + columns + 2;
         assert_eq!(kernels(&[DType::F32, DType::BF16], None).len(), 2 * n);
         assert_eq!(kernels(&[DType::F32], Some(3)).len(), 3);
         assert!(kernels(&[DType::BF16], None)
             .iter()
-            .all(|k| k.name.ends_with("_bf16") || k.name.ends_with("_bf16_tile")));
+            .all(|k| k.name.ends_with("_bf16")
+                || k.name.ends_with("_bf16_tile")
+                || k.name.ends_with("_bf16_cols")));
     }
 }

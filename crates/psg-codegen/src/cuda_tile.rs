@@ -102,6 +102,21 @@ fn narrow_tile(dtype: DType, transformed: bool) -> bool {
     !transformed && matches!(dtype, DType::BF16 | DType::F16)
 }
 
+/// The column-mode kernel's tile: 256 columns.
+pub const COLUMN_TILE_LOG2: u32 = 8;
+
+/// Whether the plan has a column-mode kernel ([`emit_column`]): a plan of streaming passes (see
+/// `streaming_passes`) whose tile holds the elements as loaded (no stored expression). Its tile
+/// is 256 columns, row-major, and thread `tid` computes column `tid` over every sample, all 8
+/// partials of each sum in registers: no partials in shared memory and no barrier between
+/// passes, which dominate a slab's work at small B (bf16 var on an H200, hand-written form:
+/// 2.00x -> 1.29x the floor at B = 64, 3.49x -> 1.18x at B = 32). The runtime takes it where its
+/// tile fits the preferred shared memory (`TiledKernels::column_fits`: B up to 72 in f32, 144 in
+/// bf16).
+pub fn has_column_mode(plan: &Plan) -> bool {
+    !crate::cuda_stream::streams(plan) && streaming_passes(plan) && tile_transform(plan).is_none()
+}
+
 /// The narrowest tile (log2 of its width) of the tiled kernel's fast path: 6 where it computes
 /// two columns a thread (see `pairs`; 32-column tiles take its slower one-column path), else 5.
 pub fn tile_min_log2(plan: &Plan, dtype: DType) -> u32 {
@@ -129,8 +144,13 @@ pub fn tile_min_log2(plan: &Plan, dtype: DType) -> u32 {
 /// all of that. For plans of streaming passes with per-column outputs: no selection, no ranks,
 /// no per-sample output.
 fn pairs(plan: &Plan, dtype: DType, transformed: bool) -> bool {
-    narrow_tile(dtype, transformed)
-        && plan.ranks.is_empty()
+    narrow_tile(dtype, transformed) && streaming_passes(plan)
+}
+
+/// A plan whose passes are all streaming reductions (sums, counts, minima, maxima) with
+/// per-column outputs: no selection, no ranks, no per-sample output.
+fn streaming_passes(plan: &Plan) -> bool {
+    plan.ranks.is_empty()
         && matches!(plan.output, Output::Scalars(_))
         && plan.steps.iter().all(|step| match step {
             Step::Select(_) => false,
@@ -428,6 +448,11 @@ pub fn tile_kernel_name(plan: &Plan, dtype: DType) -> String {
 /// prelude, the signature (the fallback's parameters, then `tile_log2` and `vec`) and the
 /// dynamic shared memory.
 pub(crate) fn kernel_head(plan: &Plan, dtype: DType, shape: &str) -> String {
+    kernel_head_named(plan, dtype, shape, &tile_kernel_name(plan, dtype))
+}
+
+/// [`kernel_head`] for a kernel named `name`.
+fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str) -> String {
     let mut s = header(plan, dtype, shape);
     s.push_str(prelude(dtype));
     let mut params = kernel_params(plan);
@@ -445,13 +470,67 @@ pub(crate) fn kernel_head(plan: &Plan, dtype: DType, shape: &str) -> String {
     };
     writeln!(
         s,
-        "\nextern \"C\" __global__ void __launch_bounds__(256{min_blocks}) {}({}) {{",
-        tile_kernel_name(plan, dtype),
+        "\nextern \"C\" __global__ void __launch_bounds__(256{min_blocks}) {name}({}) {{",
         params.join(", ")
     )
     .ok();
     s.push_str("    extern __shared__ __align__(16) unsigned char psg_smem[];\n");
     s
+}
+
+/// The tile's element, and how a pass reads one.
+fn tile_types(narrow: bool) -> &'static str {
+    if narrow {
+        // Widened as the prelude's psg_load widens an element of g.
+        "typedef psg_elem psg_tile;\n\
+         __device__ __forceinline__ psg_acc psg_tile_get(psg_tile x) { return psg_load(&x, 0); }\n\
+         __device__ __forceinline__ psg_tile psg_tile_of(const psg_elem* g, long long i) { return g[i]; }\n"
+    } else {
+        "typedef psg_acc psg_tile;\n\
+         __device__ __forceinline__ psg_acc psg_tile_get(psg_tile x) { return x; }\n\
+         __device__ __forceinline__ psg_tile psg_tile_of(const psg_elem* g, long long i) { return psg_load(g, i); }\n"
+    }
+}
+
+/// The column-mode kernel's name: `{reduction}_{dtype}_cols`.
+pub fn column_kernel_name(plan: &Plan, dtype: DType) -> String {
+    format!("{}_cols", kernel_name(plan, dtype))
+}
+
+/// Emits the column-mode kernel (see [`has_column_mode`]) for one input dtype, if the plan has
+/// one. It takes the tiled kernel's parameters (`tile_log2` is [`COLUMN_TILE_LOG2`]) and a
+/// kernel of its own, so that its registers (8 partials a sum) do not bound the tiled kernel's
+/// occupancy, nor the tiled kernel's (a prefetched tile) its own.
+pub fn emit_column(plan: &Plan, dtype: DType) -> Option<String> {
+    if !has_column_mode(plan) {
+        return None;
+    }
+    let syntax = Cuda { acc: dtype.acc() };
+    let locals: Vec<String> = plan.lets.iter().map(|l| l.name.clone()).collect();
+    let narrow = narrow_tile(dtype, false);
+    let mut s = kernel_head_named(
+        plan,
+        dtype,
+        "column mode (one read of g, whole columns a thread)",
+        &column_kernel_name(plan, dtype),
+    );
+    let at = s
+        .find("\nextern \"C\"")
+        .expect("kernel_head declares the kernel");
+    s.insert_str(at, tile_types(narrow));
+    s.push_str("    const int tile_w = 1 << tile_log2;\n");
+    s.push_str("    psg_tile* const tile = (psg_tile*)psg_smem;\n");
+    s.push_str("    const int lane = threadIdx.x, w = threadIdx.y;\n");
+    s.push_str("    const int n_bi = (int)n_b;\n");
+    writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
+    s.push_str(&tile_loop_consts(dtype));
+    // No tile prefetched into registers: they would stay live through the passes, whose 8
+    // partials a sum take the registers instead (other blocks load while one computes).
+    s.push_str(&tile_loop_start(dtype, narrow, COLUMN_TILE_LOG2, false));
+    let steps = tile_steps(plan);
+    emit_column_tile(&mut s, plan, &steps, &syntax, &locals);
+    s.push_str("    }\n}\n");
+    Some(s)
 }
 
 /// Emits the tiled kernel for one input dtype.
@@ -506,20 +585,10 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     };
     let mut s = kernel_head(plan, dtype, "tiled (one read of g)");
     // The tile's element, and how a pass reads one.
-    let tile_type = if narrow {
-        // Widened as the prelude's psg_load widens an element of g.
-        "typedef psg_elem psg_tile;\n\
-         __device__ __forceinline__ psg_acc psg_tile_get(psg_tile x) { return psg_load(&x, 0); }\n\
-         __device__ __forceinline__ psg_tile psg_tile_of(const psg_elem* g, long long i) { return g[i]; }\n"
-    } else {
-        "typedef psg_acc psg_tile;\n\
-         __device__ __forceinline__ psg_acc psg_tile_get(psg_tile x) { return x; }\n\
-         __device__ __forceinline__ psg_tile psg_tile_of(const psg_elem* g, long long i) { return psg_load(g, i); }\n"
-    };
     let at = s
         .find("\nextern \"C\"")
         .expect("kernel_head declares the kernel");
-    s.insert_str(at, tile_type);
+    s.insert_str(at, tile_types(narrow));
     if pair {
         let at = s
             .find("\nextern \"C\"")
@@ -555,15 +624,18 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
     s.push_str(&tile_loop_consts(dtype));
+    // Branches opened before the one-column path, each closed after it.
+    let mut branches = 0;
     if pair {
         // Tiles of 64 columns or more: two columns a thread, in 64-column slabs. Narrower ones
         // (large B) take the one-column path below.
         s.push_str("    if (tile_log2 >= 6) {\n");
-        s.push_str(&tile_loop_start(dtype, narrow, 6));
+        s.push_str(&tile_loop_start(dtype, narrow, 6, true));
         emit_pair_slabs(&mut s, plan, &steps, unroll, &syntax, &locals, slab_barrier);
         s.push_str("    }\n    } else {\n    #undef PSG_SLAB\n    #undef PSG_UNPACK\n");
+        branches += 1;
     }
-    s.push_str(&tile_loop_start(dtype, narrow, 5));
+    s.push_str(&tile_loop_start(dtype, narrow, 5, true));
     // Tiles wider than a warp are computed 32 columns at a time.
     s.push_str("    for (int cs = 0; cs < tile_w; cs += 32) {\n");
     s.push_str("    const int col = lane + cs;\n");
@@ -674,11 +746,113 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         s.push_str("    __syncthreads();\n");
     }
     s.push_str("    }\n");
-    if pair {
+    for _ in 0..branches {
         s.push_str("    }\n");
     }
     s.push_str("    }\n}\n");
     s
+}
+
+/// The column mode's work on a tile (see [`has_column_mode`]): thread `tid` computes column `tid`
+/// over every sample, each sum in its 8 canonical partials (sample `b` to partial `b % 8`, in
+/// sample order), combined in order: the same sums as the tiled kernel's, with no shared memory
+/// but the tile and no barrier but the one that frees the tile for the next. (Two columns a
+/// thread from one 32-bit load of a 16-bit tile, as the tiled kernel does, kept twice the
+/// accumulators live, and NVRTC spilled.)
+fn emit_column_tile(
+    s: &mut String,
+    plan: &Plan,
+    steps: &[(Step, Option<Vec<Settled>>)],
+    syntax: &Cuda,
+    locals: &[String],
+) {
+    let scope = Scope {
+        locals,
+        ranks: &plan.ranks,
+        suffix: "",
+    };
+    let e = |expr: &Scalar| print(expr, syntax, &scope);
+    s.push_str("    {\n");
+    s.push_str("    // Column tid of the tile, every sample (rows of 256 elements).\n");
+    s.push_str("    const long long p = p0 + tid;\n");
+    s.push_str("    const bool active = p < n_p;\n");
+    s.push_str("    const psg_tile* const tc = tile + tid;\n");
+    for (step, _) in steps {
+        match step {
+            Step::Let(i) => emit_let(s, plan, *i, &e),
+            Step::Loop(temps) => emit_column_pass(s, plan, temps, syntax, &e),
+            Step::Select(_) => unreachable!("the column mode admits no selection"),
+        }
+    }
+    if let Output::Scalars(values) = &plan.output {
+        s.push_str("    if (active) {\n");
+        for (i, value) in values.iter().enumerate() {
+            writeln!(s, "        out{i}[p] = psg_store({});", e(value)).ok();
+        }
+        s.push_str("    }\n");
+    }
+    s.push_str(
+        "    }\n    // The tile is read: the next one may overwrite it.\n    __syncthreads();\n",
+    );
+}
+
+/// One pass of [`emit_column_tile`]: the reductions of `temps` over samples `0 .. B` in groups of
+/// 8 (sample `b0 + r` to partial `r`), then the partials of each sum combined in order.
+fn emit_column_pass(
+    s: &mut String,
+    plan: &Plan,
+    temps: &[usize],
+    syntax: &Cuda,
+    e: &dyn Fn(&Scalar) -> String,
+) {
+    let zero = syntax.literal(0.0);
+    for &t in temps {
+        let n = names::temp(t);
+        match plan.temps[t].reduce.op {
+            ReduceOp::Min | ReduceOp::Max => {
+                writeln!(s, "    psg_acc {n} = psg_nan(); bool {n}_any = false;")
+            }
+            ReduceOp::Sum => writeln!(
+                s,
+                "    psg_acc {n}_p[{WARPS}] = {{{}}};",
+                [zero.as_str(); WARPS].join(", ")
+            ),
+            _ => writeln!(s, "    psg_acc {n} = {zero};"),
+        }
+        .ok();
+    }
+    // The body for sample b (partial r).
+    let mut body = String::new();
+    let columns = temps.iter().map(|&t| &plan.temps[t].reduce.column);
+    let tile = |i: &str| format!("psg_tile_get(tc[({i}) << {COLUMN_TILE_LOG2}])");
+    loop_header_with(
+        &mut body,
+        "                ",
+        columns,
+        e,
+        &plan.ranks,
+        &tile,
+    );
+    for &t in temps {
+        let r = &plan.temps[t].reduce;
+        let update = update_partial(&r.op, t, &e(&r.column.value), "r", syntax);
+        match r.column.keep.as_ref().map(e) {
+            Some(k) => writeln!(body, "                if ({k}) {{ {update} }}"),
+            None => writeln!(body, "                {update}"),
+        }
+        .ok();
+    }
+    writeln!(
+        s,
+        "    if (active) {{\n        int b0 = 0;\n        for (; b0 + 8 <= n_bi; b0 += 8) {{\n            #pragma unroll\n            for (int r = 0; r < 8; ++r) {{\n                const int b = b0 + r;\n{body}            }}\n        }}\n        // The last B % 8 samples.\n        #pragma unroll\n        for (int r = 0; r < 7; ++r) {{\n            const int b = b0 + r;\n            if (b < n_bi) {{\n{body}            }}\n        }}\n    }}"
+    )
+    .ok();
+    for &t in temps {
+        let op = &plan.temps[t].reduce.op;
+        if let Some(line) = combine_partials(op, t, |r| format!("{}_p[{r}]", names::temp(t))) {
+            writeln!(s, "    {line}").ok();
+        }
+    }
 }
 
 /// The slabs of a tile of 64 columns or more where each thread computes two neighbouring columns
@@ -1412,30 +1586,45 @@ fn tile_loop_consts(dtype: DType) -> String {
 /// tile in registers as 16-byte vectors, loaded while the current tile is computed, and unpacks
 /// them into shared memory at the top of the next iteration; otherwise the tile is loaded
 /// element by element. Defines `PSG_SLAB` and `PSG_UNPACK` (a second head first undefines them).
-fn tile_loop_start(dtype: DType, narrow: bool, slab_log2: u32) -> String {
+fn tile_loop_start(dtype: DType, narrow: bool, slab_log2: u32, prefetch: bool) -> String {
     let (_, unpack) = vector_unpack(dtype);
     let slab = slab_log2;
     let width = 1u32 << slab_log2;
     // A narrow tile holds the vector as it is.
     let unpack = if narrow { "*(uint4*)dst = v;" } else { unpack };
-    // The rest of a large tile through registers, a group of vectors at a time.
+    // The rest of a large tile (all of it without the prefetch) through registers, a group of
+    // vectors at a time.
+    let fetch = if prefetch {
+        "if (row > 0) PSG_FETCH(t, row);"
+    } else {
+        "PSG_FETCH(t, row);"
+    };
     let registers = format!(
         r#"        for (int row = 0; row < n_bi; row += {PREFETCH} * rstep) {{
-            if (row > 0) PSG_FETCH(t, row);
+            {fetch}
             PSG_UNPACK(row);
         }}
 "#
     );
+    // Without the prefetch every row is copied here.
+    let (first, from_row) = if prefetch {
+        (
+            "        // The first rows come from the prefetch; the rest of a large tile is copied straight to\n        // shared memory, all of it in flight at once.\n        PSG_UNPACK(0);\n",
+            format!("{PREFETCH} * rstep"),
+        )
+    } else {
+        (
+            "        // Every row is copied straight to shared memory, all of it in flight at once.\n",
+            "0".to_string(),
+        )
+    };
     let rest = if narrow || matches!(dtype, DType::F32 | DType::F64) {
         // A vector is the tile's bytes (f32, f64, or a narrow tile's 16-bit elements): the rest
         // of a large tile is copied straight into
         // shared memory, every copy in flight at once (cp.async, zero-filled past P).
         format!(
             r#"#if __CUDA_ARCH__ >= 800
-        // The first rows come from the prefetch; the rest of a large tile is copied straight to
-        // shared memory, all of it in flight at once.
-        PSG_UNPACK(0);
-        for (int row = {PREFETCH} * rstep; row < n_bi; row += {PREFETCH} * rstep) {{
+{first}        for (int row = {from_row}; row < n_bi; row += {PREFETCH} * rstep) {{
             const long long col = p0 + c0;
             const psg_elem* src = g + (long long)(r0 + row) * n_p + col;
             unsigned int dst = (unsigned int)__cvta_generic_to_shared(sdst + (row << {slab}));
@@ -1461,13 +1650,20 @@ fn tile_loop_start(dtype: DType, narrow: bool, slab_log2: u32) -> String {
 {registers}"#
         )
     };
+    let (prefetch_first, prefetch_next) = if prefetch {
+        (
+            "    if (vec) PSG_FETCH(blockIdx.x, 0);\n",
+            "    // The next tile's loads are in flight while this one is computed.\n    if (vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);\n",
+        )
+    } else {
+        ("", "")
+    };
     format!(
         r#"    // Element (row, column c of the tile) lives in slab c / {width}, at row * {width} + c % {width}.
     #define PSG_SLAB(ROW, C) (tile + ((((C) >> {slab}) * n_bi + (ROW)) << {slab}) + ((C) & {mask}))
     psg_tile* const sdst = PSG_SLAB(r0, c0);
     #define PSG_UNPACK(ROW) {{         psg_tile* dst = sdst + ((ROW) << {slab});         if (r0 + (ROW) + ({PREFETCH} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 {{ const uint4 v = pf[u];                 {unpack} }}                 dst += rstep << {slab};             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 if (r0 + (ROW) + u * rstep < n_bi) {{                     const uint4 v = pf[u];                     {unpack}                 }}                 dst += rstep << {slab};             }}         }} }}
-    if (vec) PSG_FETCH(blockIdx.x, 0);
-    for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {{
+{prefetch_first}    for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {{
     const long long p0 = t << tile_log2;
     if (vec) {{
 {rest}    }} else {{
@@ -1478,9 +1674,7 @@ fn tile_loop_start(dtype: DType, narrow: bool, slab_log2: u32) -> String {
         }}
     }}
     __syncthreads();
-    // The next tile's loads are in flight while this one is computed.
-    if (vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);
-"#,
+{prefetch_next}"#,
         mask = width - 1,
     )
 }

@@ -107,6 +107,11 @@ pub struct Generated {
     /// The narrowest tile (log2 of its width) of the tiled kernel's fast path, per dtype: 6 where
     /// it computes two columns a thread, else 5.
     pub tile_min_log2: [u32; 4],
+    /// Column-mode kernels' names, indexed by [`DType::index`].
+    pub column_kernel_names: [String; 4],
+    /// Column-mode CUDA C sources (whole columns a thread, for small B; see
+    /// [`cuda_tile::has_column_mode`]), if the reduction has them.
+    pub cuda_column: Option<[String; 4]>,
     /// Rust source of the CPU modules (`acc32`, `acc64`), naming the runtime as `runtime`.
     pub rust: String,
 }
@@ -134,6 +139,9 @@ pub fn generate_with_runtime(
         tile_bytes_per_element: smem.map(|s| s.0),
         tile_fixed_bytes: smem.map(|s| s.1),
         tile_min_log2: DType::ALL.map(|d| cuda_tile::tile_min_log2(&plan, d)),
+        column_kernel_names: DType::ALL.map(|d| cuda_tile::column_kernel_name(&plan, d)),
+        cuda_column: cuda_tile::has_column_mode(&plan)
+            .then(|| DType::ALL.map(|d| cuda_tile::emit_column(&plan, d).unwrap_or_default())),
         plan,
         kernel_names,
         cuda: sources,

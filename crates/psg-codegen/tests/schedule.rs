@@ -389,6 +389,21 @@ fn sixteen_bit_tiles_of_streaming_passes_compute_two_columns_a_thread() {
         assert_eq!(gen.tile_fixed_bytes[d.index()], 2 * 8 * 32 * acc);
         assert_eq!(gen.tile_min_log2[d.index()], 5);
     }
+    // A column-mode kernel beside the tiled one: 8 partials a sum in registers, one barrier (the
+    // tile's), 256-column rows.
+    let cols = gen.cuda_column.as_ref().expect("a column-mode kernel");
+    for d in DType::ALL {
+        let k = &cols[d.index()];
+        assert!(
+            k.contains(&format!("void __launch_bounds__(256) r_{}_cols(", d.name())),
+            "{k}"
+        );
+        assert!(k.contains("t0_p[r] += x;"), "{k}");
+        assert!(k.contains("const psg_acc t0 = t0_p[0] + t0_p[1] + t0_p[2] + t0_p[3]"));
+        assert!(k.contains("psg_tile_get(tc[(b) << 8])"));
+        assert_eq!(k.matches("__syncthreads()").count(), 2, "{k}");
+        assert!(!k.contains("PSG_FETCH(t + gridDim.x, 0)"), "{k}");
+    }
     // Not with a selection, ranks or a per-sample output.
     let median = reduction(vec![], Output::Scalars(vec![stats::median(g.clone())]));
     let centred = Output::Batch(Column {
@@ -405,5 +420,6 @@ fn sixteen_bit_tiles_of_streaming_passes_compute_two_columns_a_thread() {
             assert!(!gen.cuda_tile[d.index()].contains("psg_pair_get"));
             assert_eq!(gen.tile_min_log2[d.index()], 5);
         }
+        assert!(gen.cuda_column.is_none());
     }
 }

@@ -90,6 +90,13 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
     let tile_per = &generated.tile_bytes_per_element;
     let tile_fixed = &generated.tile_fixed_bytes;
     let tile_min = &generated.tile_min_log2;
+    let column = match &generated.cuda_column {
+        Some(sources) => {
+            let names = &generated.column_kernel_names;
+            quote!(::core::option::Option::Some([#(#rt::KernelSource::new_static(#names, #sources)),*]))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let n_ps = per_sample.len();
     let n_scalars = scalars.len();
     let outputs = match sig.returns {
@@ -174,6 +181,7 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
                     bytes_per_element: [#(#tile_per),*],
                     fixed_bytes: [#(#tile_fixed),*],
                     min_tile_log2: [#(#tile_min),*],
+                    column: #column,
                 }),
                 cpu: #rt::CpuKernels {
                     f32: acc32::column::<f32>,

@@ -257,9 +257,10 @@ fn gpu_order_statistics_and_outliers_match_cpu() {
     }
 }
 
-/// The tiled kernels' two-columns-a-thread path (16-bit input, tiles of 64 columns or more: B up
-/// to 1700 or so in bf16 and f16 on an H100 or H200, one block a multiprocessor at the top) beside
-/// its one-column path (32-column tiles, B = 2000) and f32's (thread per column at B = 2000): a
+/// The column-mode kernels (small B: whole columns a thread), the tiled kernels'
+/// two-columns-a-thread path (16-bit input, tiles of 64 columns or more: B up to 1700 or so in
+/// bf16 and f16 on an H100 or H200, one block a multiprocessor at the top) beside its one-column
+/// path (32-column tiles, B = 2000) and f32's (thread per column at B = 2000): a
 /// plan with minima, maxima, a filtered count and a per-sample input (`centred_extremes`), and the
 /// built-ins that take the path, at odd widths (a last pair with one column, a partial last slab
 /// and tile, rows not 16-byte aligned) and batch sizes that end a loop mid-unroll.
@@ -269,7 +270,8 @@ fn gpu_two_columns_a_thread_match_cpu() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0007);
     for dtype in [DType::BF16, DType::F16, DType::F32] {
-        for b in [1, 7, 64, 65, 300, 512, 700, 1023, 2000] {
+        // Column mode up to B = 72 in f32, 144 in bf16 and f16; then the tiled kernel.
+        for b in [1, 7, 64, 65, 72, 73, 144, 145, 300, 512, 1023, 2000] {
             for p in [1, 31, 63, 65, 129, 4_000, 4_001, 40_000] {
                 let values = if p <= 65 {
                     rng.nasty(b * p, true)

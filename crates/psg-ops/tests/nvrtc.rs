@@ -25,12 +25,14 @@ fn all_kernels() -> Vec<&'static KernelSource> {
             def.cuda
                 .iter()
                 .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
+                .chain(def.tiled.iter().flat_map(|t| t.column.iter().flatten()))
         })
         .collect();
     all.extend(psg_ops::dp::dp_reductions().into_iter().flat_map(|def| {
         def.cuda
             .iter()
             .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
+            .chain(def.tiled.iter().flat_map(|t| t.column.iter().flatten()))
     }));
     all.extend(psg_ops::dp::noise_kernel_sources());
     all.extend(psg_ops::layers::layer_kernel_sources());

@@ -40,6 +40,25 @@ fn generated_tiled_cuda_of_bf16() {
     }
 }
 
+/// The column-mode kernels (small B: whole columns a thread) of the built-ins that have one, in
+/// bf16, and the list of those that have one.
+#[test]
+fn generated_column_mode_cuda() {
+    let mut with = Vec::new();
+    for def in psg_ops::builtin_reductions() {
+        if let Some(column) = def.tiled.as_ref().and_then(|t| t.column.as_ref()) {
+            with.push(def.name);
+            if matches!(def.name, "var_corrected" | "zscore_mean") {
+                insta::assert_snapshot!(
+                    format!("{}_bf16_cols", def.name),
+                    column[DType::BF16.index()].source.as_ref()
+                );
+            }
+        }
+    }
+    insta::assert_snapshot!("column_mode_reductions", with.join("\n"));
+}
+
 #[test]
 fn generated_cuda_of_median_in_every_dtype() {
     let def = psg_ops::builtin_reductions()

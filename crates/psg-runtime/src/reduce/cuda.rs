@@ -56,8 +56,19 @@ pub(super) fn run(
     }));
     let dtype = g.dtype();
     if let Some(tiled) = &def.tiled {
-        if let Some((log2, bytes)) = tiled.choose(dtype, plan.batch, device.max_shared_per_block())
-        {
+        let limit = device.max_shared_per_block();
+        // Small batches: whole columns a thread, where the reduction has such a kernel.
+        let column = tiled
+            .column
+            .as_ref()
+            .zip(tiled.column_fits(dtype, plan.batch, limit))
+            .map(|(kernels, bytes)| (&kernels[dtype.index()], super::COLUMN_TILE_LOG2, bytes));
+        let tile = column.or_else(|| {
+            tiled
+                .choose(dtype, plan.batch, limit)
+                .map(|(log2, bytes)| (&tiled.cuda[dtype.index()], log2, bytes))
+        });
+        if let Some((kernel, log2, bytes)) = tile {
             let tile = 1usize << log2;
             args.push(KernelArg::I32(log2 as i32));
             // Rows can be read as 16-byte vectors when each row starts 16-byte aligned.
@@ -66,7 +77,6 @@ pub(super) fn run(
             args.push(KernelArg::I32(i32::from(vec)));
             // A persistent grid: one wave of resident blocks, each walking tiles
             // blockIdx.x, blockIdx.x + gridDim.x, ... and prefetching the next while it works.
-            let kernel = &tiled.cuda[dtype.index()];
             let resident = device.resident_blocks(kernel, 256, bytes)? as usize;
             let blocks = u32::try_from(plan.width.div_ceil(tile).min(resident)).map_err(|_| {
                 Error::Shape(format!(

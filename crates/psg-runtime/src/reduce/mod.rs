@@ -47,7 +47,7 @@ pub enum LaunchShape {
 /// Launch: a persistent grid of `min(ceil(P / tile), resident blocks)` blocks that walk the tiles,
 /// block `(32, 8, 1)`, dynamic shared memory
 /// `B * tile * bytes_per_element + fixed_bytes`; the kernel takes the fallback's parameters
-/// followed by `int tile_log2` (tile = 1 << tile_log2, 32 to 256) and `int vec` (1 when
+/// followed by `int tile_log2` (tile = 1 << tile_log2, 32 to 512) and `int vec` (1 when
 /// every row of `g` starts 16-byte aligned, so the kernel may load 16-byte vectors).
 #[derive(Debug, Clone)]
 pub struct TiledKernels {
@@ -61,7 +61,16 @@ pub struct TiledKernels {
     /// where the kernel computes two columns a thread in tiles of 64 columns or more (16-bit
     /// input, plans of streaming passes), else 5. See [`TiledKernels::choose`].
     pub min_tile_log2: [u32; 4],
+    /// Column-mode kernels, indexed by [`DType::index`](crate::DType::index), if the reduction has
+    /// them: launched as the tiled kernels are, with `tile_log2` = [`COLUMN_TILE_LOG2`] (a
+    /// row-major tile of 256 columns, `bytes_per_element` each, no fixed bytes), thread `tid`
+    /// computes column `tid` over every sample with no partials in shared memory and no barrier
+    /// between passes. See [`TiledKernels::column_fits`].
+    pub column: Option<[KernelSource; 4]>,
 }
+
+/// The column-mode kernels' tile: 256 columns (log2).
+pub const COLUMN_TILE_LOG2: u32 = 8;
 
 /// The shared memory a tiled kernel prefers to stay within: small enough for three or more
 /// blocks per multiprocessor (the kernels are built for four), so that some blocks load while
@@ -73,6 +82,20 @@ pub const TILE_SHARED_PREFERRED: u32 = 72 * 1024;
 pub const TILE_TARGET_BYTES: u64 = 32 * 1024;
 
 impl TiledKernels {
+    /// The shared memory of the column-mode kernel for a batch of `batch` samples of `dtype`,
+    /// when the reduction has one and it should run: when its 256-column tile fits
+    /// [`TILE_SHARED_PREFERRED`] (and `device_limit`), so that several blocks share a
+    /// multiprocessor: B up to 72 in f32, 144 in bf16 and f16. Measured on an H200 against the
+    /// tiled kernel's slabs, whose partials and barriers cost more than the passes themselves at
+    /// small B: faster at B = 32 and 64 in f32 and bf16 and at B = 128 in bf16 (64 KiB); slower
+    /// at B = 128 in f32, whose 128 KiB tile leaves one block a multiprocessor.
+    pub fn column_fits(&self, dtype: crate::DType, batch: usize, device_limit: u32) -> Option<u32> {
+        let per = u64::from(self.bytes_per_element[dtype.index()]);
+        let bytes = batch as u64 * (1u64 << COLUMN_TILE_LOG2) * per;
+        let limit = u64::from(TILE_SHARED_PREFERRED.min(device_limit));
+        (self.column.is_some() && batch > 0 && per > 0 && bytes <= limit).then_some(bytes as u32)
+    }
+
     /// The tile (log2 of its width) for a batch of `batch` samples of `dtype`, and the shared
     /// memory it needs: the narrowest tile of 32 (or [`TiledKernels::min_tile_log2`]) to 128
     /// columns that moves at least [`TILE_TARGET_BYTES`] of `g` (enough bytes in flight per

@@ -274,6 +274,7 @@ fn tiled(per: u32, fixed: u32) -> TiledKernels {
         bytes_per_element: [per, per * 2, per, per],
         fixed_bytes: [fixed; 4],
         min_tile_log2: [5; 4],
+        column: None,
     }
 }
 
@@ -351,6 +352,31 @@ fn two_columns_a_thread_take_64_columns_wherever_the_device_grants_them() {
         paired.choose(DType::F32, 1024, H100_LIMIT).map(|c| c.0),
         Some(5)
     );
+}
+
+#[test]
+fn column_mode_runs_where_its_256_column_tile_fits_the_preferred_shared_memory() {
+    let k = KernelSource::new_static("c", "");
+    let mut t = tiled(4, 4096);
+    t.bytes_per_element = [4, 8, 2, 2];
+    assert_eq!(
+        t.column_fits(DType::F32, 64, H100_LIMIT),
+        None,
+        "no column kernels"
+    );
+    t.column = Some([k.clone(), k.clone(), k.clone(), k]);
+    // f32: 1 KiB a sample (up to 72); bf16: 512 bytes (up to 144); no fixed bytes.
+    assert_eq!(t.column_fits(DType::F32, 64, H100_LIMIT), Some(64 * 1024));
+    assert_eq!(t.column_fits(DType::F32, 72, H100_LIMIT), Some(72 * 1024));
+    assert_eq!(t.column_fits(DType::F32, 73, H100_LIMIT), None);
+    assert_eq!(t.column_fits(DType::F32, 128, H100_LIMIT), None);
+    assert_eq!(t.column_fits(DType::BF16, 128, H100_LIMIT), Some(64 * 1024));
+    assert_eq!(t.column_fits(DType::BF16, 145, H100_LIMIT), None);
+    assert_eq!(t.column_fits(DType::F64, 36, H100_LIMIT), Some(72 * 1024));
+    // Never past what the device grants, and not for an empty batch.
+    assert_eq!(t.column_fits(DType::F32, 64, 48 * 1024), None);
+    assert_eq!(t.column_fits(DType::F32, 48, 48 * 1024), Some(48 * 1024));
+    assert_eq!(t.column_fits(DType::F32, 0, H100_LIMIT), None);
 }
 
 #[test]
