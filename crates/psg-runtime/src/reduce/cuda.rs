@@ -76,7 +76,8 @@ pub(super) fn run(
             let vec = row_bytes.is_multiple_of(16) && g.cuda_ptr()?.is_multiple_of(16);
             args.push(KernelArg::I32(i32::from(vec)));
             // A persistent grid: one wave of resident blocks, each walking tiles
-            // blockIdx.x, blockIdx.x + gridDim.x, ... and prefetching the next while it works.
+            // blockIdx.x, blockIdx.x + gridDim.x, ... (the tiled kernel prefetching the next while
+            // it works).
             let resident = device.resident_blocks(kernel, 256, bytes)? as usize;
             let blocks = u32::try_from(plan.width.div_ceil(tile).min(resident)).map_err(|_| {
                 Error::Shape(format!(

@@ -104,8 +104,9 @@ impl TiledKernels {
     /// multiprocessor, their next tile's loads in flight in registers), else 32 columns there
     /// (a two-columns-a-thread kernel's one-column path: its 64 columns at one block per
     /// multiprocessor still beat 32 at three, bf16 var at B = 1024 2.04x -> 1.40x the floor on an
-    /// H200). `None` when 32 columns do not fit (the thread-per-column kernel then runs). Tiles are never narrower than 32 columns: the kernel keeps them in 32-column slabs,
-    /// so that its shared-memory addresses are compile-time offsets. A kernel that keeps no
+    /// H200). `None` when 32 columns do not fit (the thread-per-column kernel then runs). Tiles
+    /// are never narrower than 32 columns: the kernel keeps them in 32- (or 64-) column slabs, so
+    /// that its shared-memory addresses are compile-time offsets. A kernel that keeps no
     /// element in shared memory (`bytes_per_element` 0: it streams `g` through registers) has
     /// a tile of 32 16-byte vectors of columns (128 for f32, 256 for bf16) and serves every B
     /// below 2^31 - 64 (the kernels count samples in 32-bit integers; beyond, thread per column).
