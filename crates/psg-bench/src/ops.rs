@@ -68,7 +68,7 @@ impl Op {
 }
 
 const CLIP_NOTE: &str = "floor reads g twice (norms, then the aggregate); time includes the \
-norms, the clip factors (a host round trip in psg-ops today) and the aggregate";
+norms, the clip factors (computed on the device, no host round trip) and the aggregate";
 
 fn one(t: Tensor) -> Vec<Tensor> {
     vec![t]

@@ -6,7 +6,10 @@
 //! (to `[-c, c]`, or to a fraction of each column's largest magnitude) is here too.
 
 use psg_macros::batch_reduce;
-use psg_runtime::{DType, Device, Error, Result, Tensor};
+use psg_runtime::{
+    CudaDevice, DType, Device, Error, KernelArg, KernelSource, LaunchConfig, Result, Tensor,
+};
+use std::sync::OnceLock;
 
 use crate::rows;
 
@@ -75,10 +78,80 @@ fn to_tensor(values: &[f64], acc: DType, device: &Device) -> Result<Tensor> {
     }
 }
 
+/// The device-side clipping kernels (`clip.cu`) for an accumulator dtype: (add, sqrt, factors).
+fn clip_kernels(acc: DType) -> [&'static KernelSource; 3] {
+    static SOURCES: OnceLock<Vec<[KernelSource; 3]>> = OnceLock::new();
+    let all = SOURCES.get_or_init(|| {
+        [psg_codegen::DType::F32, psg_codegen::DType::F64]
+            .iter()
+            .map(|&d| {
+                let names = ["norm_add", "norm_sqrt", "factors"]
+                    .map(|k| format!("psg_clip_{k}_{}", d.name()));
+                let source = format!(
+                    "// psg-ops clipping, accumulator {}.\n{}{}",
+                    d.name(),
+                    psg_codegen::cuda::prelude(d),
+                    include_str!("clip.cu")
+                        .replace("CLIP_NORM_ADD", &names[0])
+                        .replace("CLIP_NORM_SQRT", &names[1])
+                        .replace("CLIP_FACTORS", &names[2])
+                );
+                names.map(|n| KernelSource::new_owned(n, source.clone()))
+            })
+            .collect()
+    });
+    let [a, s, f] = &all[usize::from(acc == DType::F64)];
+    [a, s, f]
+}
+
+/// The CUDA sources of the clipping kernels, for the NVRTC check.
+pub fn clip_kernel_sources() -> Vec<&'static KernelSource> {
+    [DType::F32, DType::F64]
+        .into_iter()
+        .flat_map(clip_kernels)
+        .collect()
+}
+
+/// Each sample's norm over `sums` (per-sample sums of squares, `[B]` each, on one CUDA device),
+/// computed there: `sqrt` of their f64 sum in order, in `acc`. No host round trip.
+fn norms_cuda(dev: &CudaDevice, sums: &[Tensor], b: usize, acc: DType) -> Result<Tensor> {
+    let device = Device::Cuda(dev.clone());
+    let [add, sqrt, _] = clip_kernels(acc);
+    let n_b = KernelArg::I64(b as i64);
+    let cfg = LaunchConfig::for_items(b, 256)?;
+    let total = Tensor::zeros(DType::F64, &[b], &device)?;
+    for s in sums {
+        let args = [
+            KernelArg::Ptr(s.cuda_ptr()?),
+            KernelArg::Ptr(total.cuda_ptr()?),
+            n_b,
+        ];
+        dev.launch(add, cfg, &args)?;
+    }
+    let norms = Tensor::uninit(acc, &[b], &device)?;
+    let args = [
+        KernelArg::Ptr(total.cuda_ptr()?),
+        KernelArg::Ptr(norms.cuda_ptr()?),
+        n_b,
+    ];
+    dev.launch(sqrt, cfg, &args)?;
+    Ok(norms)
+}
+
 /// Each sample's L2 norm over all the given tensors together (flat clipping): `[B]`, in the
-/// accumulator dtype, on the tensors' device.
+/// accumulator dtype, on the tensors' device. On a GPU nothing waits for it (no host round trip).
 pub fn per_sample_norms(grads: &[&Tensor]) -> Result<Tensor> {
     let (b, device, acc) = check_set("per_sample_norms", grads)?;
+    if let Device::Cuda(dev) = &device {
+        if b == 0 {
+            return Tensor::zeros(acc, &[0], &device);
+        }
+        let sums = grads
+            .iter()
+            .map(|g| rows::sums_of_squares(g))
+            .collect::<Result<Vec<_>>>()?;
+        return norms_cuda(dev, &sums, b, acc);
+    }
     let mut total = vec![0.0f64; b];
     for sums in sums_of_squares(grads)? {
         for (t, s) in total.iter_mut().zip(sums) {
@@ -91,7 +164,18 @@ pub fn per_sample_norms(grads: &[&Tensor]) -> Result<Tensor> {
 
 /// Each sample's L2 norm within each tensor (per-layer clipping): one `[B]` tensor per input.
 pub fn per_layer_norms(grads: &[&Tensor]) -> Result<Vec<Tensor>> {
-    let (_, device, acc) = check_set("per_layer_norms", grads)?;
+    let (b, device, acc) = check_set("per_layer_norms", grads)?;
+    if let Device::Cuda(dev) = &device {
+        return grads
+            .iter()
+            .map(|g| {
+                if b == 0 {
+                    return Tensor::zeros(acc, &[0], &device);
+                }
+                norms_cuda(dev, &[rows::sums_of_squares(g)?], b, acc)
+            })
+            .collect();
+    }
     sums_of_squares(grads)?
         .into_iter()
         .map(|sums| {
@@ -125,6 +209,22 @@ pub fn clip_factors(norms: &Tensor, max_norm: f64) -> Result<Tensor> {
         )));
     }
     let device = norms.device();
+    if let (Device::Cuda(dev), DType::F32 | DType::F64) = (&device, norms.dtype()) {
+        // The same arithmetic on the device: nothing waits for it.
+        let b = norms.shape()[0];
+        let factors = Tensor::uninit(norms.dtype(), norms.shape(), &device)?;
+        if b > 0 {
+            let [_, _, kernel] = clip_kernels(norms.dtype());
+            let args = [
+                KernelArg::Ptr(norms.cuda_ptr()?),
+                KernelArg::Ptr(factors.cuda_ptr()?),
+                KernelArg::I64(b as i64),
+                KernelArg::F64(max_norm),
+            ];
+            dev.launch(kernel, LaunchConfig::for_items(b, 256)?, &args)?;
+        }
+        return Ok(factors);
+    }
     match norms.dtype() {
         DType::F64 => {
             let f: Vec<f64> = norms

@@ -28,8 +28,9 @@ mod rows;
 mod signs;
 
 pub use clip::{
-    clip_factors, clip_values, clip_values_relative, clipped_mean, clipped_median, clipped_sum,
-    flat_clip_factors, per_layer_clip_factors, per_layer_norms, per_sample_norms, Denominator,
+    clip_factors, clip_kernel_sources, clip_values, clip_values_relative, clipped_mean,
+    clipped_median, clipped_sum, flat_clip_factors, per_layer_clip_factors, per_layer_norms,
+    per_sample_norms, Denominator,
 };
 pub use density::{gaussian_weighted, gaussian_weighted_sum};
 pub use moments::{mean, std, sum, var};

@@ -122,15 +122,48 @@ where
     })
 }
 
+/// Per-sample sums of squares of `g` (accumulator dtype, `[B]`, on `g`'s device), without
+/// waiting for the device: what clipping needs of the scan (the non-finite policy needs the rest).
+pub(crate) fn sums_of_squares(g: &Tensor) -> Result<Tensor> {
+    match g.device() {
+        Device::Cpu => Ok(scan(g)?.sum_sq),
+        Device::Cuda(dev) => {
+            let b = g.batch_size()?;
+            Ok(scan_cuda_sums(&dev, g, b, g.per_sample_len())?.0)
+        }
+    }
+}
+
 fn scan_cuda(dev: &CudaDevice, g: &Tensor, b: usize, p: usize) -> Result<RowScan> {
-    let acc = g.dtype().accumulator();
-    let chunks = p.div_ceil(CHUNK).max(1);
-    let sum_sq = Tensor::zeros(acc, &[b], &Device::Cuda(dev.clone()))?;
-    if b == 0 {
+    let (sum_sq, bad) = scan_cuda_sums(dev, g, b, p)?;
+    let Some(bad) = bad else {
         return Ok(RowScan {
             sum_sq,
             first_bad: Vec::new(),
         });
+    };
+    let mut bytes = vec![0u8; b * 8];
+    dev.dtoh(&bad, &mut bytes)?;
+    let first_bad = bytes
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    Ok(RowScan { sum_sq, first_bad })
+}
+
+/// The scan's kernels: the sums of squares, and each row's first non-finite coordinate left on
+/// the device (`None` for an empty batch).
+fn scan_cuda_sums(
+    dev: &CudaDevice,
+    g: &Tensor,
+    b: usize,
+    p: usize,
+) -> Result<(Tensor, Option<psg_runtime::DeviceBuffer>)> {
+    let acc = g.dtype().accumulator();
+    let chunks = p.div_ceil(CHUNK).max(1);
+    let sum_sq = Tensor::zeros(acc, &[b], &Device::Cuda(dev.clone()))?;
+    if b == 0 {
+        return Ok((sum_sq, None));
     }
     let partial = dev.alloc(b * chunks * acc.size_in_bytes())?;
     let partial_bad = dev.alloc(b * chunks * 8)?;
@@ -172,11 +205,5 @@ fn scan_cuda(dev: &CudaDevice, g: &Tensor, b: usize, p: usize) -> Result<RowScan
             KernelArg::Ptr(bad.ptr()),
         ],
     )?;
-    let mut bytes = vec![0u8; b * 8];
-    dev.dtoh(&bad, &mut bytes)?;
-    let first_bad = bytes
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect();
-    Ok(RowScan { sum_sq, first_bad })
+    Ok((sum_sq, Some(bad)))
 }

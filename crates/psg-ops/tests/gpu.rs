@@ -426,9 +426,17 @@ fn gpu_clipping_matches_cpu() {
             let g1 = Pair::new(&rng.gradients(b * p), &[b, p], DType::F32, &dev);
             let g2 = Pair::new(&rng.gradients(b * 7), &[b, 7], DType::F32, &dev);
             same_norms(&[&g1, &g2], "f32");
+            device_factors_as_host(&[&g1, &g2]);
             let factors = ops::flat_clip_factors(&[&g1.cpu, &g2.cpu], 1.0).unwrap();
             same_clipped(&g1, &factors, &dev, "f32");
         }
+    }
+    // f64: norms and factors in f64 on the device too.
+    for &b in &[1usize, 33] {
+        let g1 = Pair::new(&rng.gradients(b * 1000), &[b, 1000], DType::F64, &dev);
+        let g2 = Pair::new(&rng.gradients(b * 5), &[b, 5], DType::BF16, &dev);
+        device_factors_as_host(&[&g1]);
+        device_factors_as_host(&[&g2, &g2]);
     }
     // bf16 (its tile holds the f32 products x * factor), 16-byte rows and not.
     for &b in &[2usize, 33, 256] {
@@ -437,6 +445,45 @@ fn gpu_clipping_matches_cpu() {
             let factors = ops::flat_clip_factors(&[&g.cpu], 1.0).unwrap();
             same_clipped(&g, &factors, &dev, "bf16");
         }
+    }
+}
+
+/// The device computes norms and clip factors without a host round trip, with the host's
+/// arithmetic: from its own per-tensor sums of squares (per-layer norms of each tensor), the flat
+/// norms are `sqrt` of their f64 sum, and the factors `min(1, C / (norm + 1e-6))`, bit for bit.
+fn device_factors_as_host(tensors: &[&Pair]) {
+    let gpu: Vec<&Tensor> = tensors.iter().map(|t| &t.gpu).collect();
+    let acc = gpu[0].dtype().accumulator();
+    let to_f64 = |t: &Tensor| -> Vec<f64> {
+        match t.dtype() {
+            DType::F64 => t.to_vec::<f64>().unwrap(),
+            _ => t
+                .to_vec::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+        }
+    };
+    let layers: Vec<Vec<f64>> = ops::per_layer_norms(&gpu)
+        .unwrap()
+        .iter()
+        .map(&to_f64)
+        .collect();
+    // A layer's norm is the flat norm of that tensor alone.
+    for (t, layer) in gpu.iter().zip(&layers) {
+        assert_eq!(&to_f64(&ops::per_sample_norms(&[t]).unwrap()), layer);
+    }
+    let norms = ops::per_sample_norms(&gpu).unwrap();
+    assert_eq!(norms.dtype(), acc);
+    assert!(!norms.device().is_cpu());
+    for c in [0.5, 1.0, 3.0] {
+        let factors = ops::clip_factors(&norms, c).unwrap();
+        let flat = ops::flat_clip_factors(&gpu, c).unwrap();
+        let host_norms = norms.to_device(&Device::Cpu).unwrap();
+        let want = ops::clip_factors(&host_norms, c).unwrap();
+        assert_eq!(to_f64(&factors), to_f64(&want), "C = {c}");
+        assert_eq!(to_f64(&flat), to_f64(&want), "flat, C = {c}");
     }
 }
 

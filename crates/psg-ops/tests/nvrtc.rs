@@ -37,6 +37,7 @@ fn all_kernels() -> Vec<&'static KernelSource> {
     all.extend(psg_ops::dp::noise_kernel_sources());
     all.extend(psg_ops::layers::layer_kernel_sources());
     all.extend(psg_ops::row_kernel_sources());
+    all.extend(psg_ops::clip_kernel_sources());
     all.extend(psg_ops::gather_kernel_sources());
     all
 }
