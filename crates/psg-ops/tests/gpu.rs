@@ -452,38 +452,21 @@ fn gpu_clipping_matches_cpu() {
 /// arithmetic: from its own per-tensor sums of squares (per-layer norms of each tensor), the flat
 /// norms are `sqrt` of their f64 sum, and the factors `min(1, C / (norm + 1e-6))`, bit for bit.
 fn device_factors_as_host(tensors: &[&Pair]) {
+    use common::tensors::assert_same_bits;
     let gpu: Vec<&Tensor> = tensors.iter().map(|t| &t.gpu).collect();
-    let acc = gpu[0].dtype().accumulator();
-    let to_f64 = |t: &Tensor| -> Vec<f64> {
-        match t.dtype() {
-            DType::F64 => t.to_vec::<f64>().unwrap(),
-            _ => t
-                .to_vec::<f32>()
-                .unwrap()
-                .into_iter()
-                .map(f64::from)
-                .collect(),
-        }
-    };
-    let layers: Vec<Vec<f64>> = ops::per_layer_norms(&gpu)
-        .unwrap()
-        .iter()
-        .map(&to_f64)
-        .collect();
     // A layer's norm is the flat norm of that tensor alone.
-    for (t, layer) in gpu.iter().zip(&layers) {
-        assert_eq!(&to_f64(&ops::per_sample_norms(&[t]).unwrap()), layer);
+    for (t, layer) in gpu.iter().zip(ops::per_layer_norms(&gpu).unwrap()) {
+        assert_same_bits("layer norm", &ops::per_sample_norms(&[t]).unwrap(), &layer);
     }
     let norms = ops::per_sample_norms(&gpu).unwrap();
-    assert_eq!(norms.dtype(), acc);
+    assert_eq!(norms.dtype(), gpu[0].dtype().accumulator());
     assert!(!norms.device().is_cpu());
+    let host_norms = norms.to_device(&Device::Cpu).unwrap();
     for c in [0.5, 1.0, 3.0] {
-        let factors = ops::clip_factors(&norms, c).unwrap();
-        let flat = ops::flat_clip_factors(&gpu, c).unwrap();
-        let host_norms = norms.to_device(&Device::Cpu).unwrap();
         let want = ops::clip_factors(&host_norms, c).unwrap();
-        assert_eq!(to_f64(&factors), to_f64(&want), "C = {c}");
-        assert_eq!(to_f64(&flat), to_f64(&want), "flat, C = {c}");
+        let what = format!("factors, C = {c}");
+        assert_same_bits(&what, &ops::clip_factors(&norms, c).unwrap(), &want);
+        assert_same_bits(&what, &ops::flat_clip_factors(&gpu, c).unwrap(), &want);
     }
 }
 
