@@ -59,6 +59,15 @@ fn generated_column_mode_cuda() {
     insta::assert_snapshot!("column_mode_reductions", with.join("\n"));
 }
 
+/// The runtime launches the column-mode kernels with the tile width the generator built them for.
+#[test]
+fn column_mode_tile_is_the_same_in_codegen_and_runtime() {
+    assert_eq!(
+        psg_codegen::cuda_tile::COLUMN_TILE_LOG2,
+        psg_runtime::COLUMN_TILE_LOG2
+    );
+}
+
 #[test]
 fn generated_cuda_of_median_in_every_dtype() {
     let def = psg_ops::builtin_reductions()
