@@ -48,14 +48,12 @@ fn check_set(op: &str, grads: &[&Tensor]) -> Result<(usize, Device, DType)> {
     Ok((b, device, acc))
 }
 
-/// The per-tensor sums of squares of each sample, on the host, in f64.
-fn sums_of_squares(grads: &[&Tensor]) -> Result<Vec<Vec<f64>>> {
+/// The per-tensor sums of squares of each sample, on the host, in f64 (the CPU path; the GPU's
+/// stay on the device, see `norms_cuda`).
+fn host_sums_of_squares(grads: &[&Tensor]) -> Result<Vec<Vec<f64>>> {
     grads
         .iter()
-        .map(|g| {
-            let scan = rows::scan(g)?;
-            host_f64(&scan.sum_sq)
-        })
+        .map(|g| host_f64(&rows::sums_of_squares(g)?))
         .collect()
 }
 
@@ -153,7 +151,7 @@ pub fn per_sample_norms(grads: &[&Tensor]) -> Result<Tensor> {
         return norms_cuda(dev, &sums, b, acc);
     }
     let mut total = vec![0.0f64; b];
-    for sums in sums_of_squares(grads)? {
+    for sums in host_sums_of_squares(grads)? {
         for (t, s) in total.iter_mut().zip(sums) {
             *t += s;
         }
@@ -176,7 +174,7 @@ pub fn per_layer_norms(grads: &[&Tensor]) -> Result<Vec<Tensor>> {
             })
             .collect();
     }
-    sums_of_squares(grads)?
+    host_sums_of_squares(grads)?
         .into_iter()
         .map(|sums| {
             to_tensor(
