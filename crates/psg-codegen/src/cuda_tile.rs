@@ -18,14 +18,19 @@
 //!
 //! Selection (k-th smallest) is an exact radix select with 8-bit digits over the
 //! order-preserving keys of the column: each pass counts, with shared-memory atomics, the digits
-//! of the keys that match the prefix found so far (bin `d` of column `lane` at `d * 32 + lane`:
-//! a warp's columns hit distinct banks; a key off the prefix is counted in a row of `totals`,
-//! which is written before it is read: cheaper than a branch); the column's 8 threads total 32
-//! digits each, then 4 digits each within the chunk that holds the rank, and one thread picks the
+//! of the keys that match the prefix found so far (bin `d` of column `lane` in word
+//! `d * 32 + lane`, so a warp's columns hit distinct banks; up to [`PACKED_BINS_MAX_B`], 16-bit
+//! counts two a word, in half `d & 1` of word `(d / 2) * 32 + lane`, and for larger B a kernel of
+//! its own with 32-bit counts, [`emit_large`]; a key off the prefix is counted in a row past the
+//! counts that nothing reads: cheaper than a branch); the column's 8 threads total 32 digits
+//! each, then 4 digits each within the chunk that holds the rank, and one thread picks the
 //! digit. Once every column's bucket is small (`GATHER` keys; 4 where one more digit would
-//! finish), one more pass copies each bucket to a list of its column and a warp ranks a column's
-//! list, a key to a lane, with shuffles; a column is also done when every bit is fixed (ties).
-//! The value after a selected one (a median's upper middle) is an integer minimum of keys
+//! finish), one more pass copies each bucket to a list of its column, which is ranked against
+//! itself (a warp to a column for small B, a thread to a key from `WARP_RANK_BELOW`); a column
+//! is also done when every bit is fixed (ties). The value after a selected one (a
+//! median's upper middle) comes from the gathered bucket (the least key above the selected one
+//! there, else the least above the bucket, which the gathering pass keeps), and where some
+//! column of the block did not gather, from an integer minimum of keys
 //! ([`ReduceOp::MinTotal`]) in the next streaming pass. An order statistic's count of NaNs runs
 //! after its selection, and only in a block where some column's first digit pass counted a key
 //! in the lowest or highest digit, where every NaN is (see `Settled`).
@@ -51,22 +56,61 @@ const WARPS: usize = crate::SUM_PARTIALS;
 /// Histogram bins per radix pass (8-bit digits).
 const BINS: usize = 256;
 /// The most keys a selection gathers and ranks among themselves instead of counting another
-/// digit (see `emit_select`): one key to a lane of the warp that ranks them, each compared with
-/// every other through a shuffle (some 8 instructions a compare; a warp ranks 4 columns, so a
-/// column of 32 keys costs its warp about 260 instructions), against a digit pass over the whole
-/// block of about 340 instructions a thread plus 9 for each of its B / 8 keys. The block gathers
+/// digit (see `emit_select`): some 4 instructions a compare (a column of 32 keys costs each of
+/// its threads about 130 where a thread ranks a key, see [`WARP_RANK_BELOW`]), against a digit
+/// pass over the whole block of about 300 instructions a thread plus 9 for each of its B / 8
+/// keys. The block gathers
 /// only when every column can. Where one more digit pass would finish every column (bf16 after
 /// its first digit), it gathers only buckets of at most 4 keys, and for B > 512 lets that last
 /// digit pass finish instead (copying the keys costs as much as counting them, without the
 /// search). The lists take `32 * (GATHER + 1)` keys of the digit counts' area.
 const GATHER: usize = 32;
 // A key to a lane; the lists (of 8-byte keys at most) fit in the digit counts.
-const _: () = assert!(GATHER <= 32 && 32 * (GATHER + 1) * 8 <= BINS * 32 * 4);
+const _: () = assert!(GATHER <= 32 && 32 * (GATHER + 1) * 8 <= BINS / 2 * 32 * 4);
 
-/// Shared-memory needs of the tiled kernel: bytes per (sample, column) and fixed bytes per block.
-pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
+/// Up to this B a selection counts digits in 16-bit halves, two bins a word ([`emit`]): 16 KiB of
+/// counts instead of 32, and the multiprocessor keeps the rest as L1 cache, which NVRTC's
+/// kernels use (the f32 median at B = 256 took 0.90 of the time of the same kernel given 16 KiB
+/// more shared memory, on an H100). Above it, a kernel of its own counts in 32-bit words
+/// ([`emit_large`]): a key's count costs 1 instruction there instead of 6, which at B = 1024
+/// outweighs the cache (the f32 median 0.93 of the packed kernel's time, the bf16 trimmed mean
+/// 0.90), and at B = 384 and above the packed tile gains no block a multiprocessor. One kernel
+/// choosing its layout at run time measured 2-3% slower at B <= 256 (its code for both). The
+/// runtime launches the matching kernel and shared memory (`TiledKernels::kernel_for`,
+/// `fixed_bytes_large`).
+pub const PACKED_BINS_MAX_B: usize = 384;
+
+/// Below this B the gathered lists are ranked a warp to a column (see `emit_select`); from it, a
+/// thread to a key. A thread's B / 8 keys make a digit or gathering pass cheap beside ranking
+/// lists of up to `GATHER` keys at small B, where the lists' lengths vary most between columns;
+/// a warp's work follows each list's length, a thread's the longest list of its warp's columns.
+/// On an H100, the thread's way took 0.92 of the warp's time for the f32 median at B = 256 and
+/// 0.95 at B = 1024; the warp's way 0.71 of the thread's at B = 128 and 0.92 at B = 64 (the
+/// f32 median; the quantile and trimmed mean at B = 128 went the other way, 1.15 and 1.10).
+const WARP_RANK_BELOW: usize = 192;
+
+/// What a selection finds beyond its value, for the passes after it that it settles (see
+/// [`Settled`]).
+#[derive(Clone, Copy)]
+struct SelectFlags {
+    /// `{t}_clean`: no column of the block can hold a NaN ([`Settled::NoNan`]).
+    clean: bool,
+    /// `{t}_le` and `{t}_above`, the next value's reductions ([`Settled::AtOrBelow`],
+    /// [`Settled::Above`]), and `{t}_next`: whether every column of the block has them (it
+    /// gathered its bucket, and some key above the selected one is a kept value).
+    next: bool,
+    /// Whether the digit counts are 16-bit halves (the kernel for B up to
+    /// [`PACKED_BINS_MAX_B`]) or 32-bit words.
+    packed: bool,
+}
+
+/// Shared-memory needs of the tiled kernel: bytes per (sample, column), and fixed bytes per block
+/// for B up to [`PACKED_BINS_MAX_B`] and above it (a selection's digit counts take twice the
+/// bytes there).
+pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32, u32) {
     if crate::cuda_stream::streams(plan) {
-        return (0, crate::cuda_stream::stream_smem(plan, dtype));
+        let fixed = crate::cuda_stream::stream_smem(plan, dtype);
+        return (0, fixed, fixed);
     }
     let transformed = tile_transform(plan);
     let narrow = narrow_tile(dtype, transformed.is_some());
@@ -86,12 +130,23 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32) {
         32
     };
     let partials = 2 * partial_slots(plan) as u32 * (WARPS as u32) * columns * acc;
-    let histogram = if selects {
-        ((BINS + WARPS + 3) * 32 * 4) as u32 + 32 * acc
-    } else {
-        0
+    // Digit counts, chunk totals, the pick (3 rows), then keys: the found ones and `over`'s two
+    // rows (see `emit_select`).
+    // Chunk totals, the pick (3 rows), keys (the found ones and `over`'s two rows), digit counts
+    // (16-bit counts two a word up to `PACKED_BINS_MAX_B`, 32-bit above), and a row a warp for
+    // the keys off the prefix (see `emit`, `emit_select`).
+    let histogram = |bins: usize| {
+        if selects {
+            ((WARPS + 3 + bins + WARPS) * 32 * 4) as u32 + 3 * 32 * acc
+        } else {
+            0
+        }
     };
-    (per_element, partials.max(histogram))
+    (
+        per_element,
+        partials.max(histogram(BINS / 2)),
+        partials.max(histogram(BINS)),
+    )
 }
 
 /// Whether the tile keeps a dtype's elements as they are in `g` (16 bits) and widens them where a
@@ -369,6 +424,15 @@ enum Settled {
     /// digit (every NaN is there, with the infinities and the values of magnitude 2^127 and
     /// above in f32, 2^1009 in f64).
     NoNan(usize),
+    /// The count of kept values of selection `t`'s column at or below its value in total order
+    /// (the first half of [`crate::stats::next_in_order`]): the keys below the gathered bucket
+    /// (`k` less the value's rank in it) plus the bucket's keys at or below the value's.
+    AtOrBelow(usize),
+    /// The least kept value of selection `t`'s column above its value in total order (the
+    /// second half): the least key above the value's in its gathered bucket, else the least
+    /// key above the bucket (which the gathering pass keeps). Only where that is a kept value
+    /// (below the largest key, which removed values take).
+    Above(usize),
 }
 
 /// What selection among `selects` settles reduction `temp`, if one does (see [`Settled`]).
@@ -377,8 +441,16 @@ fn settled(plan: &Plan, temp: usize, selects: &[usize]) -> Option<Settled> {
     selects.iter().find_map(|&t| {
         let c = &plan.temps[t].reduce.column;
         let nan = Scalar::Call(Func::IsNan, vec![c.value.clone()]);
-        (r.op == ReduceOp::Count && r.column == c.clone().filtered(nan))
-            .then_some(Settled::NoNan(t))
+        let at_or_below = Scalar::Call(Func::TotalLe, vec![c.value.clone(), Scalar::Temp(t)]);
+        let above = Scalar::Unary(UnOp::Not, Box::new(at_or_below.clone()));
+        match r.op {
+            ReduceOp::Count if r.column == c.clone().filtered(nan) => Some(Settled::NoNan(t)),
+            ReduceOp::Count if r.column == c.clone().filtered(at_or_below) => {
+                Some(Settled::AtOrBelow(t))
+            }
+            ReduceOp::MinTotal if r.column == c.clone().filtered(above) => Some(Settled::Above(t)),
+            _ => None,
+        }
     })
 }
 
@@ -523,10 +595,10 @@ pub fn emit_column(plan: &Plan, dtype: DType) -> Option<String> {
     s.push_str("    const int lane = threadIdx.x, w = threadIdx.y;\n");
     s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
-    s.push_str(&tile_loop_consts(dtype));
+    s.push_str(&tile_loop_consts(dtype, 8));
     // No tile prefetched into registers: they would stay live through the passes, whose 8
     // partials a sum take the registers instead (other blocks load while one computes).
-    s.push_str(&tile_loop_start(dtype, narrow, COLUMN_TILE_LOG2, false));
+    s.push_str(&tile_loop_start(dtype, narrow, COLUMN_TILE_LOG2, false, 8));
     let steps = tile_steps(plan);
     emit_column_tile(&mut s, plan, &steps, &syntax, &locals);
     s.push_str("    }\n}\n");
@@ -538,6 +610,32 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     if crate::cuda_stream::streams(plan) {
         return crate::cuda_stream::emit(plan, dtype);
     }
+    emit_tiled(plan, dtype, true)
+}
+
+/// Whether the plan has a tiled kernel for large B ([`emit_large`]): it selects.
+pub fn has_large_kernel(plan: &Plan) -> bool {
+    !crate::cuda_stream::streams(plan) && plan.steps.iter().any(|s| matches!(s, Step::Select(_)))
+}
+
+/// The name of the tiled kernel for large B: `{reduction}_{dtype}_tile_large`.
+pub fn tile_large_kernel_name(plan: &Plan, dtype: DType) -> String {
+    format!("{}_large", tile_kernel_name(plan, dtype))
+}
+
+/// The tiled kernel for B above [`PACKED_BINS_MAX_B`], for a plan that selects (see
+/// [`has_large_kernel`]): the same as [`emit`]'s but for its digit counts, 32-bit words.
+pub fn emit_large(plan: &Plan, dtype: DType) -> Option<String> {
+    has_large_kernel(plan).then(|| emit_tiled(plan, dtype, false))
+}
+
+/// The tiled kernel, its digit counts (if it selects) `packed` or not.
+fn emit_tiled(plan: &Plan, dtype: DType, packed: bool) -> String {
+    let name = if packed {
+        tile_kernel_name(plan, dtype)
+    } else {
+        tile_large_kernel_name(plan, dtype)
+    };
     let transformed = tile_transform(plan);
     let (plan, transform) = match &transformed {
         Some((p, t)) => (p, Some(t)),
@@ -561,7 +659,20 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         Acc::F64 => 64,
     };
 
-    let steps = tile_steps(plan);
+    let mut steps = tile_steps(plan);
+    if transform.is_none() && dtype == DType::BF16 {
+        // A bf16 column's own keys are fixed after two digits, and the block rarely gathers
+        // after the first (see `GATHER`): the next value is not found there, so the pass that
+        // computes it runs, and the selection does not pay for looking.
+        let direct = |t: usize| keys_of(plan, t) == Keys::Direct;
+        for (_, settle) in &mut steps {
+            let finds_next =
+                |x: &Settled| matches!(*x, Settled::AtOrBelow(t) | Settled::Above(t) if direct(t));
+            if settle.as_ref().is_some_and(|v| v.iter().any(finds_next)) {
+                *settle = None;
+            }
+        }
+    }
     // A slab ends with a barrier only where something after its last pass's barrier reads shared
     // memory that the next slab or tile writes before a barrier of its own: a selection (its
     // scratch is `part`), a per-sample output (it reads the tile after the last pass), or an odd
@@ -583,7 +694,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
             .iter()
             .any(|(_, settle)| settle.as_ref().is_some_and(|v| v.iter().any(f)))
     };
-    let mut s = kernel_head(plan, dtype, "tiled (one read of g)");
+    let mut s = kernel_head_named(plan, dtype, "tiled (one read of g)", &name);
     // The tile's element, and how a pass reads one.
     let at = s
         .find("\nextern \"C\"")
@@ -607,35 +718,43 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     } else {
         s.push_str("    psg_acc* const part = (psg_acc*)(tile + n_b * tile_w);\n");
     }
-    s.push_str("    int* const bins = (int*)part;\n");
     if selects {
-        // Selection scratch: 256 digit counts per column, 8 chunk totals (right after the
-        // counts: their rows are where a digit pass counts the keys off its prefix, see
-        // `emit_select`), the pick, the key.
-        writeln!(s, "    int* const totals = bins + {BINS} * 32;").ok();
+        // Selection scratch: 8 rows of chunk totals, the pick (3 rows), keys (the found ones,
+        // then `over`'s two rows), then the digit counts in the layout for B (see
+        // `PACKED_BINS_MAX_B`), then 8 rows where a digit pass counts the keys off its prefix
+        // (see `emit_select`). Everything but the counts' end is at a fixed offset, so it needs
+        // no register.
+        s.push_str("    int* const totals = (int*)part;\n");
         writeln!(s, "    int* const pick = totals + {WARPS} * 32;").ok();
         s.push_str("    psg_key* const found = (psg_key*)(pick + 3 * 32);\n");
+        s.push_str("    int* const bins = (int*)(found + 3 * 32);\n");
         // A small bucket's keys, gathered where the digit counts were.
         s.push_str("    psg_key* const cand = (psg_key*)bins;\n");
+        if settles(&|x| matches!(x, Settled::AtOrBelow(_) | Settled::Above(_))) {
+            // Per column, the least key above its final bucket, then the least above the
+            // selected key (see `emit_select`).
+            s.push_str("    psg_key* const over = found + 32;\n");
+        }
     }
     s.push_str("    const int lane = threadIdx.x, w = threadIdx.y;\n");
 
     // B is bounded by shared memory here, so 32-bit sample indices suffice.
     s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
-    s.push_str(&tile_loop_consts(dtype));
+    let prefetch_n = prefetch_vectors(plan);
+    s.push_str(&tile_loop_consts(dtype, prefetch_n));
     // Branches opened before the one-column path, each closed after it.
     let mut branches = 0;
     if pair {
         // Tiles of 64 columns or more: two columns a thread, in 64-column slabs. Narrower ones
         // (large B) take the one-column path below.
         s.push_str("    if (tile_log2 >= 6) {\n");
-        s.push_str(&tile_loop_start(dtype, narrow, 6, true));
+        s.push_str(&tile_loop_start(dtype, narrow, 6, true, prefetch_n));
         emit_pair_slabs(&mut s, plan, &steps, unroll, &syntax, &locals, slab_barrier);
         s.push_str("    }\n    } else {\n    #undef PSG_SLAB\n    #undef PSG_UNPACK\n");
         branches += 1;
     }
-    s.push_str(&tile_loop_start(dtype, narrow, 5, true));
+    s.push_str(&tile_loop_start(dtype, narrow, 5, true, prefetch_n));
     // Tiles wider than a warp are computed 32 columns at a time.
     s.push_str("    for (int cs = 0; cs < tile_w; cs += 32) {\n");
     s.push_str("    const int col = lane + cs;\n");
@@ -702,7 +821,14 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
                     Some(dtype)
                 };
                 let clean = settles(&|x| *x == Settled::NoNan(*t));
-                emit_select(&mut s, plan, *t, input, key_bits, clean, &e, &from_tile)
+                let next =
+                    settles(&|x| matches!(x, Settled::AtOrBelow(u) | Settled::Above(u) if u == t));
+                let flags = SelectFlags {
+                    clean,
+                    next,
+                    packed,
+                };
+                emit_select(&mut s, plan, *t, input, key_bits, flags, &e, &from_tile)
             }
         }
     }
@@ -1125,11 +1251,24 @@ fn emit_loop(
             let mut values = String::new();
             for (&t, how) in temps.iter().zip(settle) {
                 let name = names::temp(t);
-                match *how {
+                let flag = match *how {
                     Settled::NoNan(u) => {
                         writeln!(values, "        {name} = {};", syntax.literal(0.0)).ok();
-                        known.push(format!("{}_clean", names::temp(u)));
+                        format!("{}_clean", names::temp(u))
                     }
+                    Settled::AtOrBelow(u) => {
+                        let u = names::temp(u);
+                        writeln!(values, "        {name} = {u}_le;").ok();
+                        format!("{u}_next")
+                    }
+                    Settled::Above(u) => {
+                        let u = names::temp(u);
+                        writeln!(values, "        {name} = psg_from_key({u}_above);").ok();
+                        format!("{u}_next")
+                    }
+                };
+                if !known.contains(&flag) {
+                    known.push(flag);
                 }
             }
             write!(
@@ -1273,10 +1412,15 @@ fn emit_select(
     t: usize,
     input: Option<DType>,
     key_bits: u32,
-    clean: bool,
+    flags: SelectFlags,
     e: &dyn Fn(&Scalar) -> String,
     from_tile: &dyn Fn(&str) -> String,
 ) {
+    let SelectFlags {
+        clean,
+        next,
+        packed,
+    } = flags;
     let r = &plan.temps[t].reduce;
     let ReduceOp::Kth(k) = &r.op else {
         unreachable!("only selection temporaries get a Select step")
@@ -1292,6 +1436,15 @@ fn emit_select(
     if clean {
         // Whether no column of the block holds a NaN (see `Settled::NoNan`).
         writeln!(s, "    bool {name}_clean = false;").ok();
+    }
+    if next {
+        // The next value's reductions (see `Settled::AtOrBelow`, `Settled::Above`), and whether
+        // every column of the block has them.
+        writeln!(
+            s,
+            "    bool {name}_next = false; psg_acc {name}_le = (psg_acc)0; psg_key {name}_above = ~(psg_key)0;"
+        )
+        .ok();
     }
     s.push_str("    {\n");
     let mode = keys_of(plan, t);
@@ -1378,15 +1531,14 @@ fn emit_select(
         // The largest bucket a column may gather (see `GATHER`): fewer when one more digit
         // would finish every column.
         const int cap = {cap}, cap_last = n_bi <= 512 ? 4 : 0;
-        // Digit d of column lane is counted at bins[d * 32 + lane] (bytes: hist + d * 128).
-        char* const hist = (char*)(bins + lane);
-        // A key off the prefix is counted in row {bins} + w: row w of `totals`, which follows the
-        // counts and is written before it is read.
-        const int dummy = {bins} + w;
+{layout}        char* const hist = (char*)(bins + lane);
+        // A key off the prefix is counted in digit {dummy}: in row w past the counts, which nothing
+        // reads.
+        const int dummy = {dummy};
         __syncthreads();
         for (;;) {{
             #pragma unroll
-            for (int i = 0; i < 8; ++i) ((int4*)bins)[tid + i * 256] = make_int4(0, 0, 0, 0);
+            for (int i = 0; i < {clear}; ++i) ((int4*)bins)[tid + i * 256] = make_int4(0, 0, 0, 0);
             __syncthreads();
             if (!done) {{
                 // A key matches the digits fixed so far when it and the prefix differ only in
@@ -1396,15 +1548,14 @@ fn emit_select(
 {key_hist}                    // Others count in the dummy row: a branch around the atomic costs three
                     // instructions more.
                     const psg_key d = min((key ^ prefix) >> shift, (psg_key)dummy);
-                    atomicAdd((int*)(hist + ((int)d << 7)), 1);
+                    {count}
                 }}
             }}
             __syncthreads();
 {clean_check}            // Thread (lane, w) totals digits 32w .. 32w + 31 of column lane.
             int sum = 0;
             #pragma unroll
-            for (int d = 0; d < 32; ++d) sum += bins[(w * 32 + d) * 32 + lane];
-            totals[w * 32 + lane] = sum;
+{chunk_sum}            totals[w * 32 + lane] = sum;
 {totals_barrier}            // The chunk holding rank `rem`, then its group of 4 digits (thread w totals digits
             // 4w .. 4w + 3 of the chunk), then the digit (found by that group's thread).
             int before = 0, owner = 7;
@@ -1414,8 +1565,7 @@ fn emit_select(
                 if (owner == 7 && rem < before + c) owner = r; else if (owner == 7) before += c;
             }}
             int quad = 0;
-            #pragma unroll
-            for (int d = 0; d < 4; ++d) quad += bins[(owner * 32 + w * 4 + d) * 32 + lane];
+{quad_sum}
             __syncthreads();
             totals[w * 32 + lane] = quad;
             __syncthreads();
@@ -1429,14 +1579,14 @@ fn emit_select(
                 int r2 = rem - before, digit = 3, count = 0;
                 #pragma unroll
                 for (int d = 0; d < 4; ++d) {{
-                    const int c = bins[(owner * 32 + w * 4 + d) * 32 + lane];
+                    const int c = {digit_count};
                     if (count == 0 && r2 < c) {{ digit = d; count = c; }} else if (count == 0) r2 -= c;
                 }}
                 pick[lane] = owner * 32 + w * 4 + digit; pick[32 + lane] = count; pick[64 + lane] = r2;
             }}
             __syncthreads();
             // The gathered keys' count (the pick is read).
-            if (w == 0) totals[lane] = 0;
+            if (w == 0) {{ totals[lane] = 0;{over_init} }}
             bool last = false, fits = true;
             if (!done) {{
                 prefix |= ((psg_key)pick[lane]) << shift;
@@ -1461,39 +1611,152 @@ fn emit_select(
             shift -= 8;
         }}
         // A small bucket: its keys are copied to a list of the column's (column c's at
-        // cand[c * {cap_pad} + i], where the digit counts were), then warp w ranks the lists of
-        // columns w, w + 8, w + 16 and w + 24, a key to a lane: the key of rank `rem` (ties
+        // cand[c * {cap_pad} + i], where the digit counts were), then thread (lane, w) ranks keys
+        // w, w + 8, ... of column lane's list against the whole list: the key of rank `rem` (ties
         // ranked by position) is the answer.
         if (gather) {{
-            for (int b = w; b < n_bi; b += 8) {{
-{key_find}                if (((key ^ prefix) >> gshift) == 0) cand[lane * {cap_pad} + atomicAdd(&totals[lane], 1)] = key;
+{least_decl}            for (int b = w; b < n_bi; b += 8) {{
+{key_find}{least_update}                if (((key ^ prefix) >> gshift) == 0) cand[lane * {cap_pad} + atomicAdd(&totals[lane], 1)] = key;
             }}
-        }}
-        if (w == 0) pick[64 + lane] = rem;
+{least_store}        }}
         __syncthreads();
-        #pragma unroll 1
-        for (int c = w; c < 32; c += 8) {{
-            const int n = totals[c];
-            if (n == 0) continue;
-            const psg_key mine = lane < n ? cand[c * {cap_pad} + lane] : ~(psg_key)0;
-            int r = 0;
-            for (int j = 0; j < n; ++j) {{
-                const psg_key kj = __shfl_sync(0xffffffffu, mine, j);
-                r += (kj < mine || (kj == mine && j < lane)) ? 1 : 0;
+        if (n_bi < {warp_rank_below}) {{
+            // Warp w ranks the lists of columns w, w + 8, w + 16 and w + 24, a key to a lane,
+            // through shuffles: the work follows each list's length.
+            #pragma unroll 1
+            for (int c = w; c < 32; c += 8) {{
+                const int n = totals[c];
+                if (n == 0) continue;
+                const psg_key mine = lane < n ? cand[c * {cap_pad} + lane] : ~(psg_key)0;
+                int r = 0;
+                for (int j = 0; j < n; ++j) {{
+                    const psg_key kj = __shfl_sync(0xffffffffu, mine, j);
+                    r += (kj < mine || (kj == mine && j < lane)) ? 1 : 0;
+                }}
+{warp_store}            }}
+        }} else {{
+            // Thread (lane, w) ranks keys w, w + 8, ... of column lane's list against the list:
+            // the work follows the longest list of the warp's columns.
+            const int n = gather ? totals[lane] : 0;
+            const psg_key* const list = cand + lane * {cap_pad};
+            #pragma unroll 1
+            for (int i = w; i < n; i += 8) {{
+                const psg_key mine = list[i];
+                int r = 0;
+                #pragma unroll 2
+                for (int j = 0; j < n; ++j) {{
+                    const psg_key kj = list[j];
+                    r += (kj < mine || (kj == mine && j < i)) ? 1 : 0;
+                }}
+                if (r == rem) {{
+                    found[lane] = mine;{thread_next}
+                }}
             }}
-            if (lane < n && r == pick[64 + c]) found[c] = mine;
         }}
         __syncthreads();
         if (gather) prefix = found[lane];
-        __syncthreads();"#,
+{finish}"#,
         top = key_bits - 8,
         low = zero_low_bits,
         sign_bit = key_bits - 1,
         cap = GATHER,
-        bins = BINS,
         cap_pad = GATHER + 1,
         key_hist = key_code("                    "),
         key_find = key_code("                "),
+        over_init = if next { " over[lane] = ~(psg_key)0;" } else { "" },
+        least_decl = if next {
+            "            // This thread's least key above the bucket (the next value where the selected\n            \
+             // one is the bucket's greatest).\n            \
+             const psg_key hi = prefix | ((((psg_key)1) << gshift) - 1);\n            \
+             psg_key least = ~(psg_key)0;\n"
+        } else {
+            ""
+        },
+        least_update = if next {
+            "                least = min(least, key > hi ? key : ~(psg_key)0);\n"
+        } else {
+            ""
+        },
+        least_store = if next {
+            "            atomicMin(&over[lane], least);\n"
+        } else {
+            ""
+        },
+        warp_rank_below = WARP_RANK_BELOW,
+        layout = if packed {
+            "        // Digit d of column lane is counted in half d & 1 of bins[(d / 2) * 32 + lane] (bytes:\n        \
+             // hist + (d / 2) * 128): 16-bit counts, two a word (see `PACKED_BINS_MAX_B`).\n"
+        } else {
+            "        // Digit d of column lane is counted at bins[d * 32 + lane] (bytes: hist + d * 128).\n"
+        },
+        dummy = if packed {
+            format!("{BINS} + 2 * w")
+        } else {
+            format!("{BINS} + w")
+        },
+        clear = if packed { 4 } else { 8 },
+        count = if packed {
+            "atomicAdd((int*)(hist + ((int)(d >> 1) << 7)), 1 << (((int)d & 1) << 4));"
+        } else {
+            "atomicAdd((int*)(hist + ((int)d << 7)), 1);"
+        },
+        chunk_sum = if packed {
+            "            for (int d = 0; d < 16; ++d) sum += bins[(w * 16 + d) * 32 + lane];\n            \
+             // Neither half's sum can carry.\n            \
+             sum = (sum & 0xffff) + (sum >> 16);\n"
+        } else {
+            "            for (int d = 0; d < 32; ++d) sum += bins[(w * 32 + d) * 32 + lane];\n"
+        },
+        quad_sum = if packed {
+            "            quad = bins[(owner * 16 + w * 2) * 32 + lane] + bins[(owner * 16 + w * 2 + 1) * 32 + lane];\n            \
+             quad = (quad & 0xffff) + (quad >> 16);"
+        } else {
+            "            #pragma unroll\n            \
+             for (int d = 0; d < 4; ++d) quad += bins[(owner * 32 + w * 4 + d) * 32 + lane];"
+        },
+        digit_count = if packed {
+            "(bins[(owner * 16 + w * 2 + (d >> 1)) * 32 + lane] >> ((d & 1) << 4)) & 0xffff"
+        } else {
+            "bins[(owner * 32 + w * 4 + d) * 32 + lane]"
+        },
+        warp_store = if next {
+            "                // The selected key (one lane's: ranks are distinct), the keys at or below it\n                \
+             // and the least above it, across the warp.\n                \
+             const unsigned int hit = __ballot_sync(0xffffffffu, lane < n && r == pick[64 + c]);\n                \
+             const int src = __ffs(hit) - 1;\n                \
+             const psg_key v = __shfl_sync(0xffffffffu, mine, src);\n                \
+             const int le = __popc(__ballot_sync(0xffffffffu, mine <= v));\n                \
+             psg_key above = mine > v ? mine : ~(psg_key)0;\n                \
+             #pragma unroll\n                \
+             for (int o = 16; o > 0; o >>= 1) above = min(above, __shfl_xor_sync(0xffffffffu, above, o));\n                \
+             if (lane == src) { found[c] = v; pick[c] = le; over[32 + c] = min(above, over[c]); }\n"
+        } else {
+            "                if (lane < n && r == pick[64 + c]) found[c] = mine;\n"
+        },
+        thread_next = if next {
+            "\n                    // The keys at or below it and the least above it.\n                    \
+             int le = 0;\n                    \
+             psg_key above = over[lane];\n                    \
+             #pragma unroll 1\n                    \
+             for (int j = 0; j < n; ++j) {\n                        \
+             const psg_key kj = list[j];\n                        \
+             le += kj <= mine ? 1 : 0;\n                        \
+             above = kj > mine ? min(above, kj) : above;\n                    \
+             }\n                    \
+             pick[lane] = le; over[32 + lane] = above;"
+        } else {
+            ""
+        },
+        finish = if next {
+            format!(
+                "        // Kept values at or below the selected one: those below its bucket (k - rem), then\n        \
+                 // the bucket's.\n        \
+                 if (gather) {{ {name}_le = (psg_acc)(k - rem + pick[lane]); {name}_above = over[32 + lane]; }}\n        \
+                 {name}_next = __syncthreads_and(!active || (gather && {name}_above != ~(psg_key)0));"
+            )
+        } else {
+            "        __syncthreads();".to_string()
+        },
         totals_barrier = if clean {
             format!(
                 "            // The block's word: no column can hold a NaN (a barrier it needs anyway).\n            \
@@ -1507,9 +1770,14 @@ fn emit_select(
             format!(
                 "            // Every NaN's key is in the first digit's lowest or highest bin, with those of\n            \
                  // removed values (the largest key), which `total` does not count.\n            \
-                 if (shift == {top}) {name}_clean = !done && bins[lane] == 0 && bins[{hi} * 32 + lane] == n_bi - (int)total;\n",
+                 if (shift == {top}) {name}_clean = !done && {lowest} == 0 && {highest} == n_bi - (int)total;\n",
                 top = key_bits - 8,
-                hi = BINS - 1,
+                lowest = if packed { "(bins[lane] & 0xffff)" } else { "bins[lane]" },
+                highest = if packed {
+                    format!("(bins[{} * 32 + lane] >> 16)", BINS / 2 - 1)
+                } else {
+                    format!("bins[{} * 32 + lane]", BINS - 1)
+                },
             )
         } else {
             String::new()
@@ -1553,27 +1821,41 @@ pub(crate) fn vector_unpack(dtype: DType) -> (u32, &'static str) {
 }
 
 /// Vectors each thread prefetches into registers (the rest of a large tile is loaded when the
-/// tile is filled).
-const PREFETCH: usize = 8;
+/// tile is filled): 8, or 7 for a plan of two selections or more, whose state with 8 (32
+/// registers held through the tile's passes) exceeds the 80 registers of three blocks a
+/// multiprocessor in the MAD's kernels (NVRTC spilled a vector to local memory, which made the
+/// thread wait for its load before storing it).
+fn prefetch_vectors(plan: &Plan) -> usize {
+    let selects = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Select(_)))
+        .count();
+    if selects >= 2 {
+        7
+    } else {
+        8
+    }
+}
 
 /// The persistent loop's constants: which vectors of a tile's rows thread `tid` moves, and
 /// `PSG_FETCH`, which loads a group of them into registers (see [`tile_loop_start`]).
-fn tile_loop_consts(dtype: DType) -> String {
+fn tile_loop_consts(dtype: DType, prefetch_n: usize) -> String {
     let (v_log2, _) = vector_unpack(dtype);
     format!(
         r#"    const long long n_tiles = (n_p + tile_w - 1) >> tile_log2;
     const int tid = w * 32 + lane;
     const int per_row_log2 = tile_log2 - {v_log2};
-    uint4 pf[{PREFETCH}];
+    uint4 pf[{prefetch_n}];
     // Thread tid loads the vectors at column c0 of rows r0, r0 + rstep, ... (256 threads cover
-    // rstep whole rows), {PREFETCH} at a time: pointers step by whole rows.
+    // rstep whole rows), {prefetch_n} at a time: pointers step by whole rows.
     const int r0 = tid >> per_row_log2, rstep = 256 >> per_row_log2;
     const int c0 = (tid & ((1 << per_row_log2) - 1)) << {v_log2};
     const long long gstep = (long long)rstep * n_p;
-    // A group whose {PREFETCH} rows all exist (every group but a tile's last, and that one too when
-    // B is a multiple of {PREFETCH} * rstep) is moved without per-vector checks: the checks and the
+    // A group whose {prefetch_n} rows all exist (every group but a tile's last, and that one too when
+    // B is a multiple of {prefetch_n} * rstep) is moved without per-vector checks: the checks and the
     // shared-memory addresses they force the compiler to recompute cost more than the moves.
-    #define PSG_FETCH(T, ROW) {{         const long long col = ((long long)(T) << tile_log2) + c0;         const psg_elem* src = g + (long long)(r0 + (ROW)) * n_p + col;         if (col < n_p && r0 + (ROW) + ({PREFETCH} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 pf[u] = make_uint4(0u, 0u, 0u, 0u);                 if (col < n_p && r0 + (ROW) + u * rstep < n_bi) pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} }}
+    #define PSG_FETCH(T, ROW) {{         const long long col = ((long long)(T) << tile_log2) + c0;         const psg_elem* src = g + (long long)(r0 + (ROW)) * n_p + col;         if (col < n_p && r0 + (ROW) + ({prefetch_n} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {prefetch_n}; ++u) {{                 pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {prefetch_n}; ++u) {{                 pf[u] = make_uint4(0u, 0u, 0u, 0u);                 if (col < n_p && r0 + (ROW) + u * rstep < n_bi) pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} }}
 "#
     )
 }
@@ -1586,7 +1868,13 @@ fn tile_loop_consts(dtype: DType) -> String {
 /// tile in registers as 16-byte vectors, loaded while the current tile is computed, and unpacks
 /// them into shared memory at the top of the next iteration; otherwise the tile is loaded
 /// element by element. Defines `PSG_SLAB` and `PSG_UNPACK` (a second head first undefines them).
-fn tile_loop_start(dtype: DType, narrow: bool, slab_log2: u32, prefetch: bool) -> String {
+fn tile_loop_start(
+    dtype: DType,
+    narrow: bool,
+    slab_log2: u32,
+    prefetch: bool,
+    prefetch_n: usize,
+) -> String {
     let (_, unpack) = vector_unpack(dtype);
     let slab = slab_log2;
     let width = 1u32 << slab_log2;
@@ -1600,7 +1888,7 @@ fn tile_loop_start(dtype: DType, narrow: bool, slab_log2: u32, prefetch: bool) -
         "PSG_FETCH(t, row);"
     };
     let registers = format!(
-        r#"        for (int row = 0; row < n_bi; row += {PREFETCH} * rstep) {{
+        r#"        for (int row = 0; row < n_bi; row += {prefetch_n} * rstep) {{
             {fetch}
             PSG_UNPACK(row);
         }}
@@ -1610,7 +1898,7 @@ fn tile_loop_start(dtype: DType, narrow: bool, slab_log2: u32, prefetch: bool) -
     let (first, from_row) = if prefetch {
         (
             "        // The first rows come from the prefetch; the rest of a large tile is copied straight to\n        // shared memory, all of it in flight at once.\n        PSG_UNPACK(0);\n",
-            format!("{PREFETCH} * rstep"),
+            format!("{prefetch_n} * rstep"),
         )
     } else {
         (
@@ -1624,13 +1912,13 @@ fn tile_loop_start(dtype: DType, narrow: bool, slab_log2: u32, prefetch: bool) -
         // shared memory, every copy in flight at once (cp.async, zero-filled past P).
         format!(
             r#"#if __CUDA_ARCH__ >= 800
-{first}        for (int row = {from_row}; row < n_bi; row += {PREFETCH} * rstep) {{
+{first}        for (int row = {from_row}; row < n_bi; row += {prefetch_n} * rstep) {{
             const long long col = p0 + c0;
             const psg_elem* src = g + (long long)(r0 + row) * n_p + col;
             unsigned int dst = (unsigned int)__cvta_generic_to_shared(sdst + (row << {slab}));
             const unsigned int bytes = col < n_p ? 16u : 0u;
             #pragma unroll
-            for (int u = 0; u < {PREFETCH}; ++u) {{
+            for (int u = 0; u < {prefetch_n}; ++u) {{
                 if (r0 + row + u * rstep < n_bi)
                     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(bytes ? src : g), "r"(bytes) : "memory");
                 src += gstep;
@@ -1639,14 +1927,14 @@ fn tile_loop_start(dtype: DType, narrow: bool, slab_log2: u32, prefetch: bool) -
         }}
         asm volatile("cp.async.wait_all;\n" ::: "memory");
 #else
-        // No cp.async before sm_80: {PREFETCH} vectors in flight per thread at a time.
+        // No cp.async before sm_80: {prefetch_n} vectors in flight per thread at a time.
 {registers}#endif
 "#
         )
     } else {
         format!(
             r#"        // The first rows come from the prefetch; the rest of a large tile is loaded here,
-        // {PREFETCH} vectors in flight per thread at a time.
+        // {prefetch_n} vectors in flight per thread at a time.
 {registers}"#
         )
     };
@@ -1662,7 +1950,7 @@ fn tile_loop_start(dtype: DType, narrow: bool, slab_log2: u32, prefetch: bool) -
         r#"    // Element (row, column c of the tile) lives in slab c / {width}, at row * {width} + c % {width}.
     #define PSG_SLAB(ROW, C) (tile + ((((C) >> {slab}) * n_bi + (ROW)) << {slab}) + ((C) & {mask}))
     psg_tile* const sdst = PSG_SLAB(r0, c0);
-    #define PSG_UNPACK(ROW) {{         psg_tile* dst = sdst + ((ROW) << {slab});         if (r0 + (ROW) + ({PREFETCH} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 {{ const uint4 v = pf[u];                 {unpack} }}                 dst += rstep << {slab};             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {PREFETCH}; ++u) {{                 if (r0 + (ROW) + u * rstep < n_bi) {{                     const uint4 v = pf[u];                     {unpack}                 }}                 dst += rstep << {slab};             }}         }} }}
+    #define PSG_UNPACK(ROW) {{         psg_tile* dst = sdst + ((ROW) << {slab});         if (r0 + (ROW) + ({prefetch_n} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {prefetch_n}; ++u) {{                 {{ const uint4 v = pf[u];                 {unpack} }}                 dst += rstep << {slab};             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {prefetch_n}; ++u) {{                 if (r0 + (ROW) + u * rstep < n_bi) {{                     const uint4 v = pf[u];                     {unpack}                 }}                 dst += rstep << {slab};             }}         }} }}
 {prefetch_first}    for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {{
     const long long p0 = t << tile_log2;
     if (vec) {{

@@ -102,11 +102,20 @@ pub struct Generated {
     pub cuda_tile: [String; 4],
     /// Shared-memory bytes per (sample, column) of the tiled kernel, per dtype.
     pub tile_bytes_per_element: [u32; 4],
-    /// Fixed shared-memory bytes per block of the tiled kernel, per dtype.
+    /// Fixed shared-memory bytes per block of the tiled kernel, per dtype, for B up to
+    /// [`cuda_tile::PACKED_BINS_MAX_B`].
     pub tile_fixed_bytes: [u32; 4],
+    /// The same above [`cuda_tile::PACKED_BINS_MAX_B`] (a selection's digit counts take twice the
+    /// bytes there).
+    pub tile_fixed_bytes_large: [u32; 4],
     /// The narrowest tile (log2 of its width) of the tiled kernel's fast path, per dtype: 6 where
     /// it computes two columns a thread, else 5.
     pub tile_min_log2: [u32; 4],
+    /// Names of the tiled kernels for large B, indexed by [`DType::index`].
+    pub tile_large_kernel_names: [String; 4],
+    /// Tiled CUDA C sources for B above [`cuda_tile::PACKED_BINS_MAX_B`] (see
+    /// [`cuda_tile::emit_large`]), if the reduction selects.
+    pub cuda_tile_large: Option<[String; 4]>,
     /// Column-mode kernels' names, indexed by [`DType::index`].
     pub column_kernel_names: [String; 4],
     /// Column-mode CUDA C sources (whole columns a thread, for small B; see
@@ -138,7 +147,11 @@ pub fn generate_with_runtime(
         cuda_tile: DType::ALL.map(|d| cuda_tile::emit(&plan, d)),
         tile_bytes_per_element: smem.map(|s| s.0),
         tile_fixed_bytes: smem.map(|s| s.1),
+        tile_fixed_bytes_large: smem.map(|s| s.2),
         tile_min_log2: DType::ALL.map(|d| cuda_tile::tile_min_log2(&plan, d)),
+        tile_large_kernel_names: DType::ALL.map(|d| cuda_tile::tile_large_kernel_name(&plan, d)),
+        cuda_tile_large: cuda_tile::has_large_kernel(&plan)
+            .then(|| DType::ALL.map(|d| cuda_tile::emit_large(&plan, d).unwrap_or_default())),
         column_kernel_names: DType::ALL.map(|d| cuda_tile::column_kernel_name(&plan, d)),
         cuda_column: cuda_tile::has_column_mode(&plan)
             .then(|| DType::ALL.map(|d| cuda_tile::emit_column(&plan, d).unwrap_or_default())),

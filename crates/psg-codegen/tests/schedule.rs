@@ -332,23 +332,87 @@ fn the_nan_guard_of_a_selection_runs_after_it_and_only_where_it_may_count_someth
     // The tiled kernel selects first; its first digit pass tells whether a NaN can be there
     // (a NaN's key is in the lowest or highest digit), and the count runs only where one can.
     let clean = tile
-        .find("t1_clean = !done && bins[lane] == 0")
+        .find("t1_clean = !done && (bins[lane] & 0xffff) == 0")
         .expect(tile);
     let count = tile.find("if (psg_isnan(x))").expect(tile);
     let vote = tile.find("if (t1_clean) {").expect(tile);
     assert!(clean < vote && vote < count, "{tile}");
-    // Not when the pass holds anything else: the median's count of NaNs shares its pass with
-    // the upper middle value's.
-    let median = reduction(
+    // The kernel for large B, with 32-bit digit counts, the same.
+    let large = &g.cuda_tile_large.as_ref().expect("a selection has one")[DType::F32.index()];
+    let clean = large
+        .find("t1_clean = !done && bins[lane] == 0 && bins[255 * 32 + lane] == n_bi")
+        .expect(large);
+    assert!(clean < large.find("if (t1_clean) {").expect(large));
+    // Not when the pass holds anything a selection does not settle.
+    let odd = reduction(
         vec![],
-        Output::Scalars(vec![stats::median(Column::input())]),
+        Output::Scalars(vec![
+            stats::median_low(Column::input()),
+            stats::max(Column::input()),
+        ]),
     );
-    let g = generate(&median).unwrap();
+    let g = generate(&odd).unwrap();
     let tile = &g.cuda_tile[DType::F32.index()];
     assert!(!tile.contains("_clean"), "{tile}");
     // The CPU code and the thread-per-column kernel count as scheduled.
     let g = generate(&r).unwrap();
     assert!(!g.cuda[DType::F32.index()].contains("_clean"));
+}
+
+/// The median's upper middle value (a count at or below the lower one and the least value above
+/// it) comes from the selection where every column of the block gathered its bucket; the pass
+/// that computes it, with the count of NaNs, runs only where some column did not or may hold a
+/// NaN. Not for a bf16 column's own keys (fixed after two digits, rarely gathered), nor for
+/// order statistics without a next value.
+#[test]
+fn a_selection_finds_the_next_value_where_it_gathers() {
+    let median = generate(&reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(Column::input())]),
+    ))
+    .unwrap();
+    for d in [DType::F32, DType::F64, DType::F16] {
+        let tile = &median.cuda_tile[d.index()];
+        let least = tile.find("atomicMin(&over[lane], least);").expect(tile);
+        let rank = tile.find("over[32 + lane] = above;").expect(tile);
+        let vote = tile
+            .find("t1_next = __syncthreads_and(!active || (gather && t1_above != ~(psg_key)0));")
+            .expect(tile);
+        let skip = tile.find("if (t1_clean && t1_next) {").expect(tile);
+        let pass = tile.find("if (psg_isnan(x))").expect(tile);
+        assert!(
+            least < rank && rank < vote && vote < skip && skip < pass,
+            "{tile}"
+        );
+        assert!(tile.contains("t2 = t1_le;") && tile.contains("t3 = psg_from_key(t1_above);"));
+    }
+    let tile = &median.cuda_tile[DType::BF16.index()];
+    assert!(
+        !tile.contains("_next") && !tile.contains("const over"),
+        "{tile}"
+    );
+    // Both of the MAD's selections in f32; in bf16 only the second (its keys are computed).
+    let column = |value: Scalar| Column { value, keep: None };
+    let mad = generate(&reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(column(Scalar::Call(
+            Func::Abs,
+            vec![Scalar::Load.bin(BinOp::Sub, stats::median(Column::input()))],
+        )))]),
+    ))
+    .unwrap();
+    let nexts = |d: DType| {
+        mad.cuda_tile[d.index()]
+            .matches("_next = __syncthreads_and")
+            .count()
+    };
+    assert_eq!((nexts(DType::F32), nexts(DType::BF16)), (2, 1));
+    let low = generate(&reduction(
+        vec![],
+        Output::Scalars(vec![stats::median_low(Column::input())]),
+    ))
+    .unwrap();
+    assert!(!low.cuda_tile[DType::F32.index()].contains("const over"));
 }
 
 #[test]

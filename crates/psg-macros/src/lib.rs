@@ -89,10 +89,18 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
     let tile_sources = &generated.cuda_tile;
     let tile_per = &generated.tile_bytes_per_element;
     let tile_fixed = &generated.tile_fixed_bytes;
+    let tile_fixed_large = &generated.tile_fixed_bytes_large;
     let tile_min = &generated.tile_min_log2;
     let column = match &generated.cuda_column {
         Some(sources) => {
             let names = &generated.column_kernel_names;
+            quote!(::core::option::Option::Some([#(#rt::KernelSource::new_static(#names, #sources)),*]))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let large = match &generated.cuda_tile_large {
+        Some(sources) => {
+            let names = &generated.tile_large_kernel_names;
             quote!(::core::option::Option::Some([#(#rt::KernelSource::new_static(#names, #sources)),*]))
         }
         None => quote!(::core::option::Option::None),
@@ -180,8 +188,10 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
                     cuda: [#(#rt::KernelSource::new_static(#tile_names, #tile_sources)),*],
                     bytes_per_element: [#(#tile_per),*],
                     fixed_bytes: [#(#tile_fixed),*],
+                    fixed_bytes_large: [#(#tile_fixed_large),*],
                     min_tile_log2: [#(#tile_min),*],
                     column: #column,
+                    large: #large,
                 }),
                 cpu: #rt::CpuKernels {
                     f32: acc32::column::<f32>,

@@ -309,6 +309,51 @@ fn gpu_two_columns_a_thread_match_cpu() {
     }
 }
 
+/// The value after a selected one (the median's upper middle, a quantile's upper neighbour),
+/// which the tiled kernel takes from the gathered bucket where every column of the block
+/// gathered: medians that are their bucket's greatest (the next value lies above the bucket),
+/// ties at the median (values rounded to eighths), filtered columns whose removed values take
+/// the largest key, computed keys (`filtered_order`, the MAD), odd and even B, and blocks that
+/// count another digit or hold a NaN (the nasty values), where the pass that computes it runs.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_next_value_from_the_bucket_matches_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0009);
+    for dtype in [DType::F32, DType::BF16, DType::F16, DType::F64] {
+        for b in [2usize, 3, 33, 64, 255, 256, 600, 1023] {
+            for (p, kind) in [(31, 0), (4_001, 1), (40_000, 1), (40_000, 2)] {
+                let values: Vec<f32> = match kind {
+                    0 => rng.nasty(b * p, true),
+                    1 => rng.gradients(b * p),
+                    _ => rng
+                        .gradients(b * p)
+                        .into_iter()
+                        .map(|x| (x * 8.0).round() / 8.0)
+                        .collect(),
+                };
+                let g = Pair::new(&values, &[b, p], dtype, &dev);
+                let want = common::filtered_order(&g.cpu, 0.1).unwrap();
+                let got = common::filtered_order(&g.gpu, 0.1).unwrap();
+                for (what, got, want) in [
+                    ("filtered median", &got.0, &want.0),
+                    ("quantile of distances", &got.1, &want.1),
+                    ("median of squares", &got.2, &want.2),
+                ] {
+                    let what = format!("filtered_order {what} {} (kind {kind})", g.label);
+                    assert_identical(&what, &host(got), &host(want));
+                }
+                g.same("median", ops::median);
+                g.same("quantile 0.7", |t| ops::quantile(t, 0.7));
+                g.same("quantile 0.5", |t| ops::quantile(t, 0.5));
+                g.same("mad mean", |t| {
+                    Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 2.0 })?.mean)
+                });
+            }
+        }
+    }
+}
+
 /// Columns that make the tiled selection narrow its range more than once: one value repeated,
 /// a tight cluster far from 0 with huge outliers on both sides (the first buckets are wide),
 /// neighbouring floats with many ties (buckets one key wide), a cluster crossing 0, zeros and

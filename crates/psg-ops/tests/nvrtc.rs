@@ -26,6 +26,7 @@ fn all_kernels() -> Vec<&'static KernelSource> {
                 .iter()
                 .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
                 .chain(def.tiled.iter().flat_map(|t| t.column.iter().flatten()))
+                .chain(def.tiled.iter().flat_map(|t| t.large.iter().flatten()))
         })
         .collect();
     all.extend(psg_ops::dp::dp_reductions().into_iter().flat_map(|def| {
@@ -33,6 +34,7 @@ fn all_kernels() -> Vec<&'static KernelSource> {
             .iter()
             .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
             .chain(def.tiled.iter().flat_map(|t| t.column.iter().flatten()))
+            .chain(def.tiled.iter().flat_map(|t| t.large.iter().flatten()))
     }));
     all.extend(psg_ops::dp::noise_kernel_sources());
     all.extend(psg_ops::layers::layer_kernel_sources());

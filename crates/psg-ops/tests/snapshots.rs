@@ -68,6 +68,79 @@ fn column_mode_tile_is_the_same_in_codegen_and_runtime() {
     );
 }
 
+/// A selection's tiled kernel for large B (32-bit digit counts), and the list of built-ins that
+/// have one (every one that selects).
+#[test]
+fn generated_large_batch_cuda() {
+    let mut with = Vec::new();
+    for def in psg_ops::builtin_reductions() {
+        if let Some(large) = def.tiled.as_ref().and_then(|t| t.large.as_ref()) {
+            with.push(def.name);
+            if def.name == "median" {
+                insta::assert_snapshot!(
+                    "median_f32_tile_large",
+                    large[DType::F32.index()].source.as_ref()
+                );
+            }
+        }
+    }
+    insta::assert_snapshot!("large_batch_reductions", with.join("\n"));
+}
+
+/// The runtime runs a selecting reduction's kernel for large B, with the shared memory of its
+/// digit counts, above the B where the generator stops packing them.
+#[test]
+fn packed_digit_counts_end_at_the_same_batch_in_codegen_and_runtime() {
+    assert_eq!(
+        psg_codegen::cuda_tile::PACKED_BINS_MAX_B,
+        psg_runtime::PACKED_BINS_MAX_B
+    );
+    let median = psg_ops::builtin_reductions()
+        .into_iter()
+        .find(|d| d.name == "median")
+        .and_then(|d| d.tiled.clone())
+        .expect("the median has a tiled kernel");
+    for d in [DType::F32, DType::BF16, DType::F64] {
+        let i = d.index();
+        // 256 bins of 32 columns: 16 KiB more as 32-bit counts.
+        assert_eq!(
+            median.fixed_bytes_large[i],
+            median.fixed_bytes[i] + 256 * 32 * 2
+        );
+        let below = median
+            .choose(d, psg_runtime::PACKED_BINS_MAX_B, 227 * 1024)
+            .unwrap();
+        let above = median
+            .choose(d, psg_runtime::PACKED_BINS_MAX_B + 1, 227 * 1024)
+            .unwrap();
+        let per = median.bytes_per_element[i];
+        let tile = |log2: u32| (psg_runtime::PACKED_BINS_MAX_B as u32) << log2;
+        assert_eq!(below.1, tile(below.0) * per + median.fixed_bytes[i]);
+        assert_eq!(
+            above.1,
+            (tile(above.0) + (1 << above.0)) * per + median.fixed_bytes_large[i]
+        );
+        let at = psg_runtime::PACKED_BINS_MAX_B;
+        assert!(median.kernel_for(d, at).name.ends_with("_tile"));
+        let large = median.kernel_for(d, at + 1);
+        assert!(large.name.ends_with("_tile_large"));
+        assert!(large
+            .source
+            .contains("atomicAdd((int*)(hist + ((int)d << 7)), 1);"));
+        let packed = "1 << (((int)d & 1) << 4)";
+        assert!(median.kernel_for(d, at).source.contains(packed));
+    }
+    // A reduction that does not select has one tiled kernel for every B.
+    let mean = psg_ops::builtin_reductions()
+        .into_iter()
+        .find(|d| d.name == "mean")
+        .and_then(|d| d.tiled.clone())
+        .expect("the mean has a tiled kernel");
+    assert!(mean.large.is_none());
+    assert_eq!(mean.fixed_bytes, mean.fixed_bytes_large);
+    assert!(mean.kernel_for(DType::F32, 4096).name.ends_with("_tile"));
+}
+
 #[test]
 fn generated_cuda_of_median_in_every_dtype() {
     let def = psg_ops::builtin_reductions()

@@ -138,6 +138,19 @@ pub fn gaussian_sums(g: Batch, mu: f64, sigma: f64) -> (f32, f32) {
     )
 }
 
+/// Order statistics of filtered and computed columns: removed values take the largest key (a
+/// bucket at the top of the order holds them), and the keys are computed from the element. The
+/// median of the values above `lo`, a quantile of the distances to `lo` below 2, and the median
+/// of the squares (ties between x and -x).
+#[psg_macros::batch_reduce(crate = "psg_runtime")]
+pub fn filtered_order(g: Batch, lo: f64) -> (f32, f32, f32) {
+    (
+        g.filter(|x| x > lo).median(),
+        g.map(|x| (x - lo).abs()).filter(|d| d < 2.0).quantile(0.7),
+        g.map(|x| x * x).median(),
+    )
+}
+
 /// Two passes with every kind of streaming reduction after the first: a minimum and a maximum of
 /// columns that depend on it (one through a per-sample input), a filtered count, a let of each
 /// pass. Its tiled kernel computes two columns a thread for 16-bit input (tiles of 64 columns or

@@ -66,7 +66,7 @@ pub(super) fn run(
         let tile = column.or_else(|| {
             tiled
                 .choose(dtype, plan.batch, limit)
-                .map(|(log2, bytes)| (&tiled.cuda[dtype.index()], log2, bytes))
+                .map(|(log2, bytes)| (tiled.kernel_for(dtype, plan.batch), log2, bytes))
         });
         if let Some((kernel, log2, bytes)) = tile {
             let tile = 1usize << log2;

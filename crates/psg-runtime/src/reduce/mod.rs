@@ -46,7 +46,8 @@ pub enum LaunchShape {
 ///
 /// Launch: a persistent grid of `min(ceil(P / tile), resident blocks)` blocks that walk the tiles,
 /// block `(32, 8, 1)`, dynamic shared memory
-/// `B * tile * bytes_per_element + fixed_bytes`; the kernel takes the fallback's parameters
+/// `B * tile * bytes_per_element + fixed_bytes` (`fixed_bytes_large` for B above
+/// [`PACKED_BINS_MAX_B`]); the kernel takes the fallback's parameters
 /// followed by `int tile_log2` (tile = 1 << tile_log2, 32 to 512) and `int vec` (1 when
 /// every row of `g` starts 16-byte aligned, so the kernel may load 16-byte vectors).
 #[derive(Debug, Clone)]
@@ -55,8 +56,13 @@ pub struct TiledKernels {
     pub cuda: [KernelSource; 4],
     /// Shared-memory bytes per (sample, column) of the tile, per dtype.
     pub bytes_per_element: [u32; 4],
-    /// Shared-memory bytes per block independent of the tile's size, per dtype.
+    /// Shared-memory bytes per block independent of the tile's size, per dtype, for B up to
+    /// [`PACKED_BINS_MAX_B`].
     pub fixed_bytes: [u32; 4],
+    /// The same for B above [`PACKED_BINS_MAX_B`], where a selecting kernel counts digits in
+    /// 32-bit words instead of 16-bit halves (twice the bytes); equal to `fixed_bytes` for a
+    /// kernel that does not select.
+    pub fixed_bytes_large: [u32; 4],
     /// The narrowest tile (log2 of its width, 5 to 7) of the kernel's fast path, per dtype: 6
     /// where the kernel computes two columns a thread in tiles of 64 columns or more (16-bit
     /// input, plans of streaming passes), else 5. See [`TiledKernels::choose`].
@@ -67,10 +73,20 @@ pub struct TiledKernels {
     /// computes column `tid` over every sample with no partials in shared memory and no barrier
     /// between passes. See [`TiledKernels::column_fits`].
     pub column: Option<[KernelSource; 4]>,
+    /// Kernels for B above [`PACKED_BINS_MAX_B`], indexed by [`DType::index`](crate::DType::index),
+    /// if the reduction selects: the same as `cuda` but for their digit counts, 32-bit words
+    /// instead of 16-bit halves (fewer instructions a key, more shared memory:
+    /// `fixed_bytes_large`). See [`TiledKernels::kernel_for`].
+    pub large: Option<[KernelSource; 4]>,
 }
 
 /// The column-mode kernels' tile: 256 columns (log2).
 pub const COLUMN_TILE_LOG2: u32 = 8;
+
+/// The largest B for which a selecting reduction's tiled kernel ([`TiledKernels::cuda`]) runs;
+/// above it, its kernel for large B ([`TiledKernels::large`], with
+/// [`TiledKernels::fixed_bytes_large`]).
+pub const PACKED_BINS_MAX_B: usize = 384;
 
 /// The shared memory a tiled kernel prefers to stay within: small enough for three or more
 /// blocks per multiprocessor (the kernels are built for four), so that some blocks load while
@@ -82,6 +98,15 @@ pub const TILE_SHARED_PREFERRED: u32 = 72 * 1024;
 pub const TILE_TARGET_BYTES: u64 = 32 * 1024;
 
 impl TiledKernels {
+    /// The tiled kernel for a batch of `batch` samples of `dtype`: the one for large B where the
+    /// reduction has one and B is above [`PACKED_BINS_MAX_B`], else [`TiledKernels::cuda`]'s.
+    pub fn kernel_for(&self, dtype: crate::DType, batch: usize) -> &KernelSource {
+        match &self.large {
+            Some(large) if batch > PACKED_BINS_MAX_B => &large[dtype.index()],
+            _ => &self.cuda[dtype.index()],
+        }
+    }
+
     /// The shared memory of the column-mode kernel for a batch of `batch` samples of `dtype`,
     /// when the reduction has one and it should run: when its 256-column tile fits
     /// [`TILE_SHARED_PREFERRED`] (and `device_limit`), so that several blocks share a
@@ -118,7 +143,11 @@ impl TiledKernels {
     ) -> Option<(u32, u32)> {
         let preferred = u64::from(TILE_SHARED_PREFERRED.min(device_limit));
         let per = u64::from(self.bytes_per_element[dtype.index()]);
-        let fixed = u64::from(self.fixed_bytes[dtype.index()]);
+        let fixed = u64::from(if batch <= PACKED_BINS_MAX_B {
+            self.fixed_bytes[dtype.index()]
+        } else {
+            self.fixed_bytes_large[dtype.index()]
+        });
         let elem = dtype.size_in_bytes() as u64;
         let shared = |log2: u32| batch as u64 * (1u64 << log2) * per + fixed;
         // The kernels count samples in 32-bit integers.

@@ -273,8 +273,10 @@ fn tiled(per: u32, fixed: u32) -> TiledKernels {
         cuda: [k.clone(), k.clone(), k.clone(), k],
         bytes_per_element: [per, per * 2, per, per],
         fixed_bytes: [fixed; 4],
+        fixed_bytes_large: [fixed; 4],
         min_tile_log2: [5; 4],
         column: None,
+        large: None,
     }
 }
 
