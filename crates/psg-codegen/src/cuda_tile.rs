@@ -130,8 +130,6 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32, u32) {
         32
     };
     let partials = 2 * partial_slots(plan) as u32 * (WARPS as u32) * columns * acc;
-    // Digit counts, chunk totals, the pick (3 rows), then keys: the found ones and `over`'s two
-    // rows (see `emit_select`).
     // Chunk totals, the pick (3 rows), keys (the found ones and `over`'s two rows), digit counts
     // (16-bit counts two a word up to `PACKED_BINS_MAX_B`, 32-bit above), and a row a warp for
     // the keys off the prefix (see `emit`, `emit_select`).
@@ -1611,9 +1609,8 @@ fn emit_select(
             shift -= 8;
         }}
         // A small bucket: its keys are copied to a list of the column's (column c's at
-        // cand[c * {cap_pad} + i], where the digit counts were), then thread (lane, w) ranks keys
-        // w, w + 8, ... of column lane's list against the whole list: the key of rank `rem` (ties
-        // ranked by position) is the answer.
+        // cand[c * {cap_pad} + i], where the digit counts were), then the list is ranked against
+        // itself: the key of rank `rem` (ties ranked by position) is the answer.
         if (gather) {{
 {least_decl}            for (int b = w; b < n_bi; b += 8) {{
 {key_find}{least_update}                if (((key ^ prefix) >> gshift) == 0) cand[lane * {cap_pad} + atomicAdd(&totals[lane], 1)] = key;
