@@ -84,9 +84,13 @@ def combine(psg, torch):
                       "(the faster copy measured); speed-up = torch ms / psg ms")
     jit = (psg or {}).get("jit") or {}
     if "compile_median_ms" in jit:
+        rounds = jit.get("rounds")
+        per = f", {rounds} rounds, a kernel's figure the median of its rounds" if rounds else ""
+        worst = (f"; largest single compile {jit['compile_worst_ms']:.1f} ms "
+                 f"({jit.get('compile_worst_kernel', '?')})" if "compile_worst_ms" in jit else "")
         header.append(
-            f"psg JIT over {jit.get('kernels')} kernels: cold compile median "
-            f"{jit['compile_median_ms']:.1f} ms, max {jit['compile_max_ms']:.1f} ms; "
+            f"psg JIT over {jit.get('kernels')} kernels{per}: cold compile median "
+            f"{jit['compile_median_ms']:.1f} ms, max {jit['compile_max_ms']:.1f} ms{worst}; "
             f"disk-cache load median {jit['disk_median_ms']:.2f} ms, max {jit['disk_max_ms']:.2f} ms")
     return rows, floor_gbps, header
 

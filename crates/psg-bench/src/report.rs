@@ -59,11 +59,16 @@ fn jit_text(jit: &Result<JitReport, String>) -> String {
                 .max_by(|a, b| a.compile_ms.total_cmp(&b.compile_ms))
                 .map_or("", |s| s.kernel.as_str());
             let mut s = format!(
-                "JIT latency over {} kernels: cold NVRTC compile + load median {:.1} ms, max {:.1} \
-                 ms ({slowest}); disk-cache load median {:.2} ms, max {:.2} ms",
+                "JIT latency over {} kernels, {} rounds into fresh caches (a kernel's figure is \
+                 the median of its rounds): cold NVRTC compile + load median {:.1} ms, max {:.1} \
+                 ms ({slowest}); largest single compile {:.1} ms ({}); disk-cache load median \
+                 {:.2} ms, max {:.2} ms",
                 j.samples.len(),
+                j.rounds,
                 j.compile_median_ms,
                 j.compile_max_ms,
+                j.compile_worst_ms,
+                j.compile_worst_kernel,
                 j.disk_median_ms,
                 j.disk_max_ms
             );
@@ -181,6 +186,12 @@ impl Report<'_> {
                 ("kernels", j.samples.len().into()),
                 ("compile_median_ms", j.compile_median_ms.into()),
                 ("compile_max_ms", j.compile_max_ms.into()),
+                ("rounds", j.rounds.into()),
+                ("compile_worst_ms", j.compile_worst_ms.into()),
+                (
+                    "compile_worst_kernel",
+                    Json::str(j.compile_worst_kernel.as_str()),
+                ),
                 ("disk_median_ms", j.disk_median_ms.into()),
                 ("disk_max_ms", j.disk_max_ms.into()),
                 ("origins_as_expected", Json::Bool(j.origins_as_expected)),
@@ -193,6 +204,15 @@ impl Report<'_> {
                                 Json::obj([
                                     ("kernel", Json::str(k.kernel.as_str())),
                                     ("compile_ms", k.compile_ms.into()),
+                                    (
+                                        "compile_rounds_ms",
+                                        Json::Arr(
+                                            k.compile_rounds_ms
+                                                .iter()
+                                                .map(|&ms| ms.into())
+                                                .collect(),
+                                        ),
+                                    ),
                                     (
                                         "compile_origin",
                                         Json::str(format!("{:?}", k.compile_origin)),
@@ -303,6 +323,7 @@ mod tests {
         let sample = JitSample {
             kernel: "mean_f32".into(),
             compile_ms: 120.0,
+            compile_rounds_ms: vec![120.0, 119.0, 640.0],
             compile_origin: KernelOrigin::Compiled,
             disk_ms: 0.4,
             disk_origin: KernelOrigin::Disk,
@@ -313,8 +334,11 @@ mod tests {
             bandwidth,
             jit: Ok(crate::jit::JitReport {
                 samples: vec![sample],
+                rounds: 3,
                 compile_median_ms: 120.0,
                 compile_max_ms: 120.0,
+                compile_worst_ms: 640.0,
+                compile_worst_kernel: "mean_f32".into(),
                 disk_median_ms: 0.4,
                 disk_max_ms: 0.4,
                 origins_as_expected: true,
@@ -336,6 +360,8 @@ mod tests {
             "\"floor_bytes\"",
             "\"gbps\": 2962",
             "\"compile_median_ms\"",
+            "\"compile_worst_ms\": 640",
+            "\"compile_rounds_ms\": [120,",
             "\"error\": null",
         ] {
             assert!(json.contains(field), "{field} missing in {json}");

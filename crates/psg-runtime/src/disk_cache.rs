@@ -158,6 +158,11 @@ impl DiskCache {
 
     /// Writes the entry atomically: to a temporary file in the same directory, then renamed over
     /// the entry, so a reader sees the old entry, the new one, or none, never half of one.
+    ///
+    /// The file is not synced to the disk before the rename. A crash can then leave an entry
+    /// empty or torn, and [`DiskCache::load`] reports that as corrupt (length and checksum are
+    /// checked), so the kernel is compiled again: the cost of a crash is one compile. A sync
+    /// would add the disk's flush latency to every first compile to save that one.
     pub fn store(&self, kernel: &str, key: u64, payload: &[u8]) -> io::Result<()> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         fs::create_dir_all(&self.dir)?;
@@ -170,7 +175,6 @@ impl DiskCache {
         let written = (|| {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&encode_entry(key, payload))?;
-            f.sync_all()?;
             fs::rename(&tmp, &path)
         })();
         if written.is_err() {
