@@ -596,7 +596,14 @@ pub fn emit_column(plan: &Plan, dtype: DType) -> Option<String> {
     s.push_str(&tile_loop_consts(dtype, 8));
     // No tile prefetched into registers: they would stay live through the passes, whose 8
     // partials a sum take the registers instead (other blocks load while one computes).
-    s.push_str(&tile_loop_start(dtype, narrow, COLUMN_TILE_LOG2, false, 8));
+    s.push_str(&tile_loop_start(
+        dtype,
+        narrow,
+        COLUMN_TILE_LOG2,
+        false,
+        8,
+        false,
+    ));
     let steps = tile_steps(plan);
     emit_column_tile(&mut s, plan, &steps, &syntax, &locals);
     s.push_str("    }\n}\n");
@@ -747,12 +754,22 @@ fn emit_tiled(plan: &Plan, dtype: DType, packed: bool) -> String {
         // Tiles of 64 columns or more: two columns a thread, in 64-column slabs. Narrower ones
         // (large B) take the one-column path below.
         s.push_str("    if (tile_log2 >= 6) {\n");
-        s.push_str(&tile_loop_start(dtype, narrow, 6, true, prefetch_n));
+        s.push_str(&tile_loop_start(dtype, narrow, 6, true, prefetch_n, false));
         emit_pair_slabs(&mut s, plan, &steps, unroll, &syntax, &locals, slab_barrier);
         s.push_str("    }\n    } else {\n    #undef PSG_SLAB\n    #undef PSG_UNPACK\n");
         branches += 1;
     }
-    s.push_str(&tile_loop_start(dtype, narrow, 5, true, prefetch_n));
+    if let Some(t) = transform {
+        emit_transform_fn(&mut s, plan, t, &e, dtype, prefetch_n);
+    }
+    s.push_str(&tile_loop_start(
+        dtype,
+        narrow,
+        5,
+        true,
+        prefetch_n,
+        transform.is_some(),
+    ));
     // Tiles wider than a warp are computed 32 columns at a time.
     s.push_str("    for (int cs = 0; cs < tile_w; cs += 32) {\n");
     s.push_str("    const int col = lane + cs;\n");
@@ -761,24 +778,12 @@ fn emit_tiled(plan: &Plan, dtype: DType, packed: bool) -> String {
     // This thread's column in its 32-column slab (see the module docs).
     s.push_str("    const psg_tile* const tc = tile + cs * n_bi + lane;\n");
 
-    if let Some(t) = transform {
+    if transform.is_some() && raw_rows_from(dtype, prefetch_n).is_some() {
         // Each thread rewrites exactly the elements its passes read (its column, samples
         // w, w + 8, ...), so no barrier is needed.
         s.push_str(
-            "    // The tile holds the one expression of the element that every pass reads.\n",
+            "    // The tile holds the one expression of the element that every pass reads: rows copied\n    // straight to shared memory get it here.\n    for (int b = psg_raw_from + ((w - psg_raw_from) & 7); b < n_bi; b += 8)\n        tile[cs * n_bi + lane + (b << 5)] = psg_tf(psg_tile_get(tc[(b) << 5]), b);\n",
         );
-        s.push_str("    for (int b = w; b < n_bi; b += 8) {\n");
-        let column = Column {
-            value: t.clone(),
-            keep: None,
-        };
-        loop_header_with(&mut s, "        ", [&column], &e, &plan.ranks, &from_tile);
-        writeln!(
-            s,
-            "        tile[cs * n_bi + lane + (b << 5)] = {};\n    }}",
-            e(t)
-        )
-        .ok();
     }
     if needs_key_array(plan) {
         s.push_str("    psg_key* const kc = keys + cs * n_bi + lane;\n");
@@ -1788,32 +1793,128 @@ fn emit_select(
     .ok();
 }
 
+/// The first row of a tile that reaches shared memory without passing through registers, when
+/// the tile is filled from 16-byte vectors: the rows past the prefetched ones, which `cp.async`
+/// copies on sm_80 and later, for dtypes whose vector is the tile's bytes (f32, f64; a
+/// transformed tile is never narrow). `None` where every row passes through registers (bf16 and
+/// f16 widen theirs).
+fn raw_rows_from(dtype: DType, prefetch_n: usize) -> Option<String> {
+    matches!(dtype, DType::F32 | DType::F64).then(|| format!("{prefetch_n} * rstep"))
+}
+
+/// `psg_tf(x, b)`, sample `b`'s stored expression of its element `x` (see [`tile_transform`]),
+/// which the tile is filled with, and `psg_raw_from` (see [`raw_rows_from`]), from which rows of
+/// a tile filled from vectors hold the bare element until the slab's first pass rewrites them.
+fn emit_transform_fn(
+    s: &mut String,
+    plan: &Plan,
+    t: &Scalar,
+    e: &dyn Fn(&Scalar) -> String,
+    dtype: DType,
+    prefetch_n: usize,
+) {
+    s.push_str(
+        "    // Sample b's stored expression of its element (see the tile's loads and the slab's first\n    // pass).\n    auto psg_tf = [&](psg_acc psg_x, int b) -> psg_acc {\n",
+    );
+    let column = Column {
+        value: t.clone(),
+        keep: None,
+    };
+    loop_header_with(s, "        ", [&column], e, &plan.ranks, &|_| {
+        "psg_x".to_string()
+    });
+    writeln!(s, "        return {};\n    }};", e(t)).ok();
+    if let Some(from) = raw_rows_from(dtype, prefetch_n) {
+        writeln!(
+            s,
+            "#if __CUDA_ARCH__ >= 800\n    const int psg_raw_from = vec ? {from} : n_bi;\n#else\n    const int psg_raw_from = n_bi;\n#endif"
+        )
+        .ok();
+    }
+}
+
 /// Elements per 16-byte vector (log2) for a dtype, and how a vector `v` becomes accumulators at
 /// `dst`.
-pub(crate) fn vector_unpack(dtype: DType) -> (u32, &'static str) {
-    match dtype {
-        DType::F32 => (
-            2,
-            "*(float4*)dst = make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z), __uint_as_float(v.w));",
+pub(crate) fn vector_unpack(dtype: DType) -> (u32, String) {
+    let v_log2 = match dtype {
+        DType::F32 => 2,
+        DType::F64 => 1,
+        DType::BF16 | DType::F16 => 3,
+    };
+    (v_log2, unpack_stores(dtype, false))
+}
+
+/// The statements that store vector `v` at `dst` as accumulators. Where `transform`, each value
+/// goes through `psg_tf(value, psg_b)`, sample `psg_b`'s stored expression (see
+/// [`tile_transform`]), `psg_b` being the vector's row (`ROW` and `u` of `PSG_UNPACK`).
+fn unpack_stores(dtype: DType, transform: bool) -> String {
+    let w = |x: &str| {
+        if transform {
+            format!("psg_tf({x}, psg_b)")
+        } else {
+            x.to_string()
+        }
+    };
+    let f4 = |dst: &str, xs: [&str; 4]| {
+        format!(
+            "*(float4*){dst} = make_float4({}, {}, {}, {});",
+            w(xs[0]),
+            w(xs[1]),
+            w(xs[2]),
+            w(xs[3])
+        )
+    };
+    let stores = match dtype {
+        DType::F32 => f4(
+            "dst",
+            [
+                "__uint_as_float(v.x)",
+                "__uint_as_float(v.y)",
+                "__uint_as_float(v.z)",
+                "__uint_as_float(v.w)",
+            ],
         ),
-        DType::F64 => (
-            1,
-            "dst[0] = __hiloint2double((int)v.y, (int)v.x); dst[1] = __hiloint2double((int)v.w, (int)v.z);",
+        DType::F64 => format!(
+            "dst[0] = {}; dst[1] = {};",
+            w("__hiloint2double((int)v.y, (int)v.x)"),
+            w("__hiloint2double((int)v.w, (int)v.z)")
         ),
-        DType::BF16 => (
-            3,
-            "*(float4*)dst = make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u), __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u)); \
-             *(float4*)(dst + 4) = make_float4(__uint_as_float(v.z << 16), __uint_as_float(v.z & 0xffff0000u), __uint_as_float(v.w << 16), __uint_as_float(v.w & 0xffff0000u));",
+        DType::BF16 => format!(
+            "{} {}",
+            f4(
+                "dst",
+                [
+                    "__uint_as_float(v.x << 16)",
+                    "__uint_as_float(v.x & 0xffff0000u)",
+                    "__uint_as_float(v.y << 16)",
+                    "__uint_as_float(v.y & 0xffff0000u)",
+                ],
+            ),
+            f4(
+                "(dst + 4)",
+                [
+                    "__uint_as_float(v.z << 16)",
+                    "__uint_as_float(v.z & 0xffff0000u)",
+                    "__uint_as_float(v.w << 16)",
+                    "__uint_as_float(v.w & 0xffff0000u)",
+                ],
+            )
         ),
-        DType::F16 => (
-            3,
-            "const unsigned int u[4] = {v.x, v.y, v.z, v.w}; \
-             _Pragma(\"unroll\") for (int j = 0; j < 4; ++j) { \
+        DType::F16 => format!(
+            "const unsigned int u[4] = {{v.x, v.y, v.z, v.w}}; \
+             _Pragma(\"unroll\") for (int j = 0; j < 4; ++j) {{ \
                  float lo, hi; \
                  asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(lo) : \"h\"((unsigned short)(u[j] & 0xffffu))); \
                  asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(hi) : \"h\"((unsigned short)(u[j] >> 16))); \
-                 dst[2 * j] = lo; dst[2 * j + 1] = hi; }",
+                 dst[2 * j] = {}; dst[2 * j + 1] = {}; }}",
+            w("lo"),
+            w("hi")
         ),
+    };
+    if transform {
+        format!("const int psg_b = r0 + (ROW) + u * rstep; {stores}")
+    } else {
+        stores
     }
 }
 
@@ -1865,18 +1966,29 @@ fn tile_loop_consts(dtype: DType, prefetch_n: usize) -> String {
 /// tile in registers as 16-byte vectors, loaded while the current tile is computed, and unpacks
 /// them into shared memory at the top of the next iteration; otherwise the tile is loaded
 /// element by element. Defines `PSG_SLAB` and `PSG_UNPACK` (a second head first undefines them).
+/// With `transform`, every element that passes through registers (all of them but the rows that
+/// `cp.async` copies, see [`raw_rows_from`]) is stored as `psg_tf(element, sample)`.
 fn tile_loop_start(
     dtype: DType,
     narrow: bool,
     slab_log2: u32,
     prefetch: bool,
     prefetch_n: usize,
+    transform: bool,
 ) -> String {
-    let (_, unpack) = vector_unpack(dtype);
     let slab = slab_log2;
     let width = 1u32 << slab_log2;
     // A narrow tile holds the vector as it is.
-    let unpack = if narrow { "*(uint4*)dst = v;" } else { unpack };
+    let unpack = if narrow {
+        "*(uint4*)dst = v;".to_string()
+    } else {
+        unpack_stores(dtype, transform)
+    };
+    let element = if transform {
+        "psg_tf(psg_tile_of(g, (long long)(i >> tile_log2) * n_p + col), i >> tile_log2)"
+    } else {
+        "psg_tile_of(g, (long long)(i >> tile_log2) * n_p + col)"
+    };
     // The rest of a large tile (all of it without the prefetch) through registers, a group of
     // vectors at a time.
     let fetch = if prefetch {
@@ -1955,7 +2067,7 @@ fn tile_loop_start(
         const int n = n_bi << tile_log2;
         for (int i = tid; i < n; i += 256) {{
             const long long col = p0 + (i & (tile_w - 1));
-            *PSG_SLAB(i >> tile_log2, i & (tile_w - 1)) = col < n_p ? psg_tile_of(g, (long long)(i >> tile_log2) * n_p + col) : (psg_tile)0;
+            *PSG_SLAB(i >> tile_log2, i & (tile_w - 1)) = col < n_p ? {element} : (psg_tile)0;
         }}
     }}
     __syncthreads();

@@ -267,11 +267,29 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
     );
     let g = generate(&scaled).unwrap();
     let tile = &g.cuda_tile[DType::F32.index()];
+    // One definition of the expression, applied as the tile is filled: to each value unpacked
+    // from registers, to each element loaded one by one, and in the slab's first pass to the rows
+    // `cp.async` copied (from the first row past the prefetch, on sm_80 and later).
+    assert!(tile.contains("return (x * ps0_b);"), "{tile}");
+    assert_eq!(tile.matches("ps0[b]").count(), 1, "{tile}");
     assert!(
-        tile.contains("tile[cs * n_bi + lane + (b << 5)] = (x * ps0_b);"),
+        tile.contains("psg_tf(__uint_as_float(v.x), psg_b)"),
         "{tile}"
     );
-    assert_eq!(tile.matches("ps0[b]").count(), 1, "{tile}");
+    assert!(
+        tile.contains(
+            "psg_tf(psg_tile_of(g, (long long)(i >> tile_log2) * n_p + col), i >> tile_log2)"
+        ),
+        "{tile}"
+    );
+    assert!(
+        tile.contains("const int psg_raw_from = vec ? 8 * rstep : n_bi;"),
+        "{tile}"
+    );
+    assert!(
+        tile.contains("tile[cs * n_bi + lane + (b << 5)] = psg_tf(psg_tile_get(tc[(b) << 5]), b);"),
+        "{tile}"
+    );
     assert!(
         tile.contains("psg_to_key(psg_tile_get(tc[(b) << 5]))"),
         "{tile}"
@@ -283,6 +301,12 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
     let bf16 = &g.cuda_tile[DType::BF16.index()];
     assert!(bf16.contains("last = shift <= 0;"));
     assert!(bf16.contains("typedef psg_acc psg_tile;"), "{bf16}");
+    // Every row of a widened tile passes through registers: no pass rewrites any.
+    assert!(
+        bf16.contains("psg_tf(__uint_as_float(v.x << 16), psg_b)"),
+        "{bf16}"
+    );
+    assert!(!bf16.contains("psg_raw_from"), "{bf16}");
 
     // Not for a bare element, two different expressions, or a single pass.
     let bare = reduction(

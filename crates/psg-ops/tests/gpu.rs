@@ -483,6 +483,18 @@ fn gpu_clipping_matches_cpu() {
         device_factors_as_host(&[&g1]);
         device_factors_as_host(&[&g2, &g2]);
     }
+    // The tile is filled with the products x * factor: rows that pass through registers get the
+    // factor there, rows past the prefetched ones (16-byte rows, B above 256: copied straight to
+    // shared memory) in the slab's first pass, elements loaded one by one (rows not 16-byte
+    // aligned, above) as they are loaded. Both kernels (B up to 384 and above), f32 and f64.
+    for (dtype, bs) in [(DType::F32, [300usize, 600]), (DType::F64, [33, 300])] {
+        for b in bs {
+            let g = Pair::new(&rng.gradients(b * 4000), &[b, 4000], dtype, &dev);
+            let factors = ops::flat_clip_factors(&[&g.cpu], 1.0).unwrap();
+            assert!(host(&factors).iter().all(|&f| f < 1.0));
+            same_clipped(&g, &factors, &dev, dtype.name());
+        }
+    }
     // bf16 (its tile holds the f32 products x * factor), 16-byte rows and not.
     for &b in &[2usize, 33, 256] {
         for &p in &[31usize, 40_000] {
