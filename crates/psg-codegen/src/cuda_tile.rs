@@ -24,10 +24,12 @@
 //! its own with 32-bit counts, [`emit_large`]; a key off the prefix is counted in a row past the
 //! counts that nothing reads: cheaper than a branch); the column's 8 threads total 32 digits
 //! each, then 4 digits each within the chunk that holds the rank, and one thread picks the
-//! digit. Once every column's bucket is small (`GATHER` keys; 4 where one more digit would
-//! finish), one more pass copies each bucket to a list of its column, which is ranked against
-//! itself (a warp to a column for small B, a thread to a key from `WARP_RANK_BELOW`); a column
-//! is also done when every bit is fixed (ties). The value after a selected one (a
+//! digit. Once every column's bucket is small (`GATHER` keys, or `GATHER_SORTED` for a plan's
+//! only selection, see `sorts_lists`; 4 where one more digit would finish), one more pass copies
+//! each bucket to a list of its column, which is ranked against itself (a warp to a column for
+//! small B, a thread to a key from `WARP_RANK_BELOW`) or, where some list of the block is longer
+//! than `SORT_ABOVE`, sorted across a warp; a column is also done when every bit is fixed
+//! (ties). The value after a selected one (a
 //! median's upper middle) comes from the gathered bucket (the least key above the selected one
 //! there, else the least above the bucket, which the gathering pass keeps), and where some
 //! column of the block did not gather, from an integer minimum of keys
@@ -67,6 +69,82 @@ const BINS: usize = 256;
 const GATHER: usize = 32;
 // A key to a lane; the lists (of 8-byte keys at most) fit in the digit counts.
 const _: () = assert!(GATHER <= 32 && 32 * (GATHER + 1) * 8 <= BINS / 2 * 32 * 4);
+
+/// The most keys a selection gathers where its lists may be sorted ([`sorts_lists`]): a
+/// column's list is then sorted across a warp (bitonic, [`WARP_SORTS`]) when some list of the
+/// block is longer than [`SORT_ABOVE`]. With normal data at B = 256 about one column in eight
+/// has more than 32 keys in its median's first-digit bucket, and a block whose columns all
+/// gather skips the second digit pass. On an H100, psg-bench against the kernels before, same
+/// run: the f32 median 0.97 of the time at g[256, 4M] and 0.96 at g[1024, 1M], the quantile at
+/// 0.9 0.79 and kth 0.84 at g[64, 16M], the clipped median 0.96-0.98; the lower median at
+/// g[64, 16M] 1.03 and kth at g[256, 4M] 1.01. Plans of two selections keep [`GATHER`]: with
+/// the sorts NVRTC spilled in the MAD's kernels (hand-edited, 1.02-1.10 of the time).
+const GATHER_SORTED: usize = 64;
+// 4-byte keys only (see `sorts_lists`): the lists fit in the packed digit counts.
+const _: () = assert!(32 * (GATHER_SORTED + 1) * 4 <= BINS / 2 * 32 * 4);
+
+/// Lists of at most this many keys are ranked as with [`GATHER`] (a compare a key of the list,
+/// cheaper than a sort for short lists); longer ones, anywhere in the block, make the block
+/// sort every list.
+const SORT_ABOVE: usize = 16;
+
+/// Bitonic sorts across a warp, ascending: four lists of up to 32 keys at once (a key of each to
+/// a lane; their chains of shuffles overlap), and one list of up to 64 (positions `lane` and
+/// `32 + lane`). Padding with the largest key sorts it to the end.
+const WARP_SORTS: &str = r#"__device__ __forceinline__ void psg_warp_sort32x4(psg_key (&x)[4], int lane) {
+    #pragma unroll
+    for (int k = 2; k <= 32; k <<= 1) {
+        #pragma unroll
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            const bool keep_min = ((lane & j) == 0) == ((lane & k) == 0 || k == 32);
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const psg_key y = __shfl_xor_sync(0xffffffffu, x[i], j);
+                x[i] = keep_min ? min(x[i], y) : max(x[i], y);
+            }
+        }
+    }
+}
+__device__ __forceinline__ void psg_warp_sort64(psg_key& a, psg_key& b, int lane) {
+    // Each half sorted (a ascending, b descending), then merged.
+    #pragma unroll
+    for (int k = 2; k <= 32; k <<= 1) {
+        #pragma unroll
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            const psg_key ya = __shfl_xor_sync(0xffffffffu, a, j), yb = __shfl_xor_sync(0xffffffffu, b, j);
+            const bool lo = (lane & j) == 0;
+            const bool ka = lo == ((lane & k) == 0 || k == 32);
+            const bool kb = k == 32 ? !lo : ka;
+            a = ka ? min(a, ya) : max(a, ya);
+            b = kb ? min(b, yb) : max(b, yb);
+        }
+    }
+    const psg_key l = min(a, b), h = max(a, b);
+    a = l;
+    b = h;
+    #pragma unroll
+    for (int j = 16; j > 0; j >>= 1) {
+        const psg_key ya = __shfl_xor_sync(0xffffffffu, a, j), yb = __shfl_xor_sync(0xffffffffu, b, j);
+        const bool lo = (lane & j) == 0;
+        a = lo ? min(a, ya) : max(a, ya);
+        b = lo ? min(b, yb) : max(b, yb);
+    }
+}
+"#;
+
+/// Whether selection `t` gathers up to [`GATHER_SORTED`] keys and may sort its lists: the plan's
+/// only selection, on 4-byte keys, and not a bf16 column's own keys (fixed after two digits, the
+/// second of which it counts instead of gathering, see `emit_select`).
+fn sorts_lists(plan: &Plan, t: usize, input: Option<DType>, key_bits: u32) -> bool {
+    let selections = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Select(_)))
+        .count();
+    selections == 1
+        && key_bits == 32
+        && !(keys_of(plan, t) == Keys::Direct && input == Some(DType::BF16))
+}
 
 /// Up to this B a selection counts digits in 16-bit halves, two bins a word ([`emit`]): 16 KiB of
 /// counts instead of 32, and the multiprocessor keeps the rest as L1 cache, which NVRTC's
@@ -705,6 +783,19 @@ fn emit_tiled(plan: &Plan, dtype: DType, packed: bool) -> String {
         .find("\nextern \"C\"")
         .expect("kernel_head declares the kernel");
     s.insert_str(at, tile_types(narrow));
+    // A transformed tile holds full accumulators, not widened input elements.
+    let input = if transform.is_some() {
+        None
+    } else {
+        Some(dtype)
+    };
+    let sorts = plan.steps.iter().any(|step| match step {
+        Step::Select(t) => sorts_lists(plan, *t, input, key_bits),
+        _ => false,
+    });
+    if sorts {
+        s.insert_str(at, WARP_SORTS);
+    }
     if pair {
         let at = s
             .find("\nextern \"C\"")
@@ -817,12 +908,6 @@ fn emit_tiled(plan: &Plan, dtype: DType, packed: bool) -> String {
                 )
             }
             Step::Select(t) => {
-                // A transformed tile holds full accumulators, not widened input elements.
-                let input = if transform.is_some() {
-                    None
-                } else {
-                    Some(dtype)
-                };
                 let clean = settles(&|x| *x == Settled::NoNan(*t));
                 let next =
                     settles(&|x| matches!(x, Settled::AtOrBelow(u) | Settled::Above(u) if u == t));
@@ -1408,6 +1493,59 @@ pub(crate) fn combine_warps(
     }
 }
 
+/// The gathered lists' ranking where they may be sorted ([`sorts_lists`]; lists of column `c` at
+/// `cand[c * stride + i]`): the barrier after the gathering pass, and where some list of the
+/// block is longer than [`SORT_ABOVE`], every list sorted across a warp; else the ranking of
+/// short lists, which follows (closed by `rank_close`).
+fn sorted_rank_open(stride: usize, next: bool) -> String {
+    let store = if next {
+        "if (lane == 0) { found[c] = v; pick[c] = le; over[32 + c] = min(above, over[c]); }"
+    } else {
+        "if (lane == 0) { found[c] = v; pick[c] = le; }"
+    };
+    format!(
+        r#"        // Lists longer than {SORT_ABOVE} keys, anywhere in the block, are sorted; shorter ones ranked.
+        if (__syncthreads_or(gather && pick[32 + lane] > {SORT_ABOVE})) {{
+            // Warp w sorts the lists of columns w, w + 8, w + 16 and w + 24 across its lanes
+            // (those of up to 32 keys all four at once): the key at position `rem` is the
+            // answer, the keys at or below it end before the first position above it, and that
+            // position holds the least key above it.
+            psg_key a[4];
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) {{
+                const int c = w + 8 * i, n = totals[c];
+                a[i] = lane < n && n <= 32 ? cand[c * {stride} + lane] : ~(psg_key)0;
+            }}
+            psg_warp_sort32x4(a, lane);
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) {{
+                const int c = w + 8 * i, n = totals[c];
+                if (n == 0 || n > 32) continue;
+                const psg_key v = __shfl_sync(0xffffffffu, a[i], pick[64 + c]);
+                const int le = __popc(__ballot_sync(0xffffffffu, lane < n && a[i] <= v));
+                psg_key above = __shfl_sync(0xffffffffu, a[i], le & 31);
+                if (le >= n) above = ~(psg_key)0;
+                {store}
+            }}
+            #pragma unroll 1
+            for (int c = w; c < 32; c += 8) {{
+                const int n = totals[c];
+                if (n <= 32) continue;
+                const int r = pick[64 + c];
+                psg_key x = cand[c * {stride} + lane];
+                psg_key y = lane + 32 < n ? cand[c * {stride} + 32 + lane] : ~(psg_key)0;
+                psg_warp_sort64(x, y, lane);
+                const psg_key v = __shfl_sync(0xffffffffu, r < 32 ? x : y, r & 31);
+                const int le = __popc(__ballot_sync(0xffffffffu, x <= v)) + __popc(__ballot_sync(0xffffffffu, lane + 32 < n && y <= v));
+                psg_key above = __shfl_sync(0xffffffffu, le < 32 ? x : y, le & 31);
+                if (le >= n) above = ~(psg_key)0;
+                {store}
+            }}
+        }} else {{
+"#
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 fn emit_select(
     s: &mut String,
@@ -1451,6 +1589,8 @@ fn emit_select(
     }
     s.push_str("    {\n");
     let mode = keys_of(plan, t);
+    let sorted = sorts_lists(plan, t, input, key_bits);
+    let cap = if sorted { GATHER_SORTED } else { GATHER };
     // The low bits a key's sign decides: a bf16 value widened to f32 (a shift) has 16 clear
     // mantissa bits (set in the key of a negative value), so the counting stops once the digits
     // above them are fixed (ties need no more passes). Not f16: its widening turns every NaN
@@ -1621,8 +1761,7 @@ fn emit_select(
 {key_find}{least_update}                if (((key ^ prefix) >> gshift) == 0) cand[lane * {cap_pad} + atomicAdd(&totals[lane], 1)] = key;
             }}
 {least_store}        }}
-        __syncthreads();
-        if (n_bi < {warp_rank_below}) {{
+{rank_open}        if (n_bi < {warp_rank_below}) {{
             // Warp w ranks the lists of columns w, w + 8, w + 16 and w + 24, a key to a lane,
             // through shuffles: the work follows each list's length.
             #pragma unroll 1
@@ -1655,14 +1794,19 @@ fn emit_select(
                 }}
             }}
         }}
-        __syncthreads();
+{rank_close}        __syncthreads();
         if (gather) prefix = found[lane];
 {finish}"#,
         top = key_bits - 8,
         low = zero_low_bits,
         sign_bit = key_bits - 1,
-        cap = GATHER,
-        cap_pad = GATHER + 1,
+        cap_pad = cap + 1,
+        rank_open = if sorted {
+            sorted_rank_open(cap + 1, next)
+        } else {
+            "        __syncthreads();\n".to_string()
+        },
+        rank_close = if sorted { "        }\n" } else { "" },
         key_hist = key_code("                    "),
         key_find = key_code("                "),
         over_init = if next { " over[lane] = ~(psg_key)0;" } else { "" },

@@ -15,6 +15,18 @@ fn reduction(lets: Vec<Let>, output: Output) -> Reduction {
     }
 }
 
+/// The median of |x - median(x)|: a plan of two selections, the second on computed keys.
+fn mad() -> Reduction {
+    let column = |value: Scalar| Column { value, keep: None };
+    reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(column(Scalar::Call(
+            Func::Abs,
+            vec![Scalar::Load.bin(BinOp::Sub, stats::median(Column::input()))],
+        )))]),
+    )
+}
+
 #[test]
 fn the_users_mean_and_the_mean_inside_std_are_one_loop() {
     let g = Column::input();
@@ -416,15 +428,7 @@ fn a_selection_finds_the_next_value_where_it_gathers() {
         "{tile}"
     );
     // Both of the MAD's selections in f32; in bf16 only the second (its keys are computed).
-    let column = |value: Scalar| Column { value, keep: None };
-    let mad = generate(&reduction(
-        vec![],
-        Output::Scalars(vec![stats::median(column(Scalar::Call(
-            Func::Abs,
-            vec![Scalar::Load.bin(BinOp::Sub, stats::median(Column::input()))],
-        )))]),
-    ))
-    .unwrap();
+    let mad = generate(&mad()).unwrap();
     let nexts = |d: DType| {
         mad.cuda_tile[d.index()]
             .matches("_next = __syncthreads_and")
@@ -509,5 +513,55 @@ fn sixteen_bit_tiles_of_streaming_passes_compute_two_columns_a_thread() {
             assert_eq!(gen.tile_min_log2[d.index()], 5);
         }
         assert!(gen.cuda_column.is_none());
+    }
+}
+
+/// A plan's only selection, on 4-byte keys other than a bf16 column's own, gathers up to 64 keys
+/// and sorts the lists across a warp where some list of the block is longer than 16; plans of
+/// two selections, 8-byte keys and a bf16 column's own keys keep lists of 32, ranked.
+#[test]
+fn a_lone_selection_sorts_long_lists() {
+    let sorts = |src: &str| {
+        src.contains("psg_warp_sort32x4(a, lane);")
+            && src.contains("psg_warp_sort64(x, y, lane);")
+            && src.contains("if (__syncthreads_or(gather && pick[32 + lane] > 16)) {")
+            && src.contains("const int cap = 64,")
+            && src.contains("cand[lane * 65 + atomicAdd(&totals[lane], 1)] = key;")
+    };
+    let ranks_only = |src: &str| {
+        !src.contains("psg_warp_sort")
+            && src.contains("const int cap = 32,")
+            && src.contains("cand[lane * 33 + atomicAdd(&totals[lane], 1)] = key;")
+    };
+    let median = generate(&reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(Column::input())]),
+    ))
+    .unwrap();
+    for d in [DType::F32, DType::F16] {
+        let tile = &median.cuda_tile[d.index()];
+        assert!(sorts(tile), "{tile}");
+        // The short lists' ranking stays, in the other branch.
+        let sort = tile.find("psg_warp_sort32x4(a, lane);").unwrap();
+        let rank = tile.find("if (n_bi < 192) {").expect(tile);
+        assert!(sort < rank, "{tile}");
+        assert!(sorts(&median.cuda_tile_large.as_ref().unwrap()[d.index()]));
+    }
+    for d in [DType::BF16, DType::F64] {
+        assert!(ranks_only(&median.cuda_tile[d.index()]), "{d:?}");
+    }
+    // Read through a stored expression, a bf16 column's keys are f32 products: sorted.
+    let scaled = generate(&reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(Column {
+            value: Scalar::Load.bin(BinOp::Mul, Scalar::LoadPerSample(0)),
+            keep: None,
+        })]),
+    ))
+    .unwrap();
+    assert!(sorts(&scaled.cuda_tile[DType::BF16.index()]));
+    let mad = generate(&mad()).unwrap();
+    for d in [DType::F32, DType::BF16] {
+        assert!(ranks_only(&mad.cuda_tile[d.index()]), "{d:?}");
     }
 }

@@ -354,6 +354,77 @@ fn gpu_next_value_from_the_bucket_matches_cpu() {
     }
 }
 
+/// Columns whose median's first-digit bucket (keys in [2, 8), two binades) holds a chosen number
+/// of keys: 1 to 90 across the columns of a slab, so that blocks gather lists of up to 16 keys
+/// (ranked), 17 to 64 (sorted across a warp, four lists at once up to 32, alone above), or count
+/// another digit (more than 64). Ties inside the bucket in some columns, a NaN or an infinity
+/// outside it in others; rows shuffled.
+fn bucket_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
+    const SIZES: [usize; 14] = [1, 5, 16, 17, 24, 31, 32, 33, 40, 47, 63, 64, 65, 90];
+    let mut v = vec![0.0f32; b * p];
+    for c in 0..p {
+        let m = SIZES[(c * 7 + c / 14) % SIZES.len()].min(b);
+        let k = (b - 1) / 2;
+        let below = k.saturating_sub(m / 2).min(b - m);
+        let mut col: Vec<f32> = (0..b)
+            .map(|r| {
+                if r < below {
+                    -50.0 - 10.0 * rng.uniform() as f32
+                } else if r < below + m {
+                    match c % 4 {
+                        0 => 3.0,
+                        1 => 2.0 + (rng.below(8) as f32) * 0.75,
+                        _ => 2.0 + 6.0 * rng.uniform() as f32,
+                    }
+                } else {
+                    1000.0 + 1000.0 * rng.uniform() as f32
+                }
+            })
+            .collect();
+        match c % 13 {
+            0 => col[0] = f32::NAN,
+            1 => col[b - 1] = f32::INFINITY,
+            2 => col[0] = f32::NEG_INFINITY,
+            _ => {}
+        }
+        for r in (1..b).rev() {
+            col.swap(r, rng.below(r + 1));
+        }
+        for (r, x) in col.into_iter().enumerate() {
+            v[r * p + c] = x;
+        }
+    }
+    v
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_sorted_buckets_match_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_000b);
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for b in [40usize, 100, 256, 600] {
+            for p in [31usize, 40_000] {
+                let g = Pair::new(&bucket_columns(&mut rng, b, p), &[b, p], dtype, &dev);
+                g.same("median", ops::median);
+                g.same("median_low", ops::median_low);
+                g.same("quantile 0.5", |t| ops::quantile(t, 0.5));
+                g.same("quantile 0.7", |t| ops::quantile(t, 0.7));
+                g.same("kth", |t| ops::kth(t, (b - 1) / 2));
+                // Clip factors in the accumulator dtype (f32 here), some rows left as they are.
+                let factors: Vec<f32> = (0..b)
+                    .map(|_| match rng.below(3) {
+                        0 => 1.0,
+                        _ => 0.2 + 0.8 * rng.uniform() as f32,
+                    })
+                    .collect();
+                let factors = Tensor::from_vec(factors, &[b], &Device::Cpu).unwrap();
+                same_clipped(&g, &factors, &dev, dtype.name());
+            }
+        }
+    }
+}
+
 /// Columns that make the tiled selection narrow its range more than once: one value repeated,
 /// a tight cluster far from 0 with huge outliers on both sides (the first buckets are wide),
 /// neighbouring floats with many ties (buckets one key wide), a cluster crossing 0, zeros and
