@@ -26,13 +26,13 @@ pub struct JitSample {
     pub compile_ms: f64,
     /// Each round's first `prepare`, ms.
     pub compile_rounds_ms: Vec<f64>,
-    /// Where it came from (Compiled in every round, unless something else filled the fresh
-    /// cache: then the first round's other origin).
+    /// Where it came from: Compiled, unless something else filled a fresh cache in some round
+    /// (then the first other origin, in round order).
     pub compile_origin: KernelOrigin,
     /// Median over the rounds of the `prepare` after the memory cache was cleared, ms.
     pub disk_ms: f64,
-    /// Where that came from (Disk in every round, unless the disk cache could not be written:
-    /// then the first round's other origin).
+    /// Where that came from: Disk, unless the disk cache could not be written in some round
+    /// (then the first other origin, in round order).
     pub disk_origin: KernelOrigin,
 }
 
@@ -47,7 +47,7 @@ pub struct JitReport {
     pub compile_median_ms: f64,
     /// Max over kernels of the per-kernel compile medians, ms.
     pub compile_max_ms: f64,
-    /// The largest single compile of any round, ms, and its kernel.
+    /// The largest single compile of any round, ms.
     pub compile_worst_ms: f64,
     /// The kernel of `compile_worst_ms`.
     pub compile_worst_kernel: String,
