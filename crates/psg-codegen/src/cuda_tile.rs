@@ -141,9 +141,7 @@ fn sorts_lists(plan: &Plan, t: usize, input: Option<DType>, key_bits: u32) -> bo
         .iter()
         .filter(|s| matches!(s, Step::Select(_)))
         .count();
-    selections == 1
-        && key_bits == 32
-        && !(keys_of(plan, t) == Keys::Direct && input == Some(DType::BF16))
+    selections == 1 && key_bits == 32 && !bf16_own_keys(plan, t, input)
 }
 
 /// Up to this B a selection counts digits in 16-bit halves, two bins a word ([`emit`]): 16 KiB of
@@ -364,6 +362,13 @@ fn keys_of(plan: &Plan, t: usize) -> Keys {
     } else {
         Keys::Stored
     }
+}
+
+/// Whether selection `t` selects among a bf16 column's own keys (`input` is the tile's input
+/// dtype, `None` for a transformed tile): fixed after two 8-bit digits, since a widened bf16
+/// value has 16 clear mantissa bits (see `emit_select`), which decides how its selection ends.
+fn bf16_own_keys(plan: &Plan, t: usize, input: Option<DType>) -> bool {
+    keys_of(plan, t) == Keys::Direct && input == Some(DType::BF16)
 }
 
 /// Whether some selection needs the key array.
@@ -742,18 +747,22 @@ fn emit_tiled(plan: &Plan, dtype: DType, packed: bool) -> String {
         Acc::F64 => 64,
     };
 
+    // A transformed tile holds full accumulators, not widened input elements.
+    let input = if transform.is_some() {
+        None
+    } else {
+        Some(dtype)
+    };
     let mut steps = tile_steps(plan);
-    if transform.is_none() && dtype == DType::BF16 {
-        // A bf16 column's own keys are fixed after two digits, and the block rarely gathers
-        // after the first (see `GATHER`): the next value is not found there, so the pass that
-        // computes it runs, and the selection does not pay for looking.
-        let direct = |t: usize| keys_of(plan, t) == Keys::Direct;
-        for (_, settle) in &mut steps {
-            let finds_next =
-                |x: &Settled| matches!(*x, Settled::AtOrBelow(t) | Settled::Above(t) if direct(t));
-            if settle.as_ref().is_some_and(|v| v.iter().any(finds_next)) {
-                *settle = None;
-            }
+    // A bf16 column's own keys are fixed after two digits, and the block rarely gathers after
+    // the first (see `GATHER`): the next value is not found there, so the pass that computes it
+    // runs, and the selection does not pay for looking.
+    let own = |t: usize| bf16_own_keys(plan, t, input);
+    for (_, settle) in &mut steps {
+        let finds_next =
+            |x: &Settled| matches!(*x, Settled::AtOrBelow(t) | Settled::Above(t) if own(t));
+        if settle.as_ref().is_some_and(|v| v.iter().any(finds_next)) {
+            *settle = None;
         }
     }
     // A slab ends with a barrier only where something after its last pass's barrier reads shared
@@ -783,12 +792,6 @@ fn emit_tiled(plan: &Plan, dtype: DType, packed: bool) -> String {
         .find("\nextern \"C\"")
         .expect("kernel_head declares the kernel");
     s.insert_str(at, tile_types(narrow));
-    // A transformed tile holds full accumulators, not widened input elements.
-    let input = if transform.is_some() {
-        None
-    } else {
-        Some(dtype)
-    };
     let sorts = plan.steps.iter().any(|step| match step {
         Step::Select(t) => sorts_lists(plan, *t, input, key_bits),
         _ => false,
@@ -1595,10 +1598,7 @@ fn emit_select(
     // mantissa bits (set in the key of a negative value), so the counting stops once the digits
     // above them are fixed (ties need no more passes). Not f16: its widening turns every NaN
     // into 0x7fffffff, whose low bits are set.
-    let zero_low_bits = match (mode, input) {
-        (Keys::Direct, Some(DType::BF16)) => 16,
-        _ => 0,
-    };
+    let zero_low_bits = if bf16_own_keys(plan, t, input) { 16 } else { 0 };
     // The statements that bind `key` for sample `b` (removed values get the largest key, which
     // ranks after every kept value and so never changes a rank below the count).
     let key_code = |indent: &str| -> String {
