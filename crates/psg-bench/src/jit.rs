@@ -69,7 +69,7 @@ pub fn kernels(dtypes: &[DType], limit: Option<usize>) -> Vec<&'static KernelSou
         all.extend(defs.iter().map(|def| &def.cuda[d.index()]));
         // The tiled kernels are the ones that run for B up to about a thousand, the column-mode
         // ones (where a reduction has them) for B up to 128, the selections' kernels for large
-        // B above 384.
+        // B above 384 and for small B up to 64.
         all.extend(
             defs.iter()
                 .filter_map(|def| def.tiled.as_ref())
@@ -83,6 +83,11 @@ pub fn kernels(dtypes: &[DType], limit: Option<usize>) -> Vec<&'static KernelSou
         all.extend(
             defs.iter()
                 .filter_map(|def| def.tiled.as_ref()?.large.as_ref())
+                .map(|c| &c[d.index()]),
+        );
+        all.extend(
+            defs.iter()
+                .filter_map(|def| def.tiled.as_ref()?.small.as_ref())
                 .map(|c| &c[d.index()]),
         );
         let suffix = format!("_{}", d.name());
@@ -264,8 +269,8 @@ mod tests {
 
     #[test]
     fn kernel_list_covers_every_builtin_per_dtype() {
-        // Each built-in's thread-per-column and tiled kernel, its column-mode and large-B kernels
-        // where it has them, and the two row-scan kernels.
+        // Each built-in's thread-per-column and tiled kernel, its column-mode, large-B and small-B
+        // kernels where it has them, and the two row-scan kernels.
         let defs = psg_ops::builtin_reductions();
         let columns = defs
             .iter()
@@ -275,6 +280,14 @@ mod tests {
             .iter()
             .filter(|d| d.tiled.as_ref().is_some_and(|t| t.large.is_some()))
             .count();
+        let smalls = defs
+            .iter()
+            .filter(|d| d.tiled.as_ref().is_some_and(|t| t.small.is_some()))
+            .count();
+        assert_eq!(
+            smalls, larges,
+            "every selection has kernels for small and large B"
+        );
         assert!(
             larges >= 8,
             "every order statistic has a kernel for large B"
@@ -283,7 +296,7 @@ mod tests {
             columns >= 4,
             "var, std, z-score and Gaussian sums have a column mode"
         );
-        let n = 2 * defs.len() + columns + larges + 2;
+        let n = 2 * defs.len() + columns + larges + smalls + 2;
         assert_eq!(kernels(&[DType::F32, DType::BF16], None).len(), 2 * n);
         assert_eq!(kernels(&[DType::F32], Some(3)).len(), 3);
         assert!(kernels(&[DType::BF16], None)
@@ -291,6 +304,7 @@ mod tests {
             .all(|k| k.name.ends_with("_bf16")
                 || k.name.ends_with("_bf16_tile")
                 || k.name.ends_with("_bf16_tile_large")
+                || k.name.ends_with("_bf16_tile_small")
                 || k.name.ends_with("_bf16_cols")));
     }
 }

@@ -132,6 +132,57 @@ __device__ __forceinline__ void psg_warp_sort64(psg_key& a, psg_key& b, int lane
 }
 "#;
 
+/// Up to this B a selecting reduction runs a kernel of its own ([`emit_small`]): no digit passes,
+/// each warp sorts whole columns (bitonic, [`WARP_SORTS`] and [`SMALL_SORTS`]: four of up to 32
+/// keys at once, or four of up to 64) and reads the selected key, the keys at or below it and the
+/// least above it off the sorted lists. The digit passes' fixed work (clearing, totalling and
+/// searching 256 bins a column) is the same for 64 keys as for 384, and the warp ranking of the
+/// gathered lists a column at a time took a quarter of the f32 median's time at B = 64. In one
+/// kernel with the digit passes the sorts' registers made NVRTC spill, and the B = 256 path
+/// slowed by 14-19%; hence a kernel of its own. The runtime launches it for B up to this
+/// (`TiledKernels::kernel_for`).
+pub const SMALL_MAX_B: usize = 64;
+// A column's keys in a list of its own, where the digit counts would be (8-byte keys too).
+const _: () = assert!(32 * (SMALL_MAX_B + 1) * 8 <= (BINS / 2 + WARPS) * 32 * 4);
+
+/// Four lists of up to 64 keys sorted at once across a warp (positions `lane` and `32 + lane` of
+/// list `i` in `a[i]` and `b[i]`), as `psg_warp_sort64` sorts one: each half sorted (`a`
+/// ascending, `b` descending), then merged.
+const SMALL_SORTS: &str = r#"__device__ __forceinline__ void psg_warp_sort64x4(psg_key (&a)[4], psg_key (&b)[4], int lane) {
+    #pragma unroll
+    for (int k = 2; k <= 32; k <<= 1) {
+        #pragma unroll
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            const bool lo = (lane & j) == 0;
+            const bool ka = lo == ((lane & k) == 0 || k == 32);
+            const bool kb = k == 32 ? !lo : ka;
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const psg_key ya = __shfl_xor_sync(0xffffffffu, a[i], j), yb = __shfl_xor_sync(0xffffffffu, b[i], j);
+                a[i] = ka ? min(a[i], ya) : max(a[i], ya);
+                b[i] = kb ? min(b[i], yb) : max(b[i], yb);
+            }
+        }
+    }
+    #pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const psg_key l = min(a[i], b[i]), h = max(a[i], b[i]);
+        a[i] = l;
+        b[i] = h;
+    }
+    #pragma unroll
+    for (int j = 16; j > 0; j >>= 1) {
+        const bool lo = (lane & j) == 0;
+        #pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const psg_key ya = __shfl_xor_sync(0xffffffffu, a[i], j), yb = __shfl_xor_sync(0xffffffffu, b[i], j);
+            a[i] = lo ? min(a[i], ya) : max(a[i], ya);
+            b[i] = lo ? min(b[i], yb) : max(b[i], yb);
+        }
+    }
+}
+"#;
+
 /// Whether selection `t` gathers up to [`GATHER_SORTED`] keys and may sort its lists: the plan's
 /// only selection, on 4-byte keys, and not a bf16 column's own keys (fixed after two digits, the
 /// second of which it counts instead of gathering, see `emit_select`).
@@ -178,6 +229,8 @@ struct SelectFlags {
     /// Whether the digit counts are 16-bit halves (the kernel for B up to
     /// [`PACKED_BINS_MAX_B`]) or 32-bit words.
     packed: bool,
+    /// The kernel for B up to [`SMALL_MAX_B`]: whole columns sorted instead of digit passes.
+    small: bool,
 }
 
 /// Shared-memory needs of the tiled kernel: bytes per (sample, column), and fixed bytes per block
@@ -698,7 +751,18 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     if crate::cuda_stream::streams(plan) {
         return crate::cuda_stream::emit(plan, dtype);
     }
-    emit_tiled(plan, dtype, true)
+    emit_tiled(plan, dtype, Shape::Packed)
+}
+
+/// The tiled kernel's counts and selection (see [`emit_tiled`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Digit counts in 16-bit halves: B up to [`PACKED_BINS_MAX_B`].
+    Packed,
+    /// Digit counts in 32-bit words: B above [`PACKED_BINS_MAX_B`].
+    Large,
+    /// Whole columns sorted, no digit counts: B up to [`SMALL_MAX_B`].
+    Small,
 }
 
 /// Whether the plan has a tiled kernel for large B ([`emit_large`]): it selects.
@@ -714,16 +778,35 @@ pub fn tile_large_kernel_name(plan: &Plan, dtype: DType) -> String {
 /// The tiled kernel for B above [`PACKED_BINS_MAX_B`], for a plan that selects (see
 /// [`has_large_kernel`]): the same as [`emit`]'s but for its digit counts, 32-bit words.
 pub fn emit_large(plan: &Plan, dtype: DType) -> Option<String> {
-    has_large_kernel(plan).then(|| emit_tiled(plan, dtype, false))
+    has_large_kernel(plan).then(|| emit_tiled(plan, dtype, Shape::Large))
 }
 
-/// The tiled kernel, its digit counts (if it selects) `packed` or not.
-fn emit_tiled(plan: &Plan, dtype: DType, packed: bool) -> String {
-    let name = if packed {
-        tile_kernel_name(plan, dtype)
-    } else {
-        tile_large_kernel_name(plan, dtype)
+/// Whether the plan has a tiled kernel for small B ([`emit_small`]): it selects.
+pub fn has_small_kernel(plan: &Plan) -> bool {
+    has_large_kernel(plan)
+}
+
+/// The name of the tiled kernel for small B: `{reduction}_{dtype}_tile_small`.
+pub fn tile_small_kernel_name(plan: &Plan, dtype: DType) -> String {
+    format!("{}_small", tile_kernel_name(plan, dtype))
+}
+
+/// The tiled kernel for B up to [`SMALL_MAX_B`], for a plan that selects (see
+/// [`has_small_kernel`]): the same as [`emit`]'s but each selection sorts whole columns across a
+/// warp instead of counting digits.
+pub fn emit_small(plan: &Plan, dtype: DType) -> Option<String> {
+    has_small_kernel(plan).then(|| emit_tiled(plan, dtype, Shape::Small))
+}
+
+/// The tiled kernel of one shape (how a selection counts or sorts).
+fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
+    let name = match shape {
+        Shape::Packed => tile_kernel_name(plan, dtype),
+        Shape::Large => tile_large_kernel_name(plan, dtype),
+        Shape::Small => tile_small_kernel_name(plan, dtype),
     };
+    let packed = shape != Shape::Large;
+    let small = shape == Shape::Small;
     let transformed = tile_transform(plan);
     let (plan, transform) = match &transformed {
         Some((p, t)) => (p, Some(t)),
@@ -756,8 +839,8 @@ fn emit_tiled(plan: &Plan, dtype: DType, packed: bool) -> String {
     let mut steps = tile_steps(plan);
     // A bf16 column's own keys are fixed after two digits, and the block rarely gathers after
     // the first (see `GATHER`): the next value is not found there, so the pass that computes it
-    // runs, and the selection does not pay for looking.
-    let own = |t: usize| bf16_own_keys(plan, t, input);
+    // runs, and the selection does not pay for looking. (A sorted column has it.)
+    let own = |t: usize| !small && bf16_own_keys(plan, t, input);
     for (_, settle) in &mut steps {
         let finds_next =
             |x: &Settled| matches!(*x, Settled::AtOrBelow(t) | Settled::Above(t) if own(t));
@@ -796,7 +879,10 @@ fn emit_tiled(plan: &Plan, dtype: DType, packed: bool) -> String {
         Step::Select(t) => sorts_lists(plan, *t, input, key_bits),
         _ => false,
     });
-    if sorts {
+    if small {
+        s.insert_str(at, SMALL_SORTS);
+    }
+    if sorts || small {
         s.insert_str(at, WARP_SORTS);
     }
     if pair {
@@ -918,6 +1004,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, packed: bool) -> String {
                     clean,
                     next,
                     packed,
+                    small,
                 };
                 emit_select(&mut s, plan, *t, input, key_bits, flags, &e, &from_tile)
             }
@@ -1564,6 +1651,7 @@ fn emit_select(
         clean,
         next,
         packed,
+        small,
     } = flags;
     let r = &plan.temps[t].reduce;
     let ReduceOp::Kth(k) = &r.op else {
@@ -1662,6 +1750,15 @@ fn emit_select(
         s.push_str("        for (int r = 0; r < 8; ++r) total += bins[r * 32 + lane];\n");
     }
     writeln!(s, "        const long long k = psg_index({});", e(k)).ok();
+    if small {
+        s.push_str(&small_select(&name, clean, next, &key_code("            ")));
+        writeln!(
+            s,
+            "        {name} = valid ? psg_from_key(prefix) : psg_nan();\n    }}"
+        )
+        .ok();
+        return;
+    }
     // 8-bit digits, most significant first. A column is done when its digit's bucket holds few
     // enough keys to gather (they are ranked among themselves) or when every bit is fixed (ties).
     writeln!(
@@ -1935,6 +2032,144 @@ fn emit_select(
         "        {name} = valid ? psg_from_key(prefix) : psg_nan();\n    }}"
     )
     .ok();
+}
+
+/// A selection's body in the kernel for small B ([`SMALL_MAX_B`]), after `k`: every key of the
+/// block's columns to a list of its column's (column c's at `cand[c * 65 + b]`, where the digit
+/// counts would be), then warp `w` sorts the lists of columns `w`, `w + 8`, `w + 16` and
+/// `w + 24` across its lanes and reads off each the key at position `rem` (the selection; removed
+/// values' largest key sorts after every kept one), the keys at or below it and the least above
+/// it (the next value, [`Settled::AtOrBelow`], [`Settled::Above`]), and whether its least and
+/// greatest kept keys lie within the infinities' (no NaN, [`Settled::NoNan`]).
+fn small_select(name: &str, clean: bool, next: bool, key_code: &str) -> String {
+    let mut s = String::new();
+    s.push_str(
+        r#"        const bool valid = k >= 0 && k < total;
+        const int rem = valid ? (int)k : 0;
+        const bool gather = valid && active;
+        __syncthreads();
+        for (int b = w; b < n_bi; b += 8) {
+"#,
+    );
+    s.push_str(key_code);
+    s.push_str(
+        r#"            cand[lane * 65 + b] = key;
+        }
+        if (w == 0) { pick[32 + lane] = (int)total; pick[64 + lane] = rem; }
+        __syncthreads();
+        {
+"#,
+    );
+    // What lane 0 stores for column c once `v` (the selected key), `le`, `above` and, for the
+    // NaN check, `lo` and `hi` (the least and greatest kept keys) are known.
+    let mut store = String::from("found[c] = v;");
+    if next {
+        store.push_str(" pick[c] = le; over[32 + c] = above;");
+    }
+    if clean {
+        store.push_str(" totals[c] = n == 0 || (lo >= kmin && hi <= kmax);");
+    }
+    let reads = |at: &dyn Fn(&str) -> String| -> String {
+        let mut r = String::new();
+        if next {
+            writeln!(
+                r,
+                "                    psg_key above = {};\n                    if (le >= n_bi) above = ~(psg_key)0;",
+                at("le")
+            )
+            .ok();
+        }
+        if clean {
+            writeln!(
+                r,
+                "                    const psg_key lo = {}, hi = {};",
+                at("0"),
+                at("(n - 1)")
+            )
+            .ok();
+        }
+        r
+    };
+    if clean {
+        s.push_str(
+            "            // A NaN's key lies below -inf's or above +inf's.\n            \
+             const psg_key kmin = psg_to_key(-(psg_acc)__int_as_float(0x7f800000)), kmax = psg_to_key((psg_acc)__int_as_float(0x7f800000));\n",
+        );
+    }
+    // Up to 32 keys: a key of each list to a lane, the four lists at once.
+    s.push_str(
+        r#"            if (n_bi <= 32) {
+                psg_key a[4];
+                #pragma unroll
+                for (int i = 0; i < 4; ++i) a[i] = lane < n_bi ? cand[(w + 8 * i) * 65 + lane] : ~(psg_key)0;
+                psg_warp_sort32x4(a, lane);
+                #pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const int c = w + 8 * i, r = pick[64 + c], n = pick[32 + c];
+                    const psg_key v = __shfl_sync(0xffffffffu, a[i], r);
+"#,
+    );
+    if next {
+        s.push_str("                    const int le = __popc(__ballot_sync(0xffffffffu, lane < n_bi && a[i] <= v));\n");
+    }
+    s.push_str(&reads(&|i: &str| match i {
+        "0" => "__shfl_sync(0xffffffffu, a[i], 0)".to_string(),
+        _ => format!("__shfl_sync(0xffffffffu, a[i], {i} & 31)"),
+    }));
+    writeln!(s, "                    if (lane == 0) {{ {store} }}").ok();
+    // Up to 64: positions lane and 32 + lane.
+    s.push_str(
+        r#"                }
+            } else {
+                psg_key x[4], y[4];
+                #pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const int c = w + 8 * i;
+                    x[i] = cand[c * 65 + lane];
+                    y[i] = lane + 32 < n_bi ? cand[c * 65 + 32 + lane] : ~(psg_key)0;
+                }
+                psg_warp_sort64x4(x, y, lane);
+                #pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const int c = w + 8 * i, r = pick[64 + c], n = pick[32 + c];
+                    const psg_key v = __shfl_sync(0xffffffffu, r < 32 ? x[i] : y[i], r & 31);
+"#,
+    );
+    if next {
+        s.push_str("                    const int le = __popc(__ballot_sync(0xffffffffu, x[i] <= v)) + __popc(__ballot_sync(0xffffffffu, lane + 32 < n_bi && y[i] <= v));\n");
+    }
+    s.push_str(&reads(&|i: &str| match i {
+        "0" => "__shfl_sync(0xffffffffu, x[i], 0)".to_string(),
+        _ => format!("__shfl_sync(0xffffffffu, {i} < 32 ? x[i] : y[i], {i} & 31)"),
+    }));
+    writeln!(s, "                    if (lane == 0) {{ {store} }}").ok();
+    s.push_str(
+        r#"                }
+            }
+        }
+        __syncthreads();
+        const psg_key prefix = found[lane];
+"#,
+    );
+    if clean {
+        writeln!(
+            s,
+            "        // The block's word: no column holds a NaN.\n        {name}_clean = __syncthreads_and(!active || totals[lane] != 0);"
+        )
+        .ok();
+    }
+    if next {
+        writeln!(
+            s,
+            "        // Kept values at or below the selected one, and the least above it.\n        \
+             if (gather) {{ {name}_le = (psg_acc)pick[lane]; {name}_above = over[32 + lane]; }}\n        \
+             {name}_next = __syncthreads_and(!active || (gather && {name}_above != ~(psg_key)0));"
+        )
+        .ok();
+    } else {
+        s.push_str("        __syncthreads();\n");
+    }
+    s
 }
 
 /// The first row of a tile that reaches shared memory without passing through registers, when

@@ -565,3 +565,47 @@ fn a_lone_selection_sorts_long_lists() {
         assert!(ranks_only(&mad.cuda_tile[d.index()]), "{d:?}");
     }
 }
+
+/// The kernel for small B sorts whole columns and counts no digit; it settles the next value and
+/// the NaN guard from the sorted lists (a bf16 column's own keys too, which the digit passes
+/// leave to a pass of their own), and each of the MAD's two selections sorts.
+#[test]
+fn the_small_batch_kernel_sorts_whole_columns() {
+    let median = generate(&reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(Column::input())]),
+    ))
+    .unwrap();
+    let small = median
+        .cuda_tile_small
+        .as_ref()
+        .expect("a selection has one");
+    for d in DType::ALL {
+        let src = &small[d.index()];
+        assert!(
+            src.contains(&median.tile_small_kernel_names[d.index()]),
+            "{d:?}"
+        );
+        assert!(src.contains("psg_warp_sort32x4(a, lane);"), "{src}");
+        assert!(src.contains("psg_warp_sort64x4(x, y, lane);"), "{src}");
+        assert!(!src.contains("for (;;)"), "no digit passes: {src}");
+        assert!(!src.contains("atomicAdd("), "no counting: {src}");
+        assert!(src.contains("if (t1_clean && t1_next) {"), "{d:?}: {src}");
+    }
+    // The packed kernel's bf16 median counts its second digit and runs the next value's pass.
+    assert!(!median.cuda_tile[DType::BF16.index()].contains("t1_next"));
+    let mad = generate(&mad()).unwrap();
+    let src = &mad.cuda_tile_small.as_ref().unwrap()[DType::BF16.index()];
+    assert_eq!(
+        src.matches("psg_warp_sort64x4(x, y, lane);").count(),
+        2,
+        "{src}"
+    );
+    // A reduction that does not select has none.
+    let mean = generate(&reduction(
+        vec![],
+        Output::Scalars(vec![stats::mean(Column::input())]),
+    ))
+    .unwrap();
+    assert!(mean.cuda_tile_small.is_none());
+}

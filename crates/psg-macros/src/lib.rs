@@ -105,6 +105,13 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
         }
         None => quote!(::core::option::Option::None),
     };
+    let small = match &generated.cuda_tile_small {
+        Some(sources) => {
+            let names = &generated.tile_small_kernel_names;
+            quote!(::core::option::Option::Some([#(#rt::KernelSource::new_static(#names, #sources)),*]))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let n_ps = per_sample.len();
     let n_scalars = scalars.len();
     let outputs = match sig.returns {
@@ -192,6 +199,7 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
                     min_tile_log2: [#(#tile_min),*],
                     column: #column,
                     large: #large,
+                    small: #small,
                 }),
                 cpu: #rt::CpuKernels {
                     f32: acc32::column::<f32>,

@@ -27,6 +27,7 @@ fn all_kernels() -> Vec<&'static KernelSource> {
                 .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
                 .chain(def.tiled.iter().flat_map(|t| t.column.iter().flatten()))
                 .chain(def.tiled.iter().flat_map(|t| t.large.iter().flatten()))
+                .chain(def.tiled.iter().flat_map(|t| t.small.iter().flatten()))
         })
         .collect();
     all.extend(psg_ops::dp::dp_reductions().into_iter().flat_map(|def| {
@@ -35,6 +36,7 @@ fn all_kernels() -> Vec<&'static KernelSource> {
             .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
             .chain(def.tiled.iter().flat_map(|t| t.column.iter().flatten()))
             .chain(def.tiled.iter().flat_map(|t| t.large.iter().flatten()))
+            .chain(def.tiled.iter().flat_map(|t| t.small.iter().flatten()))
     }));
     all.extend(psg_ops::dp::noise_kernel_sources());
     all.extend(psg_ops::layers::layer_kernel_sources());

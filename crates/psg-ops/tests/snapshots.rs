@@ -141,6 +141,56 @@ fn packed_digit_counts_end_at_the_same_batch_in_codegen_and_runtime() {
     assert!(mean.kernel_for(DType::F32, 4096).name.ends_with("_tile"));
 }
 
+/// A selection's tiled kernel for small B (whole columns sorted in a warp), which the runtime
+/// runs up to the B the generator built it for, with the shared memory of the packed kernel.
+#[test]
+fn small_batch_kernels_end_at_the_same_batch_in_codegen_and_runtime() {
+    assert_eq!(
+        psg_codegen::cuda_tile::SMALL_MAX_B,
+        psg_runtime::SMALL_MAX_B
+    );
+    let mut with = Vec::new();
+    for def in psg_ops::builtin_reductions() {
+        let Some(tiled) = def.tiled.as_ref() else {
+            continue;
+        };
+        // Exactly the reductions with a kernel for large B (every one that selects).
+        assert_eq!(tiled.small.is_some(), tiled.large.is_some(), "{}", def.name);
+        let Some(small) = tiled.small.as_ref() else {
+            continue;
+        };
+        with.push(def.name);
+        for d in DType::ALL {
+            let at = psg_runtime::SMALL_MAX_B;
+            let k = tiled.kernel_for(d, at);
+            assert!(k.name.ends_with("_tile_small"), "{}", k.name);
+            assert_eq!(k.source, small[d.index()].source);
+            assert!(k.source.contains("psg_warp_sort64x4(x, y, lane);"));
+            assert!(
+                !k.source.contains("atomicAdd((int*)(hist"),
+                "{}: no digit counts",
+                k.name
+            );
+            assert!(tiled.kernel_for(d, 1).name.ends_with("_tile_small"));
+            assert!(tiled.kernel_for(d, at + 1).name.ends_with("_tile"));
+        }
+        if def.name == "median" {
+            insta::assert_snapshot!(
+                "median_f32_tile_small",
+                small[DType::F32.index()].source.as_ref()
+            );
+        }
+    }
+    assert_eq!(with.join("\n"), {
+        let large: Vec<&str> = psg_ops::builtin_reductions()
+            .into_iter()
+            .filter(|d| d.tiled.as_ref().is_some_and(|t| t.large.is_some()))
+            .map(|d| d.name)
+            .collect();
+        large.join("\n")
+    });
+}
+
 #[test]
 fn generated_cuda_of_median_in_every_dtype() {
     let def = psg_ops::builtin_reductions()

@@ -78,6 +78,11 @@ pub struct TiledKernels {
     /// instead of 16-bit halves (fewer instructions a key, more shared memory:
     /// `fixed_bytes_large`). See [`TiledKernels::kernel_for`].
     pub large: Option<[KernelSource; 4]>,
+    /// Kernels for B up to [`SMALL_MAX_B`], indexed by [`DType::index`](crate::DType::index), if
+    /// the reduction selects: the same as `cuda` but each selection sorts whole columns across
+    /// a warp instead of counting digits (same shared memory as `cuda`). See
+    /// [`TiledKernels::kernel_for`].
+    pub small: Option<[KernelSource; 4]>,
 }
 
 /// The column-mode kernels' tile: 256 columns (log2).
@@ -87,6 +92,10 @@ pub const COLUMN_TILE_LOG2: u32 = 8;
 /// above it, its kernel for large B ([`TiledKernels::large`], with
 /// [`TiledKernels::fixed_bytes_large`]).
 pub const PACKED_BINS_MAX_B: usize = 384;
+
+/// The largest B for which a selecting reduction runs its kernel for small B
+/// ([`TiledKernels::small`]).
+pub const SMALL_MAX_B: usize = 64;
 
 /// The shared memory a tiled kernel prefers to stay within: small enough for three or more
 /// blocks per multiprocessor (the kernels are built for four), so that some blocks load while
@@ -99,10 +108,12 @@ pub const TILE_TARGET_BYTES: u64 = 32 * 1024;
 
 impl TiledKernels {
     /// The tiled kernel for a batch of `batch` samples of `dtype`: the one for large B where the
-    /// reduction has one and B is above [`PACKED_BINS_MAX_B`], else [`TiledKernels::cuda`]'s.
+    /// reduction has one and B is above [`PACKED_BINS_MAX_B`], the one for small B where it has
+    /// one and B is at most [`SMALL_MAX_B`], else [`TiledKernels::cuda`]'s.
     pub fn kernel_for(&self, dtype: crate::DType, batch: usize) -> &KernelSource {
-        match &self.large {
-            Some(large) if batch > PACKED_BINS_MAX_B => &large[dtype.index()],
+        match (&self.large, &self.small) {
+            (Some(large), _) if batch > PACKED_BINS_MAX_B => &large[dtype.index()],
+            (_, Some(small)) if batch <= SMALL_MAX_B => &small[dtype.index()],
             _ => &self.cuda[dtype.index()],
         }
     }
