@@ -133,9 +133,8 @@ __device__ __forceinline__ void psg_warp_sort64(psg_key& a, psg_key& b, int lane
 "#;
 
 /// Up to this B a selecting reduction runs a kernel of its own ([`emit_small`]): no digit passes,
-/// each warp sorts whole columns (bitonic, [`WARP_SORTS`] and [`SMALL_SORTS`]: four of up to 32
-/// keys at once, or four of up to 64) and reads the selected key, the keys at or below it and the
-/// least above it off the sorted lists. The digit passes' fixed work (clearing, totalling and
+/// each warp sorts four whole columns, 8 lanes a column ([`SMALL_SORTS`]), and reads the selected
+/// key, the keys at or below it and the least above it off the sorted lists. The digit passes' fixed work (clearing, totalling and
 /// searching 256 bins a column) is the same for 64 keys as for 384, and the warp ranking of the
 /// gathered lists a column at a time took a quarter of the f32 median's time at B = 64. In one
 /// kernel with the digit passes the sorts' registers made NVRTC spill, and the B = 256 path
@@ -145,39 +144,40 @@ pub const SMALL_MAX_B: usize = 64;
 // A column's keys in a list of its own, where the digit counts would be (8-byte keys too).
 const _: () = assert!(32 * (SMALL_MAX_B + 1) * 8 <= (BINS / 2 + WARPS) * 32 * 4);
 
-/// Four lists of up to 64 keys sorted at once across a warp (positions `lane` and `32 + lane` of
-/// list `i` in `a[i]` and `b[i]`), as `psg_warp_sort64` sorts one: each half sorted (`a`
-/// ascending, `b` descending), then merged.
-const SMALL_SORTS: &str = r#"__device__ __forceinline__ void psg_warp_sort64x4(psg_key (&a)[4], psg_key (&b)[4], int lane) {
+/// A list of `8 R` keys sorted ascending by 8 lanes of a warp (lanes `8g .. 8g + 7`, `q` the lane
+/// among them), `R` keys a lane (positions `qR .. qR + R - 1` in `a`): a bitonic sort whose
+/// merges start by pairing mirrored positions, so that every pair puts its minimum at the lower
+/// position. Pairs within a lane (the first `log2 R` steps of every merge: 15 of 21 steps for 64
+/// keys) cost two instructions and no shuffle; across lanes, a shuffle and a select of the
+/// minimum or maximum. Against a key a lane (`psg_warp_sort32x4`, `psg_warp_sort64`): about 33
+/// instructions a key instead of 63 for 64 keys, 27 instead of 45 for 32.
+const SMALL_SORTS: &str = r#"template <int R>
+__device__ __forceinline__ void psg_group_sort(psg_key (&a)[R], int q) {
     #pragma unroll
-    for (int k = 2; k <= 32; k <<= 1) {
+    for (int k = 2; k <= 8 * R; k <<= 1) {
         #pragma unroll
         for (int j = k >> 1; j > 0; j >>= 1) {
-            const bool lo = (lane & j) == 0;
-            const bool ka = lo == ((lane & k) == 0 || k == 32);
-            const bool kb = k == 32 ? !lo : ka;
-            #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const psg_key ya = __shfl_xor_sync(0xffffffffu, a[i], j), yb = __shfl_xor_sync(0xffffffffu, b[i], j);
-                a[i] = ka ? min(a[i], ya) : max(a[i], ya);
-                b[i] = kb ? min(b[i], yb) : max(b[i], yb);
+            // A merge's first step pairs mirrored positions, the others positions j apart; the
+            // lower position of a pair takes the minimum.
+            const int m = j == (k >> 1) ? k - 1 : j;
+            if (m < R) {
+                #pragma unroll
+                for (int i = 0; i < R; ++i) {
+                    if (i < (i ^ m)) {
+                        const psg_key lo = min(a[i], a[i ^ m]), hi = max(a[i], a[i ^ m]);
+                        a[i] = lo;
+                        a[i ^ m] = hi;
+                    }
+                }
+            } else {
+                // Position qR + i pairs with position (q ^ m / R) R + (i ^ m % R) of another lane.
+                const bool lower = (q & (j / R)) == 0;
+                psg_key b[R];
+                #pragma unroll
+                for (int i = 0; i < R; ++i) b[i] = __shfl_xor_sync(0xffffffffu, a[i ^ (m % R)], m / R);
+                #pragma unroll
+                for (int i = 0; i < R; ++i) a[i] = lower ? min(a[i], b[i]) : max(a[i], b[i]);
             }
-        }
-    }
-    #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const psg_key l = min(a[i], b[i]), h = max(a[i], b[i]);
-        a[i] = l;
-        b[i] = h;
-    }
-    #pragma unroll
-    for (int j = 16; j > 0; j >>= 1) {
-        const bool lo = (lane & j) == 0;
-        #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const psg_key ya = __shfl_xor_sync(0xffffffffu, a[i], j), yb = __shfl_xor_sync(0xffffffffu, b[i], j);
-            a[i] = lo ? min(a[i], ya) : max(a[i], ya);
-            b[i] = lo ? min(b[i], yb) : max(b[i], yb);
         }
     }
 }
@@ -882,7 +882,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     if small {
         s.insert_str(at, SMALL_SORTS);
     }
-    if sorts || small {
+    if sorts && !small {
         s.insert_str(at, WARP_SORTS);
     }
     if pair {
@@ -926,7 +926,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     // B is bounded by shared memory here, so 32-bit sample indices suffice.
     s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
-    let prefetch_n = prefetch_vectors(plan);
+    let prefetch_n = prefetch_vectors(plan, small);
     s.push_str(&tile_loop_consts(dtype, prefetch_n));
     // Branches opened before the one-column path, each closed after it.
     let mut branches = 0;
@@ -2036,8 +2036,8 @@ fn emit_select(
 
 /// A selection's body in the kernel for small B ([`SMALL_MAX_B`]), after `k`: every key of the
 /// block's columns to a list of its column's (column c's at `cand[c * 65 + b]`, where the digit
-/// counts would be), then warp `w` sorts the lists of columns `w`, `w + 8`, `w + 16` and
-/// `w + 24` across its lanes and reads off each the key at position `rem` (the selection; removed
+/// counts would be), then lanes `8g .. 8g + 7` of warp `w` sort the list of column `4w + g`
+/// ([`SMALL_SORTS`]), write it back sorted and read off it the key at position `rem` (the selection; removed
 /// values' largest key sorts after every kept one), the keys at or below it and the least above
 /// it (the next value, [`Settled::AtOrBelow`], [`Settled::Above`]), and whether its least and
 /// greatest kept keys lie within the infinities' (no NaN, [`Settled::NoNan`]).
@@ -2058,10 +2058,22 @@ fn small_select(name: &str, clean: bool, next: bool, key_code: &str) -> String {
         if (w == 0) { pick[32 + lane] = (int)total; pick[64 + lane] = rem; }
         __syncthreads();
         {
+            // Lanes 8g .. 8g + 7 sort column 4w + g's list (position qR + i in a[i] of lane
+            // 8g + q), write it back sorted, and read it.
+            const int q = lane & 7, c = 4 * w + (lane >> 3);
+            const int r = pick[64 + c], n = pick[32 + c];
+            psg_key* const list = cand + c * 65;
 "#,
     );
-    // What lane 0 stores for column c once `v` (the selected key), `le`, `above` and, for the
-    // NaN check, `lo` and `hi` (the least and greatest kept keys) are known.
+    if clean {
+        s.push_str(
+            "            // A NaN's key lies below -inf's or above +inf's.\n            \
+             const psg_key kmin = psg_to_key(-psg_inf()), kmax = psg_to_key(psg_inf());\n",
+        );
+    }
+    // What lane q = 0 of a column's lanes stores once `v` (the selected key), `le` and `above`
+    // (the next value) and, for the NaN check, `lo` and `hi` (the least and greatest kept keys)
+    // are known.
     let mut store = String::from("found[c] = v;");
     if next {
         store.push_str(" pick[c] = le; over[32 + c] = above;");
@@ -2069,83 +2081,44 @@ fn small_select(name: &str, clean: bool, next: bool, key_code: &str) -> String {
     if clean {
         store.push_str(" totals[c] = n == 0 || (lo >= kmin && hi <= kmax);");
     }
-    let reads = |at: &dyn Fn(&str) -> String| -> String {
-        let mut r = String::new();
+    // Up to 32 keys, 4 a lane; up to 64, 8 a lane.
+    for (cond, regs) in [("if (n_bi <= 32) {", 4), ("} else {", 8)] {
+        writeln!(
+            s,
+            r#"            {cond}
+                psg_key a[{regs}];
+                #pragma unroll
+                for (int i = 0; i < {regs}; ++i) a[i] = q * {regs} + i < n_bi ? list[q * {regs} + i] : ~(psg_key)0;
+                psg_group_sort<{regs}>(a, q);
+                #pragma unroll
+                for (int i = 0; i < {regs}; ++i) list[q * {regs} + i] = a[i];
+                __syncwarp();
+                const psg_key v = list[r];"#
+        )
+        .ok();
         if next {
+            // Padding (the largest key) sorts after the n_bi keys.
             writeln!(
-                r,
-                "                    psg_key above = {};\n                    if (le >= n_bi) above = ~(psg_key)0;",
-                at("le")
+                s,
+                r#"                int le = 0;
+                #pragma unroll
+                for (int i = 0; i < {regs}; ++i) le += q * {regs} + i < n_bi && a[i] <= v ? 1 : 0;
+                le += __shfl_xor_sync(0xffffffffu, le, 1);
+                le += __shfl_xor_sync(0xffffffffu, le, 2);
+                le += __shfl_xor_sync(0xffffffffu, le, 4);
+                const psg_key above = le < n_bi ? list[le] : ~(psg_key)0;"#
             )
             .ok();
         }
         if clean {
-            writeln!(
-                r,
-                "                    const psg_key lo = {}, hi = {};",
-                at("0"),
-                at("(n - 1)")
-            )
-            .ok();
+            s.push_str(
+                "                const psg_key lo = list[0], hi = list[n > 0 ? n - 1 : 0];\n",
+            );
         }
-        r
-    };
-    if clean {
-        s.push_str(
-            "            // A NaN's key lies below -inf's or above +inf's.\n            \
-             const psg_key kmin = psg_to_key(-(psg_acc)__int_as_float(0x7f800000)), kmax = psg_to_key((psg_acc)__int_as_float(0x7f800000));\n",
-        );
+        writeln!(s, "                if (q == 0) {{ {store} }}").ok();
     }
-    // Up to 32 keys: a key of each list to a lane, the four lists at once.
     s.push_str(
-        r#"            if (n_bi <= 32) {
-                psg_key a[4];
-                #pragma unroll
-                for (int i = 0; i < 4; ++i) a[i] = lane < n_bi ? cand[(w + 8 * i) * 65 + lane] : ~(psg_key)0;
-                psg_warp_sort32x4(a, lane);
-                #pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const int c = w + 8 * i, r = pick[64 + c], n = pick[32 + c];
-                    const psg_key v = __shfl_sync(0xffffffffu, a[i], r);
-"#,
-    );
-    if next {
-        s.push_str("                    const int le = __popc(__ballot_sync(0xffffffffu, lane < n_bi && a[i] <= v));\n");
-    }
-    s.push_str(&reads(&|i: &str| match i {
-        "0" => "__shfl_sync(0xffffffffu, a[i], 0)".to_string(),
-        _ => format!("__shfl_sync(0xffffffffu, a[i], {i} & 31)"),
-    }));
-    writeln!(s, "                    if (lane == 0) {{ {store} }}").ok();
-    // Up to 64: positions lane and 32 + lane.
-    s.push_str(
-        r#"                }
-            } else {
-                psg_key x[4], y[4];
-                #pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const int c = w + 8 * i;
-                    x[i] = cand[c * 65 + lane];
-                    y[i] = lane + 32 < n_bi ? cand[c * 65 + 32 + lane] : ~(psg_key)0;
-                }
-                psg_warp_sort64x4(x, y, lane);
-                #pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const int c = w + 8 * i, r = pick[64 + c], n = pick[32 + c];
-                    const psg_key v = __shfl_sync(0xffffffffu, r < 32 ? x[i] : y[i], r & 31);
-"#,
-    );
-    if next {
-        s.push_str("                    const int le = __popc(__ballot_sync(0xffffffffu, x[i] <= v)) + __popc(__ballot_sync(0xffffffffu, lane + 32 < n_bi && y[i] <= v));\n");
-    }
-    s.push_str(&reads(&|i: &str| match i {
-        "0" => "__shfl_sync(0xffffffffu, x[i], 0)".to_string(),
-        _ => format!("__shfl_sync(0xffffffffu, {i} < 32 ? x[i] : y[i], {i} & 31)"),
-    }));
-    writeln!(s, "                    if (lane == 0) {{ {store} }}").ok();
-    s.push_str(
-        r#"                }
-            }
+        r#"            }
         }
         __syncthreads();
         const psg_key prefix = found[lane];
@@ -2301,17 +2274,20 @@ fn unpack_stores(dtype: DType, transform: bool) -> String {
 /// tile is filled): 8, or 7 for a plan of two selections or more, whose state with 8 (32
 /// registers held through the tile's passes) exceeds the 80 registers of three blocks a
 /// multiprocessor in the MAD's kernels (NVRTC spilled a vector to local memory, which made the
-/// thread wait for its load before storing it).
-fn prefetch_vectors(plan: &Plan) -> usize {
+/// thread wait for its load before storing it). In the kernel for small B such a plan
+/// prefetches 6: its sorts' keys (8 a thread) spilled with 7 in the MAD's kernels that write a
+/// cleaned batch. (At B <= 64 a tile is at most 32 KiB, 8 vectors a thread; the rest of an f32
+/// tile is copied straight to shared memory.)
+fn prefetch_vectors(plan: &Plan, small: bool) -> usize {
     let selects = plan
         .steps
         .iter()
         .filter(|s| matches!(s, Step::Select(_)))
         .count();
-    if selects >= 2 {
-        7
-    } else {
-        8
+    match (selects >= 2, small) {
+        (true, true) => 6,
+        (true, false) => 7,
+        _ => 8,
     }
 }
 

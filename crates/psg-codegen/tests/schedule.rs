@@ -586,8 +586,9 @@ fn the_small_batch_kernel_sorts_whole_columns() {
             src.contains(&median.tile_small_kernel_names[d.index()]),
             "{d:?}"
         );
-        assert!(src.contains("psg_warp_sort32x4(a, lane);"), "{src}");
-        assert!(src.contains("psg_warp_sort64x4(x, y, lane);"), "{src}");
+        assert!(src.contains("psg_group_sort<4>(a, q);"), "{src}");
+        assert!(src.contains("psg_group_sort<8>(a, q);"), "{src}");
+        assert!(!src.contains("psg_warp_sort"), "{src}");
         assert!(!src.contains("for (;;)"), "no digit passes: {src}");
         assert!(!src.contains("atomicAdd("), "no counting: {src}");
         assert!(src.contains("if (t1_clean && t1_next) {"), "{d:?}: {src}");
@@ -596,11 +597,7 @@ fn the_small_batch_kernel_sorts_whole_columns() {
     assert!(!median.cuda_tile[DType::BF16.index()].contains("t1_next"));
     let mad = generate(&mad()).unwrap();
     let src = &mad.cuda_tile_small.as_ref().unwrap()[DType::BF16.index()];
-    assert_eq!(
-        src.matches("psg_warp_sort64x4(x, y, lane);").count(),
-        2,
-        "{src}"
-    );
+    assert_eq!(src.matches("psg_group_sort<8>(a, q);").count(), 2, "{src}");
     // A reduction that does not select has none.
     let mean = generate(&reduction(
         vec![],

@@ -165,7 +165,7 @@ fn small_batch_kernels_end_at_the_same_batch_in_codegen_and_runtime() {
             let k = tiled.kernel_for(d, at);
             assert!(k.name.ends_with("_tile_small"), "{}", k.name);
             assert_eq!(k.source, small[d.index()].source);
-            assert!(k.source.contains("psg_warp_sort64x4(x, y, lane);"));
+            assert!(k.source.contains("psg_group_sort<8>(a, q);"));
             assert!(
                 !k.source.contains("atomicAdd((int*)(hist"),
                 "{}: no digit counts",
