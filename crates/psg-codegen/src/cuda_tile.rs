@@ -133,13 +133,14 @@ __device__ __forceinline__ void psg_warp_sort64(psg_key& a, psg_key& b, int lane
 "#;
 
 /// Up to this B a selecting reduction runs a kernel of its own ([`emit_small`]): no digit passes,
-/// each warp sorts four whole columns, 8 lanes a column ([`SMALL_SORTS`]), and reads the selected
-/// key, the keys at or below it and the least above it off the sorted lists. The digit passes' fixed work (clearing, totalling and
-/// searching 256 bins a column) is the same for 64 keys as for 384, and the warp ranking of the
-/// gathered lists a column at a time took a quarter of the f32 median's time at B = 64. In one
-/// kernel with the digit passes the sorts' registers made NVRTC spill, and the B = 256 path
-/// slowed by 14-19%; hence a kernel of its own. The runtime launches it for B up to this
-/// (`TiledKernels::kernel_for`).
+/// each warp sorts four whole columns, 8 lanes a column (`SMALL_SORTS`), and reads the selected
+/// key, the keys at or below it and the least above it off the sorted lists. The digit passes'
+/// fixed work (clearing, totalling and searching 256 bins a column) is the same for 64 keys as
+/// for 384, and the warp ranking of the gathered lists a column at a time took a quarter of the
+/// f32 median's time at B = 64. In one kernel with the digit passes the sorts' registers made
+/// NVRTC spill, and the B = 256 path slowed by 14-19%; hence a kernel of its own. Up to B = 128
+/// (16 lanes a column) measured mixed against the digit passes (0.75-1.09), so 64. The runtime
+/// launches it for B up to this (`TiledKernels::kernel_for`).
 pub const SMALL_MAX_B: usize = 64;
 // A column's keys in a list of its own, where the digit counts would be (8-byte keys too).
 const _: () = assert!(32 * (SMALL_MAX_B + 1) * 8 <= (BINS / 2 + WARPS) * 32 * 4);
@@ -2037,10 +2038,11 @@ fn emit_select(
 /// A selection's body in the kernel for small B ([`SMALL_MAX_B`]), after `k`: every key of the
 /// block's columns to a list of its column's (column c's at `cand[c * 65 + b]`, where the digit
 /// counts would be), then lanes `8g .. 8g + 7` of warp `w` sort the list of column `4w + g`
-/// ([`SMALL_SORTS`]), write it back sorted and read off it the key at position `rem` (the selection; removed
-/// values' largest key sorts after every kept one), the keys at or below it and the least above
-/// it (the next value, [`Settled::AtOrBelow`], [`Settled::Above`]), and whether its least and
-/// greatest kept keys lie within the infinities' (no NaN, [`Settled::NoNan`]).
+/// ([`SMALL_SORTS`]), write it back sorted and read off it the key at position `rem` (the
+/// selection; removed values' largest key sorts after every kept one), the keys at or below it
+/// and the least above it (the next value, [`Settled::AtOrBelow`], [`Settled::Above`]), and
+/// whether its least and greatest kept keys lie within the infinities' (no NaN,
+/// [`Settled::NoNan`]).
 fn small_select(name: &str, clean: bool, next: bool, key_code: &str) -> String {
     let mut s = String::new();
     s.push_str(
