@@ -655,11 +655,12 @@ pub fn tile_kernel_name(plan: &Plan, dtype: DType) -> String {
 /// prelude, the signature (the fallback's parameters, then `tile_log2` and `vec`) and the
 /// dynamic shared memory.
 pub(crate) fn kernel_head(plan: &Plan, dtype: DType, shape: &str) -> String {
-    kernel_head_named(plan, dtype, shape, &tile_kernel_name(plan, dtype))
+    kernel_head_named(plan, dtype, shape, &tile_kernel_name(plan, dtype), false)
 }
 
-/// [`kernel_head`] for a kernel named `name`.
-fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str) -> String {
+/// [`kernel_head`] for a kernel named `name`; `four` for a kernel for small B held to four
+/// blocks' registers (see [`four_blocks`]).
+fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, four: bool) -> String {
     let mut s = header(plan, dtype, shape);
     s.push_str(prelude(dtype));
     let mut params = kernel_params(plan);
@@ -669,11 +670,12 @@ fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str) -> Stri
     // and bf16 or f16, whose tiles widen to the same bytes): registers are held to three blocks'
     // share (80) too, where NVRTC would take up to 95, or spill. Four blocks' share (64), where
     // shared memory allows four (bf16 at B = 64), measured slower at B = 256 (BENCHMARKS.md).
+    // The kernel for small B is held to four blocks' share (64) where [`four_blocks`] says.
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
-    let min_blocks = if selects && dtype.acc() == Acc::F32 {
-        ", 3"
-    } else {
-        ""
+    let min_blocks = match (selects && dtype.acc() == Acc::F32, four) {
+        (true, false) => ", 3",
+        (true, true) => ", 4",
+        _ => "",
     };
     writeln!(
         s,
@@ -720,6 +722,7 @@ pub fn emit_column(plan: &Plan, dtype: DType) -> Option<String> {
         dtype,
         "column mode (one read of g, whole columns a thread)",
         &column_kernel_name(plan, dtype),
+        false,
     );
     let at = s
         .find("\nextern \"C\"")
@@ -870,7 +873,8 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
             .iter()
             .any(|(_, settle)| settle.as_ref().is_some_and(|v| v.iter().any(f)))
     };
-    let mut s = kernel_head_named(plan, dtype, "tiled (one read of g)", &name);
+    let four = small && four_blocks(plan, dtype, transform.is_some());
+    let mut s = kernel_head_named(plan, dtype, "tiled (one read of g)", &name, four);
     // The tile's element, and how a pass reads one.
     let at = s
         .find("\nextern \"C\"")
@@ -927,7 +931,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     // B is bounded by shared memory here, so 32-bit sample indices suffice.
     s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
-    let prefetch_n = prefetch_vectors(plan, small);
+    let prefetch_n = prefetch_vectors(plan, small, four);
     s.push_str(&tile_loop_consts(dtype, prefetch_n));
     // Branches opened before the one-column path, each closed after it.
     let mut branches = 0;
@@ -2276,21 +2280,38 @@ fn unpack_stores(dtype: DType, transform: bool) -> String {
 /// tile is filled): 8, or 7 for a plan of two selections or more, whose state with 8 (32
 /// registers held through the tile's passes) exceeds the 80 registers of three blocks a
 /// multiprocessor in the MAD's kernels (NVRTC spilled a vector to local memory, which made the
-/// thread wait for its load before storing it). In the kernel for small B such a plan
-/// prefetches 6: its sorts' keys (8 a thread) spilled with 7 in the MAD's kernels that write a
-/// cleaned batch. (At B <= 64 a tile is at most 32 KiB, 8 vectors a thread; the rest of an f32
-/// tile is copied straight to shared memory.)
-fn prefetch_vectors(plan: &Plan, small: bool) -> usize {
+/// thread wait for its load before storing it). The kernel for small B prefetches 4 where it
+/// runs four blocks a multiprocessor ([`four_blocks`]): with its sorts' keys (8 a thread) they
+/// fit 64 registers (a tile of B <= 64 is at most 32 KiB, 8 vectors a thread; the rest of an
+/// f32 tile is copied straight to shared memory, a 16-bit tile is 4 vectors a thread). Else it
+/// prefetches 6 for two selections or more (7 spilled in the MAD's cleaner), else 8.
+fn prefetch_vectors(plan: &Plan, small: bool, four: bool) -> usize {
     let selects = plan
         .steps
         .iter()
         .filter(|s| matches!(s, Step::Select(_)))
         .count();
-    match (selects >= 2, small) {
-        (true, true) => 6,
-        (true, false) => 7,
+    match (small, four, selects >= 2) {
+        (true, true, _) => 4,
+        (true, false, true) => 6,
+        (false, _, true) => 7,
         _ => 8,
     }
+}
+
+/// Whether the kernel for small B runs four blocks a multiprocessor (held to 64 registers,
+/// prefetching 4 vectors, see [`prefetch_vectors`]) instead of three: its tile is at most 32
+/// KiB (four blocks' shared memory at B = 64 in f32), and four took 0.90-0.97 of the time of
+/// three (H100, B = 32 and 64, the order statistics, MAD and trimmed means, f32 and bf16). Not
+/// where it writes a batch (the MAD's cleaner spilled at 64 registers), nor where an f32 or f64
+/// tile holds a transform of the element (the clipped median): the rows that `cp.async` copies
+/// past the prefetched ones take a pass of their own for it, and with 4 vectors that is half
+/// the tile (the f32 clipped median at g[64, 16M] took 5.67 ms, against 5.47 ms at three blocks
+/// in a run before on another H100; bf16's, whose rows all pass through registers, gained).
+fn four_blocks(plan: &Plan, dtype: DType, transformed: bool) -> bool {
+    let batch = matches!(plan.output, Output::Batch(_));
+    let rewritten_rows = transformed && raw_rows_from(dtype, 4).is_some();
+    !batch && !rewritten_rows
 }
 
 /// The persistent loop's constants: which vectors of a tile's rows thread `tid` moves, and

@@ -595,6 +595,24 @@ fn the_small_batch_kernel_sorts_whole_columns() {
     }
     // The packed kernel's bf16 median counts its second digit and runs the next value's pass.
     assert!(!median.cuda_tile[DType::BF16.index()].contains("t1_next"));
+    // Four blocks a multiprocessor, 4 vectors prefetched; three where an f32 tile holds a
+    // transform of the element (its rows past the prefetch take a pass for it).
+    for d in [DType::F32, DType::BF16] {
+        let src = &small[d.index()];
+        assert!(src.contains("__launch_bounds__(256, 4)"), "{d:?}");
+        assert!(src.contains("for (int u = 0; u < 4; ++u)"), "{d:?}");
+    }
+    let scaled = generate(&reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(Column {
+            value: Scalar::Load.bin(BinOp::Mul, Scalar::LoadPerSample(0)),
+            keep: None,
+        })]),
+    ))
+    .unwrap();
+    let small_scaled = scaled.cuda_tile_small.as_ref().unwrap();
+    assert!(small_scaled[DType::F32.index()].contains("__launch_bounds__(256, 3)"));
+    assert!(small_scaled[DType::BF16.index()].contains("__launch_bounds__(256, 4)"));
     let mad = generate(&mad()).unwrap();
     let src = &mad.cuda_tile_small.as_ref().unwrap()[DType::BF16.index()];
     assert_eq!(src.matches("psg_group_sort<8>(a, q);").count(), 2, "{src}");
