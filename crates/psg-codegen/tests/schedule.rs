@@ -15,6 +15,25 @@ fn reduction(lets: Vec<Let>, output: Output) -> Reduction {
     }
 }
 
+/// The median of the input: a plan's only selection, on the input's own keys.
+fn median() -> Reduction {
+    reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(Column::input())]),
+    )
+}
+
+/// The median of x * s[b] (the clipped median's shape): one selection on a stored expression.
+fn scaled_median() -> Reduction {
+    reduction(
+        vec![],
+        Output::Scalars(vec![stats::median(Column {
+            value: Scalar::Load.bin(BinOp::Mul, Scalar::LoadPerSample(0)),
+            keep: None,
+        })]),
+    )
+}
+
 /// The median of |x - median(x)|: a plan of two selections, the second on computed keys.
 fn mad() -> Reduction {
     let column = |value: Scalar| Column { value, keep: None };
@@ -113,10 +132,7 @@ fn a_streaming_reduction_is_never_delayed_past_a_use() {
 
 #[test]
 fn median_selects_once_then_finds_the_next_value_in_one_pass() {
-    let r = reduction(
-        vec![],
-        Output::Scalars(vec![stats::median(Column::input())]),
-    );
+    let r = median();
     let plan = Plan::new(&r);
     // The lower middle value in one selection, then one loop: the upper middle value (a count
     // and a minimum above it) and the NaN count, which is delayed into that loop.
@@ -321,10 +337,7 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
     assert!(!bf16.contains("psg_raw_from"), "{bf16}");
 
     // Not for a bare element, two different expressions, or a single pass.
-    let bare = reduction(
-        vec![],
-        Output::Scalars(vec![stats::median(Column::input())]),
-    );
+    let bare = median();
     let two = reduction(
         vec![],
         Output::Scalars(vec![
@@ -402,11 +415,7 @@ fn the_nan_guard_of_a_selection_runs_after_it_and_only_where_it_may_count_someth
 /// order statistics without a next value.
 #[test]
 fn a_selection_finds_the_next_value_where_it_gathers() {
-    let median = generate(&reduction(
-        vec![],
-        Output::Scalars(vec![stats::median(Column::input())]),
-    ))
-    .unwrap();
+    let median = generate(&median()).unwrap();
     for d in [DType::F32, DType::F64, DType::F16] {
         let tile = &median.cuda_tile[d.index()];
         let least = tile.find("atomicMin(&over[lane], least);").expect(tile);
@@ -533,11 +542,7 @@ fn a_lone_selection_sorts_long_lists() {
             && src.contains("const int cap = 32,")
             && src.contains("cand[lane * 33 + atomicAdd(&totals[lane], 1)] = key;")
     };
-    let median = generate(&reduction(
-        vec![],
-        Output::Scalars(vec![stats::median(Column::input())]),
-    ))
-    .unwrap();
+    let median = generate(&median()).unwrap();
     for d in [DType::F32, DType::F16] {
         let tile = &median.cuda_tile[d.index()];
         assert!(sorts(tile), "{tile}");
@@ -551,14 +556,7 @@ fn a_lone_selection_sorts_long_lists() {
         assert!(ranks_only(&median.cuda_tile[d.index()]), "{d:?}");
     }
     // Read through a stored expression, a bf16 column's keys are f32 products: sorted.
-    let scaled = generate(&reduction(
-        vec![],
-        Output::Scalars(vec![stats::median(Column {
-            value: Scalar::Load.bin(BinOp::Mul, Scalar::LoadPerSample(0)),
-            keep: None,
-        })]),
-    ))
-    .unwrap();
+    let scaled = generate(&scaled_median()).unwrap();
     assert!(sorts(&scaled.cuda_tile[DType::BF16.index()]));
     let mad = generate(&mad()).unwrap();
     for d in [DType::F32, DType::BF16] {
@@ -571,11 +569,7 @@ fn a_lone_selection_sorts_long_lists() {
 /// leave to a pass of their own), and each of the MAD's two selections sorts.
 #[test]
 fn the_small_batch_kernel_sorts_whole_columns() {
-    let median = generate(&reduction(
-        vec![],
-        Output::Scalars(vec![stats::median(Column::input())]),
-    ))
-    .unwrap();
+    let median = generate(&median()).unwrap();
     let small = median
         .cuda_tile_small
         .as_ref()
@@ -602,14 +596,7 @@ fn the_small_batch_kernel_sorts_whole_columns() {
         assert!(src.contains("__launch_bounds__(256, 4)"), "{d:?}");
         assert!(src.contains("for (int u = 0; u < 4; ++u)"), "{d:?}");
     }
-    let scaled = generate(&reduction(
-        vec![],
-        Output::Scalars(vec![stats::median(Column {
-            value: Scalar::Load.bin(BinOp::Mul, Scalar::LoadPerSample(0)),
-            keep: None,
-        })]),
-    ))
-    .unwrap();
+    let scaled = generate(&scaled_median()).unwrap();
     let small_scaled = scaled.cuda_tile_small.as_ref().unwrap();
     assert!(small_scaled[DType::F32.index()].contains("__launch_bounds__(256, 3)"));
     assert!(small_scaled[DType::BF16.index()].contains("__launch_bounds__(256, 4)"));
