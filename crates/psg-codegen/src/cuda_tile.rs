@@ -16,26 +16,29 @@
 //! instead and each thread computes two neighbouring columns from one 32-bit load (see `pairs`).
 //! Partials are combined through shared memory in order, consecutive passes in alternate halves.
 //!
-//! Selection (k-th smallest) is an exact radix select with 8-bit digits over the
-//! order-preserving keys of the column: each pass counts, with shared-memory atomics, the digits
+//! Selection (k-th smallest) is an exact radix select over the order-preserving keys of the
+//! column. Up to [`PACKED_BINS_MAX_B`], on 32-bit keys, it goes a bit at a time over bit planes
+//! (`sliced_select`: each thread transposes its 32 keys of a column in registers, and lanes
+//! of four count a column's keys with a 0 in the next bit, `popc` and two shuffles). Otherwise
+//! it counts 8-bit digits: each pass counts, with shared-memory atomics, the digits
 //! of the keys that match the prefix found so far (bin `d` of column `lane` in word
-//! `d * 32 + lane`, so a warp's columns hit distinct banks; up to [`PACKED_BINS_MAX_B`], 16-bit
-//! counts two a word, in half `d & 1` of word `(d / 2) * 32 + lane`, and for larger B a kernel of
-//! its own with 32-bit counts, [`emit_large`]; a key off the prefix is counted in a row past the
-//! counts that nothing reads: cheaper than a branch); the column's 8 threads total 32 digits
-//! each, then 4 digits each within the chunk that holds the rank, and one thread picks the
-//! digit. Once every column's bucket is small (`GATHER` keys, or `GATHER_SORTED` for a plan's
-//! only selection, see `sorts_lists`; 4 where one more digit would finish), one more pass copies
-//! each bucket to a list of its column, which is ranked against itself (a warp to a column for
-//! small B, a thread to a key from `WARP_RANK_BELOW`) or, where some list of the block is longer
-//! than `SORT_ABOVE`, sorted across a warp; a column is also done when every bit is fixed
-//! (ties). The value after a selected one (a
+//! `d * 32 + lane`, so a warp's columns hit distinct banks; in the packed kernel (64-bit keys),
+//! 16-bit counts two a word, in half `d & 1` of word `(d / 2) * 32 + lane`, and in a kernel of
+//! its own ([`emit_large`], for B above it and from 65 to 128) 32-bit counts; a key off the
+//! prefix is counted in a row past the counts that nothing reads: cheaper than a branch); the
+//! column's 8 threads total 32 digits each, then 4 digits each within the chunk that holds the
+//! rank, and one thread picks the digit. Once every column's bucket is small (`GATHER` keys,
+//! or `GATHER_SORTED` for a plan's only selection, see `sorts_lists`; 4 where one more digit
+//! would finish), one more pass copies each bucket to a list of its column, which is ranked
+//! against itself (a warp to a column for small B, a thread to a key from `WARP_RANK_BELOW`)
+//! or, where some list of the block is longer than `SORT_ABOVE`, sorted across a warp; a
+//! column is also done when every bit is fixed (ties). The value after a selected one (a
 //! median's upper middle) comes from the gathered bucket (the least key above the selected one
-//! there, else the least above the bucket, which the gathering pass keeps), and where some
-//! column of the block did not gather, from an integer minimum of keys
+//! there, else the least above the bucket, which the gathering pass keeps), or from the bit
+//! planes, and where some column of the block did not gather, from an integer minimum of keys
 //! ([`ReduceOp::MinTotal`]) in the next streaming pass. An order statistic's count of NaNs runs
-//! after its selection, and only in a block where some column's first digit pass counted a key
-//! in the lowest or highest digit, where every NaN is (see `Settled`).
+//! after its selection, and only in a block where some column's first digit pass (or top 8
+//! bit planes) saw a key in the lowest or highest digit, where every NaN is (see `Settled`).
 //!
 //! Shared memory: `tile` (B x tile accumulators), `keys` (B x tile keys, when the plan selects
 //! from a column other than `g` itself, whose keys are read from the tile directly),
@@ -196,17 +199,23 @@ fn sorts_lists(plan: &Plan, t: usize, input: Option<DType>, key_bits: u32) -> bo
     selections == 1 && key_bits == 32 && !bf16_own_keys(plan, t, input)
 }
 
-/// Up to this B a selection counts digits in 16-bit halves, two bins a word ([`emit`]): 16 KiB of
-/// counts instead of 32, and the multiprocessor keeps the rest as L1 cache, which NVRTC's
-/// kernels use (the f32 median at B = 256 took 0.90 of the time of the same kernel given 16 KiB
-/// more shared memory, on an H100). Above it, a kernel of its own counts in 32-bit words
-/// ([`emit_large`]): a key's count costs 1 instruction there instead of 6, which at B = 1024
-/// outweighs the cache (the f32 median 0.93 of the packed kernel's time, the bf16 trimmed mean
-/// 0.90), and at B = 384 and above the packed tile gains no block a multiprocessor. One kernel
-/// choosing its layout at run time measured 2-3% slower at B <= 256 (its code for both). The
-/// runtime launches the matching kernel and shared memory (`TiledKernels::kernel_for`,
-/// `fixed_bytes_large`).
-pub const PACKED_BINS_MAX_B: usize = 384;
+/// The largest B of the kernel for selecting plans that [`emit`] writes (the packed kernel);
+/// above it, a kernel of its own counts 8-bit digits in 32-bit words ([`emit_large`]), which
+/// the runtime also runs from B = 65 up to its `PACKED_MIN_B` (129), where the bit planes'
+/// words would be half empty. Up to it, a selection on 32-bit keys (f32 accumulators: f32,
+/// bf16 and f16 input) is bit-sliced (`sliced_select`), a thread's part of a column being 32
+/// samples (so B <= 8 * 32); on
+/// 64-bit keys it counts digits in 16-bit halves, two bins a word: 16 KiB of counts instead of
+/// 32, and the multiprocessor keeps the rest as L1 cache, which NVRTC's kernels use (the f32
+/// median at B = 256 took 0.90 of the time of the same kernel given 16 KiB more shared
+/// memory, on an H100, when it counted digits too). In the kernel for large B a key's count
+/// costs 1 instruction instead of 6, which at B = 1024 outweighs the cache (the f32 median 0.93
+/// of the packed kernel's time, the bf16 trimmed mean 0.90). One kernel choosing its layout at
+/// run time measured 2-3% slower at B <= 256 (its code for both). The runtime launches the
+/// matching kernel and shared memory (`TiledKernels::kernel_for`, `fixed_bytes_large`).
+pub const PACKED_BINS_MAX_B: usize = 256;
+// A thread's part of a column in a bit-sliced selection is 32 samples of a word's bits.
+const _: () = assert!(PACKED_BINS_MAX_B <= 32 * WARPS);
 
 /// Below this B the gathered lists are ranked a warp to a column (see `emit_select`); from it, a
 /// thread to a key. A thread's B / 8 keys make a digit or gathering pass cheap beside ranking
@@ -232,6 +241,10 @@ struct SelectFlags {
     packed: bool,
     /// The kernel for B up to [`SMALL_MAX_B`]: whole columns sorted instead of digit passes.
     small: bool,
+    /// A bit-sliced selection ([`sliced_select`]) instead of digit passes.
+    sliced: bool,
+    /// The plan's first bit-sliced selection: it issues the next tile's loads.
+    fetch: bool,
 }
 
 /// Shared-memory needs of the tiled kernel: bytes per (sample, column), and fixed bytes per block
@@ -270,9 +283,15 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32, u32) {
             0
         }
     };
+    // Up to `PACKED_BINS_MAX_B`, 32-bit keys are bit-sliced: the same header, then the planes
+    // (see `sliced_select`).
+    let packed = match dtype.acc() {
+        Acc::F32 if selects => ((WARPS + 3) * 32 * 4 + PLANE_BYTES) as u32 + 3 * 32 * acc,
+        _ => histogram(BINS / 2),
+    };
     (
         per_element,
-        partials.max(histogram(BINS / 2)),
+        partials.max(packed),
         partials.max(histogram(BINS)),
     )
 }
@@ -655,27 +674,29 @@ pub fn tile_kernel_name(plan: &Plan, dtype: DType) -> String {
 /// prelude, the signature (the fallback's parameters, then `tile_log2` and `vec`) and the
 /// dynamic shared memory.
 pub(crate) fn kernel_head(plan: &Plan, dtype: DType, shape: &str) -> String {
-    kernel_head_named(plan, dtype, shape, &tile_kernel_name(plan, dtype), false)
+    kernel_head_named(
+        plan,
+        dtype,
+        shape,
+        &tile_kernel_name(plan, dtype),
+        Blocks::Three,
+    )
 }
 
-/// [`kernel_head`] for a kernel named `name`; `four` for a kernel for small B held to four
-/// blocks' registers (see [`four_blocks`]).
-fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, four: bool) -> String {
+/// [`kernel_head`] for a kernel named `name`, held to the registers of `blocks` blocks a
+/// multiprocessor where it selects (see [`Blocks`]).
+fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, blocks: Blocks) -> String {
     let mut s = header(plan, dtype, shape);
     s.push_str(prelude(dtype));
     let mut params = kernel_params(plan);
     params.push("int tile_log2".into());
     params.push("int vec".into());
-    // A selection's tile and scratch fit three blocks to a multiprocessor at B = 256 (f32 input,
-    // and bf16 or f16, whose tiles widen to the same bytes): registers are held to three blocks'
-    // share (80) too, where NVRTC would take up to 95, or spill. Four blocks' share (64), where
-    // shared memory allows four (bf16 at B = 64), measured slower at B = 256 (BENCHMARKS.md).
-    // The kernel for small B is held to four blocks' share (64) where [`four_blocks`] says.
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
-    let min_blocks = match (selects && dtype.acc() == Acc::F32, four) {
-        (true, false) => ", 3",
-        (true, true) => ", 4",
-        _ => "",
+    let min_blocks = match (selects && dtype.acc() == Acc::F32, blocks) {
+        (false, _) => "",
+        (true, Blocks::Two) => ", 2",
+        (true, Blocks::Three) => ", 3",
+        (true, Blocks::Four) => ", 4",
     };
     writeln!(
         s,
@@ -685,6 +706,23 @@ fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, four: b
     .ok();
     s.push_str("    extern __shared__ __align__(16) unsigned char psg_smem[];\n");
     s
+}
+
+/// The blocks a multiprocessor whose registers a selecting kernel (f32 accumulators) is held to
+/// (`__launch_bounds__`). A selection's tile and scratch fit three blocks to a multiprocessor at
+/// B = 256 in the kernel for large B (f32 input, and bf16 or f16, whose tiles widen to the same
+/// bytes): registers are held to three blocks' share (80) too, where NVRTC would take up to 95,
+/// or spill; four blocks' share (64), where shared memory allows four (bf16 at B = 64),
+/// measured slower at B = 256 (BENCHMARKS.md). The kernel for small B is held to four blocks'
+/// share where [`four_blocks`] says. A bit-sliced selection (see [`sliced_select`]) holds a
+/// thread's 32 keys and then its planes in registers: at three blocks' share NVRTC spilled
+/// (176 bytes a thread in the f32 median), and two blocks took 0.84 of the time (H200, g[256,
+/// 4M], against the spilling kernel).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Blocks {
+    Two,
+    Three,
+    Four,
 }
 
 /// The tile's element, and how a pass reads one.
@@ -722,7 +760,7 @@ pub fn emit_column(plan: &Plan, dtype: DType) -> Option<String> {
         dtype,
         "column mode (one read of g, whole columns a thread)",
         &column_kernel_name(plan, dtype),
-        false,
+        Blocks::Three,
     );
     let at = s
         .find("\nextern \"C\"")
@@ -742,6 +780,7 @@ pub fn emit_column(plan: &Plan, dtype: DType) -> Option<String> {
         COLUMN_TILE_LOG2,
         false,
         8,
+        false,
         false,
     ));
     let steps = tile_steps(plan);
@@ -833,6 +872,9 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         Acc::F32 => 32,
         Acc::F64 => 64,
     };
+    // Selections on 32-bit keys in the kernel for B up to [`PACKED_BINS_MAX_B`] are bit-sliced
+    // ([`sliced_select`]); 64-bit keys count digits there.
+    let sliced = shape == Shape::Packed && selects && key_bits == 32;
 
     // A transformed tile holds full accumulators, not widened input elements.
     let input = if transform.is_some() {
@@ -843,8 +885,9 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     let mut steps = tile_steps(plan);
     // A bf16 column's own keys are fixed after two digits, and the block rarely gathers after
     // the first (see `GATHER`): the next value is not found there, so the pass that computes it
-    // runs, and the selection does not pay for looking. (A sorted column has it.)
-    let own = |t: usize| !small && bf16_own_keys(plan, t, input);
+    // runs, and the selection does not pay for looking. (A sorted column has it, and so does a
+    // bit-sliced selection.)
+    let own = |t: usize| !small && !sliced && bf16_own_keys(plan, t, input);
     for (_, settle) in &mut steps {
         let finds_next =
             |x: &Settled| matches!(*x, Settled::AtOrBelow(t) | Settled::Above(t) if own(t));
@@ -874,7 +917,12 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
             .any(|(_, settle)| settle.as_ref().is_some_and(|v| v.iter().any(f)))
     };
     let four = small && four_blocks(plan, dtype, transform.is_some());
-    let mut s = kernel_head_named(plan, dtype, "tiled (one read of g)", &name, four);
+    let blocks = match (four, sliced) {
+        (true, _) => Blocks::Four,
+        (false, true) => Blocks::Two,
+        (false, false) => Blocks::Three,
+    };
+    let mut s = kernel_head_named(plan, dtype, "tiled (one read of g)", &name, blocks);
     // The tile's element, and how a pass reads one.
     let at = s
         .find("\nextern \"C\"")
@@ -887,8 +935,11 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     if small {
         s.insert_str(at, SMALL_SORTS);
     }
-    if sorts && !small {
+    if sorts && !small && !sliced {
         s.insert_str(at, WARP_SORTS);
+    }
+    if sliced {
+        s.insert_str(at, TRANSPOSE);
     }
     if pair {
         let at = s
@@ -939,7 +990,9 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         // Tiles of 64 columns or more: two columns a thread, in 64-column slabs. Narrower ones
         // (large B) take the one-column path below.
         s.push_str("    if (tile_log2 >= 6) {\n");
-        s.push_str(&tile_loop_start(dtype, narrow, 6, true, prefetch_n, false));
+        s.push_str(&tile_loop_start(
+            dtype, narrow, 6, true, prefetch_n, false, false,
+        ));
         emit_pair_slabs(&mut s, plan, &steps, unroll, &syntax, &locals, slab_barrier);
         s.push_str("    }\n    } else {\n    #undef PSG_SLAB\n    #undef PSG_UNPACK\n");
         branches += 1;
@@ -947,6 +1000,8 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     if let Some(t) = transform {
         emit_transform_fn(&mut s, plan, t, &e, dtype, prefetch_n);
     }
+    // A bit-sliced selection holds 32 keys a thread: the next tile's loads are issued after
+    // the first one's planes are stored, their registers free again (see `sliced_select`).
     s.push_str(&tile_loop_start(
         dtype,
         narrow,
@@ -954,6 +1009,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         true,
         prefetch_n,
         transform.is_some(),
+        sliced,
     ));
     // Tiles wider than a warp are computed 32 columns at a time.
     s.push_str("    for (int cs = 0; cs < tile_w; cs += 32) {\n");
@@ -975,6 +1031,8 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     }
 
     let mut loops = 0;
+    // Whether a bit-sliced selection has issued the next tile's loads.
+    let mut fetched = false;
     for (n, (step, settle)) in steps.iter().enumerate() {
         match step {
             Step::Let(i) => emit_let(&mut s, plan, *i, &e),
@@ -1010,7 +1068,10 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     next,
                     packed,
                     small,
+                    sliced,
+                    fetch: sliced && !fetched,
                 };
+                fetched = fetched || sliced;
                 emit_select(&mut s, plan, *t, input, key_bits, flags, &e, &from_tile)
             }
         }
@@ -1657,6 +1718,8 @@ fn emit_select(
         next,
         packed,
         small,
+        sliced,
+        fetch: _,
     } = flags;
     let r = &plan.temps[t].reduce;
     let ReduceOp::Kth(k) = &r.op else {
@@ -1755,6 +1818,20 @@ fn emit_select(
         s.push_str("        for (int r = 0; r < 8; ++r) total += bins[r * 32 + lane];\n");
     }
     writeln!(s, "        const long long k = psg_index({});", e(k)).ok();
+    if sliced {
+        s.push_str(&sliced_select(
+            &name,
+            flags,
+            &key_code("                    "),
+            zero_low_bits,
+        ));
+        writeln!(
+            s,
+            "        {name} = valid ? psg_from_key(prefix) : psg_nan();\n    }}"
+        )
+        .ok();
+        return;
+    }
     if small {
         s.push_str(&small_select(&name, clean, next, &key_code("            ")));
         writeln!(
@@ -2151,6 +2228,228 @@ fn small_select(name: &str, clean: bool, next: bool, key_code: &str) -> String {
     s
 }
 
+/// A 32 x 32 bit transpose in registers, for [`sliced_select`]: afterwards bit `m` of `a[i]` is
+/// bit `i` of the old `a[m]`. Five steps of swapping blocks: 16- and 8-bit ones by byte
+/// permutes (a word of each pair in one instruction), 4-, 2- and 1-bit ones by masks (two).
+/// Outputs nothing reads (the low planes of a bf16 column's own keys) are dropped by NVRTC.
+const TRANSPOSE: &str = r#"template <int S>
+__device__ __forceinline__ void psg_swap_blocks(unsigned int (&a)[32], unsigned int lo) {
+    #pragma unroll
+    for (int r = 0; r < 32; ++r) {
+        if ((r & S) == 0) {
+            const unsigned int x = a[r], y = a[r + S];
+            a[r] = (x & lo) | ((y << S) & ~lo);
+            a[r + S] = ((x >> S) & lo) | (y & ~lo);
+        }
+    }
+}
+__device__ __forceinline__ void psg_transpose32(unsigned int (&a)[32]) {
+    #pragma unroll
+    for (int r = 0; r < 16; ++r) {
+        const unsigned int x = a[r], y = a[r + 16];
+        a[r] = __byte_perm(x, y, 0x5410);
+        a[r + 16] = __byte_perm(x, y, 0x7632);
+    }
+    #pragma unroll
+    for (int r = 0; r < 32; ++r) {
+        if ((r & 8) == 0) {
+            const unsigned int x = a[r], y = a[r + 8];
+            a[r] = __byte_perm(x, y, 0x6240);
+            a[r + 8] = __byte_perm(x, y, 0x7351);
+        }
+    }
+    psg_swap_blocks<4>(a, 0x0f0f0f0fu);
+    psg_swap_blocks<2>(a, 0x33333333u);
+    psg_swap_blocks<1>(a, 0x55555555u);
+}
+"#;
+
+/// Shared memory of a bit-sliced selection's planes ([`sliced_select`]): 32 planes of 8 parts
+/// of 32 columns, a word each.
+const PLANE_BYTES: usize = 32 * WARPS * 32 * 4;
+
+/// A selection's body on 32-bit keys in the kernel for B up to [`PACKED_BINS_MAX_B`], after `k`:
+/// an exact radix select one bit at a time over bit planes, instead of 8-bit digit passes.
+///
+/// 1. Thread `(lane, w)` computes the keys of column `lane` at samples `w + 8m` (`m < 32`, so B
+///    is at most 256), transposes them in registers ([`TRANSPOSE`]) into 32 bit planes (bit
+///    `m` of plane `i` is bit `i` of sample `w + 8m`'s key: "part" `w` of the column) and
+///    stores them: plane `i` of part `p` of column `c` at `planes[i * 256 + c * 8 + (p ^ (c /
+///    4 % 8))]` (the swizzle keeps both the stores, a column a lane, and the reads below off
+///    each other's banks). The plan's first selection then issues the next tile's loads
+///    (`fetch`): holding them through the keys and the transpose made NVRTC spill.
+/// 2. Lanes `4g .. 4g + 3` of warps 0-3 take column `8w + g`, two parts a lane. From the top
+///    bit down, the keys still matching the selected bits (a mask a part) that have a 0 in
+///    this bit are counted (`popc`, then two shuffles): below the rank, the selected bit is 1
+///    and the mask keeps the keys with a 1, else 0. The selected key's count of equal keys
+///    gives `le`; the keys that left the mask upwards are those above it, and their least
+///    (`above`, the next value) is found the same way, a ballot a bit. The NaN check reads the
+///    top 8 bits off the same planes: no key whose top 8 bits are clear, and as many whose top
+///    8 bits are set as there are removed values (as the digit passes check; see `Settled`).
+///
+/// A bf16 column's own keys (`low` = 16) have 16 bits that the sign decides: only the top 16
+/// planes are stored and searched. Against the 8-bit digit passes (H200, g[256, 4M],
+/// hand-edited kernels, results bit for bit the same): the f32 median 0.86 of the time, bf16
+/// 0.57. Two lanes a part (8 a column, every warp) took 0.91 and 0.61: a bit's count costs a
+/// third shuffle; four parts a lane 1.21 and 0.74 (fewer threads for the same chain of
+/// dependent steps); the next value found in the same pass as the selection 1.10 and 0.70.
+fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> String {
+    let SelectFlags {
+        clean, next, fetch, ..
+    } = flags;
+    let fetch = if fetch {
+        "        // The next tile's loads (the keys' registers are free).\n        if (cs == 0 && vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);\n"
+    } else {
+        ""
+    };
+    let mut s = String::new();
+    write!(
+        s,
+        r#"        const bool valid = k >= 0 && k < total;
+        psg_key* const planes = (psg_key*)bins;
+        {{
+            // Thread (lane, w): the keys of column lane at samples w + 8m, to bit planes.
+            psg_key pl[32];
+            #pragma unroll
+            for (int m = 0; m < 32; ++m) {{
+                const int b = w + 8 * m;
+                pl[m] = 0u;
+                if (b < n_bi) {{
+{key_code}                    pl[m] = key;
+                }}
+            }}
+            psg_transpose32(pl);
+            psg_key* const dst = planes + (lane << 3) + (w ^ ((lane >> 2) & 7));
+            #pragma unroll
+            for (int i = {low}; i < 32; ++i) dst[i << 8] = pl[i];
+        }}
+{fetch}        if (w == 0) {{ pick[32 + lane] = (int)total; pick[64 + lane] = valid && active ? (int)k : -1; }}
+        __syncthreads();
+        if (w < 4) {{
+            // Lanes 4g .. 4g + 3 select in column 8w + g, parts 2q and 2q + 1 (q = lane % 4;
+            // masks v0, v1 of their samples below B).
+            const int c = 8 * w + (lane >> 2), q = lane & 3;
+            const int sw = (c >> 2) & 7;
+            const psg_key* const src = planes + (c << 3);
+            const int s0 = (2 * q) ^ sw, s1 = (2 * q + 1) ^ sw;
+            const int kk = pick[64 + c];
+            int rem = kk;
+            const int n0 = min(32, max(0, (n_bi - 2 * q + 7) >> 3)), n1 = min(32, max(0, (n_bi - 2 * q + 6) >> 3));
+            const psg_key v0 = n0 >= 32 ? ~0u : ((1u << n0) - 1u), v1 = n1 >= 32 ? ~0u : ((1u << n1) - 1u);
+            psg_key m0 = v0, m1 = v1, sel = 0u;
+"#
+    )
+    .ok();
+    if next {
+        s.push_str("            psg_key g0 = 0u, g1 = 0u;\n");
+    }
+    if clean {
+        s.push_str("            psg_key h0 = ~0u, h1 = ~0u, l0 = 0u, l1 = 0u;\n");
+    }
+    let above_update = if next {
+        "g0 |= m0 & a; g1 |= m1 & b; "
+    } else {
+        ""
+    };
+    let low_fill = if low > 0 {
+        format!("{:#x}u", (1u64 << low) - 1)
+    } else {
+        String::new()
+    };
+    write!(
+        s,
+        r#"            #pragma unroll
+            for (int i = 31; i >= {low}; --i) {{
+                const psg_key a = src[(i << 8) + s0], b = src[(i << 8) + s1];
+                const psg_key z0 = m0 & ~a, z1 = m1 & ~b;
+                int c0 = __popc(z0) + __popc(z1);
+                c0 += __shfl_xor_sync(0xffffffffu, c0, 1);
+                c0 += __shfl_xor_sync(0xffffffffu, c0, 2);
+                if (rem < c0) {{ {above_update}m0 = z0; m1 = z1; }}
+                else {{ rem -= c0; m0 &= a; m1 &= b; sel |= 1u << i; }}
+"#
+    )
+    .ok();
+    if clean {
+        s.push_str("                if (i >= 24) { h0 &= a; h1 &= b; l0 |= a; l1 |= b; }\n");
+    }
+    s.push_str("            }\n");
+    if low > 0 {
+        // The low bits of a negative value's key are set (it is complemented).
+        writeln!(s, "            if ((sel >> 31) == 0u) sel |= {low_fill};").ok();
+    }
+    let mut store = String::from("found[c] = sel;");
+    if clean {
+        // Before the next value's loop: these registers are free there.
+        s.push_str(
+            r#"            // Keys whose top 8 bits are all clear (NaNs among them), and all set (NaNs and
+            // removed values).
+            int hi = __popc(h0 & v0) + __popc(h1 & v1);
+            hi += __shfl_xor_sync(0xffffffffu, hi, 1);
+            hi += __shfl_xor_sync(0xffffffffu, hi, 2);
+            const bool lo = ((__ballot_sync(0xffffffffu, ((~l0 & v0) | (~l1 & v1)) != 0u) >> (lane & 28)) & 15u) != 0u;
+"#,
+        );
+        store.push_str(" totals[c] = !lo && hi == n_bi - pick[32 + c];");
+    }
+    if next {
+        write!(
+            s,
+            r#"            int eq = __popc(m0) + __popc(m1);
+            eq += __shfl_xor_sync(0xffffffffu, eq, 1);
+            eq += __shfl_xor_sync(0xffffffffu, eq, 2);
+            // The least key above the selected one: from the top bit down, the keys above it
+            // that still match the bits found, keeping those with a 0 where there are any.
+            const bool none = ((__ballot_sync(0xffffffffu, (g0 | g1) != 0u) >> (lane & 28)) & 15u) == 0u;
+            psg_key above = 0u;
+            #pragma unroll
+            for (int i = 31; i >= {low}; --i) {{
+                const psg_key z0 = g0 & ~src[(i << 8) + s0], z1 = g1 & ~src[(i << 8) + s1];
+                if ((__ballot_sync(0xffffffffu, (z0 | z1) != 0u) >> (lane & 28)) & 15u) {{ g0 = z0; g1 = z1; }}
+                else above |= 1u << i;
+            }}
+"#
+        )
+        .ok();
+        if low > 0 {
+            writeln!(
+                s,
+                "            if ((above >> 31) == 0u) above |= {low_fill};"
+            )
+            .ok();
+        }
+        s.push_str("            if (none) above = ~0u;\n");
+        store.push_str(" pick[c] = kk - rem + eq; found[32 + c] = above;");
+    }
+    writeln!(
+        s,
+        r#"            if (q == 0) {{ {store} }}
+        }}
+        __syncthreads();
+        const psg_key prefix = found[lane];"#
+    )
+    .ok();
+    if clean {
+        writeln!(
+            s,
+            "        // The block's word: no column holds a NaN.\n        {name}_clean = __syncthreads_and(!active || totals[lane] != 0);"
+        )
+        .ok();
+    }
+    if next {
+        writeln!(
+            s,
+            "        // Kept values at or below the selected one, and the least above it.\n        \
+             if (valid && active) {{ {name}_le = (psg_acc)pick[lane]; {name}_above = found[32 + lane]; }}\n        \
+             {name}_next = __syncthreads_and(!active || (valid && {name}_above != ~(psg_key)0));"
+        )
+        .ok();
+    } else {
+        s.push_str("        __syncthreads();\n");
+    }
+    s
+}
+
 /// The first row of a tile that reaches shared memory without passing through registers, when
 /// the tile is filled from 16-byte vectors: the rows past the prefetched ones, which `cp.async`
 /// copies on sm_80 and later, for dtypes whose vector is the tile's bytes (f32, f64; a
@@ -2345,7 +2644,8 @@ fn tile_loop_consts(dtype: DType, prefetch_n: usize) -> String {
 /// them into shared memory at the top of the next iteration; otherwise the tile is loaded
 /// element by element. Defines `PSG_SLAB` and `PSG_UNPACK` (a second head first undefines them).
 /// With `transform`, every element that passes through registers (all of them but the rows that
-/// `cp.async` copies, see [`raw_rows_from`]) is stored as `psg_tf(element, sample)`.
+/// `cp.async` copies, see [`raw_rows_from`]) is stored as `psg_tf(element, sample)`. With
+/// `fetch_later` the caller issues the next tile's loads itself (see [`sliced_select`]).
 fn tile_loop_start(
     dtype: DType,
     narrow: bool,
@@ -2353,6 +2653,7 @@ fn tile_loop_start(
     prefetch: bool,
     prefetch_n: usize,
     transform: bool,
+    fetch_later: bool,
 ) -> String {
     let slab = slab_log2;
     let width = 1u32 << slab_log2;
@@ -2425,13 +2726,13 @@ fn tile_loop_start(
 {registers}"#
         )
     };
-    let (prefetch_first, prefetch_next) = if prefetch {
-        (
+    let (prefetch_first, prefetch_next) = match (prefetch, fetch_later) {
+        (true, false) => (
             "    if (vec) PSG_FETCH(blockIdx.x, 0);\n",
             "    // The next tile's loads are in flight while this one is computed.\n    if (vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);\n",
-        )
-    } else {
-        ("", "")
+        ),
+        (true, true) => ("    if (vec) PSG_FETCH(blockIdx.x, 0);\n", ""),
+        (false, _) => ("", ""),
     };
     format!(
         r#"    // Element (row, column c of the tile) lives in slab c / {width}, at row * {width} + c % {width}.

@@ -261,10 +261,21 @@ fn selection_from_bf16_inputs_stops_at_their_last_mantissa_bit() {
     );
     let g = generate(&r).unwrap();
     // bf16 widened to f32 has 16 low bits its sign decides; f16 (whose widening rewrites NaN
-    // payloads) and f32 count every digit.
-    assert!(g.cuda_tile[DType::BF16.index()].contains("last = shift <= 16;"));
-    assert!(g.cuda_tile[DType::F16.index()].contains("last = shift <= 0;"));
-    assert!(g.cuda_tile[DType::F32.index()].contains("last = shift <= 0;"));
+    // payloads) and f32 count every digit in the kernel for large B, and select on every bit
+    // in the bit-sliced one, where bf16 keeps and searches only the top 16 planes.
+    let large = g.cuda_tile_large.as_ref().expect("a selection has one");
+    assert!(large[DType::BF16.index()].contains("last = shift <= 16;"));
+    assert!(large[DType::F16.index()].contains("last = shift <= 0;"));
+    assert!(large[DType::F32.index()].contains("last = shift <= 0;"));
+    let bf16 = &g.cuda_tile[DType::BF16.index()];
+    assert!(bf16.contains("for (int i = 16; i < 32; ++i) dst[i << 8] = pl[i];"));
+    assert!(bf16.contains("for (int i = 31; i >= 16; --i) {"));
+    assert!(bf16.contains("if ((sel >> 31) == 0u) sel |= 0xffffu;"));
+    for d in [DType::F16, DType::F32] {
+        let src = &g.cuda_tile[d.index()];
+        assert!(src.contains("for (int i = 0; i < 32; ++i) dst[i << 8] = pl[i];"));
+        assert!(!src.contains("sel |= 0xffffu"));
+    }
     // A column that is not g itself (its keys are computed in f32) counts every digit.
     let scaled = reduction(
         vec![],
@@ -278,7 +289,9 @@ fn selection_from_bf16_inputs_stops_at_their_last_mantissa_bit() {
         })]),
     );
     let g = generate(&scaled).unwrap();
-    assert!(g.cuda_tile[DType::BF16.index()].contains("last = shift <= 0;"));
+    assert!(g.cuda_tile_large.as_ref().unwrap()[DType::BF16.index()].contains("last = shift <= 0;"));
+    assert!(g.cuda_tile[DType::BF16.index()]
+        .contains("for (int i = 0; i < 32; ++i) dst[i << 8] = pl[i];"));
 }
 
 #[test]
@@ -324,10 +337,10 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
     );
     // The thread-per-column kernel and the CPU code still compute it where they read it.
     assert!(g.cuda[DType::F32.index()].contains("(x * ps0_b)"));
-    // From bf16 the tile holds f32 products (not the narrow bf16 elements): selection counts
-    // every digit.
+    // From bf16 the tile holds f32 products (not the narrow bf16 elements): selection takes
+    // every bit.
     let bf16 = &g.cuda_tile[DType::BF16.index()];
-    assert!(bf16.contains("last = shift <= 0;"));
+    assert!(bf16.contains("for (int i = 0; i < 32; ++i) dst[i << 8] = pl[i];"));
     assert!(bf16.contains("typedef psg_acc psg_tile;"), "{bf16}");
     // Every row of a widened tile passes through registers: no pass rewrites any.
     assert!(
@@ -378,14 +391,21 @@ fn the_nan_guard_of_a_selection_runs_after_it_and_only_where_it_may_count_someth
     );
     let g = generate(&r).unwrap();
     let tile = &g.cuda_tile[DType::F32.index()];
-    // The tiled kernel selects first; its first digit pass tells whether a NaN can be there
-    // (a NaN's key is in the lowest or highest digit), and the count runs only where one can.
+    // The tiled kernel selects first; the top 8 bit planes tell whether a NaN can be there (a
+    // NaN's key has its top 8 bits all clear or all set), and the count runs only where one
+    // can.
     let clean = tile
-        .find("t1_clean = !done && (bins[lane] & 0xffff) == 0")
+        .find("totals[c] = !lo && hi == n_bi - pick[32 + c];")
         .expect(tile);
     let count = tile.find("if (psg_isnan(x))").expect(tile);
     let vote = tile.find("if (t1_clean) {").expect(tile);
     assert!(clean < vote && vote < count, "{tile}");
+    // In f64 it counts digits, 16-bit halves: the first digit pass tells.
+    let f64 = &g.cuda_tile[DType::F64.index()];
+    let clean = f64
+        .find("t1_clean = !done && (bins[lane] & 0xffff) == 0")
+        .expect(f64);
+    assert!(clean < f64.find("if (t1_clean) {").expect(f64));
     // The kernel for large B, with 32-bit digit counts, the same.
     let large = &g.cuda_tile_large.as_ref().expect("a selection has one")[DType::F32.index()];
     let clean = large
@@ -409,15 +429,21 @@ fn the_nan_guard_of_a_selection_runs_after_it_and_only_where_it_may_count_someth
 }
 
 /// The median's upper middle value (a count at or below the lower one and the least value above
-/// it) comes from the selection where every column of the block gathered its bucket; the pass
-/// that computes it, with the count of NaNs, runs only where some column did not or may hold a
-/// NaN. Not for a bf16 column's own keys (fixed after two digits, rarely gathered), nor for
-/// order statistics without a next value.
+/// it) comes from the selection where every column of the block gathered its bucket (digit
+/// passes), or from every bit-sliced one; the pass that computes it, with the count of NaNs,
+/// runs only where some column did not or may hold a NaN. Not for a bf16 column's own keys in
+/// digit passes (fixed after two digits, rarely gathered), nor for order statistics without a
+/// next value.
 #[test]
 fn a_selection_finds_the_next_value_where_it_gathers() {
     let median = generate(&median()).unwrap();
-    for d in [DType::F32, DType::F64, DType::F16] {
-        let tile = &median.cuda_tile[d.index()];
+    let large = median.cuda_tile_large.as_ref().unwrap();
+    for tile in [
+        &large[DType::F32.index()],
+        &large[DType::F16.index()],
+        &large[DType::F64.index()],
+        &median.cuda_tile[DType::F64.index()],
+    ] {
         let least = tile.find("atomicMin(&over[lane], least);").expect(tile);
         let rank = tile.find("over[32 + lane] = above;").expect(tile);
         let vote = tile
@@ -431,7 +457,19 @@ fn a_selection_finds_the_next_value_where_it_gathers() {
         );
         assert!(tile.contains("t2 = t1_le;") && tile.contains("t3 = psg_from_key(t1_above);"));
     }
-    let tile = &median.cuda_tile[DType::BF16.index()];
+    // Bit-sliced: the least key above the selected one, then the block's vote, for a bf16
+    // column's own keys too.
+    for d in [DType::F32, DType::F16, DType::BF16] {
+        let tile = &median.cuda_tile[d.index()];
+        let above = tile.find("found[32 + c] = above;").expect(tile);
+        let vote = tile
+            .find("t1_next = __syncthreads_and(!active || (valid && t1_above != ~(psg_key)0));")
+            .expect(tile);
+        let skip = tile.find("if (t1_clean && t1_next) {").expect(tile);
+        let pass = tile.find("if (psg_isnan(x))").expect(tile);
+        assert!(above < vote && vote < skip && skip < pass, "{tile}");
+    }
+    let tile = &large[DType::BF16.index()];
     assert!(
         !tile.contains("_next") && !tile.contains("const over"),
         "{tile}"
@@ -443,13 +481,20 @@ fn a_selection_finds_the_next_value_where_it_gathers() {
             .matches("_next = __syncthreads_and")
             .count()
     };
-    assert_eq!((nexts(DType::F32), nexts(DType::BF16)), (2, 1));
+    assert_eq!((nexts(DType::F32), nexts(DType::BF16)), (2, 2));
+    let large_nexts = |d: DType| {
+        mad.cuda_tile_large.as_ref().unwrap()[d.index()]
+            .matches("_next = __syncthreads_and")
+            .count()
+    };
+    assert_eq!((large_nexts(DType::F32), large_nexts(DType::BF16)), (2, 1));
     let low = generate(&reduction(
         vec![],
         Output::Scalars(vec![stats::median_low(Column::input())]),
     ))
     .unwrap();
     assert!(!low.cuda_tile[DType::F32.index()].contains("const over"));
+    assert!(!low.cuda_tile[DType::F32.index()].contains("found[32 + c] = above;"));
 }
 
 #[test]
@@ -543,24 +588,29 @@ fn a_lone_selection_sorts_long_lists() {
             && src.contains("cand[lane * 33 + atomicAdd(&totals[lane], 1)] = key;")
     };
     let median = generate(&median()).unwrap();
+    let large = |g: &psg_codegen::Generated, d: DType| {
+        g.cuda_tile_large.as_ref().unwrap()[d.index()].clone()
+    };
     for d in [DType::F32, DType::F16] {
-        let tile = &median.cuda_tile[d.index()];
+        let tile = &large(&median, d);
         assert!(sorts(tile), "{tile}");
         // The short lists' ranking stays, in the other branch.
         let sort = tile.find("psg_warp_sort32x4(a, lane);").unwrap();
         let rank = tile.find("if (n_bi < 192) {").expect(tile);
         assert!(sort < rank, "{tile}");
-        assert!(sorts(&median.cuda_tile_large.as_ref().unwrap()[d.index()]));
+        // Bit-sliced below: no lists at all.
+        let packed = &median.cuda_tile[d.index()];
+        assert!(!packed.contains("psg_warp_sort") && !packed.contains("for (;;)"));
     }
-    for d in [DType::BF16, DType::F64] {
-        assert!(ranks_only(&median.cuda_tile[d.index()]), "{d:?}");
-    }
+    assert!(ranks_only(&large(&median, DType::BF16)));
+    assert!(ranks_only(&median.cuda_tile[DType::F64.index()]));
+    assert!(ranks_only(&large(&median, DType::F64)));
     // Read through a stored expression, a bf16 column's keys are f32 products: sorted.
     let scaled = generate(&scaled_median()).unwrap();
-    assert!(sorts(&scaled.cuda_tile[DType::BF16.index()]));
+    assert!(sorts(&large(&scaled, DType::BF16)));
     let mad = generate(&mad()).unwrap();
     for d in [DType::F32, DType::BF16] {
-        assert!(ranks_only(&mad.cuda_tile[d.index()]), "{d:?}");
+        assert!(ranks_only(&large(&mad, d)), "{d:?}");
     }
 }
 
@@ -587,8 +637,8 @@ fn the_small_batch_kernel_sorts_whole_columns() {
         assert!(!src.contains("atomicAdd("), "no counting: {src}");
         assert!(src.contains("if (t1_clean && t1_next) {"), "{d:?}: {src}");
     }
-    // The packed kernel's bf16 median counts its second digit and runs the next value's pass.
-    assert!(!median.cuda_tile[DType::BF16.index()].contains("t1_next"));
+    // The large-B kernel's bf16 median counts its second digit and runs the next value's pass.
+    assert!(!median.cuda_tile_large.as_ref().unwrap()[DType::BF16.index()].contains("t1_next"));
     // Four blocks a multiprocessor, 4 vectors prefetched; three where an f32 tile holds a
     // transform of the element (its rows past the prefetch take a pass for it).
     for d in [DType::F32, DType::BF16] {
@@ -610,4 +660,36 @@ fn the_small_batch_kernel_sorts_whole_columns() {
     ))
     .unwrap();
     assert!(mean.cuda_tile_small.is_none());
+}
+
+/// Up to `PACKED_BINS_MAX_B` a selection on 32-bit keys is bit-sliced: keys to bit planes in
+/// registers, then a bit at a time from the top (a count, two shuffles) in lanes of four a
+/// column; no digit counts. The kernel is held to two blocks' registers, and the first
+/// selection, not the loop's head, issues the next tile's loads. 64-bit keys count digits.
+#[test]
+fn selections_up_to_256_samples_are_bit_sliced() {
+    const { assert!(psg_codegen::cuda_tile::PACKED_BINS_MAX_B <= 256) };
+    let mad = generate(&mad()).unwrap();
+    for d in [DType::F32, DType::BF16, DType::F16] {
+        let src = &mad.cuda_tile[d.index()];
+        assert!(src.contains("__launch_bounds__(256, 2)"), "{d:?}");
+        assert_eq!(src.matches("psg_transpose32(pl);").count(), 2, "{src}");
+        assert_eq!(src.matches("int c0 = __popc(z0) + __popc(z1);").count(), 2);
+        assert!(!src.contains("atomicAdd("), "no digit counts: {src}");
+        assert_eq!(
+            src.matches("PSG_FETCH(t + gridDim.x, 0)").count(),
+            1,
+            "{src}"
+        );
+        let fetch = src
+            .find("if (cs == 0 && vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);")
+            .expect(src);
+        assert!(src.find("psg_transpose32(pl);").unwrap() < fetch);
+        // The kernel for large B counts digits, held to three blocks.
+        let large = &mad.cuda_tile_large.as_ref().unwrap()[d.index()];
+        assert!(large.contains("__launch_bounds__(256, 3)") && large.contains("for (;;)"));
+        assert!(!large.contains("psg_transpose32"));
+    }
+    let f64 = &mad.cuda_tile[DType::F64.index()];
+    assert!(f64.contains("for (;;)") && !f64.contains("psg_transpose32"));
 }

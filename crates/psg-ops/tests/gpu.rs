@@ -321,7 +321,7 @@ fn gpu_next_value_from_the_bucket_matches_cpu() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0009);
     for dtype in [DType::F32, DType::BF16, DType::F16, DType::F64] {
-        for b in [1usize, 2, 3, 32, 33, 64, 65, 255, 256, 600, 1023] {
+        for b in [1usize, 2, 3, 32, 33, 64, 65, 128, 129, 255, 256, 600, 1023] {
             for (p, kind) in [(31, 0), (4_001, 1), (40_000, 1), (40_000, 2)] {
                 let values: Vec<f32> = match kind {
                     0 => rng.nasty(b * p, true),
@@ -467,7 +467,7 @@ fn gpu_selection_on_hard_columns_matches_cpu() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0007);
     for dtype in [DType::F32, DType::BF16, DType::F64] {
-        for b in [5usize, 32, 33, 64, 65, 255, 1000] {
+        for b in [5usize, 32, 33, 64, 65, 128, 129, 255, 1000] {
             for p in [31usize, 40_000] {
                 let g = Pair::new(&hard_columns(&mut rng, b, p), &[b, p], dtype, &dev);
                 g.same("median", ops::median);
@@ -515,7 +515,7 @@ fn gpu_order_statistics_find_a_lone_nan() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0008);
     for dtype in [DType::F32, DType::BF16, DType::F64] {
-        for b in [20usize, 33, 64, 256, 1000] {
+        for b in [20usize, 33, 64, 129, 256, 1000] {
             let p = 40_000;
             let g = Pair::new(&lone_specials(&mut rng, b, p), &[b, p], dtype, &dev);
             g.same("median_low", ops::median_low);

@@ -88,7 +88,8 @@ fn generated_large_batch_cuda() {
 }
 
 /// The runtime runs a selecting reduction's kernel for large B, with the shared memory of its
-/// digit counts, above the B where the generator stops packing them.
+/// digit counts, above the B where the generator's packed kernel stops (bit planes for 32-bit
+/// keys, 16-bit digit counts for 64-bit ones).
 #[test]
 fn packed_digit_counts_end_at_the_same_batch_in_codegen_and_runtime() {
     assert_eq!(
@@ -102,11 +103,20 @@ fn packed_digit_counts_end_at_the_same_batch_in_codegen_and_runtime() {
         .expect("the median has a tiled kernel");
     for d in [DType::F32, DType::BF16, DType::F64] {
         let i = d.index();
-        // 256 bins of 32 columns: 16 KiB more as 32-bit counts.
-        assert_eq!(
-            median.fixed_bytes_large[i],
-            median.fixed_bytes[i] + 256 * 32 * 2
-        );
+        if d == DType::F64 {
+            // 256 bins of 32 columns: 16 KiB more as 32-bit counts.
+            assert_eq!(
+                median.fixed_bytes_large[i],
+                median.fixed_bytes[i] + 256 * 32 * 2
+            );
+        } else {
+            // 32 planes of 8 parts of 32 columns (32 KiB) where the large kernel has 256 bins
+            // of 32-bit counts (32 KiB): the same, less the 16-bit counts' row a warp's header.
+            assert!(
+                median.fixed_bytes[i] > 32 * 1024
+                    && median.fixed_bytes[i] <= median.fixed_bytes_large[i]
+            );
+        }
         let below = median
             .choose(d, psg_runtime::PACKED_BINS_MAX_B, 227 * 1024)
             .unwrap();
@@ -122,12 +132,29 @@ fn packed_digit_counts_end_at_the_same_batch_in_codegen_and_runtime() {
         );
         let at = psg_runtime::PACKED_BINS_MAX_B;
         assert!(median.kernel_for(d, at).name.ends_with("_tile"));
+        // Below the packed kernel's first B, the large one and its shared memory too.
+        let first = psg_runtime::PACKED_MIN_B;
+        let mid = median.choose(d, first - 1, 227 * 1024).unwrap();
+        let tile = |b: usize, log2: u32| (b as u32) << log2;
+        assert_eq!(
+            mid.1,
+            tile(first - 1, mid.0) * per + median.fixed_bytes_large[i]
+        );
+        let packed = median.choose(d, first, 227 * 1024).unwrap();
+        assert_eq!(
+            packed.1,
+            tile(first, packed.0) * per + median.fixed_bytes[i]
+        );
         let large = median.kernel_for(d, at + 1);
         assert!(large.name.ends_with("_tile_large"));
         assert!(large
             .source
             .contains("atomicAdd((int*)(hist + ((int)d << 7)), 1);"));
-        let packed = "1 << (((int)d & 1) << 4)";
+        let packed = if d == DType::F64 {
+            "1 << (((int)d & 1) << 4)"
+        } else {
+            "psg_transpose32(pl);"
+        };
         assert!(median.kernel_for(d, at).source.contains(packed));
     }
     // A reduction that does not select has one tiled kernel for every B.
@@ -172,7 +199,11 @@ fn small_batch_kernels_end_at_the_same_batch_in_codegen_and_runtime() {
                 k.name
             );
             assert!(tiled.kernel_for(d, 1).name.ends_with("_tile_small"));
-            assert!(tiled.kernel_for(d, at + 1).name.ends_with("_tile"));
+            // Then the kernel for large B up to the packed one's first B.
+            assert!(tiled.kernel_for(d, at + 1).name.ends_with("_tile_large"));
+            let first = psg_runtime::PACKED_MIN_B;
+            assert!(tiled.kernel_for(d, first - 1).name.ends_with("_tile_large"));
+            assert!(tiled.kernel_for(d, first).name.ends_with("_tile"));
         }
         if def.name == "median" {
             insta::assert_snapshot!(

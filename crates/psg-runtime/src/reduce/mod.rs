@@ -46,8 +46,8 @@ pub enum LaunchShape {
 ///
 /// Launch: a persistent grid of `min(ceil(P / tile), resident blocks)` blocks that walk the tiles,
 /// block `(32, 8, 1)`, dynamic shared memory
-/// `B * tile * bytes_per_element + fixed_bytes` (`fixed_bytes_large` for B above
-/// [`PACKED_BINS_MAX_B`]); the kernel takes the fallback's parameters
+/// `B * tile * bytes_per_element + fixed_bytes` (`fixed_bytes_large` where the kernel for large
+/// B runs, see [`TiledKernels::kernel_for`]); the kernel takes the fallback's parameters
 /// followed by `int tile_log2` (tile = 1 << tile_log2, 32 to 512) and `int vec` (1 when
 /// every row of `g` starts 16-byte aligned, so the kernel may load 16-byte vectors).
 #[derive(Debug, Clone)]
@@ -56,12 +56,12 @@ pub struct TiledKernels {
     pub cuda: [KernelSource; 4],
     /// Shared-memory bytes per (sample, column) of the tile, per dtype.
     pub bytes_per_element: [u32; 4],
-    /// Shared-memory bytes per block independent of the tile's size, per dtype, for B up to
-    /// [`PACKED_BINS_MAX_B`].
+    /// Shared-memory bytes per block independent of the tile's size, per dtype, for `cuda` and
+    /// `small`.
     pub fixed_bytes: [u32; 4],
-    /// The same for B above [`PACKED_BINS_MAX_B`], where a selecting kernel counts digits in
-    /// 32-bit words instead of 16-bit halves (twice the bytes); equal to `fixed_bytes` for a
-    /// kernel that does not select.
+    /// The same for `large`, whose selections count digits in 32-bit words (where `cuda`'s hold
+    /// bit planes, or for 64-bit keys 16-bit digit counts: half the bytes); equal to
+    /// `fixed_bytes` for a kernel that does not select.
     pub fixed_bytes_large: [u32; 4],
     /// The narrowest tile (log2 of its width, 5 to 7) of the kernel's fast path, per dtype: 6
     /// where the kernel computes two columns a thread in tiles of 64 columns or more (16-bit
@@ -73,10 +73,11 @@ pub struct TiledKernels {
     /// computes column `tid` over every sample with no partials in shared memory and no barrier
     /// between passes. See [`TiledKernels::column_fits`].
     pub column: Option<[KernelSource; 4]>,
-    /// Kernels for B above [`PACKED_BINS_MAX_B`], indexed by [`DType::index`](crate::DType::index),
-    /// if the reduction selects: the same as `cuda` but for their digit counts, 32-bit words
-    /// instead of 16-bit halves (fewer instructions a key, more shared memory:
-    /// `fixed_bytes_large`). See [`TiledKernels::kernel_for`].
+    /// Kernels for B above [`PACKED_BINS_MAX_B`] (and from [`SMALL_MAX_B`] + 1 to below
+    /// [`PACKED_MIN_B`]), indexed by [`DType::index`](crate::DType::index), if the reduction
+    /// selects: the same as `cuda` but each selection counts 8-bit digits in 32-bit words
+    /// (`fixed_bytes_large`) instead of selecting over bit planes. See
+    /// [`TiledKernels::kernel_for`].
     pub large: Option<[KernelSource; 4]>,
     /// Kernels for B up to [`SMALL_MAX_B`], indexed by [`DType::index`](crate::DType::index), if
     /// the reduction selects: the same as `cuda` but each selection sorts whole columns across
@@ -91,7 +92,14 @@ pub const COLUMN_TILE_LOG2: u32 = 8;
 /// The largest B for which a selecting reduction's tiled kernel ([`TiledKernels::cuda`]) runs;
 /// above it, its kernel for large B ([`TiledKernels::large`], with
 /// [`TiledKernels::fixed_bytes_large`]).
-pub const PACKED_BINS_MAX_B: usize = 384;
+pub const PACKED_BINS_MAX_B: usize = 256;
+
+/// The smallest B for which a selecting reduction's tiled kernel ([`TiledKernels::cuda`]) runs:
+/// from [`SMALL_MAX_B`] + 1 up to here its kernel for large B runs instead. The tiled kernel
+/// selects bit-sliced, a thread's part of a column being 32 of every 8th sample: at B = 128
+/// those parts are half empty, and the f32 median took 1.20 of the time of the digit passes
+/// (H200, g[128, 8M]), where B = 256 took 0.85.
+pub const PACKED_MIN_B: usize = 129;
 
 /// The largest B for which a selecting reduction runs its kernel for small B
 /// ([`TiledKernels::small`]).
@@ -107,15 +115,23 @@ pub const TILE_SHARED_PREFERRED: u32 = 72 * 1024;
 pub const TILE_TARGET_BYTES: u64 = 32 * 1024;
 
 impl TiledKernels {
-    /// The tiled kernel for a batch of `batch` samples of `dtype`: the one for large B where the
-    /// reduction has one and B is above [`PACKED_BINS_MAX_B`], the one for small B where it has
-    /// one and B is at most [`SMALL_MAX_B`], else [`TiledKernels::cuda`]'s.
+    /// The tiled kernel for a batch of `batch` samples of `dtype`: the one for small B where the
+    /// reduction has one and B is at most [`SMALL_MAX_B`], else the one for large B where it
+    /// has one and B is above [`PACKED_BINS_MAX_B`] or below [`PACKED_MIN_B`], else
+    /// [`TiledKernels::cuda`]'s.
     pub fn kernel_for(&self, dtype: crate::DType, batch: usize) -> &KernelSource {
         match (&self.large, &self.small) {
-            (Some(large), _) if batch > PACKED_BINS_MAX_B => &large[dtype.index()],
             (_, Some(small)) if batch <= SMALL_MAX_B => &small[dtype.index()],
+            (Some(large), _) if self.runs_large(batch) => &large[dtype.index()],
             _ => &self.cuda[dtype.index()],
         }
+    }
+
+    /// Whether a batch of `batch` samples runs the kernel for large B (see
+    /// [`TiledKernels::kernel_for`]), with [`TiledKernels::fixed_bytes_large`].
+    fn runs_large(&self, batch: usize) -> bool {
+        let small = self.small.is_some() && batch <= SMALL_MAX_B;
+        self.large.is_some() && !small && !(PACKED_MIN_B..=PACKED_BINS_MAX_B).contains(&batch)
     }
 
     /// The shared memory of the column-mode kernel for a batch of `batch` samples of `dtype`,
@@ -154,10 +170,10 @@ impl TiledKernels {
     ) -> Option<(u32, u32)> {
         let preferred = u64::from(TILE_SHARED_PREFERRED.min(device_limit));
         let per = u64::from(self.bytes_per_element[dtype.index()]);
-        let fixed = u64::from(if batch <= PACKED_BINS_MAX_B {
-            self.fixed_bytes[dtype.index()]
-        } else {
+        let fixed = u64::from(if self.runs_large(batch) {
             self.fixed_bytes_large[dtype.index()]
+        } else {
+            self.fixed_bytes[dtype.index()]
         });
         let elem = dtype.size_in_bytes() as u64;
         let shared = |log2: u32| batch as u64 * (1u64 << log2) * per + fixed;
