@@ -2290,8 +2290,8 @@ const PLANE_BYTES: usize = 32 * WARPS * 32 * 4;
 /// A bf16 column's own keys (`low` = 16) have 16 bits that the sign decides: only the top 16
 /// planes are stored and searched. Against the 8-bit digit passes (H200, g[256, 4M],
 /// hand-edited kernels, results bit for bit the same): the f32 median 0.86 of the time, bf16
-/// 0.57. Two lanes a part (8 a column, every warp) took 0.91 and 0.61: a bit's count costs a
-/// third shuffle; four parts a lane 1.21 and 0.74 (fewer threads for the same chain of
+/// 0.57. A part a lane (8 lanes a column, every warp busy) took 0.91 and 0.61: a bit's count
+/// costs a third shuffle; four parts a lane 1.21 and 0.74 (fewer threads for the same chain of
 /// dependent steps); the next value found in the same pass as the selection 1.10 and 0.70.
 fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> String {
     let SelectFlags {
