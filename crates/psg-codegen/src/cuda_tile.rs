@@ -2280,12 +2280,14 @@ const PLANE_BYTES: usize = 32 * WARPS * 32 * 4;
 ///    (`fetch`): holding them through the keys and the transpose made NVRTC spill.
 /// 2. Lanes `4g .. 4g + 3` of warps 0-3 take column `8w + g`, two parts a lane. From the top
 ///    bit down, the keys still matching the selected bits (a mask a part) that have a 0 in
-///    this bit are counted (`popc`, then two shuffles): below the rank, the selected bit is 1
-///    and the mask keeps the keys with a 1, else 0. The selected key's count of equal keys
-///    gives `le`; the keys that left the mask upwards are those above it, and their least
-///    (`above`, the next value) is found the same way, a ballot a bit. The NaN check reads the
-///    top 8 bits off the same planes: no key whose top 8 bits are clear, and as many whose top
-///    8 bits are set as there are removed values (as the digit passes check; see `Settled`).
+///    this bit are counted (`popc`, then two shuffles): where that count is at most the rank,
+///    the selected bit is 1, the rank drops by the count and the mask keeps the keys with a 1;
+///    else the bit is 0 and the mask keeps the keys with a 0. The selected key's count of
+///    equal keys gives `le`; the keys that left the mask upwards are those above it, and their
+///    least (`above`, the next value) is found the same way, a ballot a bit. The NaN check
+///    reads the top 8 bits off the same planes: no key whose top 8 bits are clear, and as many
+///    whose top 8 bits are set as there are removed values (as the digit passes check; see
+///    `Settled`).
 ///
 /// A bf16 column's own keys (`low` = 16) have 16 bits that the sign decides: only the top 16
 /// planes are stored and searched. Against the 8-bit digit passes (H200, g[256, 4M],
