@@ -709,11 +709,12 @@ fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, blocks:
 }
 
 /// The blocks a multiprocessor whose registers a selecting kernel (f32 accumulators) is held to
-/// (`__launch_bounds__`). A selection's tile and scratch fit three blocks to a multiprocessor at
-/// B = 256 in the kernel for large B (f32 input, and bf16 or f16, whose tiles widen to the same
-/// bytes): registers are held to three blocks' share (80) too, where NVRTC would take up to 95,
-/// or spill; four blocks' share (64), where shared memory allows four (bf16 at B = 64),
-/// measured slower at B = 256 (BENCHMARKS.md). The kernel for small B is held to four blocks'
+/// (`__launch_bounds__`). With digit passes (the kernel for large B; the packed kernel at
+/// B = 256 before the bit-sliced selection) a selection's tile and scratch fit three blocks a
+/// multiprocessor at B = 256 (f32 input, and bf16 or f16, whose tiles widen to the same bytes):
+/// registers are held to three blocks' share (80) too, where NVRTC would take up to 95, or
+/// spill; four blocks' share (64), where shared memory allows four (bf16 at B = 64), measured
+/// slower at B = 256 (BENCHMARKS.md). The kernel for small B is held to four blocks'
 /// share where [`four_blocks`] says. A bit-sliced selection (see [`sliced_select`]) holds a
 /// thread's 32 keys and then its planes in registers: at three blocks' share NVRTC spilled
 /// (176 bytes a thread in the f32 median), and two blocks took 0.84 of the time (H200, g[256,
