@@ -2201,13 +2201,32 @@ fn small_select(name: &str, clean: bool, next: bool, key_code: &str) -> String {
         }
         writeln!(s, "                if (q == 0) {{ {store} }}").ok();
     }
-    s.push_str(
-        r#"            }
-        }
-        __syncthreads();
-        const psg_key prefix = found[lane];
-"#,
-    );
+    s.push_str("            }\n        }\n");
+    let gathered = Gathered {
+        taken: "gather",
+        vote: "gather",
+        above: "over[32 + lane]",
+    };
+    select_results(&mut s, name, clean, next, gathered);
+    s
+}
+
+/// Where a selection that leaves its results in shared memory ([`select_results`]) has the next
+/// value of a column: the condition under which a thread takes it, the condition its column
+/// votes with (within `!active || ...`), and where the least key above the selected one is.
+struct Gathered {
+    taken: &'static str,
+    vote: &'static str,
+    above: &'static str,
+}
+
+/// The end of a selection that leaves its results in shared memory (`small_select`,
+/// `sliced_select`): after a barrier every thread reads its column's key (`found[lane]`), the
+/// block votes on the NaN guard (`totals[lane]`) and, where the column has it (see
+/// [`Gathered`]), takes the next value's count (`pick[lane]`) and least key above.
+fn select_results(s: &mut String, name: &str, clean: bool, next: bool, at: Gathered) {
+    let Gathered { taken, vote, above } = at;
+    s.push_str("        __syncthreads();\n        const psg_key prefix = found[lane];\n");
     if clean {
         writeln!(
             s,
@@ -2219,14 +2238,13 @@ fn small_select(name: &str, clean: bool, next: bool, key_code: &str) -> String {
         writeln!(
             s,
             "        // Kept values at or below the selected one, and the least above it.\n        \
-             if (gather) {{ {name}_le = (psg_acc)pick[lane]; {name}_above = over[32 + lane]; }}\n        \
-             {name}_next = __syncthreads_and(!active || (gather && {name}_above != ~(psg_key)0));"
+             if ({taken}) {{ {name}_le = (psg_acc)pick[lane]; {name}_above = {above}; }}\n        \
+             {name}_next = __syncthreads_and(!active || ({vote} && {name}_above != ~(psg_key)0));"
         )
         .ok();
     } else {
         s.push_str("        __syncthreads();\n");
     }
-    s
 }
 
 /// A 32 x 32 bit transpose in registers, for [`sliced_select`]: afterwards bit `m` of `a[i]` is
@@ -2424,32 +2442,13 @@ fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> St
         s.push_str("            if (none) above = ~0u;\n");
         store.push_str(" pick[c] = kk - rem + eq; found[32 + c] = above;");
     }
-    writeln!(
-        s,
-        r#"            if (q == 0) {{ {store} }}
-        }}
-        __syncthreads();
-        const psg_key prefix = found[lane];"#
-    )
-    .ok();
-    if clean {
-        writeln!(
-            s,
-            "        // The block's word: no column holds a NaN.\n        {name}_clean = __syncthreads_and(!active || totals[lane] != 0);"
-        )
-        .ok();
-    }
-    if next {
-        writeln!(
-            s,
-            "        // Kept values at or below the selected one, and the least above it.\n        \
-             if (valid && active) {{ {name}_le = (psg_acc)pick[lane]; {name}_above = found[32 + lane]; }}\n        \
-             {name}_next = __syncthreads_and(!active || (valid && {name}_above != ~(psg_key)0));"
-        )
-        .ok();
-    } else {
-        s.push_str("        __syncthreads();\n");
-    }
+    writeln!(s, "            if (q == 0) {{ {store} }}\n        }}").ok();
+    let found = Gathered {
+        taken: "valid && active",
+        vote: "valid",
+        above: "found[32 + lane]",
+    };
+    select_results(&mut s, name, clean, next, found);
     s
 }
 
