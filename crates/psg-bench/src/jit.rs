@@ -69,7 +69,7 @@ pub fn kernels(dtypes: &[DType], limit: Option<usize>) -> Vec<&'static KernelSou
         all.extend(defs.iter().map(|def| &def.cuda[d.index()]));
         // The tiled kernels are the ones that run for B up to about a thousand, the column-mode
         // ones (where a reduction has them) for B up to 128, the selections' kernels for large
-        // B above 384 and for small B up to 64.
+        // B above 256, for middling B up to 128 and for small B up to 64.
         all.extend(
             defs.iter()
                 .filter_map(|def| def.tiled.as_ref())
@@ -83,6 +83,11 @@ pub fn kernels(dtypes: &[DType], limit: Option<usize>) -> Vec<&'static KernelSou
         all.extend(
             defs.iter()
                 .filter_map(|def| def.tiled.as_ref()?.large.as_ref())
+                .map(|c| &c[d.index()]),
+        );
+        all.extend(
+            defs.iter()
+                .filter_map(|def| def.tiled.as_ref()?.mid.as_ref())
                 .map(|c| &c[d.index()]),
         );
         all.extend(
@@ -284,9 +289,14 @@ mod tests {
             .iter()
             .filter(|d| d.tiled.as_ref().is_some_and(|t| t.small.is_some()))
             .count();
+        let mids = defs
+            .iter()
+            .filter(|d| d.tiled.as_ref().is_some_and(|t| t.mid.is_some()))
+            .count();
         assert_eq!(
-            smalls, larges,
-            "every selection has kernels for small and large B"
+            (smalls, mids),
+            (larges, larges),
+            "every selection has kernels for small, middling and large B"
         );
         assert!(
             larges >= 8,
@@ -296,7 +306,7 @@ mod tests {
             columns >= 4,
             "var, std, z-score and Gaussian sums have a column mode"
         );
-        let n = 2 * defs.len() + columns + larges + smalls + 2;
+        let n = 2 * defs.len() + columns + larges + mids + smalls + 2;
         assert_eq!(kernels(&[DType::F32, DType::BF16], None).len(), 2 * n);
         assert_eq!(kernels(&[DType::F32], Some(3)).len(), 3);
         assert!(kernels(&[DType::BF16], None)
@@ -304,6 +314,7 @@ mod tests {
             .all(|k| k.name.ends_with("_bf16")
                 || k.name.ends_with("_bf16_tile")
                 || k.name.ends_with("_bf16_tile_large")
+                || k.name.ends_with("_bf16_tile_mid")
                 || k.name.ends_with("_bf16_tile_small")
                 || k.name.ends_with("_bf16_cols")));
     }

@@ -19,13 +19,13 @@
 //! Selection (k-th smallest) is an exact radix select over the order-preserving keys of the
 //! column. Up to [`PACKED_BINS_MAX_B`], on 32-bit keys, it goes a bit at a time over bit planes
 //! (`sliced_select`: each thread transposes its 32 keys of a column in registers, and lanes
-//! of four count a column's keys with a 0 in the next bit, `popc` and two shuffles). Otherwise
-//! it counts 8-bit digits: each pass counts, with shared-memory atomics, the digits
-//! of the keys that match the prefix found so far (bin `d` of column `lane` in word
-//! `d * 32 + lane`, so a warp's columns hit distinct banks; in the packed kernel (64-bit keys),
-//! 16-bit counts two a word, in half `d & 1` of word `(d / 2) * 32 + lane`, and in a kernel of
-//! its own ([`emit_large`], for B above it and from 65 to 128) 32-bit counts; a key off the
-//! prefix is counted in a row past the counts that nothing reads: cheaper than a branch); the
+//! of four (two in the kernel for B up to [`MID_MAX_B`], [`emit_mid`]) count a column's keys
+//! with a 0 in the next bit, `popc` and shuffles). Otherwise it counts 8-bit digits: each pass
+//! counts, with shared-memory atomics, the digits of the keys that match the prefix found so
+//! far (bin `d` of column `lane` in word `d * 32 + lane`, so a warp's columns hit distinct
+//! banks; in the packed kernel (64-bit keys), 16-bit counts two a word, in half `d & 1` of word
+//! `(d / 2) * 32 + lane`, and in a kernel of its own ([`emit_large`], for B above it) 32-bit
+//! counts; a key off the prefix is counted in a row past the counts that nothing reads: cheaper than a branch); the
 //! column's 8 threads total 32 digits each, then 4 digits each within the chunk that holds the
 //! rank, and one thread picks the digit. Once every column's bucket is small (`GATHER` keys,
 //! or `GATHER_SORTED` for a plan's only selection, see `sorts_lists`; 4 where one more digit
@@ -200,11 +200,10 @@ fn sorts_lists(plan: &Plan, t: usize, input: Option<DType>, key_bits: u32) -> bo
 }
 
 /// The largest B of the kernel for selecting plans that [`emit`] writes (the packed kernel);
-/// above it, a kernel of its own counts 8-bit digits in 32-bit words ([`emit_large`]), which
-/// the runtime also runs from B = 65 up to its `PACKED_MIN_B` (129), where the bit planes'
-/// words would be half empty. Up to it, a selection on 32-bit keys (f32 accumulators: f32,
-/// bf16 and f16 input) is bit-sliced (`sliced_select`), a thread's part of a column being 32
-/// samples (so B <= 8 * 32); on
+/// above it, a kernel of its own counts 8-bit digits in 32-bit words ([`emit_large`]). Up to
+/// it, a selection on 32-bit keys (f32 accumulators: f32, bf16 and f16 input) is bit-sliced
+/// (`sliced_select`), a thread's part of a column being 32 samples (so B <= 8 * 32; up to
+/// [`MID_MAX_B`] the kernel of [`emit_mid`] runs, four parts a column); on
 /// 64-bit keys it counts digits in 16-bit halves, two bins a word: 16 KiB of counts instead of
 /// 32, and the multiprocessor keeps the rest as L1 cache, which NVRTC's kernels use (the f32
 /// median at B = 256 took 0.90 of the time of the same kernel given 16 KiB more shared
@@ -216,6 +215,18 @@ fn sorts_lists(plan: &Plan, t: usize, input: Option<DType>, key_bits: u32) -> bo
 pub const PACKED_BINS_MAX_B: usize = 256;
 // A thread's part of a column in a bit-sliced selection is 32 samples of a word's bits.
 const _: () = assert!(PACKED_BINS_MAX_B <= 32 * WARPS);
+
+/// The largest B of the kernel for selecting plans that [`emit_mid`] writes, which the runtime
+/// runs from [`SMALL_MAX_B`] + 1 up to this (`TiledKernels::kernel_for`). Its bit-sliced
+/// selections (`sliced_select`) cut a column into four parts of 32 samples instead of eight,
+/// so that no word of a plane is half empty at B = 128: four warps transpose keys, and lanes
+/// of two select a column (one shuffle a bit). On an H200 at g[128, 8M], the f32 median took
+/// 0.93 of the time of the 8-bit digit passes and bf16 0.60 (hand-edited kernels, results bit
+/// for bit the same), where the packed kernel's eight half-empty parts took 1.20 of it
+/// (f32). At B = 96 the f32 median took 1.01 of the digit passes' time, bf16 0.66. On 64-bit
+/// keys the kernel is the packed kernel's (digit counts).
+pub const MID_MAX_B: usize = 128;
+const _: () = assert!(MID_MAX_B <= 32 * 4 && SMALL_MAX_B < MID_MAX_B);
 
 /// Below this B the gathered lists are ranked a warp to a column (see `emit_select`); from it, a
 /// thread to a key. A thread's B / 8 keys make a digit or gathering pass cheap beside ranking
@@ -245,6 +256,9 @@ struct SelectFlags {
     sliced: bool,
     /// The plan's first bit-sliced selection: it issues the next tile's loads.
     fetch: bool,
+    /// A bit-sliced selection's parts of 32 samples a column (log2): 3, or 2 in the kernel for
+    /// B up to [`MID_MAX_B`].
+    parts_log2: u32,
 }
 
 /// Shared-memory needs of the tiled kernel: bytes per (sample, column), and fixed bytes per block
@@ -801,8 +815,11 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
 /// The tiled kernel's counts and selection (see [`emit_tiled`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
-    /// Digit counts in 16-bit halves: B up to [`PACKED_BINS_MAX_B`].
+    /// Bit planes of eight parts a column (32-bit keys), or digit counts in 16-bit halves: B up
+    /// to [`PACKED_BINS_MAX_B`].
     Packed,
+    /// As `Packed`, but bit planes of four parts a column: B up to [`MID_MAX_B`].
+    Mid,
     /// Digit counts in 32-bit words: B above [`PACKED_BINS_MAX_B`].
     Large,
     /// Whole columns sorted, no digit counts: B up to [`SMALL_MAX_B`].
@@ -823,6 +840,23 @@ pub fn tile_large_kernel_name(plan: &Plan, dtype: DType) -> String {
 /// [`has_large_kernel`]): the same as [`emit`]'s but for its digit counts, 32-bit words.
 pub fn emit_large(plan: &Plan, dtype: DType) -> Option<String> {
     has_large_kernel(plan).then(|| emit_tiled(plan, dtype, Shape::Large))
+}
+
+/// Whether the plan has a tiled kernel for B up to [`MID_MAX_B`] ([`emit_mid`]): it selects.
+pub fn has_mid_kernel(plan: &Plan) -> bool {
+    has_large_kernel(plan)
+}
+
+/// The name of the tiled kernel for B up to [`MID_MAX_B`]: `{reduction}_{dtype}_tile_mid`.
+pub fn tile_mid_kernel_name(plan: &Plan, dtype: DType) -> String {
+    format!("{}_mid", tile_kernel_name(plan, dtype))
+}
+
+/// The tiled kernel for B from [`SMALL_MAX_B`] + 1 up to [`MID_MAX_B`], for a plan that selects
+/// (see [`has_mid_kernel`]): the same as [`emit`]'s (and its shared memory) but a bit-sliced
+/// selection cuts a column into four parts instead of eight.
+pub fn emit_mid(plan: &Plan, dtype: DType) -> Option<String> {
+    has_mid_kernel(plan).then(|| emit_tiled(plan, dtype, Shape::Mid))
 }
 
 /// Whether the plan has a tiled kernel for small B ([`emit_small`]): it selects.
@@ -846,6 +880,7 @@ pub fn emit_small(plan: &Plan, dtype: DType) -> Option<String> {
 fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     let name = match shape {
         Shape::Packed => tile_kernel_name(plan, dtype),
+        Shape::Mid => tile_mid_kernel_name(plan, dtype),
         Shape::Large => tile_large_kernel_name(plan, dtype),
         Shape::Small => tile_small_kernel_name(plan, dtype),
     };
@@ -873,9 +908,11 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         Acc::F32 => 32,
         Acc::F64 => 64,
     };
-    // Selections on 32-bit keys in the kernel for B up to [`PACKED_BINS_MAX_B`] are bit-sliced
-    // ([`sliced_select`]); 64-bit keys count digits there.
-    let sliced = shape == Shape::Packed && selects && key_bits == 32;
+    // Selections on 32-bit keys in the kernels for B up to [`PACKED_BINS_MAX_B`] are bit-sliced
+    // ([`sliced_select`]), in parts of 32 samples: 8 of them a column, or 4 in the kernel for B
+    // up to [`MID_MAX_B`]; 64-bit keys count digits there.
+    let sliced = matches!(shape, Shape::Packed | Shape::Mid) && selects && key_bits == 32;
+    let parts_log2 = if shape == Shape::Mid { 2 } else { 3 };
 
     // A transformed tile holds full accumulators, not widened input elements.
     let input = if transform.is_some() {
@@ -1071,6 +1108,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     small,
                     sliced,
                     fetch: sliced && !fetched,
+                    parts_log2,
                 };
                 fetched = fetched || sliced;
                 emit_select(&mut s, plan, *t, input, key_bits, flags, &e, &from_tile)
@@ -1721,6 +1759,7 @@ fn emit_select(
         small,
         sliced,
         fetch: _,
+        parts_log2: _,
     } = flags;
     let r = &plan.temps[t].reduce;
     let ReduceOp::Kth(k) = &r.op else {
@@ -2316,8 +2355,29 @@ const PLANE_BYTES: usize = 32 * WARPS * 32 * 4;
 /// dependent steps); the next value found in the same pass as the selection 1.10 and 0.70.
 fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> String {
     let SelectFlags {
-        clean, next, fetch, ..
+        clean,
+        next,
+        fetch,
+        parts_log2,
+        ..
     } = flags;
+    // P parts of 32 samples a column, L = P / 2 lanes a column, two parts a lane.
+    let parts = 1usize << parts_log2;
+    let lanes = parts / 2;
+    let columns = 32 / lanes;
+    // A lane's count plus its column's other lanes', and the column's lanes in a ballot.
+    let sum = |v: &str| {
+        (0..parts_log2 - 1)
+            .map(|j| {
+                format!(
+                    "            {v} += __shfl_xor_sync(0xffffffffu, {v}, {});
+",
+                    1 << j
+                )
+            })
+            .collect::<String>()
+    };
+    let group = format!(">> (lane & {})) & {}u", 32 - lanes, (1u32 << lanes) - 1);
     let fetch = if fetch {
         "        // The next tile's loads (the keys' registers are free).\n        if (cs == 0 && vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);\n"
     } else {
@@ -2328,12 +2388,12 @@ fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> St
         s,
         r#"        const bool valid = k >= 0 && k < total;
         psg_key* const planes = (psg_key*)bins;
-        {{
-            // Thread (lane, w): the keys of column lane at samples w + 8m, to bit planes.
+        {open}{{
+            // Thread (lane, w): the keys of column lane at samples w + {parts}m, to bit planes.
             psg_key pl[32];
             #pragma unroll
             for (int m = 0; m < 32; ++m) {{
-                const int b = w + 8 * m;
+                const int b = w + {parts} * m;
                 pl[m] = 0u;
                 if (b < n_bi) {{
 {key_code}                    pl[m] = key;
@@ -2346,19 +2406,33 @@ fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> St
         }}
 {fetch}        if (w == 0) {{ pick[32 + lane] = (int)total; pick[64 + lane] = valid && active ? (int)k : -1; }}
         __syncthreads();
-        if (w < 4) {{
-            // Lanes 4g .. 4g + 3 select in column 8w + g, parts 2q and 2q + 1 (q = lane % 4;
+        if (w < {lanes}) {{
+            // {lane_list} select in column {columns}w + g, parts 2q and 2q + 1 (q = lane % {lanes};
             // masks v0, v1 of their samples below B).
-            const int c = 8 * w + (lane >> 2), q = lane & 3;
+            const int c = {columns} * w + (lane >> {lg}), q = lane & {lmask};
             const int sw = (c >> 2) & 7;
             const psg_key* const src = planes + (c << 3);
             const int s0 = (2 * q) ^ sw, s1 = (2 * q + 1) ^ sw;
             const int kk = pick[64 + c];
             int rem = kk;
-            const int n0 = min(32, max(0, (n_bi - 2 * q + 7) >> 3)), n1 = min(32, max(0, (n_bi - 2 * q + 6) >> 3));
+            const int n0 = min(32, max(0, (n_bi - 2 * q + {r0}) >> {parts_log2})), n1 = min(32, max(0, (n_bi - 2 * q + {r1}) >> {parts_log2}));
             const psg_key v0 = n0 >= 32 ? ~0u : ((1u << n0) - 1u), v1 = n1 >= 32 ? ~0u : ((1u << n1) - 1u);
             psg_key m0 = v0, m1 = v1, sel = 0u;
-"#
+"#,
+        open = if parts_log2 == 3 {
+            String::new()
+        } else {
+            format!("if (w < {parts}) ")
+        },
+        lane_list = if lanes == 4 {
+            "Lanes 4g .. 4g + 3"
+        } else {
+            "Lanes 2g, 2g + 1"
+        },
+        lg = parts_log2 - 1,
+        lmask = lanes - 1,
+        r0 = parts - 1,
+        r1 = parts - 2,
     )
     .ok();
     if next {
@@ -2384,11 +2458,10 @@ fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> St
                 const psg_key a = src[(i << 8) + s0], b = src[(i << 8) + s1];
                 const psg_key z0 = m0 & ~a, z1 = m1 & ~b;
                 int c0 = __popc(z0) + __popc(z1);
-                c0 += __shfl_xor_sync(0xffffffffu, c0, 1);
-                c0 += __shfl_xor_sync(0xffffffffu, c0, 2);
-                if (rem < c0) {{ {above_update}m0 = z0; m1 = z1; }}
+{c0_sum}                if (rem < c0) {{ {above_update}m0 = z0; m1 = z1; }}
                 else {{ rem -= c0; m0 &= a; m1 &= b; sel |= 1u << i; }}
-"#
+"#,
+        c0_sum = sum("c0").replace("            c0", "                c0"),
     )
     .ok();
     if clean {
@@ -2402,34 +2475,34 @@ fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> St
     let mut store = String::from("found[c] = sel;");
     if clean {
         // Before the next value's loop: these registers are free there.
-        s.push_str(
+        write!(
+            s,
             r#"            // Keys whose top 8 bits are all clear (NaNs among them), and all set (NaNs and
             // removed values).
             int hi = __popc(h0 & v0) + __popc(h1 & v1);
-            hi += __shfl_xor_sync(0xffffffffu, hi, 1);
-            hi += __shfl_xor_sync(0xffffffffu, hi, 2);
-            const bool lo = ((__ballot_sync(0xffffffffu, ((~l0 & v0) | (~l1 & v1)) != 0u) >> (lane & 28)) & 15u) != 0u;
+{}            const bool lo = ((__ballot_sync(0xffffffffu, ((~l0 & v0) | (~l1 & v1)) != 0u) {group}) != 0u;
 "#,
-        );
+            sum("hi")
+        )
+        .ok();
         store.push_str(" totals[c] = !lo && hi == n_bi - pick[32 + c];");
     }
     if next {
         write!(
             s,
             r#"            int eq = __popc(m0) + __popc(m1);
-            eq += __shfl_xor_sync(0xffffffffu, eq, 1);
-            eq += __shfl_xor_sync(0xffffffffu, eq, 2);
-            // The least key above the selected one: from the top bit down, the keys above it
+{eq_sum}            // The least key above the selected one: from the top bit down, the keys above it
             // that still match the bits found, keeping those with a 0 where there are any.
-            const bool none = ((__ballot_sync(0xffffffffu, (g0 | g1) != 0u) >> (lane & 28)) & 15u) == 0u;
+            const bool none = ((__ballot_sync(0xffffffffu, (g0 | g1) != 0u) {group}) == 0u;
             psg_key above = 0u;
             #pragma unroll
             for (int i = 31; i >= {low}; --i) {{
                 const psg_key z0 = g0 & ~src[(i << 8) + s0], z1 = g1 & ~src[(i << 8) + s1];
-                if ((__ballot_sync(0xffffffffu, (z0 | z1) != 0u) >> (lane & 28)) & 15u) {{ g0 = z0; g1 = z1; }}
+                if ((__ballot_sync(0xffffffffu, (z0 | z1) != 0u) {group}) {{ g0 = z0; g1 = z1; }}
                 else above |= 1u << i;
             }}
-"#
+"#,
+            eq_sum = sum("eq"),
         )
         .ok();
         if low > 0 {

@@ -116,6 +116,12 @@ pub struct Generated {
     /// Tiled CUDA C sources for B above [`cuda_tile::PACKED_BINS_MAX_B`] (see
     /// [`cuda_tile::emit_large`]), if the reduction selects.
     pub cuda_tile_large: Option<[String; 4]>,
+    /// Names of the tiled kernels for B up to [`cuda_tile::MID_MAX_B`], indexed by
+    /// [`DType::index`].
+    pub tile_mid_kernel_names: [String; 4],
+    /// Tiled CUDA C sources for B from [`cuda_tile::SMALL_MAX_B`] + 1 up to
+    /// [`cuda_tile::MID_MAX_B`] (see [`cuda_tile::emit_mid`]), if the reduction selects.
+    pub cuda_tile_mid: Option<[String; 4]>,
     /// Names of the tiled kernels for small B, indexed by [`DType::index`].
     pub tile_small_kernel_names: [String; 4],
     /// Tiled CUDA C sources for B up to [`cuda_tile::SMALL_MAX_B`] (see
@@ -157,6 +163,9 @@ pub fn generate_with_runtime(
         tile_large_kernel_names: DType::ALL.map(|d| cuda_tile::tile_large_kernel_name(&plan, d)),
         cuda_tile_large: cuda_tile::has_large_kernel(&plan)
             .then(|| DType::ALL.map(|d| cuda_tile::emit_large(&plan, d).unwrap_or_default())),
+        tile_mid_kernel_names: DType::ALL.map(|d| cuda_tile::tile_mid_kernel_name(&plan, d)),
+        cuda_tile_mid: cuda_tile::has_mid_kernel(&plan)
+            .then(|| DType::ALL.map(|d| cuda_tile::emit_mid(&plan, d).unwrap_or_default())),
         tile_small_kernel_names: DType::ALL.map(|d| cuda_tile::tile_small_kernel_name(&plan, d)),
         cuda_tile_small: cuda_tile::has_small_kernel(&plan)
             .then(|| DType::ALL.map(|d| cuda_tile::emit_small(&plan, d).unwrap_or_default())),

@@ -91,27 +91,23 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
     let tile_fixed = &generated.tile_fixed_bytes;
     let tile_fixed_large = &generated.tile_fixed_bytes_large;
     let tile_min = &generated.tile_min_log2;
-    let column = match &generated.cuda_column {
+    // An optional set of kernels, one a dtype.
+    let kernels = |sources: &Option<[String; 4]>, names: &[String; 4]| match sources {
         Some(sources) => {
-            let names = &generated.column_kernel_names;
             quote!(::core::option::Option::Some([#(#rt::KernelSource::new_static(#names, #sources)),*]))
         }
         None => quote!(::core::option::Option::None),
     };
-    let large = match &generated.cuda_tile_large {
-        Some(sources) => {
-            let names = &generated.tile_large_kernel_names;
-            quote!(::core::option::Option::Some([#(#rt::KernelSource::new_static(#names, #sources)),*]))
-        }
-        None => quote!(::core::option::Option::None),
-    };
-    let small = match &generated.cuda_tile_small {
-        Some(sources) => {
-            let names = &generated.tile_small_kernel_names;
-            quote!(::core::option::Option::Some([#(#rt::KernelSource::new_static(#names, #sources)),*]))
-        }
-        None => quote!(::core::option::Option::None),
-    };
+    let column = kernels(&generated.cuda_column, &generated.column_kernel_names);
+    let large = kernels(
+        &generated.cuda_tile_large,
+        &generated.tile_large_kernel_names,
+    );
+    let mid = kernels(&generated.cuda_tile_mid, &generated.tile_mid_kernel_names);
+    let small = kernels(
+        &generated.cuda_tile_small,
+        &generated.tile_small_kernel_names,
+    );
     let n_ps = per_sample.len();
     let n_scalars = scalars.len();
     let outputs = match sig.returns {
@@ -199,6 +195,7 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
                     min_tile_log2: [#(#tile_min),*],
                     column: #column,
                     large: #large,
+                    mid: #mid,
                     small: #small,
                 }),
                 cpu: #rt::CpuKernels {

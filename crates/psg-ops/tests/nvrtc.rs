@@ -27,6 +27,7 @@ fn all_kernels() -> Vec<&'static KernelSource> {
                 .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
                 .chain(def.tiled.iter().flat_map(|t| t.column.iter().flatten()))
                 .chain(def.tiled.iter().flat_map(|t| t.large.iter().flatten()))
+                .chain(def.tiled.iter().flat_map(|t| t.mid.iter().flatten()))
                 .chain(def.tiled.iter().flat_map(|t| t.small.iter().flatten()))
         })
         .collect();
@@ -36,6 +37,7 @@ fn all_kernels() -> Vec<&'static KernelSource> {
             .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
             .chain(def.tiled.iter().flat_map(|t| t.column.iter().flatten()))
             .chain(def.tiled.iter().flat_map(|t| t.large.iter().flatten()))
+            .chain(def.tiled.iter().flat_map(|t| t.mid.iter().flatten()))
             .chain(def.tiled.iter().flat_map(|t| t.small.iter().flatten()))
     }));
     all.extend(psg_ops::dp::noise_kernel_sources());

@@ -132,14 +132,16 @@ fn packed_digit_counts_end_at_the_same_batch_in_codegen_and_runtime() {
         );
         let at = psg_runtime::PACKED_BINS_MAX_B;
         assert!(median.kernel_for(d, at).name.ends_with("_tile"));
-        // Below the packed kernel's first B, the large one and its shared memory too.
-        let first = psg_runtime::PACKED_MIN_B;
-        let mid = median.choose(d, first - 1, 227 * 1024).unwrap();
+        // From the kernel for small B's last B up to the packed kernel, the kernel for middling
+        // B, with the packed kernel's shared memory.
         let tile = |b: usize, log2: u32| (b as u32) << log2;
-        assert_eq!(
-            mid.1,
-            tile(first - 1, mid.0) * per + median.fixed_bytes_large[i]
-        );
+        for b in [psg_runtime::SMALL_MAX_B + 1, psg_runtime::MID_MAX_B] {
+            assert!(median.kernel_for(d, b).name.ends_with("_tile_mid"));
+            let mid = median.choose(d, b, 227 * 1024).unwrap();
+            assert_eq!(mid.1, tile(b, mid.0) * per + median.fixed_bytes[i]);
+        }
+        let first = psg_runtime::MID_MAX_B + 1;
+        assert!(median.kernel_for(d, first).name.ends_with("_tile"));
         let packed = median.choose(d, first, 227 * 1024).unwrap();
         assert_eq!(
             packed.1,
@@ -199,10 +201,10 @@ fn small_batch_kernels_end_at_the_same_batch_in_codegen_and_runtime() {
                 k.name
             );
             assert!(tiled.kernel_for(d, 1).name.ends_with("_tile_small"));
-            // Then the kernel for large B up to the packed one's first B.
-            assert!(tiled.kernel_for(d, at + 1).name.ends_with("_tile_large"));
-            let first = psg_runtime::PACKED_MIN_B;
-            assert!(tiled.kernel_for(d, first - 1).name.ends_with("_tile_large"));
+            // Then the kernel for middling B up to the packed one's first B.
+            assert!(tiled.kernel_for(d, at + 1).name.ends_with("_tile_mid"));
+            let first = psg_runtime::MID_MAX_B + 1;
+            assert!(tiled.kernel_for(d, first - 1).name.ends_with("_tile_mid"));
             assert!(tiled.kernel_for(d, first).name.ends_with("_tile"));
         }
         if def.name == "median" {
@@ -226,6 +228,53 @@ fn small_batch_kernels_end_at_the_same_batch_in_codegen_and_runtime() {
             "{name} has no kernel for small B: {with:?}"
         );
     }
+}
+
+/// A selection's tiled kernel for middling B (bit planes of four parts a column), which the
+/// runtime runs from the kernel for small B's last B up to the B the generator built it for;
+/// on 64-bit keys it is the packed kernel (digit counts) under its own name.
+#[test]
+fn middling_batch_kernels_end_at_the_same_batch_in_codegen_and_runtime() {
+    assert_eq!(psg_codegen::cuda_tile::MID_MAX_B, psg_runtime::MID_MAX_B);
+    let mut with = 0;
+    for def in psg_ops::builtin_reductions() {
+        let Some(tiled) = def.tiled.as_ref() else {
+            continue;
+        };
+        assert_eq!(tiled.mid.is_some(), tiled.large.is_some(), "{}", def.name);
+        let Some(mid) = tiled.mid.as_ref() else {
+            continue;
+        };
+        with += 1;
+        for d in DType::ALL {
+            let k = &mid[d.index()];
+            assert!(k.name.ends_with("_tile_mid"), "{}", k.name);
+            let packed = &tiled.cuda[d.index()];
+            if d == DType::F64 {
+                assert_eq!(
+                    k.source.replace(k.name.as_ref(), "K"),
+                    packed.source.replace(packed.name.as_ref(), "K")
+                );
+            } else {
+                // Four warps transpose, lanes of two select a column (one shuffle a bit).
+                assert!(k.source.contains("if (w < 4) {\n"), "{}", k.name);
+                assert!(k.source.contains("samples w + 4m"), "{}", k.name);
+                assert!(k.source.contains("if (w < 2) {\n"), "{}", k.name);
+                assert!(!k.source.contains("c0, 2);"), "{}", k.name);
+                assert!(packed.source.contains("c0, 2);"), "{}", packed.name);
+            }
+        }
+        if def.name == "median" {
+            insta::assert_snapshot!(
+                "median_f32_tile_mid",
+                mid[DType::F32.index()].source.as_ref()
+            );
+        }
+    }
+    assert!(
+        with >= 6,
+        "every selecting built-in has a kernel for middling B"
+    );
 }
 
 #[test]

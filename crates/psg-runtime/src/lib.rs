@@ -95,7 +95,7 @@ pub use jit::{compile_cubin, compile_ptx, CompileTarget, KernelSource};
 pub use nvrtc::{nvrtc_status, nvrtc_version, supported_archs};
 pub use reduce::{
     run_reduction, Column, CpuColumnFn, CpuKernels, LaunchShape, OutputKind, ReductionDef,
-    TiledKernels, COLUMN_TILE_LOG2, PACKED_BINS_MAX_B, PACKED_MIN_B, SMALL_MAX_B,
+    TiledKernels, COLUMN_TILE_LOG2, MID_MAX_B, PACKED_BINS_MAX_B, SMALL_MAX_B,
     TILE_SHARED_PREFERRED, TILE_TARGET_BYTES,
 };
 pub use tensor::Tensor;

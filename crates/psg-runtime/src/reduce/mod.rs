@@ -73,12 +73,17 @@ pub struct TiledKernels {
     /// computes column `tid` over every sample with no partials in shared memory and no barrier
     /// between passes. See [`TiledKernels::column_fits`].
     pub column: Option<[KernelSource; 4]>,
-    /// Kernels for B above [`PACKED_BINS_MAX_B`] (and from [`SMALL_MAX_B`] + 1 to below
-    /// [`PACKED_MIN_B`]), indexed by [`DType::index`](crate::DType::index), if the reduction
-    /// selects: the same as `cuda` but each selection counts 8-bit digits in 32-bit words
-    /// (`fixed_bytes_large`) instead of selecting over bit planes. See
-    /// [`TiledKernels::kernel_for`].
+    /// Kernels for B above [`PACKED_BINS_MAX_B`], indexed by
+    /// [`DType::index`](crate::DType::index), if the reduction selects: the same as `cuda` but
+    /// each selection counts 8-bit digits in 32-bit words (`fixed_bytes_large`) instead of
+    /// selecting over bit planes. See [`TiledKernels::kernel_for`].
     pub large: Option<[KernelSource; 4]>,
+    /// Kernels for B from [`SMALL_MAX_B`] + 1 up to [`MID_MAX_B`], indexed by
+    /// [`DType::index`](crate::DType::index), if the reduction selects: the same as `cuda` (and
+    /// its shared memory) but a bit-sliced selection cuts a column into four parts of 32
+    /// samples instead of eight, so that no word of its bit planes is half empty. See
+    /// [`TiledKernels::kernel_for`].
+    pub mid: Option<[KernelSource; 4]>,
     /// Kernels for B up to [`SMALL_MAX_B`], indexed by [`DType::index`](crate::DType::index), if
     /// the reduction selects: the same as `cuda` but each selection sorts whole columns across
     /// a warp instead of counting digits (same shared memory as `cuda`). See
@@ -94,12 +99,13 @@ pub const COLUMN_TILE_LOG2: u32 = 8;
 /// [`TiledKernels::fixed_bytes_large`]).
 pub const PACKED_BINS_MAX_B: usize = 256;
 
-/// The smallest B for which a selecting reduction's tiled kernel ([`TiledKernels::cuda`]) runs:
-/// from [`SMALL_MAX_B`] + 1 up to here its kernel for large B runs instead. The tiled kernel
+/// The largest B for which a selecting reduction runs its kernel for middling B
+/// ([`TiledKernels::mid`]), from [`SMALL_MAX_B`] + 1. The tiled kernel ([`TiledKernels::cuda`])
 /// selects bit-sliced, a thread's part of a column being 32 of every 8th sample: at B = 128
-/// those parts are half empty, and the f32 median took 1.20 of the time of the digit passes
-/// (H200, g[128, 8M]), where B = 256 took 0.85.
-pub const PACKED_MIN_B: usize = 129;
+/// those parts are half empty, and the f32 median took 1.20 of the time of the 8-bit digit
+/// passes (H200, g[128, 8M]), where B = 256 took 0.85. The kernel for middling B cuts a column
+/// into 4 parts instead: 0.93 of the digit passes' time at B = 128.
+pub const MID_MAX_B: usize = 128;
 
 /// The largest B for which a selecting reduction runs its kernel for small B
 /// ([`TiledKernels::small`]).
@@ -116,13 +122,14 @@ pub const TILE_TARGET_BYTES: u64 = 32 * 1024;
 
 impl TiledKernels {
     /// The tiled kernel for a batch of `batch` samples of `dtype`: the one for small B where the
-    /// reduction has one and B is at most [`SMALL_MAX_B`], else the one for large B where it
-    /// has one and B is above [`PACKED_BINS_MAX_B`] or below [`PACKED_MIN_B`], else
-    /// [`TiledKernels::cuda`]'s.
+    /// reduction has one and B is at most [`SMALL_MAX_B`], else the one for middling B where it
+    /// has one and B is at most [`MID_MAX_B`], else the one for large B where it has one and B
+    /// is above [`PACKED_BINS_MAX_B`], else [`TiledKernels::cuda`]'s.
     pub fn kernel_for(&self, dtype: crate::DType, batch: usize) -> &KernelSource {
-        match (&self.large, &self.small) {
-            (_, Some(small)) if batch <= SMALL_MAX_B => &small[dtype.index()],
-            (Some(large), _) if self.runs_large(batch) => &large[dtype.index()],
+        match (&self.small, &self.mid, &self.large) {
+            (Some(small), _, _) if batch <= SMALL_MAX_B => &small[dtype.index()],
+            (_, Some(mid), _) if batch <= MID_MAX_B => &mid[dtype.index()],
+            (_, _, Some(large)) if batch > PACKED_BINS_MAX_B => &large[dtype.index()],
             _ => &self.cuda[dtype.index()],
         }
     }
@@ -130,8 +137,7 @@ impl TiledKernels {
     /// Whether a batch of `batch` samples runs the kernel for large B (see
     /// [`TiledKernels::kernel_for`]), with [`TiledKernels::fixed_bytes_large`].
     fn runs_large(&self, batch: usize) -> bool {
-        let small = self.small.is_some() && batch <= SMALL_MAX_B;
-        self.large.is_some() && !small && !(PACKED_MIN_B..=PACKED_BINS_MAX_B).contains(&batch)
+        self.large.is_some() && batch > PACKED_BINS_MAX_B
     }
 
     /// The shared memory of the column-mode kernel for a batch of `batch` samples of `dtype`,

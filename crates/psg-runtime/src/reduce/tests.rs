@@ -277,6 +277,7 @@ fn tiled(per: u32, fixed: u32) -> TiledKernels {
         min_tile_log2: [5; 4],
         column: None,
         large: None,
+        mid: None,
         small: None,
     }
 }
