@@ -1859,11 +1859,15 @@ fn emit_select(
     }
     writeln!(s, "        const long long k = psg_index({});", e(k)).ok();
     if sliced {
+        // Keys of 16-bit input (a column's own, or a function of them such as the MAD's
+        // distances) tie often: see `sliced_select`.
+        let ties = matches!(input, Some(DType::BF16 | DType::F16));
         s.push_str(&sliced_select(
             &name,
             flags,
             &key_code("                    "),
             zero_low_bits,
+            ties,
         ));
         writeln!(
             s,
@@ -2341,19 +2345,33 @@ const PLANE_BYTES: usize = 32 * WARPS * 32 * 4;
 ///    this bit are counted (`popc`, then two shuffles): where that count is at most the rank,
 ///    the selected bit is 1, the rank drops by the count and the mask keeps the keys with a 1;
 ///    else the bit is 0 and the mask keeps the keys with a 0. The selected key's count of
-///    equal keys gives `le`; the keys that left the mask upwards are those above it, and their
-///    least (`above`, the next value) is found the same way, a ballot a bit. The NaN check
-///    reads the top 8 bits off the same planes: no key whose top 8 bits are clear, and as many
-///    whose top 8 bits are set as there are removed values (as the digit passes check; see
-///    `Settled`).
+///    equal keys gives `le`. The NaN check reads the top 8 bits off the same planes: no key
+///    whose top 8 bits are clear, and as many whose top 8 bits are set as there are removed
+///    values (as the digit passes check; see `Settled`).
+/// 3. The next value (`above`, the least key above the selected one), where the plan needs it:
+///    warps 4-7 select rank `k + 1` beside warps 0-3 ("twin"; they would wait at the barrier
+///    otherwise). Where the two tie, the least key above is among the keys that left the second
+///    selection's masks upwards, found from the top bit down, a ballot a bit; a warp runs that
+///    search only where one of its columns ties. Keys of 16-bit input (`ties`: a bf16 or f16
+///    column's own, or a function of them such as the MAD's distances) tie often (8 or 11 bits
+///    of significand), so there warps 0-3 run that search after their selection instead.
+///
+/// In the kernel for B up to [`MID_MAX_B`] (`parts_log2` = 2) a column has four parts: warps
+/// 0-3 transpose, lanes of two select (warps 0-1, and 2-3 for rank `k + 1`).
 ///
 /// A bf16 column's own keys (`low` = 16) have 16 bits that the sign decides: only the top 16
 /// planes are stored and searched. Against the 8-bit digit passes (H200, g[256, 4M],
 /// hand-edited kernels, results bit for bit the same): the f32 median 0.86 of the time, bf16
 /// 0.57. A part a lane (8 lanes a column, every warp busy) took 0.91 and 0.61: a bit's count
 /// costs a third shuffle; four parts a lane 1.21 and 0.74 (fewer threads for the same chain of
-/// dependent steps); the next value found in the same pass as the selection 1.10 and 0.70.
-fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> String {
+/// dependent steps); the next value found in the same pass as the selection 1.10 and 0.70; two
+/// bits a step (three counts packed in a word, half the steps) 1.13-1.23 of the one-bit
+/// kernel's time. The twin selection against the search after the selection (same run,
+/// `psg-bench`, H200): the f32 median 0.92 of the time at g[256, 4M] and 0.86 at g[128, 8M], the
+/// MAD mean 0.94, the clipped median (its keys are f32, bf16 input too) 0.95 and 0.91; for bf16
+/// input's own keys it took 1.04-1.15 and for the bf16 MAD's distances 1.03-1.07 (ties), hence
+/// not there.
+fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32, ties: bool) -> String {
     let SelectFlags {
         clean,
         next,
@@ -2383,6 +2401,16 @@ fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> St
     } else {
         ""
     };
+    // With the next value, a second group of L warps selects rank k + 1 beside the first
+    // ("twin"), but for keys that tie often (`ties`: of 16-bit input): there the first group
+    // finds the least key above its own after its selection.
+    let twin = next && !ties;
+    let groups = if twin { 2 } else { 1 };
+    let selecting = if groups * lanes < WARPS {
+        format!("if (w < {}) ", groups * lanes)
+    } else {
+        String::new()
+    };
     let mut s = String::new();
     write!(
         s,
@@ -2406,15 +2434,14 @@ fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> St
         }}
 {fetch}        if (w == 0) {{ pick[32 + lane] = (int)total; pick[64 + lane] = valid && active ? (int)k : -1; }}
         __syncthreads();
-        if (w < {lanes}) {{
-            // {lane_list} select in column {columns}w + g, parts 2q and 2q + 1 (q = lane % {lanes};
-            // masks v0, v1 of their samples below B).
-            const int c = {columns} * w + (lane >> {lg}), q = lane & {lmask};
+        {{
+            // {lane_list} of warp w select in column {columns}(w % {lanes}) + g, parts 2q and 2q + 1
+            // (q = lane % {lanes}; masks v0, v1 of their samples below B).
+            const int c = {columns} * (w & {lmask}) + (lane >> {lg}), q = lane & {lmask};
             const int sw = (c >> 2) & 7;
             const psg_key* const src = planes + (c << 3);
             const int s0 = (2 * q) ^ sw, s1 = (2 * q + 1) ^ sw;
             const int kk = pick[64 + c];
-            int rem = kk;
             const int n0 = min(32, max(0, (n_bi - 2 * q + {r0}) >> {parts_log2})), n1 = min(32, max(0, (n_bi - 2 * q + {r1}) >> {parts_log2}));
             const psg_key v0 = n0 >= 32 ? ~0u : ((1u << n0) - 1u), v1 = n1 >= 32 ? ~0u : ((1u << n1) - 1u);
             psg_key m0 = v0, m1 = v1, sel = 0u;
@@ -2435,6 +2462,19 @@ fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> St
         r1 = parts - 2,
     )
     .ok();
+    if twin {
+        write!(
+            s,
+            r#"            // Warps {lanes} to {last} select rank k + 1, the next value where it is not a tie.
+            const bool second = w >= {lanes};
+            int rem = second ? kk + 1 : kk;
+"#,
+            last = 2 * lanes - 1
+        )
+        .ok();
+    } else {
+        s.push_str("            int rem = kk;\n");
+    }
     if next {
         s.push_str("            psg_key g0 = 0u, g1 = 0u;\n");
     }
@@ -2453,7 +2493,8 @@ fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> St
     };
     write!(
         s,
-        r#"            #pragma unroll
+        r#"            {selecting}{{
+            #pragma unroll
             for (int i = 31; i >= {low}; --i) {{
                 const psg_key a = src[(i << 8) + s0], b = src[(i << 8) + s1];
                 const psg_key z0 = m0 & ~a, z1 = m1 & ~b;
@@ -2473,8 +2514,10 @@ fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> St
         writeln!(s, "            if ((sel >> 31) == 0u) sel |= {low_fill};").ok();
     }
     let mut store = String::from("found[c] = sel;");
+    if twin {
+        s.push_str("            if (!second) {\n");
+    }
     if clean {
-        // Before the next value's loop: these registers are free there.
         write!(
             s,
             r#"            // Keys whose top 8 bits are all clear (NaNs among them), and all set (NaNs and
@@ -2490,32 +2533,66 @@ fn sliced_select(name: &str, flags: SelectFlags, key_code: &str, low: u32) -> St
     if next {
         write!(
             s,
-            r#"            int eq = __popc(m0) + __popc(m1);
-{eq_sum}            // The least key above the selected one: from the top bit down, the keys above it
-            // that still match the bits found, keeping those with a 0 where there are any.
-            const bool none = ((__ballot_sync(0xffffffffu, (g0 | g1) != 0u) {group}) == 0u;
-            psg_key above = 0u;
-            #pragma unroll
-            for (int i = 31; i >= {low}; --i) {{
-                const psg_key z0 = g0 & ~src[(i << 8) + s0], z1 = g1 & ~src[(i << 8) + s1];
-                if ((__ballot_sync(0xffffffffu, (z0 | z1) != 0u) {group}) {{ g0 = z0; g1 = z1; }}
-                else above |= 1u << i;
-            }}
-"#,
-            eq_sum = sum("eq"),
+            "            int eq = __popc(m0) + __popc(m1);\n{}",
+            sum("eq")
         )
         .ok();
-        if low > 0 {
-            writeln!(
-                s,
-                "            if ((above >> 31) == 0u) above |= {low_fill};"
-            )
-            .ok();
-        }
-        s.push_str("            if (none) above = ~0u;\n");
-        store.push_str(" pick[c] = kk - rem + eq; found[32 + c] = above;");
+        store.push_str(" pick[c] = kk - rem + eq;");
     }
-    writeln!(s, "            if (q == 0) {{ {store} }}\n        }}").ok();
+    // The least key among those that left the masks upwards (g0, g1), into `out`: from the
+    // top bit down, keeping those with a 0 where there are any; `none` where there are none.
+    let least_above = |ind: &str, out: &str| {
+        let mut t = format!(
+            "{ind}const bool none = ((__ballot_sync(0xffffffffu, (g0 | g1) != 0u) {group}) == 0u;\n\
+             {ind}psg_key {out} = 0u;\n\
+             {ind}#pragma unroll\n\
+             {ind}for (int i = 31; i >= {low}; --i) {{\n\
+             {ind}    const psg_key z0 = g0 & ~src[(i << 8) + s0], z1 = g1 & ~src[(i << 8) + s1];\n\
+             {ind}    if ((__ballot_sync(0xffffffffu, (z0 | z1) != 0u) {group}) {{ g0 = z0; g1 = z1; }}\n\
+             {ind}    else {out} |= 1u << i;\n\
+             {ind}}}\n"
+        );
+        if low > 0 {
+            writeln!(t, "{ind}if (({out} >> 31) == 0u) {out} |= {low_fill};").ok();
+        }
+        t
+    };
+    if next && !twin {
+        s.push_str("            // The least key above the selected one.\n");
+        s.push_str(&least_above("            ", "above"));
+        s.push_str("            if (none) above = ~0u;\n");
+        store.push_str(" found[32 + c] = above;");
+    }
+    writeln!(s, "            if (q == 0) {{ {store} }}").ok();
+    if twin {
+        s.push_str("            }\n");
+    }
+    s.push_str("            }\n");
+    if twin {
+        write!(
+            s,
+            r#"            __syncthreads();
+            if ({second}) {{
+                // Rank k + 1 is the least key above rank k's unless they tie: then the least
+                // key above it is among the keys that left this selection's masks upwards.
+                const bool more = kk + 1 < pick[32 + c];
+                const bool tie = more && sel == found[c];
+                psg_key above = more ? sel : ~0u;
+                if (__any_sync(0xffffffffu, tie)) {{
+{}"#,
+            least_above("                    ", "least"),
+            second = if 2 * lanes < WARPS {
+                format!("second && w < {}", 2 * lanes)
+            } else {
+                "second".to_string()
+            }
+        )
+        .ok();
+        s.push_str(
+            "                    if (tie) above = none ? ~0u : least;\n                }\n                if (q == 0) found[32 + c] = above;\n            }\n",
+        );
+    }
+    s.push_str("        }\n");
     let found = Gathered {
         taken: "valid && active",
         vote: "valid",
