@@ -307,3 +307,44 @@ fn kernel_names_are_op_and_dtype() {
         }
     }
 }
+
+/// Two selections of one wave on a column's own keys (a trimmed mean's bounds) share one set of
+/// bit planes, the second selected by the warps that would otherwise wait; a selection that
+/// reads another's result (the MAD's second median) keeps planes of its own.
+#[test]
+fn a_trimmed_means_bounds_share_one_set_of_bit_planes() {
+    let defs = psg_ops::builtin_reductions();
+    let tiled = |name: &str| {
+        defs.iter()
+            .find(|d| d.name == name)
+            .and_then(|d| d.tiled.clone())
+            .expect("a built-in with tiled kernels")
+    };
+    let trim = tiled("trim_mean");
+    let mad = tiled("mad_mean");
+    for d in [DType::F32, DType::BF16, DType::F16] {
+        let mid = &trim.mid.as_ref().expect("a kernel for middling B")[d.index()];
+        for k in [&trim.cuda[d.index()], mid] {
+            assert_eq!(
+                k.source.matches("psg_transpose32(pl);").count(),
+                1,
+                "{}",
+                k.name
+            );
+            assert!(
+                k.source
+                    .contains("const int kk = pick[(second ? 0 : 64) + c];"),
+                "{}",
+                k.name
+            );
+        }
+        let k = &mad.cuda[d.index()];
+        assert_eq!(
+            k.source.matches("psg_transpose32(pl);").count(),
+            2,
+            "{}",
+            k.name
+        );
+        assert!(!k.source.contains("paired selection"), "{}", k.name);
+    }
+}
