@@ -104,7 +104,7 @@ pub const PACKED_BINS_MAX_B: usize = 256;
 /// selects bit-sliced, a thread's part of a column being 32 of every 8th sample: at B = 128
 /// those parts are half empty, and the f32 median took 1.20 of the time of the 8-bit digit
 /// passes (H200, g[128, 8M]), where B = 256 took 0.85. The kernel for middling B cuts a column
-/// into 4 parts instead: 0.93 of the digit passes' time at B = 128.
+/// into 4 parts instead: 0.83 of the digit passes' time at B = 128 (f32 median, same run).
 pub const MID_MAX_B: usize = 128;
 
 /// The largest B for which a selecting reduction runs its kernel for small B
