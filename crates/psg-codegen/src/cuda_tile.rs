@@ -269,6 +269,14 @@ struct Paired {
     clean: bool,
 }
 
+/// A [`Paired`] selection as `sliced_select` writes it: its temporary's name, whether its NaN
+/// guard is needed, and its rank's expression.
+struct PairedCode {
+    name: String,
+    clean: bool,
+    rank: String,
+}
+
 /// Shared-memory needs of the tiled kernel: bytes per (sample, column), and fixed bytes per block
 /// for B up to [`PACKED_BINS_MAX_B`] and above it (a selection's digit counts take twice the
 /// bytes there).
@@ -1825,15 +1833,19 @@ fn emit_select(
     }
     // The paired selection's result and NaN guard, and its rank's expression.
     let paired = pair.map(|Paired { t: u, clean }| {
-        let name2 = names::temp(u);
-        writeln!(s, "    psg_acc {name2};").ok();
+        let name = names::temp(u);
+        writeln!(s, "    psg_acc {name};").ok();
         if clean {
-            writeln!(s, "    bool {name2}_clean = false;").ok();
+            writeln!(s, "    bool {name}_clean = false;").ok();
         }
         let ReduceOp::Kth(k2) = &plan.temps[u].reduce.op else {
             unreachable!("only selection temporaries get a Select step")
         };
-        (name2, clean, e(k2))
+        PairedCode {
+            name,
+            clean,
+            rank: e(k2),
+        }
     });
     s.push_str("    {\n");
     let mode = keys_of(plan, t);
@@ -1919,7 +1931,7 @@ fn emit_select(
             ties,
             paired.as_ref(),
         ));
-        if let Some((name2, ..)) = &paired {
+        if let Some(PairedCode { name: name2, .. }) = &paired {
             writeln!(
                 s,
                 "        {name2} = valid2 ? psg_from_key(prefix2) : psg_nan();"
@@ -2441,7 +2453,7 @@ fn sliced_select(
     key_code: &str,
     low: u32,
     ties: bool,
-    pair: Option<&(String, bool, String)>,
+    pair: Option<&PairedCode>,
 ) -> String {
     let SelectFlags {
         clean,
@@ -2459,8 +2471,7 @@ fn sliced_select(
         (0..parts_log2 - 1)
             .map(|j| {
                 format!(
-                    "            {v} += __shfl_xor_sync(0xffffffffu, {v}, {});
-",
+                    "            {v} += __shfl_xor_sync(0xffffffffu, {v}, {});\n",
                     1 << j
                 )
             })
@@ -2476,8 +2487,8 @@ fn sliced_select(
     // ("twin"), but for keys that tie often (`ties`: of 16-bit input): there the first group
     // finds the least key above its own after its selection.
     let twin = next && !ties;
-    // A paired selection (name, NaN guard, rank): the second group selects it.
-    let clean2 = pair.is_some_and(|p| p.1);
+    // A paired selection: the second group selects it.
+    let clean2 = pair.is_some_and(|p| p.clean);
     let groups = if twin || pair.is_some() { 2 } else { 1 };
     let selecting = if groups * lanes < WARPS {
         format!("if (w < {}) ", groups * lanes)
@@ -2535,7 +2546,7 @@ fn sliced_select(
         r1 = parts - 2,
         rank2 = pair.map_or(String::new(), |p| format!(
             "        // The paired selection's rank.\n        const long long k2 = psg_index({});\n        const bool valid2 = k2 >= 0 && k2 < total;\n",
-            p.2
+            p.rank
         )),
         pick2 = if pair.is_some() {
             " pick[lane] = valid2 && active ? (int)k2 : -1;"
@@ -2693,7 +2704,7 @@ fn sliced_select(
         );
     }
     s.push_str("        }\n");
-    if let Some((name2, ..)) = pair {
+    if let Some(PairedCode { name: name2, .. }) = pair {
         // Both selections' results; the barriers keep them until every thread has read them.
         s.push_str("        __syncthreads();\n        const psg_key prefix = found[lane], prefix2 = found[32 + lane];\n");
         if clean {
