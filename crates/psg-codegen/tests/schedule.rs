@@ -267,13 +267,19 @@ fn selection_from_bf16_inputs_stops_at_their_last_mantissa_bit() {
     assert!(large[DType::BF16.index()].contains("last = shift <= 16;"));
     assert!(large[DType::F16.index()].contains("last = shift <= 0;"));
     assert!(large[DType::F32.index()].contains("last = shift <= 0;"));
+    // The bit-sliced kernel transposes a bf16 column's 16 bits as loaded and maps them to the
+    // keys' top 16 planes, and an f32 column's 32; f16's keys are computed from the widened value.
     let bf16 = &g.cuda_tile[DType::BF16.index()];
-    assert!(bf16.contains("for (int i = 16; i < 32; ++i) dst[i << 8] = pl[i];"));
+    assert!(bf16.contains("if (b < n_bi) pl[m] = (psg_key)tc[(b) << 5];"));
+    assert!(bf16.contains("for (int i = 0; i < 15; ++i) dst[(i + 16) << 8] = (pl[i] ^ sg) & vm;"));
     assert!(bf16.contains("for (int i = 31; i >= 16; --i) {"));
     assert!(bf16.contains("if ((sel >> 31) == 0u) sel |= 0xffffu;"));
-    for d in [DType::F16, DType::F32] {
-        let src = &g.cuda_tile[d.index()];
-        assert!(src.contains("for (int i = 0; i < 32; ++i) dst[i << 8] = pl[i];"));
+    let f32 = &g.cuda_tile[DType::F32.index()];
+    assert!(f32.contains("if (b < n_bi) pl[m] = __float_as_uint(tc[(b) << 5]);"));
+    assert!(f32.contains("for (int i = 0; i < 31; ++i) dst[i << 8] = (pl[i] ^ sg) & vm;"));
+    let f16 = &g.cuda_tile[DType::F16.index()];
+    assert!(f16.contains("for (int i = 0; i < 32; ++i) dst[i << 8] = pl[i];"));
+    for src in [f16, f32] {
         assert!(!src.contains("sel |= 0xffffu"));
     }
     // A column that is not g itself (its keys are computed in f32) counts every digit.
@@ -290,8 +296,9 @@ fn selection_from_bf16_inputs_stops_at_their_last_mantissa_bit() {
     );
     let g = generate(&scaled).unwrap();
     assert!(g.cuda_tile_large.as_ref().unwrap()[DType::BF16.index()].contains("last = shift <= 0;"));
+    // (Its tile holds the f32 products, whose 32 bits are transposed.)
     assert!(g.cuda_tile[DType::BF16.index()]
-        .contains("for (int i = 0; i < 32; ++i) dst[i << 8] = pl[i];"));
+        .contains("for (int i = 0; i < 31; ++i) dst[i << 8] = (pl[i] ^ sg) & vm;"));
 }
 
 #[test]
@@ -331,8 +338,9 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
         tile.contains("tile[cs * n_bi + lane + (b << 5)] = psg_tf(psg_tile_get(tc[(b) << 5]), b);"),
         "{tile}"
     );
+    // The selection transposes the stored values' bits.
     assert!(
-        tile.contains("psg_to_key(psg_tile_get(tc[(b) << 5]))"),
+        tile.contains("if (b < n_bi) pl[m] = __float_as_uint(tc[(b) << 5]);"),
         "{tile}"
     );
     // The thread-per-column kernel and the CPU code still compute it where they read it.
@@ -340,7 +348,7 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
     // From bf16 the tile holds f32 products (not the narrow bf16 elements): selection takes
     // every bit.
     let bf16 = &g.cuda_tile[DType::BF16.index()];
-    assert!(bf16.contains("for (int i = 0; i < 32; ++i) dst[i << 8] = pl[i];"));
+    assert!(bf16.contains("for (int i = 0; i < 31; ++i) dst[i << 8] = (pl[i] ^ sg) & vm;"));
     assert!(bf16.contains("typedef psg_acc psg_tile;"), "{bf16}");
     // Every row of a widened tile passes through registers: no pass rewrites any.
     assert!(
@@ -692,4 +700,84 @@ fn selections_up_to_256_samples_are_bit_sliced() {
     }
     let f64 = &mad.cuda_tile[DType::F64.index()];
     assert!(f64.contains("for (;;)") && !f64.contains("psg_transpose32"));
+}
+
+/// The order-preserving key of an f32's bits, as the kernels' `psg_to_key`.
+fn to_key(u: u32) -> u32 {
+    u ^ (((u as i32) >> 31) as u32 | 0x8000_0000)
+}
+
+/// Bit `i` of each of 32 words, as one word (bit `m` from word `m`): a plane.
+fn plane(words: &[u32; 32], i: u32) -> u32 {
+    (0..32).fold(0, |p, m| p | ((words[m] >> i) & 1) << m)
+}
+
+#[test]
+fn bit_planes_of_values_map_to_the_planes_of_their_keys() {
+    // What the bit-sliced selection does with a column's own keys: it transposes the values'
+    // bits and maps each plane (a key's bit is the value's flipped by the sign; its top bit is
+    // the sign's complement), samples past B masked off. Here against transposing the keys, on
+    // the values that matter to the order: both zeros, both infinities, NaNs of either sign,
+    // subnormals, and bf16 values (16 bits as loaded, the keys' top 16 planes).
+    let specials = [
+        0.0f32,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        f32::MIN_POSITIVE / 4.0,
+        -f32::MIN_POSITIVE / 4.0,
+        f32::MAX,
+        f32::MIN,
+        1.0,
+        -1.5,
+    ];
+    let mut state = 0x9e37_79b9u32;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    for round in 0..64 {
+        let valid = 32 - (round % 8) * 4;
+        let mut bits = [0u32; 32];
+        for (m, b) in bits.iter_mut().enumerate() {
+            *b = if m < specials.len() && round % 2 == 0 {
+                specials[(m + round) % specials.len()].to_bits()
+            } else {
+                next()
+            };
+        }
+        let vm = if valid == 32 {
+            !0u32
+        } else {
+            (1u32 << valid) - 1
+        };
+        let keys: [u32; 32] = std::array::from_fn(|m| if m < valid { to_key(bits[m]) } else { 0 });
+        // f32: 32 planes of the values' bits.
+        let sg = plane(&bits, 31);
+        for i in 0..31 {
+            assert_eq!(
+                (plane(&bits, i) ^ sg) & vm,
+                plane(&keys, i),
+                "f32 plane {i}"
+            );
+        }
+        assert_eq!(!sg & vm, plane(&keys, 31));
+        // bf16: the 16 bits as loaded give the keys of their widening's top 16 planes.
+        let raw: [u32; 32] = std::array::from_fn(|m| bits[m] >> 16);
+        let wide: [u32; 32] =
+            std::array::from_fn(|m| if m < valid { to_key(raw[m] << 16) } else { 0 });
+        let sg = plane(&raw, 15);
+        for i in 0..15 {
+            assert_eq!(
+                (plane(&raw, i) ^ sg) & vm,
+                plane(&wide, i + 16),
+                "bf16 plane {i}"
+            );
+        }
+        assert_eq!(!sg & vm, plane(&wide, 31));
+    }
 }
