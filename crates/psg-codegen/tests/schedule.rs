@@ -1,7 +1,7 @@
 //! The scheduler: shared reductions are computed once, independent ones share a loop, and
 //! dependent ones come in later waves.
 
-use psg_codegen::ir::{BinOp, Column, Func, Let, Output, Reduction, Scalar};
+use psg_codegen::ir::{BinOp, Column, Func, Let, Output, ReduceOp, Reduction, Scalar, UnOp};
 use psg_codegen::schedule::{Plan, Step};
 use psg_codegen::{generate, stats, validate, CodegenError, DType};
 
@@ -465,11 +465,13 @@ fn a_selection_finds_the_next_value_where_it_gathers() {
         );
         assert!(tile.contains("t2 = t1_le;") && tile.contains("t3 = psg_from_key(t1_above);"));
     }
-    // Bit-sliced: the least key above the selected one, then the block's vote, for a bf16
-    // column's own keys too.
+    // Bit-sliced: rank k + 1 (see the next test), then the block's vote, for a bf16 column's
+    // own keys too.
     for d in [DType::F32, DType::F16, DType::BF16] {
         let tile = &median.cuda_tile[d.index()];
-        let above = tile.find("found[32 + c] = above;").expect(tile);
+        let above = tile
+            .find("found[32 + c] = kk + 1 < pick[32 + c] ? sel : ~0u;")
+            .expect(tile);
         let vote = tile
             .find("t1_next = __syncthreads_and(!active || (valid && t1_above != ~(psg_key)0));")
             .expect(tile);
@@ -503,6 +505,49 @@ fn a_selection_finds_the_next_value_where_it_gathers() {
     .unwrap();
     assert!(!low.cuda_tile[DType::F32.index()].contains("const over"));
     assert!(!low.cuda_tile[DType::F32.index()].contains("found[32 + c] = above;"));
+}
+
+/// Where the plan reads the next value only where it is not a tie (the median's and the
+/// quantile's `select(count_le > k + 1, value, above)`), warps 4-7 of the bit-sliced kernel
+/// select rank k + 1 beside rank k and nothing searches for the least key above, keys of bf16
+/// input too; a plan that reads the least value above on its own keeps the search.
+#[test]
+fn rank_k_plus_one_stands_for_the_next_value_where_a_tie_is_not_read() {
+    let searches =
+        |tile: &str| tile.contains("psg_key least = 0u;") || tile.contains("psg_key above = 0u;");
+    for r in [median(), mad()] {
+        let g = generate(&r).unwrap();
+        for d in [DType::F32, DType::F16, DType::BF16] {
+            let tile = &g.cuda_tile[d.index()];
+            assert!(tile.contains("int rem = second ? kk + 1 : kk;"), "{tile}");
+            assert!(tile.contains("found[32 + c] = kk + 1 < pick[32 + c] ? sel : ~0u;"));
+            assert!(!searches(tile), "{tile}");
+        }
+    }
+    let column = Column::input();
+    let k = Scalar::Param(0);
+    let value = Scalar::reduce(ReduceOp::Kth(k.clone()), column.clone());
+    let at_or_below = Scalar::Call(Func::TotalLe, vec![column.value.clone(), value.clone()]);
+    let above = Scalar::reduce(
+        ReduceOp::MinTotal,
+        column
+            .clone()
+            .filtered(Scalar::Unary(UnOp::Not, Box::new(at_or_below))),
+    );
+    let raw = reduction(
+        vec![],
+        Output::Scalars(vec![stats::next_in_order(column, value, k), above]),
+    );
+    let g = generate(&raw).unwrap();
+    // f32: the twin, searching where it ties; bf16: the search after the selection.
+    let f32 = &g.cuda_tile[DType::F32.index()];
+    assert!(f32.contains("if (__any_sync(0xffffffffu, tie)) {"), "{f32}");
+    let bf16 = &g.cuda_tile[DType::BF16.index()];
+    assert!(
+        bf16.contains("found[32 + c] = above;") && searches(bf16),
+        "{bf16}"
+    );
+    assert!(!bf16.contains("int rem = second ? kk + 1 : kk;"));
 }
 
 #[test]
