@@ -25,6 +25,7 @@ OPTIONS
   --device N         CUDA device ordinal (default 0)
   --no-jit           skip the JIT latency measurement
   --jit-only         measure only bandwidth and JIT latency
+  --jit-rounds N     rounds of the JIT measurement, each compiling every kernel cold (default 3)
   --release-pool     leave the CUDA memory pool's release threshold at the driver default
                      (default: keep freed memory in the pool, like PyTorch's caching allocator)
   --quick            smoke test: small shapes, 5 runs, 1 warm-up, 256 MiB bandwidth buffer,
@@ -136,6 +137,8 @@ pub struct Options {
     pub time_ops: bool,
     /// Kernels the JIT measurement compiles at most (all when `None`).
     pub jit_limit: Option<usize>,
+    /// Rounds of the JIT measurement.
+    pub jit_rounds: usize,
     /// Keep freed memory in the CUDA memory pool.
     pub keep_pool: bool,
     /// Smoke-test mode.
@@ -204,6 +207,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
     let mut op_budget_s = 60.0;
     let mut json = None;
     let mut device = 0;
+    let mut jit_rounds = crate::jit::ROUNDS;
     let (mut jit, mut time_ops, mut keep_pool, mut quick) = (true, true, true, false);
     while let Some(arg) = args.next() {
         // `--flag=value` and `--flag value` both work.
@@ -233,6 +237,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
             "--device" => device = number::<usize>("--device", &value()?)?,
             "--no-jit" => jit = false,
             "--jit-only" => time_ops = false,
+            "--jit-rounds" => jit_rounds = number::<usize>("--jit-rounds", &value()?)?,
             "--release-pool" => keep_pool = false,
             "--quick" => quick = true,
             other => return Err(BenchError::Usage(format!("unknown argument {other:?}"))),
@@ -241,6 +246,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
     let runs = runs.unwrap_or(if quick { 5 } else { 20 });
     if runs == 0 {
         return Err(BenchError::Usage("--runs must be at least 1".into()));
+    }
+    if jit_rounds == 0 {
+        return Err(BenchError::Usage("--jit-rounds must be at least 1".into()));
     }
     if !op_budget_s.is_finite() || op_budget_s <= 0.0 {
         return Err(BenchError::Usage(
@@ -273,6 +281,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
         jit,
         time_ops,
         jit_limit: quick.then_some(6),
+        jit_rounds,
         keep_pool,
         quick,
     })))
@@ -325,6 +334,8 @@ mod tests {
         let q = options("--quick");
         assert!(q.quick && q.runs == 5 && q.shapes[0].elements() < 1 << 25);
         assert_eq!(options("--quick --runs 7").runs, 7);
+        assert_eq!(o.jit_rounds, crate::jit::ROUNDS);
+        assert_eq!(options("--jit-only --jit-rounds 1").jit_rounds, 1);
     }
 
     #[test]
@@ -334,6 +345,7 @@ mod tests {
             "--dtypes f8",
             "--runs",
             "--runs 0",
+            "--jit-rounds 0",
             "--frob",
             "--runs x",
         ] {

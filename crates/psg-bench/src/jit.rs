@@ -1,10 +1,18 @@
 //! JIT latency: for each built-in's kernel, the time `prepare` takes on a device handle with an
 //! empty memory cache and a fresh, empty disk cache (an NVRTC compile to CUBIN, the module load
 //! and the cache write), and the time it takes again after the memory cache is cleared (a
-//! disk-cache read, check and load). All kernels are measured [`ROUNDS`] times, each round with
-//! a fresh cache directory; a kernel's figures are the medians of its rounds, so that one stall
-//! of the machine (the disk, the scheduler) is not taken for the kernel's latency. The largest
-//! single compile is reported beside them.
+//! disk-cache read, check and load). All kernels are measured in [`ROUNDS`] rounds (or as many
+//! as asked), each with a fresh cache directory; a kernel's figures are the medians of its
+//! rounds, so that one stall of the machine (the disk, the scheduler) is not taken for the
+//! kernel's latency. The largest single compile is reported beside them.
+//!
+//! NVRTC itself caches what it compiled (CUDA 12.9 and later: the "Caching" section of its
+//! manual, and its `--no-cache` option), past the end of the process, and a comment does not
+//! change what it caches by: on an H200 host, 83 f32 kernels whose sources differed only by an
+//! appended comment compiled in 250 ms (median; up to 1.2 s) the first time and in 18 ms (up to
+//! 38 ms) the second. So every round compiles its own program of each kernel, the source with
+//! a device variable named after the process and the round appended ([`round_sources`]): each
+//! compile is a cold one, of the same kernel.
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -153,11 +161,36 @@ fn timed(dev: &CudaDevice, k: &KernelSource) -> psg_runtime::Result<(f64, Kernel
 /// (compile ms, origin) and (disk ms, origin) per kernel.
 type Round = Vec<((f64, KernelOrigin), (f64, KernelOrigin))>;
 
-fn round(dev: &CudaDevice, kernels: &[&KernelSource]) -> BenchResult<Round> {
+/// Each kernel's source with a device variable named after this process and `round` appended:
+/// a program that no cache (NVRTC's, the disk cache's) has seen, its kernel compiled as before
+/// (the variable is a word of global memory that nothing reads).
+pub fn round_sources(kernels: &[&KernelSource], round: usize) -> Vec<KernelSource> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let tag = format!("{}_{nanos}_{round}", std::process::id());
+    kernels
+        .iter()
+        .map(|k| {
+            KernelSource::new_owned(
+                k.name.to_string(),
+                format!(
+                    "{}\n/* psg-bench: a program no cache has seen. */\n__device__ int psg_bench_jit_{tag};\n",
+                    k.source
+                ),
+            )
+        })
+        .collect()
+}
+
+fn round(dev: &CudaDevice, kernels: &[&KernelSource], index: usize) -> BenchResult<Round> {
     let _cache = FreshCache::new().map_err(|source| crate::error::BenchError::Io {
         path: std::env::temp_dir().display().to_string(),
         source,
     })?;
+    let sources = round_sources(kernels, index);
+    let kernels: Vec<&KernelSource> = sources.iter().collect();
+    let kernels = kernels.as_slice();
     dev.clear_memory_cache();
     let mut first = Vec::with_capacity(kernels.len());
     for k in kernels {
@@ -174,13 +207,14 @@ fn round(dev: &CudaDevice, kernels: &[&KernelSource]) -> BenchResult<Round> {
     Ok(out)
 }
 
-/// Measures the JIT latency of `kernels` on device `ordinal`, [`ROUNDS`] times.
-pub fn measure(ordinal: usize, kernels: &[&KernelSource]) -> BenchResult<JitReport> {
+/// Measures the JIT latency of `kernels` on device `ordinal`, `rounds` times (at least once).
+pub fn measure(ordinal: usize, kernels: &[&KernelSource], rounds: usize) -> BenchResult<JitReport> {
     // A fresh handle: its memory cache starts empty (and is cleared before each round).
     let dev = CudaDevice::new(ordinal).context(|| "opening a fresh device handle".into())?;
-    let mut rounds = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
-        rounds.push(round(&dev, kernels)?);
+    let count = rounds.max(1);
+    let mut rounds = Vec::with_capacity(count);
+    for i in 0..count {
+        rounds.push(round(&dev, kernels, i)?);
     }
     Ok(summarize(kernels, &rounds))
 }
@@ -233,6 +267,21 @@ fn summarize(kernels: &[&KernelSource], rounds: &[Round]) -> JitReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every round compiles text no cache has seen, the kernel's source and name kept.
+    #[test]
+    fn each_round_compiles_its_own_text() {
+        let a = KernelSource::new_static("a", "extern \"C\" __global__ void a() {}");
+        let b = KernelSource::new_static("b", "extern \"C\" __global__ void b() {}");
+        let first = round_sources(&[&a, &b], 0);
+        let second = round_sources(&[&a, &b], 1);
+        for (k, (x, y)) in [&a, &b].iter().zip(first.iter().zip(&second)) {
+            assert_eq!((&x.name, &y.name), (&k.name, &k.name));
+            assert!(x.source.starts_with(k.source.as_ref()));
+            assert_ne!(x.source, y.source);
+        }
+        assert_ne!(first[0].source, first[1].source);
+    }
 
     /// A kernel's figure is the median of its rounds; a stall in one round shows only as the
     /// largest single compile; an origin other than the expected one in any round is reported.

@@ -81,7 +81,7 @@ fn run(opts: &Options) -> BenchResult<()> {
             "JIT latency: compiling {} kernels into a fresh cache...",
             kernels.len()
         );
-        jit::measure(opts.device, &kernels).map_err(|e| e.to_string())
+        jit::measure(opts.device, &kernels, opts.jit_rounds).map_err(|e| e.to_string())
     } else {
         Err("--no-jit".to_string())
     };
