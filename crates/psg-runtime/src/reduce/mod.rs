@@ -129,7 +129,7 @@ impl TiledKernels {
         match (&self.small, &self.mid, &self.large) {
             (Some(small), _, _) if batch <= SMALL_MAX_B => &small[dtype.index()],
             (_, Some(mid), _) if batch <= MID_MAX_B => &mid[dtype.index()],
-            (_, _, Some(large)) if batch > PACKED_BINS_MAX_B => &large[dtype.index()],
+            (_, _, Some(large)) if self.runs_large(batch) => &large[dtype.index()],
             _ => &self.cuda[dtype.index()],
         }
     }
