@@ -11,7 +11,7 @@
 //! `cargo run --release -p psg-ops --example bench_linear [-- --runs N]`
 
 use psg_ops::layers::{linear_with, BatchSum, LinearSchedule, Sink};
-use psg_runtime::{cuda_device, Device, Result, Tensor};
+use psg_runtime::{cuda_device, Device, JitMode, Result, Tensor};
 
 const B: usize = 64;
 const T: usize = 128;
@@ -58,6 +58,8 @@ fn run() -> Result<()> {
         }
     }
     let cuda = cuda_device(0)?;
+    // Time optimized builds only, never a quick build of the tiered JIT.
+    cuda.set_jit_mode(JitMode::Optimized);
     let dev = Device::Cuda(cuda.clone());
     println!("device: {cuda}");
     let a = Tensor::from_vec(values(1, B * T * IN), &[B, T, IN], &dev)?;

@@ -755,3 +755,74 @@ extern "C" __global__ void bf16_rne_check(unsigned int* out) {
     );
     assert_eq!(got[2], 2 * ((1 << 23) - 1), "NaN inputs seen");
 }
+
+/// The tiered JIT's quick builds (`JitMode::Quick`: NVRTC's fast-compile setting) compute the same
+/// bits as the optimized builds, for every built-in kernel shape: the streaming and
+/// thread-per-column kernels (B = 4099), the column-mode kernels (B <= 128), the selections'
+/// small-B (2, 40), middling-B (100), tiled (256) and large-B (1023) kernels, in f32 and bf16,
+/// with vector (P = 40000) and element loads (P = 31, nasty values).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_quick_builds_compute_what_the_optimized_builds_do() {
+    let Some(optimized) = gpu() else { return };
+    let Some(quick) = common::cuda_in(psg_runtime::JitMode::Quick).map(Device::Cuda) else {
+        return;
+    };
+    type Op = (&'static str, fn(&Tensor) -> Result<Tensor>);
+    let ops: [Op; 17] = [
+        ("sum", ops::sum),
+        ("mean", ops::mean),
+        ("var", |t| ops::var(t, 1.0)),
+        ("std", |t| ops::std(t, 0.0)),
+        ("sign_sum", ops::sign_sum),
+        ("median", ops::median),
+        ("median_low", ops::median_low),
+        ("quantile", |t| ops::quantile(t, 0.3)),
+        ("kth", |t| ops::kth(t, t.shape()[0] / 3)),
+        ("min", ops::min),
+        ("zscore mean", |t| {
+            Ok(ops::outlier_mean(t, ops::OutlierRule::ZScore { k: 2.0 })?.mean)
+        }),
+        ("mad mean", |t| {
+            Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 3.0 })?.mean)
+        }),
+        ("trim mean", |t| {
+            Ok(ops::outlier_mean(t, ops::OutlierRule::TrimFraction { alpha: 0.1 })?.mean)
+        }),
+        ("mad clean", |t| {
+            ops::remove_outliers(t, ops::OutlierRule::Mad { k: 3.0 }, ops::Removed::NaN)
+        }),
+        (
+            "gaussian weighted sum",
+            |t| Ok(ops::gaussian_weighted(t)?.0),
+        ),
+        ("clip_values_relative", |t| {
+            ops::clip_values_relative(t, 0.25)
+        }),
+        ("scaled median", |t| {
+            let f = ops::flat_clip_factors(&[t], 1.0)?;
+            ops::clipped_median(t, &f)
+        }),
+    ];
+    let mut rng = Rng::new(0x5eed_0009);
+    for dtype in [DType::F32, DType::BF16] {
+        for (b, p) in [
+            (2, 40_000),
+            (40, 40_000),
+            (100, 40_000),
+            (256, 40_000),
+            (1023, 40_000),
+            (40, 31),
+            (256, 31),
+            (4099, 31),
+        ] {
+            let g = Pair::new(&data(&mut rng, b * p, p), &[b, p], dtype, &optimized);
+            let on_quick = g.cpu.to_device(&quick).unwrap();
+            for (name, op) in &ops {
+                let want = host(&op(&g.gpu).unwrap());
+                let got = host(&op(&on_quick).unwrap());
+                assert_identical(&format!("quick {name} {}", g.label), &got, &want);
+            }
+        }
+    }
+}

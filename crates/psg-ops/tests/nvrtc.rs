@@ -1,5 +1,5 @@
 //! Every built-in's CUDA source, for every dtype, and every hand-written kernel compiles through
-//! NVRTC to CUBIN for sm_75, sm_80 and sm_90, and the kernels held to a register cap compile
+//! NVRTC to CUBIN for sm_75, sm_80 and sm_90 (and as a quick build for sm_90), and the kernels held to a register cap compile
 //! without local memory (no spills). Needs only libnvrtc (no GPU). Where libnvrtc is missing
 //! the test fails if `PSG_REQUIRE_NVRTC=1` (CI sets it); otherwise it says why and checks nothing.
 
@@ -78,6 +78,26 @@ fn every_kernel_compiles_for_sm75_sm80_and_sm90() {
     }
     println!(
         "compiled {} kernels for sm_75, sm_80 and sm_90",
+        kernels.len()
+    );
+}
+
+/// The tiered JIT's quick builds (NVRTC's fast-compile setting) compile too, for sm_90: what a
+/// kernel's first use on a Hopper GPU compiles.
+#[test]
+fn every_kernel_compiles_as_a_quick_build() {
+    if !nvrtc_ready() {
+        return;
+    }
+    let target = psg_runtime::CompileTarget::Cubin { sm: 90 };
+    let kernels = all_kernels();
+    for k in &kernels {
+        let cubin = psg_runtime::jit::compile_quick(&k.source, &k.name, target)
+            .unwrap_or_else(|e| panic!("{} as a quick build: {e}", k.name));
+        assert_eq!(&cubin[..4], b"\x7fELF", "{}: not a CUBIN", k.name);
+    }
+    println!(
+        "compiled {} kernels as quick builds for sm_90",
         kernels.len()
     );
 }

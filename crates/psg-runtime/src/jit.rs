@@ -83,6 +83,73 @@ impl CompileTarget {
     }
 }
 
+impl CompileTarget {
+    /// The options of a quick build: [`CompileTarget::options`] plus NVRTC's fast-compile
+    /// setting (`--Ofast-compile=max`, NVRTC 12.8 and later), which skips most optimization
+    /// (loop unrolling among it: small arrays stay in local memory). The kernel computes the same
+    /// bits (the same source, the same rounding options), more slowly; it compiles several
+    /// times faster.
+    ///
+    /// Not `mid`: NVRTC 13.0 keeps some of that level's state for the rest of the process, and
+    /// every later optimized compile there (of a selection kernel, say) comes out different
+    /// (a few bytes of local memory where there were none); `max` leaves later compiles as they
+    /// were (`psg-ops/tests/nvrtc_quick_state.rs` checks it).
+    pub fn quick_options(self) -> Vec<String> {
+        let mut o = self.options();
+        o.push("--Ofast-compile=max".to_string());
+        o
+    }
+}
+
+/// How a CUDA device compiles a kernel that neither its memory cache nor the disk cache holds
+/// (the default is [`JitMode::Tiered`]; `PSG_JIT` sets it for new device handles,
+/// [`crate::CudaDevice::set_jit_mode`] for one handle).
+///
+/// An optimized build of a selection kernel takes NVRTC up to about a second; a quick build, a
+/// fifth to a third of that. Tiered compiling gives the first call the quick build and every
+/// later call the optimized one once it is ready, so a kernel's first use waits for the quick
+/// compile only. Only optimized builds are written to the disk cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum JitMode {
+    /// Compile a quick build and use it at once, and compile the optimized build on a
+    /// background thread; launches switch to it when it is ready (and
+    /// [`crate::CudaDevice::finish_compiles`] waits for it). Targets where NVRTC cannot build
+    /// quickly (a PTX target; an NVRTC older than 12.8) compile the optimized build at once.
+    /// `PSG_JIT=tiered`.
+    #[default]
+    Tiered,
+    /// Compile the optimized build and wait for it: every launch runs the optimized kernel (what
+    /// benchmarks and the GPU tests use). `PSG_JIT=optimized`.
+    Optimized,
+    /// Compile quick builds only, never the optimized ones: the shortest start for a process
+    /// that launches each kernel a few times (and a way to test the quick builds).
+    /// `PSG_JIT=quick`.
+    Quick,
+}
+
+impl JitMode {
+    /// The mode `PSG_JIT` asks for (`tiered`, `optimized` or `quick`, any case; unset or empty:
+    /// tiered), or an error saying what it may hold.
+    pub fn from_env() -> Result<JitMode> {
+        JitMode::parse(std::env::var("PSG_JIT").ok().as_deref())
+    }
+
+    fn parse(value: Option<&str>) -> Result<JitMode> {
+        let v = value
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        match v.as_str() {
+            "" | "tiered" => Ok(JitMode::Tiered),
+            "optimized" => Ok(JitMode::Optimized),
+            "quick" => Ok(JitMode::Quick),
+            _ => Err(Error::InvalidParameter(format!(
+                "PSG_JIT={v:?} is not one of tiered, optimized, quick; unset it for tiered \
+                 compiling (a quick build first, the optimized one in the background)"
+            ))),
+        }
+    }
+}
+
 impl fmt::Display for CompileTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.arch_name())
@@ -145,6 +212,16 @@ pub fn compile(source: &str, kernel_name: &str, target: CompileTarget) -> Result
     compile_program(source, kernel_name, &target.options(), target.is_cubin())
 }
 
+/// Compiles a quick build (see [`CompileTarget::quick_options`]) for exactly `target`.
+pub fn compile_quick(source: &str, kernel_name: &str, target: CompileTarget) -> Result<Vec<u8>> {
+    compile_program(
+        source,
+        kernel_name,
+        &target.quick_options(),
+        target.is_cubin(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +267,27 @@ mod tests {
             CompileTarget::Ptx { compute: 120 }.to_string(),
             "compute_120"
         );
+    }
+
+    #[test]
+    fn quick_options_add_the_fast_compile_setting_only() {
+        let t = CompileTarget::Cubin { sm: 90 };
+        let quick = t.quick_options();
+        assert_eq!(quick[..3], t.options()[..]);
+        assert_eq!(quick[3..], ["--Ofast-compile=max"]);
+    }
+
+    #[test]
+    fn jit_modes_from_their_names() {
+        assert_eq!(JitMode::parse(None).ok(), Some(JitMode::Tiered));
+        assert_eq!(JitMode::parse(Some("")).ok(), Some(JitMode::Tiered));
+        assert_eq!(
+            JitMode::parse(Some(" Optimized ")).ok(),
+            Some(JitMode::Optimized)
+        );
+        assert_eq!(JitMode::parse(Some("QUICK")).ok(), Some(JitMode::Quick));
+        let e = JitMode::parse(Some("fast")).unwrap_err().to_string();
+        assert!(e.contains("PSG_JIT") && e.contains("tiered"), "{e}");
     }
 
     static K: KernelSource = KernelSource::new_static("k", "extern \"C\" __global__ void k() {}");

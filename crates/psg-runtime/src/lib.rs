@@ -91,7 +91,7 @@ pub use disk_cache::cache_dir;
 pub use dtype::DType;
 pub use element::{Accumulator, Element};
 pub use error::{Error, Result};
-pub use jit::{compile_cubin, compile_ptx, CompileTarget, KernelSource};
+pub use jit::{compile_cubin, compile_ptx, CompileTarget, JitMode, KernelSource};
 pub use nvrtc::{nvrtc_status, nvrtc_version, supported_archs};
 pub use reduce::{
     run_reduction, Column, CpuColumnFn, CpuKernels, LaunchShape, OutputKind, ReductionDef,

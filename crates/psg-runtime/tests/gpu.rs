@@ -6,14 +6,19 @@ mod common;
 
 use half::{bf16, f16};
 use psg_runtime::{
-    cuda_device, run_reduction, CudaDevice, DType, Device, Element, Error, KernelArg, KernelSource,
-    LaunchConfig, Tensor,
+    cuda_device, run_reduction, CudaDevice, DType, Device, Element, Error, JitMode, KernelArg,
+    KernelSource, LaunchConfig, Tensor,
 };
 
-/// CUDA device 0, or `None` (after saying why) when there is none and it is not required.
+/// CUDA device 0, or `None` (after saying why) when there is none and it is not required. It
+/// compiles optimized builds only, so every test runs the kernels users run after the first
+/// calls (`gpu_cache.rs` tests the tiered and quick modes).
 fn gpu() -> Option<CudaDevice> {
     match cuda_device(0) {
-        Ok(d) => Some(d),
+        Ok(d) => {
+            d.set_jit_mode(JitMode::Optimized);
+            Some(d)
+        }
         Err(e) => {
             if std::env::var("PSG_REQUIRE_GPU").as_deref() == Ok("1") {
                 panic!("PSG_REQUIRE_GPU=1 but no usable GPU: {e}");

@@ -1,17 +1,40 @@
-//! The kernel caches on a GPU: Compiled, then Memory, then Disk for a new device handle, and a
-//! corrupt entry recompiled. Its own test binary, because it points PSG_CACHE_DIR at a temporary
-//! folder for the whole process.
+//! The kernel caches on a GPU, in each JIT mode: optimized builds Compiled, then Memory, then
+//! Disk for a new device handle, and a corrupt entry recompiled; tiered compiling's quick build
+//! first and its optimized build from the background, then from the disk cache; quick builds
+//! never written to the disk cache. Its own test binary, because it points PSG_CACHE_DIR at a
+//! temporary folder for the whole process.
 
-use psg_runtime::{cuda_device, CudaDevice, KernelOrigin, KernelSource};
+use psg_runtime::{cuda_device, CudaDevice, JitMode, KernelOrigin, KernelSource};
+
+/// A fresh handle of device 0 compiling in `mode`.
+fn open(mode: JitMode) -> CudaDevice {
+    let d = CudaDevice::new(0).unwrap();
+    d.set_jit_mode(mode);
+    d
+}
+
+/// A source no earlier run has cached (its name is `gpu_cache_probe`).
+fn probe(tag: &str) -> KernelSource {
+    let stamp = format!(
+        "{tag} {:?} {}",
+        std::time::SystemTime::now(),
+        std::process::id()
+    );
+    let source = format!(
+        "// {stamp}\nextern \"C\" __global__ void gpu_cache_probe(float* y) {{ y[0] = 1.0f; }}\n"
+    );
+    KernelSource::new_owned("gpu_cache_probe", source)
+}
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
-fn gpu_cache_origins_memory_then_disk() {
+fn gpu_cache_origins_in_every_jit_mode() {
     let dir = std::env::temp_dir().join(format!("psg-gpu-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     // SAFETY-free in edition 2021; this binary has a single test, so no thread reads it meanwhile.
     std::env::set_var("PSG_CACHE_DIR", &dir);
     std::env::remove_var("PSG_CACHE");
+    std::env::remove_var("PSG_JIT");
     let d = match cuda_device(0) {
         Ok(d) => d,
         Err(e) => {
@@ -22,20 +45,25 @@ fn gpu_cache_origins_memory_then_disk() {
             return;
         }
     };
-    // A source no earlier run has cached.
-    let stamp = format!("{:?}", std::time::SystemTime::now());
-    let source = format!(
-        "// {stamp}\nextern \"C\" __global__ void gpu_cache_probe(float* y) {{ y[0] = 1.0f; }}\n"
-    );
-    let k = KernelSource::new_owned("gpu_cache_probe", source);
+    // Without PSG_JIT a handle compiles tiered.
+    assert_eq!(d.jit_mode(), JitMode::Tiered);
+
+    // Optimized: compiled, then memory, then the disk cache for a new handle or after a clear.
+    d.set_jit_mode(JitMode::Optimized);
+    let k = probe("optimized");
     assert_eq!(d.prepare(&k).unwrap(), KernelOrigin::Compiled);
     assert_eq!(d.prepare(&k).unwrap(), KernelOrigin::Memory);
-    let fresh = CudaDevice::new(0).unwrap();
+    let fresh = open(JitMode::Optimized);
     assert_eq!(fresh.prepare(&k).unwrap(), KernelOrigin::Disk);
     d.clear_memory_cache();
     assert_eq!(d.prepare(&k).unwrap(), KernelOrigin::Disk);
     let stats = d.kernel_cache_stats();
     assert_eq!((stats.disk_hits, stats.compiles), (1, 0));
+    // A tiered handle takes the optimized build from the disk cache: no quick build.
+    assert_eq!(
+        open(JitMode::Tiered).prepare(&k).unwrap(),
+        KernelOrigin::Disk
+    );
 
     // Corrupt every entry: the next fresh handle recompiles, never trusts it.
     for e in std::fs::read_dir(&dir).unwrap() {
@@ -45,9 +73,61 @@ fn gpu_cache_origins_memory_then_disk() {
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
     }
-    let again = CudaDevice::new(0).unwrap();
+    let again = open(JitMode::Optimized);
     assert_eq!(again.prepare(&k).unwrap(), KernelOrigin::Compiled);
-    let third = CudaDevice::new(0).unwrap();
+    let third = open(JitMode::Optimized);
     assert_eq!(third.prepare(&k).unwrap(), KernelOrigin::Disk);
+
+    // Quick: a quick build, never written to the disk cache.
+    let q = probe("quick");
+    let quick = open(JitMode::Quick);
+    assert_eq!(quick.prepare(&q).unwrap(), KernelOrigin::Quick);
+    assert_eq!(quick.prepare(&q).unwrap(), KernelOrigin::Memory);
+    assert_eq!(quick.finish_compiles(), 0);
+    assert_eq!(
+        open(JitMode::Optimized).prepare(&q).unwrap(),
+        KernelOrigin::Compiled
+    );
+
+    // Tiered: the quick build at once, the optimized one from the background (which wrote it
+    // to the disk cache), then from the disk cache for a new handle.
+    let t = probe("tiered");
+    let tiered = open(JitMode::Tiered);
+    assert_eq!(tiered.prepare(&t).unwrap(), KernelOrigin::Quick);
+    assert_eq!(tiered.finish_compiles(), 1);
+    assert_eq!(tiered.prepare(&t).unwrap(), KernelOrigin::Memory);
+    let stats = tiered.kernel_cache_stats();
+    assert_eq!(
+        (
+            stats.quick_compiles,
+            stats.compiles,
+            stats.upgrades,
+            stats.failed_upgrades
+        ),
+        (1, 0, 1, 0)
+    );
+    assert_eq!(
+        open(JitMode::Tiered).prepare(&t).unwrap(),
+        KernelOrigin::Disk
+    );
+
+    // A tiered handle switched to optimized waits for the background build at the next use.
+    let w = probe("switched");
+    let switched = open(JitMode::Tiered);
+    assert_eq!(switched.prepare(&w).unwrap(), KernelOrigin::Quick);
+    switched.set_jit_mode(JitMode::Optimized);
+    assert_eq!(switched.prepare(&w).unwrap(), KernelOrigin::Memory);
+    assert_eq!(switched.kernel_cache_stats().upgrades, 1);
+    assert_eq!(switched.finish_compiles(), 0);
+
+    // Dropping a tiered handle waits for its background builds: the disk cache has them.
+    let z = probe("dropped");
+    let dropped = open(JitMode::Tiered);
+    assert_eq!(dropped.prepare(&z).unwrap(), KernelOrigin::Quick);
+    drop(dropped);
+    assert_eq!(
+        open(JitMode::Optimized).prepare(&z).unwrap(),
+        KernelOrigin::Disk
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,10 +7,20 @@ pub mod reference;
 pub mod tensors;
 
 /// CUDA device 0 for a `gpu_*` test, or `None` (the test says so and checks nothing) when there is
-/// no usable GPU; with `PSG_REQUIRE_GPU=1` a missing GPU fails the test instead.
+/// no usable GPU; with `PSG_REQUIRE_GPU=1` a missing GPU fails the test instead. It compiles
+/// optimized builds only (`JitMode::Optimized`), so the tests check the kernels that run after
+/// a kernel's first calls; `cuda_in` gives other modes.
 pub fn cuda() -> Option<psg_runtime::CudaDevice> {
+    cuda_in(psg_runtime::JitMode::Optimized)
+}
+
+/// Like [`cuda`], a fresh handle compiling in `mode`.
+pub fn cuda_in(mode: psg_runtime::JitMode) -> Option<psg_runtime::CudaDevice> {
     match psg_runtime::cuda_device(0) {
-        Ok(d) => Some(d),
+        Ok(d) => {
+            d.set_jit_mode(mode);
+            Some(d)
+        }
         Err(e) if std::env::var("PSG_REQUIRE_GPU").as_deref() == Ok("1") => {
             panic!("PSG_REQUIRE_GPU=1 but no usable GPU: {e}")
         }

@@ -12,6 +12,7 @@ mod memory;
 mod timer;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{sys, CudaContext, CudaStream};
@@ -24,6 +25,7 @@ pub use launch::{KernelArg, LaunchConfig};
 pub use memory::DeviceBuffer;
 
 use crate::error::{Error, Result};
+use crate::jit::JitMode;
 
 /// One CUDA device and the stream psg runs its work on. Cheap to clone (an `Arc` inside); clones
 /// share the stream and the kernel cache.
@@ -43,15 +45,29 @@ struct Inner {
     /// Streaming multiprocessors on the device.
     multiprocessors: u32,
     borrowed_stream: bool,
+    /// The [`JitMode`], as `jit_mode_code` numbers it.
+    jit_mode: AtomicU8,
     kernels: kernels::KernelCache,
+}
+
+const JIT_MODES: [JitMode; 3] = [JitMode::Tiered, JitMode::Optimized, JitMode::Quick];
+
+fn jit_mode_code(mode: JitMode) -> u8 {
+    match mode {
+        JitMode::Tiered => 0,
+        JitMode::Optimized => 1,
+        JitMode::Quick => 2,
+    }
 }
 
 impl CudaDevice {
     /// Opens device `ordinal` (its primary context, which PyTorch shares) and runs on the
-    /// context's default stream.
+    /// context's default stream. Kernels compile as `PSG_JIT` says (see [`JitMode`]; tiered when
+    /// it is unset).
     ///
     /// Errors are [`Error::CudaUnavailable`] when libcuda is missing, there is no such device or
-    /// the driver fails to initialise; never a panic.
+    /// the driver fails to initialise, and [`Error::InvalidParameter`] when `PSG_JIT` holds
+    /// something else than a mode's name; never a panic.
     pub fn new(ordinal: usize) -> Result<Self> {
         Self::open(ordinal, None)
     }
@@ -70,6 +86,7 @@ impl CudaDevice {
     }
 
     fn open(ordinal: usize, borrowed: Option<sys::CUstream>) -> Result<Self> {
+        let jit_mode = JitMode::from_env()?;
         guarded("CudaDevice::new", || {
             let count = cuda_device_count()?;
             if count == 0 {
@@ -118,6 +135,7 @@ impl CudaDevice {
                     max_shared_optin: to_u32(optin),
                     multiprocessors: to_u32(sms).max(1),
                     borrowed_stream: borrowed.is_some(),
+                    jit_mode: AtomicU8::new(jit_mode_code(jit_mode)),
                     kernels: kernels::KernelCache::default(),
                 }),
             })
@@ -142,6 +160,21 @@ impl CudaDevice {
     /// The compute capability (major, minor), e.g. (9, 0).
     pub fn compute_capability(&self) -> (u32, u32) {
         self.inner.compute_capability
+    }
+
+    /// How this handle (and its clones) compiles kernels that no cache holds.
+    pub fn jit_mode(&self) -> JitMode {
+        let code = self.inner.jit_mode.load(Ordering::Relaxed);
+        JIT_MODES[usize::from(code).min(JIT_MODES.len() - 1)]
+    }
+
+    /// Sets how this handle and its clones compile kernels that no cache holds from now on.
+    /// Kernels already loaded stay as they are, except that in [`JitMode::Optimized`] a quick
+    /// build whose optimized build is still compiling waits for it at its next launch.
+    pub fn set_jit_mode(&self, mode: JitMode) {
+        self.inner
+            .jit_mode
+            .store(jit_mode_code(mode), Ordering::Relaxed);
     }
 
     /// The device ordinal.
