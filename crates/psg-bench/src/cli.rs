@@ -26,6 +26,8 @@ OPTIONS
   --no-jit           skip the JIT latency measurement
   --jit-only         measure only bandwidth and JIT latency
   --jit-rounds N     rounds of the JIT measurement, each compiling every kernel cold (default 3)
+  --time-quick-builds  time the tiered JIT's quick builds (what a kernel's first calls run)
+                     instead of the optimized builds
   --release-pool     leave the CUDA memory pool's release threshold at the driver default
                      (default: keep freed memory in the pool, like PyTorch's caching allocator)
   --quick            smoke test: small shapes, 5 runs, 1 warm-up, 256 MiB bandwidth buffer,
@@ -139,6 +141,8 @@ pub struct Options {
     pub jit_limit: Option<usize>,
     /// Rounds of the JIT measurement.
     pub jit_rounds: usize,
+    /// Time quick builds instead of optimized ones.
+    pub time_quick_builds: bool,
     /// Keep freed memory in the CUDA memory pool.
     pub keep_pool: bool,
     /// Smoke-test mode.
@@ -208,6 +212,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
     let mut json = None;
     let mut device = 0;
     let mut jit_rounds = crate::jit::ROUNDS;
+    let mut time_quick_builds = false;
     let (mut jit, mut time_ops, mut keep_pool, mut quick) = (true, true, true, false);
     while let Some(arg) = args.next() {
         // `--flag=value` and `--flag value` both work.
@@ -238,6 +243,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
             "--no-jit" => jit = false,
             "--jit-only" => time_ops = false,
             "--jit-rounds" => jit_rounds = number::<usize>("--jit-rounds", &value()?)?,
+            "--time-quick-builds" => time_quick_builds = true,
             "--release-pool" => keep_pool = false,
             "--quick" => quick = true,
             other => return Err(BenchError::Usage(format!("unknown argument {other:?}"))),
@@ -282,6 +288,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
         time_ops,
         jit_limit: quick.then_some(6),
         jit_rounds,
+        time_quick_builds,
         keep_pool,
         quick,
     })))
@@ -336,6 +343,8 @@ mod tests {
         assert_eq!(options("--quick --runs 7").runs, 7);
         assert_eq!(o.jit_rounds, crate::jit::ROUNDS);
         assert_eq!(options("--jit-only --jit-rounds 1").jit_rounds, 1);
+        assert!(!o.time_quick_builds);
+        assert!(options("--time-quick-builds").time_quick_builds);
     }
 
     #[test]

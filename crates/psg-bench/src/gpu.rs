@@ -4,13 +4,17 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use psg_runtime::cudarc::driver::{result, sys};
-use psg_runtime::CudaDevice;
+use psg_runtime::{CudaDevice, JitMode};
 
 use crate::error::{BenchError, BenchResult};
 
-/// Opens CUDA device `ordinal`, or says clearly why there is none.
+/// Opens CUDA device `ordinal`, or says clearly why there is none. It compiles optimized builds
+/// only ([`JitMode::Optimized`]): the benchmark times the kernels that run after a kernel's
+/// first calls, never a quick build.
 pub fn open(ordinal: usize) -> BenchResult<CudaDevice> {
-    psg_runtime::cuda_device(ordinal).map_err(|e| BenchError::NoGpu(e.to_string()))
+    let dev = psg_runtime::cuda_device(ordinal).map_err(|e| BenchError::NoGpu(e.to_string()))?;
+    dev.set_jit_mode(JitMode::Optimized);
+    Ok(dev)
 }
 
 /// Runs raw driver calls with the device's context current; a panic inside cudarc (a missing

@@ -1,7 +1,9 @@
 //! JIT latency: for each built-in's kernel, the time `prepare` takes on a device handle with an
-//! empty memory cache and a fresh, empty disk cache (an NVRTC compile to CUBIN, the module load
-//! and the cache write), and the time it takes again after the memory cache is cleared (a
-//! disk-cache read, check and load). All kernels are measured in [`ROUNDS`] rounds (or as many
+//! empty memory cache and a fresh, empty disk cache, as a quick build (the tiered JIT's first
+//! use: an NVRTC compile with its fast-compile setting and the module load) and as the optimized
+//! build (an NVRTC compile to CUBIN, the module load and the cache write: what the tiered JIT
+//! does in the background, and `JitMode::Optimized` before the first launch), and the time it
+//! takes again after the memory cache is cleared (a disk-cache read, check and load). All kernels are measured in [`ROUNDS`] rounds (or as many
 //! as asked), each with a fresh cache directory; a kernel's figures are the medians of its
 //! rounds, so that one stall of the machine (the disk, the scheduler) is not taken for the
 //! kernel's latency. The largest single compile is reported beside them.
@@ -17,7 +19,7 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use psg_runtime::{CudaDevice, DType, KernelOrigin, KernelSource};
+use psg_runtime::{CudaDevice, DType, JitMode, KernelOrigin, KernelSource};
 
 use crate::error::{BenchResult, Context};
 use crate::timing::median;
@@ -30,7 +32,15 @@ pub const ROUNDS: usize = 3;
 pub struct JitSample {
     /// The kernel's name.
     pub kernel: String,
-    /// Median over the rounds of the first `prepare` (empty caches), ms.
+    /// Median over the rounds of the quick build's `prepare` (empty caches), ms: a kernel's
+    /// first use in the tiered JIT.
+    pub quick_ms: f64,
+    /// Each round's quick `prepare`, ms.
+    pub quick_rounds_ms: Vec<f64>,
+    /// Where it came from: Quick, unless something else answered in some round (then the first
+    /// other origin, in round order).
+    pub quick_origin: KernelOrigin,
+    /// Median over the rounds of the optimized build's `prepare` (empty caches), ms.
     pub compile_ms: f64,
     /// Each round's first `prepare`, ms.
     pub compile_rounds_ms: Vec<f64>,
@@ -51,6 +61,10 @@ pub struct JitReport {
     pub samples: Vec<JitSample>,
     /// Rounds each kernel was measured in.
     pub rounds: usize,
+    /// Median over kernels of the per-kernel quick-build medians, ms.
+    pub quick_median_ms: f64,
+    /// Max over kernels of the per-kernel quick-build medians, ms.
+    pub quick_max_ms: f64,
     /// Median over kernels of the per-kernel compile medians, ms.
     pub compile_median_ms: f64,
     /// Max over kernels of the per-kernel compile medians, ms.
@@ -63,7 +77,8 @@ pub struct JitReport {
     pub disk_median_ms: f64,
     /// Max of the per-kernel disk-cache load medians, ms.
     pub disk_max_ms: f64,
-    /// Whether every first prepare compiled and every second one read the disk, in every round.
+    /// Whether every quick prepare made a quick build, every optimized one compiled and every
+    /// later one read the disk, in every round.
     pub origins_as_expected: bool,
 }
 
@@ -157,9 +172,33 @@ fn timed(dev: &CudaDevice, k: &KernelSource) -> psg_runtime::Result<(f64, Kernel
     Ok((t.elapsed().as_secs_f64() * 1e3, origin))
 }
 
-/// One round: every kernel prepared into a fresh cache, then again from its disk entry. Returns
-/// (compile ms, origin) and (disk ms, origin) per kernel.
-type Round = Vec<((f64, KernelOrigin), (f64, KernelOrigin))>;
+/// One kernel's preparations in one round: (ms, origin) of its quick build, its optimized build
+/// and its load from the disk cache.
+#[derive(Debug, Clone, Copy)]
+struct Prepared {
+    quick: (f64, KernelOrigin),
+    compiled: (f64, KernelOrigin),
+    disk: (f64, KernelOrigin),
+}
+
+/// One round: every kernel prepared as a quick build, then as the optimized build into a fresh
+/// cache, then again from its disk entry.
+type Round = Vec<Prepared>;
+
+/// Each of `kernels` prepared on `dev` in `mode`, after the memory cache is cleared.
+fn prepare_all(
+    dev: &CudaDevice,
+    kernels: &[&KernelSource],
+    mode: JitMode,
+    what: &str,
+) -> BenchResult<Vec<(f64, KernelOrigin)>> {
+    dev.set_jit_mode(mode);
+    dev.clear_memory_cache();
+    kernels
+        .iter()
+        .map(|k| timed(dev, k).context(|| format!("{what} {}", k.name)))
+        .collect()
+}
 
 /// Each kernel's source with a device variable named after this process and `round` appended:
 /// a program that no cache (NVRTC's, the disk cache's) has seen, its kernel compiled as before
@@ -191,20 +230,28 @@ fn round(dev: &CudaDevice, kernels: &[&KernelSource], index: usize) -> BenchResu
     let sources = round_sources(kernels, index);
     let kernels: Vec<&KernelSource> = sources.iter().collect();
     let kernels = kernels.as_slice();
-    dev.clear_memory_cache();
-    let mut first = Vec::with_capacity(kernels.len());
-    for k in kernels {
-        first.push(timed(dev, k).context(|| format!("compiling {}", k.name))?);
-    }
-    dev.clear_memory_cache();
-    let mut out = Vec::with_capacity(kernels.len());
-    for (k, compiled) in kernels.iter().zip(first) {
-        let disk = timed(dev, k).context(|| format!("loading {} from the disk cache", k.name))?;
-        out.push((compiled, disk));
-    }
+    // Quick builds are never written to the disk cache: the optimized compiles that follow
+    // find it empty.
+    let quick = prepare_all(dev, kernels, JitMode::Quick, "quick build of")?;
+    let compiled = prepare_all(dev, kernels, JitMode::Optimized, "compiling")?;
+    let disk = prepare_all(
+        dev,
+        kernels,
+        JitMode::Optimized,
+        "loading from the disk cache",
+    )?;
     // Leave nothing of this round's cache in memory for the next one.
     dev.clear_memory_cache();
-    Ok(out)
+    Ok(quick
+        .into_iter()
+        .zip(compiled)
+        .zip(disk)
+        .map(|((quick, compiled), disk)| Prepared {
+            quick,
+            compiled,
+            disk,
+        })
+        .collect())
 }
 
 /// Measures the JIT latency of `kernels` on device `ordinal`, `rounds` times (at least once).
@@ -225,15 +272,22 @@ fn summarize(kernels: &[&KernelSource], rounds: &[Round]) -> JitReport {
     let mut as_expected = true;
     let (mut worst_ms, mut worst_kernel) = (f64::NAN, String::new());
     for (i, k) in kernels.iter().enumerate() {
-        let compile: Vec<f64> = rounds.iter().map(|r| r[i].0 .0).collect();
-        let disk: Vec<f64> = rounds.iter().map(|r| r[i].1 .0).collect();
-        let pick = |want: KernelOrigin, of: &dyn Fn(&Round) -> KernelOrigin| {
-            rounds.iter().map(of).find(|o| *o != want).unwrap_or(want)
+        let quick: Vec<f64> = rounds.iter().map(|r| r[i].quick.0).collect();
+        let compile: Vec<f64> = rounds.iter().map(|r| r[i].compiled.0).collect();
+        let disk: Vec<f64> = rounds.iter().map(|r| r[i].disk.0).collect();
+        let pick = |want: KernelOrigin, of: &dyn Fn(&Prepared) -> KernelOrigin| {
+            rounds
+                .iter()
+                .map(|r| of(&r[i]))
+                .find(|o| *o != want)
+                .unwrap_or(want)
         };
-        let compile_origin = pick(KernelOrigin::Compiled, &|r| r[i].0 .1);
-        let disk_origin = pick(KernelOrigin::Disk, &|r| r[i].1 .1);
-        as_expected &=
-            compile_origin == KernelOrigin::Compiled && disk_origin == KernelOrigin::Disk;
+        let quick_origin = pick(KernelOrigin::Quick, &|p| p.quick.1);
+        let compile_origin = pick(KernelOrigin::Compiled, &|p| p.compiled.1);
+        let disk_origin = pick(KernelOrigin::Disk, &|p| p.disk.1);
+        as_expected &= quick_origin == KernelOrigin::Quick
+            && compile_origin == KernelOrigin::Compiled
+            && disk_origin == KernelOrigin::Disk;
         for &ms in &compile {
             if worst_ms.is_nan() || ms > worst_ms {
                 (worst_ms, worst_kernel) = (ms, k.name.to_string());
@@ -241,6 +295,9 @@ fn summarize(kernels: &[&KernelSource], rounds: &[Round]) -> JitReport {
         }
         samples.push(JitSample {
             kernel: k.name.to_string(),
+            quick_ms: median(&quick),
+            quick_rounds_ms: quick,
+            quick_origin,
             compile_ms: median(&compile),
             compile_rounds_ms: compile,
             compile_origin,
@@ -248,11 +305,14 @@ fn summarize(kernels: &[&KernelSource], rounds: &[Round]) -> JitReport {
             disk_origin,
         });
     }
+    let quick: Vec<f64> = samples.iter().map(|s| s.quick_ms).collect();
     let compile: Vec<f64> = samples.iter().map(|s| s.compile_ms).collect();
     let disk: Vec<f64> = samples.iter().map(|s| s.disk_ms).collect();
     let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
     JitReport {
         rounds: rounds.len(),
+        quick_median_ms: median(&quick),
+        quick_max_ms: max(&quick),
         compile_median_ms: median(&compile),
         compile_max_ms: max(&compile),
         compile_worst_ms: worst_ms,
@@ -289,11 +349,20 @@ mod tests {
     fn rounds_are_summarized_per_kernel() {
         let a = KernelSource::new_static("a", "");
         let b = KernelSource::new_static("b", "");
-        let (c, d) = (KernelOrigin::Compiled, KernelOrigin::Disk);
+        let (q, c, d) = (
+            KernelOrigin::Quick,
+            KernelOrigin::Compiled,
+            KernelOrigin::Disk,
+        );
+        let p = |quick: f64, compiled: f64, disk: f64| Prepared {
+            quick: (quick, q),
+            compiled: (compiled, c),
+            disk: (disk, d),
+        };
         let rounds: Vec<Round> = vec![
-            vec![((20.0, c), (0.2, d)), ((30.0, c), (0.1, d))],
-            vec![((22.0, c), (0.3, d)), ((600.0, c), (0.1, d))],
-            vec![((21.0, c), (0.1, d)), ((31.0, c), (0.5, d))],
+            vec![p(5.0, 20.0, 0.2), p(9.0, 30.0, 0.1)],
+            vec![p(6.0, 22.0, 0.3), p(8.0, 600.0, 0.1)],
+            vec![p(7.0, 21.0, 0.1), p(10.0, 31.0, 0.5)],
         ];
         let r = summarize(&[&a, &b], &rounds);
         assert_eq!(r.rounds, 3);
@@ -302,6 +371,8 @@ mod tests {
             (21.0, 31.0)
         );
         assert_eq!(r.samples[1].compile_rounds_ms, vec![30.0, 600.0, 31.0]);
+        assert_eq!((r.samples[0].quick_ms, r.samples[1].quick_ms), (6.0, 9.0));
+        assert_eq!((r.quick_median_ms, r.quick_max_ms), (7.5, 9.0));
         assert_eq!((r.samples[0].disk_ms, r.samples[1].disk_ms), (0.2, 0.1));
         assert_eq!((r.compile_median_ms, r.compile_max_ms), (26.0, 31.0));
         assert_eq!(
@@ -314,11 +385,18 @@ mod tests {
         );
         assert!(r.origins_as_expected);
         let mut off = rounds.clone();
-        off[2][0].1 .1 = c;
+        off[2][0].disk.1 = c;
         let r = summarize(&[&a, &b], &off);
         assert!(!r.origins_as_expected);
         assert_eq!(r.samples[0].disk_origin, c);
         assert_eq!(r.samples[1].disk_origin, d);
+        // A quick prepare that compiled the optimized build (an NVRTC without the fast-compile
+        // option) is reported too.
+        let mut off = rounds.clone();
+        off[1][1].quick.1 = c;
+        let r = summarize(&[&a, &b], &off);
+        assert!(!r.origins_as_expected);
+        assert_eq!(r.samples[1].quick_origin, c);
     }
 
     #[test]

@@ -51,10 +51,14 @@ fn main() -> ExitCode {
 
 fn run(opts: &Options) -> BenchResult<()> {
     let dev = gpu::open(opts.device)?;
-    let device = match psg_runtime::nvrtc_version() {
+    let mut device = match psg_runtime::nvrtc_version() {
         Ok((major, minor)) => format!("{dev}, NVRTC {major}.{minor}"),
         Err(_) => dev.to_string(),
     };
+    if opts.time_quick_builds {
+        dev.set_jit_mode(psg_runtime::JitMode::Quick);
+        device.push_str("; timing the tiered JIT's quick builds, not the optimized ones");
+    }
     eprintln!("psg-bench on {device}");
     if opts.keep_pool {
         if let Err(e) = gpu::keep_pool_memory(&dev) {
