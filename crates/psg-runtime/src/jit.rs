@@ -81,14 +81,13 @@ impl CompileTarget {
             "--std=c++17".to_string(),
         ]
     }
-}
 
-impl CompileTarget {
     /// The options of a quick build: [`CompileTarget::options`] plus NVRTC's fast-compile
-    /// setting (`--Ofast-compile=max`, NVRTC 12.8 and later), which skips most optimization
-    /// (loop unrolling among it: small arrays stay in local memory). The kernel computes the same
-    /// bits (the same source, the same rounding options), more slowly; it compiles several
-    /// times faster.
+    /// setting, `--Ofast-compile=max`, which skips most optimization (loop unrolling among it:
+    /// small arrays stay in local memory). The kernel computes the same bits (the same source,
+    /// the same rounding options), 10 to 100 times more slowly; it compiles two to five times
+    /// faster. (Where NVRTC lacks the option, the quick compile fails and the tiered JIT
+    /// compiles the optimized build instead.)
     ///
     /// Not `mid`: NVRTC 13.0 keeps some of that level's state for the rest of the process, and
     /// every later optimized compile there (of a selection kernel, say) comes out different
@@ -105,16 +104,17 @@ impl CompileTarget {
 /// (the default is [`JitMode::Tiered`]; `PSG_JIT` sets it for new device handles,
 /// [`crate::CudaDevice::set_jit_mode`] for one handle).
 ///
-/// An optimized build of a selection kernel takes NVRTC up to about a second; a quick build, a
-/// fifth to a third of that. Tiered compiling gives the first call the quick build and every
-/// later call the optimized one once it is ready, so a kernel's first use waits for the quick
-/// compile only. Only optimized builds are written to the disk cache.
+/// An optimized build of a selection kernel takes NVRTC up to about 1.6 s; a quick build, a
+/// fifth to a half of that (H100 host). Tiered compiling gives the first calls the quick build
+/// and every later call the optimized one once it is ready, so a kernel's first use waits for
+/// the quick compile only. Only optimized builds are written to the disk cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum JitMode {
     /// Compile a quick build and use it at once, and compile the optimized build on a
     /// background thread; launches switch to it when it is ready (and
-    /// [`crate::CudaDevice::finish_compiles`] waits for it). Targets where NVRTC cannot build
-    /// quickly (a PTX target; an NVRTC older than 12.8) compile the optimized build at once.
+    /// [`crate::CudaDevice::finish_compiles`] waits for it). Where NVRTC cannot build quickly
+    /// (a PTX target; an NVRTC without `--Ofast-compile`) the optimized build is compiled at
+    /// once.
     /// `PSG_JIT=tiered`.
     #[default]
     Tiered,
