@@ -27,7 +27,7 @@ OPTIONS
   --jit-only         measure only bandwidth and JIT latency
   --jit-rounds N     rounds of the JIT measurement, each compiling every kernel cold (default 3)
   --time-quick-builds  time the tiered JIT's quick builds (what a kernel's first calls run)
-                     instead of the optimized builds
+                     instead of the optimized builds (turns the disk cache off)
   --release-pool     leave the CUDA memory pool's release threshold at the driver default
                      (default: keep freed memory in the pool, like PyTorch's caching allocator)
   --quick            smoke test: small shapes, 5 runs, 1 warm-up, 256 MiB bandwidth buffer,

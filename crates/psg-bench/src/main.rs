@@ -56,6 +56,9 @@ fn run(opts: &Options) -> BenchResult<()> {
         Err(_) => dev.to_string(),
     };
     if opts.time_quick_builds {
+        // Without the disk cache: a quick handle would load the optimized builds found there.
+        // Single-threaded here; the JIT measurement sets and restores the cache variables itself.
+        std::env::set_var("PSG_CACHE", "off");
         dev.set_jit_mode(psg_runtime::JitMode::Quick);
         device.push_str("; timing the tiered JIT's quick builds, not the optimized ones");
     }
