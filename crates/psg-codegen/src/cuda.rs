@@ -9,12 +9,18 @@
 use std::fmt::Write;
 
 use crate::expr::{element_reads, finite_literal, names, print, rank_columns, Acc, Scope, Syntax};
-use crate::ir::{Column, Output, ReduceOp, Scalar};
+use crate::ir::{BinOp, Column, Output, ReduceOp, Scalar};
 use crate::schedule::{Plan, Step};
 use crate::DType;
 
 pub(crate) struct Cuda {
     pub(crate) acc: Acc,
+    /// `&&` and `||` as `&` and `|` (cast back to `bool`): both sides are evaluated (they have
+    /// no side effects), so a condition is predicates and no branch. For the filters of the
+    /// tiled kernel's streaming passes: with `||`, NVRTC branched around each element of the
+    /// MAD mean's last pass (`!(mad > 0) || !(d > k mad)`) and evaluated the condition twice.
+    /// Not everywhere: in the MAD cleaner's large-B kernel it cost 16 bytes of local memory.
+    pub(crate) eager: bool,
 }
 
 impl Syntax for Cuda {
@@ -35,6 +41,14 @@ impl Syntax for Cuda {
     fn select(&self, cond: &str, then: &str, otherwise: &str) -> String {
         format!("psg_select({cond}, {then}, {otherwise})")
     }
+
+    fn binary(&self, op: BinOp, a: &str, b: &str) -> String {
+        match op {
+            BinOp::And if self.eager => format!("((bool)({a} & {b}))"),
+            BinOp::Or if self.eager => format!("((bool)({a} | {b}))"),
+            _ => format!("({a} {} {b})", op.symbol()),
+        }
+    }
 }
 
 /// The kernel's name for a dtype: `{reduction}_{dtype}`.
@@ -44,7 +58,10 @@ pub fn kernel_name(plan: &Plan, dtype: DType) -> String {
 
 /// Emits the CUDA C source of the kernel for one input dtype.
 pub fn emit(plan: &Plan, dtype: DType) -> String {
-    let syntax = Cuda { acc: dtype.acc() };
+    let syntax = Cuda {
+        acc: dtype.acc(),
+        eager: false,
+    };
     let locals: Vec<String> = plan.lets.iter().map(|l| l.name.clone()).collect();
     let scope = Scope {
         locals: &locals,

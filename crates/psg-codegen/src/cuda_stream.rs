@@ -49,7 +49,10 @@ pub fn stream_smem(plan: &Plan, dtype: DType) -> u32 {
 
 /// Emits the streaming kernel (named as the tiled kernel) for one input dtype.
 pub fn emit(plan: &Plan, dtype: DType) -> String {
-    let syntax = crate::cuda::Cuda { acc: dtype.acc() };
+    let syntax = crate::cuda::Cuda {
+        acc: dtype.acc(),
+        eager: false,
+    };
     let locals: Vec<String> = plan.lets.iter().map(|l| l.name.clone()).collect();
     let scope = Scope {
         locals: &locals,

@@ -2,7 +2,7 @@
 //! arithmetic, comparisons and calls alike and differ only in literals, conditionals and casts,
 //! which [`Syntax`] supplies.
 
-use crate::ir::{Column, Func, Scalar, UnOp};
+use crate::ir::{BinOp, Column, Func, Scalar, UnOp};
 
 /// The accumulator type of a generated kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,6 +24,11 @@ pub trait Syntax {
     /// A boolean literal.
     fn boolean(&self, value: bool) -> String {
         value.to_string()
+    }
+    /// A binary operation on printed operands (with [`BinOp::symbol`] unless a language says
+    /// otherwise).
+    fn binary(&self, op: BinOp, a: &str, b: &str) -> String {
+        format!("({a} {} {b})", op.symbol())
     }
 }
 
@@ -86,7 +91,7 @@ pub fn print(expr: &Scalar, syntax: &dyn Syntax, scope: &Scope) -> String {
         Scalar::Temp(i) => format!("{}{}", names::temp(*i), scope.suffix),
         Scalar::Unary(UnOp::Neg, a) => format!("(-{})", p(a)),
         Scalar::Unary(UnOp::Not, a) => format!("(!{})", p(a)),
-        Scalar::Binary(op, a, b) => format!("({} {} {})", p(a), op.symbol(), p(b)),
+        Scalar::Binary(op, a, b) => syntax.binary(*op, &p(a), &p(b)),
         Scalar::Select(c, a, b) => syntax.select(&p(c), &p(a), &p(b)),
         Scalar::Call(Func::Powi(n), args) => format!("psg_powi({}, {n})", p(&args[0])),
         Scalar::Call(f, args) => {

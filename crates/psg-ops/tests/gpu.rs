@@ -470,18 +470,68 @@ fn gpu_selection_on_hard_columns_matches_cpu() {
         for b in [5usize, 32, 33, 64, 65, 128, 129, 255, 1000] {
             for p in [31usize, 40_000] {
                 let g = Pair::new(&hard_columns(&mut rng, b, p), &[b, p], dtype, &dev);
-                g.same("median", ops::median);
-                g.same("kth 0", |t| ops::kth(t, 0));
-                g.same("kth b/3", |t| ops::kth(t, b / 3));
-                g.same("kth b-1", |t| ops::kth(t, b - 1));
-                g.same("quantile", |t| ops::quantile(t, 0.9));
-                g.same("mad mean", |t| {
-                    Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 3.0 })?.mean)
-                });
-                g.same("trim mean", |t| {
-                    Ok(ops::outlier_mean(t, ops::OutlierRule::TrimFraction { alpha: 0.1 })?.mean)
-                });
+                same_selections(&g, b);
             }
+        }
+    }
+}
+
+/// The order statistics and outlier means of `g` (B = `b`) on both sides.
+fn same_selections(g: &Pair, b: usize) {
+    g.same("median", ops::median);
+    g.same("kth 0", |t| ops::kth(t, 0));
+    g.same("kth b/3", |t| ops::kth(t, b / 3));
+    g.same("kth b-1", |t| ops::kth(t, b - 1));
+    g.same("quantile", |t| ops::quantile(t, 0.9));
+    g.same("mad mean", |t| {
+        Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 3.0 })?.mean)
+    });
+    g.same("trim mean", |t| {
+        Ok(ops::outlier_mean(t, ops::OutlierRule::TrimFraction { alpha: 0.1 })?.mean)
+    });
+}
+
+/// Columns of distinct values `base + i << s` ulps (`i` a permutation of the samples, `s` from 0
+/// to 22 by column, `base` 2^-40 or -2^-40 by column: finite for every `i << s`), so that a
+/// column's rank is down to one key from a bit that differs column by column; in every third
+/// slab one column instead holds each value twice (a tie at every rank), so the bit-sliced
+/// selection stops early in some warps, late in others, and not at all in those.
+fn spread_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
+    let mut v = vec![0.0f32; b * p];
+    let mut order: Vec<u32> = (0..b as u32).collect();
+    for c in 0..p {
+        for i in (1..b).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        let shift = (c * 5) % 23;
+        let base = if c % 3 == 1 {
+            -(2.0f32).powi(-40)
+        } else {
+            (2.0f32).powi(-40)
+        };
+        let tied = c % 32 == 7 && (c / 32) % 3 == 0;
+        for r in 0..b {
+            let i = if tied { order[r] / 2 } else { order[r] };
+            v[r * p + c] = f32::from_bits(base.to_bits() + (i << shift));
+        }
+    }
+    v
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_selection_stopping_early_matches_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_000b);
+    for dtype in [DType::F32, DType::BF16] {
+        for b in [65usize, 100, 128, 129, 200, 256] {
+            let p = 20_000;
+            let g = Pair::new(&spread_columns(&mut rng, b, p), &[b, p], dtype, &dev);
+            same_selections(&g, b);
+            g.same("median_low", ops::median_low);
+            g.same("mad clean", |t| {
+                ops::remove_outliers(t, ops::OutlierRule::Mad { k: 3.0 }, ops::Removed::NaN)
+            });
         }
     }
 }
