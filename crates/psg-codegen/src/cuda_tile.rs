@@ -2539,8 +2539,8 @@ const EARLY_STOP: u32 = 2;
 ///    column never stops early.
 ///    Same run, `psg-bench`, H200, g[256, 4M] (with the unchecked loads of step 1 where every
 ///    sample exists): f32 median 0.92 of the time, quantile 0.95, `kth` 0.94, MAD mean 0.90,
-///    trimmed mean 0.97, clipped median 0.93; every 4 bits instead of 2: 0.96, 0.98, 0.97,
-///    0.89, 0.96, 0.93. Not for a bf16 column's own keys (16 steps) but where a paired
+///    trimmed mean 0.97, clipped median 0.93; every 4 bits instead of 2 (another same run,
+///    against its own baseline): 0.96, 0.98, 0.97, 0.89, 0.96, 0.93. Not for a bf16 column's own keys (16 steps) but where a paired
 ///    selection shares the planes: the bf16 median took 1.03-1.05 of the time with it, the
 ///    bf16 trimmed mean 0.94.
 /// 3. The next value (`above`, the least key above the selected one), where the plan needs it:
