@@ -2828,8 +2828,8 @@ fn sliced_select(
     // is valid: `rem` is then 0). With none left, the loop would have set every bit where the
     // rank was past the keys (`rem` >= 0) and none below them; with one left and `rem` < 0 (no
     // rank), it would have dropped the key at its first 1 and set nothing.
-    let above_drop = if search { "g0 |= m0; g1 |= m1; " } else { "" };
     if early_stop {
+        let above_drop = if search { "g0 |= m0; g1 |= m1; " } else { "" };
         write!(
             s,
             r#"            if (stop > {low}) {{
