@@ -93,9 +93,14 @@ impl CompileTarget {
     /// every later optimized compile there (of a selection kernel, say) comes out different
     /// (a few bytes of local memory where there were none); `max` leaves later compiles as they
     /// were (`psg-ops/tests/nvrtc_quick_state.rs` checks it).
+    ///
+    /// `PSG_QUICK` is defined: where a kernel's source has a shorter way to the same result
+    /// (a bit-sliced selection without its split, in `psg-codegen`'s `cuda_tile.rs`), the quick
+    /// build takes it.
     pub fn quick_options(self) -> Vec<String> {
         let mut o = self.options();
         o.push("--Ofast-compile=max".to_string());
+        o.push("-DPSG_QUICK".to_string());
         o
     }
 }
@@ -270,11 +275,11 @@ mod tests {
     }
 
     #[test]
-    fn quick_options_add_the_fast_compile_setting_only() {
+    fn quick_options_add_the_fast_compile_setting_and_the_quick_define_only() {
         let t = CompileTarget::Cubin { sm: 90 };
         let quick = t.quick_options();
         assert_eq!(quick[..3], t.options()[..]);
-        assert_eq!(quick[3..], ["--Ofast-compile=max"]);
+        assert_eq!(quick[3..], ["--Ofast-compile=max", "-DPSG_QUICK"]);
     }
 
     #[test]
