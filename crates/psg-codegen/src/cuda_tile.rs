@@ -261,6 +261,9 @@ struct SelectFlags {
     parts_log2: u32,
     /// The plan reads the next value only where it is not a tie (see [`tie_unread`]).
     tie_unread: bool,
+    /// A bit-sliced selection may split its keys (see [`sliced_select`], 5.): the plan's only
+    /// one (a paired selection's two count as one).
+    split: bool,
 }
 
 /// A second selection that a bit-sliced one makes beside its own, on the same bit planes: its
@@ -1168,7 +1171,11 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     }
 
     let mut loops = 0;
-    // Whether a bit-sliced selection has issued the next tile's loads.
+    // Selections, and whether a bit-sliced selection has issued the next tile's loads.
+    let selections = steps
+        .iter()
+        .filter(|(s, _)| matches!(s, Step::Select(_)))
+        .count();
     let mut fetched = false;
     // A selection fused into the one before it (see `Paired`).
     let mut fused = None;
@@ -1236,6 +1243,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     fetch: sliced && !fetched,
                     parts_log2,
                     tie_unread: next && tie_unread(plan, *t),
+                    split: selections == 1 || (selections == 2 && pair.is_some()),
                 };
                 fetched = fetched || sliced;
                 emit_select(
@@ -1893,6 +1901,7 @@ fn emit_select(
         fetch: _,
         parts_log2: _,
         tie_unread: _,
+        split: _,
     } = flags;
     let r = &plan.temps[t].reduce;
     let ReduceOp::Kth(k) = &r.op else {
@@ -2020,15 +2029,26 @@ fn emit_select(
             _ => None,
         };
         debug_assert!(raw != Some(16) || zero_low_bits == 16);
-        s.push_str(&sliced_select(
-            &name,
-            flags,
-            &key_code("                    "),
-            zero_low_bits,
-            ties,
-            raw,
-            paired.as_ref(),
-        ));
+        let body = |split: bool| {
+            sliced_select(
+                &name,
+                SelectFlags { split, ..flags },
+                &key_code("                    "),
+                zero_low_bits,
+                ties,
+                raw,
+                paired.as_ref(),
+            )
+        };
+        // A split selection's source is longer (NVRTC's quick build took 1.3-1.7 times as
+        // long): the quick build (`PSG_QUICK`, see `psg-runtime`'s `quick_options`) selects
+        // without the split, the same keys.
+        let (whole, split) = (body(false), body(flags.split));
+        if split == whole {
+            s.push_str(&whole);
+        } else {
+            write!(s, "#if defined(PSG_QUICK)\n{whole}#else\n{split}#endif\n").ok();
+        }
         if let Some(PairedCode { name: name2, .. }) = &paired {
             writeln!(
                 s,
@@ -2497,6 +2517,11 @@ __device__ __forceinline__ void psg_transpose32(unsigned int (&a)[32]) {
 /// of 32 columns, a word each.
 const PLANE_BYTES: usize = 32 * WARPS * 32 * 4;
 
+/// A split selection's column whose keys left after the top 16 bits differ, and hold no rank
+/// the cheap ways find, gathers each bit's plane words from the halves of its keys left where
+/// it has at most this many (see [`split_low`]), else from every half of its parts.
+const SPLIT_FEW: u32 = 8;
+
 /// How often (in bits) a bit-sliced selection checks whether every column of the warp is down
 /// to one key (the early stop of [`sliced_select`]).
 const EARLY_STOP: u32 = 2;
@@ -2565,6 +2590,29 @@ const EARLY_STOP: u32 = 2;
 ///    instead of two, and the two selections side by side (the trimmed mean at g[256, 4M] took
 ///    0.61 of the time in f32 and 0.77 in bf16, same run, H200).
 ///
+/// 5. **Split keys** (`split`, from [`SelectFlags::split`]: 32-bit keys of f32 input, its own
+///    or computed, and a transformed tile's, where the selection is the plan's only one, a
+///    paired one counting as one; not where a tie searches for the least key above, which walks
+///    every plane, nor on keys of 16-bit input, whose low bits tie: the bf16 MAD mean took 1.6
+///    times as long). Only the keys' top 16 bits are transposed, into planes 16-31 (a transpose
+///    of 16-bit values is half as long, as for a bf16 column's own keys), and their low 16 bits
+///    are stored as they are, two a word, in planes 0-15: after every load, since a store among
+///    the loads kept the later loads behind it. The counting stops at bit 16, early as in 2,
+///    and [`split_low`] finds the low 16 bits from the halves, the same key as the full loop.
+///    Same run, `psg-bench`, H100, against the unsplit kernels: at g[256, 4M] the f32 median
+///    took 0.90 of the time, `median_low` 0.89, quantile 0.96, `kth` 0.94, trimmed mean 0.94,
+///    clipped median 0.94 (bf16 input, whose products are f32 keys: 0.89); at g[128, 8M]
+///    0.93, 0.93, 0.98, 0.97, 0.99, 0.95 (0.90). The top 16 bits alone (a wrong result, as a
+///    bound) took 0.75 and 0.83 with the stores: what is left is the low bits' resolution, at
+///    the end of each warp's chain of steps and so on the block's critical path. Resolving
+///    every column the way `split_low`'s "hard" case does took 0.90-1.05 of the time; reading
+///    every half of the parts for each low bit, 1.15-1.60. Not for a plan of two selections
+///    (the MAD's): split, the f32 MAD mean took 0.98 of the time at g[256, 4M] and 1.02 at
+///    g[128, 8M]. NVRTC's quick build of a split source took up to 1.7 times as long (0.61 s
+///    for the f32 MAD mean on an H100 host), so the source keeps the unsplit selection beside
+///    the split one, and the quick build (`PSG_QUICK`) compiles that: the same keys, in the
+///    quick build's time as before.
+///
 /// In the kernel for B up to [`MID_MAX_B`] (`parts_log2` = 2) a column has four parts: warps
 /// 0-3 transpose, lanes of two select (warps 0-1, and 2-3 for rank `k + 1` or the paired
 /// selection).
@@ -2596,6 +2644,7 @@ fn sliced_select(
         fetch,
         parts_log2,
         tie_unread,
+        split,
         ..
     } = flags;
     // P parts of 32 samples a column, L = P / 2 lanes a column, two parts a lane.
@@ -2641,13 +2690,123 @@ fn sliced_select(
     } else {
         "__float_as_uint(tc[(b) << 5])"
     };
-    let mut s = String::new();
-    write!(
-        s,
-        r#"        const bool valid = k >= 0 && k < total;
-{rank2}        psg_key* const planes = (psg_key*)bins;
-        {open}{{
-            // Thread (lane, w): the keys of column lane at samples w + {parts}m, to bit planes.
+    // 32-bit keys are split (5. above): their top 16 bits go to planes, their low 16 to the
+    // planes' lower half as they are, two a word.
+    let split = split && low == 0 && !search && !ties;
+    // The lowest plane the counting reads.
+    let floor = if split { 16 } else { low };
+    let full = 32 * parts;
+    let to_planes = if split {
+        // A key of sample `b` into `{v}` (0 where the sample is past B).
+        let key_into = |v: &str, checked: bool| match raw {
+            Some(_) if checked => format!(" if (b < n_bi) {v} = {raw_bits};"),
+            Some(_) => format!(" {v} = {raw_bits};"),
+            None => {
+                let body = key_code
+                    .lines()
+                    .map(|l| format!("    {l}\n"))
+                    .collect::<String>();
+                if checked {
+                    format!(" if (b < n_bi) {{\n{body}                        {v} = key;\n                    }}")
+                } else {
+                    format!(" {{\n{body}                        {v} = key;\n                    }}")
+                }
+            }
+        };
+        let pair_loop = |checked: bool| {
+            format!(
+                r#"                #pragma unroll
+                for (int m = 0; m < 32; ++m) {{
+                    const int b = w + {parts} * m;
+                    psg_key k = 0u;{}
+                    pl[m] = k;
+                }}
+"#,
+                key_into("k", checked),
+            )
+        };
+        let top = match raw {
+            Some(_) => format!(
+                r#"            // The top planes as the values' (see below): a key's bit is the value's flipped by
+            // the sign, its top bit the sign's complement.
+            const int nv = min(32, max(0, (n_bi - w + {}) >> {parts_log2}));
+            const psg_key vm = nv >= 32 ? ~0u : ((1u << nv) - 1u);
+            const psg_key sg = pl[15];
+            #pragma unroll
+            for (int i = 0; i < 15; ++i) dst[(i + 16) << 8] = (pl[i] ^ sg) & vm;
+            dst[31 << 8] = ~sg & vm;
+"#,
+                parts - 1
+            ),
+            None => "            #pragma unroll\n            for (int i = 0; i < 16; ++i) dst[(i + 16) << 8] = pl[i];\n".to_string(),
+        };
+        format!(
+            r#"            // Thread (lane, w): the keys of column lane at samples w + {parts}m, their top 16 bits
+            // to bit planes 16-31, their low 16 bits as they are to 0-15, two a word ({halves}).
+            psg_key pl[32];
+            if (n_bi >= {full}) {{
+                // Every sample exists: no checks.
+{}            }} else {{
+{}            }}
+            // After every load: a store among them would keep the later loads behind it.
+            psg_key* const dst = planes + (lane << 3) + (w ^ ((lane >> 2) & 7));
+            #pragma unroll
+            for (int m = 0; m < 32; m += 2) dst[(m >> 1) << 8] = __byte_perm(pl[m], pl[m + 1], 0x5410);
+            #pragma unroll
+            for (int m = 0; m < 32; ++m) pl[m] >>= 16;
+            psg_transpose32(pl);
+{top}"#,
+            pair_loop(false),
+            pair_loop(true),
+            halves = if raw.is_some() {
+                "the values' bits"
+            } else {
+                "the keys'"
+            },
+        )
+    } else {
+        let load = match raw {
+            Some(_) => format!("                    if (b < n_bi) pl[m] = {raw_bits};\n"),
+            None => format!(
+                "                    if (b < n_bi) {{\n{}                        pl[m] = key;\n                    }}\n",
+                key_code
+                    .lines()
+                    .map(|l| format!("    {l}\n"))
+                    .collect::<String>()
+            ),
+        };
+        let load_full = match raw {
+            Some(_) => format!("                    pl[m] = {raw_bits};\n"),
+            None => format!("{key_code}                    pl[m] = key;\n"),
+        };
+        let store = match raw {
+            Some(bits) => format!(
+                r#"            // Planes of the values' bits: a key's bit is the value's flipped by the sign, and
+            // its top bit the sign's complement (psg_to_key), a plane at a time; the planes of
+            // samples past B stay clear, as their keys' would.
+            const int nv = min(32, max(0, (n_bi - w + {}) >> {parts_log2}));
+            const psg_key vm = nv >= 32 ? ~0u : ((1u << nv) - 1u);
+            const psg_key sg = pl[{}];
+            psg_key* const dst = planes + (lane << 3) + (w ^ ((lane >> 2) & 7));
+            #pragma unroll
+            for (int i = 0; i < {}; ++i) dst[{}] = (pl[i] ^ sg) & vm;
+            dst[31 << 8] = ~sg & vm;
+"#,
+                parts - 1,
+                bits - 1,
+                bits - 1,
+                if bits == 32 {
+                    "i << 8".to_string()
+                } else {
+                    format!("(i + {}) << 8", 32 - bits)
+                }
+            ),
+            None => format!(
+                "            psg_key* const dst = planes + (lane << 3) + (w ^ ((lane >> 2) & 7));\n            #pragma unroll\n            for (int i = {low}; i < 32; ++i) dst[i << 8] = pl[i];\n"
+            ),
+        };
+        format!(
+            r#"            // Thread (lane, w): the keys of column lane at samples w + {parts}m, to bit planes.
             psg_key pl[32];
             if (n_bi >= {full}) {{
                 // Every sample exists: no checks.
@@ -2663,7 +2822,16 @@ fn sliced_select(
 {load}                }}
             }}
             psg_transpose32(pl);
-{store}        }}
+{store}"#
+        )
+    };
+    let mut s = String::new();
+    write!(
+        s,
+        r#"        const bool valid = k >= 0 && k < total;
+{rank2}        psg_key* const planes = (psg_key*)bins;
+        {open}{{
+{to_planes}        }}
 {fetch}        if (w == 0) {{ pick[32 + lane] = (int)total; pick[64 + lane] = valid && active ? (int)k : -1;{pick2} }}
         __syncthreads();
         {{
@@ -2692,47 +2860,7 @@ fn sliced_select(
         lmask = lanes - 1,
         r0 = parts - 1,
         r1 = parts - 2,
-        full = 32 * parts,
-        load = match raw {
-            Some(_) => format!("                    if (b < n_bi) pl[m] = {raw_bits};\n"),
-            None => format!(
-                "                    if (b < n_bi) {{\n{}                        pl[m] = key;\n                    }}\n",
-                key_code
-                    .lines()
-                    .map(|l| format!("    {l}\n"))
-                    .collect::<String>()
-            ),
-        },
-        load_full = match raw {
-            Some(_) => format!("                    pl[m] = {raw_bits};\n"),
-            None => format!("{key_code}                    pl[m] = key;\n"),
-        },
-        store = match raw {
-            Some(bits) => format!(
-                r#"            // Planes of the values' bits: a key's bit is the value's flipped by the sign, and
-            // its top bit the sign's complement (psg_to_key), a plane at a time; the planes of
-            // samples past B stay clear, as their keys' would.
-            const int nv = min(32, max(0, (n_bi - w + {}) >> {parts_log2}));
-            const psg_key vm = nv >= 32 ? ~0u : ((1u << nv) - 1u);
-            const psg_key sg = pl[{}];
-            psg_key* const dst = planes + (lane << 3) + (w ^ ((lane >> 2) & 7));
-            #pragma unroll
-            for (int i = 0; i < {}; ++i) dst[{}] = (pl[i] ^ sg) & vm;
-            dst[31 << 8] = ~sg & vm;
-"#,
-                parts - 1,
-                bits - 1,
-                bits - 1,
-                if bits == 32 {
-                    "i << 8".to_string()
-                } else {
-                    format!("(i + {}) << 8", 32 - bits)
-                }
-            ),
-            None => format!(
-                "            psg_key* const dst = planes + (lane << 3) + (w ^ ((lane >> 2) & 7));\n            #pragma unroll\n            for (int i = {low}; i < 32; ++i) dst[i << 8] = pl[i];\n"
-            ),
-        },
+        to_planes = to_planes,
         rank2 = pair.map_or(String::new(), |p| format!(
             "        // The paired selection's rank.\n        const long long k2 = psg_index({});\n        const bool valid2 = k2 >= 0 && k2 < total;\n",
             p.rank
@@ -2788,7 +2916,7 @@ fn sliced_select(
     let (left_decl, left_zeros, left_ones) = if early_stop {
         (
             format!(
-                "            // `left`: the column's keys still matching the selected bits.\n            int left = n_bi, stop = {low};\n"
+                "            // `left`: the column's keys still matching the selected bits.\n            int left = n_bi, stop = {floor};\n"
             ),
             " left = c0;",
             " left -= c0;",
@@ -2800,7 +2928,7 @@ fn sliced_select(
         s,
         r#"            {selecting}{{
 {left_decl}            #pragma unroll
-            for (int i = 31; i >= {low}; --i) {{
+            for (int i = 31; i >= {floor}; --i) {{
                 const psg_key a = src[(i << 8) + s0], b = src[(i << 8) + s1];
                 const psg_key z0 = m0 & ~a, z1 = m1 & ~b;
                 int c0 = __popc(z0) + __popc(z1);
@@ -2818,7 +2946,7 @@ fn sliced_select(
     if early_stop {
         writeln!(
             s,
-            "                if (i <= 24 && i > {low} && (i & {}) == 0 && __all_sync(0xffffffffu, left <= 1)) {{ stop = i; break; }}",
+            "                if (i <= 24 && i > {floor} && (i & {}) == 0 && __all_sync(0xffffffffu, left <= 1)) {{ stop = i; break; }}",
             EARLY_STOP - 1
         )
         .ok();
@@ -2832,9 +2960,9 @@ fn sliced_select(
         let above_drop = if search { "g0 |= m0; g1 |= m1; " } else { "" };
         write!(
             s,
-            r#"            if (stop > {low}) {{
+            r#"            if (stop > {floor}) {{
                 psg_key rest = 0u;
-                for (int i = stop - 1; i >= {low}; --i) {{
+                for (int i = stop - 1; i >= {floor}; --i) {{
                     if (((src[(i << 8) + s0] & m0) | (src[(i << 8) + s1] & m1)) != 0u) rest |= 1u << i;
                 }}
 {rest_or}                if (left == 0) rest = rem >= 0 ? ((1u << stop) - 1u) & ~{low_mask} : 0u;
@@ -2850,13 +2978,16 @@ fn sliced_select(
                     )
                 })
                 .collect::<String>(),
-            low_mask = if low > 0 {
-                format!("{:#x}u", (1u64 << low) - 1)
+            low_mask = if floor > 0 {
+                format!("{:#x}u", (1u64 << floor) - 1)
             } else {
                 "0u".to_string()
             },
         )
         .ok();
+    }
+    if split {
+        split_low(&mut s, parts_log2, raw.is_some());
     }
     if low > 0 {
         // The low bits of a negative value's key are set (it is complemented).
@@ -2983,6 +3114,159 @@ fn sliced_select(
     };
     select_results(&mut s, name, clean, next, found);
     s
+}
+
+/// The low 16 bits of a split selection (see [`sliced_select`]), after its top 16: the keys
+/// left in a column's masks share those, and their low halves are in planes 0-15, two a word
+/// (`raw`: the values' bits, flipped here by the sign as `psg_to_key` does).
+///
+/// Where one key is left, its half: one load. Where more are, each lane reads the halves of its
+/// first and last key left; where no lane has more than two, the column's least, greatest and
+/// sum of halves settle ranks at either end, ties, and the middle of three. Else ("hard"): the
+/// halves of every key left, and where they differ, their bits one at a time as above, each
+/// plane word gathered from the halves of the part's keys left (at most [`SPLIT_FEW`] a
+/// column) or from all of the part's.
+fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
+    let across = |v: &str, op: &str, ind: &str| {
+        (0..parts_log2 - 1)
+            .map(|j| {
+                let other = format!("__shfl_xor_sync(0xffffffffu, {v}, {})", 1 << j);
+                match op {
+                    "min" | "max" => format!("{ind}{v} = {op}({v}, {other});\n"),
+                    _ => format!("{ind}{v} {op}= {other};\n"),
+                }
+            })
+            .collect::<String>()
+    };
+    // The half of the key at bit `p` (0-63) of the lane's two parts.
+    let at_bit = |p: &str| {
+        format!(
+            "((src[((({p}) & 31) >> 1 << 8) + (({p}) < 32 ? s0 : s1)] >> ((({p}) & 1) << 4)) ^ fl) & 0xffffu"
+        )
+    };
+    // Sample m's half of the column's part in word `s0` or `s1`.
+    let half = |word: &str| format!("((src[((m >> 1) << 8) + {word}] >> ((m & 1) << 4)) ^ fl)");
+    let (h0, h1) = (half("s0"), half("s1"));
+    // A loop over the samples in mask `mask`.
+    let each = |mask: &str, body: &str| {
+        format!(
+            "for (psg_key mm = {mask}; mm != 0u; mm &= mm - 1u) {{ const int m = __ffs(mm) - 1; {body} }}"
+        )
+    };
+    // Bit i of every half of a part, as a plane word.
+    let every = |word: &str, v: &str| {
+        format!(
+            "#pragma unroll 1\n                            for (int j = 0; j < 16; ++j) {{ const psg_key x = src[(j << 8) + {word}] ^ (fl * 0x10001u); {v} |= ((x >> i) & 1u) << (2 * j) | ((x >> (16 + i)) & 1u) << (2 * j + 1); }}"
+        )
+    };
+    write!(
+        s,
+        r#"            // The low 16 bits.
+            const psg_key fl = {fl};
+            const bool more = rem >= 0 && left >= 2;
+            // The lane's first and last key left (bits f <= l of its two parts) and their halves.
+            const int nl = __popc(m0) + __popc(m1);
+            const int f = m0 != 0u ? __ffs(m0) - 1 : m1 != 0u ? 31 + __ffs(m1) : 0;
+            const int l = m1 != 0u ? 63 - __clz(m1) : m0 != 0u ? 31 - __clz(m0) : 0;
+            const psg_key hf = nl > 0 ? {hf} : 0u;
+            const psg_key hl = nl > 1 ? {hl} : hf;
+            {{
+                // One key left: its half.
+                psg_key h = hf;
+{h_or}                if (rem >= 0 && left <= 1) sel |= left == 0 ? 0xffffu : h;
+            }}
+            if (__any_sync(0xffffffffu, more)) {{
+                // More: the column's least and greatest half, their sum, and the lanes with
+                // more than two keys left (above bit 24).
+                psg_key lo = nl > 0 ? min(hf, hl) : 0xffffu, hi = max(hf, hl);
+                unsigned int sv = hf + (nl > 1 ? hl : 0u) + (nl > 2 ? 1u << 24 : 0u);
+{lo_min}{hi_max}{sv_sum}                bool hard = false;
+                psg_key pick = 0u;
+                if (more) {{
+                    if ((sv >> 24) != 0u) hard = true;
+                    else if (lo == hi || rem == 0) pick = lo;
+                    else if (rem == left - 1) pick = hi;
+                    else if (left == 3) pick = (sv & 0xffffffu) - lo - hi;
+                    else hard = true;
+                }}
+                // The keys of the picked half stay in the masks, and the rank drops by the keys
+                // below it.
+                unsigned int below = 0u;
+                if (more && !hard) {{
+                    sel |= pick;
+                    psg_key k0 = 0u, k1 = 0u;
+                    if (nl > 0 && hf == pick) {{ if (f < 32) k0 |= 1u << f; else k1 |= 1u << (f - 32); }}
+                    if (nl > 1 && hl == pick) {{ if (l < 32) k0 |= 1u << l; else k1 |= 1u << (l - 32); }}
+                    m0 = k0; m1 = k1;
+                    below = (nl > 0 && hf < pick ? 1u : 0u) + (nl > 1 && hl < pick ? 1u : 0u);
+                }}
+{below_sum}                if (more && !hard) rem -= (int)below;
+                if (__any_sync(0xffffffffu, hard)) {{
+                    // Hard: where every key left ties, theirs.
+                    psg_key an = 0xffffu, orr = 0u;
+                    if (hard) {{
+                        {an0}
+                        {an1}
+                    }}
+{an_and}{orr_or}                    const bool differ = hard && an != orr;
+                    if (hard && !differ) sel |= an;
+                    if (__any_sync(0xffffffffu, differ)) {{
+                        // Else a bit at a time, until the warp's columns are down to a key each
+                        // (not where every half is read).
+                        const bool few = differ && left <= {SPLIT_FEW};
+                        int lft = few ? left : differ ? 2 : 1, at = 0;
+                        #pragma unroll 1
+                        for (int i = 15; i >= 0; --i) {{
+                            psg_key a = 0u, b = 0u;
+                            if (few) {{
+                                {ga}
+                                {gb}
+                            }} else if (differ) {{
+                            {ea}
+                            {eb}
+                            }}
+                            const psg_key z0 = m0 & ~a, z1 = m1 & ~b;
+                            int c0 = __popc(z0) + __popc(z1);
+{c0_sum}                            if (differ) {{
+                                if (rem < c0) {{ m0 = z0; m1 = z1; lft = c0; }}
+                                else {{ rem -= c0; m0 &= a; m1 &= b; sel |= 1u << i; lft -= c0; }}
+                            }}
+                            if (differ && !few) lft = 2;
+                            if (__all_sync(0xffffffffu, lft <= 1)) {{ at = i; break; }}
+                        }}
+                        // The bits below `at`: the one key's left.
+                        psg_key h = 0u;
+                        if (few && m0 != 0u) {{ const int m = __ffs(m0) - 1; h = {h0}; }}
+                        else if (few && m1 != 0u) {{ const int m = __ffs(m1) - 1; h = {h1}; }}
+{h2_or}                        if (few) sel |= h & ((1u << at) - 1u);
+                    }}
+                }}
+            }}
+"#,
+        fl = if raw {
+            "(sel >> 31) != 0u ? 0u : 0xffffu"
+        } else {
+            "0u"
+        },
+        hf = at_bit("f"),
+        hl = at_bit("l"),
+        h_or = across("h", "|", "                "),
+        lo_min = across("lo", "min", "                "),
+        hi_max = across("hi", "max", "                "),
+        sv_sum = across("sv", "+", "                "),
+        below_sum = across("below", "+", "                "),
+        an0 = each("m0", &format!("const psg_key h = {h0} & 0xffffu; an &= h; orr |= h;")),
+        an1 = each("m1", &format!("const psg_key h = {h1} & 0xffffu; an &= h; orr |= h;")),
+        an_and = across("an", "&", "                    "),
+        orr_or = across("orr", "|", "                    "),
+        ga = each("m0", &format!("a |= (({h0} >> i) & 1u) << m;")),
+        gb = each("m1", &format!("b |= (({h1} >> i) & 1u) << m;")),
+        ea = every("s0", "a"),
+        eb = every("s1", "b"),
+        c0_sum = across("c0", "+", "                            "),
+        h2_or = across("h", "|", "                        "),
+    )
+    .ok();
 }
 
 /// The first row of a tile that reaches shared memory without passing through registers, when

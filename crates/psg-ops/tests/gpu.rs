@@ -521,12 +521,18 @@ fn spread_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_selection_stopping_early_matches_cpu() {
+    same_bit_sliced_selections(0x5eed_000b, spread_columns);
+}
+
+/// [`same_selections`], the lower median and the MAD cleaner on columns of `columns`, at every
+/// B of the bit-sliced selections' kernels and around their edges, in f32 and bf16.
+fn same_bit_sliced_selections(seed: u64, columns: fn(&mut Rng, usize, usize) -> Vec<f32>) {
     let Some(dev) = gpu() else { return };
-    let mut rng = Rng::new(0x5eed_000b);
+    let mut rng = Rng::new(seed);
     for dtype in [DType::F32, DType::BF16] {
         for b in [65usize, 100, 128, 129, 200, 256] {
             let p = 20_000;
-            let g = Pair::new(&spread_columns(&mut rng, b, p), &[b, p], dtype, &dev);
+            let g = Pair::new(&columns(&mut rng, b, p), &[b, p], dtype, &dev);
             same_selections(&g, b);
             g.same("median_low", ops::median_low);
             g.same("mad clean", |t| {
@@ -534,6 +540,52 @@ fn gpu_selection_stopping_early_matches_cpu() {
             });
         }
     }
+}
+
+/// Columns whose keys tie in their top 16 bits (the split of the bit-sliced selection finds the
+/// low 16 among the keys left): distinct floats a few ulps apart near +-1.5 (many keys in one
+/// bucket); the same on both sides of 0, so that rank k and k + 1 fall in buckets of either sign;
+/// floats 2^13 to 2^15 ulps apart, 2B of them to draw from (a few keys a bucket); three neighbouring floats repeated
+/// (ties among near ties); bf16 values (low halves clear: many keys, all tied); normal values.
+/// Each 32-column slab mixes them, so that blocks find the low bits in every way at once; in
+/// every fourth slab only normal and spaced columns, so that some blocks keep to the few keys'
+/// way.
+fn near_tie_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
+    let mut v = vec![0.0f32; b * p];
+    for c in 0..p {
+        let kind = if (c / 32) % 4 == 3 {
+            [2, 5][c % 2]
+        } else {
+            c % 6
+        };
+        for r in 0..b {
+            let ulps = rng.below(4000) as u32;
+            v[r * p + c] = match kind {
+                0 => f32::from_bits(1.5f32.to_bits() + ulps),
+                1 => {
+                    let x = f32::from_bits(1.5f32.to_bits() + ulps);
+                    if rng.below(2) == 0 {
+                        x
+                    } else {
+                        -x
+                    }
+                }
+                2 => f32::from_bits(
+                    (-0.75f32).to_bits() + (rng.below(2 * b) as u32) * (1u32 << (13 + c % 3)),
+                ),
+                3 => f32::from_bits(2.0f32.to_bits() + rng.below(3) as u32),
+                4 => half::bf16::from_f32(rng.normal() as f32).to_f32(),
+                _ => rng.normal() as f32,
+            };
+        }
+    }
+    v
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_selection_of_near_ties_matches_cpu() {
+    same_bit_sliced_selections(0x5eed_000d, near_tie_columns);
 }
 
 /// Normal columns, most of them clean; in one column of most 32-column slabs, one special value
