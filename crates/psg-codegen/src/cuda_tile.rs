@@ -2523,7 +2523,10 @@ const PLANE_BYTES: usize = 32 * WARPS * 32 * 4;
 const SPLIT_FEW: u32 = 8;
 
 /// How often (in bits) a bit-sliced selection checks whether every column of the warp is down
-/// to one key (the early stop of [`sliced_select`]).
+/// to one key (the early stop of [`sliced_select`]). Every bit took 1.02-1.07 of the time
+/// (H100, same run, with the split keys: f32 and bf16 median, quantile, `kth`, MAD and trimmed
+/// means, clipped median at g[256, 4M] and g[128, 8M]; bf16 columns' own keys 1.00); every 4
+/// bits: see [`sliced_select`].
 const EARLY_STOP: u32 = 2;
 
 /// A selection's body on 32-bit keys in the kernel for B up to [`PACKED_BINS_MAX_B`], after `k`:
