@@ -262,7 +262,7 @@ struct SelectFlags {
     /// The plan reads the next value only where it is not a tie (see [`tie_unread`]).
     tie_unread: bool,
     /// A bit-sliced selection may split its keys (see [`sliced_select`], 5.): the plan's only
-    /// one (a paired selection's two count as one).
+    /// one (a paired selection's two count as one), or its first on a column's own keys.
     split: bool,
 }
 
@@ -1243,7 +1243,9 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     fetch: sliced && !fetched,
                     parts_log2,
                     tie_unread: next && tie_unread(plan, *t),
-                    split: selections == 1 || (selections == 2 && pair.is_some()),
+                    split: selections == 1
+                        || (selections == 2 && pair.is_some())
+                        || (sliced && !fetched && keys_of(plan, *t) == Keys::Direct),
                 };
                 fetched = fetched || sliced;
                 emit_select(
@@ -2595,13 +2597,14 @@ const EARLY_STOP: u32 = 2;
 ///
 /// 5. **Split keys** (`split`, from [`SelectFlags::split`]: 32-bit keys of f32 input, its own
 ///    or computed, and a transformed tile's, where the selection is the plan's only one, a
-///    paired one counting as one; not where a tie searches for the least key above, which walks
-///    every plane, nor on keys of 16-bit input, whose low bits tie: the bf16 MAD mean took 1.6
-///    times as long). Only the keys' top 16 bits are transposed, into planes 16-31 (a transpose
-///    of 16-bit values is half as long, as for a bf16 column's own keys), and their low 16 bits
-///    are stored as they are, two a word, in planes 0-15, after every load (stored among the
-///    loads, with an earlier resolution: 1.015 of the time). The counting stops at bit 16, early as in 2,
-///    and [`split_low`] finds the low 16 bits from the halves, the same key as the full loop.
+///    paired one counting as one, or its first on a column's own keys; not where a tie
+///    searches for the least key above, which walks every plane, nor on keys of 16-bit input,
+///    whose low bits tie: the bf16 MAD mean took 1.6 times as long). Only the keys' top 16 bits
+///    are transposed, into planes 16-31 (a transpose of 16-bit values is half as long, as for
+///    a bf16 column's own keys), and their low 16 bits are stored as they are, two a word, in
+///    planes 0-15, after every load (stored among the loads, with an earlier resolution: 1.015
+///    of the time). The counting stops at bit 16, early as in 2, and [`split_low`] finds the
+///    low 16 bits from the halves, the same key as the full loop.
 ///    Same run, `psg-bench`, H100, against the unsplit kernels: at g[256, 4M] the f32 median
 ///    took 0.90 of the time, `median_low` 0.89, quantile 0.96, `kth` 0.94, trimmed mean 0.94,
 ///    clipped median 0.94 (bf16 input, whose products are f32 keys: 0.89); at g[128, 8M]
@@ -2609,9 +2612,10 @@ const EARLY_STOP: u32 = 2;
 ///    bound) took 0.75 and 0.83 with the stores: what is left is the low bits' resolution, at
 ///    the end of each warp's chain of steps and so on the block's critical path. Resolving
 ///    every column the way `split_low`'s "hard" case does took 0.90-1.05 of the time; reading
-///    every half of the parts for each low bit, 1.15-1.60. Not for a plan of two selections
-///    (the MAD's): split, the f32 MAD mean took 0.98 of the time at g[256, 4M] and 1.02 at
-///    g[128, 8M]. NVRTC's quick build of a split source took up to 1.7 times as long (0.61 s
+///    every half of the parts for each low bit, 1.15-1.60. Of a plan's two selections, only the
+///    first on a column's own keys (the MAD's median): so the f32 MAD mean took 0.93 of the
+///    time at g[256, 4M] and 0.96 at g[128, 8M]; with its distances split too, 0.98 and 1.02.
+///    NVRTC's quick build of a split source took up to 1.7 times as long (0.61 s
 ///    for the f32 MAD mean on an H100 host), so the source keeps the unsplit selection beside
 ///    the split one, and the quick build (`PSG_QUICK`) compiles that: the same keys, in the
 ///    quick build's time as before.
