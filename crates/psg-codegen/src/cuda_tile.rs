@@ -3123,6 +3123,30 @@ fn sliced_select(
     s
 }
 
+/// The source an optimized build compiles: `source` without what only the quick build reads
+/// (the `#if defined(PSG_QUICK)` part of each `#if defined(PSG_QUICK)` / `#else` / `#endif`,
+/// which [`emit_select`] writes around a split selection's unsplit form). For tests that read
+/// the generated source.
+pub fn optimized_source(source: &str) -> String {
+    let mut out = String::new();
+    let mut rest = source;
+    while let Some(i) = rest.find("#if defined(PSG_QUICK)\n") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        let Some(j) = after.find("#else\n") else {
+            break;
+        };
+        let tail = &after[j + "#else\n".len()..];
+        let Some(k) = tail.find("#endif\n") else {
+            break;
+        };
+        out.push_str(&tail[..k]);
+        rest = &tail[k + "#endif\n".len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The low 16 bits of a split selection (see [`sliced_select`]), after its top 16: the keys
 /// left in a column's masks share those, and their low halves are in planes 0-15, two a word
 /// (`raw`: the values' bits, flipped here by the sign as `psg_to_key` does).

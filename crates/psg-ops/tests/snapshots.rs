@@ -1,6 +1,7 @@
 //! Snapshots of the generated CUDA C of every built-in (f32), of one built-in in every dtype, and
 //! of one CPU implementation: a change to the code generator shows up here as a reviewed diff.
 
+use psg_codegen::cuda_tile::optimized_source;
 use psg_runtime::DType;
 
 #[test]
@@ -319,7 +320,9 @@ fn a_trimmed_means_bounds_share_one_set_of_bit_planes() {
         let mid = &trim.mid.as_ref().expect("a kernel for middling B")[d.index()];
         for k in [&trim.cuda[d.index()], mid] {
             assert_eq!(
-                optimized(&k.source).matches("psg_transpose32(pl);").count(),
+                optimized_source(&k.source)
+                    .matches("psg_transpose32(pl);")
+                    .count(),
                 1,
                 "{}",
                 k.name
@@ -333,33 +336,15 @@ fn a_trimmed_means_bounds_share_one_set_of_bit_planes() {
         }
         let k = &mad.cuda[d.index()];
         assert_eq!(
-            optimized(&k.source).matches("psg_transpose32(pl);").count(),
+            optimized_source(&k.source)
+                .matches("psg_transpose32(pl);")
+                .count(),
             2,
             "{}",
             k.name
         );
         assert!(!k.source.contains("paired selection"), "{}", k.name);
     }
-}
-
-/// The source an optimized build compiles: without what only the quick build (`PSG_QUICK`)
-/// reads.
-fn optimized(source: &str) -> String {
-    let mut out = String::new();
-    let mut rest = source;
-    while let Some(i) = rest.find("#if defined(PSG_QUICK)\n") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i..];
-        let j = after
-            .find("#else\n")
-            .expect("an #else after #if defined(PSG_QUICK)");
-        let tail = &after[j + "#else\n".len()..];
-        let k = tail.find("#endif\n").expect("an #endif after the #else");
-        out.push_str(&tail[..k]);
-        rest = &tail[k + "#endif\n".len()..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// A bit-sliced selection on 32-bit keys of f32 input splits them (top 16 bits to planes, low
@@ -379,8 +364,12 @@ fn bit_sliced_selections_split_their_keys_in_optimized_builds_only() {
         let t = tiled(name);
         let mid = &t.mid.as_ref().expect("a kernel for middling B")[DType::F32.index()];
         for k in [&t.cuda[DType::F32.index()], mid] {
-            assert!(optimized(&k.source).contains(split), "{}", k.name);
-            assert!(!optimized(&k.source).contains("PSG_QUICK"), "{}", k.name);
+            assert!(optimized_source(&k.source).contains(split), "{}", k.name);
+            assert!(
+                !optimized_source(&k.source).contains("PSG_QUICK"),
+                "{}",
+                k.name
+            );
             assert_eq!(
                 k.source.matches("#if defined(PSG_QUICK)").count(),
                 1,
@@ -401,7 +390,12 @@ fn bit_sliced_selections_split_their_keys_in_optimized_builds_only() {
     // The MAD's first selection (a column's own keys) splits, its second (distances) not.
     for name in ["mad_mean", "mad_clean"] {
         let k = &tiled(name).cuda[DType::F32.index()];
-        assert_eq!(optimized(&k.source).matches(split).count(), 1, "{}", k.name);
+        assert_eq!(
+            optimized_source(&k.source).matches(split).count(),
+            1,
+            "{}",
+            k.name
+        );
         let k = &tiled(name).cuda[DType::BF16.index()];
         assert!(!k.source.contains(split), "{}", k.name);
     }
