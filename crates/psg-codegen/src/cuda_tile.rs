@@ -2045,11 +2045,12 @@ fn emit_select(
         // A split selection's source is longer (NVRTC's quick build took 1.3-1.7 times as
         // long): the quick build (`PSG_QUICK`, see `psg-runtime`'s `quick_options`) selects
         // without the split, the same keys.
-        let (whole, split) = (body(false), body(flags.split));
-        if split == whole {
-            s.push_str(&whole);
-        } else {
-            write!(s, "#if defined(PSG_QUICK)\n{whole}#else\n{split}#endif\n").ok();
+        let whole = body(false);
+        match flags.split.then(|| body(true)) {
+            Some(split) if split != whole => {
+                write!(s, "#if defined(PSG_QUICK)\n{whole}#else\n{split}#endif\n").ok();
+            }
+            _ => s.push_str(&whole),
         }
         if let Some(PairedCode { name: name2, .. }) = &paired {
             writeln!(
@@ -2703,117 +2704,72 @@ fn sliced_select(
     // The lowest plane the counting reads.
     let floor = if split { 16 } else { low };
     let full = 32 * parts;
-    let to_planes = if split {
-        // A key of sample `b` into `{v}` (0 where the sample is past B).
-        let key_into = |v: &str, checked: bool| match raw {
-            Some(_) if checked => format!(" if (b < n_bi) {v} = {raw_bits};"),
-            Some(_) => format!(" {v} = {raw_bits};"),
-            None => {
-                let body = key_code
-                    .lines()
-                    .map(|l| format!("    {l}\n"))
-                    .collect::<String>();
-                if checked {
-                    format!(" if (b < n_bi) {{\n{body}                        {v} = key;\n                    }}")
-                } else {
-                    format!(" {{\n{body}                        {v} = key;\n                    }}")
-                }
-            }
-        };
-        let pair_loop = |checked: bool| {
-            format!(
-                r#"                #pragma unroll
-                for (int m = 0; m < 32; ++m) {{
-                    const int b = w + {parts} * m;
-                    psg_key k = 0u;{}
-                    pl[m] = k;
-                }}
-"#,
-                key_into("k", checked),
-            )
-        };
-        let top = match raw {
-            Some(_) => format!(
-                r#"            // The top planes as the values' (see below): a key's bit is the value's flipped by
-            // the sign, its top bit the sign's complement.
-            const int nv = min(32, max(0, (n_bi - w + {}) >> {parts_log2}));
-            const psg_key vm = nv >= 32 ? ~0u : ((1u << nv) - 1u);
-            const psg_key sg = pl[15];
-            #pragma unroll
-            for (int i = 0; i < 15; ++i) dst[(i + 16) << 8] = (pl[i] ^ sg) & vm;
-            dst[31 << 8] = ~sg & vm;
-"#,
-                parts - 1
-            ),
-            None => "            #pragma unroll\n            for (int i = 0; i < 16; ++i) dst[(i + 16) << 8] = pl[i];\n".to_string(),
-        };
+    let load = match raw {
+        Some(_) => format!("                    if (b < n_bi) pl[m] = {raw_bits};\n"),
+        None => format!(
+            "                    if (b < n_bi) {{\n{}                        pl[m] = key;\n                    }}\n",
+            key_code
+                .lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        ),
+    };
+    let load_full = match raw {
+        Some(_) => format!("                    pl[m] = {raw_bits};\n"),
+        None => format!("{key_code}                    pl[m] = key;\n"),
+    };
+    let dst = "            psg_key* const dst = planes + (lane << 3) + (w ^ ((lane >> 2) & 7));\n";
+    // The planes of a column's own keys from the values' `bits` top bits (the transpose's first
+    // `bits - 1` words and its sign word).
+    let value_planes = |bits: u32, dst: &str| {
         format!(
-            r#"            // Thread (lane, w): the keys of column lane at samples w + {parts}m, their top 16 bits
-            // to bit planes 16-31, their low 16 bits as they are to 0-15, two a word ({halves}).
-            psg_key pl[32];
-            if (n_bi >= {full}) {{
-                // Every sample exists: no checks.
-{}            }} else {{
-{}            }}
-            // The low halves, after every load (stored among the loads: 1.015 of the time).
-            psg_key* const dst = planes + (lane << 3) + (w ^ ((lane >> 2) & 7));
-            #pragma unroll
-            for (int m = 0; m < 32; m += 2) dst[(m >> 1) << 8] = __byte_perm(pl[m], pl[m + 1], 0x5410);
-            #pragma unroll
-            for (int m = 0; m < 32; ++m) pl[m] >>= 16;
-            psg_transpose32(pl);
-{top}"#,
-            pair_loop(false),
-            pair_loop(true),
-            halves = if raw.is_some() {
-                "the values' bits"
-            } else {
-                "the keys'"
-            },
-        )
-    } else {
-        let load = match raw {
-            Some(_) => format!("                    if (b < n_bi) pl[m] = {raw_bits};\n"),
-            None => format!(
-                "                    if (b < n_bi) {{\n{}                        pl[m] = key;\n                    }}\n",
-                key_code
-                    .lines()
-                    .map(|l| format!("    {l}\n"))
-                    .collect::<String>()
-            ),
-        };
-        let load_full = match raw {
-            Some(_) => format!("                    pl[m] = {raw_bits};\n"),
-            None => format!("{key_code}                    pl[m] = key;\n"),
-        };
-        let store = match raw {
-            Some(bits) => format!(
-                r#"            // Planes of the values' bits: a key's bit is the value's flipped by the sign, and
+            r#"            // Planes of the values' bits: a key's bit is the value's flipped by the sign, and
             // its top bit the sign's complement (psg_to_key), a plane at a time; the planes of
             // samples past B stay clear, as their keys' would.
             const int nv = min(32, max(0, (n_bi - w + {}) >> {parts_log2}));
             const psg_key vm = nv >= 32 ? ~0u : ((1u << nv) - 1u);
             const psg_key sg = pl[{}];
-            psg_key* const dst = planes + (lane << 3) + (w ^ ((lane >> 2) & 7));
-            #pragma unroll
+{dst}            #pragma unroll
             for (int i = 0; i < {}; ++i) dst[{}] = (pl[i] ^ sg) & vm;
             dst[31 << 8] = ~sg & vm;
 "#,
-                parts - 1,
-                bits - 1,
-                bits - 1,
-                if bits == 32 {
-                    "i << 8".to_string()
-                } else {
-                    format!("(i + {}) << 8", 32 - bits)
-                }
-            ),
-            None => format!(
-                "            psg_key* const dst = planes + (lane << 3) + (w ^ ((lane >> 2) & 7));\n            #pragma unroll\n            for (int i = {low}; i < 32; ++i) dst[i << 8] = pl[i];\n"
-            ),
+            parts - 1,
+            bits - 1,
+            bits - 1,
+            if bits == 32 {
+                "i << 8".to_string()
+            } else {
+                format!("(i + {}) << 8", 32 - bits)
+            }
+        )
+    };
+    // After the keys' transpose, its words to the planes.
+    let store = if split {
+        // The low halves after every load (stored among the loads: 1.015 of the time), then
+        // the top halves' transpose.
+        let top = match raw {
+            Some(_) => value_planes(16, ""),
+            None => "            #pragma unroll\n            for (int i = 0; i < 16; ++i) dst[(i + 16) << 8] = pl[i];\n".to_string(),
         };
         format!(
-            r#"            // Thread (lane, w): the keys of column lane at samples w + {parts}m, to bit planes.
+            r#"{dst}            #pragma unroll
+            for (int m = 0; m < 32; m += 2) dst[(m >> 1) << 8] = __byte_perm(pl[m], pl[m + 1], 0x5410);
+            #pragma unroll
+            for (int m = 0; m < 32; ++m) pl[m] >>= 16;
+            psg_transpose32(pl);
+{top}"#
+        )
+    } else {
+        let planes = match raw {
+            Some(bits) => value_planes(bits, dst),
+            None => format!(
+                "{dst}            #pragma unroll\n            for (int i = {low}; i < 32; ++i) dst[i << 8] = pl[i];\n"
+            ),
+        };
+        format!("            psg_transpose32(pl);\n{planes}")
+    };
+    let to_planes = format!(
+        r#"            // Thread (lane, w): the keys of column lane at samples w + {parts}m, to bit planes{what}.
             psg_key pl[32];
             if (n_bi >= {full}) {{
                 // Every sample exists: no checks.
@@ -2828,10 +2784,13 @@ fn sliced_select(
                     pl[m] = 0u;
 {load}                }}
             }}
-            psg_transpose32(pl);
-{store}"#
-        )
-    };
+{store}"#,
+        what = if split {
+            ": their top 16 bits; the low 16\n            // as they are, two a word, to planes 0-15"
+        } else {
+            ""
+        },
+    );
     let mut s = String::new();
     write!(
         s,
