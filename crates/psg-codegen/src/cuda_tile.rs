@@ -264,6 +264,8 @@ struct SelectFlags {
     /// A bit-sliced selection may split its keys (see [`sliced_select`], 5.): the plan's only
     /// one (a paired selection's two count as one), or its first on a column's own keys.
     split: bool,
+    /// The bit planes hold only the keys' top 16 (see [`half_planes`]).
+    half_planes: bool,
 }
 
 /// A second selection that a bit-sliced one makes beside its own, on the same bit planes: its
@@ -320,8 +322,20 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32, u32) {
     };
     // Up to `PACKED_BINS_MAX_B`, 32-bit keys are bit-sliced: the same header, then the planes
     // (see `sliced_select`).
+    let input = if transformed.is_some() {
+        None
+    } else {
+        Some(dtype)
+    };
+    // Half the planes, but not less than the sorted lists of the kernel for small B, which
+    // take the same scratch (see `SMALL_MAX_B`).
+    let plane_bytes = if half_planes(plan, input) {
+        (PLANE_BYTES / 2).max((BINS / 2 + WARPS) * 32 * 4)
+    } else {
+        PLANE_BYTES
+    };
     let packed = match dtype.acc() {
-        Acc::F32 if selects => ((WARPS + 3) * 32 * 4 + PLANE_BYTES) as u32 + 3 * 32 * acc,
+        Acc::F32 if selects => ((WARPS + 3) * 32 * 4 + plane_bytes) as u32 + 3 * 32 * acc,
         _ => histogram(BINS / 2),
     };
     (
@@ -477,6 +491,15 @@ fn keys_of(plan: &Plan, t: usize) -> Keys {
 /// value has 16 clear mantissa bits (see `emit_select`), which decides how its selection ends.
 fn bf16_own_keys(plan: &Plan, t: usize, input: Option<DType>) -> bool {
     keys_of(plan, t) == Keys::Direct && input == Some(DType::BF16)
+}
+
+/// Whether every selection of the plan is on a bf16 column's own keys ([`bf16_own_keys`]), so
+/// that a bit-sliced selection's planes hold only the keys' top 16 bits: half of
+/// [`PLANE_BYTES`], and the multiprocessor keeps the rest as L1 cache.
+fn half_planes(plan: &Plan, input: Option<DType>) -> bool {
+    plan.steps
+        .iter()
+        .all(|s| !matches!(s, Step::Select(t) if !bf16_own_keys(plan, *t, input)))
 }
 
 /// Whether some selection needs the key array.
@@ -820,9 +843,18 @@ fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, blocks:
 /// spill; four blocks' share (64), where shared memory allows four (bf16 at B = 64), measured
 /// slower at B = 256 (BENCHMARKS.md). The kernel for small B is held to four blocks'
 /// share where [`four_blocks`] says. A bit-sliced selection (see [`sliced_select`]) holds a
-/// thread's 32 keys and then its planes in registers: at three blocks' share NVRTC spilled
-/// (176 bytes a thread in the f32 median), and two blocks took 0.84 of the time (H200, g[256,
-/// 4M], against the spilling kernel).
+/// thread's 32 keys and then its planes in registers. Before the split keys NVRTC spilled 176
+/// bytes a thread at three blocks' share (the f32 median), and two blocks took 0.84 of the
+/// time (H200, g[256, 4M]). With them (and a bf16 column's own keys, transposed 16 bits) it
+/// keeps at most 72 bytes in a frame, and the kernels run three blocks, but for the
+/// kernel for B up to 256 ([`PACKED_BINS_MAX_B`]) of a plan of one selection whose planes are
+/// whole (not [`half_planes`]). Three blocks leave that kernel a third of the L1 cache of two
+/// (shared memory: 66 KiB a block), and took 1.03-1.21 of the time (f32 median, quantile,
+/// `kth`, clipped median; H100, same run, g[256, 4M]). Else three took, of two's time (same
+/// run): at g[256, 4M] the trimmed mean 0.91 in f32 and 0.89 in bf16 (half planes), the MAD
+/// mean 1.00 and 0.90, bf16 median, quantile and `kth` with half planes 0.90, 0.91 and 0.85
+/// (whole planes: 1.02, 1.03, 0.98); at g[128, 8M] (the kernel for B up to [`MID_MAX_B`])
+/// 0.76-0.96, every op.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Blocks {
     Two,
@@ -1057,10 +1089,16 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
             .any(|(_, settle)| settle.as_ref().is_some_and(|v| v.iter().any(f)))
     };
     let four = small && four_blocks(plan, dtype, transform.is_some());
-    let blocks = match (four, sliced) {
-        (true, _) => Blocks::Four,
-        (false, true) => Blocks::Two,
-        (false, false) => Blocks::Three,
+    let selections = steps
+        .iter()
+        .filter(|(s, _)| matches!(s, Step::Select(_)))
+        .count();
+    let blocks = if four {
+        Blocks::Four
+    } else if sliced && shape == Shape::Packed && selections == 1 && !half_planes(plan, input) {
+        Blocks::Two
+    } else {
+        Blocks::Three
     };
     let mut s = kernel_head_named(plan, dtype, "tiled (one read of g)", &name, blocks);
     // The tile's element, and how a pass reads one.
@@ -1171,11 +1209,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     }
 
     let mut loops = 0;
-    // Selections, and whether a bit-sliced selection has issued the next tile's loads.
-    let selections = steps
-        .iter()
-        .filter(|(s, _)| matches!(s, Step::Select(_)))
-        .count();
+    // Whether a bit-sliced selection has issued the next tile's loads.
     let mut fetched = false;
     // A selection fused into the one before it (see `Paired`).
     let mut fused = None;
@@ -1243,6 +1277,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     fetch: sliced && !fetched,
                     parts_log2,
                     tie_unread: next && tie_unread(plan, *t),
+                    half_planes: half_planes(plan, input),
                     split: selections == 1
                         || (selections == 2 && pair.is_some())
                         || (sliced && !fetched && keys_of(plan, *t) == Keys::Direct),
@@ -1904,6 +1939,7 @@ fn emit_select(
         parts_log2: _,
         tie_unread: _,
         split: _,
+        half_planes: _,
     } = flags;
     let r = &plan.temps[t].reduce;
     let ReduceOp::Kth(k) = &r.op else {
@@ -2626,7 +2662,11 @@ const EARLY_STOP: u32 = 2;
 /// selection).
 ///
 /// A bf16 column's own keys (`low` = 16) have 16 bits that the sign decides: only the top 16
-/// planes are stored and searched. Against the 8-bit digit passes (H200, g[256, 4M],
+/// planes are stored and searched. Where every selection of the plan is on such keys
+/// ([`half_planes`]), the scratch holds only those (plane 16 first): 15 KiB less shared memory
+/// a block, which the multiprocessor keeps as L1 cache. With three blocks a multiprocessor
+/// (see [`Blocks`]) the bf16 median took 0.90 of the time of two blocks with whole planes,
+/// `kth` 0.85 (H100, same run, g[256, 4M]); whole planes at three blocks, 1.02 and 0.98. Against the 8-bit digit passes (H200, g[256, 4M],
 /// hand-edited kernels, results bit for bit the same): the f32 median 0.86 of the time, bf16
 /// 0.57. A part a lane (8 lanes a column, every warp busy) took 0.91 and 0.61: a bit's count
 /// costs a third shuffle; four parts a lane 1.21 and 0.74 (fewer threads for the same chain of
@@ -2653,6 +2693,7 @@ fn sliced_select(
         parts_log2,
         tie_unread,
         split,
+        half_planes,
         ..
     } = flags;
     // P parts of 32 samples a column, L = P / 2 lanes a column, two parts a lane.
@@ -2795,7 +2836,7 @@ fn sliced_select(
     write!(
         s,
         r#"        const bool valid = k >= 0 && k < total;
-{rank2}        psg_key* const planes = (psg_key*)bins;
+{rank2}        psg_key* const planes = (psg_key*)bins{planes_at};
         {open}{{
 {to_planes}        }}
 {fetch}        if (w == 0) {{ pick[32 + lane] = (int)total; pick[64 + lane] = valid && active ? (int)k : -1;{pick2} }}
@@ -2824,6 +2865,8 @@ fn sliced_select(
         },
         lg = parts_log2 - 1,
         lmask = lanes - 1,
+        // With half the planes (keys' top 16 bits only), plane 16 is the scratch's first.
+        planes_at = if half_planes { " - (16 << 8)" } else { "" },
         r0 = parts - 1,
         r1 = parts - 2,
         to_planes = to_planes,

@@ -1,6 +1,6 @@
 //! Every built-in's CUDA source, for every dtype, and every hand-written kernel compiles through
 //! NVRTC to CUBIN for sm_75, sm_80 and sm_90 (and as a quick build for sm_90), and the kernels held to a register cap compile
-//! without local memory (no spills). Needs only libnvrtc (no GPU). Where libnvrtc is missing
+//! without local memory (no spills; a bit-sliced selection's few words at most). Needs only libnvrtc (no GPU). Where libnvrtc is missing
 //! the test fails if `PSG_REQUIRE_NVRTC=1` (CI sets it); otherwise it says why and checks nothing.
 
 use psg_runtime::{compile_cubin, nvrtc_status, KernelSource};
@@ -164,6 +164,12 @@ fn kernels_held_to_a_register_cap_use_no_local_memory() {
         control_frame >= 256,
         "the control kernel should need a stack frame, got {control_frame} bytes"
     );
+    // A bit-sliced selection (`psg_transpose32`) may keep a few words in a frame: with the
+    // split keys, at three blocks' registers, at most 72 bytes (the f32 MAD mean), which took
+    // less time than two blocks without a frame where the runtime runs three (BENCHMARKS.md);
+    // held to two blocks, its selection loops fully unrolled (no frame when unrolled by 16)
+    // took 0.94 of the time (the f32 median, H200). A larger frame would be a real spill.
+    let sliced = |k: &KernelSource| k.source.contains("psg_transpose32(");
     let capped: Vec<&KernelSource> = all_kernels()
         .into_iter()
         .filter(|k| {
@@ -179,7 +185,11 @@ fn kernels_held_to_a_register_cap_use_no_local_memory() {
             .any(|k| k.source.contains("__launch_bounds__(256, 4)") && k.name.ends_with("_small")),
         "no kernel held to four blocks"
     );
-    for k in capped {
+    assert!(
+        capped.iter().any(|k| sliced(k)) && capped.iter().any(|k| !sliced(k)),
+        "capped kernels should include bit-sliced ones and others"
+    );
+    for k in capped.iter().filter(|k| !sliced(k)) {
         let cubin = compile_cubin(&k.source, &k.name, (9, 0)).unwrap();
         assert_eq!(
             frame_size(&cubin),
@@ -188,21 +198,24 @@ fn kernels_held_to_a_register_cap_use_no_local_memory() {
             k.name
         );
     }
-    // The bit-sliced kernels, held to two blocks' registers (128), may keep a few words in a
-    // frame: their selection loops fully unrolled (no frame when unrolled by 16) took 0.94 of
-    // the time (the f32 median, H200). A larger frame would be a real spill.
     let two: Vec<&KernelSource> = all_kernels()
         .into_iter()
         .filter(|k| k.source.contains("__launch_bounds__(256, 2)"))
         .collect();
     assert!(
-        two.len() >= 20,
+        two.len() >= 10,
         "only {} kernels held to two blocks",
         two.len()
     );
-    for k in two {
+    let all_sliced: Vec<&KernelSource> = all_kernels().into_iter().filter(|k| sliced(k)).collect();
+    assert!(
+        all_sliced.len() >= 20,
+        "only {} bit-sliced kernels",
+        all_sliced.len()
+    );
+    for k in all_sliced {
         let cubin = compile_cubin(&k.source, &k.name, (9, 0)).unwrap();
         let frame = frame_size(&cubin);
-        assert!(frame <= 64, "{} uses {frame} bytes of local memory", k.name);
+        assert!(frame <= 80, "{} uses {frame} bytes of local memory", k.name);
     }
 }

@@ -2,7 +2,7 @@
 //! of one CPU implementation: a change to the code generator shows up here as a reviewed diff.
 
 use psg_codegen::cuda_tile::optimized_source;
-use psg_runtime::DType;
+use psg_runtime::{DType, KernelSource};
 
 #[test]
 fn generated_cuda_of_every_builtin() {
@@ -110,12 +110,19 @@ fn packed_digit_counts_end_at_the_same_batch_in_codegen_and_runtime() {
                 median.fixed_bytes_large[i],
                 median.fixed_bytes[i] + 256 * 32 * 2
             );
-        } else {
+        } else if d == DType::F32 {
             // 32 planes of 8 parts of 32 columns (32 KiB) where the large kernel has 256 bins
             // of 32-bit counts (32 KiB): the same, less the 16-bit counts' row a warp's header.
             assert!(
                 median.fixed_bytes[i] > 32 * 1024
                     && median.fixed_bytes[i] <= median.fixed_bytes_large[i]
+            );
+        } else {
+            // A bf16 column's own keys: only the top 16 planes (16 KiB), and no less than the
+            // sorted lists of the kernel for small B (136 rows of 32 words: 17 KiB).
+            assert_eq!(
+                median.fixed_bytes[i] + (32 - 17) * 1024,
+                median.fixed_bytes[DType::F32.index()]
             );
         }
         let below = median
@@ -408,4 +415,39 @@ fn tiled(name: &str) -> psg_runtime::TiledKernels {
         .find(|d| d.name == name)
         .and_then(|d| d.tiled.clone())
         .expect("a built-in with tiled kernels")
+}
+
+#[test]
+fn bit_sliced_kernels_run_two_blocks_only_for_one_selection_on_whole_planes() {
+    let bounds = |k: &KernelSource| {
+        ["2", "3"]
+            .into_iter()
+            .find(|n| k.source.contains(&format!("__launch_bounds__(256, {n})")))
+            .unwrap_or("none")
+    };
+    let half = "(psg_key*)bins - (16 << 8)";
+    for name in ["median", "quantile_q", "kth_smallest", "median_low"] {
+        let t = tiled(name);
+        let mid = t.mid.as_ref().expect("a kernel for middling B");
+        let (f32_tile, bf16_tile) = (&t.cuda[DType::F32.index()], &t.cuda[DType::BF16.index()]);
+        // f32 keys fill the 32 planes: two blocks and the L1 cache they leave.
+        assert_eq!(bounds(f32_tile), "2", "{}", f32_tile.name);
+        assert!(!f32_tile.source.contains(half), "{}", f32_tile.name);
+        // A bf16 column's own keys: half the planes, three blocks.
+        assert_eq!(bounds(bf16_tile), "3", "{}", bf16_tile.name);
+        assert!(bf16_tile.source.contains(half), "{}", bf16_tile.name);
+        for d in [DType::F32, DType::BF16] {
+            assert_eq!(bounds(&mid[d.index()]), "3", "{}", mid[d.index()].name);
+        }
+    }
+    // Plans of two selections run three blocks; the MAD's distances are not a column's own
+    // keys, so its planes are whole.
+    for name in ["trim_mean", "mad_mean"] {
+        for d in [DType::F32, DType::BF16] {
+            let k = &tiled(name).cuda[d.index()];
+            assert_eq!(bounds(k), "3", "{}", k.name);
+            let want = name == "trim_mean" && d == DType::BF16;
+            assert_eq!(k.source.contains(half), want, "{}", k.name);
+        }
+    }
 }
