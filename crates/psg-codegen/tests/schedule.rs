@@ -718,16 +718,33 @@ fn the_small_batch_kernel_sorts_whole_columns() {
 
 /// Up to `PACKED_BINS_MAX_B` a selection on 32-bit keys is bit-sliced: keys to bit planes in
 /// registers, then a bit at a time from the top (a count, two shuffles) in lanes of four a
-/// column; no digit counts. The kernel is held to two blocks' registers, and the first
-/// selection, not the loop's head, issues the next tile's loads. 64-bit keys count digits.
+/// column; no digit counts. The kernel is held to three blocks' registers (two for a plan of
+/// one selection on whole planes, as the median's on f32 keys), and the first selection, not
+/// the loop's head, issues the next tile's loads. 64-bit keys count digits.
 #[test]
 fn selections_up_to_256_samples_are_bit_sliced() {
     const { assert!(psg_codegen::cuda_tile::PACKED_BINS_MAX_B <= 256) };
     let mad = generate(&mad()).unwrap();
+    let median = generate(&median()).unwrap();
+    for d in [DType::F32, DType::F16] {
+        assert!(
+            median.cuda_tile[d.index()].contains("__launch_bounds__(256, 2)"),
+            "{d:?}"
+        );
+    }
+    // A bf16 column's own keys take half the planes, and three blocks.
+    let bf16 = &median.cuda_tile[DType::BF16.index()];
+    assert!(
+        bf16.contains("__launch_bounds__(256, 3)") && bf16.contains("(psg_key*)bins - (16 << 8)")
+    );
     for d in [DType::F32, DType::BF16, DType::F16] {
         // What the optimized build compiles (the f32 median's quick form aside).
         let src = &optimized_source(&mad.cuda_tile[d.index()]);
-        assert!(src.contains("__launch_bounds__(256, 2)"), "{d:?}");
+        assert!(src.contains("__launch_bounds__(256, 3)"), "{d:?}");
+        assert!(
+            !src.contains("bins - (16 << 8)"),
+            "the MAD's distances fill 32 planes"
+        );
         assert_eq!(src.matches("psg_transpose32(pl);").count(), 2, "{src}");
         // A selection's count of a bit (the split's low bits have one of their own, deeper).
         assert_eq!(
