@@ -320,15 +320,14 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32, u32) {
             0
         }
     };
-    // Up to `PACKED_BINS_MAX_B`, 32-bit keys are bit-sliced: the same header, then the planes
-    // (see `sliced_select`).
     let input = if transformed.is_some() {
         None
     } else {
         Some(dtype)
     };
-    // Half the planes, but not less than the sorted lists of the kernel for small B, which
-    // take the same scratch (see `SMALL_MAX_B`).
+    // Up to `PACKED_BINS_MAX_B`, 32-bit keys are bit-sliced: the same header, then the planes
+    // (see `sliced_select`); half of them where `half_planes`, but not less than the sorted
+    // lists of the kernel for small B, which take the same scratch (see `SMALL_MAX_B`).
     let plane_bytes = if half_planes(plan, input) {
         (PLANE_BYTES / 2).max((BINS / 2 + WARPS) * 32 * 4)
     } else {
@@ -2666,9 +2665,10 @@ const EARLY_STOP: u32 = 2;
 /// ([`half_planes`]), the scratch holds only those (plane 16 first): 15 KiB less shared memory
 /// a block, which the multiprocessor keeps as L1 cache. With three blocks a multiprocessor
 /// (see [`Blocks`]) the bf16 median took 0.90 of the time of two blocks with whole planes,
-/// `kth` 0.85 (H100, same run, g[256, 4M]); whole planes at three blocks, 1.02 and 0.98. Against the 8-bit digit passes (H200, g[256, 4M],
-/// hand-edited kernels, results bit for bit the same): the f32 median 0.86 of the time, bf16
-/// 0.57. A part a lane (8 lanes a column, every warp busy) took 0.91 and 0.61: a bit's count
+/// `kth` 0.85 (H100, same run, g[256, 4M]); whole planes at three blocks, 1.02 and 0.98.
+///
+/// Against the 8-bit digit passes (H200, g[256, 4M], hand-edited kernels, results bit for bit
+/// the same): the f32 median 0.86 of the time, bf16 0.57. A part a lane (8 lanes a column, every warp busy) took 0.91 and 0.61: a bit's count
 /// costs a third shuffle; four parts a lane 1.21 and 0.74 (fewer threads for the same chain of
 /// dependent steps); the next value found in the same pass as the selection 1.10 and 0.70; two
 /// bits a step (three counts packed in a word, half the steps) 1.13-1.23 of the one-bit
