@@ -492,13 +492,17 @@ fn bf16_own_keys(plan: &Plan, t: usize, input: Option<DType>) -> bool {
     keys_of(plan, t) == Keys::Direct && input == Some(DType::BF16)
 }
 
-/// Whether every selection of the plan is on a bf16 column's own keys ([`bf16_own_keys`]), so
-/// that a bit-sliced selection's planes hold only the keys' top 16 bits: half of
-/// [`PLANE_BYTES`], and the multiprocessor keeps the rest as L1 cache.
+/// Whether the plan selects, and every selection is on a bf16 column's own keys
+/// ([`bf16_own_keys`]), so that a bit-sliced selection's planes hold only the keys' top 16
+/// bits: half of [`PLANE_BYTES`], and the multiprocessor keeps the rest as L1 cache.
 fn half_planes(plan: &Plan, input: Option<DType>) -> bool {
-    plan.steps
-        .iter()
-        .all(|s| !matches!(s, Step::Select(t) if !bf16_own_keys(plan, *t, input)))
+    let mut selects = plan.steps.iter().filter_map(|s| match s {
+        Step::Select(t) => Some(*t),
+        _ => None,
+    });
+    let first = selects.next();
+    first.is_some_and(|t| bf16_own_keys(plan, t, input))
+        && selects.all(|t| bf16_own_keys(plan, t, input))
 }
 
 /// Whether some selection needs the key array.
@@ -1159,7 +1163,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     // B is bounded by shared memory here, so 32-bit sample indices suffice.
     s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
-    let prefetch_n = prefetch_vectors(plan, small, four);
+    let prefetch_n = prefetch_vectors(plan, small, four, half_planes(plan, input));
     s.push_str(&tile_loop_consts(dtype, prefetch_n));
     // Branches opened before the one-column path, each closed after it.
     let mut branches = 0;
@@ -3436,7 +3440,13 @@ fn unpack_stores(dtype: DType, transform: bool) -> String {
 /// fit 64 registers (a tile of B <= 64 is at most 32 KiB, 8 vectors a thread; the rest of an
 /// f32 tile is copied straight to shared memory, a 16-bit tile is 4 vectors a thread). Else it
 /// prefetches 6 for two selections or more (7 spilled in the MAD's cleaner), else 8.
-fn prefetch_vectors(plan: &Plan, small: bool, four: bool) -> usize {
+///
+/// A bit-sliced kernel with half the planes (`half`, see [`half_planes`]), three blocks a
+/// multiprocessor, prefetches 4: with 8 NVRTC kept 40 bytes a thread in a frame (the bf16
+/// median) and with 6, 4; with 4, none, and the bf16 median took 0.95-0.96 of the time, the
+/// quantile 0.95-0.96, `median_low` and `kth` 0.97-0.98, the trimmed mean 0.95 (H100, two same
+/// runs, g[256, 4M] and g[128, 8M]); with 6, 0.98-1.03; with 2, 0.95-0.99.
+fn prefetch_vectors(plan: &Plan, small: bool, four: bool, half: bool) -> usize {
     let selects = plan
         .steps
         .iter()
@@ -3444,6 +3454,7 @@ fn prefetch_vectors(plan: &Plan, small: bool, four: bool) -> usize {
         .count();
     match (small, four, selects >= 2) {
         (true, true, _) => 4,
+        (false, _, _) if half => 4,
         (true, false, true) => 6,
         (false, _, true) => 7,
         _ => 8,

@@ -433,9 +433,20 @@ fn bit_sliced_kernels_run_two_blocks_only_for_one_selection_on_whole_planes() {
         // f32 keys fill the 32 planes: two blocks and the L1 cache they leave.
         assert_eq!(bounds(f32_tile), "2", "{}", f32_tile.name);
         assert!(!f32_tile.source.contains(half), "{}", f32_tile.name);
-        // A bf16 column's own keys: half the planes, three blocks.
+        assert!(
+            f32_tile.source.contains("uint4 pf[8];"),
+            "{}",
+            f32_tile.name
+        );
+        // A bf16 column's own keys: half the planes, three blocks, and 4 vectors prefetched
+        // (no frame at 80 registers).
         assert_eq!(bounds(bf16_tile), "3", "{}", bf16_tile.name);
         assert!(bf16_tile.source.contains(half), "{}", bf16_tile.name);
+        assert!(
+            bf16_tile.source.contains("uint4 pf[4];"),
+            "{}",
+            bf16_tile.name
+        );
         for d in [DType::F32, DType::BF16] {
             assert_eq!(bounds(&mid[d.index()]), "3", "{}", mid[d.index()].name);
         }
