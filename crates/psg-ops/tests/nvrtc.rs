@@ -164,11 +164,12 @@ fn kernels_held_to_a_register_cap_use_no_local_memory() {
         control_frame >= 256,
         "the control kernel should need a stack frame, got {control_frame} bytes"
     );
-    // A bit-sliced selection (`psg_transpose32`) may keep a few words in a frame: with the
-    // split keys, at three blocks' registers, at most 72 bytes (the f32 MAD mean), which took
-    // less time than two blocks without a frame where the runtime runs three (BENCHMARKS.md);
-    // held to two blocks, its selection loops fully unrolled (no frame when unrolled by 16)
-    // took 0.94 of the time (the f32 median, H200). A larger frame would be a real spill.
+    // A bit-sliced selection (`psg_transpose32`) may keep a few words in a frame: at three
+    // blocks' registers, with the split keys, at most 72 bytes (the f32 MAD mean), where three
+    // blocks took no more time than two without a frame (BENCHMARKS.md, "Three blocks a
+    // multiprocessor"); held to two blocks, its selection loops fully unrolled (no frame when
+    // unrolled by 16) took 0.94 of the time (the f32 median, H200). A larger frame would be a
+    // real spill.
     let sliced = |k: &KernelSource| k.source.contains("psg_transpose32(");
     let capped: Vec<&KernelSource> = all_kernels()
         .into_iter()
