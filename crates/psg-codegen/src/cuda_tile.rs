@@ -1092,13 +1092,14 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
             .any(|(_, settle)| settle.as_ref().is_some_and(|v| v.iter().any(f)))
     };
     let four = small && four_blocks(plan, dtype, transform.is_some());
+    let half = half_planes(plan, input);
     let selections = steps
         .iter()
         .filter(|(s, _)| matches!(s, Step::Select(_)))
         .count();
     let blocks = if four {
         Blocks::Four
-    } else if sliced && shape == Shape::Packed && selections == 1 && !half_planes(plan, input) {
+    } else if sliced && shape == Shape::Packed && selections == 1 && !half {
         Blocks::Two
     } else {
         Blocks::Three
@@ -1163,7 +1164,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     // B is bounded by shared memory here, so 32-bit sample indices suffice.
     s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
-    let prefetch_n = prefetch_vectors(plan, small, four, half_planes(plan, input));
+    let prefetch_n = prefetch_vectors(plan, small, four, half);
     s.push_str(&tile_loop_consts(dtype, prefetch_n));
     // Branches opened before the one-column path, each closed after it.
     let mut branches = 0;
@@ -1280,7 +1281,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     fetch: sliced && !fetched,
                     parts_log2,
                     tie_unread: next && tie_unread(plan, *t),
-                    half_planes: half_planes(plan, input),
+                    half_planes: half,
                     split: selections == 1
                         || (selections == 2 && pair.is_some())
                         || (sliced && !fetched && keys_of(plan, *t) == Keys::Direct),
