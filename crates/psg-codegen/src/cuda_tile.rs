@@ -858,6 +858,16 @@ fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, blocks:
 /// mean 1.00 and 0.90, bf16 median, quantile and `kth` with half planes 0.90, 0.91 and 0.85
 /// (whole planes: 1.02, 1.03, 0.98); at g[128, 8M] (the kernel for B up to [`MID_MAX_B`])
 /// 0.76-0.96, every op.
+///
+/// Where every selection has half the planes ([`half_planes`]: bf16 columns' own keys), a
+/// block's shared memory is about 50 KiB (a 32 KiB tile of 64 columns, 17 KiB of scratch), and
+/// the bit-sliced kernels run four blocks a multiprocessor, at 64 registers with no frame
+/// (their transpose is of 16-bit keys). The selections' chains of counts and shuffles wait on
+/// latency (ncu: `short_sb` and `wait` stalls), which a fourth block's warps hide: against
+/// three, same run, H100, the bf16 median took 0.94 of the time at g[256, 4M] and 0.89 at
+/// g[128, 8M], the quantile 0.93 and 0.89, `kth` and `median_low` 0.91 and 0.87, the trimmed
+/// mean 0.96 and 0.94. The MAD's distances (32-bit keys, whole planes: 66 KiB a block) fit
+/// three; at 64 registers its kernel would keep 104 bytes in a frame.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Blocks {
     Two,
@@ -1097,7 +1107,8 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         .iter()
         .filter(|(s, _)| matches!(s, Step::Select(_)))
         .count();
-    let blocks = if four {
+    let blocks = if four || (sliced && half) {
+        // Half planes: the tile and scratch fit four blocks (see `Blocks`).
         Blocks::Four
     } else if sliced && shape == Shape::Packed && selections == 1 && !half {
         Blocks::Two
@@ -1233,6 +1244,14 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     .iter()
                     .find(|(s, _)| !matches!(s, Step::Let(_)))
                     .is_some_and(|(s, _)| matches!(s, Step::Select(_)));
+                // Only the output, which warp 0 writes, reads this pass's results (see
+                // `emit_pass`; in a plan that selects, but for large B).
+                let last = selects
+                    && shape != Shape::Large
+                    && matches!(plan.output, Output::Scalars(_))
+                    && steps[n + 1..]
+                        .iter()
+                        .all(|(s, _)| matches!(s, Step::Let(_)));
                 emit_loop(
                     &mut s,
                     plan,
@@ -1240,6 +1259,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     settle.as_deref(),
                     half,
                     select_next,
+                    last,
                     unroll,
                     &syntax,
                     &e,
@@ -1671,6 +1691,8 @@ fn emit_pair_pass(
     }
 }
 
+/// A pass over the column (see [`emit_pass`]), skipped where the selections before it settle
+/// every reduction it holds; `last`: only the output reads its results.
 #[allow(clippy::too_many_arguments)]
 fn emit_loop(
     s: &mut String,
@@ -1679,6 +1701,7 @@ fn emit_loop(
     settle: Option<&[Settled]>,
     half: usize,
     wait_after: bool,
+    last: bool,
     unroll: usize,
     syntax: &Cuda,
     e: &dyn Fn(&Scalar) -> String,
@@ -1739,10 +1762,14 @@ fn emit_loop(
                 known.join(" && ")
             )
             .ok();
-            emit_pass(s, plan, temps, half, unroll, syntax, e, keep, from_tile);
+            emit_pass(
+                s, plan, temps, half, last, unroll, syntax, e, keep, from_tile,
+            );
             s.push_str("    }\n");
         }
-        None => emit_pass(s, plan, temps, half, unroll, syntax, e, keep, from_tile),
+        None => emit_pass(
+            s, plan, temps, half, last, unroll, syntax, e, keep, from_tile,
+        ),
     }
     if wait_after {
         s.push_str("    __syncthreads();\n");
@@ -1750,13 +1777,22 @@ fn emit_loop(
 }
 
 /// One pass over the column computing `temps` (declared before it): each thread's partials, then
-/// the 8 warps' partials combined through half `half` of `part`.
+/// the 8 warps' partials combined through half `half` of `part`. Where only the output reads
+/// them (`last`: the last pass of a plan that selects, its results written by warp 0), warp 0
+/// alone combines them: the other warps' 8 loads and 7 adds a result would go unread (the bf16
+/// trimmed mean at g[256, 4M] spent 5% of its instructions there, ncu, H100). Same run, H100:
+/// the trimmed mean took 0.96 of the time at g[256, 4M] and 0.95 at g[128, 8M] in bf16, 0.98
+/// and 0.97 in f32, 0.96 at g[64, 16M]; the other selecting plans 0.99-1.02. Not in plans
+/// without a selection, whose slabs are short: the bf16 Gaussian-weighted sum at g[1024, 1M]
+/// took 1.05 of the time, the others 0.99-1.01. Nor in the kernel for large B (which took as
+/// long either way, and the f32 clipped median's kept 16 bytes in a frame).
 #[allow(clippy::too_many_arguments)]
 fn emit_pass(
     s: &mut String,
     plan: &Plan,
     temps: &[usize],
     half: usize,
+    last: bool,
     unroll: usize,
     syntax: &Cuda,
     e: &dyn Fn(&Scalar) -> String,
@@ -1810,7 +1846,25 @@ fn emit_pass(
         slot += slots_of(&plan.temps[t].reduce.op);
     }
     s.push_str("    __syncthreads();\n");
-    combine_warps(s, plan, temps, false, &at);
+    if !last {
+        combine_warps(s, plan, temps, false, &at);
+        return;
+    }
+    let mut combined = String::new();
+    combine_warps(&mut combined, plan, temps, false, &at);
+    // A sum's combining line declares it: declared here, assigned in warp 0.
+    for &t in temps {
+        if plan.temps[t].reduce.op == ReduceOp::Sum {
+            let name = names::temp(t);
+            writeln!(s, "    psg_acc {name} = {};", syntax.literal(0.0)).ok();
+            combined = combined.replace(&format!("const psg_acc {name} = "), &format!("{name} = "));
+        }
+    }
+    s.push_str("    if (w == 0) {\n");
+    for line in combined.lines() {
+        writeln!(s, "    {line}").ok();
+    }
+    s.push_str("    }\n");
 }
 
 /// Combines the 8 warps' partials of `temps` in warp order; `at(slot, r)` is warp `r`'s value of
@@ -2611,9 +2665,10 @@ const EARLY_STOP: u32 = 2;
 ///    Same run, `psg-bench`, H200, g[256, 4M] (with the unchecked loads of step 1 where every
 ///    sample exists): f32 median 0.92 of the time, quantile 0.95, `kth` 0.94, MAD mean 0.90,
 ///    trimmed mean 0.97, clipped median 0.93; every 4 bits instead of 2 (another same run,
-///    against its own baseline): 0.96, 0.98, 0.97, 0.89, 0.96, 0.93. Not for a bf16 column's own keys (16 steps) but where a paired
-///    selection shares the planes: the bf16 median took 1.03-1.05 of the time with it, the
-///    bf16 trimmed mean 0.94. A column's count summed with `__reduce_add_sync` over its four
+///    against its own baseline): 0.96, 0.98, 0.97, 0.89, 0.96, 0.93. Not for a bf16 column's
+///    own keys (16 steps): the bf16 median took 1.03-1.05 of the time with it; the bf16
+///    trimmed mean's paired bounds never stopped on normal data (ncu, H100) and took 0.95 of
+///    the time without it (H100, same run, g[256, 4M]). A column's count summed with `__reduce_add_sync` over its four
 ///    lanes (one `redux` instead of two shuffles, sm_80 and later) took 2.2-3.3 times as long
 ///    (same run, H200, g[256, 4M]).
 /// 3. The next value (`above`, the least key above the selected one), where the plan needs it:
@@ -2923,10 +2978,12 @@ fn sliced_select(
     } else {
         String::new()
     };
-    // The early stop (see `EARLY_STOP`): for 32-bit keys, and a bf16 column's own keys where
-    // a paired selection shares the planes (the trimmed mean's bounds). A bf16 median's or
-    // `kth`'s 16 steps rarely stop early and took 1.03-1.05 of the time with it.
-    let early_stop = low == 0 || pair.is_some();
+    // The early stop (see `EARLY_STOP`): for 32-bit keys only. A bf16 column's own 16 steps
+    // rarely stop early: the bf16 median took 1.03-1.05 of the time with it; the trimmed
+    // mean's paired bounds, on normal data, never stopped (ncu: 52 of 1048576 warps, H100,
+    // g[256, 4M]), and took 0.95 of the time at g[256, 4M] without it, 0.94 at g[128, 8M]
+    // (H100, same run, four blocks a multiprocessor).
+    let early_stop = low == 0;
     let (left_decl, left_zeros, left_ones) = if early_stop {
         (
             format!(
@@ -3442,11 +3499,12 @@ fn unpack_stores(dtype: DType, transform: bool) -> String {
 /// f32 tile is copied straight to shared memory, a 16-bit tile is 4 vectors a thread). Else it
 /// prefetches 6 for two selections or more (7 spilled in the MAD's cleaner), else 8.
 ///
-/// A bit-sliced kernel with half the planes (`half`, see [`half_planes`]), three blocks a
-/// multiprocessor, prefetches 4: with 8 NVRTC kept 40 bytes a thread in a frame (the bf16
-/// median) and with 6, 4; with 4, none, and the bf16 median took 0.95-0.96 of the time, the
-/// quantile 0.95-0.96, `median_low` and `kth` 0.97-0.98, the trimmed mean 0.95 (H100, two same
-/// runs, g[256, 4M] and g[128, 8M]); with 6, 0.98-1.03; with 2, 0.95-0.99.
+/// A bit-sliced kernel with half the planes (`half`, see [`half_planes`]) prefetches 4. At three
+/// blocks a multiprocessor (80 registers), with 8 NVRTC kept 40 bytes a thread in a frame (the
+/// bf16 median) and with 6, 4; with 4, none, and the bf16 median took 0.95-0.96 of the time,
+/// the quantile 0.95-0.96, `median_low` and `kth` 0.97-0.98, the trimmed mean 0.95 (H100, two
+/// same runs, g[256, 4M] and g[128, 8M]); with 6, 0.98-1.03; with 2, 0.95-0.99. Those kernels
+/// now run four blocks (see [`Blocks`]), where 4 still fit the 64 registers with no frame.
 fn prefetch_vectors(plan: &Plan, small: bool, four: bool, half: bool) -> usize {
     let selects = plan
         .steps

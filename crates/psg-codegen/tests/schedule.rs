@@ -719,7 +719,8 @@ fn the_small_batch_kernel_sorts_whole_columns() {
 /// Up to `PACKED_BINS_MAX_B` a selection on 32-bit keys is bit-sliced: keys to bit planes in
 /// registers, then a bit at a time from the top (a count, two shuffles) in lanes of four a
 /// column; no digit counts. The kernel is held to three blocks' registers (two for a plan of
-/// one selection on whole planes, as the median's on f32 keys), and the first selection, not
+/// one selection on whole planes, as the median's on f32 keys; four on half planes, a bf16
+/// column's own keys), and the first selection, not
 /// the loop's head, issues the next tile's loads. 64-bit keys count digits.
 #[test]
 fn selections_up_to_256_samples_are_bit_sliced() {
@@ -732,10 +733,10 @@ fn selections_up_to_256_samples_are_bit_sliced() {
             "{d:?}"
         );
     }
-    // A bf16 column's own keys take half the planes, and three blocks.
+    // A bf16 column's own keys take half the planes, and four blocks.
     let bf16 = &median.cuda_tile[DType::BF16.index()];
     assert!(
-        bf16.contains("__launch_bounds__(256, 3)") && bf16.contains("(psg_key*)bins - (16 << 8)")
+        bf16.contains("__launch_bounds__(256, 4)") && bf16.contains("(psg_key*)bins - (16 << 8)")
     );
     for d in [DType::F32, DType::BF16, DType::F16] {
         // What the optimized build compiles (the f32 median's quick form aside).

@@ -418,9 +418,9 @@ fn tiled(name: &str) -> psg_runtime::TiledKernels {
 }
 
 #[test]
-fn bit_sliced_kernels_run_two_blocks_only_for_one_selection_on_whole_planes() {
+fn bit_sliced_kernels_run_two_blocks_on_whole_planes_of_one_selection_four_on_half_planes() {
     let bounds = |k: &KernelSource| {
-        ["2", "3"]
+        ["2", "3", "4"]
             .into_iter()
             .find(|n| k.source.contains(&format!("__launch_bounds__(256, {n})")))
             .unwrap_or("none")
@@ -438,27 +438,38 @@ fn bit_sliced_kernels_run_two_blocks_only_for_one_selection_on_whole_planes() {
             "{}",
             f32_tile.name
         );
-        // A bf16 column's own keys: half the planes, three blocks, and 4 vectors prefetched
-        // (no frame at 80 registers).
-        assert_eq!(bounds(bf16_tile), "3", "{}", bf16_tile.name);
+        // A bf16 column's own keys: half the planes, four blocks, and 4 vectors prefetched
+        // (no frame at 64 registers).
+        assert_eq!(bounds(bf16_tile), "4", "{}", bf16_tile.name);
         assert!(bf16_tile.source.contains(half), "{}", bf16_tile.name);
         assert!(
             bf16_tile.source.contains("uint4 pf[4];"),
             "{}",
             bf16_tile.name
         );
-        for d in [DType::F32, DType::BF16] {
-            assert_eq!(bounds(&mid[d.index()]), "3", "{}", mid[d.index()].name);
-        }
+        // The kernel for middling B: three blocks on whole planes, four on half.
+        assert_eq!(
+            bounds(&mid[DType::F32.index()]),
+            "3",
+            "{}",
+            mid[DType::F32.index()].name
+        );
+        let bf16_mid = &mid[DType::BF16.index()];
+        assert_eq!(bounds(bf16_mid), "4", "{}", bf16_mid.name);
+        assert!(bf16_mid.source.contains(half), "{}", bf16_mid.name);
     }
-    // Plans of two selections run three blocks; the MAD's distances are not a column's own
-    // keys, so its planes are whole.
+    // Plans of two selections run three blocks, but on half planes (the bf16 trimmed mean's
+    // bounds); the MAD's distances are not a column's own keys, so its planes are whole.
     for name in ["trim_mean", "mad_mean"] {
         for d in [DType::F32, DType::BF16] {
             let k = &tiled(name).cuda[d.index()];
-            assert_eq!(bounds(k), "3", "{}", k.name);
             let want = name == "trim_mean" && d == DType::BF16;
+            assert_eq!(bounds(k), if want { "4" } else { "3" }, "{}", k.name);
             assert_eq!(k.source.contains(half), want, "{}", k.name);
+            // The early stop: on 32-bit keys only (a bf16 column's own 16 bits rarely part
+            // before the last).
+            let stops = k.source.contains("__all_sync(0xffffffffu, left <= 1)");
+            assert_eq!(stops, !want, "{}", k.name);
         }
     }
 }
