@@ -2576,16 +2576,24 @@ fn select_results(s: &mut String, name: &str, clean: bool, next: bool, at: Gathe
 
 /// A 32 x 32 bit transpose in registers, for [`sliced_select`]: afterwards bit `m` of `a[i]` is
 /// bit `i` of the old `a[m]`. Five steps of swapping blocks: 16- and 8-bit ones by byte
-/// permutes (a word of each pair in one instruction), 4-, 2- and 1-bit ones by masks (two).
-/// Outputs nothing reads (the low planes of a bf16 column's own keys) are dropped by NVRTC.
-const TRANSPOSE: &str = r#"template <int S>
+/// permutes (a word of each pair in one instruction), 4-, 2- and 1-bit ones by masks: a shift
+/// and a `lop3` selecting by the mask (NVRTC compiled the C form `(x & lo) | (y' & ~lo)` to two
+/// `lop3`s and the shift). Outputs nothing reads (the low planes of a bf16 column's own keys)
+/// are dropped by NVRTC.
+const TRANSPOSE: &str = r#"/* Bits of a where m is set, of b where it is clear: one lop3. */
+__device__ __forceinline__ unsigned int psg_pick_bits(unsigned int m, unsigned int a, unsigned int b) {
+    unsigned int r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xe4;" : "=r"(r) : "r"(a), "r"(b), "r"(m));
+    return r;
+}
+template <int S>
 __device__ __forceinline__ void psg_swap_blocks(unsigned int (&a)[32], unsigned int lo) {
     #pragma unroll
     for (int r = 0; r < 32; ++r) {
         if ((r & S) == 0) {
             const unsigned int x = a[r], y = a[r + S];
-            a[r] = (x & lo) | ((y << S) & ~lo);
-            a[r + S] = ((x >> S) & lo) | (y & ~lo);
+            a[r] = psg_pick_bits(lo, x, y << S);
+            a[r + S] = psg_pick_bits(lo, x >> S, y);
         }
     }
 }
