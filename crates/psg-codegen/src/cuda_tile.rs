@@ -266,6 +266,23 @@ struct SelectFlags {
     split: bool,
     /// The bit planes hold only the keys' top 16 (see [`half_planes`]).
     half_planes: bool,
+    /// `{t}_lec`, `{t}_ltc` and `{t}_cnt`: the counts at or below and below the value
+    /// ([`Settled::CountLe`], [`Settled::CountLt`]; which of them the plan reads), and whether
+    /// every column of the block has them.
+    counts: Counts,
+}
+
+/// Which of a selection's counts ([`Settled::CountLe`], [`Settled::CountLt`]) a plan reads.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    le: bool,
+    lt: bool,
+}
+
+impl Counts {
+    fn any(self) -> bool {
+        self.le || self.lt
+    }
 }
 
 /// A second selection that a bit-sliced one makes beside its own, on the same bit planes: its
@@ -274,6 +291,7 @@ struct SelectFlags {
 struct Paired {
     t: usize,
     clean: bool,
+    counts: Counts,
 }
 
 /// A [`Paired`] selection as `sliced_select` writes it: its temporary's name, whether its NaN
@@ -282,6 +300,7 @@ struct PairedCode {
     name: String,
     clean: bool,
     rank: String,
+    counts: Counts,
 }
 
 /// Shared-memory needs of the tiled kernel: bytes per (sample, column), and fixed bytes per block
@@ -648,6 +667,41 @@ enum Settled {
     /// key above the bucket (which the gathering pass keeps). Only where that is a kept value
     /// (below the largest key, which removed values take).
     Above(usize),
+    /// The count of selection `t`'s column at or below its value, `x <= v` (as the trimmed
+    /// mean's `upto_lo` counts): `v` the selection's value behind its NaN guard
+    /// ([`guarded_value`]). Where no value of the column is NaN, the count of keys at or below
+    /// the value's (the selection's rank less its rank among equal keys, plus those), unless
+    /// the value is -0 (`x <= -0` holds for +0, whose key is above): a bit-sliced paired
+    /// selection counts them (see [`sliced_select`], 4.) and says where every column of the
+    /// block has them (`{t}_cnt`). The trimmed mean's last pass then sums only: same run, H100,
+    /// at g[256, 4M] the bf16 trimmed mean took 0.96 of the time, f32 0.99 (bf16 0.97 in an
+    /// earlier run). Only in the kernel for B up to 256 ([`Shape::Packed`]): in the kernel for
+    /// B up to 128 the f32 trimmed mean took 1.03 of the time at g[128, 8M] (twice), bf16 1.00.
+    CountLe(usize),
+    /// As [`Settled::CountLe`], the count below the value, `x < v` (the trimmed mean's
+    /// `below_hi`): the keys below the value's, unless the value is +0 (-0 is not below it).
+    CountLt(usize),
+}
+
+/// Whether `x` is selection `t`'s value behind its NaN guard, as [`crate::stats::kth`] gives it
+/// a let: `select(nans > 0, NaN, t)`, `nans` the count of NaNs in `t`'s column.
+fn guarded_value(plan: &Plan, x: &Scalar, t: usize) -> bool {
+    let Scalar::Local(i) = x else {
+        return false;
+    };
+    let Scalar::Select(guard, nan, value) = &plan.lets[*i].value else {
+        return false;
+    };
+    let c = &plan.temps[t].reduce.column;
+    let nans = Scalar::Call(Func::IsNan, vec![c.value.clone()]);
+    let counts_nans = |n: &Scalar| {
+        matches!(n, Scalar::Temp(u) if plan.temps[*u].reduce.op == ReduceOp::Count
+            && plan.temps[*u].reduce.column == c.clone().filtered(nans.clone()))
+    };
+    **value == Scalar::Temp(t)
+        && nan.as_lit().is_some_and(f64::is_nan)
+        && matches!(&**guard, Scalar::Binary(BinOp::Gt, n, z)
+            if counts_nans(n) && z.as_lit() == Some(0.0))
 }
 
 /// What selection among `selects` settles reduction `temp`, if one does (see [`Settled`]).
@@ -664,6 +718,19 @@ fn settled(plan: &Plan, temp: usize, selects: &[usize]) -> Option<Settled> {
                 Some(Settled::AtOrBelow(t))
             }
             ReduceOp::MinTotal if r.column == c.clone().filtered(above) => Some(Settled::Above(t)),
+            ReduceOp::Count => {
+                // `x <= v` or `x < v` of the column's own values, `v` the guarded selection.
+                let keep = r.column.keep.as_ref()?;
+                let Scalar::Binary(op @ (BinOp::Le | BinOp::Lt), x, v) = keep else {
+                    return None;
+                };
+                let own = c.keep.is_none() && r.column.value == c.value && **x == c.value;
+                match op {
+                    BinOp::Le if own && guarded_value(plan, v, t) => Some(Settled::CountLe(t)),
+                    BinOp::Lt if own && guarded_value(plan, v, t) => Some(Settled::CountLt(t)),
+                    _ => None,
+                }
+            }
             _ => None,
         }
     })
@@ -738,17 +805,28 @@ fn tie_unread(plan: &Plan, t: usize) -> bool {
         || plan.ranks.iter().any(column))
 }
 
-/// What every reduction of a pass is settled as, or `None` when some reduction needs the pass.
-fn settle_loop(plan: &Plan, temps: &[usize], selects: &[usize]) -> Option<Vec<Settled>> {
-    temps.iter().map(|&u| settled(plan, u, selects)).collect()
+/// What settles each reduction of a pass (`None` for one that needs the pass), or `None` where
+/// nothing does.
+fn settle_loop(plan: &Plan, temps: &[usize], selects: &[usize]) -> Option<Vec<Option<Settled>>> {
+    let v: Vec<Option<Settled>> = temps.iter().map(|&u| settled(plan, u, selects)).collect();
+    v.iter().any(Option::is_some).then_some(v)
 }
 
-/// The plan's steps as the tiled kernel runs them, each pass with what settles it (`Some` when
-/// the selections before it settle every reduction it holds: the kernel then skips it where
-/// every column of the block is settled, see [`Settled`]). A pass that the selections of its
-/// own wave would settle runs after them (nothing of its wave reads its results): the count of
+/// Whether a pass's every reduction is settled (see [`settle_loop`]): the pass is skipped where
+/// every column of the block is.
+fn all_settled(settle: &Option<Vec<Option<Settled>>>) -> bool {
+    settle
+        .as_ref()
+        .is_some_and(|v| v.iter().all(Option::is_some))
+}
+
+/// The plan's steps as the tiled kernel runs them, each pass with what settles its reductions
+/// (see [`settle_loop`]: where the selections before it settle every reduction it holds, the
+/// kernel skips it where every column of the block is settled; where they settle some, it
+/// computes only the others there, see [`Settled`]). A pass that the selections of its own
+/// wave would settle runs after them (nothing of its wave reads its results): the count of
 /// NaNs that guards an order statistic (`median_low`, `kth`, the trimmed mean) is such a pass.
-fn tile_steps(plan: &Plan) -> Vec<(Step, Option<Vec<Settled>>)> {
+fn tile_steps(plan: &Plan) -> Vec<(Step, Option<Vec<Option<Settled>>>)> {
     let mut steps = plan.steps.clone();
     let selects_in = |steps: &[Step]| -> Vec<usize> {
         steps
@@ -769,7 +847,7 @@ fn tile_steps(plan: &Plan) -> Vec<(Step, Option<Vec<Settled>>)> {
             {
                 j += 1;
             }
-            if j > i + 1 && settle_loop(plan, temps, &selects_in(&steps[..j])).is_some() {
+            if j > i + 1 && all_settled(&settle_loop(plan, temps, &selects_in(&steps[..j]))) {
                 steps[i..j].rotate_left(1);
                 i = j;
                 continue;
@@ -1076,8 +1154,26 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     for (_, settle) in &mut steps {
         let finds_next =
             |x: &Settled| matches!(*x, Settled::AtOrBelow(t) | Settled::Above(t) if own(t));
-        if settle.as_ref().is_some_and(|v| v.iter().any(finds_next)) {
+        if settle
+            .as_ref()
+            .is_some_and(|v| v.iter().flatten().any(finds_next))
+        {
             *settle = None;
+        }
+        // The counts at or below and below a value come from a bit-sliced paired selection
+        // only (see `sliced_select`), in the kernel for B up to 256 (see `Settled::CountLe`).
+        if let Some(v) = settle
+            .as_mut()
+            .filter(|_| shape != Shape::Packed || !sliced)
+        {
+            for x in v.iter_mut() {
+                if matches!(x, Some(Settled::CountLe(_) | Settled::CountLt(_))) {
+                    *x = None;
+                }
+            }
+            if v.iter().all(Option::is_none) {
+                *settle = None;
+            }
         }
     }
     // A slab ends with a barrier only where something after its last pass's barrier reads shared
@@ -1099,7 +1195,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     let settles = |f: &dyn Fn(&Settled) -> bool| {
         steps
             .iter()
-            .any(|(_, settle)| settle.as_ref().is_some_and(|v| v.iter().any(f)))
+            .any(|(_, settle)| settle.as_ref().is_some_and(|v| v.iter().flatten().any(f)))
     };
     let four = small && four_blocks(plan, dtype, transform.is_some());
     let half = half_planes(plan, input);
@@ -1273,6 +1369,10 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     settles(&|x| matches!(*x, Settled::AtOrBelow(u) | Settled::Above(u) if u == t))
                 };
                 let next = next_of(*t);
+                let counts_of = |t: usize| Counts {
+                    le: settles(&|x| *x == Settled::CountLe(t)),
+                    lt: settles(&|x| *x == Settled::CountLt(t)),
+                };
                 // Two selections of one wave (so neither reads the other) on the column's own
                 // keys, neither needing the next value: one set of bit planes, and the second
                 // group of warps selects the second (a trimmed mean's two bounds).
@@ -1288,6 +1388,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                         Some(Paired {
                             t: *u,
                             clean: settles(&|x| *x == Settled::NoNan(*u)),
+                            counts: counts_of(*u),
                         })
                     }
                     _ => None,
@@ -1305,6 +1406,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     split: selections == 1
                         || (selections == 2 && pair.is_some())
                         || (sliced && !fetched && keys_of(plan, *t) == Keys::Direct),
+                    counts: counts_of(*t),
                 };
                 fetched = fetched || sliced;
                 emit_select(
@@ -1369,7 +1471,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
 fn emit_column_tile(
     s: &mut String,
     plan: &Plan,
-    steps: &[(Step, Option<Vec<Settled>>)],
+    steps: &[(Step, Option<Vec<Option<Settled>>>)],
     syntax: &Cuda,
     locals: &[String],
 ) {
@@ -1471,7 +1573,7 @@ fn emit_column_pass(
 fn emit_pair_slabs(
     s: &mut String,
     plan: &Plan,
-    steps: &[(Step, Option<Vec<Settled>>)],
+    steps: &[(Step, Option<Vec<Option<Settled>>>)],
     unroll: usize,
     syntax: &Cuda,
     locals: &[String],
@@ -1698,7 +1800,7 @@ fn emit_loop(
     s: &mut String,
     plan: &Plan,
     temps: &[usize],
-    settle: Option<&[Settled]>,
+    settle: Option<&[Option<Settled>]>,
     half: usize,
     wait_after: bool,
     last: bool,
@@ -1729,14 +1831,19 @@ fn emit_loop(
     }
     match settle {
         Some(settle) => {
-            // Every reduction here is settled by a selection before it (see `Settled`): the pass
-            // runs only where some column of the block is not (the selection's flags are the
-            // block's: the same in every thread).
+            // Reductions settled by a selection before the pass (see `Settled`) take its values
+            // where every column of the block has them (the selection's flags are the block's:
+            // the same in every thread); there the pass runs only for the others, if any.
             let mut known = Vec::new();
             let mut values = String::new();
+            let mut rest = Vec::new();
             for (&t, how) in temps.iter().zip(settle) {
                 let name = names::temp(t);
-                let flag = match *how {
+                let Some(how) = *how else {
+                    rest.push(t);
+                    continue;
+                };
+                let flag = match how {
                     Settled::NoNan(u) => {
                         writeln!(values, "        {name} = {};", syntax.literal(0.0)).ok();
                         format!("{}_clean", names::temp(u))
@@ -1751,20 +1858,50 @@ fn emit_loop(
                         writeln!(values, "        {name} = psg_from_key({u}_above);").ok();
                         format!("{u}_next")
                     }
+                    Settled::CountLe(u) => {
+                        let u = names::temp(u);
+                        writeln!(values, "        {name} = {u}_lec;").ok();
+                        format!("{u}_cnt")
+                    }
+                    Settled::CountLt(u) => {
+                        let u = names::temp(u);
+                        writeln!(values, "        {name} = {u}_ltc;").ok();
+                        format!("{u}_cnt")
+                    }
                 };
                 if !known.contains(&flag) {
                     known.push(flag);
                 }
             }
-            write!(
-                s,
-                "    if ({}) {{\n{values}    }} else {{\n",
-                known.join(" && ")
-            )
-            .ok();
-            emit_pass(
-                s, plan, temps, half, last, unroll, syntax, e, keep, from_tile,
-            );
+            // A sum's pass declares its combined value: here it is declared before the branches,
+            // and each pass assigns it.
+            let zero = syntax.literal(0.0);
+            let sums: Vec<String> = temps
+                .iter()
+                .filter(|&&t| plan.temps[t].reduce.op == ReduceOp::Sum)
+                .map(|&t| names::temp(t))
+                .collect();
+            for name in &sums {
+                writeln!(s, "    psg_acc {name} = {zero};").ok();
+            }
+            let pass = |temps: &[usize]| {
+                let mut p = String::new();
+                emit_pass(
+                    &mut p, plan, temps, half, last, unroll, syntax, e, keep, from_tile,
+                );
+                for name in &sums {
+                    p = p
+                        .replace(&format!("    psg_acc {name} = {zero};\n"), "")
+                        .replace(&format!("const psg_acc {name} = "), &format!("{name} = "));
+                }
+                p
+            };
+            write!(s, "    if ({}) {{\n{values}", known.join(" && ")).ok();
+            if !rest.is_empty() {
+                s.push_str(&pass(&rest));
+            }
+            s.push_str("    } else {\n");
+            s.push_str(&pass(temps));
             s.push_str("    }\n");
         }
         None => emit_pass(
@@ -1998,6 +2135,7 @@ fn emit_select(
         tie_unread: _,
         split: _,
         half_planes: _,
+        counts,
     } = flags;
     let r = &plan.temps[t].reduce;
     let ReduceOp::Kth(k) = &r.op else {
@@ -2024,22 +2162,42 @@ fn emit_select(
         )
         .ok();
     }
+    // The counts at or below and below the value (see `Settled::CountLe`), and whether every
+    // column of the block has them: a bit-sliced paired selection finds them, no other.
+    let declare_counts = |s: &mut String, name: &str, counts: Counts| {
+        if counts.any() {
+            writeln!(
+                s,
+                "    bool {name}_cnt = false; psg_acc {name}_lec = (psg_acc)0, {name}_ltc = (psg_acc)0;"
+            )
+            .ok();
+        }
+    };
+    declare_counts(s, &name, counts);
     // The paired selection's result and NaN guard, and its rank's expression.
-    let paired = pair.map(|Paired { t: u, clean }| {
-        let name = names::temp(u);
-        writeln!(s, "    psg_acc {name};").ok();
-        if clean {
-            writeln!(s, "    bool {name}_clean = false;").ok();
-        }
-        let ReduceOp::Kth(k2) = &plan.temps[u].reduce.op else {
-            unreachable!("only selection temporaries get a Select step")
-        };
-        PairedCode {
-            name,
-            clean,
-            rank: e(k2),
-        }
-    });
+    let paired = pair.map(
+        |Paired {
+             t: u,
+             clean,
+             counts,
+         }| {
+            let name = names::temp(u);
+            writeln!(s, "    psg_acc {name};").ok();
+            if clean {
+                writeln!(s, "    bool {name}_clean = false;").ok();
+            }
+            declare_counts(s, &name, counts);
+            let ReduceOp::Kth(k2) = &plan.temps[u].reduce.op else {
+                unreachable!("only selection temporaries get a Select step")
+            };
+            PairedCode {
+                name,
+                clean,
+                rank: e(k2),
+                counts,
+            }
+        },
+    );
     s.push_str("    {\n");
     let mode = keys_of(plan, t);
     let sorted = sorts_lists(plan, t, input, key_bits);
@@ -2697,7 +2855,9 @@ const EARLY_STOP: u32 = 2;
 ///    needing the next value, as a trimmed mean's two bounds) is made on the same planes by
 ///    warps 4-7, its rank in `pick`'s first row, its key in `found[32 + c]`: one transpose
 ///    instead of two, and the two selections side by side (the trimmed mean at g[256, 4M] took
-///    0.61 of the time in f32 and 0.77 in bf16, same run, H200).
+///    0.61 of the time in f32 and 0.77 in bf16, same run, H200). Where the plan counts the
+///    column's values at or below or below either one ([`Settled::CountLe`]), its group also
+///    counts the keys below the selected one and equal to it, into its rank's row of `pick`.
 ///
 /// 5. **Split keys** (`split`, from [`SelectFlags::split`]: 32-bit keys of f32 input, its own
 ///    or computed, and a transformed tile's, where the selection is the plan's only one, a
@@ -3092,10 +3252,28 @@ fn sliced_select(
     if clean {
         write!(store, " totals[c] = {guard};").ok();
     }
-    if pair.is_some() {
+    if let Some(p) = pair {
         let mut store2 = String::from("found[32 + c] = sel;");
         if clean2 {
             write!(store2, " totals[32 + c] = {guard};").ok();
+        }
+        // The counts below the selected key and equal to it (see `Settled::CountLe`), two
+        // halves of a word (B <= 256), each group's in its own rank's row of `pick`, which only
+        // the lanes that read that rank before the loop read.
+        if flags.counts.any() || p.counts.any() {
+            write!(
+                s,
+                "            int eq = __popc(m0) + __popc(m1);\n{}",
+                sum("eq")
+            )
+            .ok();
+            let counts = "(kk - rem) | (eq << 16)";
+            if flags.counts.any() {
+                write!(store, " pick[64 + c] = {counts};").ok();
+            }
+            if p.counts.any() {
+                write!(store2, " pick[c] = {counts};").ok();
+            }
         }
         store = format!("if (second) {{ {store2} }} else {{ {store} }}");
     }
@@ -3164,9 +3342,20 @@ fn sliced_select(
         );
     }
     s.push_str("        }\n");
-    if let Some(PairedCode { name: name2, .. }) = pair {
+    if let Some(PairedCode {
+        name: name2,
+        counts: counts2,
+        ..
+    }) = pair
+    {
         // Both selections' results; the barriers keep them until every thread has read them.
         s.push_str("        __syncthreads();\n        const psg_key prefix = found[lane], prefix2 = found[32 + lane];\n");
+        if flags.counts.any() {
+            s.push_str("        const int cnt = pick[64 + lane];\n");
+        }
+        if counts2.any() {
+            s.push_str("        const int cnt2 = pick[lane];\n");
+        }
         if clean {
             writeln!(
                 s,
@@ -3183,6 +3372,37 @@ fn sliced_select(
         }
         if !clean && !clean2 {
             s.push_str("        __syncthreads();\n");
+        }
+        // Where no column of the block holds a NaN (the columns are the same), the counts are
+        // the values' but where the value is a zero that the key order puts on the other side
+        // of its twin (-0 for `x <= v`, +0 for `x < v`): a warp's lanes are the block's
+        // columns, so its vote is the block's.
+        let clean_flag = if clean {
+            format!("{name}_clean")
+        } else if clean2 {
+            format!("{name2}_clean")
+        } else {
+            "false".to_string()
+        };
+        for (t, counts, cnt, prefix, valid) in [
+            (name, flags.counts, "cnt", "prefix", "valid"),
+            (name2.as_str(), *counts2, "cnt2", "prefix2", "valid2"),
+        ] {
+            if !counts.any() {
+                continue;
+            }
+            let mut ok = valid.to_string();
+            if counts.le {
+                write!(ok, " && {prefix} != psg_to_key(-(psg_acc)0)").ok();
+            }
+            if counts.lt {
+                write!(ok, " && {prefix} != psg_to_key((psg_acc)0)").ok();
+            }
+            writeln!(
+                s,
+                "        {t}_cnt = {clean_flag} && __all_sync(0xffffffffu, !active || ({ok}));\n        {t}_ltc = (psg_acc)({cnt} & 0xffff); {t}_lec = {t}_ltc + (psg_acc)({cnt} >> 16);"
+            )
+            .ok();
         }
         return s;
     }

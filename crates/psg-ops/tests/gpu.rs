@@ -476,6 +476,87 @@ fn gpu_selection_on_hard_columns_matches_cpu() {
     }
 }
 
+/// Columns whose trimmed mean's bounds are zeros of either sign with zeros of the other sign
+/// beside them (`x <= -0` counts +0, `x < +0` does not count -0, unlike the keys' order), tie
+/// with many values, or sit among NaNs: the bounds' counts come from the bit-sliced selection
+/// only where they are the values' (see `Settled::CountLe` in psg-codegen), and a block mixes
+/// such columns with columns of normal values.
+fn zero_bound_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
+    let mut v = vec![0.0f32; b * p];
+    for c in 0..p {
+        let kind = (c / 3) % 7;
+        for r in 0..b {
+            let u = rng.below(100);
+            v[r * p + c] = match kind {
+                // Bounds -0 (rank b/10) and +0 (rank b - 1 - b/10), both zeros around them.
+                0 => match u {
+                    0..=4 => -1.0 - rng.below(4) as f32,
+                    5..=49 => -0.0,
+                    50..=94 => 0.0,
+                    _ => 1.0 + rng.below(4) as f32,
+                },
+                // Only zeros of both signs: both bounds are zeros.
+                1 => {
+                    if u < 50 {
+                        -0.0
+                    } else {
+                        0.0
+                    }
+                }
+                // Every value +0 or every value -0: the bounds tie.
+                2 => {
+                    if c % 2 == 0 {
+                        0.0
+                    } else {
+                        -0.0
+                    }
+                }
+                // Three values, ties at both bounds.
+                3 => rng.below(3) as f32 - 1.0,
+                // Zeros inside, bounds away from them.
+                4 => match u {
+                    0..=19 => -2.0 - rng.normal().abs() as f32,
+                    20..=49 => -0.0,
+                    50..=79 => 0.0,
+                    _ => 2.0 + rng.normal().abs() as f32,
+                },
+                // A NaN now and then.
+                5 => {
+                    if rng.below(2 * b) == 0 {
+                        f32::NAN
+                    } else {
+                        rng.normal() as f32
+                    }
+                }
+                _ => rng.normal() as f32,
+            };
+        }
+    }
+    v
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_trimmed_mean_at_zero_and_tied_bounds_matches_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0010);
+    for dtype in [DType::F32, DType::BF16] {
+        for b in [65usize, 128, 129, 200, 255, 256] {
+            let p = 40_000;
+            let g = Pair::new(&zero_bound_columns(&mut rng, b, p), &[b, p], dtype, &dev);
+            for alpha in [0.0, 0.1, 0.3] {
+                let rule = ops::OutlierRule::TrimFraction { alpha };
+                g.same(&format!("trim mean {alpha}"), |t| {
+                    Ok(ops::outlier_mean(t, rule)?.mean)
+                });
+            }
+            g.same("trim mean m = 1", |t| {
+                Ok(ops::outlier_mean(t, ops::OutlierRule::TrimCount { m: 1 })?.mean)
+            });
+        }
+    }
+}
+
 /// The order statistics and outlier means of `g` (B = `b`) on both sides.
 fn same_selections(g: &Pair, b: usize) {
     g.same("median", ops::median);

@@ -417,6 +417,32 @@ fn tiled(name: &str) -> psg_runtime::TiledKernels {
         .expect("a built-in with tiled kernels")
 }
 
+/// The trimmed mean's counts at or below its lower bound and below its upper one come from its
+/// paired bit-sliced selection in the kernel for B up to 256: its last pass then sums only,
+/// where every column of the block has them (no NaN, no bound a zero of the wrong sign). Not in
+/// the kernel for middling B, which was slower so.
+#[test]
+fn the_trimmed_mean_counts_its_bounds_in_the_selection_for_b_up_to_256() {
+    let t = tiled("trim_mean");
+    let mid = t.mid.as_ref().expect("a kernel for middling B");
+    for d in [DType::F32, DType::BF16] {
+        let k = &t.cuda[d.index()].source;
+        assert!(k.contains("pick[64 + c] = (kk - rem) | (eq << 16);"), "{k}");
+        assert!(k.contains("pick[c] = (kk - rem) | (eq << 16);"), "{k}");
+        assert!(k.contains("if (t1_cnt && t2_cnt) {"), "{k}");
+        assert!(
+            k.contains("prefix != psg_to_key(-(psg_acc)0)")
+                && k.contains("prefix2 != psg_to_key((psg_acc)0)"),
+            "{k}"
+        );
+        // The counting pass runs where they are not settled: three reductions there, one here.
+        assert_eq!(k.matches("if ((x <= l1_lo)) {").count(), 1, "{k}");
+        assert_eq!(k.matches("t5_p[0] += x;").count(), 2, "{k}");
+        let m = &mid[d.index()].source;
+        assert!(!m.contains("_cnt"), "{m}");
+    }
+}
+
 #[test]
 fn bit_sliced_kernels_run_two_blocks_on_whole_planes_of_one_selection_four_on_half_planes() {
     let bounds = |k: &KernelSource| {
