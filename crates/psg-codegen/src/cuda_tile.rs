@@ -1793,8 +1793,9 @@ fn emit_pair_pass(
     }
 }
 
-/// A pass over the column (see [`emit_pass`]), skipped where the selections before it settle
-/// every reduction it holds; `last`: only the output reads its results.
+/// A pass over the column (see [`emit_pass`]). Where selections before it settle some of its
+/// reductions (`settle`, see [`Settled`]), a block whose every column has them computes only
+/// the others (nothing, where they settle all); `last`: only the output reads its results.
 #[allow(clippy::too_many_arguments)]
 fn emit_loop(
     s: &mut String,
@@ -2834,9 +2835,9 @@ const EARLY_STOP: u32 = 2;
 ///    against its own baseline): 0.96, 0.98, 0.97, 0.89, 0.96, 0.93. Not for a bf16 column's
 ///    own keys (16 steps): the bf16 median took 1.03-1.05 of the time with it; the bf16
 ///    trimmed mean's paired bounds never stopped on normal data (ncu, H100) and took 0.95 of
-///    the time without it (H100, same run, g[256, 4M]). A column's count summed with `__reduce_add_sync` over its four
-///    lanes (one `redux` instead of two shuffles, sm_80 and later) took 2.2-3.3 times as long
-///    (same run, H200, g[256, 4M]).
+///    the time without it (H100, same run, g[256, 4M]). A column's count summed with
+///    `__reduce_add_sync` over its four lanes (one `redux` instead of two shuffles, sm_80 and
+///    later) took 2.2-3.3 times as long (same run, H200, g[256, 4M]).
 /// 3. The next value (`above`, the least key above the selected one), where the plan needs it:
 ///    warps 4-7 select rank `k + 1` beside warps 0-3 ("twin"; they would wait at the barrier
 ///    otherwise). Where the two tie, the least key above is among the keys that left the second
@@ -3732,7 +3733,8 @@ fn unpack_stores(dtype: DType, transform: bool) -> String {
 /// bf16 median) and with 6, 4; with 4, none, and the bf16 median took 0.95-0.96 of the time,
 /// the quantile 0.95-0.96, `median_low` and `kth` 0.97-0.98, the trimmed mean 0.95 (H100, two
 /// same runs, g[256, 4M] and g[128, 8M]); with 6, 0.98-1.03; with 2, 0.95-0.99. Those kernels
-/// now run four blocks (see [`Blocks`]), where 4 still fit the 64 registers with no frame.
+/// now run four blocks (see [`Blocks`]), where 4 still fit the 64 registers with no frame (6
+/// kept 40-56 bytes in one).
 fn prefetch_vectors(plan: &Plan, small: bool, four: bool, half: bool) -> usize {
     let selects = plan
         .steps
