@@ -720,8 +720,8 @@ fn the_small_batch_kernel_sorts_whole_columns() {
 /// registers, then a bit at a time from the top (a count, two shuffles) in lanes of four a
 /// column; no digit counts. The kernel is held to three blocks' registers (two for a plan of
 /// one selection on whole planes, as the median's on f32 keys; four on half planes, a bf16
-/// column's own keys), and the first selection, not
-/// the loop's head, issues the next tile's loads. 64-bit keys count digits.
+/// column's own keys), and the first selection, not the loop's head, issues the next tile's
+/// loads. 64-bit keys count digits.
 #[test]
 fn selections_up_to_256_samples_are_bit_sliced() {
     const { assert!(psg_codegen::cuda_tile::PACKED_BINS_MAX_B <= 256) };

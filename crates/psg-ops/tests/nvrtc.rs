@@ -147,7 +147,8 @@ fn frame_size(cubin: &[u8]) -> u32 {
 fn kernels_held_to_a_register_cap_use_no_local_memory() {
     // Selecting kernels with f32 accumulators for large B are compiled with
     // `__launch_bounds__(256, 3)` (80 registers; 4 blocks and 64 registers for the kernels for
-    // small B and the bit-sliced ones on bf16 columns' own keys): NVRTC meets that without spilling (a spill would cost every tile local memory traffic). A kernel with a
+    // small B and the bit-sliced ones on bf16 columns' own keys): NVRTC meets that without
+    // spilling (a spill would cost every tile local memory traffic). A kernel with a
     // dynamically indexed local array shows the check can fail.
     if !nvrtc_ready() {
         return;
