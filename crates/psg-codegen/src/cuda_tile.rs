@@ -1793,6 +1793,15 @@ fn emit_pair_pass(
     }
 }
 
+/// How [`emit_pass`] combines the warps' partials: `last`, only the output reads them (warp 0
+/// alone combines them); `declared`, the caller declared the sums' combined values (the pass
+/// assigns them).
+#[derive(Clone, Copy)]
+struct Combine {
+    last: bool,
+    declared: bool,
+}
+
 /// A pass over the column (see [`emit_pass`]). Where selections before it settle some of its
 /// reductions (`settle`, see [`Settled`]), a block whose every column has them computes only
 /// the others (nothing, where they settle all); `last`: only the output reads its results.
@@ -1876,25 +1885,21 @@ fn emit_loop(
             }
             // A sum's pass declares its combined value: here it is declared before the branches,
             // and each pass assigns it.
-            let zero = syntax.literal(0.0);
-            let sums: Vec<String> = temps
-                .iter()
-                .filter(|&&t| plan.temps[t].reduce.op == ReduceOp::Sum)
-                .map(|&t| names::temp(t))
-                .collect();
-            for name in &sums {
-                writeln!(s, "    psg_acc {name} = {zero};").ok();
+            for &t in temps {
+                if plan.temps[t].reduce.op == ReduceOp::Sum {
+                    let name = names::temp(t);
+                    writeln!(s, "    psg_acc {name} = {};", syntax.literal(0.0)).ok();
+                }
             }
+            let combine = Combine {
+                last,
+                declared: true,
+            };
             let pass = |temps: &[usize]| {
                 let mut p = String::new();
                 emit_pass(
-                    &mut p, plan, temps, half, last, unroll, syntax, e, keep, from_tile,
+                    &mut p, plan, temps, half, combine, unroll, syntax, e, keep, from_tile,
                 );
-                for name in &sums {
-                    p = p
-                        .replace(&format!("    psg_acc {name} = {zero};\n"), "")
-                        .replace(&format!("const psg_acc {name} = "), &format!("{name} = "));
-                }
                 p
             };
             write!(s, "    if ({}) {{\n{values}", known.join(" && ")).ok();
@@ -1905,9 +1910,15 @@ fn emit_loop(
             s.push_str(&pass(temps));
             s.push_str("    }\n");
         }
-        None => emit_pass(
-            s, plan, temps, half, last, unroll, syntax, e, keep, from_tile,
-        ),
+        None => {
+            let combine = Combine {
+                last,
+                declared: false,
+            };
+            emit_pass(
+                s, plan, temps, half, combine, unroll, syntax, e, keep, from_tile,
+            )
+        }
     }
     if wait_after {
         s.push_str("    __syncthreads();\n");
@@ -1930,7 +1941,7 @@ fn emit_pass(
     plan: &Plan,
     temps: &[usize],
     half: usize,
-    last: bool,
+    combine: Combine,
     unroll: usize,
     syntax: &Cuda,
     e: &dyn Fn(&Scalar) -> String,
@@ -1984,19 +1995,26 @@ fn emit_pass(
         slot += slots_of(&plan.temps[t].reduce.op);
     }
     s.push_str("    __syncthreads();\n");
-    if !last {
-        combine_warps(s, plan, temps, false, &at);
-        return;
-    }
     let mut combined = String::new();
     combine_warps(&mut combined, plan, temps, false, &at);
-    // A sum's combining line declares it: declared here, assigned in warp 0.
+    if !combine.last && !combine.declared {
+        s.push_str(&combined);
+        return;
+    }
+    // A sum's combining line declares it: declared before (by the caller, or here before warp
+    // 0's branch), assigned here.
     for &t in temps {
         if plan.temps[t].reduce.op == ReduceOp::Sum {
             let name = names::temp(t);
-            writeln!(s, "    psg_acc {name} = {};", syntax.literal(0.0)).ok();
+            if !combine.declared {
+                writeln!(s, "    psg_acc {name} = {};", syntax.literal(0.0)).ok();
+            }
             combined = combined.replace(&format!("const psg_acc {name} = "), &format!("{name} = "));
         }
+    }
+    if !combine.last {
+        s.push_str(&combined);
+        return;
     }
     s.push_str("    if (w == 0) {\n");
     for line in combined.lines() {
