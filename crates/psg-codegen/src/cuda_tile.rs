@@ -2149,7 +2149,7 @@ fn emit_select(
         packed,
         small,
         sliced,
-        fetch: _,
+        fetch,
         parts_log2: _,
         tie_unread: _,
         split: _,
@@ -2289,6 +2289,38 @@ fn emit_select(
         s.push_str("        for (int r = 0; r < 8; ++r) total += bins[r * 32 + lane];\n");
     }
     writeln!(s, "        const long long k = psg_index({});", e(k)).ok();
+    // The quick build (`PSG_QUICK`, see `psg-runtime`'s `quick_options`) selects the same keys
+    // by the shortest code: every digit counted, each found by one thread a column (see
+    // `quick_digit_select`). NVRTC's quick builds of the MAD's kernels took up to 0.47 s (B up
+    // to 256) and 0.57 s (above) on the H100 host, nearly all of it in ptxas, whose time
+    // follows the kernel's length.
+    s.push_str("#if defined(PSG_QUICK)\n");
+    let quick_key = key_code("                        ");
+    // 16-bit counts fit every kernel's scratch up to B = 256 (see `tile_smem`).
+    let quick_packed = packed || sliced || small;
+    s.push_str(&quick_digit_select(
+        "",
+        key_bits,
+        zero_low_bits,
+        quick_packed,
+        &quick_key,
+    ));
+    if let Some(p) = &paired {
+        if sliced {
+            writeln!(s, "        const long long k2 = psg_index({});", p.rank).ok();
+            s.push_str(&quick_digit_select(
+                "2",
+                key_bits,
+                zero_low_bits,
+                quick_packed,
+                &quick_key,
+            ));
+        }
+    }
+    if fetch {
+        s.push_str(FETCH_NEXT);
+    }
+    s.push_str("#else\n");
     if sliced {
         // Keys of 16-bit input (a column's own, or a function of them such as the MAD's
         // distances) tie often: see `sliced_select`.
@@ -2302,27 +2334,16 @@ fn emit_select(
             _ => None,
         };
         debug_assert!(raw != Some(16) || zero_low_bits == 16);
-        let body = |split: bool| {
-            sliced_select(
-                &name,
-                SelectFlags { split, ..flags },
-                &key_code("                    "),
-                zero_low_bits,
-                ties,
-                raw,
-                paired.as_ref(),
-            )
-        };
-        // A split selection's source is longer (NVRTC's quick build took 1.3-1.7 times as
-        // long): the quick build (`PSG_QUICK`, see `psg-runtime`'s `quick_options`) selects
-        // without the split, the same keys.
-        let whole = body(false);
-        match flags.split.then(|| body(true)) {
-            Some(split) if split != whole => {
-                write!(s, "#if defined(PSG_QUICK)\n{whole}#else\n{split}#endif\n").ok();
-            }
-            _ => s.push_str(&whole),
-        }
+        s.push_str(&sliced_select(
+            &name,
+            flags,
+            &key_code("                    "),
+            zero_low_bits,
+            ties,
+            raw,
+            paired.as_ref(),
+        ));
+        s.push_str("#endif\n");
         if let Some(PairedCode { name: name2, .. }) = &paired {
             writeln!(
                 s,
@@ -2339,6 +2360,7 @@ fn emit_select(
     }
     if small {
         s.push_str(&small_select(&name, clean, next, &key_code("            ")));
+        s.push_str("#endif\n");
         writeln!(
             s,
             "        {name} = valid ? psg_from_key(prefix) : psg_nan();\n    }}"
@@ -2614,11 +2636,96 @@ fn emit_select(
         },
     )
     .ok();
+    s.push_str("#endif\n");
     writeln!(
         s,
         "        {name} = valid ? psg_from_key(prefix) : psg_nan();\n    }}"
     )
     .ok();
+}
+
+/// The next tile's loads, issued in the first bit-sliced selection of a column loop (`fetch`, see
+/// [`sliced_select`]) or in its quick form.
+const FETCH_NEXT: &str = "        // The next tile's loads (the keys' registers are free).\n        if (cs == 0 && vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);\n";
+
+/// The quick build's selection (see [`emit_select`]) of rank `k{v}` into `prefix{v}` (and
+/// `valid{v}`), `v` = `suffix`: 8-bit digits, most significant first, each counted as the
+/// digit selection counts them (the same bins and dummy rows, `packed`: 16-bit counts two a
+/// word) and found by thread `lane` of warp 0, down to the last digit above `zero_low_bits`.
+/// No bucket is gathered and no next value or NaN count is kept, so the selection's flags
+/// (`clean`, `next`, counts) stay unset and the passes after it compute what they would have
+/// settled.
+fn quick_digit_select(
+    suffix: &str,
+    key_bits: u32,
+    zero_low_bits: u32,
+    packed: bool,
+    key_code: &str,
+) -> String {
+    let (dummy, clear, count, digit_count) = if packed {
+        (
+            format!("{BINS} + 2 * w"),
+            4,
+            "atomicAdd((int*)(hist + ((int)(d >> 1) << 7)), 1 << (((int)d & 1) << 4));",
+            "(bins[(digit >> 1) * 32 + lane] >> ((digit & 1) << 4)) & 0xffff",
+        )
+    } else {
+        (
+            format!("{BINS} + w"),
+            8,
+            "atomicAdd((int*)(hist + ((int)d << 7)), 1);",
+            "bins[digit * 32 + lane]",
+        )
+    };
+    format!(
+        r#"        const bool valid{suffix} = k{suffix} >= 0 && k{suffix} < total;
+        psg_key prefix{suffix} = 0;
+        {{
+            const bool live = valid{suffix} && active;
+            int rem = live ? (int)k{suffix} : 0;
+            char* const hist = (char*)(bins + lane);
+            const int dummy = {dummy};
+            __syncthreads();
+            #pragma unroll 1
+            for (int shift = {top}; shift >= {low}; shift -= 8) {{
+                for (int i = 0; i < {clear}; ++i) ((int4*)bins)[tid + i * 256] = make_int4(0, 0, 0, 0);
+                __syncthreads();
+                if (live) {{
+                    for (int b = w; b < n_bi; b += 8) {{
+{key_code}                        const psg_key d = min((key ^ prefix{suffix}) >> shift, (psg_key)dummy);
+                        {count}
+                    }}
+                }}
+                __syncthreads();
+                if (w == 0 && live) {{
+                    int digit = 0;
+                    for (; digit < {last_digit}; ++digit) {{
+                        const int c = {digit_count};
+                        if (rem < c) break;
+                        rem -= c;
+                    }}
+                    pick[lane] = digit; pick[64 + lane] = rem;
+                }}
+                __syncthreads();
+                if (live) {{ prefix{suffix} |= ((psg_key)pick[lane]) << shift; rem = pick[64 + lane]; }}
+            }}
+{low_bits}            __syncthreads();
+        }}
+"#,
+        top = key_bits - 8,
+        low = zero_low_bits,
+        last_digit = BINS - 1,
+        // Bits below a last digit above 0: clear for a positive value, set for a negative one
+        // (its key is complemented).
+        low_bits = if zero_low_bits > 0 {
+            format!(
+                "            if (live && (prefix{suffix} >> {}) == 0) prefix{suffix} |= (((psg_key)1) << {zero_low_bits}) - 1;\n",
+                key_bits - 1
+            )
+        } else {
+            String::new()
+        },
+    )
 }
 
 /// A selection's body in the kernel for small B ([`SMALL_MAX_B`]), after `k`: every key of the
@@ -2899,9 +3006,8 @@ const EARLY_STOP: u32 = 2;
 ///    first on a column's own keys (the MAD's median): so the f32 MAD mean took 0.93 of the
 ///    time at g[256, 4M] and 0.96 at g[128, 8M]; with its distances split too, 0.98 and 1.02.
 ///    NVRTC's quick build of a split source took up to 1.7 times as long (0.61 s
-///    for the f32 MAD mean on an H100 host), so the source keeps the unsplit selection beside
-///    the split one, and the quick build (`PSG_QUICK`) compiles that: the same keys, in the
-///    quick build's time as before.
+///    for the f32 MAD mean on an H100 host); the quick build (`PSG_QUICK`) compiles neither
+///    form, but the digit selection of `quick_digit_select`.
 ///
 /// In the kernel for B up to [`MID_MAX_B`] (`parts_log2` = 2) a column has four parts: warps
 /// 0-3 transpose, lanes of two select (warps 0-1, and 2-3 for rank `k + 1` or the paired
@@ -2959,11 +3065,7 @@ fn sliced_select(
             .collect::<String>()
     };
     let group = format!(">> (lane & {})) & {}u", 32 - lanes, (1u32 << lanes) - 1);
-    let fetch = if fetch {
-        "        // The next tile's loads (the keys' registers are free).\n        if (cs == 0 && vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);\n"
-    } else {
-        ""
-    };
+    let fetch = if fetch { FETCH_NEXT } else { "" };
     // With the next value, a second group of L warps selects rank k + 1 beside the first
     // ("twin"), but for keys that tie often (`ties`: of 16-bit input): there the first group
     // finds the least key above its own after its selection. Where the plan does not read the
@@ -3436,14 +3538,25 @@ fn sliced_select(
 
 /// The source an optimized build compiles: `source` without what only the quick build reads
 /// (the `#if defined(PSG_QUICK)` part of each `#if defined(PSG_QUICK)` / `#else` / `#endif`,
-/// which [`emit_select`] writes around a split selection's unsplit form). For tests that read
-/// the generated source.
+/// which [`emit_select`] writes around each selection). For tests that read the generated
+/// source.
 pub fn optimized_source(source: &str) -> String {
+    one_build(source, false)
+}
+
+/// The source a quick build compiles (`-DPSG_QUICK`): `source` without the `#else` part of each
+/// `#if defined(PSG_QUICK)` / `#else` / `#endif`. For tests that read the generated source.
+pub fn quick_source(source: &str) -> String {
+    one_build(source, true)
+}
+
+fn one_build(source: &str, quick: bool) -> String {
+    const IF: &str = "#if defined(PSG_QUICK)\n";
     let mut out = String::new();
     let mut rest = source;
-    while let Some(i) = rest.find("#if defined(PSG_QUICK)\n") {
+    while let Some(i) = rest.find(IF) {
         out.push_str(&rest[..i]);
-        let after = &rest[i..];
+        let after = &rest[i + IF.len()..];
         let Some(j) = after.find("#else\n") else {
             break;
         };
@@ -3451,7 +3564,7 @@ pub fn optimized_source(source: &str) -> String {
         let Some(k) = tail.find("#endif\n") else {
             break;
         };
-        out.push_str(&tail[..k]);
+        out.push_str(if quick { &after[..j] } else { &tail[..k] });
         rest = &tail[k + "#endif\n".len()..];
     }
     out.push_str(rest);

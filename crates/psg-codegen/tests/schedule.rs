@@ -275,9 +275,12 @@ fn selection_from_bf16_inputs_stops_at_their_last_mantissa_bit() {
     assert!(bf16.contains("for (int i = 0; i < 15; ++i) dst[(i + 16) << 8] = (pl[i] ^ sg) & vm;"));
     assert!(bf16.contains("for (int i = 31; i >= 16; --i) {"));
     assert!(bf16.contains("if ((sel >> 31) == 0u) sel |= 0xffffu;"));
+    // An f32 column's keys split: the values' top 16 bits to planes 16-31, the low 16 as they
+    // are.
     let f32 = &g.cuda_tile[DType::F32.index()];
     assert!(f32.contains("if (b < n_bi) pl[m] = __float_as_uint(tc[(b) << 5]);"));
-    assert!(f32.contains("for (int i = 0; i < 31; ++i) dst[i << 8] = (pl[i] ^ sg) & vm;"));
+    assert!(f32.contains("dst[(m >> 1) << 8] = __byte_perm(pl[m], pl[m + 1], 0x5410);"));
+    assert!(f32.contains("for (int i = 0; i < 15; ++i) dst[(i + 16) << 8] = (pl[i] ^ sg) & vm;"));
     let f16 = &g.cuda_tile[DType::F16.index()];
     assert!(f16.contains("for (int i = 0; i < 32; ++i) dst[i << 8] = pl[i];"));
     for src in [f16, f32] {
@@ -297,9 +300,10 @@ fn selection_from_bf16_inputs_stops_at_their_last_mantissa_bit() {
     );
     let g = generate(&scaled).unwrap();
     assert!(g.cuda_tile_large.as_ref().unwrap()[DType::BF16.index()].contains("last = shift <= 0;"));
-    // (Its tile holds the f32 products, whose 32 bits are transposed.)
+    // (Its tile holds the f32 products, whose 32 bits are transposed: split, top 16 first.)
     assert!(g.cuda_tile[DType::BF16.index()]
-        .contains("for (int i = 0; i < 31; ++i) dst[i << 8] = (pl[i] ^ sg) & vm;"));
+        .contains("for (int i = 0; i < 15; ++i) dst[(i + 16) << 8] = (pl[i] ^ sg) & vm;"));
+    assert!(g.cuda_tile[DType::BF16.index()].contains("pl[m] >>= 16;"));
 }
 
 #[test]
@@ -349,7 +353,8 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
     // From bf16 the tile holds f32 products (not the narrow bf16 elements): selection takes
     // every bit.
     let bf16 = &g.cuda_tile[DType::BF16.index()];
-    assert!(bf16.contains("for (int i = 0; i < 31; ++i) dst[i << 8] = (pl[i] ^ sg) & vm;"));
+    assert!(bf16.contains("pl[m] >>= 16;"), "{bf16}");
+    assert!(bf16.contains("for (int i = 0; i < 15; ++i) dst[(i + 16) << 8] = (pl[i] ^ sg) & vm;"));
     assert!(bf16.contains("typedef psg_acc psg_tile;"), "{bf16}");
     // Every row of a widened tile passes through registers: no pass rewrites any.
     assert!(
@@ -679,7 +684,8 @@ fn the_small_batch_kernel_sorts_whole_columns() {
         .as_ref()
         .expect("a selection has one");
     for d in DType::ALL {
-        let src = &small[d.index()];
+        // The optimized build's (the quick one counts digits, see `quick_digit_select`).
+        let src = &optimized_source(&small[d.index()]);
         assert!(
             src.contains(&median.tile_small_kernel_names[d.index()]),
             "{d:?}"

@@ -2,7 +2,9 @@
 //! bits as the optimized builds, for every built-in kernel shape: the streaming and
 //! thread-per-column kernels (B = 4099), the column-mode kernels (B <= 128), the selections'
 //! small-B (2, 40), middling-B (100), tiled (256) and large-B (1023) kernels, in f32 and bf16,
-//! with vector (P = 40000) and element loads (P = 31, nasty values).
+//! with vector (P = 40000, realistic gradients) and element loads (P = 31 and 33, nasty values:
+//! ties, signed zeros, subnormals, and at P = 31 NaNs and infinities; the quick build's
+//! selections count digits where the optimized ones slice bits, sort or gather).
 //!
 //! Its own test binary, with one test: the disk cache is turned off for the whole process
 //! (`PSG_CACHE=off`), else a handle in quick mode loads the optimized builds that other tests
@@ -99,15 +101,24 @@ fn gpu_quick_builds_compute_what_the_optimized_builds_do() {
             (100, 40_000),
             (256, 40_000),
             (1023, 40_000),
+            (2, 31),
             (40, 31),
+            (100, 31),
             (256, 31),
+            (1023, 31),
             (4099, 31),
+            (40, 33),
+            (100, 33),
+            (256, 33),
+            (1023, 33),
         ] {
-            // Small tensors get the nasty values, large ones realistic gradients.
-            let values = if p <= 31 {
-                rng.nasty(b * p, true)
-            } else {
-                rng.gradients(b * p)
+            // Small tensors get the nasty values (P = 31 with NaNs and infinities, which most
+            // columns then hold; P = 33 without, so the selections' ties and zeros decide),
+            // large ones realistic gradients.
+            let values = match p {
+                31 => rng.nasty(b * p, true),
+                33 => rng.nasty(b * p, false),
+                _ => rng.gradients(b * p),
             };
             let g = tensor(&values, &[b, p], dtype, &on_optimized);
             let gq = tensor(&values, &[b, p], dtype, &on_quick);

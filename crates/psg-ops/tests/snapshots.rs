@@ -1,7 +1,7 @@
 //! Snapshots of the generated CUDA C of every built-in (f32), of one built-in in every dtype, and
 //! of one CPU implementation: a change to the code generator shows up here as a reviewed diff.
 
-use psg_codegen::cuda_tile::optimized_source;
+use psg_codegen::cuda_tile::{optimized_source, quick_source};
 use psg_runtime::{DType, KernelSource};
 
 #[test]
@@ -203,8 +203,9 @@ fn small_batch_kernels_end_at_the_same_batch_in_codegen_and_runtime() {
             assert!(k.name.ends_with("_tile_small"), "{}", k.name);
             assert_eq!(k.source, small[d.index()].source);
             assert!(k.source.contains("psg_group_sort<8>(a, q);"));
+            // (The quick build's selections count digits: see `quick_builds_count_digits`.)
             assert!(
-                !k.source.contains("atomicAdd((int*)(hist"),
+                !optimized_source(&k.source).contains("atomicAdd((int*)(hist"),
                 "{}: no digit counts",
                 k.name
             );
@@ -354,6 +355,66 @@ fn a_trimmed_means_bounds_share_one_set_of_bit_planes() {
     }
 }
 
+/// Every selection of every selecting kernel (B small, middling, up to 256 and above; every
+/// dtype) has a quick form, and the quick build compiles only that: digits counted in
+/// shared memory and found by one thread a column, no bit planes, sorts, gathered buckets or
+/// split keys (its source is what NVRTC's quick build takes its time over). The optimized build
+/// never sees it.
+#[test]
+fn quick_builds_count_digits() {
+    let mut kernels = 0;
+    for def in psg_ops::builtin_reductions() {
+        let Some(tiled) = def.tiled.as_ref() else {
+            continue;
+        };
+        let Some(large) = tiled.large.as_ref() else {
+            assert!(!tiled.cuda[0].source.contains("PSG_QUICK"), "{}", def.name);
+            continue;
+        };
+        let variants = [
+            Some(&tiled.cuda),
+            Some(large),
+            tiled.mid.as_ref(),
+            tiled.small.as_ref(),
+        ];
+        for k in variants.into_iter().flatten().flat_map(|v| v.iter()) {
+            kernels += 1;
+            let src: &str = &k.source;
+            let quick = quick_source(src);
+            // The kernel's body (the helpers before it are compiled only where called).
+            let quick = &quick[quick.find("__global__").unwrap_or(0)..];
+            let selections = src.matches("#if defined(PSG_QUICK)").count();
+            assert!(selections >= 1, "{}", k.name);
+            // One digit loop a selection (two for a paired one).
+            let loops = quick.matches("for (int shift = ").count();
+            assert!(loops >= selections && loops <= 2 * selections, "{}", k.name);
+            assert_eq!(
+                quick.matches("atomicAdd((int*)(hist").count(),
+                loops,
+                "{}",
+                k.name
+            );
+            for absent in [
+                "psg_transpose32(pl",
+                "psg_group_sort<",
+                "psg_warp_sort",
+                "their top 16 bits",
+                "for (;;)",
+                "gather",
+            ] {
+                assert!(!quick.contains(absent), "{}: {absent}", k.name);
+            }
+            assert!(!optimized_source(src).contains("PSG_QUICK"), "{}", k.name);
+            assert!(
+                !optimized_source(src).contains("for (int shift = "),
+                "{}",
+                k.name
+            );
+        }
+    }
+    assert!(kernels >= 6 * 4 * 4, "{kernels}");
+}
+
 /// A bit-sliced selection on 32-bit keys of f32 input splits them (top 16 bits to planes, low
 /// 16 as they are) in the optimized build, not in the quick one; of a plan's two selections,
 /// only the first on the column's own keys (the MAD's median, not its distances); never a bf16
@@ -377,17 +438,8 @@ fn bit_sliced_selections_split_their_keys_in_optimized_builds_only() {
                 "{}",
                 k.name
             );
-            assert_eq!(
-                k.source.matches("#if defined(PSG_QUICK)").count(),
-                1,
-                "{}",
-                k.name
-            );
-            let at = k.source.find("#if defined(PSG_QUICK)").unwrap_or(0);
-            let quick_part = &k.source[at..];
-            let quick_part = &quick_part[..quick_part.find("#else").unwrap_or(0)];
-            assert!(!quick_part.contains(split), "{}", k.name);
-            assert!(quick_part.contains("psg_transpose32(pl);"), "{}", k.name);
+            // The quick build's selection counts digits (see `quick_builds_count_digits`).
+            assert!(!quick_source(&k.source).contains(split), "{}", k.name);
         }
         assert!(
             !tiled(name).cuda[DType::BF16.index()].source.contains(split),

@@ -84,9 +84,8 @@ impl CompileTarget {
 
     /// The options of a quick build: [`CompileTarget::options`] plus NVRTC's fast-compile
     /// setting, `--Ofast-compile=max`, which skips most optimization (loop unrolling among it:
-    /// small arrays stay in local memory). The kernel computes the same bits (the same source,
-    /// the same rounding options), 10 to 100 times more slowly; it compiles two to five times
-    /// faster. (Where NVRTC lacks the option, the quick compile fails and the tiered JIT
+    /// small arrays stay in local memory). The kernel computes the same bits (the same
+    /// rounding options), 10 to 100 times more slowly; it compiles two to five times faster. (Where NVRTC lacks the option, the quick compile fails and the tiered JIT
     /// compiles the optimized build instead.)
     ///
     /// Not `mid`: NVRTC 13.0 keeps some of that level's state for the rest of the process, and
@@ -95,8 +94,8 @@ impl CompileTarget {
     /// were (`psg-ops/tests/nvrtc_quick_state.rs` checks it).
     ///
     /// `PSG_QUICK` is defined: where a kernel's source has a shorter way to the same result
-    /// (a bit-sliced selection without its split, in `psg-codegen`'s `cuda_tile.rs`), the quick
-    /// build takes it.
+    /// (each selection's digit count, in `psg-codegen`'s `cuda_tile.rs`), the quick build takes
+    /// it: ptxas, which takes most of a quick compile, takes time in step with the code.
     pub fn quick_options(self) -> Vec<String> {
         let mut o = self.options();
         o.push("--Ofast-compile=max".to_string());
