@@ -2293,27 +2293,36 @@ fn emit_select(
     // by the shortest code: every digit counted, each found by one thread a column (see
     // `quick_digit_select`). NVRTC's quick builds of the MAD's kernels took up to 0.47 s (B up
     // to 256) and 0.57 s (above) on the H100 host, nearly all of it in ptxas, whose time
-    // follows the kernel's length.
+    // follows the kernel's length; with this form, at most 0.33 s (any kernel). The price: a
+    // quick f32 selection runs 2-3 times as long as the unsplit bit-sliced one did (the f32
+    // median at g[256, 4M]: 401 ms against 146 ms), for the second or so of the optimized
+    // compile.
     s.push_str("#if defined(PSG_QUICK)\n");
     let quick_key = key_code("                        ");
     // 16-bit counts fit every kernel's scratch up to B = 256 (see `tile_smem`).
     let quick_packed = packed || sliced || small;
+    let clean_flag = format!("{name}_clean");
     s.push_str(&quick_digit_select(
         "",
         key_bits,
         zero_low_bits,
         quick_packed,
         &quick_key,
+        clean.then_some(clean_flag.as_str()),
+        next.then_some(name.as_str()),
     ));
     if let Some(p) = &paired {
         if sliced {
             writeln!(s, "        const long long k2 = psg_index({});", p.rank).ok();
+            let clean2 = format!("{}_clean", p.name);
             s.push_str(&quick_digit_select(
                 "2",
                 key_bits,
                 zero_low_bits,
                 quick_packed,
                 &quick_key,
+                p.clean.then_some(clean2.as_str()),
+                None,
             ));
         }
     }
@@ -2652,80 +2661,215 @@ const FETCH_NEXT: &str = "        // The next tile's loads (the keys' registers 
 /// `valid{v}`), `v` = `suffix`: 8-bit digits, most significant first, each counted as the
 /// digit selection counts them (the same bins and dummy rows, `packed`: 16-bit counts two a
 /// word) and found by thread `lane` of warp 0, down to the last digit above `zero_low_bits`.
-/// No bucket is gathered and no next value or NaN count is kept, so the selection's flags
-/// (`clean`, `next`, counts) stay unset and the passes after it compute what they would have
-/// settled.
+///
+/// A quick build calls every helper (NVRTC inlines nothing at that level), so its time follows
+/// the calls an element takes over all passes: the counts are `red.shared` instructions, and the
+/// passes settle what they can of what a pass after them would compute. `clean` (the flag's
+/// name): no NaN, from the first digit's lowest and highest bins (see the digit selection).
+/// `next` (the selection's name): the keys at or below the value (those below its last digit's
+/// bucket, `k - rem`, and the bucket's, all equal) and the least key above it (the next nonzero
+/// digit of the last pass, else the least key above the last pass's bucket, which that pass
+/// finds). Not a paired selection's counts (`Settled::CountLe`): a pass computes them.
 fn quick_digit_select(
     suffix: &str,
     key_bits: u32,
     zero_low_bits: u32,
     packed: bool,
     key_code: &str,
+    clean: Option<&str>,
+    next: Option<&str>,
 ) -> String {
-    let (dummy, clear, count, digit_count) = if packed {
+    let (dummy, clear, count) = if packed {
         (
             format!("{BINS} + 2 * w"),
             4,
-            "atomicAdd((int*)(hist + ((int)(d >> 1) << 7)), 1 << (((int)d & 1) << 4));",
-            "(bins[(digit >> 1) * 32 + lane] >> ((digit & 1) << 4)) & 0xffff",
+            "asm volatile(\"red.shared.add.u32 [%0], %1;\" :: \"r\"(hist + ((d >> 1) << 7)), \"r\"(1u << ((d & 1) << 4)) : \"memory\");",
         )
     } else {
         (
             format!("{BINS} + w"),
             8,
-            "atomicAdd((int*)(hist + ((int)d << 7)), 1);",
-            "bins[digit * 32 + lane]",
+            "asm volatile(\"red.shared.add.u32 [%0], %1;\" :: \"r\"(hist + (d << 7)), \"r\"(1u) : \"memory\");",
         )
     };
-    format!(
+    let count_of = |d: &str| {
+        if packed {
+            format!("((bins[({d} >> 1) * 32 + lane] >> (({d} & 1) << 4)) & 0xffff)")
+        } else {
+            format!("bins[({d}) * 32 + lane]")
+        }
+    };
+    // A key whose low bits the sign decides, from its top bits (see `zero_low_bits`).
+    let fill = |key: &str| {
+        if zero_low_bits > 0 {
+            format!(
+                "if (({key} >> {}) == 0) {key} |= (((psg_key)1) << {zero_low_bits}) - 1;",
+                key_bits - 1
+            )
+        } else {
+            String::new()
+        }
+    };
+    let mut s = String::new();
+    writeln!(
+        s,
         r#"        const bool valid{suffix} = k{suffix} >= 0 && k{suffix} < total;
         psg_key prefix{suffix} = 0;
         {{
             const bool live = valid{suffix} && active;
             int rem = live ? (int)k{suffix} : 0;
-            char* const hist = (char*)(bins + lane);
-            const int dummy = {dummy};
-            __syncthreads();
+            const unsigned int hist = (unsigned int)__cvta_generic_to_shared(bins + lane);
+            const int dummy = {dummy};"#
+    )
+    .ok();
+    if clean.is_some() {
+        s.push_str("            bool no_nan = false;\n");
+    }
+    if next.is_some() {
+        s.push_str(
+            "            // This thread's least key above the last pass's bucket, that bucket's count\n            \
+             // and next nonzero digit.\n            \
+             psg_key least = ~(psg_key)0;\n            \
+             int last_count = 0, next_digit = 256;\n            \
+             if (w == 0) over[lane] = ~(psg_key)0;\n",
+        );
+    }
+    write!(
+        s,
+        r#"            __syncthreads();
             #pragma unroll 1
             for (int shift = {top}; shift >= {low}; shift -= 8) {{
                 for (int i = 0; i < {clear}; ++i) ((int4*)bins)[tid + i * 256] = make_int4(0, 0, 0, 0);
                 __syncthreads();
-                if (live) {{
+"#,
+        top = key_bits - 8,
+        low = zero_low_bits,
+    )
+    .ok();
+    if next.is_some() {
+        // Shifts stop 8 bits short of the key's width at the last pass.
+        writeln!(
+            s,
+            "                const bool last = shift == {zero_low_bits};\n                \
+             const psg_key hi = last ? prefix{suffix} | ((((psg_key)1) << (shift + 8)) - 1) : ~(psg_key)0;"
+        )
+        .ok();
+    }
+    write!(
+        s,
+        r#"                if (live) {{
                     for (int b = w; b < n_bi; b += 8) {{
-{key_code}                        const psg_key d = min((key ^ prefix{suffix}) >> shift, (psg_key)dummy);
+{key_code}                        const psg_key kd = (key ^ prefix{suffix}) >> shift;
+                        const unsigned int d = kd < (psg_key)dummy ? (unsigned int)kd : (unsigned int)dummy;
                         {count}
-                    }}
+{least}                    }}
                 }}
                 __syncthreads();
-                if (w == 0 && live) {{
-                    int digit = 0;
+"#,
+        least = if next.is_some() {
+            "                        least = key > hi && key < least ? key : least;\n"
+        } else {
+            ""
+        },
+    )
+    .ok();
+    if clean.is_some() {
+        writeln!(
+            s,
+            "                if (shift == {}) no_nan = live && {} == 0 && {} == n_bi - (int)total;",
+            key_bits - 8,
+            count_of("0"),
+            count_of("255"),
+        )
+        .ok();
+    }
+    write!(
+        s,
+        r#"                if (w == 0 && live) {{
+                    int digit = 0, c = 0;
                     for (; digit < {last_digit}; ++digit) {{
-                        const int c = {digit_count};
+                        c = {digit_count};
                         if (rem < c) break;
                         rem -= c;
                     }}
                     pick[lane] = digit; pick[64 + lane] = rem;
-                }}
-                __syncthreads();
-                if (live) {{ prefix{suffix} |= ((psg_key)pick[lane]) << shift; rem = pick[64 + lane]; }}
-            }}
-{low_bits}            __syncthreads();
-        }}
 "#,
-        top = key_bits - 8,
-        low = zero_low_bits,
         last_digit = BINS - 1,
-        // Bits below a last digit above 0: clear for a positive value, set for a negative one
-        // (its key is complemented).
-        low_bits = if zero_low_bits > 0 {
-            format!(
-                "            if (live && (prefix{suffix} >> {}) == 0) prefix{suffix} |= (((psg_key)1) << {zero_low_bits}) - 1;\n",
-                key_bits - 1
-            )
-        } else {
-            String::new()
-        },
+        digit_count = count_of("digit"),
     )
+    .ok();
+    if next.is_some() {
+        write!(
+            s,
+            r#"                    if (last) {{
+                        c = {digit_count};
+                        int nd = digit + 1;
+                        while (nd < {bins} && {nd_count} == 0) ++nd;
+                        pick[32 + lane] = c | (nd << 16);
+                    }}
+"#,
+            digit_count = count_of("digit"),
+            nd_count = count_of("nd"),
+            bins = BINS,
+        )
+        .ok();
+    }
+    s.push_str("                }\n                __syncthreads();\n");
+    writeln!(
+        s,
+        "                if (live) {{ prefix{suffix} |= ((psg_key)pick[lane]) << shift; rem = pick[64 + lane]; }}"
+    )
+    .ok();
+    if next.is_some() {
+        s.push_str(
+            "                if (live && last) { last_count = pick[32 + lane] & 0xffff; next_digit = pick[32 + lane] >> 16; }\n",
+        );
+    }
+    s.push_str("            }\n");
+    if zero_low_bits > 0 {
+        writeln!(
+            s,
+            "            if (live) {{ {} }}",
+            fill(&format!("prefix{suffix}"))
+        )
+        .ok();
+    }
+    if next.is_some() {
+        s.push_str("            atomicMin(&over[lane], least);\n");
+    }
+    s.push_str("            __syncthreads();\n");
+    if let Some(name) = next {
+        writeln!(
+            s,
+            r#"            if (live) {{
+                // The next value: the last pass's next nonzero digit, else the least key above
+                // that pass's bucket.
+                psg_key above = over[lane];
+                if (next_digit < {bins}) {{
+                    above = (prefix{suffix} & ~((((psg_key)1) << {digit_top}) - 1)) | ((psg_key)next_digit << {zero_low_bits});{fill}
+                }}
+                {name}_le = (psg_acc)(k{suffix} - rem + last_count); {name}_above = above;
+            }}
+            {name}_next = __syncthreads_and(!active || (valid{suffix} && {name}_above != ~(psg_key)0));"#,
+            bins = BINS,
+            digit_top = zero_low_bits + 8,
+            fill = if zero_low_bits > 0 {
+                format!("\n                    {}", fill("above"))
+            } else {
+                String::new()
+            },
+        )
+        .ok();
+    }
+    if let Some(flag) = clean {
+        writeln!(
+            s,
+            "            {flag} = __syncthreads_and(!active || no_nan);"
+        )
+        .ok();
+    }
+    s.push_str("        }\n");
+    s
 }
 
 /// A selection's body in the kernel for small B ([`SMALL_MAX_B`]), after `k`: every key of the

@@ -474,7 +474,7 @@ fn a_selection_finds_the_next_value_where_it_gathers() {
     // Bit-sliced: rank k + 1 (see the next test), then the block's vote, for a bf16 column's
     // own keys too.
     for d in [DType::F32, DType::F16, DType::BF16] {
-        let tile = &median.cuda_tile[d.index()];
+        let tile = &optimized_source(&median.cuda_tile[d.index()]);
         let above = tile
             .find("found[32 + c] = kk + 1 < pick[32 + c] ? sel : ~0u;")
             .expect(tile);
@@ -499,7 +499,7 @@ fn a_selection_finds_the_next_value_where_it_gathers() {
     };
     assert_eq!((nexts(DType::F32), nexts(DType::BF16)), (2, 2));
     let large_nexts = |d: DType| {
-        mad.cuda_tile_large.as_ref().unwrap()[d.index()]
+        optimized_source(&mad.cuda_tile_large.as_ref().unwrap()[d.index()])
             .matches("_next = __syncthreads_and")
             .count()
     };

@@ -389,7 +389,9 @@ fn quick_builds_count_digits() {
             let loops = quick.matches("for (int shift = ").count();
             assert!(loops >= selections && loops <= 2 * selections, "{}", k.name);
             assert_eq!(
-                quick.matches("atomicAdd((int*)(hist").count(),
+                quick
+                    .matches("asm volatile(\"red.shared.add.u32 [%0], %1;\"")
+                    .count(),
                 loops,
                 "{}",
                 k.name
