@@ -84,8 +84,9 @@ impl CompileTarget {
 
     /// The options of a quick build: [`CompileTarget::options`] plus NVRTC's fast-compile
     /// setting, `--Ofast-compile=max`, which skips most optimization (loop unrolling among it:
-    /// small arrays stay in local memory). The kernel computes the same bits (the same
-    /// rounding options), 10 to 100 times more slowly; it compiles two to five times faster. (Where NVRTC lacks the option, the quick compile fails and the tiered JIT
+    /// small arrays stay in local memory, no helper is inlined). The kernel computes the same
+    /// bits (the same rounding options), 10 to 200 times more slowly; it compiles two to five
+    /// times faster. (Where NVRTC lacks the option, the quick compile fails and the tiered JIT
     /// compiles the optimized build instead.)
     ///
     /// Not `mid`: NVRTC 13.0 keeps some of that level's state for the rest of the process, and
