@@ -1853,32 +1853,22 @@ fn emit_loop(
                     rest.push(t);
                     continue;
                 };
-                let flag = match how {
-                    Settled::NoNan(u) => {
-                        writeln!(values, "        {name} = {};", syntax.literal(0.0)).ok();
-                        format!("{}_clean", names::temp(u))
-                    }
-                    Settled::AtOrBelow(u) => {
-                        let u = names::temp(u);
-                        writeln!(values, "        {name} = {u}_le;").ok();
-                        format!("{u}_next")
-                    }
-                    Settled::Above(u) => {
-                        let u = names::temp(u);
-                        writeln!(values, "        {name} = psg_from_key({u}_above);").ok();
-                        format!("{u}_next")
-                    }
-                    Settled::CountLe(u) => {
-                        let u = names::temp(u);
-                        writeln!(values, "        {name} = {u}_lec;").ok();
-                        format!("{u}_cnt")
-                    }
-                    Settled::CountLt(u) => {
-                        let u = names::temp(u);
-                        writeln!(values, "        {name} = {u}_ltc;").ok();
-                        format!("{u}_cnt")
-                    }
+                // The selection's value for it, and the flag saying the block has that value.
+                let (u, flag) = match how {
+                    Settled::NoNan(u) => (u, "clean"),
+                    Settled::AtOrBelow(u) | Settled::Above(u) => (u, "next"),
+                    Settled::CountLe(u) | Settled::CountLt(u) => (u, "cnt"),
                 };
+                let u = names::temp(u);
+                let value = match how {
+                    Settled::NoNan(_) => syntax.literal(0.0),
+                    Settled::AtOrBelow(_) => format!("{u}_le"),
+                    Settled::Above(_) => format!("psg_from_key({u}_above)"),
+                    Settled::CountLe(_) => format!("{u}_lec"),
+                    Settled::CountLt(_) => format!("{u}_ltc"),
+                };
+                writeln!(values, "        {name} = {value};").ok();
+                let flag = format!("{u}_{flag}");
                 if !known.contains(&flag) {
                     known.push(flag);
                 }
