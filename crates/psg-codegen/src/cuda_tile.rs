@@ -1203,6 +1203,21 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         .iter()
         .filter(|(s, _)| matches!(s, Step::Select(_)))
         .count();
+    // Passes unrolled whole where B = 256 (see `Unroll`): in the packed kernel, for plans whose
+    // selections are one wave (no pass between them). H100, same run, against the loop of 8 a
+    // group: at g[256, 4M] the trimmed mean took 0.98 of the time in f32 and 0.97-0.99 in bf16,
+    // `kth` 0.98 and the median and quantile 0.99 in f32, the bf16 median and quantile
+    // 1.00-1.01; the MAD mean (two waves) 1.00 in f32 and 1.02 in bf16 (NVRTC kept 12 more bytes
+    // a thread in a frame). In the kernel for B up to 128 (at B = 128) the f32 quantile took
+    // 1.07 and the trimmed mean 1.04, the others 0.99-1.01: not there.
+    let first_select = steps.iter().position(|(s, _)| matches!(s, Step::Select(_)));
+    let whole = sliced
+        && shape == Shape::Packed
+        && first_select.is_some_and(|i| {
+            steps[i..i + selections]
+                .iter()
+                .all(|(s, _)| matches!(s, Step::Select(_)))
+        });
     let blocks = if four || (sliced && half) {
         // Half planes: the tile and scratch fit four blocks (see `Blocks`).
         Blocks::Four
@@ -1273,6 +1288,18 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
     let prefetch_n = prefetch_vectors(plan, small, four, half);
     s.push_str(&tile_loop_consts(dtype, prefetch_n));
+    // A selecting plan's lets and ranks of the parameters and B alone, computed once, here:
+    // NVRTC computed them again for every slab, some 50 instructions a warp and slab (the
+    // conversion of a rank to an integer, its checks), 5% of the bf16 trimmed mean's (ncu,
+    // H100). See `Hoisted`; what it and the passes unrolled whole took together is in
+    // BENCHMARKS.md.
+    let hoisted = if selects {
+        Hoisted::of(plan, &e)
+    } else {
+        Hoisted::default()
+    };
+    s.push_str(&hoisted.declarations);
+    let hoisted_from = s.len();
     // Branches opened before the one-column path, each closed after it.
     let mut branches = 0;
     if pair {
@@ -1329,6 +1356,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
             continue;
         }
         match step {
+            Step::Let(i) if hoisted.lets.contains(i) => {}
             Step::Let(i) => emit_let(&mut s, plan, *i, &e),
             Step::Loop(temps) => {
                 // Consecutive passes combine their partials in alternate halves of `part`, so a
@@ -1356,7 +1384,10 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     half,
                     select_next,
                     last,
-                    unroll,
+                    Unroll {
+                        by: unroll,
+                        full: whole.then_some(PACKED_BINS_MAX_B),
+                    },
                     &syntax,
                     &e,
                     &keep,
@@ -1459,7 +1490,68 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         s.push_str("    }\n");
     }
     s.push_str("    }\n}\n");
-    s
+    let mut body = s.split_off(hoisted_from);
+    for (rank, name) in &hoisted.ranks {
+        body = body.replace(rank, name);
+    }
+    s + &body
+}
+
+/// What [`emit_tiled`] computes before its persistent loop: the lets whose values depend on the
+/// parameters and B alone (`lets`, by index), and the selections' ranks of those, as
+/// `psg_index(rank)` (the text every selection prints) and the name that replaces it.
+#[derive(Default)]
+struct Hoisted {
+    lets: Vec<usize>,
+    ranks: Vec<(String, String)>,
+    declarations: String,
+}
+
+impl Hoisted {
+    fn of(plan: &Plan, e: &dyn Fn(&Scalar) -> String) -> Hoisted {
+        let mut h = Hoisted::default();
+        h.declarations
+            .push_str("    // Of the parameters and B alone: once, not for every slab.\n");
+        for step in &plan.steps {
+            match step {
+                Step::Let(i) if h.invariant(&plan.lets[*i].value) => {
+                    emit_let(&mut h.declarations, plan, *i, e);
+                    h.lets.push(*i);
+                }
+                Step::Select(t) => {
+                    if let ReduceOp::Kth(k) = &plan.temps[*t].reduce.op {
+                        let rank = format!("psg_index({})", e(k));
+                        if h.invariant(k) && !h.ranks.iter().any(|(r, _)| *r == rank) {
+                            let name = format!("psg_rank{t}");
+                            writeln!(h.declarations, "    const long long {name} = {rank};").ok();
+                            h.ranks.push((rank, name));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if h.lets.is_empty() && h.ranks.is_empty() {
+            h.declarations.clear();
+        }
+        h
+    }
+
+    /// Whether `x` depends on the parameters, B, literals and hoisted lets alone.
+    fn invariant(&self, x: &Scalar) -> bool {
+        match x {
+            Scalar::Lit(_) | Scalar::Bool(_) | Scalar::Param(_) | Scalar::BatchSize => true,
+            Scalar::Local(i) => self.lets.contains(i),
+            Scalar::Unary(..) | Scalar::Binary(..) | Scalar::Select(..) | Scalar::Call(..) => {
+                x.children().into_iter().all(|c| self.invariant(c))
+            }
+            Scalar::Load
+            | Scalar::LoadPerSample(_)
+            | Scalar::Reduce(_)
+            | Scalar::Temp(_)
+            | Scalar::Rank(_) => false,
+        }
+    }
 }
 
 /// The column mode's work on a tile (see [`has_column_mode`]): thread `tid` computes column `tid`
@@ -1802,6 +1894,16 @@ struct Combine {
     declared: bool,
 }
 
+/// How [`emit_pass`] unrolls its loop over a thread's samples: `by` of them an iteration, and,
+/// with `full` (the kernel's largest B, [`PACKED_BINS_MAX_B`] in the bit-sliced packed kernel),
+/// where B is that: the pass unrolled whole, a fixed count of samples a thread, with no index,
+/// compare or branch a group of them.
+#[derive(Clone, Copy)]
+struct Unroll {
+    by: usize,
+    full: Option<usize>,
+}
+
 /// A pass over the column (see [`emit_pass`]). Where selections before it settle some of its
 /// reductions (`settle`, see [`Settled`]), a block whose every column has them computes only
 /// the others (nothing, where they settle all); `last`: only the output reads its results.
@@ -1814,7 +1916,7 @@ fn emit_loop(
     half: usize,
     wait_after: bool,
     last: bool,
-    unroll: usize,
+    unroll: Unroll,
     syntax: &Cuda,
     e: &dyn Fn(&Scalar) -> String,
     keep: &dyn Fn(&Scalar) -> String,
@@ -1932,19 +2034,22 @@ fn emit_pass(
     temps: &[usize],
     half: usize,
     combine: Combine,
-    unroll: usize,
+    unroll: Unroll,
     syntax: &Cuda,
     e: &dyn Fn(&Scalar) -> String,
     keep: &dyn Fn(&Scalar) -> String,
     from_tile: &dyn Fn(&str) -> String,
 ) {
-    writeln!(
-        s,
-        "    if (active) {{\n        #pragma unroll {unroll}\n        for (int b = w; b < n_bi; b += 8) {{"
-    )
-    .ok();
+    let mut body = String::new();
     let columns = temps.iter().map(|&t| &plan.temps[t].reduce.column);
-    loop_header_with(s, "            ", columns, e, &plan.ranks, from_tile);
+    loop_header_with(
+        &mut body,
+        "            ",
+        columns,
+        e,
+        &plan.ranks,
+        from_tile,
+    );
     for &t in temps {
         let r = &plan.temps[t].reduce;
         let update = match r.op {
@@ -1958,12 +2063,30 @@ fn emit_pass(
             _ => update_partial(&r.op, t, &e(&r.column.value), "0", syntax),
         };
         match r.column.keep.as_ref().map(keep) {
-            Some(k) => writeln!(s, "            if ({k}) {{ {update} }}"),
-            None => writeln!(s, "            {update}"),
+            Some(k) => writeln!(body, "            if ({k}) {{ {update} }}"),
+            None => writeln!(body, "            {update}"),
         }
         .ok();
     }
-    s.push_str("        }\n    }\n");
+    let by = unroll.by;
+    let looped = format!(
+        "        #pragma unroll {by}\n        for (int b = w; b < n_bi; b += 8) {{\n{body}        }}\n"
+    );
+    match unroll.full {
+        Some(full) => {
+            // The same samples in the same order: the sums do not change. Not in the quick
+            // build, whose compile time follows the source's length (see `emit_select`).
+            write!(
+                s,
+                "    if (active) {{\n#if defined(PSG_QUICK)\n    {{\n#else\n    if (n_bi == {full}) {{\n        // Every sample exists: {per} a thread, unrolled whole.\n        #pragma unroll\n        for (int m = 0; m < {per}; ++m) {{\n            const int b = w + 8 * m;\n{body}        }}\n    }} else {{\n#endif\n{looped}    }}\n    }}\n",
+                per = full / WARPS,
+            )
+            .ok();
+        }
+        None => {
+            write!(s, "    if (active) {{\n{looped}    }}\n").ok();
+        }
+    }
     // Combine the 8 warps' partials through shared memory, in warp order.
     let mut slot = 0;
     let base = half * partial_slots(plan);
@@ -3987,11 +4110,16 @@ fn unpack_stores(dtype: DType, transform: bool) -> String {
 /// tile is filled): 8, or 7 for a plan of two selections or more, whose state with 8 (32
 /// registers held through the tile's passes) exceeds the 80 registers of three blocks a
 /// multiprocessor in the MAD's kernels (NVRTC spilled a vector to local memory, which made the
-/// thread wait for its load before storing it). The kernel for small B prefetches 4 where it
-/// runs four blocks a multiprocessor ([`four_blocks`]): with its sorts' keys (8 a thread) they
-/// fit 64 registers (a tile of B <= 64 is at most 32 KiB, 8 vectors a thread; the rest of an
-/// f32 tile is copied straight to shared memory, a 16-bit tile is 4 vectors a thread). Else it
-/// prefetches 6 for two selections or more (7 spilled in the MAD's cleaner), else 8.
+/// thread wait for its load before storing it); 6 where the selections are in waves of their
+/// own (the MAD's: the vectors are held through both), where 7 still kept 16-36 bytes a thread
+/// in a frame and 6 none or 4 to 12 (`ptxas -v`). H100, same run, the MAD mean against 7: 0.91
+/// of the time in f32 and 0.96 in bf16 at g[256, 4M], 0.95 and 0.98 at g[128, 8M], 0.99-1.00
+/// at g[1024, 1M]; with 5, 0.90, 0.96, 0.95, 1.00, 1.00. The kernel for small B prefetches 4
+/// where it runs four blocks a multiprocessor ([`four_blocks`]): with its sorts' keys (8 a
+/// thread) they fit 64 registers (a tile of B <= 64 is at most 32 KiB, 8 vectors a thread; the
+/// rest of an f32 tile is copied straight to shared memory, a 16-bit tile is 4 vectors a
+/// thread). Else it prefetches 6 for two selections or more (7 spilled in the MAD's cleaner),
+/// else 8.
 ///
 /// A bit-sliced kernel with half the planes (`half`, see [`half_planes`]) prefetches 4. At three
 /// blocks a multiprocessor (80 registers), with 8 NVRTC kept 40 bytes a thread in a frame (the
@@ -4006,10 +4134,18 @@ fn prefetch_vectors(plan: &Plan, small: bool, four: bool, half: bool) -> usize {
         .iter()
         .filter(|s| matches!(s, Step::Select(_)))
         .count();
+    // Selections in waves of their own (a pass between them: the MAD's median, then its
+    // distances' median).
+    let waves = plan
+        .steps
+        .split(|s| matches!(s, Step::Loop(_)))
+        .filter(|wave| wave.iter().any(|s| matches!(s, Step::Select(_))))
+        .count();
     match (small, four, selects >= 2) {
         (true, true, _) => 4,
         (false, _, _) if half => 4,
         (true, false, true) => 6,
+        (false, _, true) if waves >= 2 => 6,
         (false, _, true) => 7,
         _ => 8,
     }

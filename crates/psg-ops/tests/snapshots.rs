@@ -357,64 +357,77 @@ fn a_trimmed_means_bounds_share_one_set_of_bit_planes() {
 
 /// Every selection of every selecting kernel (B small, middling, up to 256 and above; every
 /// dtype) has a quick form, and the quick build compiles only that: digits counted in
-/// shared memory and found by one thread a column, no bit planes, sorts, gathered buckets or
-/// split keys (its source is what NVRTC's quick build takes its time over). The optimized build
-/// never sees it.
+/// shared memory and found by one thread a column, no bit planes, sorts, gathered buckets,
+/// split keys or passes unrolled whole (its source is what NVRTC's quick build takes its time
+/// over). The optimized build never sees it.
 #[test]
 fn quick_builds_count_digits() {
-    let mut kernels = 0;
     for def in psg_ops::builtin_reductions() {
-        let Some(tiled) = def.tiled.as_ref() else {
-            continue;
-        };
-        let Some(large) = tiled.large.as_ref() else {
+        if let Some(tiled) = def.tiled.as_ref().filter(|t| t.large.is_none()) {
             assert!(!tiled.cuda[0].source.contains("PSG_QUICK"), "{}", def.name);
+        }
+    }
+    let kernels = selecting_kernels();
+    assert!(kernels.len() >= 6 * 4 * 4, "{}", kernels.len());
+    for k in &kernels {
+        let src: &str = &k.source;
+        let quick = quick_source(src);
+        // The kernel's body (the helpers before it are compiled only where called).
+        let quick = &quick[quick.find("__global__").unwrap_or(0)..];
+        // A pass unrolled whole where B = 256 is left out of the quick build, too.
+        let whole = src
+            .matches("#if defined(PSG_QUICK)\n    {\n#else\n")
+            .count();
+        let selections = src.matches("#if defined(PSG_QUICK)").count() - whole;
+        assert!(selections >= 1, "{}", k.name);
+        // One digit loop a selection (two for a paired one).
+        let loops = quick.matches("for (int shift = ").count();
+        assert!(loops >= selections && loops <= 2 * selections, "{}", k.name);
+        assert_eq!(
+            quick
+                .matches("asm volatile(\"red.shared.add.u32 [%0], %1;\"")
+                .count(),
+            loops,
+            "{}",
+            k.name
+        );
+        for absent in [
+            "psg_transpose32(pl",
+            "psg_group_sort<",
+            "psg_warp_sort",
+            "their top 16 bits",
+            "for (;;)",
+            "gather",
+            "unrolled whole",
+        ] {
+            assert!(!quick.contains(absent), "{}: {absent}", k.name);
+        }
+        assert!(!optimized_source(src).contains("PSG_QUICK"), "{}", k.name);
+        assert!(
+            !optimized_source(src).contains("for (int shift = "),
+            "{}",
+            k.name
+        );
+    }
+}
+
+/// Every kernel of every selecting built-in (those with a kernel for large B): B small,
+/// middling, up to 256 and above, every dtype.
+fn selecting_kernels() -> Vec<KernelSource> {
+    let mut kernels = Vec::new();
+    for def in psg_ops::builtin_reductions() {
+        let Some(tiled) = def.tiled.as_ref().filter(|t| t.large.is_some()) else {
             continue;
         };
         let variants = [
             Some(&tiled.cuda),
-            Some(large),
+            tiled.large.as_ref(),
             tiled.mid.as_ref(),
             tiled.small.as_ref(),
         ];
-        for k in variants.into_iter().flatten().flat_map(|v| v.iter()) {
-            kernels += 1;
-            let src: &str = &k.source;
-            let quick = quick_source(src);
-            // The kernel's body (the helpers before it are compiled only where called).
-            let quick = &quick[quick.find("__global__").unwrap_or(0)..];
-            let selections = src.matches("#if defined(PSG_QUICK)").count();
-            assert!(selections >= 1, "{}", k.name);
-            // One digit loop a selection (two for a paired one).
-            let loops = quick.matches("for (int shift = ").count();
-            assert!(loops >= selections && loops <= 2 * selections, "{}", k.name);
-            assert_eq!(
-                quick
-                    .matches("asm volatile(\"red.shared.add.u32 [%0], %1;\"")
-                    .count(),
-                loops,
-                "{}",
-                k.name
-            );
-            for absent in [
-                "psg_transpose32(pl",
-                "psg_group_sort<",
-                "psg_warp_sort",
-                "their top 16 bits",
-                "for (;;)",
-                "gather",
-            ] {
-                assert!(!quick.contains(absent), "{}: {absent}", k.name);
-            }
-            assert!(!optimized_source(src).contains("PSG_QUICK"), "{}", k.name);
-            assert!(
-                !optimized_source(src).contains("for (int shift = "),
-                "{}",
-                k.name
-            );
-        }
+        kernels.extend(variants.into_iter().flatten().flatten().cloned());
     }
-    assert!(kernels >= 6 * 4 * 4, "{kernels}");
+    kernels
 }
 
 /// A bit-sliced selection on 32-bit keys of f32 input splits them (top 16 bits to planes, low
@@ -489,9 +502,10 @@ fn the_trimmed_mean_counts_its_bounds_in_the_selection_for_b_up_to_256() {
                 && k.contains("prefix2 != psg_to_key((psg_acc)0)"),
             "{k}"
         );
-        // The counting pass runs where they are not settled: three reductions there, one here.
-        assert_eq!(k.matches("if ((x <= l1_lo)) {").count(), 1, "{k}");
-        assert_eq!(k.matches("t5_p[0] += x;").count(), 2, "{k}");
+        // The counting pass runs where they are not settled: three reductions there, one here
+        // (each pass twice: unrolled whole where B = 256, and the loop for the rest).
+        assert_eq!(k.matches("if ((x <= l1_lo)) {").count(), 2, "{k}");
+        assert_eq!(k.matches("t5_p[0] += x;").count(), 4, "{k}");
         let m = &mid[d.index()].source;
         assert!(!m.contains("_cnt"), "{m}");
     }
@@ -551,5 +565,62 @@ fn bit_sliced_kernels_run_two_blocks_on_whole_planes_of_one_selection_four_on_ha
             let stops = k.source.contains("__all_sync(0xffffffffu, left <= 1)");
             assert_eq!(stops, !want, "{}", k.name);
         }
+    }
+}
+
+/// A selecting kernel computes the lets and ranks that depend on the parameters and B alone once,
+/// before its persistent loop: no rank is converted to an integer inside it, in any kernel of
+/// any selecting built-in, quick or optimized.
+#[test]
+fn ranks_of_the_parameters_and_b_are_computed_once() {
+    let kernels = selecting_kernels();
+    assert!(kernels.len() >= 6 * 4 * 4, "{}", kernels.len());
+    for k in &kernels {
+        let src: &str = &k.source;
+        let start = src
+            .find("for (long long t = blockIdx.x")
+            .expect("persistent loop");
+        let (before, inside) = src.split_at(start);
+        assert!(before.contains("const long long psg_rank"), "{}", k.name);
+        assert!(!inside.contains("psg_index("), "{}", k.name);
+        assert!(
+            inside.contains("const long long k = psg_rank"),
+            "{}",
+            k.name
+        );
+    }
+    // The trimmed mean's count of the samples kept (a let of B and its parameter) too.
+    let t = &tiled("trim_mean").cuda[DType::F32.index()].source;
+    let start = t
+        .find("for (long long t = blockIdx.x")
+        .expect("persistent loop");
+    assert!(t[..start].contains("const auto l6_kept = "), "{t}");
+    assert!(!t[start..].contains("const auto l6_kept = "), "{t}");
+}
+
+/// In the kernel for B up to 256, a plan whose selections are one wave (median, trimmed mean)
+/// unrolls its passes whole where B = 256, in the optimized build only; not the MAD (a pass
+/// between its selections), nor the kernel for middling B. The MAD's kernels prefetch 6
+/// vectors a thread (the trimmed mean's, 7).
+#[test]
+fn passes_are_unrolled_whole_at_b_256_where_one_wave_selects() {
+    let whole = "if (n_bi == 256) {\n        // Every sample exists: 32 a thread, unrolled whole.";
+    for name in ["median", "trim_mean", "mad_mean"] {
+        let t = tiled(name);
+        for d in [DType::F32, DType::BF16] {
+            let k = &t.cuda[d.index()].source;
+            assert_eq!(
+                optimized_source(k).contains(whole),
+                name != "mad_mean",
+                "{name}"
+            );
+            assert!(!quick_source(k).contains("unrolled whole"), "{name}");
+            let mid = &t.mid.as_ref().expect("a kernel for middling B")[d.index()].source;
+            assert!(!mid.contains("unrolled whole"), "{name}");
+        }
+    }
+    for (name, vectors) in [("mad_mean", 6), ("mad_clean", 6), ("trim_mean", 7)] {
+        let k = &tiled(name).cuda[DType::F32.index()].source;
+        assert!(k.contains(&format!("uint4 pf[{vectors}];")), "{name}");
     }
 }
