@@ -1210,14 +1210,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     // 1.00-1.01; the MAD mean (two waves) 1.00 in f32 and 1.02 in bf16 (NVRTC kept 12 more bytes
     // a thread in a frame). In the kernel for B up to 128 (at B = 128) the f32 quantile took
     // 1.07 and the trimmed mean 1.04, the others 0.99-1.01: not there.
-    let first_select = steps.iter().position(|(s, _)| matches!(s, Step::Select(_)));
-    let whole = sliced
-        && shape == Shape::Packed
-        && first_select.is_some_and(|i| {
-            steps[i..i + selections]
-                .iter()
-                .all(|(s, _)| matches!(s, Step::Select(_)))
-        });
+    let whole = sliced && shape == Shape::Packed && selection_waves(plan) == 1;
     let blocks = if four || (sliced && half) {
         // Half planes: the tile and scratch fit four blocks (see `Blocks`).
         Blocks::Four
@@ -3795,8 +3788,8 @@ fn sliced_select(
 
 /// The source an optimized build compiles: `source` without what only the quick build reads
 /// (the `#if defined(PSG_QUICK)` part of each `#if defined(PSG_QUICK)` / `#else` / `#endif`,
-/// which [`emit_select`] writes around each selection). For tests that read the generated
-/// source.
+/// which [`emit_select`] writes around each selection, and [`emit_pass`] around a pass unrolled
+/// whole). For tests that read the generated source.
 pub fn optimized_source(source: &str) -> String {
     one_build(source, false)
 }
@@ -4134,13 +4127,7 @@ fn prefetch_vectors(plan: &Plan, small: bool, four: bool, half: bool) -> usize {
         .iter()
         .filter(|s| matches!(s, Step::Select(_)))
         .count();
-    // Selections in waves of their own (a pass between them: the MAD's median, then its
-    // distances' median).
-    let waves = plan
-        .steps
-        .split(|s| matches!(s, Step::Loop(_)))
-        .filter(|wave| wave.iter().any(|s| matches!(s, Step::Select(_))))
-        .count();
+    let waves = selection_waves(plan);
     match (small, four, selects >= 2) {
         (true, true, _) => 4,
         (false, _, _) if half => 4,
@@ -4149,6 +4136,15 @@ fn prefetch_vectors(plan: &Plan, small: bool, four: bool, half: bool) -> usize {
         (false, _, true) => 7,
         _ => 8,
     }
+}
+
+/// The plan's waves of selections: groups with no pass between them (the trimmed mean's two
+/// bounds are one; the MAD's median and then its distances' median, two).
+fn selection_waves(plan: &Plan) -> usize {
+    plan.steps
+        .split(|s| matches!(s, Step::Loop(_)))
+        .filter(|wave| wave.iter().any(|s| matches!(s, Step::Select(_))))
+        .count()
 }
 
 /// Whether the kernel for small B runs four blocks a multiprocessor (held to 64 registers,
