@@ -2449,6 +2449,13 @@ fn emit_select(
             _ => None,
         };
         debug_assert!(raw != Some(16) || zero_low_bits == 16);
+        // The NaN check as a column's own keys are transposed (see `sliced_select`): bf16's;
+        // f32's where the selection is the plan's only one. Same run, H100, against the check
+        // in the selecting lanes: bf16 median, quantile, `kth` and trimmed mean 0.98-1.00 of
+        // the time at g[256, 4M] and g[128, 8M]; f32 median 0.99 and 0.92, quantile 0.98 and
+        // 0.92, `kth` 0.96 and 0.96; but the f32 trimmed mean (a paired selection) 1.02 and
+        // 0.99, the f32 MAD mean (with its distances' check there too) 1.02 and 1.01.
+        let own_check = raw == Some(16) || (paired.is_none() && selection_waves(plan) == 1);
         s.push_str(&sliced_select(
             &name,
             flags,
@@ -2456,6 +2463,7 @@ fn emit_select(
             zero_low_bits,
             ties,
             raw,
+            own_check,
             paired.as_ref(),
         ));
         s.push_str("#endif\n");
@@ -3068,9 +3076,16 @@ fn small_select(name: &str, clean: bool, next: bool, key_code: &str) -> String {
         vote: "gather",
         above: "over[32 + lane]",
     };
-    select_results(&mut s, name, clean, next, gathered);
+    select_results(&mut s, name, clean, next, gathered, TOTALS_VOTE);
     s
 }
+
+/// A thread's vote on the NaN guard where its column's selecting lanes left it in `totals`.
+const TOTALS_VOTE: &str = "!active || totals[lane] != 0";
+
+/// A thread's vote on the NaN guard where it checked its own samples as it transposed them
+/// (a column's own keys, see `sliced_select`).
+const OWN_VOTE: &str = "!nonfinite";
 
 /// Where a selection that leaves its results in shared memory ([`select_results`]) has the next
 /// value of a column: the condition under which a thread takes it, the condition its column
@@ -3085,13 +3100,20 @@ struct Gathered {
 /// `sliced_select`): after a barrier every thread reads its column's key (`found[lane]`), the
 /// block votes on the NaN guard (`totals[lane]`) and, where the column has it (see
 /// [`Gathered`]), takes the next value's count (`pick[lane]`) and least key above.
-fn select_results(s: &mut String, name: &str, clean: bool, next: bool, at: Gathered) {
+fn select_results(
+    s: &mut String,
+    name: &str,
+    clean: bool,
+    next: bool,
+    at: Gathered,
+    clean_vote: &str,
+) {
     let Gathered { taken, vote, above } = at;
     s.push_str("        __syncthreads();\n        const psg_key prefix = found[lane];\n");
     if clean {
         writeln!(
             s,
-            "        // The block's word: no column holds a NaN.\n        {name}_clean = __syncthreads_and(!active || totals[lane] != 0);"
+            "        // The block's word: no column holds a NaN.\n        {name}_clean = __syncthreads_and({clean_vote});"
         )
         .ok();
     }
@@ -3195,7 +3217,10 @@ const EARLY_STOP: u32 = 2;
 ///    else the bit is 0 and the mask keeps the keys with a 0. The selected key's count of
 ///    equal keys gives `le`. The NaN check reads the top 8 bits off the same planes: no key
 ///    whose top 8 bits are clear, and as many whose top 8 bits are set as there are removed
-///    values (as the digit passes check; see `Settled`).
+///    values (as the digit passes check; see `Settled`). A column's own keys (bf16's, and
+///    f32's where the selection is its plan's only one: `own_check`) are checked instead as
+///    they are transposed, every warp its samples: no value whose exponent's top 7 bits are all
+///    set (the same keys), a few logic ops and the block's vote at the barrier after the loop.
 ///    **Early stop**: every [`EARLY_STOP`] bits from bit 24 down (below the NaN check's bits),
 ///    a warp whose columns are each down to at most one key matching the selected bits (a
 ///    count `left` kept beside the rank) stops counting, and reads that key's remaining bits
@@ -3280,6 +3305,7 @@ const EARLY_STOP: u32 = 2;
 /// MAD mean 0.94, the clipped median (its keys are f32, bf16 input too) 0.95 and 0.91; for bf16
 /// input's own keys it took 1.04-1.15 and for the bf16 MAD's distances 1.03-1.07 (ties), hence
 /// not there.
+#[allow(clippy::too_many_arguments)]
 fn sliced_select(
     name: &str,
     flags: SelectFlags,
@@ -3287,6 +3313,7 @@ fn sliced_select(
     low: u32,
     ties: bool,
     raw: Option<u32>,
+    own_check: bool,
     pair: Option<&PairedCode>,
 ) -> String {
     let SelectFlags {
@@ -3327,6 +3354,14 @@ fn sliced_select(
     let search = next && !(twin && tie_unread);
     // A paired selection: the second group selects it.
     let clean2 = pair.is_some_and(|p| p.clean);
+    // Where `own_check` (a column's own keys, `raw`, all B kept; see `emit_select`), the values
+    // are checked for NaN as they are transposed: none whose exponent's top 7 bits are all set
+    // (the keys' top 8 bits all set or all clear), a few logic ops on the transposed registers
+    // and the block's vote, instead of four a bit for the top 8 bits in every selecting lane
+    // and the counts, shuffles and ballot after the loop (`guarded`, which also counts a
+    // filtered column's removed values).
+    let own_guard = own_check && raw.is_some() && (clean || clean2);
+    let guarded = (clean || clean2) && !own_guard;
     let groups = if twin || pair.is_some() { 2 } else { 1 };
     let selecting = if groups * lanes < WARPS {
         format!("if (w < {}) ", groups * lanes)
@@ -3362,6 +3397,17 @@ fn sliced_select(
     // The planes of a column's own keys from the values' `bits` top bits (the transpose's first
     // `bits - 1` words and its sign word).
     let value_planes = |bits: u32, dst: &str| {
+        let check = if own_guard {
+            format!(
+                "            // The NaN check: a value whose exponent's top 7 bits are all set (inf, NaN or\n            // the top binade) makes the block count NaNs.\n            nonfinite = active && ({} & vm) != 0u;\n",
+                (bits - 8..bits - 1)
+                    .map(|i| format!("pl[{i}]"))
+                    .collect::<Vec<_>>()
+                    .join(" & ")
+            )
+        } else {
+            String::new()
+        };
         format!(
             r#"            // Planes of the values' bits: a key's bit is the value's flipped by the sign, and
             // its top bit the sign's complement (psg_to_key), a plane at a time; the planes of
@@ -3369,7 +3415,7 @@ fn sliced_select(
             const int nv = min(32, max(0, (n_bi - w + {}) >> {parts_log2}));
             const psg_key vm = nv >= 32 ? ~0u : ((1u << nv) - 1u);
             const psg_key sg = pl[{}];
-{dst}            #pragma unroll
+{check}{dst}            #pragma unroll
             for (int i = 0; i < {}; ++i) dst[{}] = (pl[i] ^ sg) & vm;
             dst[31 << 8] = ~sg & vm;
 "#,
@@ -3436,7 +3482,7 @@ fn sliced_select(
         s,
         r#"        const bool valid = k >= 0 && k < total;
 {rank2}        psg_key* const planes = (psg_key*)bins{planes_at};
-        {open}{{
+{nonfinite}        {open}{{
 {to_planes}        }}
 {fetch}        if (w == 0) {{ pick[32 + lane] = (int)total; pick[64 + lane] = valid && active ? (int)k : -1;{pick2} }}
         __syncthreads();
@@ -3463,6 +3509,11 @@ fn sliced_select(
             "Lanes 2g, 2g + 1"
         },
         lg = parts_log2 - 1,
+        nonfinite = if own_guard {
+            "        bool nonfinite = false;\n"
+        } else {
+            ""
+        },
         lmask = lanes - 1,
         // With half the planes (keys' top 16 bits only), plane 16 is the scratch's first.
         planes_at = if half_planes { " - (16 << 8)" } else { "" },
@@ -3504,7 +3555,7 @@ fn sliced_select(
     if search {
         s.push_str("            psg_key g0 = 0u, g1 = 0u;\n");
     }
-    if clean || clean2 {
+    if guarded {
         s.push_str("            psg_key h0 = ~0u, h1 = ~0u, l0 = 0u, l1 = 0u;\n");
     }
     let above_update = if search {
@@ -3548,7 +3599,7 @@ fn sliced_select(
         c0_sum = sum("c0").replace("            c0", "                c0"),
     )
     .ok();
-    if clean || clean2 {
+    if guarded {
         s.push_str("                if (i >= 24) { h0 &= a; h1 &= b; l0 |= a; l1 |= b; }\n");
     }
     // Once no column of the warp has more than one key left, the counting stops: the
@@ -3608,7 +3659,7 @@ fn sliced_select(
         s.push_str("            if (!second) {\n");
     }
     let guard = "!lo && hi == n_bi - pick[32 + c]";
-    if clean || clean2 {
+    if guarded {
         write!(
             s,
             r#"            // Keys whose top 8 bits are all clear (NaNs among them), and all set (NaNs and
@@ -3620,12 +3671,12 @@ fn sliced_select(
         )
         .ok();
     }
-    if clean {
+    if clean && guarded {
         write!(store, " totals[c] = {guard};").ok();
     }
     if let Some(p) = pair {
         let mut store2 = String::from("found[32 + c] = sel;");
-        if clean2 {
+        if clean2 && guarded {
             write!(store2, " totals[32 + c] = {guard};").ok();
         }
         // The counts below the selected key and equal to it (see `Settled::CountLe`), two
@@ -3728,18 +3779,19 @@ fn sliced_select(
             s.push_str("        const int cnt2 = pick[lane];\n");
         }
         if clean {
-            writeln!(
-                s,
-                "        {name}_clean = __syncthreads_and(!active || totals[lane] != 0);"
-            )
-            .ok();
+            let vote = if own_guard { OWN_VOTE } else { TOTALS_VOTE };
+            writeln!(s, "        {name}_clean = __syncthreads_and({vote});").ok();
         }
-        if clean2 {
-            writeln!(
-                s,
-                "        {name2}_clean = __syncthreads_and(!active || totals[32 + lane] != 0);"
-            )
-            .ok();
+        if clean2 && own_guard && clean {
+            // The same keys, the same samples: the same vote.
+            writeln!(s, "        {name2}_clean = {name}_clean;").ok();
+        } else if clean2 {
+            let vote = if own_guard {
+                OWN_VOTE
+            } else {
+                "!active || totals[32 + lane] != 0"
+            };
+            writeln!(s, "        {name2}_clean = __syncthreads_and({vote});").ok();
         }
         if !clean && !clean2 {
             s.push_str("        __syncthreads();\n");
@@ -3782,7 +3834,8 @@ fn sliced_select(
         vote: "valid",
         above: "found[32 + lane]",
     };
-    select_results(&mut s, name, clean, next, found);
+    let vote = if own_guard { OWN_VOTE } else { TOTALS_VOTE };
+    select_results(&mut s, name, clean, next, found, vote);
     s
 }
 

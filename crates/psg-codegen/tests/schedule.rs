@@ -405,15 +405,45 @@ fn the_nan_guard_of_a_selection_runs_after_it_and_only_where_it_may_count_someth
     );
     let g = generate(&r).unwrap();
     let tile = &g.cuda_tile[DType::F32.index()];
-    // The tiled kernel selects first; the top 8 bit planes tell whether a NaN can be there (a
-    // NaN's key has its top 8 bits all clear or all set), and the count runs only where one
-    // can.
+    // The tiled kernel selects first; the top 8 bits tell whether a NaN can be there (a NaN's
+    // key has its top 8 bits all clear or all set: for a column's own keys, the value's
+    // exponent is all ones), read as the keys are transposed, and the count runs only where
+    // one can.
+    let check = tile
+        .find("nonfinite = active && (pl[8] & pl[9] & pl[10] & pl[11] & pl[12] & pl[13] & pl[14] & vm) != 0u;")
+        .expect(tile);
     let clean = tile
-        .find("totals[c] = !lo && hi == n_bi - pick[32 + c];")
+        .find("t1_clean = __syncthreads_and(!nonfinite);")
         .expect(tile);
     let count = tile.find("if (psg_isnan(x))").expect(tile);
     let vote = tile.find("if (t1_clean) {").expect(tile);
-    assert!(clean < vote && vote < count, "{tile}");
+    assert!(check < clean && clean < vote && vote < count, "{tile}");
+    // Computed keys (two columns, so the tile holds neither): the selecting lanes check the
+    // keys' top 8 bit planes.
+    let computed = reduction(
+        vec![],
+        Output::Scalars(vec![
+            stats::median_low(Column {
+                value: Scalar::Call(Func::Abs, vec![Scalar::Load]),
+                keep: None,
+            }),
+            stats::median_low(Column {
+                value: Scalar::Load.bin(BinOp::Mul, Scalar::Load),
+                keep: None,
+            }),
+        ]),
+    );
+    let g2 = generate(&computed).unwrap();
+    let tile2 = &g2.cuda_tile[DType::F32.index()];
+    assert!(
+        tile2.contains("if (i >= 24) { h0 &= a; h1 &= b; l0 |= a; l1 |= b; }"),
+        "{tile2}"
+    );
+    assert!(
+        tile2.contains("totals[c] = !lo && hi == n_bi - pick[32 + c];"),
+        "{tile2}"
+    );
+    assert!(!tile2.contains("nonfinite"), "{tile2}");
     // In f64 it counts digits, 16-bit halves: the first digit pass tells.
     let f64 = &g.cuda_tile[DType::F64.index()];
     let clean = f64
