@@ -480,11 +480,12 @@ fn gpu_selection_on_hard_columns_matches_cpu() {
 /// beside them (`x <= -0` counts +0, `x < +0` does not count -0, unlike the keys' order), tie
 /// with many values, or sit among NaNs: the bounds' counts come from the bit-sliced selection
 /// only where they are the values' (see `Settled::CountLe` in psg-codegen), and a block mixes
-/// such columns with columns of normal values.
+/// such columns with columns of normal values; bounds among subnormals (bf16's least, 2^-133,
+/// and its multiples), and infinite ones.
 fn zero_bound_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
     let mut v = vec![0.0f32; b * p];
     for c in 0..p {
-        let kind = (c / 3) % 7;
+        let kind = (c / 3) % 9;
         for r in 0..b {
             let u = rng.below(100);
             v[r * p + c] = match kind {
@@ -520,6 +521,28 @@ fn zero_bound_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
                     50..=79 => 0.0,
                     _ => 2.0 + rng.normal().abs() as f32,
                 },
+                // Subnormals of both signs (multiples of 2^-133, bf16's least), zeros and the
+                // least normal: bounds that a comparison flushing subnormals would get wrong.
+                6 => {
+                    let m = match u {
+                        0..=9 => 0.0,
+                        10..=19 => 128.0,
+                        _ => (1 + rng.below(6)) as f32,
+                    };
+                    // 2^-133: an f32 subnormal, whose bits hold it exactly.
+                    let x = m * f32::from_bits(0x0001_0000);
+                    if rng.below(2) == 0 {
+                        -x
+                    } else {
+                        x
+                    }
+                }
+                // Infinities of both signs at the bounds.
+                7 => match u {
+                    0..=19 => f32::NEG_INFINITY,
+                    80..=99 => f32::INFINITY,
+                    _ => rng.normal() as f32,
+                },
                 // A NaN now and then.
                 5 => {
                     if rng.below(2 * b) == 0 {
@@ -541,7 +564,7 @@ fn gpu_trimmed_mean_at_zero_and_tied_bounds_matches_cpu() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0010);
     for dtype in [DType::F32, DType::BF16] {
-        for b in [65usize, 128, 129, 200, 255, 256] {
+        for b in [33usize, 65, 128, 129, 200, 255, 256, 1000] {
             let p = 40_000;
             let g = Pair::new(&zero_bound_columns(&mut rng, b, p), &[b, p], dtype, &dev);
             for alpha in [0.0, 0.1, 0.3] {
