@@ -2462,7 +2462,8 @@ fn emit_select(
         // 0.92, `kth` 0.96 and 0.95. With the check for the f32 trimmed mean too (a paired
         // selection) and the MAD mean's both selections (its distances, computed keys, all
         // kept, checked the same way), another run: 1.02 and 0.99, 1.02 and 1.01.
-        let own_check = raw == Some(16) || (paired.is_none() && selection_waves(plan) == 1);
+        let own_check =
+            raw == Some(16) || (raw.is_some() && paired.is_none() && selection_waves(plan) == 1);
         s.push_str(&sliced_select(
             &name,
             flags,
@@ -3364,13 +3365,13 @@ fn sliced_select(
     let search = next && !(twin && tie_unread);
     // A paired selection: the second group selects it.
     let clean2 = pair.is_some_and(|p| p.clean);
-    // Where `own_check` (a column's own keys, `raw`, all B kept; see `emit_select`), the values
+    // Where `own_check` (a column's own keys, all B kept; see `emit_select`), the values
     // are checked for NaN as they are transposed: none whose exponent's top 7 bits are all set
     // (the keys' top 8 bits all set or all clear), a few logic ops on the transposed registers
     // and the block's vote, instead of four a bit for the top 8 bits in every selecting lane
     // and the counts, shuffles and ballot after the loop (`guarded`, which also counts a
     // filtered column's removed values).
-    let own_guard = own_check && raw.is_some() && (clean || clean2);
+    let own_guard = own_check && (clean || clean2);
     let guarded = (clean || clean2) && !own_guard;
     let groups = if twin || pair.is_some() { 2 } else { 1 };
     let selecting = if groups * lanes < WARPS {
