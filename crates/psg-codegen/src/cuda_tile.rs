@@ -294,6 +294,23 @@ struct Paired {
     counts: Counts,
 }
 
+/// Column `c`'s values and elements as a selecting lane reads them (`c`, the column it selects
+/// in, is not its own `lane`): the per-column values printed with the suffix `_c` (see
+/// [`OtherKey`]) and the tile's elements of column `c` (`tcc`).
+struct OtherColumn<'a> {
+    e: &'a dyn Fn(&Scalar) -> String,
+    from_tile: &'a dyn Fn(&str) -> String,
+}
+
+/// The key of sample `b` of column `c` in a selecting lane of a bit-sliced selection, for its
+/// tie check (see [`TIE_AT`]): `shuffles` binds column `c`'s per-column values that the key
+/// reads (named with `_c`) from lane `c`, where every warp holds them, and `key` binds `key` for
+/// sample `b` of column `c` from the tile.
+struct OtherKey {
+    shuffles: String,
+    key: String,
+}
+
 /// A [`Paired`] selection as `sliced_select` writes it: its temporary's name, whether its NaN
 /// guard is needed, and its rank's expression.
 struct PairedCode {
@@ -1118,6 +1135,13 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         suffix: "",
     };
     let e = |expr: &Scalar| print(expr, &syntax, &scope);
+    // Another column's values, named apart (`_c`): a selecting lane computes keys of the column
+    // it selects in (see `OtherColumn`).
+    let scope_c = Scope {
+        suffix: "_c",
+        ..scope
+    };
+    let e_c = |expr: &Scalar| print(expr, &syntax, &scope_c);
     // A streaming pass's filters, printed without short-circuits (see `Cuda::eager`).
     let eager = Cuda {
         acc: dtype.acc(),
@@ -1128,6 +1152,10 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     let pair = pairs(plan, dtype, transform.is_some());
     let unroll = pass_unroll(plan, narrow);
     let from_tile = |i: &str| format!("psg_tile_get(tc[({i}) << 5])");
+    let other = OtherColumn {
+        e: &e_c,
+        from_tile: &|i: &str| format!("psg_tile_get(tcc[({i}) << 5])"),
+    };
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
     let key_bits = match syntax.acc {
         Acc::F32 => 32,
@@ -1434,7 +1462,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                 };
                 fetched = fetched || sliced;
                 emit_select(
-                    &mut s, plan, *t, input, key_bits, flags, pair, &e, &from_tile,
+                    &mut s, plan, *t, input, key_bits, flags, pair, &e, &from_tile, &other,
                 )
             }
         }
@@ -2254,6 +2282,7 @@ fn emit_select(
     pair: Option<Paired>,
     e: &dyn Fn(&Scalar) -> String,
     from_tile: &dyn Fn(&str) -> String,
+    other: &OtherColumn,
 ) {
     let SelectFlags {
         clean,
@@ -2338,6 +2367,27 @@ fn emit_select(
     // above them are fixed (ties need no more passes). Not f16: its widening turns every NaN
     // into 0x7fffffff, whose low bits are set.
     let zero_low_bits = if bf16_own_keys(plan, t, input) { 16 } else { 0 };
+    // Computed keys, with the names and elements of `e` and `from_tile`.
+    let computed =
+        |indent: &str, e: &dyn Fn(&Scalar) -> String, from_tile: &dyn Fn(&str) -> String| {
+            let mut c = String::new();
+            loop_header_with(&mut c, indent, [&r.column], e, &plan.ranks, from_tile);
+            match &r.column.keep {
+                Some(keep) => writeln!(
+                    c,
+                    "{indent}const psg_key key = ({}) ? psg_to_key({}) : ~(psg_key)0;",
+                    e(keep),
+                    e(&r.column.value)
+                ),
+                None => writeln!(
+                    c,
+                    "{indent}const psg_key key = psg_to_key({});",
+                    e(&r.column.value)
+                ),
+            }
+            .ok();
+            c
+        };
     // The statements that bind `key` for sample `b` (removed values get the largest key, which
     // ranks after every kept value and so never changes a rank below the count).
     let key_code = |indent: &str| -> String {
@@ -2347,24 +2397,7 @@ fn emit_select(
                 from_tile("b")
             ),
             Keys::Stored => format!("{indent}const psg_key key = kc[b << 5];\n"),
-            Keys::Computed => {
-                let mut c = String::new();
-                loop_header_with(&mut c, indent, [&r.column], e, &plan.ranks, from_tile);
-                match &r.column.keep {
-                    Some(_) => writeln!(
-                        c,
-                        "{indent}const psg_key key = ({keep}) ? psg_to_key({}) : ~(psg_key)0;",
-                        e(&r.column.value)
-                    ),
-                    None => writeln!(
-                        c,
-                        "{indent}const psg_key key = psg_to_key({});",
-                        e(&r.column.value)
-                    ),
-                }
-                .ok();
-                c
-            }
+            Keys::Computed => computed(indent, e, from_tile),
         }
     };
     if mode == Keys::Direct || (mode == Keys::Computed && r.column.keep.is_none()) {
@@ -2464,6 +2497,31 @@ fn emit_select(
         // kept, checked the same way), another run: 1.02 and 0.99, 1.02 and 1.01.
         let own_check =
             raw == Some(16) || (raw.is_some() && paired.is_none() && selection_waves(plan) == 1);
+        // Computed keys of another column, for the tie check (see `TIE_AT`): the per-column
+        // values they read, from that column's lane.
+        let other_key = (mode == Keys::Computed).then(|| {
+            let mut values: Vec<&Scalar> = Vec::new();
+            let mut todo: Vec<&Scalar> = r.column.value_and_keep().collect();
+            while let Some(x) = todo.pop() {
+                match x {
+                    Scalar::Local(_) | Scalar::Temp(_) if !values.contains(&x) => values.push(x),
+                    _ => todo.extend(x.children()),
+                }
+            }
+            OtherKey {
+                shuffles: values
+                    .iter()
+                    .map(|x| {
+                        format!(
+                            "                    const auto {} = __shfl_sync(0xffffffffu, {}, c);\n",
+                            (other.e)(x),
+                            e(x)
+                        )
+                    })
+                    .collect(),
+                key: computed("                            ", other.e, other.from_tile),
+            }
+        });
         s.push_str(&sliced_select(
             &name,
             flags,
@@ -2473,6 +2531,7 @@ fn emit_select(
             raw,
             own_check,
             paired.as_ref(),
+            other_key.as_ref(),
         ));
         s.push_str("#endif\n");
         if let Some(PairedCode { name: name2, .. }) = &paired {
@@ -3198,6 +3257,19 @@ const SPLIT_FEW: u32 = 8;
 /// bits: see [`sliced_select`].
 const EARLY_STOP: u32 = 2;
 
+/// The bit after which a bit-sliced selection on computed keys of 16-bit input (the bf16 MAD's
+/// distances) checks once whether every column's keys left tie, and if so stops (the tie check
+/// of [`sliced_select`]). Such keys tie often: a distance `|x - median|` of bf16 values has few
+/// significant bits, and equal values have equal distances, so the early stop (one key left)
+/// came in 7% of warps (ncu, H200, g[256, 4M]) and the rest counted all 32 bits. With the
+/// check, 90% of warps stop at it and 3% count on (ncu, same kernel): in a simulation of the
+/// benchmark's data every column's keys left tied after bit 14, and in 11% of warps after 16. Checked on the planes (both ways of
+/// every remaining bit, as the early stop's reads) it cost nearly what it saved (0.996 and 1.007
+/// of the time, H200, same run); the keys computed again as below, 0.94 and 0.92. Resolving
+/// any keys left that way (a lane's at most two, the rank among the column's by their least
+/// above the last) at bit 16 or 14, for f32 distances too, took 1.02-1.05 of the time.
+const TIE_AT: u32 = 14;
+
 /// A selection's body on 32-bit keys in the kernel for B up to [`PACKED_BINS_MAX_B`], after `k`:
 /// an exact radix select one bit at a time over bit planes, instead of 8-bit digit passes.
 ///
@@ -3249,6 +3321,12 @@ const EARLY_STOP: u32 = 2;
 ///    the time without it (H100, same run, g[256, 4M]). A column's count summed with
 ///    `__reduce_add_sync` over its four lanes (one `redux` instead of two shuffles, sm_80 and
 ///    later) took 2.2-3.3 times as long (same run, H200, g[256, 4M]).
+///    **Tie check**: computed keys of 16-bit input (`ties`, not split, no search; `other`)
+///    check once, after bit [`TIE_AT`], whether every column's keys left tie: each lane with at
+///    most two keys left computes them again from the tile (`OtherKey`: column `c`'s per-column
+///    values by a shuffle from lane `c`, its elements from `tcc`), the column's least and
+///    greatest are compared, and where the warp's columns all tie (or have at most one key, or
+///    none) the remaining bits are the tied key's, as the loop would have found them.
 /// 3. The next value (`above`, the least key above the selected one), where the plan needs it:
 ///    warps 4-7 select rank `k + 1` beside warps 0-3 ("twin"; they would wait at the barrier
 ///    otherwise). Where the two tie, the least key above is among the keys that left the second
@@ -3326,6 +3404,7 @@ fn sliced_select(
     raw: Option<u32>,
     own_check: bool,
     pair: Option<&PairedCode>,
+    other: Option<&OtherKey>,
 ) -> String {
     let SelectFlags {
         clean,
@@ -3489,6 +3568,8 @@ fn sliced_select(
         },
     );
     let mut s = String::new();
+    // The selecting lanes' names must not hide the plan's (`s0`, `s1` are its parameters, `x` its
+    // element), which the tie check's keys read: a lane's plane words are `o0` and `o1`.
     write!(
         s,
         r#"        const bool valid = k >= 0 && k < total;
@@ -3499,11 +3580,11 @@ fn sliced_select(
         __syncthreads();
         {{
             // {lane_list} of warp w select in column {columns}(w % {lanes}) + g, parts 2q and 2q + 1
-            // (q = lane % {lanes}; masks v0, v1 of their samples below B).
+            // (q = lane % {lanes}; words o0, o1; masks v0, v1 of their samples below B).
             const int c = {columns} * (w & {lmask}) + (lane >> {lg}), q = lane & {lmask};
             const int sw = (c >> 2) & 7;
             const psg_key* const src = planes + (c << 3);
-            const int s0 = (2 * q) ^ sw, s1 = (2 * q + 1) ^ sw;
+            const int o0 = (2 * q) ^ sw, o1 = (2 * q + 1) ^ sw;
             {kk}
             const int n0 = min(32, max(0, (n_bi - 2 * q + {r0}) >> {parts_log2})), n1 = min(32, max(0, (n_bi - 2 * q + {r1}) >> {parts_log2}));
             const psg_key v0 = n0 >= 32 ? ~0u : ((1u << n0) - 1u), v1 = n1 >= 32 ? ~0u : ((1u << n1) - 1u);
@@ -3585,10 +3666,17 @@ fn sliced_select(
     // g[256, 4M]), and took 0.95 of the time at g[256, 4M] without it, 0.94 at g[128, 8M]
     // (H100, same run, four blocks a multiprocessor).
     let early_stop = low == 0;
+    // The tie check (see `TIE_AT`): computed keys of 16-bit input, the loop's every bit.
+    let tie_check = other.filter(|_| early_stop && ties && !split && !search);
     let (left_decl, left_zeros, left_ones) = if early_stop {
         (
             format!(
-                "            // `left`: the column's keys still matching the selected bits.\n            int left = n_bi, stop = {floor};\n"
+                "            // `left`: the column's keys still matching the selected bits.\n            int left = n_bi, stop = {floor};{}\n",
+                if tie_check.is_some() {
+                    "\n            // The bits below `stop` where the keys left tie (see `TIE_AT`).\n            psg_key settled = 0u; bool tied = false;"
+                } else {
+                    ""
+                }
             ),
             " left = c0;",
             " left -= c0;",
@@ -3601,7 +3689,7 @@ fn sliced_select(
         r#"            {selecting}{{
 {left_decl}            #pragma unroll
             for (int i = 31; i >= {floor}; --i) {{
-                const psg_key a = src[(i << 8) + s0], b = src[(i << 8) + s1];
+                const psg_key a = src[(i << 8) + o0], b = src[(i << 8) + o1];
                 const psg_key z0 = m0 & ~a, z1 = m1 & ~b;
                 int c0 = __popc(z0) + __popc(z1);
 {c0_sum}                if (rem < c0) {{ {above_update}m0 = z0; m1 = z1;{left_zeros} }}
@@ -3623,6 +3711,48 @@ fn sliced_select(
         )
         .ok();
     }
+    if let Some(o) = tie_check {
+        let across = |v: &str, op: &str| {
+            (0..parts_log2 - 1)
+                .map(|j| {
+                    format!(
+                        "                    {v} = {op}({v}, __shfl_xor_sync(0xffffffffu, {v}, {}));\n",
+                        1 << j
+                    )
+                })
+                .collect::<String>()
+        };
+        // The key of the lane's key left at bit `p` (0-63) of its two parts.
+        let key_at = |var: &str, p: &str| {
+            format!(
+                "                        {{\n                            const int b = ({p} < 32 ? 2 * q : 2 * q + 1) + (({p} & 31) << {parts_log2});\n{}                            {var} = key;\n                        }}\n",
+                o.key
+            )
+        };
+        write!(
+            s,
+            r#"                if (i == {TIE_AT}) {{
+                    // Where every column's keys left tie (see `TIE_AT`), the remaining bits are
+                    // theirs: the keys of each lane's first and last, computed again.
+                    const int nl = __popc(m0) + __popc(m1);
+{shuffles}                    psg_key kf = 0u, kl = 0u;
+                    if (nl > 0 && nl <= 2) {{
+                        const psg_tile* const tcc = tile + cs * n_bi + c;
+                        const int pf = m0 != 0u ? __ffs(m0) - 1 : 31 + __ffs(m1);
+                        const int pl = m1 != 0u ? 63 - __clz(m1) : 31 - __clz(m0);
+{kf}{kl}                    }}
+                    psg_key lo = nl > 0 ? min(kf, kl) : ~0u, hi = nl > 0 ? max(kf, kl) : 0u;
+{lo_min}{hi_max}                    if (__all_sync(0xffffffffu, nl <= 2 && (left == 0 || lo == hi))) {{ settled = lo & ((1u << i) - 1u); stop = i; tied = true; break; }}
+                }}
+"#,
+            shuffles = o.shuffles,
+            kf = key_at("kf", "pf"),
+            kl = key_at("kl", "pl"),
+            lo_min = across("lo", "min"),
+            hi_max = across("hi", "max"),
+        )
+        .ok();
+    }
     s.push_str("            }\n");
     // The bits below `stop`: those of the one key left, from its part's planes (where the rank
     // is valid: `rem` is then 0). With none left, the loop would have set every bit where the
@@ -3633,15 +3763,17 @@ fn sliced_select(
         write!(
             s,
             r#"            if (stop > {floor}) {{
-                psg_key rest = 0u;
-                for (int i = stop - 1; i >= {floor}; --i) {{
-                    if (((src[(i << 8) + s0] & m0) | (src[(i << 8) + s1] & m1)) != 0u) rest |= 1u << i;
+                psg_key rest = {rest_init};
+                for (int i = stop - 1; i >= {floor}{rest_cond}; --i) {{
+                    if (((src[(i << 8) + o0] & m0) | (src[(i << 8) + o1] & m1)) != 0u) rest |= 1u << i;
                 }}
 {rest_or}                if (left == 0) rest = rem >= 0 ? ((1u << stop) - 1u) & ~{low_mask} : 0u;
                 else if (rem < 0) {{ if (rest != 0u) {{ {above_drop}m0 = 0u; m1 = 0u; }} rest = 0u; }}
                 sel |= rest;
             }}
 "#,
+            rest_init = if tie_check.is_some() { "settled" } else { "0u" },
+            rest_cond = if tie_check.is_some() { " && !tied" } else { "" },
             rest_or = (0..parts_log2 - 1)
                 .map(|j| {
                     format!(
@@ -3727,7 +3859,7 @@ fn sliced_select(
              {ind}psg_key {out} = 0u;\n\
              {ind}#pragma unroll\n\
              {ind}for (int i = 31; i >= {low}; --i) {{\n\
-             {ind}    const psg_key z0 = g0 & ~src[(i << 8) + s0], z1 = g1 & ~src[(i << 8) + s1];\n\
+             {ind}    const psg_key z0 = g0 & ~src[(i << 8) + o0], z1 = g1 & ~src[(i << 8) + o1];\n\
              {ind}    if ((__ballot_sync(0xffffffffu, (z0 | z1) != 0u) {group}) {{ g0 = z0; g1 = z1; }}\n\
              {ind}    else {out} |= 1u << i;\n\
              {ind}}}\n"
@@ -3910,12 +4042,12 @@ fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
     // The half of the key at bit `p` (0-63) of the lane's two parts.
     let at_bit = |p: &str| {
         format!(
-            "((src[((({p}) & 31) >> 1 << 8) + (({p}) < 32 ? s0 : s1)] >> ((({p}) & 1) << 4)) ^ fl) & 0xffffu"
+            "((src[((({p}) & 31) >> 1 << 8) + (({p}) < 32 ? o0 : o1)] >> ((({p}) & 1) << 4)) ^ fl) & 0xffffu"
         )
     };
-    // Sample m's half of the column's part in word `s0` or `s1`.
+    // Sample m's half of the column's part in word `o0` or `o1`.
     let half = |word: &str| format!("((src[((m >> 1) << 8) + {word}] >> ((m & 1) << 4)) ^ fl)");
-    let (h0, h1) = (half("s0"), half("s1"));
+    let (h0, h1) = (half("o0"), half("o1"));
     // A loop over the samples in mask `mask`.
     let each = |mask: &str, body: &str| {
         format!(
@@ -4030,8 +4162,8 @@ fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
         orr_or = across("orr", "|", "                    "),
         ga = each("m0", &format!("a |= (({h0} >> i) & 1u) << m;")),
         gb = each("m1", &format!("b |= (({h1} >> i) & 1u) << m;")),
-        ea = every("s0", "a"),
-        eb = every("s1", "b"),
+        ea = every("o0", "a"),
+        eb = every("o1", "b"),
         c0_sum = across("c0", "+", "                            "),
         h2_or = across("h", "|", "                        "),
     )

@@ -887,3 +887,86 @@ fn bit_planes_of_values_map_to_the_planes_of_their_keys() {
         assert_eq!(!sg & vm, plane(&wide, 31));
     }
 }
+
+#[test]
+fn computed_keys_of_bf16_input_check_once_whether_the_keys_left_tie() {
+    let g = generate(&mad()).unwrap();
+    let bf16 = &g.cuda_tile[DType::BF16.index()];
+    // The distances' selection, and only it (the median's keys are the tile's own), checks once,
+    // after bit 14 (`TIE_AT`), and stops where every column's keys left tie.
+    assert_eq!(bf16.matches("if (i == 14) {").count(), 1, "{bf16}");
+    let check = bf16.find("if (i == 14) {").unwrap();
+    assert!(
+        bf16[check..].contains(
+            "if (__all_sync(0xffffffffu, nl <= 2 && (left == 0 || lo == hi))) { settled = lo & ((1u << i) - 1u); stop = i; tied = true; break; }"
+        ),
+        "{bf16}"
+    );
+    // A lane selects in column c, not its own: the median it subtracts is column c's (its
+    // parts, per-column values, from lane c), and the values are column c's elements of the
+    // tile: the transpose's key, with those names.
+    let mut names = Vec::new();
+    for line in bf16[check..].lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("const auto ") {
+            let (name_c, rhs) = rest.split_once(" = ").unwrap();
+            let name = name_c.strip_suffix("_c").expect(line);
+            assert_eq!(rhs, format!("__shfl_sync(0xffffffffu, {name}, c);"));
+            names.push(name.to_string());
+        }
+        if line.starts_with("if (nl > 0") {
+            break;
+        }
+    }
+    assert!(!names.is_empty(), "{bf16}");
+    // The key line of the check, and of the transpose before it.
+    let key_line = |text: &str, last: bool| {
+        let mut lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("const psg_key key = "));
+        if last {
+            lines.next_back()
+        } else {
+            lines.next()
+        }
+        .expect(bf16)
+        .to_string()
+    };
+    let mut expected = key_line(&bf16[..check], true);
+    for name in &names {
+        expected = expected
+            .replace(&format!("{name},"), &format!("{name}_c,"))
+            .replace(&format!("{name})"), &format!("{name}_c)"))
+            .replace(&format!("{name} "), &format!("{name}_c "));
+    }
+    assert_eq!(key_line(&bf16[check..], false), expected);
+    assert!(
+        bf16[check..].contains("const psg_acc x = psg_tile_get(tcc[(b) << 5]);"),
+        "{bf16}"
+    );
+    // The remaining bits then come from the check, not from the planes.
+    assert!(
+        bf16.contains("for (int i = stop - 1; i >= 0 && !tied; --i) {"),
+        "{bf16}"
+    );
+    // The check's key reads the plan's names (the parameters' s0, s1, ...): the selecting
+    // lanes' own declarations must not hide them.
+    assert!(
+        bf16.contains("const int o0 = (2 * q) ^ sw, o1 = (2 * q + 1) ^ sw;"),
+        "{bf16}"
+    );
+    for name in ["s0", "s1"] {
+        for decl in ["int", "psg_key", "auto"] {
+            assert!(
+                !bf16.contains(&format!(" {decl} {name} =")),
+                "{decl} {name}"
+            );
+        }
+    }
+    // f32 distances rarely tie: no check.
+    let f32 = &g.cuda_tile[DType::F32.index()];
+    assert!(!f32.contains("tcc"), "{f32}");
+    // Nor on a column's own keys.
+    let own = generate(&median()).unwrap();
+    assert!(!own.cuda_tile[DType::BF16.index()].contains("tcc"));
+}

@@ -580,6 +580,74 @@ fn gpu_trimmed_mean_at_zero_and_tied_bounds_matches_cpu() {
     }
 }
 
+/// Columns for the tie check of the MAD's distances in bf16 (whether the keys left tie after
+/// bit 14, from keys computed again in the lane that selects): normal values, whose distances to
+/// the median have few significant bits, so that every column's keys left tie there in most
+/// warps; and in one column of every third 32-column slab, in random order, one of:
+/// - pairs +-(1 + j/128), j distinct, around the middle values 0 and 2^-19 (a median of 2^-20,
+///   or 2^-19 for odd B): a value's distance and its mirror's differ in their low bits only,
+///   two keys left that do not tie;
+/// - one value repeated: every key ties, more than two a lane;
+/// - five values repeated: several keys a lane tie at the MAD's rank.
+fn mad_tie_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
+    let mut v = vec![0.0f32; b * p];
+    let mut order: Vec<usize> = (0..b).collect();
+    for c in 0..p {
+        let kind = if c % 32 == 13 && (c / 32) % 3 == 0 {
+            1 + (c / 96) % 3
+        } else {
+            0
+        };
+        for i in (1..b).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        for (r, &i) in order.iter().enumerate() {
+            v[r * p + c] = match kind {
+                1 => match i {
+                    0 => 0.0,
+                    1 => (2.0f32).powi(-19),
+                    _ => {
+                        let x = 1.0 + ((i - 2) / 2) as f32 / 128.0;
+                        if i % 2 == 0 {
+                            x
+                        } else {
+                            -x
+                        }
+                    }
+                },
+                2 => 0.25,
+                3 => rng.below(5) as f32 - 2.0,
+                _ => rng.normal() as f32,
+            };
+        }
+    }
+    v
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_mad_of_bf16_with_tied_distances_matches_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0011);
+    for b in [65usize, 100, 128, 129, 200, 255, 256] {
+        // Not a multiple of 32: the last tile has columns past P, whose ranks are invalid.
+        let p = 20_011;
+        let g = Pair::new(&mad_tie_columns(&mut rng, b, p), &[b, p], DType::BF16, &dev);
+        for k in [1.0, 3.0] {
+            let rule = ops::OutlierRule::Mad { k };
+            g.same(&format!("mad mean {k}"), |t| {
+                Ok(ops::outlier_mean(t, rule)?.mean)
+            });
+            g.same(&format!("mad kept {k}"), |t| {
+                Ok(ops::outlier_mean(t, rule)?.kept)
+            });
+            g.same(&format!("mad clean {k}"), |t| {
+                ops::remove_outliers(t, rule, ops::Removed::NaN)
+            });
+        }
+    }
+}
+
 /// The order statistics and outlier means of `g` (B = `b`) on both sides.
 fn same_selections(g: &Pair, b: usize) {
     g.same("median", ops::median);
