@@ -2367,23 +2367,26 @@ fn emit_select(
     // above them are fixed (ties need no more passes). Not f16: its widening turns every NaN
     // into 0x7fffffff, whose low bits are set.
     let zero_low_bits = if bf16_own_keys(plan, t, input) { 16 } else { 0 };
-    // Computed keys, with the names and elements of `e` and `from_tile`.
+    // Computed keys, with the names and elements of `e` and `from_tile`. The key of an absolute
+    // value (the MAD's distances) is `psg_abs_key` of its argument: one logic op, where NVRTC
+    // kept the abs, a shift and a logic op of `psg_to_key(psg_abs(..))`.
     let computed =
         |indent: &str, e: &dyn Fn(&Scalar) -> String, from_tile: &dyn Fn(&str) -> String| {
             let mut c = String::new();
             loop_header_with(&mut c, indent, [&r.column], e, &plan.ranks, from_tile);
+            let key = match &r.column.value {
+                Scalar::Call(Func::Abs, args) if args.len() == 1 => {
+                    format!("psg_abs_key({})", e(&args[0]))
+                }
+                value => format!("psg_to_key({})", e(value)),
+            };
             match &r.column.keep {
                 Some(keep) => writeln!(
                     c,
-                    "{indent}const psg_key key = ({}) ? psg_to_key({}) : ~(psg_key)0;",
-                    e(keep),
-                    e(&r.column.value)
+                    "{indent}const psg_key key = ({}) ? {key} : ~(psg_key)0;",
+                    e(keep)
                 ),
-                None => writeln!(
-                    c,
-                    "{indent}const psg_key key = psg_to_key({});",
-                    e(&r.column.value)
-                ),
+                None => writeln!(c, "{indent}const psg_key key = {key};"),
             }
             .ok();
             c

@@ -933,6 +933,11 @@ fn computed_keys_of_bf16_input_check_once_whether_the_keys_left_tie() {
         .to_string()
     };
     let mut expected = key_line(&bf16[..check], true);
+    // The key of an absolute value: its argument's bits with the top bit set, one logic op.
+    assert!(
+        expected.starts_with("const psg_key key = psg_abs_key((x - "),
+        "{expected}"
+    );
     for name in &names {
         expected = expected
             .replace(&format!("{name},"), &format!("{name}_c,"))

@@ -12,6 +12,9 @@ __device__ __forceinline__ psg_key psg_to_key(psg_acc x) {
 __device__ __forceinline__ psg_acc psg_from_key(psg_key k) {
     return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
+/* psg_to_key(fabsf(x)): |x|'s sign is clear, so its key is x's bits with the top bit set (NaN
+   and -0 included). One logic op where fabsf, the shift and the logic op were. */
+__device__ __forceinline__ psg_key psg_abs_key(psg_acc x) { return __float_as_uint(x) | 0x80000000u; }
 /* The Gaussian density's exp(-((x - mu) / sigma)^2 / 2) as 2^-(u^2), u = (x - mu) * s with
    s = sqrt(log2(e) / 2) / sigma (hoisted out of a loop over the column), on the hardware's exp2
    (ex2.approx.ftz, 2 ulp): three instructions an element where expf's range reduction made

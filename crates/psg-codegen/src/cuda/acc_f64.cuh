@@ -11,6 +11,8 @@ __device__ __forceinline__ psg_key psg_to_key(psg_acc x) {
 __device__ __forceinline__ psg_acc psg_from_key(psg_key k) {
     return __longlong_as_double((long long)((k & 0x8000000000000000ull) ? (k & 0x7fffffffffffffffull) : ~k));
 }
+/* psg_to_key(fabs(x)): x's bits with the top bit set. */
+__device__ __forceinline__ psg_key psg_abs_key(psg_acc x) { return (psg_key)__double_as_longlong(x) | 0x8000000000000000ull; }
 /* The Gaussian density's exp(-z^2 / 2), z = (x - mu) * psg_gauss_scale(sigma). */
 __device__ __forceinline__ psg_acc psg_gauss_scale(psg_acc sigma) { return sigma > 0.0 ? 1.0 / sigma : psg_nan(); }
 __device__ __forceinline__ psg_acc psg_gauss(psg_acc z) { return exp(-0.5 * (z * z)); }
