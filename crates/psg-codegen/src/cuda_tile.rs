@@ -2369,7 +2369,8 @@ fn emit_select(
     let zero_low_bits = if bf16_own_keys(plan, t, input) { 16 } else { 0 };
     // Computed keys, with the names and elements of `e` and `from_tile`. The key of an absolute
     // value (the MAD's distances) is `psg_abs_key` of its argument: one logic op, where NVRTC
-    // kept the abs, a shift and a logic op of `psg_to_key(psg_abs(..))`.
+    // kept the abs, a shift and a logic op of `psg_to_key(psg_abs(..))` (H100, same run: MAD
+    // mean 0.98 of the time in f32, 0.97-0.98 in bf16, at g[256, 4M] and g[128, 8M]).
     let computed =
         |indent: &str, e: &dyn Fn(&Scalar) -> String, from_tile: &dyn Fn(&str) -> String| {
             let mut c = String::new();
