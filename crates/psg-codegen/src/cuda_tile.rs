@@ -3267,11 +3267,13 @@ const EARLY_STOP: u32 = 2;
 /// significant bits, and equal values have equal distances, so the early stop (one key left)
 /// came in 7% of warps (ncu, H200, g[256, 4M]) and the rest counted all 32 bits. With the
 /// check, 90% of warps stop at it and 3% count on (ncu, same kernel): in a simulation of the
-/// benchmark's data every column's keys left tied after bit 14, and in 11% of warps after 16. Checked on the planes (both ways of
-/// every remaining bit, as the early stop's reads) it cost nearly what it saved (0.996 and 1.007
-/// of the time, H200, same run); the keys computed again as below, 0.94 and 0.92. Resolving
-/// any keys left that way (a lane's at most two, the rank among the column's by their least
-/// above the last) at bit 16 or 14, for f32 distances too, took 1.02-1.05 of the time.
+/// benchmark's data every column's keys left tied after bit 14, and in 11% of warps after 16.
+/// Checked on the planes (both ways of every remaining bit, as the early stop reads them) it
+/// cost nearly what it saved (0.996 and 1.007 of the time at g[256, 4M] and g[128, 8M], H200,
+/// same run); with the keys computed again as below, 0.93 and 0.92 (H200), 0.94 and 0.92
+/// (H100). Resolving any keys left that way (a lane's at most two, the rank among the
+/// column's by their least above the last) at bit 16 or 14, for f32 distances too, took
+/// 1.02-1.05 of the time.
 const TIE_AT: u32 = 14;
 
 /// A selection's body on 32-bit keys in the kernel for B up to [`PACKED_BINS_MAX_B`], after `k`:
@@ -3670,7 +3672,8 @@ fn sliced_select(
     // g[256, 4M]), and took 0.95 of the time at g[256, 4M] without it, 0.94 at g[128, 8M]
     // (H100, same run, four blocks a multiprocessor).
     let early_stop = low == 0;
-    // The tie check (see `TIE_AT`): computed keys of 16-bit input, the loop's every bit.
+    // The tie check (see `TIE_AT`): computed keys of 16-bit input, where the loop counts every
+    // bit (keys not split) and no group searches for the least key above.
     let tie_check = other.filter(|_| early_stop && ties && !split && !search);
     let (left_decl, left_zeros, left_ones) = if early_stop {
         (
