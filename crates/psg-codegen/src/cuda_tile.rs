@@ -2501,9 +2501,9 @@ fn emit_select(
         // kept, checked the same way), another run: 1.02 and 0.99, 1.02 and 1.01.
         let own_check =
             raw == Some(16) || (raw.is_some() && paired.is_none() && selection_waves(plan) == 1);
-        // Computed keys of another column, for the tie check (see `TIE_AT`): the per-column
-        // values they read, from that column's lane.
-        let other_key = (mode == Keys::Computed).then(|| {
+        // Computed keys of another column, for the tie check (see `TIE_AT`; keys of 16-bit
+        // input): the per-column values they read, from that column's lane.
+        let other_key = (mode == Keys::Computed && ties).then(|| {
             let mut values: Vec<&Scalar> = Vec::new();
             let mut todo: Vec<&Scalar> = r.column.value_and_keep().collect();
             while let Some(x) = todo.pop() {
