@@ -77,7 +77,7 @@ pub fn measure(dev: &CudaDevice, bytes: usize, plan: &RunPlan) -> BenchResult<Ba
     }
     let what = || format!("copy-bandwidth measurement over {} MiB", bytes >> 20);
     // Random source data (never zeros); the destination is written by every run.
-    let src = data::random_g(dev, DType::F32, 1, bytes / 4, 0x5eed)?;
+    let src = data::random_g(dev, DType::F32, 1, bytes / 4, 0x5eed, data::Data::Normal)?;
     let dst = dev.alloc(bytes).context(what)?;
     let src_ptr = src.cuda_ptr().context(what)?;
     let n = bytes / 16;

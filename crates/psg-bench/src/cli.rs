@@ -2,6 +2,7 @@
 
 use psg_runtime::DType;
 
+use crate::data::Data;
 use crate::error::{BenchError, BenchResult};
 use crate::ops;
 
@@ -16,6 +17,8 @@ OPTIONS
                      (default 64x16M,256x4M,1024x1M)
   --dtypes LIST      f32, bf16, f16, f64 (default f32,bf16)
   --ops LIST         operations to time (default: all; see --list-ops)
+  --data KIND        the values of g: normal (default), heavy (normal times a scale
+                     log-uniform in [0.1, 10)), sparse (90% zeros), ties (multiples of 1/4)
   --runs N           timed runs per op, median reported (default 20)
   --warmup N         untimed runs first (default 3)
   --op-budget-s S    an op whose warm-up run is slower than S/N seconds gets fewer runs
@@ -112,6 +115,17 @@ pub fn parse_dtype(s: &str) -> BenchResult<DType> {
         .ok_or_else(|| BenchError::Usage(format!("dtype {s:?} is not one of f32, bf16, f16, f64")))
 }
 
+fn parse_data(s: &str) -> BenchResult<Data> {
+    Data::ALL
+        .into_iter()
+        .find(|d| d.name().eq_ignore_ascii_case(s.trim()))
+        .ok_or_else(|| {
+            BenchError::Usage(format!(
+                "--data {s:?} is not one of normal, heavy, sparse, ties"
+            ))
+        })
+}
+
 /// Everything the command line chooses.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -121,6 +135,8 @@ pub struct Options {
     pub dtypes: Vec<DType>,
     /// Names of the operations to time (in the op table's order).
     pub ops: Vec<&'static str>,
+    /// What the values of g look like.
+    pub data: Data,
     /// Timed runs per op.
     pub runs: usize,
     /// Untimed runs first.
@@ -210,6 +226,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
     let (mut runs, mut warmup, mut bandwidth_mib) = (None, None, None);
     let mut op_budget_s = 60.0;
     let mut json = None;
+    let mut data = Data::Normal;
     let mut device = 0;
     let mut jit_rounds = crate::jit::ROUNDS;
     let mut time_quick_builds = false;
@@ -232,6 +249,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
             "--shapes" => shapes = Some(list(&value()?, parse_shape)?),
             "--dtypes" => dtypes = Some(list(&value()?, parse_dtype)?),
             "--ops" => op_names = Some(list(&value()?, ops::lookup)?),
+            "--data" => data = parse_data(&value()?)?,
             "--runs" => runs = Some(number::<usize>("--runs", &value()?)?),
             "--warmup" => warmup = Some(number::<usize>("--warmup", &value()?)?),
             "--op-budget-s" => op_budget_s = number::<f64>("--op-budget-s", &value()?)?,
@@ -277,6 +295,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
             }
         }),
         dtypes,
+        data,
         ops: op_names.unwrap_or_else(|| ops::all().iter().map(|o| o.name).collect()),
         runs,
         warmup: warmup.unwrap_or(if quick { 1 } else { 3 }),
@@ -345,6 +364,11 @@ mod tests {
         assert_eq!(options("--jit-only --jit-rounds 1").jit_rounds, 1);
         assert!(!o.time_quick_builds);
         assert!(options("--time-quick-builds").time_quick_builds);
+        assert_eq!(o.data, Data::Normal);
+        for d in Data::ALL {
+            assert_eq!(options(&format!("--data {}", d.name())).data, d);
+        }
+        assert_eq!(options("--data=Sparse").data, Data::Sparse);
     }
 
     #[test]
@@ -357,6 +381,8 @@ mod tests {
             "--jit-rounds 0",
             "--frob",
             "--runs x",
+            "--data",
+            "--data uniform",
         ] {
             assert!(
                 matches!(parse(args(bad)), Err(BenchError::Usage(_))),

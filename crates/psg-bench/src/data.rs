@@ -1,7 +1,8 @@
-//! Random per-sample gradients generated on the GPU: a hash of each element's index (never
-//! zeros, never a host upload). Values are roughly normal (an Irwin-Hall sum of four uniforms,
-//! unit variance) times a per-sample scale in [0.5, 1.5), so per-sample norms differ and flat
-//! clipping at C = sqrt(P) clips about half of the samples.
+//! Random per-sample gradients generated on the GPU: a hash of each element's index (never a
+//! host upload). By default ([`Data::Normal`]) values are roughly normal (an Irwin-Hall sum of
+//! four uniforms, unit variance, never zero) times a per-sample scale in [0.5, 1.5), so
+//! per-sample norms differ and flat clipping at C = sqrt(P) clips about half of the samples.
+//! The other [`Data`] kinds reshape those values the way real gradients differ from them.
 
 use psg_runtime::{CudaDevice, DType, KernelArg, KernelSource, LaunchConfig, Tensor};
 
@@ -21,7 +22,7 @@ __device__ __forceinline__ float psg_unit(unsigned int u) {
     return (float)(u >> 8) * (1.0f / 16777216.0f);
 }
 extern "C" __global__ void psg_bench_fill(void* out, int kind, long long n_b, long long n_p,
-                                          unsigned long long seed) {
+                                          unsigned long long seed, int data) {
     const long long n = n_b * n_p;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
@@ -31,7 +32,13 @@ extern "C" __global__ void psg_bench_fill(void* out, int kind, long long n_b, lo
         const float u = psg_unit((unsigned int)a) + psg_unit((unsigned int)(a >> 32))
                       + psg_unit((unsigned int)b) + psg_unit((unsigned int)(b >> 32));
         const float scale = 0.5f + psg_unit((unsigned int)psg_mix(~seed ^ (row * 0x632BE59BD9B4E019ull)));
-        const float x = (u - 2.0f) * 1.7320508f * scale;
+        float x = (u - 2.0f) * 1.7320508f * scale;
+        if (data != 0) {
+            const float v = psg_unit((unsigned int)psg_mix(a ^ (b << 1)));
+            if (data == 1) x *= exp2f(6.6438562f * (v - 0.5f));  // heavy: scale 10^[-1, 1)
+            else if (data == 2) x = v < 0.9f ? 0.0f : x;         // sparse: 90% zeros
+            else x = rintf(x * 4.0f) * 0.25f;                    // ties: multiples of 1/4
+        }
         if (kind == 0) {
             ((float*)out)[i] = x;
         } else if (kind == 1) {
@@ -50,6 +57,43 @@ extern "C" __global__ void psg_bench_fill(void* out, int kind, long long n_b, lo
 "#,
 );
 
+/// What the generated values look like (`--data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Data {
+    /// Roughly normal, a per-sample scale (the default, and what BENCHMARKS.md's tables use).
+    Normal,
+    /// Heavy tails: each normal value times a scale log-uniform in [0.1, 10).
+    Heavy,
+    /// 90% exact zeros (the gradients of parameters a batch does not touch), the rest normal.
+    Sparse,
+    /// Normal values rounded to multiples of 1/4: a few dozen distinct values, ties everywhere.
+    Ties,
+}
+
+impl Data {
+    /// Every kind, in `--data`'s order.
+    pub const ALL: [Data; 4] = [Data::Normal, Data::Heavy, Data::Sparse, Data::Ties];
+
+    /// The name `--data` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Data::Normal => "normal",
+            Data::Heavy => "heavy",
+            Data::Sparse => "sparse",
+            Data::Ties => "ties",
+        }
+    }
+
+    fn code(self) -> i32 {
+        match self {
+            Data::Normal => 0,
+            Data::Heavy => 1,
+            Data::Sparse => 2,
+            Data::Ties => 3,
+        }
+    }
+}
+
 fn kind(dtype: DType) -> i32 {
     match dtype {
         DType::F32 => 0,
@@ -64,13 +108,14 @@ pub fn grid_stride(n: usize) -> psg_runtime::Result<LaunchConfig> {
     LaunchConfig::for_items(n.clamp(1, 256 << 20), 256)
 }
 
-/// A new tensor g[b, p] of `dtype` on `dev`, filled with the random data of `seed`.
+/// A new tensor g[b, p] of `dtype` on `dev`, filled with the random `data` of `seed`.
 pub fn random_g(
     dev: &CudaDevice,
     dtype: DType,
     b: usize,
     p: usize,
     seed: u64,
+    data: Data,
 ) -> BenchResult<Tensor> {
     let what = || format!("generating g[{b}, {p}] {dtype} on the GPU");
     let n = b
@@ -86,6 +131,7 @@ pub fn random_g(
         KernelArg::I64(b as i64),
         KernelArg::I64(p as i64),
         KernelArg::I64(seed as i64),
+        KernelArg::I32(data.code()),
     ];
     dev.launch(&FILL, grid_stride(n).context(what)?, &args)
         .context(what)?;

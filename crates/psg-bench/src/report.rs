@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use crate::bandwidth::Bandwidth;
 use crate::cli::Options;
+use crate::data::Data;
 use crate::error::{BenchError, BenchResult};
 use crate::jit::{JitReport, JitSample};
 use crate::json::Json;
@@ -135,6 +136,9 @@ impl Report<'_> {
         let mut s = format!("psg-bench on {}\n", self.device);
         let _ = writeln!(s, "{}", bandwidth_text(&self.bandwidth));
         let _ = writeln!(s, "{}", jit_text(&self.jit));
+        if self.opts.data != Data::Normal {
+            let _ = writeln!(s, "data: {} (--data)", self.opts.data.name());
+        }
         let failed: Vec<&OpRow> = self.rows.iter().filter(|r| r.error.is_some()).collect();
         for r in &failed {
             let _ = writeln!(
@@ -268,6 +272,7 @@ impl Report<'_> {
             ("version", Json::str(env!("CARGO_PKG_VERSION"))),
             ("device", Json::str(self.device.as_str())),
             ("quick", Json::Bool(o.quick)),
+            ("data", Json::str(o.data.name())),
             ("runs", o.runs.into()),
             ("warmup", o.warmup.into()),
             ("keep_pool", Json::Bool(o.keep_pool)),
@@ -373,6 +378,7 @@ mod tests {
         assert!(last.starts_with("clipped_mean"), "{text}");
         assert!(text.contains("FAILED median_low"), "{text}");
         assert!(text.contains("reads g twice"), "{text}");
+        assert!(!text.contains("data:"), "{text}");
         let json = report.json().to_string();
         for field in [
             "\"results\"",
@@ -388,6 +394,7 @@ mod tests {
             "\"compile_worst_ms\": 640",
             "\"compile_rounds_ms\": [120,",
             "\"error\": null",
+            "\"data\": \"normal\"",
         ] {
             assert!(json.contains(field), "{field} missing in {json}");
         }

@@ -66,7 +66,9 @@ pub fn run(dev: &CudaDevice, opts: &Options, bw: &Bandwidth, plan: &RunPlan) -> 
     let mut rows = Vec::new();
     for &shape in &opts.shapes {
         for &dtype in &opts.dtypes {
-            rows.extend(run_config(dev, &selected, shape, dtype, bw, plan));
+            rows.extend(run_config(
+                dev, &selected, shape, dtype, opts.data, bw, plan,
+            ));
         }
     }
     rows
@@ -123,6 +125,7 @@ fn run_config(
     ops: &[&Op],
     shape: Shape,
     dtype: DType,
+    data: data::Data,
     bw: &Bandwidth,
     plan: &RunPlan,
 ) -> Vec<OpRow> {
@@ -146,7 +149,7 @@ fn run_config(
     );
     let mut gs: Vec<Tensor> = Vec::with_capacity(copies);
     for i in 0..copies {
-        match data::random_g(dev, dtype, shape.b, shape.p, 0x9e37_79b9 + i as u64) {
+        match data::random_g(dev, dtype, shape.b, shape.p, 0x9e37_79b9 + i as u64, data) {
             Ok(g) => gs.push(g),
             Err(e) => {
                 eprintln!("  generating copy {i} failed: {e}");
