@@ -3254,6 +3254,16 @@ const PLANE_BYTES: usize = 32 * WARPS * 32 * 4;
 /// it has at most this many (see [`split_low`]), else from every half of its parts.
 const SPLIT_FEW: u32 = 8;
 
+/// Where a lane of a split selection's warp holds more than this many keys left after the top 16
+/// bits, in a column that holds more than the cheap ways settle ("hard", see [`split_low`]),
+/// the hard columns' lanes check whether those keys tie by folding every word of their parts
+/// (the halves kept by a mask of the keys left: 16 words a part, about seven instructions a
+/// word) instead of a key at a time (about 17 instructions a key, for as many keys as the
+/// warp's fullest lane holds). Columns of one repeated value (many zeros, a few distinct
+/// values) leave dozens of keys a lane: on g[256, 4M] f32 with 90% zeros, the key-at-a-time
+/// loops executed half the median's instructions (ncu, H100).
+const SPLIT_FOLD: u32 = 16;
+
 /// How often (in bits) a bit-sliced selection checks whether every column of the warp is down
 /// to one key (the early stop of [`sliced_select`]). Every bit took 1.02-1.07 of the time
 /// (H100, same run, with the split keys: f32 and bf16 median, quantile, `kth`, MAD and trimmed
@@ -4031,7 +4041,9 @@ fn one_build(source: &str, quick: bool) -> String {
 /// Where one key is left, its half: one load. Where more are, each lane reads the halves of its
 /// first and last key left; where no lane has more than two, the column's least, greatest and
 /// sum of halves settle ranks at either end, ties, and the middle of three. Else ("hard"): the
-/// halves of every key left, and where they differ, their bits one at a time as above, each
+/// halves of every key left (a key at a time, or where a lane of the warp holds more than
+/// [`SPLIT_FOLD`], every word of its parts, masked), and where they differ, their bits one at a
+/// time as above, each
 /// plane word gathered from the halves of the part's keys left (at most [`SPLIT_FEW`] a
 /// column) or from all of the part's.
 fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
@@ -4066,6 +4078,44 @@ fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
         format!(
             "#pragma unroll 1\n                            for (int j = 0; j < 16; ++j) {{ const psg_key x = src[(j << 8) + {word}] ^ (fl * 0x10001u); {v} |= ((x >> i) & 1u) << (2 * j) | ((x >> (16 + i)) & 1u) << (2 * j + 1); }}"
         )
+    };
+    // The fold of every word (see `SPLIT_FOLD`), in the kernel for B up to 256 only: in the
+    // kernel for B up to 128 (`emit_mid`, four parts) it changed NVRTC's registers in its other
+    // paths (8 to 24 bytes spilled a thread, the f32 quantile 1.05-1.09 of the time at
+    // g[128, 8M] on normal data), which keeps a key at a time.
+    let fold = if parts_log2 == 3 {
+        format!(
+            r#"if (__any_sync(0xffffffffu, hard && nl > {SPLIT_FOLD})) {{
+                        // Many keys left in a lane: every word of its two parts, folded with the
+                        // halves of its keys left kept by a mask (two halves a word), then the
+                        // two halves of the fold folded.
+                        psg_key wa = ~0u, wo = 0u;
+                        if (hard) {{
+                            // Word j holds samples 2j and 2j + 1, from the top word down: each
+                            // mask's bit 31 spread over the high half, bit 30 over the low (prmt
+                            // replicating the sign of byte 3 of k and of k << 1).
+                            psg_key k0 = m0, k1 = m1;
+                            const psg_key* w0 = src + (15 << 8) + o0;
+                            const psg_key* w1 = src + (15 << 8) + o1;
+                            #pragma unroll 2
+                            for (int j = 0; j < 16; ++j, k0 <<= 2, k1 <<= 2, w0 -= 256, w1 -= 256) {{
+                                psg_key e0, e1;
+                                asm("prmt.b32 %0, %1, %2, 0xBBFF;" : "=r"(e0) : "r"(k0), "r"(k0 << 1));
+                                asm("prmt.b32 %0, %1, %2, 0xBBFF;" : "=r"(e1) : "r"(k1), "r"(k1 << 1));
+                                const psg_key x0 = *w0, x1 = *w1;
+                                wa &= (x0 | ~e0) & (x1 | ~e1);
+                                wo |= (x0 & e0) | (x1 & e1);
+                            }}
+                            wa &= wa >> 16;
+                            wo |= wo >> 16;
+                            // Halves flipped by `fl` swap the AND and the OR (their complements).
+                            an = (fl != 0u ? ~wo : wa) & 0xffffu;
+                            orr = (fl != 0u ? ~wa : wo) & 0xffffu;
+                        }}
+                    }} else "#
+        )
+    } else {
+        String::new()
     };
     write!(
         s,
@@ -4112,7 +4162,7 @@ fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
                 if (__any_sync(0xffffffffu, hard)) {{
                     // Hard: where every key left ties, theirs.
                     psg_key an = 0xffffu, orr = 0u;
-                    if (hard) {{
+                    {fold}if (hard) {{
                         {an0}
                         {an1}
                     }}
@@ -4163,6 +4213,7 @@ fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
         hi_max = across("hi", "max", "                "),
         sv_sum = across("sv", "+", "                "),
         below_sum = across("below", "+", "                "),
+        fold = fold,
         an0 = each("m0", &format!("const psg_key h = {h0} & 0xffffu; an &= h; orr |= h;")),
         an1 = each("m1", &format!("const psg_key h = {h1} & 0xffffu; an &= h; orr |= h;")),
         an_and = across("an", "&", "                    "),

@@ -760,6 +760,78 @@ fn gpu_selection_of_near_ties_matches_cpu() {
     same_bit_sliced_selections(0x5eed_000d, near_tie_columns);
 }
 
+/// Columns of one value repeated in most samples, the ties that per-sample gradients hold
+/// (parameters a sample does not touch, units it leaves off): +0 in 90% of the samples, -0.25
+/// in 60% (the rest normal), multiples of 1/4 (a few dozen values of both signs), 1 or -1 in 70%
+/// among their neighbours a few ulps away (keys that tie in their top 16 bits and differ in
+/// their low 16), and normal columns, in every 32-column slab. A lane of a split selection's
+/// kernel for B up to 256 that holds more than `SPLIT_FOLD` (psg-codegen) keys left folds every
+/// word of its parts to find whether they tie.
+fn repeated_value_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
+    let mut v = vec![0.0f32; b * p];
+    for c in 0..p {
+        for r in 0..b {
+            let x = rng.normal() as f32;
+            let u = rng.below(10);
+            v[r * p + c] = match c % 6 {
+                0 => {
+                    if u < 9 {
+                        0.0
+                    } else {
+                        x
+                    }
+                }
+                1 => {
+                    if u < 6 {
+                        -0.25
+                    } else {
+                        x
+                    }
+                }
+                2 => (x * 4.0).round() / 4.0,
+                3 => {
+                    if u < 7 {
+                        f32::from_bits(1.0f32.to_bits() + rng.below(3) as u32)
+                    } else {
+                        x
+                    }
+                }
+                4 => {
+                    if u < 7 {
+                        f32::from_bits((-1.0f32).to_bits() + rng.below(3) as u32)
+                    } else {
+                        x
+                    }
+                }
+                _ => x,
+            };
+        }
+    }
+    v
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_selections_of_repeated_values_match_cpu() {
+    same_bit_sliced_selections(0x5eed_0012, repeated_value_columns);
+    // The clipped median's keys (x * factor, split in f32 and in bf16): the zeros still tie.
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0013);
+    for dtype in [DType::F32, DType::BF16] {
+        for b in [129usize, 200, 256] {
+            let p = 20_000;
+            let g = Pair::new(
+                &repeated_value_columns(&mut rng, b, p),
+                &[b, p],
+                dtype,
+                &dev,
+            );
+            let factors = ops::flat_clip_factors(&[&g.cpu], 1.0).unwrap();
+            same_clipped(&g, &factors, &dev, dtype.name());
+        }
+    }
+}
+
 /// Normal columns, most of them clean; in one column of most 32-column slabs, one special value
 /// at a random sample: a NaN, a NaN with the sign bit set, an infinity, or -3e38 (in f32 and
 /// bf16 its key shares the lowest digit with the negative NaNs). The tiled kernel counts an order
