@@ -4079,10 +4079,12 @@ fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
             "#pragma unroll 1\n                            for (int j = 0; j < 16; ++j) {{ const psg_key x = src[(j << 8) + {word}] ^ (fl * 0x10001u); {v} |= ((x >> i) & 1u) << (2 * j) | ((x >> (16 + i)) & 1u) << (2 * j + 1); }}"
         )
     };
-    // The fold of every word (see `SPLIT_FOLD`), in the kernel for B up to 256 only: in the
-    // kernel for B up to 128 (`emit_mid`, four parts) it changed NVRTC's registers in its other
-    // paths (8 to 24 bytes spilled a thread, the f32 quantile 1.05-1.09 of the time at
-    // g[128, 8M] on normal data), which keeps a key at a time.
+    // The fold of every word (see `SPLIT_FOLD`). In the kernel for B up to 128 (`emit_mid`,
+    // four parts) this form (prmt, two words a step) changed NVRTC's registers in its other
+    // paths (12 to 24 bytes spilled a thread where 8 were; the f32 median and quantile took
+    // 1.05-1.09 of the time at g[128, 8M] on normal data); the form below it (masks by
+    // multiplication, a word a step) leaves them as they were, and is the slower one for B up
+    // to 256 (its f32 median 0.625 of the time on 90% zeros there, this one 0.59).
     let fold = if parts_log2 == 3 {
         format!(
             r#"if (__any_sync(0xffffffffu, hard && nl > {SPLIT_FOLD})) {{
@@ -4115,7 +4117,27 @@ fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
                     }} else "#
         )
     } else {
-        String::new()
+        // The kernel for B up to 128: the same fold, its masks by multiplication, a word at a
+        // time.
+        format!(
+            r#"if (__any_sync(0xffffffffu, hard && nl > {SPLIT_FOLD})) {{
+                        psg_key wa = ~0u, wo = 0u;
+                        if (hard) {{
+                            #pragma unroll 1
+                            for (int j = 0; j < 16; ++j) {{
+                                const psg_key x0 = src[(j << 8) + o0], x1 = src[(j << 8) + o1];
+                                const psg_key e0 = (((m0 >> (2 * j)) & 1u) | (((m0 >> (2 * j + 1)) & 1u) << 16)) * 0xffffu;
+                                const psg_key e1 = (((m1 >> (2 * j)) & 1u) | (((m1 >> (2 * j + 1)) & 1u) << 16)) * 0xffffu;
+                                wa &= (x0 | ~e0) & (x1 | ~e1);
+                                wo |= (x0 & e0) | (x1 & e1);
+                            }}
+                            wa &= wa >> 16;
+                            wo |= wo >> 16;
+                            an = (fl != 0u ? ~wo : wa) & 0xffffu;
+                            orr = (fl != 0u ? ~wa : wo) & 0xffffu;
+                        }}
+                    }} else "#
+        )
     };
     write!(
         s,

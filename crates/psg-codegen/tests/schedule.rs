@@ -281,14 +281,17 @@ fn selection_from_bf16_inputs_stops_at_their_last_mantissa_bit() {
     assert!(f32.contains("if (b < n_bi) pl[m] = __float_as_uint(tc[(b) << 5]);"));
     assert!(f32.contains("dst[(m >> 1) << 8] = __byte_perm(pl[m], pl[m + 1], 0x5410);"));
     assert!(f32.contains("for (int i = 0; i < 15; ++i) dst[(i + 16) << 8] = (pl[i] ^ sg) & vm;"));
-    // Where a lane holds many keys left whose top 16 bits tie, the kernel for B up to 256 folds
-    // every word of its parts (halves masked by prmt) to find whether the low 16 tie too; the
-    // kernel for B up to 128 reads them a key at a time only (the fold changed its registers).
-    assert!(f32.contains("if (__any_sync(0xffffffffu, hard && nl > 16)) {"));
-    assert!(f32.contains("prmt.b32 %0, %1, %2, 0xBBFF;"));
-    assert!(f32.contains("an = (fl != 0u ? ~wo : wa) & 0xffffu;"));
+    // Where a lane holds many keys left whose top 16 bits tie, it folds every word of its parts
+    // (the halves masked by its keys left) to find whether the low 16 tie too: the kernel for
+    // B up to 256 spreads the masks by prmt, the one for B up to 128 by multiplication (prmt
+    // changed its registers).
     let mid = &g.cuda_tile_mid.as_ref().expect("a selection has one")[DType::F32.index()];
-    assert!(mid.contains("// Hard: where every key left ties, theirs."));
+    for src in [f32, mid] {
+        assert!(src.contains("// Hard: where every key left ties, theirs."));
+        assert!(src.contains("if (__any_sync(0xffffffffu, hard && nl > 16)) {"));
+        assert!(src.contains("an = (fl != 0u ? ~wo : wa) & 0xffffu;"));
+    }
+    assert!(f32.contains("prmt.b32 %0, %1, %2, 0xBBFF;"));
     assert!(!mid.contains("prmt.b32"));
     let f16 = &g.cuda_tile[DType::F16.index()];
     assert!(f16.contains("for (int i = 0; i < 32; ++i) dst[i << 8] = pl[i];"));
