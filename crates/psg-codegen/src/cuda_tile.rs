@@ -4080,31 +4080,41 @@ fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
         )
     };
     // The fold of every word (see `SPLIT_FOLD`). In the kernel for B up to 128 (`emit_mid`,
-    // four parts) this form (prmt, two words a step) changed NVRTC's registers in its other
+    // four parts) the first form (prmt, two words a step) changed NVRTC's registers in its other
     // paths (12 to 24 bytes spilled a thread where 8 were; the f32 median and quantile took
-    // 1.05-1.09 of the time at g[128, 8M] on normal data); the form below it (masks by
-    // multiplication, a word a step) leaves them as they were, and is the slower one for B up
-    // to 256 (its f32 median 0.625 of the time on 90% zeros there, this one 0.59).
-    let fold = if parts_log2 == 3 {
-        format!(
-            r#"if (__any_sync(0xffffffffu, hard && nl > {SPLIT_FOLD})) {{
-                        // Many keys left in a lane: every word of its two parts, folded with the
-                        // halves of its keys left kept by a mask (two halves a word), then the
-                        // two halves of the fold folded.
-                        psg_key wa = ~0u, wo = 0u;
-                        if (hard) {{
-                            // Word j holds samples 2j and 2j + 1, from the top word down: each
+    // 1.05-1.09 of the time at g[128, 8M] on normal data); the second (masks by multiplication,
+    // a word a step) leaves them as they were, and is the slower one for B up to 256 (its f32
+    // median 0.625 of the time on 90% zeros there, the first 0.59).
+    let step = if parts_log2 == 3 {
+        r#"                            // Word j holds samples 2j and 2j + 1, from the top word down: each
                             // mask's bit 31 spread over the high half, bit 30 over the low (prmt
                             // replicating the sign of byte 3 of k and of k << 1).
                             psg_key k0 = m0, k1 = m1;
                             const psg_key* w0 = src + (15 << 8) + o0;
                             const psg_key* w1 = src + (15 << 8) + o1;
                             #pragma unroll 2
-                            for (int j = 0; j < 16; ++j, k0 <<= 2, k1 <<= 2, w0 -= 256, w1 -= 256) {{
+                            for (int j = 0; j < 16; ++j, k0 <<= 2, k1 <<= 2, w0 -= 256, w1 -= 256) {
                                 psg_key e0, e1;
                                 asm("prmt.b32 %0, %1, %2, 0xBBFF;" : "=r"(e0) : "r"(k0), "r"(k0 << 1));
                                 asm("prmt.b32 %0, %1, %2, 0xBBFF;" : "=r"(e1) : "r"(k1), "r"(k1 << 1));
-                                const psg_key x0 = *w0, x1 = *w1;
+                                const psg_key x0 = *w0, x1 = *w1;"#
+    } else {
+        r#"                            // Word j holds samples 2j and 2j + 1: the masks' bits 2j and 2j + 1
+                            // spread over its halves by a multiplication.
+                            #pragma unroll 1
+                            for (int j = 0; j < 16; ++j) {
+                                const psg_key x0 = src[(j << 8) + o0], x1 = src[(j << 8) + o1];
+                                const psg_key e0 = (((m0 >> (2 * j)) & 1u) | (((m0 >> (2 * j + 1)) & 1u) << 16)) * 0xffffu;
+                                const psg_key e1 = (((m1 >> (2 * j)) & 1u) | (((m1 >> (2 * j + 1)) & 1u) << 16)) * 0xffffu;"#
+    };
+    let fold = format!(
+        r#"if (__any_sync(0xffffffffu, hard && nl > {SPLIT_FOLD})) {{
+                        // Many keys left in a lane: every word of its two parts, folded with the
+                        // halves of its keys left kept by a mask (two halves a word), then the
+                        // two halves of the fold folded.
+                        psg_key wa = ~0u, wo = 0u;
+                        if (hard) {{
+{step}
                                 wa &= (x0 | ~e0) & (x1 | ~e1);
                                 wo |= (x0 & e0) | (x1 & e1);
                             }}
@@ -4115,30 +4125,7 @@ fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
                             orr = (fl != 0u ? ~wa : wo) & 0xffffu;
                         }}
                     }} else "#
-        )
-    } else {
-        // The kernel for B up to 128: the same fold, its masks by multiplication, a word at a
-        // time.
-        format!(
-            r#"if (__any_sync(0xffffffffu, hard && nl > {SPLIT_FOLD})) {{
-                        psg_key wa = ~0u, wo = 0u;
-                        if (hard) {{
-                            #pragma unroll 1
-                            for (int j = 0; j < 16; ++j) {{
-                                const psg_key x0 = src[(j << 8) + o0], x1 = src[(j << 8) + o1];
-                                const psg_key e0 = (((m0 >> (2 * j)) & 1u) | (((m0 >> (2 * j + 1)) & 1u) << 16)) * 0xffffu;
-                                const psg_key e1 = (((m1 >> (2 * j)) & 1u) | (((m1 >> (2 * j + 1)) & 1u) << 16)) * 0xffffu;
-                                wa &= (x0 | ~e0) & (x1 | ~e1);
-                                wo |= (x0 & e0) | (x1 & e1);
-                            }}
-                            wa &= wa >> 16;
-                            wo |= wo >> 16;
-                            an = (fl != 0u ? ~wo : wa) & 0xffffu;
-                            orr = (fl != 0u ? ~wa : wo) & 0xffffu;
-                        }}
-                    }} else "#
-        )
-    };
+    );
     write!(
         s,
         r#"            // The low 16 bits.
