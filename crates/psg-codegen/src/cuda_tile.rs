@@ -4043,9 +4043,8 @@ fn one_build(source: &str, quick: bool) -> String {
 /// sum of halves settle ranks at either end, ties, and the middle of three. Else ("hard"): the
 /// halves of every key left (a key at a time, or where a lane of the warp holds more than
 /// [`SPLIT_FOLD`], every word of its parts, masked), and where they differ, their bits one at a
-/// time as above, each
-/// plane word gathered from the halves of the part's keys left (at most [`SPLIT_FEW`] a
-/// column) or from all of the part's.
+/// time as above, each plane word gathered from the halves of the part's keys left (at most
+/// [`SPLIT_FEW`] a column) or from all of the part's.
 fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
     let across = |v: &str, op: &str, ind: &str| {
         (0..parts_log2 - 1)
