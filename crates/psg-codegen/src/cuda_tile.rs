@@ -4001,7 +4001,7 @@ fn sliced_select(
 
 /// The source an optimized build compiles: `source` without what only the quick build reads
 /// (the `#if defined(PSG_QUICK)` part of each `#if defined(PSG_QUICK)` / `#else` / `#endif`,
-/// which [`emit_select`] writes around each selection, and [`emit_pass`] around a pass unrolled
+/// which `emit_select` writes around each selection, and `emit_pass` around a pass unrolled
 /// whole). For tests that read the generated source.
 pub fn optimized_source(source: &str) -> String {
     one_build(source, false)

@@ -10,7 +10,7 @@ use psg_runtime::{run_reduction, Error, ReductionDef, Result, Tensor};
 /// into the reduction and only its result (`[...]`, the parameter's shape) is returned: "the median
 /// of the per-sample gradients of this layer" is one call. The reduction must be a batch reduction
 /// in psg's sense: it maps every column (the B values of one coordinate) on its own, so `[B, ...]`
-/// becomes `[...]` (every built-in such as [`crate::median`] or [`crate::mean`] does).
+/// becomes `[...]` (every built-in such as [`crate::median()`] or [`crate::mean()`] does).
 #[derive(Clone, Copy)]
 pub enum Sink<'a> {
     /// Return the per-sample gradients ([`PerSample::Dense`], or [`PerSample::Sparse`] for an
