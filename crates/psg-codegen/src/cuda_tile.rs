@@ -3729,16 +3729,7 @@ fn sliced_select(
         .ok();
     }
     if let Some(o) = tie_check {
-        let across = |v: &str, op: &str| {
-            (0..parts_log2 - 1)
-                .map(|j| {
-                    format!(
-                        "                    {v} = {op}({v}, __shfl_xor_sync(0xffffffffu, {v}, {}));\n",
-                        1 << j
-                    )
-                })
-                .collect::<String>()
-        };
+        let across = |v: &str, op: &str| across_lanes(v, op, "                    ", parts_log2);
         // The key of the lane's key left at bit `p` (0-63) of its two parts.
         let key_at = |var: &str, p: &str| {
             format!(
@@ -4034,6 +4025,21 @@ fn one_build(source: &str, quick: bool) -> String {
     out
 }
 
+/// `v` combined by `op` (`+`, `|`, `&`, `min`, `max`) over a column's lanes of a bit-sliced
+/// selection (`2^(parts_log2 - 1)` neighbouring lanes), by butterfly shuffles, each line
+/// indented by `ind`.
+fn across_lanes(v: &str, op: &str, ind: &str, parts_log2: u32) -> String {
+    (0..parts_log2 - 1)
+        .map(|j| {
+            let other = format!("__shfl_xor_sync(0xffffffffu, {v}, {})", 1 << j);
+            match op {
+                "min" | "max" => format!("{ind}{v} = {op}({v}, {other});\n"),
+                _ => format!("{ind}{v} {op}= {other};\n"),
+            }
+        })
+        .collect()
+}
+
 /// The low 16 bits of a split selection (see [`sliced_select`]), after its top 16: the keys
 /// left in a column's masks share those, and their low halves are in planes 0-15, two a word
 /// (`raw`: the values' bits, flipped here by the sign as `psg_to_key` does).
@@ -4046,17 +4052,7 @@ fn one_build(source: &str, quick: bool) -> String {
 /// time as above, each plane word gathered from the halves of the part's keys left (at most
 /// [`SPLIT_FEW`] a column) or from all of the part's.
 fn split_low(s: &mut String, parts_log2: u32, raw: bool) {
-    let across = |v: &str, op: &str, ind: &str| {
-        (0..parts_log2 - 1)
-            .map(|j| {
-                let other = format!("__shfl_xor_sync(0xffffffffu, {v}, {})", 1 << j);
-                match op {
-                    "min" | "max" => format!("{ind}{v} = {op}({v}, {other});\n"),
-                    _ => format!("{ind}{v} {op}= {other};\n"),
-                }
-            })
-            .collect::<String>()
-    };
+    let across = |v: &str, op: &str, ind: &str| across_lanes(v, op, ind, parts_log2);
     // The half of the key at bit `p` (0-63) of the lane's two parts.
     let at_bit = |p: &str| {
         format!(
