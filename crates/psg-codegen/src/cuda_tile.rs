@@ -32,8 +32,9 @@
 //! would finish), one more pass copies each bucket to a list of its column, which is ranked
 //! against itself (a warp to a column for small B, a thread to a key from `WARP_RANK_BELOW`)
 //! or, where some list of the block is longer than `SORT_ABOVE`, sorted across a warp; a
-//! column is also done when every bit is fixed (ties). The value after a selected one (a
-//! median's upper middle) comes from the gathered bucket (the least key above the selected one
+//! column is also done when every bit is fixed, or when its bucket's least and greatest key
+//! are one (a repeated value, such as a gradient's zeros: see `TIED_SHARE`). The value after a
+//! selected one (a median's upper middle) comes from the gathered bucket (the least key above the selected one
 //! there, else the least above the bucket, which the gathering pass keeps), or from the bit
 //! planes, and where some column of the block did not gather, from an integer minimum of keys
 //! ([`ReduceOp::MinTotal`]) in the next streaming pass. An order statistic's count of NaNs runs
@@ -1307,7 +1308,13 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     // B is bounded by shared memory here, so 32-bit sample indices suffice.
     s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
-    let prefetch_n = prefetch_vectors(plan, small, four, half);
+    let prefetch_n = prefetch_vectors(
+        plan,
+        small,
+        four,
+        half,
+        shape == Shape::Large && transform.is_some() && dtype == DType::F32,
+    );
     s.push_str(&tile_loop_consts(dtype, prefetch_n));
     // A selecting plan's lets and ranks of the parameters and B alone, computed once, here:
     // NVRTC computed them again for every slab, some 50 instructions a warp and slab (the
@@ -2563,14 +2570,23 @@ fn emit_select(
         return;
     }
     // 8-bit digits, most significant first. A column is done when its digit's bucket holds few
-    // enough keys to gather (they are ranked among themselves) or when every bit is fixed (ties).
+    // enough keys to gather (they are ranked among themselves), when every bit is fixed, or
+    // when every key of its bucket is the same (keys of more than two digits, see
+    // `TIED_SHARE`).
+    let ties = key_bits - 16 > zero_low_bits;
+    // A key's count in its digit's bin.
+    let count = if packed {
+        "atomicAdd((int*)(hist + ((int)(d >> 1) << 7)), 1 << (((int)d & 1) << 4));"
+    } else {
+        "atomicAdd((int*)(hist + ((int)d << 7)), 1);"
+    };
     writeln!(
         s,
         r#"        const bool valid = k >= 0 && k < total;
         int rem = valid ? (int)k : 0;
         psg_key prefix = 0;
         bool done = !(valid && active), gather = false;
-        int shift = {top}, gshift = 0;
+{tie_decl}        int shift = {top}, gshift = 0;
         // The largest bucket a column may gather (see `GATHER`): fewer when one more digit
         // would finish every column.
         const int cap = {cap}, cap_last = n_bi <= 512 ? 4 : 0;
@@ -2582,8 +2598,8 @@ fn emit_select(
         for (;;) {{
             #pragma unroll
             for (int i = 0; i < {clear}; ++i) ((int4*)bins)[tid + i * 256] = make_int4(0, 0, 0, 0);
-            __syncthreads();
-            if (!done) {{
+{tie_init}            __syncthreads();
+            if (!done{untracked}) {{
                 // A key matches the digits fixed so far when it and the prefix differ only in
                 // this digit and below: its digit is then the difference shifted down.
                 #pragma unroll 8
@@ -2593,7 +2609,7 @@ fn emit_select(
                     const psg_key d = min((key ^ prefix) >> shift, (psg_key)dummy);
                     {count}
                 }}
-            }}
+            }}{tracked}
             __syncthreads();
 {clean_check}            // Thread (lane, w) totals digits 32w .. 32w + 31 of column lane.
             int sum = 0;
@@ -2639,7 +2655,7 @@ fn emit_select(
                 // Bits below a last digit above 0 are those of every key under the prefix: clear
                 // for a positive value, set for a negative one (its key is complemented).
                 if (last && shift > 0 && (prefix >> {sign_bit}) == 0) prefix |= (((psg_key)1) << shift) - 1;
-            }}
+{tie_check}            }}
             // The block gathers when every column can (a column that counts another digit
             // makes the whole block pay that pass), else every column counts another. `last`
             // is the same for every column not done (the digit is), so a last digit ends the
@@ -2652,13 +2668,13 @@ fn emit_select(
             }}
             done = done || last;
             shift -= 8;
-        }}
+{track_update}        }}
         // A small bucket: its keys are copied to a list of the column's (column c's at
         // cand[c * {cap_pad} + i], where the digit counts were), then the list is ranked against
         // itself: the key of rank `rem` (ties ranked by position) is the answer.
-        if (gather) {{
+        if (gather{or_tied}) {{
 {least_decl}            for (int b = w; b < n_bi; b += 8) {{
-{key_find}{least_update}                if (((key ^ prefix) >> gshift) == 0) cand[lane * {cap_pad} + atomicAdd(&totals[lane], 1)] = key;
+{key_find}{least_update}                if ({gathers}((key ^ prefix) >> gshift) == 0) cand[lane * {cap_pad} + atomicAdd(&totals[lane], 1)] = key;
             }}
 {least_store}        }}
 {rank_open}        if (n_bi < {warp_rank_below}) {{
@@ -2711,12 +2727,81 @@ fn emit_select(
         key_find = key_code("                "),
         over_init = if next { " over[lane] = ~(psg_key)0;" } else { "" },
         least_decl = if next {
-            "            // This thread's least key above the bucket (the next value where the selected\n            \
-             // one is the bucket's greatest).\n            \
-             const psg_key hi = prefix | ((((psg_key)1) << gshift) - 1);\n            \
-             psg_key least = ~(psg_key)0;\n"
+            format!(
+                "            // This thread's least key above the bucket (the next value where the selected\n            \
+                 // one is the bucket's greatest{or_tied_key}).\n            \
+                 const psg_key hi = {tied_hi}prefix | ((((psg_key)1) << gshift) - 1);\n            \
+                 psg_key least = ~(psg_key)0;\n",
+                or_tied_key = if ties { ", or the tied key" } else { "" },
+                tied_hi = if ties { "tied ? prefix : " } else { "" },
+            )
+        } else {
+            String::new()
+        },
+        or_tied = if next && ties { " || tied" } else { "" },
+        gathers = if next && ties { "gather && " } else { "" },
+        tie_decl = if ties {
+            "        // Where every key of a column's bucket is the same (see `TIED_SHARE`; its count\n        \
+             // stays in the pick), and whether this pass looks for that.\n        \
+             bool tied = false, track = false;\n"
         } else {
             ""
+        },
+        tie_init = if ties {
+            "            if (w == 0) { found[lane] = ~(psg_key)0; found[64 + lane] = ~(psg_key)0; }\n"
+        } else {
+            ""
+        },
+        untracked = if ties { " && !track" } else { "" },
+        tracked = if ties {
+            format!(
+                r#" else if (!done) {{
+                // Also the least and the greatest key of the bucket, as their differences from
+                // the prefix, the greatest's low bits flipped so that a minimum finds it too (a
+                // key off the prefix differs above them either way).
+                const psg_key low_bits = (((psg_key)1) << (shift + 8)) - 1;
+                psg_key lo = ~(psg_key)0, hi = ~(psg_key)0;
+                #pragma unroll 8
+                for (int b = w; b < n_bi; b += 8) {{
+{key_hist}                    const psg_key off = key ^ prefix;
+                    const psg_key d = min(off >> shift, (psg_key)dummy);
+                    {count}
+                    lo = min(lo, off);
+                    hi = min(hi, off ^ low_bits);
+                }}
+                atomicMin(&found[lane], lo);
+                atomicMin(&found[64 + lane], hi);
+            }}"#,
+                key_hist = key_code("                    "),
+            )
+        } else {
+            String::new()
+        },
+        tie_check = if ties {
+            "                // The bucket's least key is its greatest: every key of it is the selected one.\n                \
+             if (track && found[lane] == (found[64 + lane] ^ ((((psg_key)1) << (shift + 8)) - 1))) {\n                    \
+             prefix |= found[lane];\n                    \
+             tied = true;\n                    \
+             done = true;\n                    \
+             fits = true;\n                \
+             }\n"
+        } else {
+            ""
+        },
+        track_update = if ties {
+            format!(
+                "            // The next pass also looks for a bucket of one repeated key, unless it is the\n            \
+                 // last (which fixes every bit anyway): after the second digit, and after the first\n            \
+                 // where some column's bucket holds more than {num}/{den} of its keys (every warp has the\n            \
+                 // same columns, so the warp's vote is the block's).\n            \
+                 track = shift > {low} && (shift < {top} - 8 || __any_sync(0xffffffffu, !done && {den} * pick[32 + lane] > {num} * n_bi));\n",
+                low = zero_low_bits,
+                top = key_bits - 8,
+                num = TIED_SHARE.0,
+                den = TIED_SHARE.1,
+            )
+        } else {
+            String::new()
         },
         least_update = if next {
             "                least = min(least, key > hi ? key : ~(psg_key)0);\n"
@@ -2741,11 +2826,6 @@ fn emit_select(
             format!("{BINS} + w")
         },
         clear = if packed { 4 } else { 8 },
-        count = if packed {
-            "atomicAdd((int*)(hist + ((int)(d >> 1) << 7)), 1 << (((int)d & 1) << 4));"
-        } else {
-            "atomicAdd((int*)(hist + ((int)d << 7)), 1);"
-        },
         chunk_sum = if packed {
             "            for (int d = 0; d < 16; ++d) sum += bins[(w * 16 + d) * 32 + lane];\n            \
              // Neither half's sum can carry.\n            \
@@ -2797,8 +2877,17 @@ fn emit_select(
             format!(
                 "        // Kept values at or below the selected one: those below its bucket (k - rem), then\n        \
                  // the bucket's.\n        \
-                 if (gather) {{ {name}_le = (psg_acc)(k - rem + pick[lane]); {name}_above = over[32 + lane]; }}\n        \
-                 {name}_next = __syncthreads_and(!active || (gather && {name}_above != ~(psg_key)0));"
+                 if (gather) {{ {name}_le = (psg_acc)(k - rem + pick[lane]); {name}_above = over[32 + lane]; }}\n{tied_finish}        \
+                 {name}_next = __syncthreads_and(!active || ({gathered} && {name}_above != ~(psg_key)0));",
+                tied_finish = if ties {
+                    format!(
+                        "        // A bucket of one repeated key: the least key above the bucket.\n        \
+                         if (tied) {{ {name}_le = (psg_acc)(k - rem + pick[32 + lane]); {name}_above = over[lane]; }}\n"
+                    )
+                } else {
+                    String::new()
+                },
+                gathered = if ties { "(gather || tied)" } else { "gather" },
             )
         } else {
             "        __syncthreads();".to_string()
@@ -3263,6 +3352,21 @@ const SPLIT_FEW: u32 = 8;
 /// values) leave dozens of keys a lane: on g[256, 4M] f32 with 90% zeros, the key-at-a-time
 /// loops executed half the median's instructions (ncu, H100).
 const SPLIT_FOLD: u32 = 16;
+
+/// The share of a column's keys (`num / den`) above which a digit pass after the first looks for
+/// a bucket of one repeated key, where the keys have more than two digits (f32, f64 and computed
+/// keys; a bf16 column's own are fixed after two): every pass after the second looks, and the
+/// second where some column of the block has more than this share of its keys in the first
+/// digit's bucket. Each thread keeps the least and the greatest key of the bucket it counts
+/// (three instructions a key, and two atomics a pass), and where they are equal the column is
+/// done: its key is theirs, and with the next value, the pass that gathers the other columns'
+/// buckets (or one of its own) finds the least key above it. Gradients full of zeros fill a
+/// bucket with one key, which the passes counted down to its last bit: H100, same run, g[1024,
+/// 1M] with 90% zeros, the f32 median took 0.76 of the time, `kth` 0.58, the trimmed mean 0.57,
+/// the MAD mean 0.77 (bf16 0.86), the clipped median 0.83 (bf16 0.80); normal data 1.00-1.02.
+/// Half instead of 3/4 had the MAD's distances look (57% of them in their first bucket, which
+/// spans [0.5, 2)): 1.03-1.04 on normal data; every pass after the first, 1.02-1.05.
+const TIED_SHARE: (u32, u32) = (3, 4);
 
 /// How often (in bits) a bit-sliced selection checks whether every column of the warp is down
 /// to one key (the early stop of [`sliced_select`]). Every bit took 1.02-1.07 of the time
@@ -4370,7 +4474,9 @@ fn unpack_stores(dtype: DType, transform: bool) -> String {
 /// thread) they fit 64 registers (a tile of B <= 64 is at most 32 KiB, 8 vectors a thread; the
 /// rest of an f32 tile is copied straight to shared memory, a 16-bit tile is 4 vectors a
 /// thread). Else it prefetches 6 for two selections or more (7 spilled in the MAD's cleaner),
-/// else 8.
+/// else 8, but 7 in the kernel for large B where the tile holds f32 products (`products`: the
+/// clipped median), whose digit passes' tie check (see [`TIED_SHARE`]) made NVRTC spill one of
+/// 8 (64 bytes, `ptxas -v`).
 ///
 /// A bit-sliced kernel with half the planes (`half`, see [`half_planes`]) prefetches 4. At three
 /// blocks a multiprocessor (80 registers), with 8 NVRTC kept 40 bytes a thread in a frame (the
@@ -4379,7 +4485,7 @@ fn unpack_stores(dtype: DType, transform: bool) -> String {
 /// same runs, g[256, 4M] and g[128, 8M]); with 6, 0.98-1.03; with 2, 0.95-0.99. Those kernels
 /// now run four blocks (see [`Blocks`]), where 4 still fit the 64 registers with no frame (6
 /// kept 40-56 bytes in one).
-fn prefetch_vectors(plan: &Plan, small: bool, four: bool, half: bool) -> usize {
+fn prefetch_vectors(plan: &Plan, small: bool, four: bool, half: bool, products: bool) -> usize {
     let selects = plan
         .steps
         .iter()
@@ -4392,6 +4498,7 @@ fn prefetch_vectors(plan: &Plan, small: bool, four: bool, half: bool) -> usize {
         (true, false, true) => 6,
         (false, _, true) if waves >= 2 => 6,
         (false, _, true) => 7,
+        _ if products => 7,
         _ => 8,
     }
 }

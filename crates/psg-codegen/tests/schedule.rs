@@ -484,6 +484,63 @@ fn the_nan_guard_of_a_selection_runs_after_it_and_only_where_it_may_count_someth
     assert!(!g.cuda[DType::F32.index()].contains("_clean"));
 }
 
+/// Digit passes on keys of more than two digits look for a bucket of one repeated key: every
+/// pass after the second, and the second where some column's first bucket holds more than 3/4
+/// of its keys (a warp's vote, no barrier); a tied column is done with the bucket's key, and
+/// with the next value the gathering pass finds the least key above it. A bf16 column's own
+/// keys (two digits) have none of it.
+#[test]
+fn digit_passes_stop_at_a_bucket_of_one_repeated_key() {
+    let median = generate(&median()).unwrap();
+    let large = median.cuda_tile_large.as_ref().unwrap();
+    for (tile, low) in [
+        (&large[DType::F32.index()], 0),
+        (&large[DType::F64.index()], 0),
+        (&median.cuda_tile[DType::F64.index()], 0),
+    ] {
+        let init = tile
+            .find("found[lane] = ~(psg_key)0; found[64 + lane] = ~(psg_key)0;")
+            .expect(tile);
+        let plain = tile.find("if (!done && !track) {").expect(tile);
+        let tracked = tile.find("hi = min(hi, off ^ low_bits);").expect(tile);
+        let check = tile
+            .find("if (track && found[lane] == (found[64 + lane] ^ ((((psg_key)1) << (shift + 8)) - 1))) {")
+            .expect(tile);
+        let track = tile
+            .find(&format!("track = shift > {low} && (shift < "))
+            .expect(tile);
+        let gather = tile.find("if (gather || tied) {").expect(tile);
+        let finish = tile
+            .find("if (tied) { t1_le = (psg_acc)(k - rem + pick[32 + lane]); t1_above = over[lane]; }")
+            .expect(tile);
+        assert!(
+            init < plain
+                && plain < tracked
+                && tracked < check
+                && check < track
+                && track < gather
+                && gather < finish,
+            "{tile}"
+        );
+        assert!(tile.contains("__any_sync(0xffffffffu, !done && 4 * pick[32 + lane] > 3 * n_bi)"));
+        assert!(tile.contains("const psg_key hi = tied ? prefix : prefix |"));
+        assert!(tile.contains("if (gather && ((key ^ prefix) >> gshift) == 0)"));
+    }
+    let bf16 = &large[DType::BF16.index()];
+    assert!(
+        !bf16.contains("tied") && !bf16.contains("track") && !bf16.contains("found[64 + lane]"),
+        "{bf16}"
+    );
+    // The MAD's distances of bf16 input are f32 keys: its second selection looks, its first not.
+    let mad = generate(&mad()).unwrap();
+    let tile = &mad.cuda_tile_large.as_ref().unwrap()[DType::BF16.index()];
+    assert_eq!(
+        tile.matches("bool tied = false, track = false;").count(),
+        1,
+        "{tile}"
+    );
+}
+
 /// The median's upper middle value (a count at or below the lower one and the least value above
 /// it) comes from the selection where every column of the block gathered its bucket (digit
 /// passes), or from every bit-sliced one; the pass that computes it, with the count of NaNs,
@@ -503,7 +560,7 @@ fn a_selection_finds_the_next_value_where_it_gathers() {
         let least = tile.find("atomicMin(&over[lane], least);").expect(tile);
         let rank = tile.find("over[32 + lane] = above;").expect(tile);
         let vote = tile
-            .find("t1_next = __syncthreads_and(!active || (gather && t1_above != ~(psg_key)0));")
+            .find("t1_next = __syncthreads_and(!active || ((gather || tied) && t1_above != ~(psg_key)0));")
             .expect(tile);
         let skip = tile.find("if (t1_clean && t1_next) {").expect(tile);
         let pass = tile.find("if (psg_isnan(x))").expect(tile);

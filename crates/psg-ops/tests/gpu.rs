@@ -699,17 +699,39 @@ fn gpu_selection_stopping_early_matches_cpu() {
 /// [`same_selections`], the lower median and the MAD cleaner on columns of `columns`, at every
 /// B of the bit-sliced selections' kernels and around their edges, in f32 and bf16.
 fn same_bit_sliced_selections(seed: u64, columns: fn(&mut Rng, usize, usize) -> Vec<f32>) {
+    let bs: &[usize] = &[65, 100, 128, 129, 200, 256];
+    same_selections_of(
+        seed,
+        columns,
+        &[(DType::F32, bs), (DType::BF16, bs)],
+        20_000,
+        false,
+    );
+}
+
+/// [`same_selections`], the lower median and the MAD cleaner (and where `clipped`, the clipped
+/// aggregates) on `p` columns of `columns`, in each dtype at each of its B.
+fn same_selections_of(
+    seed: u64,
+    columns: fn(&mut Rng, usize, usize) -> Vec<f32>,
+    shapes: &[(DType, &[usize])],
+    p: usize,
+    clipped: bool,
+) {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(seed);
-    for dtype in [DType::F32, DType::BF16] {
-        for b in [65usize, 100, 128, 129, 200, 256] {
-            let p = 20_000;
+    for &(dtype, bs) in shapes {
+        for &b in bs {
             let g = Pair::new(&columns(&mut rng, b, p), &[b, p], dtype, &dev);
             same_selections(&g, b);
             g.same("median_low", ops::median_low);
             g.same("mad clean", |t| {
                 ops::remove_outliers(t, ops::OutlierRule::Mad { k: 3.0 }, ops::Removed::NaN)
             });
+            if clipped {
+                let factors = ops::flat_clip_factors(&[&g.cpu], 1.0).unwrap();
+                same_clipped(&g, &factors, &dev, dtype.name());
+            }
         }
     }
 }
@@ -830,6 +852,36 @@ fn gpu_selections_of_repeated_values_match_cpu() {
             same_clipped(&g, &factors, &dev, dtype.name());
         }
     }
+}
+
+/// The columns of [`repeated_value_columns`], but in every third 32-column slab every column is
+/// 90% zeros, and in every fifth one value throughout (+0, -0 or 1.5): blocks where the digit
+/// passes find some columns' buckets one repeated key, and blocks where they find every one.
+fn tied_slab_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
+    let mut v = repeated_value_columns(rng, b, p);
+    for c in 0..p {
+        let slab = c / 32;
+        for r in 0..b {
+            if slab % 3 == 0 && rng.below(10) < 9 {
+                v[r * p + c] = 0.0;
+            } else if slab % 5 == 1 {
+                v[r * p + c] = [0.0, -0.0, 1.5][c % 3];
+            }
+        }
+    }
+    v
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_digit_selections_of_repeated_values_match_cpu() {
+    // The digit passes: B above 256, and f64 keys at any B.
+    let shapes: [(DType, &[usize]); 3] = [
+        (DType::F32, &[257, 512, 1000, 1024]),
+        (DType::BF16, &[300, 1024]),
+        (DType::F64, &[100, 256, 700]),
+    ];
+    same_selections_of(0x5eed_0014, tied_slab_columns, &shapes, 3000, true);
 }
 
 /// Normal columns, most of them clean; in one column of most 32-column slabs, one special value
