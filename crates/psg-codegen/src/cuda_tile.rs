@@ -34,10 +34,10 @@
 //! or, where some list of the block is longer than `SORT_ABOVE`, sorted across a warp; a
 //! column is also done when every bit is fixed, or when its bucket's least and greatest key
 //! are one (a repeated value, such as a gradient's zeros: see `TIED_SHARE`). The value after a
-//! selected one (a median's upper middle) comes from the gathered bucket (the least key above the selected one
-//! there, else the least above the bucket, which the gathering pass keeps), or from the bit
-//! planes, and where some column of the block did not gather, from an integer minimum of keys
-//! ([`ReduceOp::MinTotal`]) in the next streaming pass. An order statistic's count of NaNs runs
+//! selected one (a median's upper middle) comes from the gathered bucket (the least key above
+//! the selected one there, else the least above the bucket, which the gathering pass keeps),
+//! or from the bit planes, and where some column of the block did not gather, from an integer
+//! minimum of keys ([`ReduceOp::MinTotal`]) in the next streaming pass. An order statistic's count of NaNs runs
 //! after its selection, and only in a block where some column's first digit pass (or top 8
 //! bit planes) saw a key in the lowest or highest digit, where every NaN is (see `Settled`).
 //!
@@ -3541,16 +3541,7 @@ fn sliced_select(
     let lanes = parts / 2;
     let columns = 32 / lanes;
     // A lane's count plus its column's other lanes', and the column's lanes in a ballot.
-    let sum = |v: &str| {
-        (0..parts_log2 - 1)
-            .map(|j| {
-                format!(
-                    "            {v} += __shfl_xor_sync(0xffffffffu, {v}, {});\n",
-                    1 << j
-                )
-            })
-            .collect::<String>()
-    };
+    let sum = |v: &str| across_lanes(v, "+", "            ", parts_log2);
     let group = format!(">> (lane & {})) & {}u", 32 - lanes, (1u32 << lanes) - 1);
     let fetch = if fetch { FETCH_NEXT } else { "" };
     // With the next value, a second group of L warps selects rank k + 1 beside the first
@@ -3816,7 +3807,7 @@ fn sliced_select(
 {c0_sum}                if (rem < c0) {{ {above_update}m0 = z0; m1 = z1;{left_zeros} }}
                 else {{ rem -= c0; m0 &= a; m1 &= b; sel |= 1u << i;{left_ones} }}
 "#,
-        c0_sum = sum("c0").replace("            c0", "                c0"),
+        c0_sum = across_lanes("c0", "+", "                ", parts_log2),
     )
     .ok();
     if guarded {
