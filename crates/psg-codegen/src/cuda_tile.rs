@@ -246,7 +246,10 @@ struct SelectFlags {
     clean: bool,
     /// `{t}_le` and `{t}_above`, the next value's reductions ([`Settled::AtOrBelow`],
     /// [`Settled::Above`]), and `{t}_next`: whether every column of the block has them (it
-    /// gathered its bucket, and some key above the selected one is a kept value).
+    /// gathered its bucket). Where no kept value lies above the selected one, `{t}_above` is the
+    /// largest key, whose value is `psg_total_none()`: what the pass's minimum over nothing gives
+    /// (a column whose selected value is its greatest, as where most of its values are one
+    /// repeated maximum, made the whole block run the pass).
     next: bool,
     /// Whether the digit counts are 16-bit halves (the kernel for B up to
     /// [`PACKED_BINS_MAX_B`]) or 32-bit words.
@@ -2878,7 +2881,7 @@ fn emit_select(
                 "        // Kept values at or below the selected one: those below its bucket (k - rem), then\n        \
                  // the bucket's.\n        \
                  if (gather) {{ {name}_le = (psg_acc)(k - rem + pick[lane]); {name}_above = over[32 + lane]; }}\n{tied_finish}        \
-                 {name}_next = __syncthreads_and(!active || ({gathered} && {name}_above != ~(psg_key)0));",
+                 {name}_next = __syncthreads_and(!active || {gathered});",
                 tied_finish = if ties {
                     format!(
                         "        // A bucket of one repeated key: the least key above the bucket.\n        \
@@ -3124,7 +3127,7 @@ fn quick_digit_select(
                 }}
                 {name}_le = (psg_acc)(k{suffix} - rem + last_count); {name}_above = above;
             }}
-            {name}_next = __syncthreads_and(!active || (valid{suffix} && {name}_above != ~(psg_key)0));"#,
+            {name}_next = __syncthreads_and(!active || valid{suffix});"#,
             bins = BINS,
             digit_top = zero_low_bits + 8,
             fill = if zero_low_bits > 0 {
@@ -3282,7 +3285,7 @@ fn select_results(
             s,
             "        // Kept values at or below the selected one, and the least above it.\n        \
              if ({taken}) {{ {name}_le = (psg_acc)pick[lane]; {name}_above = {above}; }}\n        \
-             {name}_next = __syncthreads_and(!active || ({vote} && {name}_above != ~(psg_key)0));"
+             {name}_next = __syncthreads_and(!active || {vote});"
         )
         .ok();
     } else {
@@ -4465,9 +4468,9 @@ fn unpack_stores(dtype: DType, transform: bool) -> String {
 /// thread) they fit 64 registers (a tile of B <= 64 is at most 32 KiB, 8 vectors a thread; the
 /// rest of an f32 tile is copied straight to shared memory, a 16-bit tile is 4 vectors a
 /// thread). Else it prefetches 6 for two selections or more (7 spilled in the MAD's cleaner),
-/// else 8, but 7 in the kernel for large B where the tile holds f32 products (`products`: the
-/// clipped median), whose digit passes' tie check (see [`TIED_SHARE`]) made NVRTC spill one of
-/// 8 (64 bytes, `ptxas -v`).
+/// else 8, but 6 in the kernel for large B where the tile holds f32 products (`products`: the
+/// clipped median): with the digit passes' tie check (see [`TIED_SHARE`]) NVRTC spilled one of
+/// 8 (64 bytes, `ptxas -v`), and with the next value's vote as it is now, 88 bytes of 7.
 ///
 /// A bit-sliced kernel with half the planes (`half`, see [`half_planes`]) prefetches 4. At three
 /// blocks a multiprocessor (80 registers), with 8 NVRTC kept 40 bytes a thread in a frame (the
@@ -4489,7 +4492,7 @@ fn prefetch_vectors(plan: &Plan, small: bool, four: bool, half: bool, products: 
         (true, false, true) => 6,
         (false, _, true) if waves >= 2 => 6,
         (false, _, true) => 7,
-        _ if products => 7,
+        _ if products => 6,
         _ => 8,
     }
 }

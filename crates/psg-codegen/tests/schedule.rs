@@ -560,7 +560,7 @@ fn a_selection_finds_the_next_value_where_it_gathers() {
         let least = tile.find("atomicMin(&over[lane], least);").expect(tile);
         let rank = tile.find("over[32 + lane] = above;").expect(tile);
         let vote = tile
-            .find("t1_next = __syncthreads_and(!active || ((gather || tied) && t1_above != ~(psg_key)0));")
+            .find("t1_next = __syncthreads_and(!active || (gather || tied));")
             .expect(tile);
         let skip = tile.find("if (t1_clean && t1_next) {").expect(tile);
         let pass = tile.find("if (psg_isnan(x))").expect(tile);
@@ -578,7 +578,7 @@ fn a_selection_finds_the_next_value_where_it_gathers() {
             .find("found[32 + c] = kk + 1 < pick[32 + c] ? sel : ~0u;")
             .expect(tile);
         let vote = tile
-            .find("t1_next = __syncthreads_and(!active || (valid && t1_above != ~(psg_key)0));")
+            .find("t1_next = __syncthreads_and(!active || valid);")
             .expect(tile);
         let skip = tile.find("if (t1_clean && t1_next) {").expect(tile);
         let pass = tile.find("if (psg_isnan(x))").expect(tile);

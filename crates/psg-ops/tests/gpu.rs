@@ -884,6 +884,17 @@ fn gpu_digit_selections_of_repeated_values_match_cpu() {
     same_selections_of(0x5eed_0014, tied_slab_columns, &shapes, 3000, true);
 }
 
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_selections_with_nothing_above_match_cpu() {
+    // Whole columns sorted (B up to 64) and bit-sliced ones: in the slabs of one value
+    // throughout (and in some 90%-zero columns) the selected value is the column's greatest,
+    // so the next value is none, and the block settles it without a pass.
+    let bs: &[usize] = &[20, 33, 64, 100, 256];
+    let shapes = [(DType::F32, bs), (DType::BF16, bs)];
+    same_selections_of(0x5eed_0015, tied_slab_columns, &shapes, 3000, true);
+}
+
 /// Normal columns, most of them clean; in one column of most 32-column slabs, one special value
 /// at a random sample: a NaN, a NaN with the sign bit set, an infinity, or -3e38 (in f32 and
 /// bf16 its key shares the lowest digit with the negative NaNs). The tiled kernel counts an order
