@@ -884,6 +884,39 @@ fn gpu_digit_selections_of_repeated_values_match_cpu() {
     same_selections_of(0x5eed_0014, tied_slab_columns, &shapes, 3000, true);
 }
 
+/// Columns of zeros and subnormals, where a MAD's distances are +0 or subnormal (keys with a
+/// clear exponent, whose selection never stops early where they tie): 90% +0 and the rest
+/// normal (MAD 0); 40% +0 and the rest subnormals of either sign (a subnormal MAD); 55% +0
+/// among subnormals and normals (MAD 0, subnormal distances beside it); a lone subnormal among
+/// zeros; and normal columns, in every 32-column slab.
+fn zero_and_subnormal_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
+    let mut v = vec![0.0f32; b * p];
+    for c in 0..p {
+        let lone = rng.below(b);
+        for r in 0..b {
+            let x = rng.normal() as f32;
+            let u = rng.below(20);
+            // Subnormals that bf16 holds too (its 7 bits of significand), and low bits in f32.
+            let sub = f32::from_bits((((1 + rng.below(127)) << 16) + rng.below(3000)) as u32);
+            let sub = if rng.below(2) == 0 { sub } else { -sub };
+            v[r * p + c] = match c % 5 {
+                0 => [0.0, x][usize::from(u >= 18)],
+                1 => [0.0, sub][usize::from(u >= 8)],
+                2 => [0.0, sub, x][usize::from(u >= 11) + usize::from(u >= 16)],
+                3 => [0.0, sub.abs()][usize::from(r == lone)],
+                _ => x,
+            };
+        }
+    }
+    v
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_selections_of_zeros_and_subnormals_match_cpu() {
+    same_bit_sliced_selections(0x5eed_0016, zero_and_subnormal_columns);
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_selections_with_nothing_above_match_cpu() {
