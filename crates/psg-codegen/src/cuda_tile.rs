@@ -37,9 +37,10 @@
 //! selected one (a median's upper middle) comes from the gathered bucket (the least key above
 //! the selected one there, else the least above the bucket, which the gathering pass keeps),
 //! or from the bit planes, and where some column of the block did not gather, from an integer
-//! minimum of keys ([`ReduceOp::MinTotal`]) in the next streaming pass. An order statistic's count of NaNs runs
-//! after its selection, and only in a block where some column's first digit pass (or top 8
-//! bit planes) saw a key in the lowest or highest digit, where every NaN is (see `Settled`).
+//! minimum of keys ([`ReduceOp::MinTotal`]) in the next streaming pass. An order statistic's
+//! count of NaNs runs after its selection, and only in a block where some column's first digit
+//! pass (or top 8 bit planes) saw a key in the lowest or highest digit, where every NaN is (see
+//! `Settled`).
 //!
 //! Shared memory: `tile` (B x tile accumulators), `keys` (B x tile keys, when the plan selects
 //! from a column other than `g` itself, whose keys are read from the tile directly),

@@ -484,6 +484,21 @@ fn the_nan_guard_of_a_selection_runs_after_it_and_only_where_it_may_count_someth
     assert!(!g.cuda[DType::F32.index()].contains("_clean"));
 }
 
+/// Asserts that `text` holds every one of `needles`, each first found after the one before.
+fn assert_in_order(text: &str, needles: &[&str]) {
+    let at: Vec<usize> = needles
+        .iter()
+        .map(|n| {
+            text.find(n)
+                .unwrap_or_else(|| panic!("{n:?} is missing from:\n{text}"))
+        })
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "out of order, {needles:?} at {at:?}:\n{text}"
+    );
+}
+
 /// The kernels whose selections count digits on keys of more than two digits: the large
 /// kernel's f32, f16 and f64, and the packed kernel's f64.
 fn digit_pass_kernels(g: &psg_codegen::Generated) -> [&String; 4] {
@@ -505,27 +520,17 @@ fn digit_pass_kernels(g: &psg_codegen::Generated) -> [&String; 4] {
 fn digit_passes_stop_at_a_bucket_of_one_repeated_key() {
     let median = generate(&median()).unwrap();
     for tile in digit_pass_kernels(&median) {
-        let init = tile
-            .find("found[lane] = ~(psg_key)0; found[64 + lane] = ~(psg_key)0;")
-            .expect(tile);
-        let plain = tile.find("if (!done && !track) {").expect(tile);
-        let tracked = tile.find("hi = min(hi, off ^ low_bits);").expect(tile);
-        let check = tile
-            .find("if (track && found[lane] == (found[64 + lane] ^ ((((psg_key)1) << (shift + 8)) - 1))) {")
-            .expect(tile);
-        let track = tile.find("track = shift > ").expect(tile);
-        let gather = tile.find("if (gather || tied) {").expect(tile);
-        let finish = tile
-            .find("if (tied) { t1_le = (psg_acc)(k - rem + pick[32 + lane]); t1_above = over[lane]; }")
-            .expect(tile);
-        assert!(
-            init < plain
-                && plain < tracked
-                && tracked < check
-                && check < track
-                && track < gather
-                && gather < finish,
-            "{tile}"
+        assert_in_order(
+            tile,
+            &[
+                "found[lane] = ~(psg_key)0; found[64 + lane] = ~(psg_key)0;",
+                "if (!done && !track) {",
+                "hi = min(hi, off ^ low_bits);",
+                "if (track && found[lane] == (found[64 + lane] ^ ((((psg_key)1) << (shift + 8)) - 1))) {",
+                "track = shift > ",
+                "if (gather || tied) {",
+                "if (tied) { t1_le = (psg_acc)(k - rem + pick[32 + lane]); t1_above = over[lane]; }",
+            ],
         );
         assert!(tile.contains("__any_sync(0xffffffffu, !done && 4 * pick[32 + lane] > 3 * n_bi)"));
         assert!(tile.contains("const psg_key hi = tied ? prefix : prefix |"));
@@ -557,16 +562,15 @@ fn a_selection_finds_the_next_value_where_it_gathers() {
     let median = generate(&median()).unwrap();
     let large = median.cuda_tile_large.as_ref().unwrap();
     for tile in digit_pass_kernels(&median) {
-        let least = tile.find("atomicMin(&over[lane], least);").expect(tile);
-        let rank = tile.find("over[32 + lane] = above;").expect(tile);
-        let vote = tile
-            .find("t1_next = __syncthreads_and(!active || (gather || tied));")
-            .expect(tile);
-        let skip = tile.find("if (t1_clean && t1_next) {").expect(tile);
-        let pass = tile.find("if (psg_isnan(x))").expect(tile);
-        assert!(
-            least < rank && rank < vote && vote < skip && skip < pass,
-            "{tile}"
+        assert_in_order(
+            tile,
+            &[
+                "atomicMin(&over[lane], least);",
+                "over[32 + lane] = above;",
+                "t1_next = __syncthreads_and(!active || (gather || tied));",
+                "if (t1_clean && t1_next) {",
+                "if (psg_isnan(x))",
+            ],
         );
         assert!(tile.contains("t2 = t1_le;") && tile.contains("t3 = psg_from_key(t1_above);"));
     }
@@ -574,15 +578,15 @@ fn a_selection_finds_the_next_value_where_it_gathers() {
     // own keys too.
     for d in [DType::F32, DType::F16, DType::BF16] {
         let tile = &optimized_source(&median.cuda_tile[d.index()]);
-        let above = tile
-            .find("found[32 + c] = kk + 1 < pick[32 + c] ? sel : ~0u;")
-            .expect(tile);
-        let vote = tile
-            .find("t1_next = __syncthreads_and(!active || valid);")
-            .expect(tile);
-        let skip = tile.find("if (t1_clean && t1_next) {").expect(tile);
-        let pass = tile.find("if (psg_isnan(x))").expect(tile);
-        assert!(above < vote && vote < skip && skip < pass, "{tile}");
+        assert_in_order(
+            tile,
+            &[
+                "found[32 + c] = kk + 1 < pick[32 + c] ? sel : ~0u;",
+                "t1_next = __syncthreads_and(!active || valid);",
+                "if (t1_clean && t1_next) {",
+                "if (psg_isnan(x))",
+            ],
+        );
     }
     let tile = &large[DType::BF16.index()];
     assert!(
