@@ -1048,3 +1048,34 @@ fn computed_keys_of_bf16_input_check_once_whether_the_keys_left_tie() {
     let own = generate(&median()).unwrap();
     assert!(!own.cuda_tile[DType::BF16.index()].contains("tcc"));
 }
+
+#[test]
+fn unsplit_selections_check_once_whether_the_keys_left_are_zeros() {
+    let g = generate(&mad()).unwrap();
+    for dtype in [DType::F32, DType::BF16] {
+        let tile = &g.cuda_tile[dtype.index()];
+        // The distances' selection (unsplit 32-bit keys), not the median's (split in f32, a
+        // column's own 16-bit keys in bf16): once, after bit 22 (`ZERO_AT`), where some column
+        // of the warp has tied keys of +0 or a subnormal so far.
+        let gate = "if (i == 22 && __any_sync(0xffffffffu, left > 1 && (sel >> 23) == 0x100u)) {";
+        assert_eq!(tile.matches(gate).count(), 1, "{tile}");
+        let check = &tile[tile.find(gate).unwrap()..];
+        // One walk finds both whether a key left has a bit set below and a lone key's bits (not
+        // the samples' mask: that is `some`), then the count ends as after an early stop.
+        assert_in_order(
+            check,
+            &[
+                "some |= o;",
+                "if (o != 0u) rest |= 1u << j;",
+                "if (__all_sync(0xffffffffu, left <= 1 || (some == 0u && rem < left))) {",
+                "rest |= __shfl_xor_sync(0xffffffffu, rest, 1);",
+                "if (left == 0) rest = rem >= 0 ? ((1u << i) - 1u) & ~0u : 0u;",
+                "sel |= rest;",
+                "break;",
+            ],
+        );
+    }
+    // A column's own 32-bit keys in a plan's only selection are split: no check there.
+    let median = generate(&median()).unwrap();
+    assert!(!median.cuda_tile[DType::F32.index()].contains("(sel >> 23) == 0x100u"));
+}
