@@ -307,8 +307,9 @@ struct OtherColumn<'a> {
     from_tile: &'a dyn Fn(&str) -> String,
 }
 
-/// The key of sample `b` of column `c` in a selecting lane of a bit-sliced selection, for its
-/// tie check (see [`TIE_AT`]): `shuffles` binds column `c`'s per-column values that the key
+/// The key of sample `b` of column `c` in a selecting lane of a bit-sliced selection on
+/// computed keys, for its tie check (see [`TIE_AT`]) and a lone key's bits after an early stop
+/// (see [`sliced_select`]): `shuffles` binds column `c`'s per-column values that the key
 /// reads (named with `_c`) from lane `c`, where every warp holds them, and `key` binds `key` for
 /// sample `b` of column `c` from the tile.
 struct OtherKey {
@@ -2513,8 +2514,9 @@ fn emit_select(
         let own_check =
             raw == Some(16) || (raw.is_some() && paired.is_none() && selection_waves(plan) == 1);
         // Computed keys of another column, for the tie check (see `TIE_AT`; keys of 16-bit
-        // input): the per-column values they read, from that column's lane.
-        let other_key = (mode == Keys::Computed && ties).then(|| {
+        // input) and a lone key's bits after an early stop: the per-column values they read,
+        // from that column's lane.
+        let other_key = (mode == Keys::Computed).then(|| {
             let mut values: Vec<&Scalar> = Vec::new();
             let mut todo: Vec<&Scalar> = r.column.value_and_keep().collect();
             while let Some(x) = todo.pop() {
@@ -3458,6 +3460,13 @@ const ZERO_AT: u32 = 22;
 ///    the time without it (H100, same run, g[256, 4M]). A column's count summed with
 ///    `__reduce_add_sync` over its four lanes (one `redux` instead of two shuffles, sm_80 and
 ///    later) took 2.2-3.3 times as long (same run, H200, g[256, 4M]).
+///    Computed keys (the MAD's distances) take a lone key's remaining bits from the key
+///    computed again from the tile instead of the planes (`OtherKey`, as the tie check
+///    does): on normal data the f32 MAD mean took 0.975 and 0.969 of the time at g[256, 4M]
+///    and g[128, 8M], bf16 0.989 and 0.983; 90% zeros and ties 0.995-1.008 (H100, same run;
+///    after a late stop the walk is short). With the column's address from `tile` rather
+///    than from the lane's own `tc`, NVRTC spilled a prefetched vector in the f32 kernel for
+///    B up to 256.
 ///    **Tie check**: computed keys of 16-bit input (`ties`, not split, no search; `other`)
 ///    check once, after bit [`TIE_AT`], whether every column's keys left tie: each lane with at
 ///    most two keys left computes them again from the tile (`OtherKey`: column `c`'s per-column
@@ -3923,22 +3932,43 @@ fn sliced_select(
         .ok();
     }
     s.push_str("            }\n");
-    // The bits below `stop`: those of the one key left, from its part's planes (where the rank
-    // is valid: `rem` is then 0). With none left, the loop would have set every bit where the
+    // The bits below `stop`: those of the one key left, from its part's planes, or for
+    // computed keys from the key computed again (where the rank is valid: `rem` is then 0). With none left, the loop would have set every bit where the
     // rank was past the keys (`rem` >= 0) and none below them; with one left and `rem` < 0 (no
     // rank), it would have dropped the key at its first 1 and set nothing.
     if early_stop {
+        let rest_init = if tie_check.is_some() { "settled" } else { "0u" };
+        let bits = if let Some(o) = other {
+            // Computed keys: the lane that holds the lone key computes it again from the tile
+            // (as the tie check does), one load and the key's arithmetic where the walk below
+            // loads two plane words a bit.
+            format!(
+                "{shuffles}                if ({untied}__popc(m0) + __popc(m1) == 1) {{\n                    const psg_tile* const tcc = tc + (c - lane);\n                    const int pf = m0 != 0u ? __ffs(m0) - 1 : 31 + __ffs(m1);\n                    const int b = (pf < 32 ? 2 * q : 2 * q + 1) + ((pf & 31) << {parts_log2});\n{key}                    rest = key & ((1u << stop) - 1u) & ~{low_mask};\n                }}\n",
+                shuffles = o
+                    .shuffles
+                    .lines()
+                    .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+                    .collect::<String>(),
+                untied = if tie_check.is_some() { "!tied && " } else { "" },
+                key = o
+                    .key
+                    .lines()
+                    .map(|l| format!("{}\n", l.strip_prefix("        ").unwrap_or(l)))
+                    .collect::<String>(),
+                low_mask = if floor > 0 { format!("{:#x}u", (1u64 << floor) - 1) } else { "0u".to_string() },
+            )
+        } else {
+            format!(
+                "                for (int i = stop - 1; i >= {floor}{rest_cond}; --i) {{\n                    if (((src[(i << 8) + o0] & m0) | (src[(i << 8) + o1] & m1)) != 0u) rest |= 1u << i;\n                }}\n",
+                rest_cond = if tie_check.is_some() { " && !tied" } else { "" },
+            )
+        };
         write!(
             s,
             r#"            if (stop > {floor}) {{
                 psg_key rest = {rest_init};
-                for (int i = stop - 1; i >= {floor}{rest_cond}; --i) {{
-                    if (((src[(i << 8) + o0] & m0) | (src[(i << 8) + o1] & m1)) != 0u) rest |= 1u << i;
-                }}
-{finish}            }}
+{bits}{finish}            }}
 "#,
-            rest_init = if tie_check.is_some() { "settled" } else { "0u" },
-            rest_cond = if tie_check.is_some() { " && !tied" } else { "" },
             finish = rest_finish("stop", "                "),
         )
         .ok();

@@ -1022,9 +1022,11 @@ fn computed_keys_of_bf16_input_check_once_whether_the_keys_left_tie() {
         bf16[check..].contains("const psg_acc x = psg_tile_get(tcc[(b) << 5]);"),
         "{bf16}"
     );
-    // The remaining bits then come from the check, not from the planes.
+    // The remaining bits then come from the check, not from the planes (nor from the tile,
+    // where a lone key's come from after an early stop).
+    assert!(bf16.contains("psg_key rest = settled;"), "{bf16}");
     assert!(
-        bf16.contains("for (int i = stop - 1; i >= 0 && !tied; --i) {"),
+        bf16.contains("if (!tied && __popc(m0) + __popc(m1) == 1) {"),
         "{bf16}"
     );
     // The check's key reads the plan's names (the parameters' s0, s1, ...): the selecting
@@ -1041,9 +1043,11 @@ fn computed_keys_of_bf16_input_check_once_whether_the_keys_left_tie() {
             );
         }
     }
-    // f32 distances rarely tie: no check.
+    // f32 distances rarely tie: no check (their keys are computed again from the tile only
+    // for a lone key's bits after an early stop).
     let f32 = &g.cuda_tile[DType::F32.index()];
-    assert!(!f32.contains("tcc"), "{f32}");
+    assert!(!f32.contains("if (i == 14) {"), "{f32}");
+    assert!(!f32.contains("settled"), "{f32}");
     // Nor on a column's own keys.
     let own = generate(&median()).unwrap();
     assert!(!own.cuda_tile[DType::BF16.index()].contains("tcc"));
@@ -1078,4 +1082,43 @@ fn unsplit_selections_check_once_whether_the_keys_left_are_zeros() {
     // A column's own 32-bit keys in a plan's only selection are split: no check there.
     let median = generate(&median()).unwrap();
     assert!(!median.cuda_tile[DType::F32.index()].contains("(sel >> 23) == 0x100u"));
+}
+
+#[test]
+fn computed_keys_take_a_lone_keys_bits_from_the_tile_after_an_early_stop() {
+    let g = generate(&mad()).unwrap();
+    for dtype in [DType::F32, DType::BF16] {
+        let tile = &g.cuda_tile[dtype.index()];
+        // The distances' selection (computed keys): the lane holding the lone key computes it
+        // again from the tile, with the median of the column it selects in (its parts shuffled
+        // from that column's lane, outside the branch), instead of walking the remaining
+        // planes.
+        let end = "            if (stop > 0) {\n";
+        assert_eq!(tile.matches(end).count(), 1, "{tile}");
+        let block = &tile[tile.find(end).unwrap()..];
+        let block = &block[..block.find("                sel |= rest;").expect(block)];
+        assert_in_order(
+            block,
+            &[
+                "const auto t1_c = __shfl_sync(0xffffffffu, t1, c);",
+                "__popc(m0) + __popc(m1) == 1) {",
+                "const psg_tile* const tcc = tc + (c - lane);",
+                "const psg_key key = psg_abs_key((x - psg_select((t0_c > 0.0f)",
+                "rest = key & ((1u << stop) - 1u) & ~0u;",
+                "rest |= __shfl_xor_sync(0xffffffffu, rest, 1);",
+            ],
+        );
+        assert!(!block.contains("for (int i = stop - 1;"), "{block}");
+        // bf16's tie check has settled the bits where the keys left tie.
+        let tied = block.contains("if (!tied && __popc(m0)");
+        assert_eq!(tied, dtype == DType::BF16, "{block}");
+    }
+    // A column's own keys (f16's are not split) still walk the planes.
+    let own = generate(&median()).unwrap();
+    let f16 = &own.cuda_tile[DType::F16.index()];
+    assert!(
+        f16.contains("for (int i = stop - 1; i >= 0; --i) {"),
+        "{f16}"
+    );
+    assert!(!f16.contains("tcc = tc + (c - lane)"), "{f16}");
 }
