@@ -3814,13 +3814,13 @@ fn sliced_select(
     // the count would have set every bit where the rank was past the keys (`rem` >= 0) and none
     // below them; with one left and `rem` < 0 (no rank), it would have dropped the key at its
     // first 1 and set nothing.
+    let low_mask = if floor > 0 {
+        format!("{:#x}u", (1u64 << floor) - 1)
+    } else {
+        "0u".to_string()
+    };
     let rest_finish = |stop: &str, ind: &str| {
         let above_drop = if search { "g0 |= m0; g1 |= m1; " } else { "" };
-        let low_mask = if floor > 0 {
-            format!("{:#x}u", (1u64 << floor) - 1)
-        } else {
-            "0u".to_string()
-        };
         format!(
             "{}{ind}if (left == 0) rest = rem >= 0 ? ((1u << {stop}) - 1u) & ~{low_mask} : 0u;\n{ind}else if (rem < 0) {{ if (rest != 0u) {{ {above_drop}m0 = 0u; m1 = 0u; }} rest = 0u; }}\n{ind}sel |= rest;\n",
             across_lanes("rest", "|", ind, parts_log2),
@@ -3933,9 +3933,10 @@ fn sliced_select(
     }
     s.push_str("            }\n");
     // The bits below `stop`: those of the one key left, from its part's planes, or for
-    // computed keys from the key computed again (where the rank is valid: `rem` is then 0). With none left, the loop would have set every bit where the
-    // rank was past the keys (`rem` >= 0) and none below them; with one left and `rem` < 0 (no
-    // rank), it would have dropped the key at its first 1 and set nothing.
+    // computed keys from the key computed again (where the rank is valid: `rem` is then 0).
+    // With none left, the loop would have set every bit where the rank was past the keys
+    // (`rem` >= 0) and none below them; with one left and `rem` < 0 (no rank), it would have
+    // dropped the key at its first 1 and set nothing.
     if early_stop {
         let rest_init = if tie_check.is_some() { "settled" } else { "0u" };
         let bits = if let Some(o) = other {
@@ -3955,7 +3956,6 @@ fn sliced_select(
                     .lines()
                     .map(|l| format!("{}\n", l.strip_prefix("        ").unwrap_or(l)))
                     .collect::<String>(),
-                low_mask = if floor > 0 { format!("{:#x}u", (1u64 << floor) - 1) } else { "0u".to_string() },
             )
         } else {
             format!(
