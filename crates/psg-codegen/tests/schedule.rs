@@ -499,6 +499,12 @@ fn assert_in_order(text: &str, needles: &[&str]) {
     );
 }
 
+/// The rest of `text` from `needle`, which it must hold exactly once.
+fn from_only<'a>(text: &'a str, needle: &str) -> &'a str {
+    assert_eq!(text.matches(needle).count(), 1, "{needle:?} in:\n{text}");
+    &text[text.find(needle).unwrap()..]
+}
+
 /// The kernels whose selections count digits on keys of more than two digits: the large
 /// kernel's f32, f16 and f64, and the packed kernel's f64.
 fn digit_pass_kernels(g: &psg_codegen::Generated) -> [&String; 4] {
@@ -1062,8 +1068,7 @@ fn unsplit_selections_check_once_whether_the_keys_left_are_zeros() {
         // column's own 16-bit keys in bf16): once, after bit 22 (`ZERO_AT`), where some column
         // of the warp has tied keys of +0 or a subnormal so far.
         let gate = "if (i == 22 && __any_sync(0xffffffffu, left > 1 && (sel >> 23) == 0x100u)) {";
-        assert_eq!(tile.matches(gate).count(), 1, "{tile}");
-        let check = &tile[tile.find(gate).unwrap()..];
+        let check = from_only(tile, gate);
         // One walk finds both whether a key left has a bit set below and a lone key's bits (not
         // the samples' mask: that is `some`), then the count ends as after an early stop.
         assert_in_order(
@@ -1094,8 +1099,7 @@ fn computed_keys_take_a_lone_keys_bits_from_the_tile_after_an_early_stop() {
         // from that column's lane, outside the branch), instead of walking the remaining
         // planes.
         let end = "            if (stop > 0) {\n";
-        assert_eq!(tile.matches(end).count(), 1, "{tile}");
-        let block = &tile[tile.find(end).unwrap()..];
+        let block = from_only(tile, end);
         let block = &block[..block.find("                sel |= rest;").expect(block)];
         assert_in_order(
             block,
