@@ -19,27 +19,7 @@ fn gpu() -> Option<Device> {
 }
 
 fn host(t: &Tensor) -> Vec<f32> {
-    match t.dtype() {
-        DType::F32 => t.to_vec::<f32>().unwrap(),
-        DType::BF16 => t
-            .to_vec::<half::bf16>()
-            .unwrap()
-            .into_iter()
-            .map(f32::from)
-            .collect(),
-        DType::F16 => t
-            .to_vec::<half::f16>()
-            .unwrap()
-            .into_iter()
-            .map(f32::from)
-            .collect(),
-        DType::F64 => t
-            .to_vec::<f64>()
-            .unwrap()
-            .into_iter()
-            .map(|x| x as f32)
-            .collect(),
-    }
+    common::tensors::as_f32(t)
 }
 
 /// The same input on both devices.
@@ -51,22 +31,7 @@ struct Pair {
 
 impl Pair {
     fn new(values: &[f32], shape: &[usize], dtype: DType, gpu: &Device) -> Pair {
-        let cpu = match dtype {
-            DType::BF16 => {
-                let v: Vec<half::bf16> = values.iter().map(|&x| half::bf16::from_f32(x)).collect();
-                Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-            }
-            DType::F16 => {
-                let v: Vec<half::f16> = values.iter().map(|&x| half::f16::from_f32(x)).collect();
-                Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-            }
-            DType::F64 => {
-                let v: Vec<f64> = values.iter().map(|&x| f64::from(x)).collect();
-                Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-            }
-            DType::F32 => Tensor::from_slice(values, shape, &Device::Cpu).unwrap(),
-        };
-        assert_eq!(cpu.dtype(), dtype);
+        let cpu = common::tensors::of_dtype(values, shape, dtype, &Device::Cpu);
         let gpu = cpu.to_device(gpu).unwrap();
         Pair {
             cpu,

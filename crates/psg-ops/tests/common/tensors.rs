@@ -1,8 +1,34 @@
 //! Whole-tensor helpers for tests of any dtype: values as f64 and exact comparisons.
 
-use psg_runtime::{DType, Tensor};
+use psg_runtime::{DType, Device, Tensor};
 
-/// A tensor's elements as raw bits (f32 widened), so comparisons are exact, NaN and -0 included.
+/// `values` rounded to `dtype` (to nearest; exact for f32 and f64), as a tensor on `device`.
+pub fn of_dtype(values: &[f32], shape: &[usize], dtype: DType, device: &Device) -> Tensor {
+    let cpu = match dtype {
+        DType::BF16 => Tensor::from_vec(
+            values.iter().map(|&x| half::bf16::from_f32(x)).collect(),
+            shape,
+            &Device::Cpu,
+        ),
+        DType::F16 => Tensor::from_vec(
+            values.iter().map(|&x| half::f16::from_f32(x)).collect(),
+            shape,
+            &Device::Cpu,
+        ),
+        DType::F64 => Tensor::from_vec(
+            values.iter().map(|&x| f64::from(x)).collect(),
+            shape,
+            &Device::Cpu,
+        ),
+        DType::F32 => Tensor::from_slice(values, shape, &Device::Cpu),
+    }
+    .unwrap();
+    assert_eq!(cpu.dtype(), dtype);
+    cpu.to_device(device).unwrap()
+}
+
+/// A tensor's elements as raw bits (f32, f16 and bf16 widened to f32, which is exact), so
+/// comparisons are exact, NaN and -0 included.
 pub fn bits(t: &Tensor) -> Vec<u64> {
     match t.dtype() {
         DType::F64 => t
@@ -11,12 +37,32 @@ pub fn bits(t: &Tensor) -> Vec<u64> {
             .iter()
             .map(|x| x.to_bits())
             .collect(),
-        _ => t
-            .to_vec::<f32>()
+        _ => as_f32(t).iter().map(|x| u64::from(x.to_bits())).collect(),
+    }
+}
+
+/// A tensor's elements as f32 (exact but for f64, which is rounded).
+pub fn as_f32(t: &Tensor) -> Vec<f32> {
+    match t.dtype() {
+        DType::BF16 => t
+            .to_vec::<half::bf16>()
             .unwrap()
-            .iter()
-            .map(|x| u64::from(x.to_bits()))
+            .into_iter()
+            .map(f32::from)
             .collect(),
+        DType::F16 => t
+            .to_vec::<half::f16>()
+            .unwrap()
+            .into_iter()
+            .map(f32::from)
+            .collect(),
+        DType::F64 => t
+            .to_vec::<f64>()
+            .unwrap()
+            .into_iter()
+            .map(|x| x as f32)
+            .collect(),
+        DType::F32 => t.to_vec::<f32>().unwrap(),
     }
 }
 
@@ -24,12 +70,7 @@ pub fn bits(t: &Tensor) -> Vec<u64> {
 pub fn host(t: &Tensor) -> Vec<f64> {
     match t.dtype() {
         DType::F64 => t.to_vec::<f64>().unwrap(),
-        _ => t
-            .to_vec::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect(),
+        _ => as_f32(t).into_iter().map(f64::from).collect(),
     }
 }
 
