@@ -1,4 +1,5 @@
-//! Whole-tensor helpers for tests of any dtype: values as f64 and exact comparisons.
+//! Whole-tensor helpers for tests of any dtype: tensors from f32 values, values as f32 or f64,
+//! exact comparisons.
 
 use psg_runtime::{DType, Device, Tensor};
 

@@ -1,0 +1,385 @@
+//! Reductions a user might write with `#[batch_reduce]`, checked two ways: on the CPU against
+//! plain references (sorts and loops, in f32 as the plans compute; proptest over columns full of
+//! ties, +-0, subnormals, infinities and NaN), and on CUDA against the CPU backend, bit for bit.
+//! The built-ins' own tests (`cpu_reference.rs`, `gpu.rs`) check a fixed set of plans in depth;
+//! these plans combine the same parts the way a researcher's definitions would: selections on
+//! keys computed from a streaming statistic, from parameters or from a per-sample input; a chain
+//! of three selections; two quantiles of one column used inside a `map` and a filter; selections
+//! of filtered columns (a count that differs by column); the median of signs; ranks; a
+//! per-sample output after a selection.
+//!
+//! On the GPU each plan runs at the B where the kernels change their way (whole columns a
+//! thread, 4 or 8 parts a column, the tile's bit-sliced selections up to 256, digit passes
+//! above, a thread a column past shared memory), on both sides of those edges and at B = 0 and
+//! P = 0, in f32 and bf16 (f16 at fewer B), on the nasty values in a partial slab, and on many
+//! tiles of columns of gradient-like values, mostly zeros, one value among zeros, ties at every
+//! rank, and the nasty values again (vector loads).
+//!
+//! The GPU tests are `#[ignore]`d where there is no GPU; on a GPU host: `cargo test --
+//! --include-ignored`, with `PSG_REQUIRE_GPU=1` to make a missing GPU a failure.
+// `!(a > b)` is how a rule keeps NaN; written as the user would.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
+mod common;
+
+use common::tensors::{as_f32, of_dtype};
+use common::{assert_close, assert_identical, column, reference as r, same_bits, Rng};
+use proptest::prelude::*;
+use psg_macros::batch_reduce;
+use psg_runtime::{DType, Device, Result, Tensor};
+
+/// The README's robust mean (the values within `k` MADs of the median, kept with `<=` where the
+/// built-in removes with `>`; an `f32` parameter), the MAD, and a third selection in the chain:
+/// the median of the distances' own distances to the MAD.
+#[batch_reduce(crate = "psg_runtime")]
+fn robust_stats(g: Batch, k: f32) -> (f32, f32, f32) {
+    let med = g.median();
+    let d = g.map(|x| (x - med).abs());
+    let mad = d.median();
+    (
+        g.filter(|x| (x - med).abs() <= k * mad).mean(),
+        mad,
+        d.map(|y| (y - mad).abs()).median(),
+    )
+}
+
+/// Two quantiles of one column, their spread, the mean of the values clamped to them
+/// (winsorized) and how many lie strictly inside.
+#[batch_reduce(crate = "psg_runtime")]
+fn quantile_band(g: Batch) -> (f32, f32, f32, f32, f32) {
+    let (lo, hi) = (g.quantile(0.05), g.quantile(0.75));
+    (
+        lo,
+        hi,
+        hi - lo,
+        g.map(|x| x.clamp(lo, hi)).mean(),
+        g.filter(|x| x > lo && x < hi).count(),
+    )
+}
+
+/// Selections on computed keys: from streaming statistics (the median and lower median of the
+/// distances to the mean, the largest distance, the median of the z-scores) and from parameters,
+/// keys that are not absolute values (an affine map whose order is reversed when `a < 0`, the
+/// k-th smallest of the negated column, a quantile of the squares, where x and -x tie).
+#[batch_reduce(crate = "psg_runtime")]
+fn computed_keys(g: Batch, a: f64, c: f64, k: f64) -> (f32, f32, f32, f32, f32, f32, f32) {
+    let (mu, sigma) = (g.mean(), g.std());
+    let d = g.map(|x| (x - mu).abs());
+    (
+        d.median(),
+        d.median_low(),
+        d.max(),
+        g.map(|x| (x - mu) / sigma).median(),
+        g.map(|x| a * x + c).median(),
+        g.map(|x| -x).kth(k),
+        g.map(|x| x * x).quantile(0.6),
+    )
+}
+
+/// The median and MAD of the column scaled by a per-sample input (clip factors, say).
+#[batch_reduce(crate = "psg_runtime")]
+fn weighted_mad(g: Batch, f: PerSample) -> (f32, f32) {
+    let c = g.zip(f).map(|x, s| x * s);
+    let m = c.median();
+    (m, c.map(|x| (x - m).abs()).median())
+}
+
+/// Selections of filtered columns, whose counts differ by column: the median of the positive
+/// values and their count, a quantile of the values within a band, the lower median of the
+/// values not above the mean; and of signs: the median of the signs (the order of -1, 0, +1 and
+/// NaN) and the median of the values on the majority's side of zero.
+#[batch_reduce(crate = "psg_runtime")]
+fn filtered_selections(g: Batch, band: f64) -> (f32, f32, f32, f32, f32, f32) {
+    let mu = g.mean();
+    let vote = g.sign().sum();
+    let pos = g.filter(|x| x > 0.0);
+    (
+        pos.median(),
+        pos.count(),
+        g.filter(|x| x.abs() <= band).quantile(0.3),
+        g.filter(|x| !(x > mu)).median_low(),
+        g.sign().median(),
+        g.filter(|x| x * vote > 0.0).median(),
+    )
+}
+
+/// The values minus their column's median: a per-sample output after a selection.
+#[batch_reduce(crate = "psg_runtime")]
+fn median_centred(g: Batch) -> Batch {
+    let m = g.median();
+    g.map(|x| x - m)
+}
+
+/// The middle half by rank, the rest zero (ties split by sample index).
+#[batch_reduce(crate = "psg_runtime")]
+fn middle_half(g: Batch) -> Batch {
+    let n = g.count();
+    g.with_rank().map(|x, r| {
+        if r < n / 4.0 || r >= n - n / 4.0 {
+            0.0
+        } else {
+            x
+        }
+    })
+}
+
+fn gpu() -> Option<Device> {
+    common::cuda().map(Device::Cuda)
+}
+
+/// Every plan above on `g` (and the per-sample input `f`, f32), as named outputs.
+fn plans(g: &Tensor, f: &Tensor, b: usize) -> Result<Vec<(&'static str, Tensor)>> {
+    let (robust, mad, mad2) = robust_stats(g, 2.5)?;
+    let mut out = vec![("robust mean", robust), ("mad", mad), ("mad of mad", mad2)];
+    let (lo, hi, spread, wins, inside) = quantile_band(g)?;
+    out.extend([
+        ("quantile 0.05", lo),
+        ("quantile 0.75", hi),
+        ("spread", spread),
+        ("winsorized mean", wins),
+        ("inside", inside),
+    ]);
+    let (med, low, max, z, affine, neg, squares) = computed_keys(g, -0.75, 0.125, (b / 3) as f64)?;
+    out.extend([
+        ("distances median", med),
+        ("distances median_low", low),
+        ("distances max", max),
+        ("z-score median", z),
+        ("affine median", affine),
+        ("kth of -x", neg),
+        ("quantile of squares", squares),
+    ]);
+    let (wm, wmad) = weighted_mad(g, f)?;
+    out.extend([("weighted median", wm), ("weighted mad", wmad)]);
+    let (pos, npos, band, low, sign_med, side) = filtered_selections(g, 0.5)?;
+    out.extend([
+        ("positive median", pos),
+        ("positive count", npos),
+        ("band quantile", band),
+        ("median_low not above the mean", low),
+        ("sign median", sign_med),
+        ("majority side median", side),
+    ]);
+    out.push(("median centred", median_centred(g)?));
+    if b <= 300 {
+        // Stable ranks cost O(B^2) a column on the CPU.
+        out.push(("middle half", middle_half(g)?));
+    }
+    Ok(out)
+}
+
+/// Every plan on one `g[b, p]` of `values`, both devices, identical results required.
+fn same_plans(dev: &Device, values: &[f32], b: usize, p: usize, dtype: DType, what: &str) {
+    let factors: Vec<f32> = (0..b).map(|i| 1.0 / (1.0 + (i % 7) as f32)).collect();
+    let run = |dev: &Device| {
+        let g = of_dtype(values, &[b, p], dtype, dev);
+        plans(&g, &of_dtype(&factors, &[b], DType::F32, dev), b).unwrap()
+    };
+    let (want, got) = (run(&Device::Cpu), run(dev));
+    assert_eq!(got.len(), want.len());
+    for ((name, got), (_, want)) in got.iter().zip(&want) {
+        let label = format!("{name}, {dtype} g[{b}, {p}], {what}");
+        assert_eq!((got.dtype(), got.shape()), (dtype, want.shape()), "{label}");
+        // Bit for bit, but any NaN equals any NaN (the GPU's NaN has another payload).
+        assert_identical(&label, &as_f32(got), &as_f32(want));
+    }
+}
+
+/// Columns by kind, in turn: gradient-like; 90% zeros of either sign, the rest gradient-like;
+/// all zeros but one value; gradient-like rounded to eighths (ties at every rank); the nasty
+/// values (ties, +-0, subnormals, inf, NaN).
+fn mixed(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
+    let dense = rng.gradients(b * p);
+    let nasty = rng.nasty(b * p, true);
+    (0..b * p)
+        .map(|i| {
+            let (r, c, x) = (i / p, i % p, dense[i]);
+            let zero = if rng.below(2) == 0 { 0.0 } else { -0.0 };
+            match c % 5 {
+                1 if rng.below(10) != 0 => zero,
+                2 if r != c % b => zero,
+                3 => (x * 8.0).round() / 8.0,
+                4 => nasty[i],
+                _ => x,
+            }
+        })
+        .collect()
+}
+
+/// Every plan on nasty values in a partial slab, on mixed columns in many tiles, and on no
+/// columns, at each B; a seed for each dtype.
+fn same_plans_at(dtype: DType, batches: &[usize], seed: u64) {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(seed);
+    for &b in batches {
+        // A partial slab of nasty values; several tiles, the last partial, 16-byte rows.
+        same_plans(&dev, &rng.nasty(b * 37, true), b, 37, dtype, "nasty");
+        let p = 4_160;
+        same_plans(&dev, &mixed(&mut rng, b, p), b, p, dtype, "mixed");
+        if b <= 3 {
+            same_plans(&dev, &[], b, 0, dtype, "no columns");
+        }
+    }
+}
+
+/// No samples (a Poisson-sampled step may be empty: NaN, counts of 0); whole columns a thread up
+/// to 64 (more for 16-bit input), 4 or 8 parts a column to 128, bit-sliced to 256, digit passes
+/// above, a thread a column past shared memory.
+const BATCHES: [usize; 13] = [0, 1, 3, 64, 65, 97, 128, 129, 256, 257, 513, 1023, 2100];
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_user_reductions_match_cpu_f32() {
+    same_plans_at(DType::F32, &BATCHES, 0x5eed_0031);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_user_reductions_match_cpu_bf16() {
+    same_plans_at(DType::BF16, &BATCHES, 0x5eed_0032);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_user_reductions_match_cpu_f16() {
+    same_plans_at(DType::F16, &[0, 3, 65, 256, 1023], 0x5eed_0033);
+}
+
+/// A column's values, each mapped by `f`.
+fn mapped(col: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
+    col.iter().map(|&x| f(x)).collect()
+}
+
+/// A column's values that `keep` keeps.
+fn kept(col: &[f32], keep: impl Fn(f32) -> bool) -> Vec<f32> {
+    col.iter().copied().filter(|&x| keep(x)).collect()
+}
+
+/// Asserts one value per column, `want(c, column c)`, bit for bit (any NaN equals any NaN).
+fn same_per_column(
+    what: &str,
+    got: &Tensor,
+    g: &[f32],
+    b: usize,
+    p: usize,
+    want: impl Fn(usize, &[f32]) -> f32,
+) {
+    let want: Vec<f32> = (0..p).map(|c| want(c, &column(g, b, p, c))).collect();
+    assert_identical(what, &as_f32(got), &want);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every plan's selections, counts and per-sample outputs on the CPU against plain
+    /// references (sorts, in f32 as the plans compute), exactly; the means to a tolerance. The
+    /// mean and std that keys are computed from are the backend's own (`ops::mean`, `ops::std`),
+    /// so that the references' keys are the plans' to the bit.
+    #[test]
+    fn user_plans_match_plain_references(
+        seed: u64, b in 0usize..14, p in 1usize..4, k in 0.5f32..4.0,
+    ) {
+        let g = Rng::new(seed).nasty(b * p, true);
+        let t = of_dtype(&g, &[b, p], DType::F32, &Device::Cpu);
+        let mus = as_f32(&psg_ops::mean(&t).unwrap());
+        let sigmas = as_f32(&psg_ops::std(&t, 1.0).unwrap());
+        let scale: Vec<f64> = (0..p).map(|c| r::abs_sum(&column(&g, b, p, c))).collect();
+
+        let (robust, mad, mad2) = robust_stats(&t, k).unwrap();
+        let mad_of = |col: &[f32]| r::median(&mapped(col, |x| (x - r::median(col)).abs()));
+        same_per_column("mad", &mad, &g, b, p, |_, col| mad_of(col));
+        same_per_column("mad of mad", &mad2, &g, b, p, |_, col| {
+            let (med, mad) = (r::median(col), mad_of(col));
+            r::median(&mapped(col, |x| ((x - med).abs() - mad).abs()))
+        });
+        let want: Vec<f64> = (0..p).map(|c| {
+            let col = column(&g, b, p, c);
+            let (med, mad) = (r::median(&col), mad_of(&col));
+            r::kept_mean(&col, |x| (x as f32 - med).abs() <= k * mad).0
+        }).collect();
+        assert_close("robust mean", &as_f32(&robust), &want, &scale, 1e-5);
+
+        let (lo, hi, spread, wins, inside) = quantile_band(&t).unwrap();
+        let q = |col: &[f32]| (r::quantile(col, 0.05), r::quantile(col, 0.75));
+        same_per_column("quantile 0.05", &lo, &g, b, p, |_, col| q(col).0);
+        same_per_column("quantile 0.75", &hi, &g, b, p, |_, col| q(col).1);
+        same_per_column("spread", &spread, &g, b, p, |_, col| q(col).1 - q(col).0);
+        same_per_column("inside", &inside, &g, b, p, |_, col| {
+            let (lo, hi) = q(col);
+            kept(col, |x| x > lo && x < hi).len() as f32
+        });
+        let want: Vec<f64> = (0..p).map(|c| {
+            let col = column(&g, b, p, c);
+            let (lo, hi) = q(&col);
+            let clamped = mapped(&col, |x| if x.is_nan() || lo.is_nan() || hi.is_nan() {
+                f32::NAN
+            } else {
+                x.max(lo).min(hi)
+            });
+            r::mean(&clamped)
+        }).collect();
+        assert_close("winsorized mean", &as_f32(&wins), &want, &scale, 1e-5);
+
+        let (a, shift) = (-0.75f32, 0.125f32);
+        let (med, low, max, z, affine, neg, squares) =
+            computed_keys(&t, f64::from(a), f64::from(shift), (b / 3) as f64).unwrap();
+        let dist = |c: usize, col: &[f32]| mapped(col, |x| (x - mus[c]).abs());
+        same_per_column("distances median", &med, &g, b, p, |c, col| r::median(&dist(c, col)));
+        same_per_column("distances median_low", &low, &g, b, p, |c, col| {
+            r::median_low(&dist(c, col))
+        });
+        same_per_column("distances max", &max, &g, b, p, |c, col| r::max(&dist(c, col)));
+        same_per_column("z-score median", &z, &g, b, p, |c, col| {
+            r::median(&mapped(col, |x| (x - mus[c]) / sigmas[c]))
+        });
+        same_per_column("affine median", &affine, &g, b, p, |_, col| {
+            r::median(&mapped(col, |x| a * x + shift))
+        });
+        same_per_column("kth of -x", &neg, &g, b, p, |_, col| r::kth(&mapped(col, |x| -x), b / 3));
+        same_per_column("quantile of squares", &squares, &g, b, p, |_, col| {
+            r::quantile(&mapped(col, |x| x * x), 0.6)
+        });
+
+        let factors: Vec<f32> = (0..b).map(|i| 1.0 / (1.0 + (i % 7) as f32)).collect();
+        let f = of_dtype(&factors, &[b], DType::F32, &Device::Cpu);
+        let (wm, wmad) = weighted_mad(&t, &f).unwrap();
+        let scaled = |col: &[f32]| -> Vec<f32> {
+            col.iter().zip(&factors).map(|(&x, &s)| x * s).collect()
+        };
+        same_per_column("weighted median", &wm, &g, b, p, |_, col| r::median(&scaled(col)));
+        same_per_column("weighted mad", &wmad, &g, b, p, |_, col| mad_of(&scaled(col)));
+
+        let (pos, npos, band, low, sign_med, side) = filtered_selections(&t, 0.5).unwrap();
+        let positive = |col: &[f32]| kept(col, |x| x > 0.0);
+        same_per_column("positive median", &pos, &g, b, p, |_, col| r::median(&positive(col)));
+        same_per_column("positive count", &npos, &g, b, p, |_, col| positive(col).len() as f32);
+        same_per_column("band quantile", &band, &g, b, p, |_, col| {
+            r::quantile(&kept(col, |x| x.abs() <= 0.5), 0.3)
+        });
+        same_per_column("median_low not above the mean", &low, &g, b, p, |c, col| {
+            r::median_low(&kept(col, |x| !(x > mus[c])))
+        });
+        same_per_column("sign median", &sign_med, &g, b, p, |_, col| {
+            r::median(&mapped(col, r::sign))
+        });
+        same_per_column("majority side median", &side, &g, b, p, |_, col| {
+            let vote: f32 = col.iter().map(|&x| r::sign(x)).sum();
+            r::median(&kept(col, |x| x * vote > 0.0))
+        });
+
+        let centred = as_f32(&median_centred(&t).unwrap());
+        let middle = as_f32(&middle_half(&t).unwrap());
+        let n = b as f32;
+        for c in 0..p {
+            let col = column(&g, b, p, c);
+            let (med, ranks) = (r::median(&col), r::stable_ranks(&col));
+            for (row, &x) in col.iter().enumerate() {
+                let at = row * p + c;
+                prop_assert!(same_bits(centred[at], x - med), "median centred [{row}, {c}]");
+                let rk = ranks[row] as f32;
+                let want = if rk < n / 4.0 || rk >= n - n / 4.0 { 0.0 } else { x };
+                prop_assert!(same_bits(middle[at], want), "middle half [{row}, {c}]");
+            }
+        }
+    }
+}
