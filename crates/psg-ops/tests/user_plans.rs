@@ -11,9 +11,9 @@
 //! On the GPU each plan runs at the B where the kernels change their way (whole columns a
 //! thread, 4 or 8 parts a column, the tile's bit-sliced selections up to 256, digit passes
 //! above, a thread a column past shared memory), on both sides of those edges and at B = 0 and
-//! P = 0, in f32 and bf16 (f16 at fewer B), on the nasty values in a partial slab, and on many
-//! tiles of columns of gradient-like values, mostly zeros, one value among zeros, ties at every
-//! rank, and the nasty values again (vector loads).
+//! P = 0, in f32 and bf16 (f16 and f64 at fewer B), on the nasty values in a partial slab, and
+//! on many tiles of columns of gradient-like values, mostly zeros, one value among zeros, ties
+//! at every rank, and the nasty values again (vector loads).
 //!
 //! The GPU tests are `#[ignore]`d where there is no GPU; on a GPU host: `cargo test --
 //! --include-ignored`, with `PSG_REQUIRE_GPU=1` to make a missing GPU a failure.
@@ -127,7 +127,8 @@ fn gpu() -> Option<Device> {
     common::cuda().map(Device::Cuda)
 }
 
-/// Every plan above on `g` (and the per-sample input `f`, f32), as named outputs.
+/// Every plan above on `g` (and the per-sample input `f`, of its accumulator type), as named
+/// outputs.
 fn plans(g: &Tensor, f: &Tensor, b: usize) -> Result<Vec<(&'static str, Tensor)>> {
     let (robust, mad, mad2) = robust_stats(g, 2.5)?;
     let mut out = vec![("robust mean", robust), ("mad", mad), ("mad of mad", mad2)];
@@ -173,7 +174,7 @@ fn same_plans(dev: &Device, values: &[f32], b: usize, p: usize, dtype: DType, wh
     let factors: Vec<f32> = (0..b).map(|i| 1.0 / (1.0 + (i % 7) as f32)).collect();
     let run = |dev: &Device| {
         let g = of_dtype(values, &[b, p], dtype, dev);
-        plans(&g, &of_dtype(&factors, &[b], DType::F32, dev), b).unwrap()
+        plans(&g, &of_dtype(&factors, &[b], dtype.accumulator(), dev), b).unwrap()
     };
     let (want, got) = (run(&Device::Cpu), run(dev));
     assert_eq!(got.len(), want.len());
@@ -243,6 +244,12 @@ fn gpu_user_reductions_match_cpu_bf16() {
 #[ignore = "needs a CUDA GPU"]
 fn gpu_user_reductions_match_cpu_f16() {
     same_plans_at(DType::F16, &[0, 3, 65, 256, 1023], 0x5eed_0033);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_user_reductions_match_cpu_f64() {
+    same_plans_at(DType::F64, &[0, 3, 65, 256, 1023], 0x5eed_0034);
 }
 
 /// A column's values, each mapped by `f`.
