@@ -3409,6 +3409,15 @@ const TIE_AT: u32 = 14;
 /// saved (1.01-1.07).
 const ZERO_AT: u32 = 22;
 
+/// `text`'s lines, each without its first `by` spaces where it starts with them (code written
+/// for a deeper block).
+fn outdented(text: &str, by: usize) -> String {
+    let pad = " ".repeat(by);
+    text.lines()
+        .map(|l| format!("{}\n", l.strip_prefix(pad.as_str()).unwrap_or(l)))
+        .collect()
+}
+
 /// A selection's body on 32-bit keys in the kernel for B up to [`PACKED_BINS_MAX_B`], after `k`:
 /// an exact radix select one bit at a time over bit planes, instead of 8-bit digit passes.
 ///
@@ -3945,17 +3954,9 @@ fn sliced_select(
             // loads two plane words a bit.
             format!(
                 "{shuffles}                if ({untied}__popc(m0) + __popc(m1) == 1) {{\n                    const psg_tile* const tcc = tc + (c - lane);\n                    const int pf = m0 != 0u ? __ffs(m0) - 1 : 31 + __ffs(m1);\n                    const int b = (pf < 32 ? 2 * q : 2 * q + 1) + ((pf & 31) << {parts_log2});\n{key}                    rest = key & ((1u << stop) - 1u) & ~{low_mask};\n                }}\n",
-                shuffles = o
-                    .shuffles
-                    .lines()
-                    .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
-                    .collect::<String>(),
+                shuffles = outdented(&o.shuffles, 4),
                 untied = if tie_check.is_some() { "!tied && " } else { "" },
-                key = o
-                    .key
-                    .lines()
-                    .map(|l| format!("{}\n", l.strip_prefix("        ").unwrap_or(l)))
-                    .collect::<String>(),
+                key = outdented(&o.key, 8),
             )
         } else {
             format!(

@@ -42,21 +42,23 @@ pub fn bits(t: &Tensor) -> Vec<u64> {
     }
 }
 
+/// The elements of a 16-bit tensor as f32 (exact).
+fn widened<T: psg_runtime::Element>(t: &Tensor) -> Vec<f32>
+where
+    f32: From<T>,
+{
+    t.to_vec::<T>()
+        .unwrap()
+        .into_iter()
+        .map(f32::from)
+        .collect()
+}
+
 /// A tensor's elements as f32 (exact but for f64, which is rounded).
 pub fn as_f32(t: &Tensor) -> Vec<f32> {
     match t.dtype() {
-        DType::BF16 => t
-            .to_vec::<half::bf16>()
-            .unwrap()
-            .into_iter()
-            .map(f32::from)
-            .collect(),
-        DType::F16 => t
-            .to_vec::<half::f16>()
-            .unwrap()
-            .into_iter()
-            .map(f32::from)
-            .collect(),
+        DType::BF16 => widened::<half::bf16>(t),
+        DType::F16 => widened::<half::f16>(t),
         DType::F64 => t
             .to_vec::<f64>()
             .unwrap()
