@@ -13,12 +13,13 @@ extern "C" __global__ void CLIP_NORM_SQRT(const double* __restrict__ total,
     if (b < n_b) norms[b] = (psg_acc)sqrt(total[b]);
 }
 
-/* min(1, f) as Rust's `min`: 1 when f is NaN. */
+/* min(1, f), NaN when f is NaN (a NaN norm), as Opacus' clamp(max=1): a sample whose norm is NaN
+   is never passed on unclipped. The host computes the same (`clip_factor`). */
 extern "C" __global__ void CLIP_FACTORS(const psg_acc* __restrict__ norms,
                                         psg_acc* __restrict__ factors, long long n_b,
                                         double max_norm) {
     const long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= n_b) return;
     const psg_acc f = (psg_acc)max_norm / (norms[b] + (psg_acc)1e-6);
-    factors[b] = f < (psg_acc)1 ? f : (psg_acc)1;
+    factors[b] = f >= (psg_acc)1 ? (psg_acc)1 : f;
 }

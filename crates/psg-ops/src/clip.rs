@@ -1,7 +1,8 @@
 //! Clipping. DP-SGD clips each sample's gradient to L2 norm at most `C` before aggregating:
 //! the norm is taken over *all* of a model's parameter tensors together (flat clipping) or per
-//! tensor (per-layer clipping), the clip factor is `min(1, C / (norm + 1e-6))` as Opacus, and the
-//! factors then scale the per-sample gradients on load inside the aggregate (sum, mean, median,
+//! tensor (per-layer clipping), the clip factor is `min(1, C / (norm + 1e-6))` as Opacus (NaN
+//! where the norm is NaN, so that such a sample makes the aggregate NaN and never enters it
+//! unclipped; 0 where it is infinite), and the factors then scale the per-sample gradients on load inside the aggregate (sum, mean, median,
 //! or any user reduction that takes them as a `PerSample` input). Element-wise value clipping
 //! (to `[-c, c]`, or to a fraction of each column's largest magnitude) is here too.
 
@@ -198,6 +199,12 @@ fn check_max_norm(max_norm: f64) -> Result<()> {
 
 /// Clip factors `min(1, C / (norm + 1e-6))` (Opacus' formula) for per-sample norms `[B]`,
 /// computed in the norms' dtype: `[B]`, same dtype and device.
+///
+/// A NaN norm (a sample with a NaN anywhere in the set) gives a NaN factor, as Opacus'
+/// `clamp(max=1)` does: the sample then makes every aggregate it enters NaN instead of entering
+/// it unclipped, which would break the sensitivity bound that DP-SGD's epsilon rests on. To drop
+/// such samples instead, apply [`crate::apply_nonfinite_policy`] with
+/// [`crate::NonFinite::DropSamples`] first. An infinite norm gives a factor of 0.
 pub fn clip_factors(norms: &Tensor, max_norm: f64) -> Result<Tensor> {
     check_max_norm(max_norm)?;
     if norms.shape().len() != 1 {
@@ -228,7 +235,7 @@ pub fn clip_factors(norms: &Tensor, max_norm: f64) -> Result<Tensor> {
             let f: Vec<f64> = norms
                 .to_vec::<f64>()?
                 .into_iter()
-                .map(|n| (max_norm / (n + 1e-6)).min(1.0))
+                .map(|n| clip_factor(max_norm, n))
                 .collect();
             Tensor::from_vec(f, norms.shape(), &device)
         }
@@ -237,13 +244,34 @@ pub fn clip_factors(norms: &Tensor, max_norm: f64) -> Result<Tensor> {
             let f: Vec<f32> = norms
                 .to_vec::<f32>()?
                 .into_iter()
-                .map(|n| (c / (n + 1e-6)).min(1.0))
+                .map(|n| clip_factor_f32(c, n))
                 .collect();
             Tensor::from_vec(f, norms.shape(), &device)
         }
         other => Err(Error::DType(format!(
             "clip_factors: norms are {other}; norms come in the accumulator dtype (f32 or f64)"
         ))),
+    }
+}
+
+/// `min(1, c / (norm + 1e-6))` in f64, NaN for a NaN norm (not `f.min(1.0)`, which is 1
+/// there); the device's `CLIP_FACTORS` computes the same.
+fn clip_factor(c: f64, norm: f64) -> f64 {
+    let f = c / (norm + 1e-6);
+    if f >= 1.0 {
+        1.0
+    } else {
+        f
+    }
+}
+
+/// [`clip_factor`] in f32.
+fn clip_factor_f32(c: f32, norm: f32) -> f32 {
+    let f = c / (norm + 1e-6);
+    if f >= 1.0 {
+        1.0
+    } else {
+        f
     }
 }
 

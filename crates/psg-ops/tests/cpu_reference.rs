@@ -184,6 +184,56 @@ proptest! {
     }
 }
 
+/// A sample with a NaN anywhere has a NaN norm and so a NaN factor (Opacus' `clamp(max=1)`):
+/// it makes every clipped aggregate NaN instead of entering it unclipped (a factor of 1, as
+/// `f.min(1.0)` would give, let its finite values through whole). An infinite norm gives 0.
+#[test]
+fn a_nan_norm_gives_a_nan_factor_never_an_unclipped_sample() {
+    // Sample 0: [NaN, 1000]; sample 1: [0.5, 0.5]; sample 2: [inf, 3].
+    let g = [f32::NAN, 1000.0, 0.5, 0.5, f32::INFINITY, 3.0];
+    let t = tensor(&g, 3, 2);
+    let f = values(ops::flat_clip_factors(&[&t], 1.0).unwrap());
+    assert!(f[0].is_nan(), "a NaN norm's factor is NaN, got {}", f[0]);
+    assert_eq!(f[1], 1.0);
+    assert_eq!(f[2], 0.0);
+    let factors = ops::flat_clip_factors(&[&t], 1.0).unwrap();
+    for (what, out) in [
+        ("clipped sum", ops::clipped_sum(&t, &factors).unwrap()),
+        (
+            "clipped mean",
+            ops::clipped_mean(&t, &factors, ops::Denominator::Expected(2.0)).unwrap(),
+        ),
+    ] {
+        let v = values(out);
+        assert!(
+            v.iter().all(|x| x.is_nan()),
+            "{what}: {v:?} holds sample 0 unclipped"
+        );
+    }
+    // f64 norms, and the factors of given norms.
+    let norms = Tensor::from_slice(
+        &[f64::NAN, f64::INFINITY, 0.0, 0.5, 2.0],
+        &[5],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let f = ops::clip_factors(&norms, 1.0)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    assert!(f[0].is_nan());
+    assert_eq!(&f[1..], &[0.0, 1.0, 1.0, 1.0 / (2.0 + 1e-6)]);
+    // Per layer: only the layer holding the NaN gets a NaN factor.
+    let w = tensor(&[f32::NAN, 0.0, 0.0, 0.0], 2, 2);
+    let bias = tensor(&[1000.0, 0.5], 2, 1);
+    let per_layer = ops::per_layer_clip_factors(&[&w, &bias], &[1.0, 1.0]).unwrap();
+    assert!(values(per_layer[0].clone())[0].is_nan());
+    assert_eq!(
+        values(per_layer[1].clone()),
+        vec![1.0 / (1000.0 + 1e-6), 1.0]
+    );
+}
+
 #[test]
 fn relative_value_clipping_uses_each_columns_largest_magnitude() {
     let g = [1.0f32, -8.0, -4.0, 2.0, 2.0, 1.0];

@@ -290,6 +290,44 @@ fn a_dp_sgd_step_is_the_clipped_aggregate_plus_the_keys_noise() {
     }
 }
 
+/// A sample with a NaN in one tensor must not reach the release unclipped through the others:
+/// with flat clipping its factor is NaN (Opacus' `clamp(max=1)`), so every noisy gradient of the
+/// step is NaN; a factor of 1 would have released its bias gradient of 1000 whole, beside an
+/// epsilon that assumes L2 sensitivity 1.
+#[test]
+fn a_sample_with_a_nan_is_never_released_unclipped() {
+    let w = Tensor::from_slice(&[f32::NAN, 0.0, 0.0, 0.0], &[2, 2], &Device::Cpu).unwrap();
+    let bias = Tensor::from_slice(&[1000.0f32, 0.5], &[2, 1], &Device::Cpu).unwrap();
+    for aggregation in [Aggregation::ClippedSum, Aggregation::ClippedMean] {
+        let config =
+            DpSgdConfig::new(1.0, Clipping::flat(1.0), 0.01, 1.0).with_aggregation(aggregation);
+        let mut dp = DpSgd::new(config, NoiseGenerator::new(0)).unwrap();
+        let step = dp.step(&[&w, &bias]).unwrap();
+        for out in &step.gradients {
+            let v = host(out);
+            assert!(v.iter().all(|x| x.is_nan()), "released {v:?}");
+        }
+    }
+    // Per layer, the bias is clipped by its own norm: no NaN, and within its bound.
+    let config = DpSgdConfig::new(1.0, Clipping::per_layer(vec![1.0, 1.0]), 0.01, 1.0)
+        .with_aggregation(Aggregation::ClippedSum);
+    let mut dp = DpSgd::new(config, NoiseGenerator::new(0)).unwrap();
+    let step = dp.step(&[&w, &bias]).unwrap();
+    assert!(host(&step.gradients[0]).iter().all(|x| x.is_nan()));
+    let noise = raw_noise(
+        DType::F32,
+        step.noise_keys[1],
+        1,
+        1.0 * 2f64.sqrt(),
+        NoiseMode::Standard,
+    );
+    let clipped = host(&step.gradients[1])[0] - noise[0];
+    assert!(
+        clipped.abs() <= 1.5 + 1e-3,
+        "bias released as {clipped} + noise"
+    );
+}
+
 #[test]
 fn per_layer_sensitivity_is_the_root_sum_of_squares() {
     assert_eq!(Clipping::per_layer(vec![3.0, 4.0]).sensitivity(), 5.0);

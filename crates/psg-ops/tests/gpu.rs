@@ -954,6 +954,31 @@ fn gpu_clipping_matches_cpu() {
             same_clipped(&g1, &factors, &dev, "f32");
         }
     }
+    // NaN and infinite norms: factor NaN (never 1: the sample would enter unclipped) and 0, as
+    // on the host; then the device's flat factors of a set with such samples.
+    for dtype in [DType::F32, DType::F64] {
+        let wide = common::tensors::host;
+        let specials = [f32::NAN, f32::INFINITY, 0.0, 1e-7, 0.5, 1.0, 2.0, 1e30];
+        let norms = common::tensors::of_dtype(&specials, &[specials.len()], dtype, &Device::Cpu);
+        let on_host = wide(&ops::clip_factors(&norms, 1.0).unwrap());
+        let on_device = wide(&ops::clip_factors(&norms.to_device(&dev).unwrap(), 1.0).unwrap());
+        assert!(on_host[0].is_nan() && on_host[1] == 0.0, "{on_host:?}");
+        for (d, h) in on_device.iter().zip(&on_host) {
+            assert!(
+                d.to_bits() == h.to_bits() || (d.is_nan() && h.is_nan()),
+                "{dtype} factors: device {on_device:?}, host {on_host:?}"
+            );
+        }
+        let mut v = rng.gradients(4 * 9);
+        v[2] = f32::NAN;
+        v[9 + 4] = f32::INFINITY;
+        let g = Pair::new(&v, &[4, 9], dtype, &dev);
+        let factors = ops::flat_clip_factors(&[&g.gpu], 1.0).unwrap();
+        let f = host(&factors);
+        assert!(f[0].is_nan() && f[1] == 0.0, "{dtype}: {f:?}");
+        let sums = host(&ops::clipped_sum(&g.gpu, &factors).unwrap());
+        assert!(sums.iter().all(|x| x.is_nan()), "{dtype}: {sums:?}");
+    }
     // f64: norms and factors in f64 on the device too.
     for &b in &[1usize, 33] {
         let g1 = Pair::new(&rng.gradients(b * 1000), &[b, 1000], DType::F64, &dev);
