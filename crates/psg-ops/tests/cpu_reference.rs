@@ -245,6 +245,19 @@ fn relative_value_clipping_uses_each_columns_largest_magnitude() {
     );
 }
 
+/// No samples but more columns than memory holds: the outputs cannot be allocated, and that is an
+/// error saying so, not a panic.
+#[test]
+fn outputs_too_large_for_memory_are_an_error() {
+    let t = Tensor::from_slice::<f32>(&[], &[0, usize::MAX / 4], &Device::Cpu).unwrap();
+    for result in [ops::mean(&t), ops::median(&t)] {
+        match result {
+            Err(psg_runtime::Error::HostMemory(msg)) => assert!(msg.contains("elements"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn an_empty_batch_sums_to_zero_and_has_no_mean() {
     let t = Tensor::from_slice::<f32>(&[], &[0, 3], &Device::Cpu).unwrap();

@@ -82,6 +82,9 @@ pub enum Error {
     /// A corrupt or unwritable cache is *not* this error: the kernel is recompiled instead.
     #[error("kernel cache error: {0}")]
     Cache(String),
+    /// Host memory for a CPU tensor or a copy to the host could not be allocated.
+    #[error("out of host memory: {0}")]
+    HostMemory(String),
 }
 
 /// The runtime's result type.

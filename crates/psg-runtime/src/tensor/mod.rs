@@ -14,7 +14,7 @@ use crate::device::Device;
 use crate::dtype::DType;
 use crate::element::{as_bytes, check_element, Element};
 use crate::error::{Error, Result};
-pub(crate) use storage::{CpuData, CudaMemory};
+pub(crate) use storage::{try_filled, CpuData, CudaMemory};
 
 /// A dense, row-major array of one dtype on one device.
 #[derive(Clone)]
@@ -80,7 +80,7 @@ impl Tensor {
         let len = element_count(shape)?;
         match device {
             Device::Cpu => Ok(Tensor::from_cpu_data(
-                CpuData::zeros(dtype, len),
+                CpuData::zeros(dtype, len)?,
                 dtype,
                 shape,
             )),

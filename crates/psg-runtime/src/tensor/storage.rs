@@ -44,14 +44,14 @@ impl CpuData {
         }
     }
 
-    /// `len` zeros of `dtype`.
-    pub(crate) fn zeros(dtype: DType, len: usize) -> Self {
-        match dtype {
-            DType::F32 => CpuData::F32(vec![0.0; len]),
-            DType::F64 => CpuData::F64(vec![0.0; len]),
-            DType::F16 => CpuData::F16(vec![f16::ZERO; len]),
-            DType::BF16 => CpuData::BF16(vec![bf16::ZERO; len]),
-        }
+    /// `len` zeros of `dtype`; [`Error::HostMemory`] where they do not fit (see [`try_filled`]).
+    pub(crate) fn zeros(dtype: DType, len: usize) -> Result<Self> {
+        Ok(match dtype {
+            DType::F32 => CpuData::F32(try_filled(len, 0.0)?),
+            DType::F64 => CpuData::F64(try_filled(len, 0.0)?),
+            DType::F16 => CpuData::F16(try_filled(len, f16::ZERO)?),
+            DType::BF16 => CpuData::BF16(try_filled(len, bf16::ZERO)?),
+        })
     }
 
     /// The elements as `&[T]`, or `None` when `T` is not this data's type.
@@ -84,6 +84,21 @@ impl CpuData {
             CpuData::BF16(v) => crate::element::as_bytes_mut(v),
         }
     }
+}
+
+/// `len` copies of `fill`, or [`Error::HostMemory`] where the allocator refuses them: `vec!`
+/// panics on a size past `isize::MAX` bytes and aborts the process when an allocation fails.
+pub(crate) fn try_filled<T: Clone>(len: usize, fill: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|e| {
+        Error::HostMemory(format!(
+            "{len} elements of {} bytes ({e}); use a smaller tensor, split the work, or free \
+             memory",
+            std::mem::size_of::<T>()
+        ))
+    })?;
+    v.resize(len, fill);
+    Ok(v)
 }
 
 /// Device memory of a tensor.

@@ -97,3 +97,25 @@ fn cpu_tensors_have_no_device_pointer() {
         "Tensor { dtype: F32, shape: [2], device: \"cpu\", borrowed: false }"
     );
 }
+
+/// A shape whose bytes do not fit the address space is an error, not `vec!`'s panic (or, past
+/// what the allocator gives, its abort).
+#[test]
+fn host_tensors_too_large_for_memory_are_errors() {
+    let huge = [
+        (DType::F64, vec![usize::MAX / 4]),
+        (DType::F32, vec![usize::MAX / 2]),
+        (DType::BF16, vec![3, usize::MAX / 4]),
+    ];
+    for (dtype, shape) in huge {
+        for t in [
+            Tensor::zeros(dtype, &shape, &Device::Cpu),
+            Tensor::uninit(dtype, &shape, &Device::Cpu),
+        ] {
+            match t {
+                Err(Error::HostMemory(msg)) => assert!(msg.contains("smaller tensor"), "{msg}"),
+                other => panic!("{dtype} {shape:?}: {other:?}"),
+            }
+        }
+    }
+}

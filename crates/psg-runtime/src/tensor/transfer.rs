@@ -18,7 +18,7 @@ impl Tensor {
         match self.storage() {
             Storage::Cpu(_) => self.as_cpu_slice::<T>().map(<[T]>::to_vec),
             Storage::Cuda { device, memory } => {
-                let mut out = vec![T::default(); self.len()];
+                let mut out = super::try_filled(self.len(), T::default())?;
                 // SAFETY: the memory holds this tensor's `len()` elements: psg allocated it so
                 // (`from_device_buffer` checks the size), or `from_cuda_ptr`'s caller promised it.
                 unsafe { device.dtoh_ptr(memory.ptr(), as_bytes_mut(&mut out)?)? };
@@ -72,7 +72,7 @@ impl Tensor {
         let Storage::Cuda { device, memory } = self.storage() else {
             return Ok(self.clone());
         };
-        let mut data = CpuData::zeros(self.dtype(), self.len());
+        let mut data = CpuData::zeros(self.dtype(), self.len())?;
         // SAFETY: as in `to_vec`: the memory holds this tensor's elements, and `data` has
         // exactly their bytes.
         unsafe { device.dtoh_ptr(memory.ptr(), data.bytes_mut()?)? };
