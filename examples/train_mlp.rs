@@ -42,6 +42,8 @@ use psg::{Device, Error, Result, Tensor};
 const CLASSES: usize = 10;
 const FEATURES: usize = 20;
 const HIDDEN: usize = 64;
+/// DP-SGD's learning rate unless `--lr` says otherwise.
+const DP_LR: f32 = 0.5;
 
 /// How the per-sample gradients of a step become one update direction.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -76,6 +78,8 @@ impl Aggregate {
 
 struct Options {
     aggregate: Aggregate,
+    /// Whether `--aggregate` was given (DP-SGD has its own aggregation).
+    aggregate_given: bool,
     epochs: usize,
     batch: usize,
     lr: Option<f32>,
@@ -96,6 +100,7 @@ const USAGE: &str =
 fn parse_args() -> std::result::Result<Options, String> {
     let mut o = Options {
         aggregate: Aggregate::Mean,
+        aggregate_given: false,
         epochs: 8,
         batch: 128,
         lr: None,
@@ -109,6 +114,10 @@ fn parse_args() -> std::result::Result<Options, String> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
         if flag == "--dp" {
             o.dp = true;
             continue;
@@ -118,7 +127,10 @@ fn parse_args() -> std::result::Result<Options, String> {
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         let bad = || format!("{flag}: bad value {value:?}\n{USAGE}");
         match flag.as_str() {
-            "--aggregate" => o.aggregate = Aggregate::parse(&value).ok_or_else(bad)?,
+            "--aggregate" => {
+                o.aggregate = Aggregate::parse(&value).ok_or_else(bad)?;
+                o.aggregate_given = true;
+            }
             "--epochs" => o.epochs = value.parse().map_err(|_| bad())?,
             "--batch" => o.batch = value.parse().ok().filter(|&b| b > 0).ok_or_else(bad)?,
             "--lr" => o.lr = Some(value.parse().map_err(|_| bad())?),
@@ -130,6 +142,12 @@ fn parse_args() -> std::result::Result<Options, String> {
             "--noise-seed" => o.noise_seed = Some(value.parse().map_err(|_| bad())?),
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
+    }
+    if o.dp && o.aggregate_given {
+        return Err(format!(
+            "--aggregate applies without --dp: DP-SGD clips each sample and averages with noise \
+             (the only aggregation with an epsilon)\n{USAGE}"
+        ));
     }
     Ok(o)
 }
@@ -276,13 +294,23 @@ fn train_dp(
         .epsilon_budget
         .map(|e| Budget::new(e, o.delta))
         .transpose()?;
-    let lr = o.lr.unwrap_or(0.5);
+    let lr = o.lr.unwrap_or(DP_LR);
     let steps_per_epoch = n / o.batch;
     for epoch in 1..=o.epochs {
         let start = Instant::now();
         let (mut loss_sum, mut seen, mut correct) = (0.0f64, 0usize, 0usize);
         for _ in 0..steps_per_epoch {
             if let Some(b) = &budget {
+                if !b.allows_next_step(&dp)? && dp.steps() == 0 {
+                    println!(
+                        "the budget allows no step: one step alone spends epsilon = {:.3} at \
+                         delta {}, above {}; raise --noise or --epsilon-budget, or lower --batch",
+                        dp.epsilon_after(1, o.delta)?.epsilon(),
+                        o.delta,
+                        o.epsilon_budget.unwrap_or_default()
+                    );
+                    return Ok(());
+                }
                 if !b.allows_next_step(&dp)? {
                     println!(
                         "stopping: the next step would spend more than epsilon = {}",
@@ -385,10 +413,20 @@ fn run(o: &Options) -> Result<()> {
     let device = choice.device.clone();
     println!("device: {}", choice.reason);
     let lr = o.lr.unwrap_or_else(|| o.aggregate.default_lr());
-    println!(
-        "aggregate: {:?}, lr {lr}, batch {}, epochs {}, clip {}",
-        o.aggregate, o.batch, o.epochs, o.clip
-    );
+    if o.dp {
+        println!(
+            "DP-SGD (noisy clipped mean), lr {}, expected batch {}, epochs {}, clip {}",
+            o.lr.unwrap_or(DP_LR),
+            o.batch,
+            o.epochs,
+            o.clip
+        );
+    } else {
+        println!(
+            "aggregate: {:?}, lr {lr}, batch {}, epochs {}, clip {}",
+            o.aggregate, o.batch, o.epochs, o.clip
+        );
+    }
 
     let mut rng = Rng(o.seed);
     let centres: Vec<f32> = (0..CLASSES * FEATURES)

@@ -299,7 +299,7 @@ impl Lowerer {
     fn block_value(&mut self, block: &Block) -> Result<Value, Error> {
         match &block.stmts[..] {
             [Stmt::Expr(e, None)] => self.expr(e),
-            _ => Err(Error::new(block.span(), "a block inside an expression must be a single value, e.g. `{ x }`; put `let` bindings at the top of the function")),
+            _ => Err(Error::new(block.span(), "a block inside an expression must be a single value, e.g. `{ x }`: a `let` inside a closure or a branch is not supported; write the expression inline (`g.map(|x| x * x + 1.0)`, repeating a sub-expression if need be), and bind column-wide values (`let m = g.median();`) at the top of the function")),
         }
     }
 

@@ -22,7 +22,9 @@ pub(crate) fn driver_status() -> Result<()> {
                 return Ok(());
             }
             let mut names = cudarc::get_lib_name_candidates("cuda");
-            names.dedup();
+            // Each name once, in cudarc's order (its list repeats some, not side by side).
+            let mut seen = std::collections::HashSet::new();
+            names.retain(|n| seen.insert(n.clone()));
             Err(Error::CudaUnavailable {
                 reason: format!(
                     "libcuda.so.1 could not be loaded (tried {}; the NVIDIA driver is not \
