@@ -184,6 +184,7 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
                 n_per_sample: #n_ps,
                 n_scalars: #n_scalars,
                 scalar_names: &[#(#scalars),*],
+                per_sample_names: &[#(#per_sample),*],
                 outputs: #outputs,
                 launch: #rt::LaunchShape::ThreadPerColumn { block: 256 },
                 cuda: [#(#rt::KernelSource::new_static(#kernel_names, #sources)),*],

@@ -395,3 +395,19 @@ proptest! {
         }
     }
 }
+
+/// A per-sample input of the wrong length, dtype or device is an error that names the
+/// reduction and the argument as the user wrote them (`f`, not its position).
+#[test]
+fn a_wrong_per_sample_input_is_named_in_the_error() {
+    let g = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2], &Device::Cpu).unwrap();
+    let short = Tensor::from_slice(&[1.0f32, 1.0], &[2], &Device::Cpu).unwrap();
+    let f64s = Tensor::from_slice(&[1.0f64, 1.0, 1.0], &[3], &Device::Cpu).unwrap();
+    for f in [&short, &f64s] {
+        let e = weighted_mad(&g, f).unwrap_err().to_string();
+        assert!(
+            e.contains("`weighted_mad`") && e.contains("vector `f`"),
+            "{e}"
+        );
+    }
+}

@@ -33,6 +33,7 @@
 //!     n_per_sample: 0,
 //!     n_scalars: 0,
 //!     scalar_names: &[],
+//!     per_sample_names: &[],
 //!     outputs: OutputKind::Scalars(1),
 //!     launch: LaunchShape::ThreadPerColumn { block: 256 },
 //!     cuda: [

@@ -246,6 +246,8 @@ pub struct ReductionDef {
     pub n_scalars: usize,
     /// The scalar parameters' names, for messages.
     pub scalar_names: &'static [&'static str],
+    /// The per-sample vectors' names, for messages (`#i` where one is missing).
+    pub per_sample_names: &'static [&'static str],
     /// What it produces per column.
     pub outputs: OutputKind,
     /// How its kernels are launched.

@@ -44,6 +44,7 @@ fn def(name: &'static str, outputs: OutputKind, n: usize, cpu: CpuKernels) -> Re
         n_per_sample: n,
         n_scalars: n,
         scalar_names: &["k"],
+        per_sample_names: &["w"],
         outputs,
         launch: LaunchShape::ThreadPerColumn { block: 128 },
         cuda: [k.clone(), k.clone(), k.clone(), k],
@@ -230,7 +231,10 @@ fn bad_arguments_name_the_reduction_and_the_argument() {
 
     let short = Tensor::zeros(DType::F32, &[3], &Device::Cpu).unwrap();
     let (e, m) = message(run_reduction(&d, &g, &[&short], &[1.0]));
-    assert!(matches!(e, Error::Shape(_)) && m.contains("[4]"), "{m}");
+    assert!(
+        matches!(e, Error::Shape(_)) && m.contains("[4]") && m.contains("vector `w`"),
+        "{m}"
+    );
 
     let wide = Tensor::zeros(DType::F32, &[4, 1], &Device::Cpu).unwrap();
     let (e, _) = message(run_reduction(&d, &g, &[&wide], &[1.0]));
@@ -238,7 +242,10 @@ fn bad_arguments_name_the_reduction_and_the_argument() {
 
     let w64 = Tensor::zeros(DType::F64, &[4], &Device::Cpu).unwrap();
     let (e, m) = message(run_reduction(&d, &g, &[&w64], &[1.0]));
-    assert!(matches!(e, Error::DType(_)) && m.contains("f32"), "{m}");
+    assert!(
+        matches!(e, Error::DType(_)) && m.contains("f32") && m.contains("`w`"),
+        "{m}"
+    );
 
     // f16 data takes f32 per-sample vectors (its accumulator type).
     let g16 = Tensor::zeros(DType::F16, &[4, 3], &Device::Cpu).unwrap();

@@ -16,8 +16,9 @@ pub(super) struct Plan {
     pub output_shapes: Vec<Vec<usize>>,
 }
 
-fn scalar_name(def: &ReductionDef, i: usize) -> String {
-    def.scalar_names
+/// `` `name` `` of argument `i` among `names`, or `#i` where the definition gives no name.
+fn arg_name(names: &[&str], i: usize) -> String {
+    names
         .get(i)
         .map_or_else(|| format!("#{i}"), |n| format!("`{n}`"))
 }
@@ -43,7 +44,9 @@ pub(super) fn plan(
         )));
     }
     if scalars.len() != def.n_scalars {
-        let names: Vec<String> = (0..def.n_scalars).map(|i| scalar_name(def, i)).collect();
+        let names: Vec<String> = (0..def.n_scalars)
+            .map(|i| arg_name(def.scalar_names, i))
+            .collect();
         return Err(Error::InvalidParameter(format!(
             "reduction `{name}` takes {} scalar parameter(s) ({}), got {}",
             def.n_scalars,
@@ -54,16 +57,17 @@ pub(super) fn plan(
     let acc = g.dtype().accumulator();
     let g_device = g.device();
     for (i, t) in per_sample.iter().enumerate() {
+        let arg = arg_name(def.per_sample_names, i);
         if t.shape() != [batch] {
             return Err(Error::Shape(format!(
-                "reduction `{name}`: per-sample vector #{i} must have shape [B] = [{batch}], got \
+                "reduction `{name}`: per-sample vector {arg} must have shape [B] = [{batch}], got \
                  {:?}",
                 t.shape()
             )));
         }
         if t.dtype() != acc {
             return Err(Error::DType(format!(
-                "reduction `{name}`: per-sample vector #{i} must be {acc} (the accumulator type of \
+                "reduction `{name}`: per-sample vector {arg} must be {acc} (the accumulator type of \
                  {} data), got {}",
                 g.dtype(),
                 t.dtype()
@@ -71,7 +75,7 @@ pub(super) fn plan(
         }
         if !t.device().same_memory_space(&g_device) {
             return Err(Error::DeviceMismatch(format!(
-                "reduction `{name}`: per-sample vector #{i} is on {}, g is on {}; move it with \
+                "reduction `{name}`: per-sample vector {arg} is on {}, g is on {}; move it with \
                  to_device",
                 t.device().short_name(),
                 g_device.short_name()

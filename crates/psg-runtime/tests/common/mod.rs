@@ -83,6 +83,7 @@ pub fn sum_def() -> ReductionDef {
         n_per_sample: 0,
         n_scalars: 0,
         scalar_names: &[],
+        per_sample_names: &[],
         outputs: OutputKind::Scalars(1),
         launch: LaunchShape::ThreadPerColumn { block: 128 },
         cuda: kernels(
@@ -112,6 +113,7 @@ pub fn weighted_def() -> ReductionDef {
         n_per_sample: 1,
         n_scalars: 1,
         scalar_names: &["k"],
+        per_sample_names: &["w"],
         outputs: OutputKind::Scalars(2),
         launch: LaunchShape::ThreadPerColumn { block: 64 },
         cuda: kernels(
@@ -139,6 +141,7 @@ pub fn scale_def() -> ReductionDef {
         n_per_sample: 1,
         n_scalars: 1,
         scalar_names: &["k"],
+        per_sample_names: &["w"],
         outputs: OutputKind::Batch,
         launch: LaunchShape::ThreadPerColumn { block: 256 },
         cuda: kernels(
