@@ -37,8 +37,13 @@
 //! allowed.
 
 pub use psg_macros::batch_reduce;
+// Inlined, so that `cargo doc -p psg --no-deps` documents the built-ins, the DP API and the
+// runtime under psg's own pages instead of linking to crates it did not build.
+#[doc(inline)]
 pub use psg_ops as ops;
+#[doc(inline)]
 pub use psg_privacy as privacy;
+#[doc(inline)]
 pub use psg_runtime as runtime;
 pub use psg_runtime::{select_device, DType, Device, DeviceChoice, Error, Result, Tensor};
 

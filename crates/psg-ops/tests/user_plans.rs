@@ -411,3 +411,58 @@ fn a_wrong_per_sample_input_is_named_in_the_error() {
         );
     }
 }
+
+/// The README's DSL notes: ranks after `with_rank` (0-based; ties by sample index; a NaN after
+/// +inf), `kth`'s integer part, NaN for an out-of-range `kth` or `quantile` inside a reduction,
+/// and 0 where a `Batch` result's filter removed an element.
+#[batch_reduce(crate = "psg_runtime")]
+fn dsl_edges(g: Batch, k: f64, q: f64) -> (f32, f32, f32, f32) {
+    (
+        g.with_rank().filter(|x, r| r >= 1.0).map(|x, r| x).mean(),
+        g.kth(k),
+        g.quantile(q),
+        g.with_rank().map(|x, r| r).max(),
+    )
+}
+
+#[batch_reduce(crate = "psg_runtime")]
+fn ranks(g: Batch) -> Batch {
+    g.with_rank().map(|x, r| r)
+}
+
+#[batch_reduce(crate = "psg_runtime")]
+fn filtered_batch(g: Batch) -> Batch {
+    g.filter(|x| x < 3.0)
+}
+
+#[test]
+fn the_readmes_dsl_notes_hold() {
+    let col = |v: &[f32]| Tensor::from_slice(v, &[v.len(), 1], &Device::Cpu).unwrap();
+    let g = col(&[3.0, 1.0, 2.0, 1.0, 1.0]);
+    let r = ranks(&g).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(
+        r,
+        vec![4.0, 0.0, 3.0, 1.0, 2.0],
+        "ties ranked by sample index"
+    );
+    let with_nan = col(&[f32::NAN, f32::INFINITY, 0.0]);
+    assert_eq!(
+        ranks(&with_nan).unwrap().to_vec::<f32>().unwrap(),
+        vec![2.0, 1.0, 0.0]
+    );
+    let one = |t: Tensor| t.to_vec::<f32>().unwrap()[0];
+    // Rank >= 1 drops one of the three 1s: (3 + 2 + 1 + 1) / 4.
+    let (mean, kth, quantile, top) = dsl_edges(&g, 1.5, 0.5).unwrap();
+    assert_eq!(
+        (one(mean), one(kth), one(quantile), one(top)),
+        (1.75, 1.0, 1.0, 4.0)
+    );
+    for (k, q) in [(-1.0, 1.5), (5.0, -0.1), (0.0, f64::NAN)] {
+        let (_, kth, quantile, _) = dsl_edges(&g, k, q).unwrap();
+        let (kth, quantile) = (one(kth), one(quantile));
+        assert!(k == 0.0 || kth.is_nan(), "kth({k}) = {kth}");
+        assert!(quantile.is_nan(), "quantile({q}) = {quantile}");
+    }
+    let kept = filtered_batch(&g).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(kept, vec![0.0, 1.0, 2.0, 1.0, 1.0]);
+}
