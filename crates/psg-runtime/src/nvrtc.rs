@@ -21,9 +21,18 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     })
 }
 
+/// The file names cudarc tries for library `lib` (`"nvrtc"`, `"cuda"`), each once, in cudarc's
+/// order (its list repeats some, not side by side), for messages.
+pub(crate) fn library_candidates(lib: &str) -> Vec<String> {
+    let mut names = cudarc::get_lib_name_candidates(lib);
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
+
 /// The library file names cudarc tries, and where the loader looks, for messages.
 fn search_description() -> String {
-    let names = cudarc::get_lib_name_candidates("nvrtc");
+    let names = library_candidates("nvrtc");
     let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
     format!(
         "none of {} could be loaded (LD_LIBRARY_PATH={path:?})",

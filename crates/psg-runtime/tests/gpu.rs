@@ -289,3 +289,34 @@ fn gpu_dynamic_shared_memory_above_48k_is_opted_in() {
     let want: f32 = (0..n).map(|i| i as f32).sum();
     assert_eq!(out.to_vec::<f32>().unwrap(), vec![want]);
 }
+
+/// `Tensor::to_dtype` on the device: every pair of dtypes, the CPU's bits (NaN equal to NaN),
+/// on values of every class (normals of many magnitudes, subnormals, ties of the 16-bit types,
+/// overflow, zeros of both signs, infinities, NaN) at sizes that leave partial blocks.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_to_dtype_matches_cpu() {
+    let Some(dev) = gpu() else { return };
+    let device = Device::Cuda(dev);
+    for n in [0usize, 1, 257, 1_000_003] {
+        let values = common::awkward_f64(n, 0x5eed + n as u64);
+        let wide = Tensor::from_slice(&values, &[n], &Device::Cpu).unwrap();
+        for from in DType::ALL {
+            let cpu = wide.to_dtype(from).unwrap();
+            let gpu = cpu.to_device(&device).unwrap();
+            for to in DType::ALL {
+                let want = cpu.to_dtype(to).unwrap();
+                let got = gpu.to_dtype(to).unwrap();
+                assert_eq!(got.dtype(), to);
+                assert!(!got.device().is_cpu());
+                let (g, w) = (bits(&got), bits(&want));
+                if let Some(i) = (0..n).find(|&i| g[i] != w[i]) {
+                    panic!(
+                        "{from} -> {to}, n = {n}: element {i} ({:e}): device {:#x}, CPU {:#x}",
+                        values[i], g[i], w[i]
+                    );
+                }
+            }
+        }
+    }
+}

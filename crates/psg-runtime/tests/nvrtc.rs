@@ -170,3 +170,21 @@ fn missing_builtins_library_is_a_typed_error() {
     assert!(out.status.success(), "child failed:\n{text}");
     assert!(text.contains("1 passed"), "{text}");
 }
+
+/// The dtype conversions' kernels (`Tensor::to_dtype`) compile for sm_75 (no `cvt.rn.bf16.f32`:
+/// the software rounding), sm_80 and sm_90, each of the 12 under its own name.
+#[test]
+fn conversion_kernels_compile() {
+    if !common::nvrtc_or_skip() {
+        return;
+    }
+    let kernels = psg_runtime::tensor::convert_kernel_sources();
+    assert_eq!(kernels.len(), 12);
+    for k in kernels {
+        for arch in [(7, 5), (8, 0), (9, 0)] {
+            let cubin = compile_cubin(&k.source, &k.name, arch)
+                .unwrap_or_else(|e| panic!("{} for sm_{}{}: {e}", k.name, arch.0, arch.1));
+            assert_eq!(cubin[..4], ELF_MAGIC);
+        }
+    }
+}

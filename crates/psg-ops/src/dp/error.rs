@@ -76,7 +76,8 @@ pub enum DpError {
     #[error(
         "tensor #{tensor} is {dtype}: DP noise is generated in f32 or f64 only (rounding noise to \
          f16 or bf16 would weaken the defences it is built with); convert the per-sample \
-         gradients to f32"
+         gradients to f32 first, on their device: `g.to_dtype(DType::F32)` (exact for f16 and \
+         bf16)"
     )]
     UnsupportedDType {
         /// Which tensor (0 for single-tensor calls).

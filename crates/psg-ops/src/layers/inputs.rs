@@ -10,7 +10,8 @@ pub(crate) fn check_f32(op: &str, what: &str, t: &Tensor) -> Result<()> {
         Ok(())
     } else {
         Err(Error::DType(format!(
-            "{op}: {what} is {}, but the layer kernels take f32 (FP32 math); convert it first",
+            "{op}: {what} is {}, but the layer kernels take f32 (FP32 math); convert it first, on its \
+             device: `.to_dtype(DType::F32)`",
             t.dtype()
         )))
     }

@@ -21,10 +21,7 @@ pub(crate) fn driver_status() -> Result<()> {
             if present {
                 return Ok(());
             }
-            let mut names = cudarc::get_lib_name_candidates("cuda");
-            // Each name once, in cudarc's order (its list repeats some, not side by side).
-            let mut seen = std::collections::HashSet::new();
-            names.retain(|n| seen.insert(n.clone()));
+            let names = crate::nvrtc::library_candidates("cuda");
             Err(Error::CudaUnavailable {
                 reason: format!(
                     "libcuda.so.1 could not be loaded (tried {}; the NVIDIA driver is not \

@@ -3,6 +3,7 @@
 //! Tensors are immutable through this API, so clones share their elements (an `Arc` inside).
 //! Row-major layout: `g[B, ...]` has sample `b`'s values at `b * per_sample_len() ..`.
 
+mod convert;
 mod storage;
 mod transfer;
 
@@ -14,6 +15,7 @@ use crate::device::Device;
 use crate::dtype::DType;
 use crate::element::{as_bytes, check_element, Element};
 use crate::error::{Error, Result};
+pub use convert::convert_kernel_sources;
 pub(crate) use storage::{try_filled, CpuData, CudaMemory};
 
 /// A dense, row-major array of one dtype on one device.

@@ -194,3 +194,52 @@ pub fn nvrtc_or_skip() -> bool {
         }
     }
 }
+
+/// Random bits of every class: normals of many magnitudes, subnormals, zeros, infinities, NaNs.
+pub fn awkward_f64(n: usize, seed: u64) -> Vec<f64> {
+    use half::{bf16, f16};
+    let mut s = seed;
+    let mut next = move || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    (0..n)
+        .map(|i| {
+            let r = next();
+            match i % 8 {
+                // Anything (mostly huge or tiny exponents).
+                0 => f64::from_bits(r),
+                // Exponents around f32's, f16's and bf16's ranges, subnormals included.
+                1..=4 => {
+                    let e = (r >> 52) % 330;
+                    let m = r & ((1 << 52) - 1);
+                    f64::from_bits(((r >> 63) << 63) | ((1023 - 165 + e) << 52) | m)
+                }
+                // Halfway between two 16-bit values, plus or minus a bit far below.
+                5 => {
+                    let base = f64::from(bf16::from_bits((r >> 16) as u16 & 0x7f7f).to_f32());
+                    let tie = base + base.abs() * 2f64.powi(-9);
+                    [
+                        tie,
+                        tie * (1.0 + 2f64.powi(-40)),
+                        tie * (1.0 - 2f64.powi(-40)),
+                    ][(r % 3) as usize]
+                }
+                6 => f64::from(f16::from_bits(r as u16).to_f32()) * (1.0 + 2f64.powi(-12)),
+                _ => [
+                    0.0,
+                    -0.0,
+                    f64::INFINITY,
+                    f64::NEG_INFINITY,
+                    f64::NAN,
+                    f64::MIN_POSITIVE,
+                    f64::from(f32::MAX) * 1.0000001,
+                    65504.0 + 16.0,
+                ][(r % 8) as usize],
+            }
+        })
+        .collect()
+}
