@@ -8,8 +8,8 @@ use common::tensors::{assert_same_bits, host};
 
 use common::Rng;
 use psg_ops::dp::{
-    add_noise, noise, Aggregation, Budget, Clipping, DpError, DpSgd, DpSgdConfig, EpochTracker,
-    NoiseGenerator, NoiseKey, NoiseMode, RobustOp, SensitivityBasis, UserSensitivity,
+    add_noise, noise, Aggregation, Budget, Clipping, CustomOp, DpError, DpSgd, DpSgdConfig,
+    EpochTracker, NoiseGenerator, NoiseKey, NoiseMode, RobustOp, SensitivityBasis, UserSensitivity,
 };
 use psg_ops::{Denominator, OutlierRule};
 use psg_privacy::accountant::RdpAccountant;
@@ -438,6 +438,22 @@ fn epochs_report_epsilon_at_their_end() {
     );
 }
 
+/// A user's aggregation: each coordinate's mean after clamping it to its 10% and 90% quantiles.
+#[psg_macros::batch_reduce(crate = "psg_runtime")]
+fn winsorized_mean(g: Batch, q: f64) -> f32 {
+    let (lo, hi) = (g.quantile(q), g.quantile(1.0 - q));
+    g.map(|x| x.clamp(lo, hi)).mean()
+}
+
+fn winsorized_10(g: &Tensor) -> psg_runtime::Result<Tensor> {
+    winsorized_mean(g, 0.1)
+}
+
+const WINSORIZED: CustomOp = CustomOp {
+    name: "winsorized mean",
+    op: winsorized_10,
+};
+
 fn robust_ops() -> Vec<RobustOp> {
     vec![
         RobustOp::Median,
@@ -445,7 +461,34 @@ fn robust_ops() -> Vec<RobustOp> {
         RobustOp::GaussianWeightedSum,
         RobustOp::SignSum,
         RobustOp::MajorityVote,
+        RobustOp::Custom(WINSORIZED),
     ]
+}
+
+/// A custom aggregation must give one value per coordinate: anything else is an error naming it,
+/// and nothing is recorded.
+#[test]
+fn a_custom_aggregation_of_the_wrong_shape_is_an_error() {
+    fn per_sample(g: &Tensor) -> psg_runtime::Result<Tensor> {
+        Ok(g.clone())
+    }
+    let g = model(&mut Rng::new(13), 4, DType::F32);
+    let op = RobustOp::Custom(CustomOp {
+        name: "identity",
+        op: per_sample,
+    });
+    let config = DpSgdConfig::new(1.0, Clipping::flat(1.0), 0.1, 4.0).with_aggregation(
+        Aggregation::Robust {
+            op,
+            sensitivity: None,
+        },
+    );
+    let mut dp = DpSgd::new(config, NoiseGenerator::new(3)).unwrap();
+    let e = dp.step(&refs(&g)).unwrap_err().to_string();
+    assert!(e.contains("`identity`") && e.contains("[3, 4]"), "{e}");
+    assert_eq!(dp.steps(), 0);
+    assert_eq!(op, op);
+    assert_ne!(op, RobustOp::Custom(WINSORIZED));
 }
 
 #[test]
@@ -515,6 +558,7 @@ fn robust_aggregations_are_the_op_on_clipped_gradients_plus_noise() {
                 RobustOp::GaussianWeightedSum => psg_ops::gaussian_weighted_sum(&clipped),
                 RobustOp::SignSum => psg_ops::sign_sum(&clipped),
                 RobustOp::MajorityVote => psg_ops::majority_vote(&clipped),
+                RobustOp::Custom(c) => (c.op)(&clipped),
             }
             .unwrap();
             let want =

@@ -13,7 +13,7 @@ use common::tensors::{assert_same_bits, host};
 
 use common::Rng;
 use psg_ops::dp::{
-    add_noise, dp_reductions, noise, noise_kernel_sources, Aggregation, Clipping, DpSgd,
+    add_noise, dp_reductions, noise, noise_kernel_sources, Aggregation, Clipping, CustomOp, DpSgd,
     DpSgdConfig, DpStep, NoiseGenerator, NoiseKey, NoiseMode, RobustOp,
 };
 use psg_ops::OutlierRule;
@@ -221,6 +221,7 @@ fn aggregate(config: &DpSgdConfig, g: &Tensor, f: &Tensor) -> Tensor {
                 RobustOp::GaussianWeightedSum => psg_ops::gaussian_weighted_sum(&clipped).unwrap(),
                 RobustOp::SignSum => psg_ops::sign_sum(&clipped).unwrap(),
                 RobustOp::MajorityVote => psg_ops::majority_vote(&clipped).unwrap(),
+                RobustOp::Custom(c) => (c.op)(&clipped).unwrap(),
                 RobustOp::Median => unreachable!(),
             }
         }
@@ -308,6 +309,17 @@ fn gpu_dp_sgd_step_matches_the_cpu() {
     }
 }
 
+/// A user's aggregation: each coordinate's mean after clamping it to its 10% and 90% quantiles.
+#[psg_macros::batch_reduce(crate = "psg_runtime")]
+fn winsorized_mean(g: Batch, q: f64) -> f32 {
+    let (lo, hi) = (g.quantile(q), g.quantile(1.0 - q));
+    g.map(|x| x.clamp(lo, hi)).mean()
+}
+
+fn winsorized_10(g: &Tensor) -> psg_runtime::Result<Tensor> {
+    winsorized_mean(g, 0.1)
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_robust_steps_match_the_cpu() {
@@ -320,6 +332,10 @@ fn gpu_robust_steps_match_the_cpu() {
         RobustOp::GaussianWeightedSum,
         RobustOp::SignSum,
         RobustOp::MajorityVote,
+        RobustOp::Custom(CustomOp {
+            name: "winsorized mean",
+            op: winsorized_10,
+        }),
     ];
     for b in [1usize, 33] {
         let grads = model(&mut rng, b, DType::F32, false);

@@ -53,7 +53,9 @@
 //!
 //! A robust aggregation (median, outlier removal, density weighting, signs) can move by far more
 //! than one clipped gradient when one sample is added or removed, by an amount that depends on
-//! the other samples; [`RobustOp::why_unbounded`] says how for each.
+//! the other samples; [`RobustOp::why_unbounded`] says how for each. A user's own aggregation
+//! ([`RobustOp::Custom`], for instance a `#[batch_reduce]` function) runs on the clipped
+//! gradients the same way, with the same rule: an epsilon only with a stated sensitivity.
 //!
 //! # What the epsilon assumes
 //!
@@ -93,5 +95,5 @@ pub use noise::{add_noise, noise, NoiseKey};
 pub use noise_cuda::noise_kernel_sources;
 pub use psg_privacy::normal::NoiseMode;
 pub use report::{EpsilonReport, SensitivityBasis};
-pub use robust::{dp_reductions, RobustOp};
+pub use robust::{dp_reductions, CustomOp, RobustOp};
 pub use step::{DpSgd, DpSgdConfig, DpStep};

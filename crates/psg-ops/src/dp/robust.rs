@@ -9,8 +9,10 @@
 //! written justification ([`UserSensitivity`](super::UserSensitivity)), which then appears in
 //! every epsilon report.
 
+use std::fmt;
+
 use psg_macros::batch_reduce;
-use psg_runtime::{ReductionDef, Result, Tensor};
+use psg_runtime::{Error, ReductionDef, Result, Tensor};
 
 use crate::OutlierRule;
 
@@ -27,6 +29,60 @@ pub enum RobustOp {
     SignSum,
     /// The sign of the sum of signs ([`crate::majority_vote()`]).
     MajorityVote,
+    /// A user-defined aggregation, such as a `#[batch_reduce]` function (see [`CustomOp`]).
+    Custom(CustomOp),
+}
+
+/// A user-defined aggregation for [`RobustOp::Custom`]: a function of one parameter tensor's
+/// clipped per-sample gradients (`[B, ...]`, clipped by the step) that returns one value per
+/// coordinate (shape `[...]`) in their dtype, on their device. A `#[batch_reduce]` function of
+/// one output fits as it is; one with parameters, through a function that fixes them:
+///
+/// ```
+/// use psg_macros::batch_reduce; // `psg::prelude::*` in an application
+/// use psg_ops::dp::{Aggregation, CustomOp, RobustOp};
+/// use psg_runtime::{Result, Tensor};
+///
+/// /// The mean of each coordinate's values clamped to its q and 1 - q quantiles.
+/// #[batch_reduce(crate = "psg_runtime")] // plain `#[batch_reduce]` through the psg facade
+/// fn winsorized_mean(g: Batch, q: f64) -> f32 {
+///     let (lo, hi) = (g.quantile(q), g.quantile(1.0 - q));
+///     g.map(|x| x.clamp(lo, hi)).mean()
+/// }
+///
+/// fn winsorized_10(g: &Tensor) -> Result<Tensor> {
+///     winsorized_mean(g, 0.1)
+/// }
+///
+/// let aggregation = Aggregation::Robust {
+///     op: RobustOp::Custom(CustomOp { name: "winsorized mean (10%)", op: winsorized_10 }),
+///     sensitivity: None, // no epsilon, unless the caller can justify a bound
+/// };
+/// ```
+///
+/// psg bounds no user aggregation's sensitivity: without a [`UserSensitivity`](super::UserSensitivity)
+/// the step adds noise but reports no epsilon.
+#[derive(Clone, Copy)]
+pub struct CustomOp {
+    /// Its name, for reports and errors.
+    pub name: &'static str,
+    /// The aggregation of the clipped per-sample gradients `[B, ...]` to one tensor `[...]`.
+    pub op: fn(&Tensor) -> Result<Tensor>,
+}
+
+impl fmt::Debug for CustomOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CustomOp")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The same name and the same function.
+impl PartialEq for CustomOp {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && std::ptr::fn_addr_eq(self.op, other.op)
+    }
 }
 
 impl RobustOp {
@@ -38,6 +94,7 @@ impl RobustOp {
             RobustOp::GaussianWeightedSum => "Gaussian-density-weighted sum",
             RobustOp::SignSum => "sign sum",
             RobustOp::MajorityVote => "majority vote",
+            RobustOp::Custom(c) => c.name,
         }
     }
 
@@ -66,6 +123,10 @@ impl RobustOp {
                 "one sample can flip the vote of every coordinate, a change of up to 2 per \
                  coordinate whatever the clipping"
             }
+            RobustOp::Custom(_) => {
+                "it is user-defined: psg cannot tell how far one sample moves it, and assumes \
+                 no bound"
+            }
         }
     }
 
@@ -78,6 +139,27 @@ impl RobustOp {
             RobustOp::GaussianWeightedSum => crate::gaussian_weighted_sum(&clipped()?),
             RobustOp::SignSum => crate::sign_sum(&clipped()?),
             RobustOp::MajorityVote => crate::majority_vote(&clipped()?),
+            RobustOp::Custom(c) => {
+                let out = (c.op)(&clipped()?)?;
+                let want = &g.shape()[1..];
+                if out.shape() != want
+                    || out.dtype() != g.dtype()
+                    || !out.device().same_memory_space(&g.device())
+                {
+                    return Err(Error::Shape(format!(
+                        "the custom aggregation `{}` returned a {} tensor of shape {:?} on {}; a \
+                         DP step needs one value per coordinate of the gradients: shape {want:?}, \
+                         {}, on {}",
+                        c.name,
+                        out.dtype(),
+                        out.shape(),
+                        out.device().short_name(),
+                        g.dtype(),
+                        g.device().short_name()
+                    )));
+                }
+                Ok(out)
+            }
         }
     }
 }
