@@ -438,20 +438,9 @@ fn epochs_report_epsilon_at_their_end() {
     );
 }
 
-/// A user's aggregation: each coordinate's mean after clamping it to its 10% and 90% quantiles.
-#[psg_macros::batch_reduce(crate = "psg_runtime")]
-fn winsorized_mean(g: Batch, q: f64) -> f32 {
-    let (lo, hi) = (g.quantile(q), g.quantile(1.0 - q));
-    g.map(|x| x.clamp(lo, hi)).mean()
-}
-
-fn winsorized_10(g: &Tensor) -> psg_runtime::Result<Tensor> {
-    winsorized_mean(g, 0.1)
-}
-
 const WINSORIZED: CustomOp = CustomOp {
     name: "winsorized mean",
-    op: winsorized_10,
+    op: common::winsorized_10,
 };
 
 fn robust_ops() -> Vec<RobustOp> {

@@ -309,17 +309,6 @@ fn gpu_dp_sgd_step_matches_the_cpu() {
     }
 }
 
-/// A user's aggregation: each coordinate's mean after clamping it to its 10% and 90% quantiles.
-#[psg_macros::batch_reduce(crate = "psg_runtime")]
-fn winsorized_mean(g: Batch, q: f64) -> f32 {
-    let (lo, hi) = (g.quantile(q), g.quantile(1.0 - q));
-    g.map(|x| x.clamp(lo, hi)).mean()
-}
-
-fn winsorized_10(g: &Tensor) -> psg_runtime::Result<Tensor> {
-    winsorized_mean(g, 0.1)
-}
-
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_robust_steps_match_the_cpu() {
@@ -334,7 +323,7 @@ fn gpu_robust_steps_match_the_cpu() {
         RobustOp::MajorityVote,
         RobustOp::Custom(CustomOp {
             name: "winsorized mean",
-            op: winsorized_10,
+            op: common::winsorized_10,
         }),
     ];
     for b in [1usize, 33] {

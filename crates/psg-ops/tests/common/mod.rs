@@ -175,3 +175,16 @@ pub fn centred_extremes(g: Batch, weights: PerSample, k: f64) -> (f32, f32, f32,
     let spread = hi - lo;
     (lo, hi, near, spread / near)
 }
+
+/// A user's aggregation for the DP tests' `RobustOp::Custom`: each coordinate's mean after
+/// clamping it to its q and 1 - q quantiles.
+#[psg_macros::batch_reduce(crate = "psg_runtime")]
+pub fn winsorized_mean(g: Batch, q: f64) -> f32 {
+    let (lo, hi) = (g.quantile(q), g.quantile(1.0 - q));
+    g.map(|x| x.clamp(lo, hi)).mean()
+}
+
+/// [`winsorized_mean`] at the 10% and 90% quantiles, as a `CustomOp` takes it.
+pub fn winsorized_10(g: &psg_runtime::Tensor) -> psg_runtime::Result<psg_runtime::Tensor> {
+    winsorized_mean(g, 0.1)
+}
