@@ -1267,3 +1267,16 @@ fn gpu_capture_mlp_matches_cpu() {
     // The GPU model's parameters stayed on the GPU (nothing above fell back to the host).
     assert!(gpu_model.params().iter().all(|p| p.device().is_cuda()));
 }
+
+/// Outputs too large for the host (an embedding of a huge vocabulary on the CPU) are an error
+/// saying so, not an aborted process.
+#[test]
+fn cpu_layer_outputs_too_large_for_memory_are_errors() {
+    let g = Tensor::from_slice(&[0.5f32; 8], &[1, 8], &Device::Cpu).unwrap();
+    for vocab in [usize::MAX / 4, 1 << 60] {
+        match psg_ops::layers::embedding(&[0], &g, vocab, Sink::Keep) {
+            Err(Error::HostMemory(_) | Error::Shape(_)) => {}
+            other => panic!("vocab {vocab}: {:?}", other.map(|_| "Ok")),
+        }
+    }
+}

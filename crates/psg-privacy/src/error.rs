@@ -102,6 +102,15 @@ pub enum Error {
         /// The number of elements.
         len: u64,
     },
+    /// The host could not allocate the noise values asked for.
+    #[error(
+        "the host cannot allocate {elements} noise values; generate them in smaller ranges (the \
+         offset and count select any part of the stream)"
+    )]
+    HostMemory {
+        /// The number of values asked for.
+        elements: usize,
+    },
     /// The OS CSPRNG could not be read.
     #[error(
         "could not read a seed from the OS CSPRNG (/dev/urandom): {0}; on a platform without \

@@ -99,7 +99,7 @@ pub use reduce::{
     TiledKernels, COLUMN_TILE_LOG2, MID_MAX_B, PACKED_BINS_MAX_B, SMALL_MAX_B,
     TILE_SHARED_PREFERRED, TILE_TARGET_BYTES,
 };
-pub use tensor::Tensor;
+pub use tensor::{host_filled, host_zeros, Tensor};
 
 /// The `cudarc` this runtime is built on, for interop code that needs its raw types
 /// (e.g. `cudarc::driver::sys::CUstream` for [`CudaDevice::with_borrowed_stream`]).

@@ -208,7 +208,7 @@ fn cpu(x: &Tensor, gy: &Tensor, geo: &Geometry) -> Result<(Pair, Option<Pair>)> 
     let groups = geo.spec.groups;
     let (cg, cog, n_r, n_l) = (c_in / groups, c_out / groups, geo.r(), geo.ho * geo.wo);
     let per = c_out * n_r;
-    let mut ps = vec![0.0f32; geo.b * per];
+    let mut ps = psg_runtime::host_zeros::<f32>(&[geo.b, per])?;
     if per > 0 {
         ps.par_chunks_mut(per).enumerate().for_each(|(b, out)| {
             for co in 0..c_out {
@@ -246,7 +246,7 @@ fn cpu(x: &Tensor, gy: &Tensor, geo: &Geometry) -> Result<(Pair, Option<Pair>)> 
     if !geo.spec.bias {
         return Ok((weight, None));
     }
-    let mut bps = vec![0.0f32; geo.b * c_out];
+    let mut bps = psg_runtime::host_zeros::<f32>(&[geo.b, c_out])?;
     if c_out > 0 {
         bps.par_chunks_mut(c_out).enumerate().for_each(|(b, out)| {
             for (co, x) in out.iter_mut().enumerate() {

@@ -108,7 +108,7 @@ fn cpu(
     let gv = cpu_f32(g)?;
     let (n_union, n_entries) = (plan.n_union(), plan.n_entries());
     // Each entry's sum over its positions, in position order.
-    let mut per_entry = vec![0.0f32; n_entries * d];
+    let mut per_entry = psg_runtime::host_zeros::<f32>(&[n_entries, d])?;
     if d > 0 {
         per_entry
             .par_chunks_mut(d)
@@ -124,7 +124,7 @@ fn cpu(
                 }
             });
     }
-    let mut batch = vec![0.0f32; vocab * d];
+    let mut batch = psg_runtime::host_zeros::<f32>(&[vocab, d])?;
     let mut values = vec![
         0.0f32;
         if dense {
@@ -242,14 +242,17 @@ fn spread(
             untouched.shape()
         )));
     }
-    let mut union_of = vec![-1i32; vocab];
+    let mut union_of = psg_runtime::host_filled(vocab, -1i32)?;
     for (u, &row) in plan.union_rows.iter().enumerate() {
         union_of[row as usize] = u as i32;
     }
     match &device {
         Device::Cpu => {
             let (red, zero) = (cpu_f32(&reduced)?, cpu_f32(&untouched)?[0]);
-            let mut out = vec![zero; vocab * d];
+            let mut out = psg_runtime::host_zeros::<f32>(&[vocab, d])?;
+            if zero.to_bits() != 0 {
+                out.fill(zero);
+            }
             for (row, &u) in union_of.iter().enumerate() {
                 if u >= 0 {
                     let u = u as usize;

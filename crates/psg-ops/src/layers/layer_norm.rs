@@ -74,7 +74,7 @@ pub fn layer_norm(x_hat: &Tensor, gy: &Tensor, sink: Sink<'_>) -> Result<LayerGr
 /// [per-sample weight, batch weight, per-sample bias, batch bias].
 fn cpu(x_hat: &Tensor, gy: &Tensor, b: usize, t: usize, d: usize) -> Result<[Tensor; 4]> {
     let (xv, gv) = (cpu_f32(x_hat)?, cpu_f32(gy)?);
-    let mut ps = vec![0.0f32; b * 2 * d];
+    let mut ps = psg_runtime::host_zeros::<f32>(&[b, 2, d])?;
     if d > 0 {
         ps.par_chunks_mut(2 * d).enumerate().for_each(|(s, out)| {
             let (w, bias) = out.split_at_mut(d);

@@ -221,7 +221,7 @@ struct Raw {
 fn cpu(a: &Tensor, g: &Tensor, d: &Dims, bias: bool) -> Result<Raw> {
     let (av, gv) = (cpu_f32(a)?, cpu_f32(g)?);
     let (b, t, m, n) = (d.b, d.t, d.m, d.n);
-    let mut ps = vec![0.0f32; b * m * n];
+    let mut ps = psg_runtime::host_zeros::<f32>(&[b, m, n])?;
     if m * n > 0 {
         ps.par_chunks_mut(m * n).enumerate().for_each(|(s, out)| {
             for tt in 0..t {
@@ -242,7 +242,7 @@ fn cpu(a: &Tensor, g: &Tensor, d: &Dims, bias: bool) -> Result<Raw> {
         Tensor::from_vec(batch, &[m, n], &cpu)?,
     );
     let bias = if bias {
-        let mut ps = vec![0.0f32; b * m];
+        let mut ps = psg_runtime::host_zeros::<f32>(&[b, m])?;
         if m > 0 {
             ps.par_chunks_mut(m).enumerate().for_each(|(s, out)| {
                 for tt in 0..t {

@@ -109,6 +109,16 @@ fn block_f64(seed: u64, step: u64, block: u64, mode: NoiseMode) -> [f64; 2] {
     }
 }
 
+/// `n` zeros, or [`Error::HostMemory`] where the host cannot hold them (not `vec!`'s panic or
+/// abort).
+fn zeros<T: Clone + Default>(n: usize) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n)
+        .map_err(|_| Error::HostMemory { elements: n })?;
+    out.resize(n, T::default());
+    Ok(out)
+}
+
 /// Checks `std` and the global index range `offset .. offset + len`.
 fn check(std: f64, offset: u64, len: usize) -> Result<()> {
     if !(std.is_finite() && std >= 0.0) {
@@ -172,7 +182,8 @@ pub fn gaussian_noise(
     std: f32,
     mode: NoiseMode,
 ) -> Result<Vec<f32>> {
-    let mut out = vec![0.0; n];
+    check(f64::from(std), offset, n)?;
+    let mut out = zeros(n)?;
     fill(&mut out, seed, step, offset, std, mode, false)?;
     Ok(out)
 }
@@ -227,7 +238,8 @@ pub fn gaussian_noise_f64(
     std: f64,
     mode: NoiseMode,
 ) -> Result<Vec<f64>> {
-    let mut out = vec![0.0; n];
+    check(std, offset, n)?;
+    let mut out = zeros(n)?;
     fill_f64(&mut out, seed, step, offset, std, mode, false)?;
     Ok(out)
 }

@@ -378,3 +378,17 @@ mod cuda_source {
         }
     }
 }
+
+/// More noise values than the host can hold: an error, not `vec!`'s panic or abort.
+#[test]
+fn noise_too_large_for_memory_is_an_error() {
+    let n = 1usize << 61;
+    assert!(matches!(
+        gaussian_noise(1, 0, 0, n, 1.0, NoiseMode::Standard),
+        Err(crate::Error::HostMemory { elements }) if elements == n
+    ));
+    assert!(matches!(
+        gaussian_noise_f64(1, 0, 0, n, 1.0, NoiseMode::Standard),
+        Err(crate::Error::HostMemory { .. })
+    ));
+}

@@ -11,7 +11,7 @@ use super::{Column, CpuColumnFn, OutputKind, ReductionDef};
 use crate::dtype::DType;
 use crate::element::{Accumulator, Element};
 use crate::error::Result;
-use crate::tensor::{try_filled, CpuData, Tensor};
+use crate::tensor::{host_zeros, CpuData, Tensor};
 
 /// Columns per rayon task. Each task first copies its columns out of `g` (rows of `CHUNK`
 /// consecutive values, so whole cache lines) into one contiguous column each.
@@ -50,7 +50,7 @@ fn run_typed<T: Element>(
     let mut outputs: Vec<Vec<T>> = plan
         .output_shapes
         .iter()
-        .map(|s| try_filled(s.iter().product(), T::default()))
+        .map(|s| host_zeros(s))
         .collect::<Result<_>>()?;
     let writers: Vec<DisjointWriter<'_, T>> =
         outputs.iter_mut().map(|o| DisjointWriter::new(o)).collect();

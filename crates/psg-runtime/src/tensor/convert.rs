@@ -3,17 +3,18 @@
 //! Widening is exact. Narrowing rounds to nearest, ties to even, with one rounding: f64 to f16 or
 //! bf16 first rounds to odd in f32 (truncates, then sets the last bit where that lost anything),
 //! which leaves the one rounding to 16 bits correct, where a plain `as f32` first would round
-//! twice. A NaN stays a NaN (its payload is not kept). The CPU and the CUDA kernels
-//! (`convert.cu`) compute the same bits.
+//! twice. A NaN stays a NaN, its sign and payload not kept alike: the CPU and the CUDA kernels
+//! (`convert.cu`) compute the same bits for every other value.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use half::{bf16, f16};
 
-use super::{try_filled, CpuData, Storage, Tensor};
+use super::{host_zeros, CpuData, Storage, Tensor};
 use crate::cuda::{KernelArg, LaunchConfig};
 use crate::dtype::DType;
+use crate::element::Element;
 use crate::error::Result;
 use crate::jit::KernelSource;
 
@@ -36,8 +37,8 @@ pub(crate) fn f64_to_f32_odd(x: f64) -> f32 {
 
 /// The CPU conversion of `data` to `to` (a dtype other than its own).
 fn convert_cpu(data: &CpuData, to: DType) -> Result<CpuData> {
-    fn map<T: Copy, U: Clone + Default>(v: &[T], f: impl Fn(T) -> U) -> Result<Vec<U>> {
-        let mut out = try_filled(v.len(), U::default())?;
+    fn map<T: Copy, U: Element>(v: &[T], f: impl Fn(T) -> U) -> Result<Vec<U>> {
+        let mut out = host_zeros(&[v.len()])?;
         for (o, &x) in out.iter_mut().zip(v) {
             *o = f(x);
         }
@@ -94,9 +95,10 @@ pub fn convert_kernel_sources() -> Vec<&'static KernelSource> {
 impl Tensor {
     /// The elements in `dtype`, on the same device, same shape. Widening (f16 or bf16 to f32 or
     /// f64, f32 to f64) is exact; narrowing rounds to nearest, ties to even, once (f64 to f16 or
-    /// bf16 included), and keeps NaN, infinities and signed zeros. The same dtype gives the
-    /// tensor back (its elements shared, not copied). On CUDA one kernel launch converts every
-    /// element on the device; the CPU computes the same bits.
+    /// bf16 included), and keeps infinities and signed zeros; a NaN stays a NaN (its sign and
+    /// payload may change). The same dtype gives the tensor back (its elements shared, not
+    /// copied). On CUDA one kernel launch converts every element on the device; the CPU computes
+    /// the same bits, but for NaNs'.
     ///
     /// ```
     /// use psg_runtime::{DType, Device, Tensor};

@@ -16,7 +16,8 @@ use crate::dtype::DType;
 use crate::element::{as_bytes, check_element, Element};
 use crate::error::{Error, Result};
 pub use convert::convert_kernel_sources;
-pub(crate) use storage::{try_filled, CpuData, CudaMemory};
+pub use storage::{host_filled, host_zeros};
+pub(crate) use storage::{CpuData, CudaMemory};
 
 /// A dense, row-major array of one dtype on one device.
 #[derive(Clone)]

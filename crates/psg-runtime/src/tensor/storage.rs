@@ -44,13 +44,13 @@ impl CpuData {
         }
     }
 
-    /// `len` zeros of `dtype`; [`Error::HostMemory`] where they do not fit (see [`try_filled`]).
+    /// `len` zeros of `dtype`; [`Error::HostMemory`] where they do not fit (see [`host_zeros`]).
     pub(crate) fn zeros(dtype: DType, len: usize) -> Result<Self> {
         Ok(match dtype {
-            DType::F32 => CpuData::F32(try_filled(len, 0.0)?),
-            DType::F64 => CpuData::F64(try_filled(len, 0.0)?),
-            DType::F16 => CpuData::F16(try_filled(len, f16::ZERO)?),
-            DType::BF16 => CpuData::BF16(try_filled(len, bf16::ZERO)?),
+            DType::F32 => CpuData::F32(host_zeros(&[len])?),
+            DType::F64 => CpuData::F64(host_zeros(&[len])?),
+            DType::F16 => CpuData::F16(host_zeros(&[len])?),
+            DType::BF16 => CpuData::BF16(host_zeros(&[len])?),
         })
     }
 
@@ -86,19 +86,56 @@ impl CpuData {
     }
 }
 
-/// `len` copies of `fill`, or [`Error::HostMemory`] where the allocator refuses them: `vec!`
-/// panics on a size past `isize::MAX` bytes and aborts the process when an allocation fails.
-pub(crate) fn try_filled<T: Clone>(len: usize, fill: T) -> Result<Vec<T>> {
+/// The error of a host allocation of `len` elements of `size` bytes that failed (`why`).
+fn host_memory_error(len: usize, size: usize, why: &dyn std::fmt::Display) -> Error {
+    Error::HostMemory(format!(
+        "{len} elements of {size} bytes ({why}); use a smaller tensor, split the work, or free \
+         memory"
+    ))
+}
+
+/// `len` copies of `fill` on the host, or [`Error::HostMemory`] where the allocator refuses them:
+/// `vec!` panics on a size past `isize::MAX` bytes and aborts the process when an allocation
+/// fails. It writes every element; for zeros of an element type, [`host_zeros`] does not.
+pub fn host_filled<T: Clone>(len: usize, fill: T) -> Result<Vec<T>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|e| {
-        Error::HostMemory(format!(
-            "{len} elements of {} bytes ({e}); use a smaller tensor, split the work, or free \
-             memory",
-            std::mem::size_of::<T>()
-        ))
-    })?;
+    v.try_reserve_exact(len)
+        .map_err(|e| host_memory_error(len, std::mem::size_of::<T>(), &e))?;
     v.resize(len, fill);
     Ok(v)
+}
+
+/// Zeros of an element type for a tensor of `shape` on the host, or an error: [`Error::Shape`]
+/// where the element count overflows, [`Error::HostMemory`] where the allocator refuses them
+/// (where `vec!` would panic or abort the process). The memory comes zeroed from the allocator,
+/// as `vec![0.0; n]` gets it (large blocks as pages the OS maps on first use), not written.
+pub fn host_zeros<T: Element>(shape: &[usize]) -> Result<Vec<T>> {
+    use std::any::TypeId;
+    let len = super::element_count(shape)?;
+    let floats = [
+        TypeId::of::<f32>(),
+        TypeId::of::<f64>(),
+        TypeId::of::<f16>(),
+        TypeId::of::<bf16>(),
+    ];
+    if len == 0 || !floats.contains(&TypeId::of::<T>()) {
+        // Another type implementing `Element` need not be zero in all-zero bits: fill it.
+        return host_filled(len, T::default());
+    }
+    let size = std::mem::size_of::<T>();
+    let layout =
+        std::alloc::Layout::array::<T>(len).map_err(|e| host_memory_error(len, size, &e))?;
+    // SAFETY: `layout` has a non-zero size (len > 0; T is one of the four float types, 2 to 8
+    // bytes). In those types the all-zero bit pattern is +0.0, so the zeroed block holds `len`
+    // valid values, and the Vec owns it with the layout it would have allocated for capacity
+    // `len` (`Layout::array::<T>(len)`, the global allocator).
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout).cast::<T>();
+        if ptr.is_null() {
+            return Err(host_memory_error(len, size, &"the allocator refused"));
+        }
+        Ok(Vec::from_raw_parts(ptr, len, len))
+    }
 }
 
 /// Device memory of a tensor.

@@ -18,7 +18,7 @@ impl Tensor {
         match self.storage() {
             Storage::Cpu(_) => self.as_cpu_slice::<T>().map(<[T]>::to_vec),
             Storage::Cuda { device, memory } => {
-                let mut out = super::try_filled(self.len(), T::default())?;
+                let mut out = super::host_zeros(self.shape())?;
                 // SAFETY: the memory holds this tensor's `len()` elements: psg allocated it so
                 // (`from_device_buffer` checks the size), or `from_cuda_ptr`'s caller promised it.
                 unsafe { device.dtoh_ptr(memory.ptr(), as_bytes_mut(&mut out)?)? };

@@ -66,7 +66,7 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<CrossEnt
     match &device {
         Device::Cpu => {
             let z = cpu_f32(logits)?;
-            let mut grad = vec![0.0f32; b * c];
+            let mut grad = psg_runtime::host_zeros::<f32>(&[b, c])?;
             let losses: Vec<f32> = grad
                 .par_chunks_mut(c)
                 .zip(z.par_chunks(c))

@@ -71,7 +71,7 @@ pub(crate) fn matmul(a: Operand<'_>, b: Operand<'_>, bias: Option<&Tensor>) -> R
         Device::Cpu => {
             let (av, bv) = (cpu_f32(a.tensor)?, cpu_f32(b.tensor)?);
             let bias = bias.map(cpu_f32).transpose()?;
-            let mut c = vec![0.0f32; m * n];
+            let mut c = psg_runtime::host_zeros::<f32>(&[m, n])?;
             if n > 0 {
                 c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
                     if b_n == 1 {
