@@ -213,6 +213,13 @@ pub fn clip_factors(norms: &Tensor, max_norm: f64) -> Result<Tensor> {
             norms.shape()
         )));
     }
+    if norms.dtype() == DType::F32 && !(max_norm as f32).is_finite() {
+        // In f32 C would be infinite, and an infinite norm's factor inf / inf a NaN.
+        return Err(Error::InvalidParameter(format!(
+            "clip_factors: the clip norm C = {max_norm} overflows f32, the norms' dtype; use a C \
+             below 3.4e38, or f64 norms"
+        )));
+    }
     let device = norms.device();
     if let (Device::Cuda(dev), DType::F32 | DType::F64) = (&device, norms.dtype()) {
         // The same arithmetic on the device: nothing waits for it.

@@ -223,6 +223,18 @@ fn a_nan_norm_gives_a_nan_factor_never_an_unclipped_sample() {
         .unwrap();
     assert!(f[0].is_nan());
     assert_eq!(&f[1..], &[0.0, 1.0, 1.0, 1.0 / (2.0 + 1e-6)]);
+    // A C past f32's range is refused for f32 norms (an infinite norm would get inf / inf, a
+    // NaN, not 0), and taken for f64 norms.
+    let f32_norms = Tensor::from_slice(&[f32::INFINITY, 1.0], &[2], &Device::Cpu).unwrap();
+    assert!(matches!(
+        ops::clip_factors(&f32_norms, 1e300),
+        Err(psg_runtime::Error::InvalidParameter(m)) if m.contains("overflows f32")
+    ));
+    let f = ops::clip_factors(&norms, 1e300)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    assert_eq!(f[1], 0.0, "an infinite f64 norm's factor");
     // Per layer: only the layer holding the NaN gets a NaN factor.
     let w = tensor(&[f32::NAN, 0.0, 0.0, 0.0], 2, 2);
     let bias = tensor(&[1000.0, 0.5], 2, 1);

@@ -478,6 +478,25 @@ fn a_custom_aggregation_of_the_wrong_shape_is_an_error() {
     assert_eq!(dp.steps(), 0);
     assert_eq!(op, op);
     assert_ne!(op, RobustOp::Custom(WINSORIZED));
+    // The right shape in another dtype: a dtype error.
+    fn in_f64(g: &Tensor) -> psg_runtime::Result<Tensor> {
+        Tensor::zeros(DType::F64, &g.shape()[1..], &g.device())
+    }
+    let config = DpSgdConfig::new(1.0, Clipping::flat(1.0), 0.1, 4.0).with_aggregation(
+        Aggregation::Robust {
+            op: RobustOp::Custom(CustomOp {
+                name: "f64 zeros",
+                op: in_f64,
+            }),
+            sensitivity: None,
+        },
+    );
+    let mut dp = DpSgd::new(config, NoiseGenerator::new(3)).unwrap();
+    let e = dp.step(&refs(&g)).unwrap_err();
+    assert!(
+        matches!(e, DpError::Runtime(psg_runtime::Error::DType(_))),
+        "{e}"
+    );
 }
 
 #[test]

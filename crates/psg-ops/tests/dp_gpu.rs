@@ -368,3 +368,46 @@ fn nvrtc_compiles_the_noise_kernels() {
         }
     }
 }
+
+/// The zeros a user's aggregation keeps and returns on every call (a cached tensor).
+static KEPT: std::sync::OnceLock<Tensor> = std::sync::OnceLock::new();
+
+fn kept_zeros(g: &Tensor) -> psg_runtime::Result<Tensor> {
+    let kept = KEPT.get_or_init(|| Tensor::zeros(g.dtype(), &g.shape()[1..], &g.device()).unwrap());
+    Ok(kept.clone())
+}
+
+/// A user's aggregation may return memory it keeps: the step's noise goes into a copy, so the
+/// kept tensor stays zeros step after step (in place, the noise would have accumulated there).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_noise_never_lands_in_a_custom_aggregations_memory() {
+    let Some(dev) = gpu() else { return };
+    let dev = Device::Cuda(dev);
+    let grads = model(&mut Rng::new(0xD9_0004), 5, DType::F32, false);
+    let grads: Vec<Tensor> = grads.iter().map(|g| g.to_device(&dev).unwrap()).collect();
+    let op = RobustOp::Custom(CustomOp {
+        name: "kept zeros",
+        op: kept_zeros,
+    });
+    let config = DpSgdConfig::new(1.0, Clipping::flat(1.0), 0.1, 5.0).with_aggregation(
+        Aggregation::Robust {
+            op,
+            sensitivity: None,
+        },
+    );
+    let mut dp = DpSgd::new(config, NoiseGenerator::new(5)).unwrap();
+    let first = dp.step(&[&grads[0]]).unwrap();
+    let second = dp.step(&[&grads[0]]).unwrap();
+    let kept = host(KEPT.get().unwrap());
+    assert!(
+        kept.iter().all(|&x| x == 0.0),
+        "the kept tensor became {kept:?}"
+    );
+    for step in [first, second] {
+        assert!(
+            host(&step.gradients[0]).iter().any(|&x| x != 0.0),
+            "no noise"
+        );
+    }
+}

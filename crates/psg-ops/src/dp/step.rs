@@ -11,8 +11,9 @@ use super::aggregation::Aggregation;
 use super::clipping::Clipping;
 use super::error::{DpError, DpResult};
 use super::generator::NoiseGenerator;
-use super::noise::{add_noise_to_fresh, NoiseKey};
+use super::noise::{add_noise, add_noise_to_fresh, NoiseKey};
 use super::report::{EpsilonReport, SensitivityBasis};
+use super::robust::RobustOp;
 
 /// The parameters of DP-SGD (Opacus' `noise_multiplier`, `max_grad_norm`, sample rate and
 /// `expected_batch_size`), and the aggregation.
@@ -184,12 +185,25 @@ impl DpSgd {
             .aggregation
             .output_noise_std(config.noise_multiplier, &config.clipping, e);
         let mode = self.noise.mode();
+        // A user's aggregation may return memory it keeps (a cached tensor, a borrowed view):
+        // its output gets the noise in a copy, never in place.
+        let fresh = !matches!(
+            config.aggregation,
+            Aggregation::Robust {
+                op: RobustOp::Custom(_),
+                ..
+            }
+        );
         let mut gradients = Vec::with_capacity(grads.len());
         let mut noise_keys = Vec::with_capacity(grads.len());
         for (g, f) in grads.iter().zip(&factors) {
             let aggregate = config.aggregation.apply(g, f, e)?;
             let key = self.noise.next_key(aggregate.len())?;
-            gradients.push(add_noise_to_fresh(aggregate, std, key, mode)?);
+            gradients.push(if fresh {
+                add_noise_to_fresh(aggregate, std, key, mode)?
+            } else {
+                add_noise(&aggregate, std, key, mode)?
+            });
             noise_keys.push(key);
         }
         self.noise.advance()?;
