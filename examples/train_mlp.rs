@@ -301,7 +301,8 @@ fn train_dp(
         let (mut loss_sum, mut seen, mut correct) = (0.0f64, 0usize, 0usize);
         for _ in 0..steps_per_epoch {
             if let Some(b) = &budget {
-                if !b.allows_next_step(&dp)? && dp.steps() == 0 {
+                let allowed = b.allows_next_step(&dp)?;
+                if !allowed && dp.steps() == 0 {
                     println!(
                         "the budget allows no step: one step alone spends epsilon = {:.3} at \
                          delta {}, above {}; raise --noise or --epsilon-budget, or lower --batch",
@@ -311,7 +312,7 @@ fn train_dp(
                     );
                     return Ok(());
                 }
-                if !b.allows_next_step(&dp)? {
+                if !allowed {
                     println!(
                         "stopping: the next step would spend more than epsilon = {}",
                         o.epsilon_budget.unwrap_or_default()

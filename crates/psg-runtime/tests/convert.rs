@@ -58,11 +58,12 @@ impl Format {
 
 #[test]
 fn narrowing_rounds_to_nearest_even_once() {
-    let xs = awkward_f64(20_000, 7);
-    // The case a double rounding gets wrong: just above a bf16 tie, by less than f32 holds.
-    let mut xs = xs;
+    let mut xs = awkward_f64(20_000, 7);
+    // The cases a double rounding gets wrong: just above a bf16 tie and an f16 tie, by less
+    // than f32 holds.
     xs.push(1.0 + 2f64.powi(-8) + 2f64.powi(-40));
-    let g = Tensor::from_slice(&xs, &[xs.len()], &Device::Cpu).unwrap();
+    xs.push(1.0 + 2f64.powi(-11) + 2f64.powi(-40));
+    let wide = Tensor::from_slice(&xs, &[xs.len()], &Device::Cpu).unwrap();
     let formats = [
         (
             DType::F32,
@@ -92,7 +93,23 @@ fn narrowing_rounds_to_nearest_even_once() {
             },
         ),
     ];
-    for (dtype, format) in formats {
+    // From f64, and from f32 (the values rounded to f32 first: the 16-bit formats from it).
+    let narrow = wide.to_dtype(DType::F32).unwrap();
+    let from_f32: Vec<f64> = narrow
+        .to_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let sources = [(&wide, &xs), (&narrow, &from_f32)];
+    for ((dtype, format), (g, xs)) in formats
+        .iter()
+        .flat_map(|f| sources.iter().map(move |s| (f, s)))
+    {
+        let (dtype, g, xs) = (*dtype, *g, *xs);
+        if g.dtype() == dtype {
+            continue;
+        }
         let t = g.to_dtype(dtype).unwrap();
         let bits: Vec<u64> = match dtype {
             DType::F32 => t
@@ -133,8 +150,23 @@ fn narrowing_rounds_to_nearest_even_once() {
             );
         }
     }
-    let last = g.to_dtype(DType::BF16).unwrap().to_vec::<bf16>().unwrap()[xs.len() - 1];
-    assert_eq!(last.to_f64(), 1.0 + 2f64.powi(-7), "one rounding, not two");
+    let n = xs.len();
+    let bf = wide
+        .to_dtype(DType::BF16)
+        .unwrap()
+        .to_vec::<bf16>()
+        .unwrap();
+    assert_eq!(
+        bf[n - 2].to_f64(),
+        1.0 + 2f64.powi(-7),
+        "one rounding to bf16, not two"
+    );
+    let h = wide.to_dtype(DType::F16).unwrap().to_vec::<f16>().unwrap();
+    assert_eq!(
+        h[n - 1].to_f64(),
+        1.0 + 2f64.powi(-10),
+        "one rounding to f16, not two"
+    );
 }
 
 /// Between the 16-bit types and from f32: through f32, exactly what half computes.

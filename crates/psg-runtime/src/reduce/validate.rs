@@ -37,9 +37,13 @@ pub(super) fn plan(
     })?;
     let width = g.per_sample_len();
     if per_sample.len() != def.n_per_sample {
+        let names: Vec<String> = (0..def.n_per_sample)
+            .map(|i| arg_name(def.per_sample_names, i))
+            .collect();
         return Err(Error::InvalidParameter(format!(
-            "reduction `{name}` takes {} per-sample vector(s), got {}",
+            "reduction `{name}` takes {} per-sample vector(s) ({}), got {}",
             def.n_per_sample,
+            names.join(", "),
             per_sample.len()
         )));
     }

@@ -218,15 +218,38 @@ pub fn awkward_f64(n: usize, seed: u64) -> Vec<f64> {
                     let m = r & ((1 << 52) - 1);
                     f64::from_bits(((r >> 63) << 63) | ((1023 - 165 + e) << 52) | m)
                 }
-                // Halfway between two 16-bit values, plus or minus a bit far below.
+                // Halfway between two neighbours of f32, bf16 or f16 (either sign, subnormals
+                // and the overflow threshold past the largest value included), exactly or off by
+                // 2^-40 relative: ties, and near-ties that only bits below f32's decide.
                 5 => {
-                    let base = f64::from(bf16::from_bits((r >> 16) as u16 & 0x7f7f).to_f32());
-                    let tie = base + base.abs() * 2f64.powi(-9);
-                    [
-                        tie,
-                        tie * (1.0 + 2f64.powi(-40)),
-                        tie * (1.0 - 2f64.powi(-40)),
-                    ][(r % 3) as usize]
+                    let (lo, hi) = match r % 3 {
+                        0 => {
+                            let b = (r >> 8) as u32 & 0x7f7f_ffff;
+                            (f32::from_bits(b), f32::from_bits(b + 1)).map_pair(f64::from)
+                        }
+                        1 => {
+                            let b = (r >> 8) as u16 & 0x7f7f;
+                            (bf16::from_bits(b), bf16::from_bits(b + 1)).map_pair(bf16::to_f64)
+                        }
+                        _ => {
+                            let b = (r >> 8) as u16 % 0x7c00;
+                            (f16::from_bits(b), f16::from_bits(b + 1)).map_pair(f16::to_f64)
+                        }
+                    };
+                    // Past the largest value, the next one an unbounded exponent would give.
+                    let hi = if hi.is_infinite() {
+                        lo + (lo - lo.next_down_in(r % 3))
+                    } else {
+                        hi
+                    };
+                    let mid = (lo + hi) / 2.0;
+                    let x = mid
+                        + mid * [0.0, 2f64.powi(-40), -(2f64.powi(-40))][((r >> 40) % 3) as usize];
+                    if r >> 63 == 1 {
+                        -x
+                    } else {
+                        x
+                    }
                 }
                 6 => f64::from(f16::from_bits(r as u16).to_f32()) * (1.0 + 2f64.powi(-12)),
                 _ => [
@@ -242,4 +265,31 @@ pub fn awkward_f64(n: usize, seed: u64) -> Vec<f64> {
             }
         })
         .collect()
+}
+
+/// A pair's two values mapped alike.
+trait MapPair<T> {
+    fn map_pair<U>(self, f: impl Fn(T) -> U) -> (U, U);
+}
+
+impl<T> MapPair<T> for (T, T) {
+    fn map_pair<U>(self, f: impl Fn(T) -> U) -> (U, U) {
+        (f(self.0), f(self.1))
+    }
+}
+
+/// The value below a positive `self` in f32 (`format` 0), bf16 (1) or f16 (2).
+trait NextDown {
+    fn next_down_in(self, format: u64) -> f64;
+}
+
+impl NextDown for f64 {
+    fn next_down_in(self, format: u64) -> f64 {
+        use half::{bf16, f16};
+        match format {
+            0 => f64::from(f32::from_bits((self as f32).to_bits() - 1)),
+            1 => bf16::from_bits(bf16::from_f64(self).to_bits() - 1).to_f64(),
+            _ => f16::from_bits(f16::from_f64(self).to_bits() - 1).to_f64(),
+        }
+    }
 }
