@@ -12,7 +12,13 @@ use crate::error::{BenchError, BenchResult};
 /// only ([`JitMode::Optimized`]): the benchmark times the kernels that run after a kernel's
 /// first calls, never a quick build.
 pub fn open(ordinal: usize) -> BenchResult<CudaDevice> {
-    let dev = psg_runtime::cuda_device(ordinal).map_err(|e| BenchError::NoGpu(e.to_string()))?;
+    let dev = psg_runtime::cuda_device(ordinal).map_err(|e| {
+        // The reason alone: the runtime's advice to fall back to the CPU does not apply here.
+        BenchError::NoGpu(match e {
+            psg_runtime::Error::CudaUnavailable { reason } => reason,
+            other => other.to_string(),
+        })
+    })?;
     dev.set_jit_mode(JitMode::Optimized);
     Ok(dev)
 }

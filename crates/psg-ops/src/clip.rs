@@ -375,6 +375,15 @@ pub fn clip_values(g: &Tensor, c: f64) -> Result<Tensor> {
             "clip_values: the bound c must be a finite number > 0, got {c}"
         )));
     }
+    let c32 = c as f32;
+    if g.dtype().accumulator() == DType::F32 && !(c32.is_finite() && c32 > 0.0) {
+        // In f32 the bound would be infinite (nothing clipped) or 0 (everything).
+        return Err(Error::InvalidParameter(format!(
+            "clip_values: the bound c = {c} is {c32} in f32, the arithmetic of {} data; give a \
+             c between 1.2e-38 and 3.4e38",
+            g.dtype()
+        )));
+    }
     clamp_values(g, c)
 }
 

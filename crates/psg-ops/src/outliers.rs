@@ -56,7 +56,8 @@ pub enum Removed {
 pub struct OutlierMean {
     /// Mean of the kept values (shape `g.shape()[1..]`).
     pub mean: Tensor,
-    /// Number of values kept (same shape, g's dtype).
+    /// Number of values kept (same shape, g's dtype: exact up to 2^24 in f32, but only up to
+    /// 256 in bf16 and 2048 in f16, whose larger counts round to a neighbour).
     pub kept: Tensor,
 }
 
@@ -133,7 +134,11 @@ fn trim_count(rule: &OutlierRule, b: usize) -> Result<usize> {
         OutlierRule::TrimCount { m } => m,
         _ => 0,
     };
-    if b > 0 && 2 * m >= b {
+    if b == 0 {
+        // An empty (Poisson-sampled) batch: nothing to trim, and nothing kept.
+        return Ok(0);
+    }
+    if m.saturating_mul(2) >= b {
         return Err(Error::InvalidParameter(format!(
             "trim outlier rule: removing {m} values from each end of a batch of {b} would remove everything; use 2m < B"
         )));
@@ -183,12 +188,20 @@ pub fn remove_outliers(g: &Tensor, rule: OutlierRule, removed: Removed) -> Resul
 }
 
 /// Cleaned tensor for trimming: an entry is removed when its stable rank in its column (ties
-/// broken by sample index) is below m or at least n - m.
+/// broken by sample index) is below m or at least n - m. A column holding a NaN loses nothing,
+/// as under the z-score and MAD rules: ranked, the NaN would be trimmed away at one end (which
+/// one by its sign bit) and the cleaned column would hide it, where the trimmed mean is NaN.
 #[batch_reduce(crate = "psg_runtime")]
 fn trim_clean(g: Batch, m: f64, fill: f64) -> Batch {
     let n = g.count();
-    g.with_rank()
-        .map(|x, r| if r < m || r >= n - m { fill } else { x })
+    let nans = g.filter(|x| x.is_nan()).count();
+    g.with_rank().map(|x, r| {
+        if nans == 0.0 && (r < m || r >= n - m) {
+            fill
+        } else {
+            x
+        }
+    })
 }
 
 pub(crate) fn defs() -> Vec<&'static psg_runtime::ReductionDef> {

@@ -246,6 +246,58 @@ fn a_nan_norm_gives_a_nan_factor_never_an_unclipped_sample() {
     );
 }
 
+/// Trimming keeps a column holding a NaN whole (its NaN of either sign reaches any sum, as the
+/// trimmed mean is NaN), trims the others by rank; an empty batch keeps 0; an m so large that 2m
+/// overflows is refused, not wrapped.
+#[test]
+fn trimming_keeps_a_column_with_a_nan_and_counts_nothing_in_an_empty_batch() {
+    let rule = ops::OutlierRule::TrimCount { m: 1 };
+    for nan in [f32::NAN, -f32::NAN] {
+        let g = tensor(&[1.0, 2.0, 3.0, 4.0, nan], 5, 1);
+        let clean = values(ops::remove_outliers(&g, rule, ops::Removed::Zero).unwrap());
+        assert_identical("column with a NaN", &clean, &[1.0, 2.0, 3.0, 4.0, nan]);
+        assert!(values(ops::outlier_mean(&g, rule).unwrap().mean)[0].is_nan());
+    }
+    let g = tensor(&[5.0, 2.0, 3.0, 4.0, 1.0], 5, 1);
+    let clean = values(ops::remove_outliers(&g, rule, ops::Removed::Zero).unwrap());
+    assert_eq!(clean, vec![0.0, 2.0, 3.0, 4.0, 0.0]);
+    let empty = Tensor::from_slice::<f32>(&[], &[0, 2], &Device::Cpu).unwrap();
+    for m in [1, usize::MAX] {
+        let kept = values(
+            ops::outlier_mean(&empty, ops::OutlierRule::TrimCount { m })
+                .unwrap()
+                .kept,
+        );
+        assert_eq!(kept, vec![0.0, 0.0], "m = {m}");
+    }
+    let huge = ops::OutlierRule::TrimCount {
+        m: usize::MAX / 2 + 1,
+    };
+    assert!(matches!(
+        ops::outlier_mean(&g, huge),
+        Err(psg_runtime::Error::InvalidParameter(_))
+    ));
+}
+
+/// A value-clipping bound that f32 cannot hold (infinite, or 0) is refused for f32 data, whose
+/// arithmetic is f32, and taken for f64 data.
+#[test]
+fn value_clipping_bounds_must_fit_the_arithmetic() {
+    let g = tensor(&[f32::INFINITY, -1e38], 2, 1);
+    for c in [1e39, 1e-50] {
+        assert!(
+            matches!(ops::clip_values(&g, c), Err(psg_runtime::Error::InvalidParameter(ref m)) if m.contains("f32")),
+            "c = {c}"
+        );
+    }
+    let g64 = Tensor::from_slice(&[f64::INFINITY, -1e38], &[2, 1], &Device::Cpu).unwrap();
+    let clipped = ops::clip_values(&g64, 1e39)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    assert_eq!(clipped, vec![1e39, -1e38]);
+}
+
 #[test]
 fn relative_value_clipping_uses_each_columns_largest_magnitude() {
     let g = [1.0f32, -8.0, -4.0, 2.0, 2.0, 1.0];

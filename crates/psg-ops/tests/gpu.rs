@@ -545,6 +545,55 @@ fn gpu_trimmed_mean_at_zero_and_tied_bounds_matches_cpu() {
     }
 }
 
+/// Trimming a column that holds a NaN (of either sign) removes nothing from it, on both
+/// devices: the cleaned tensor keeps the NaN, as the trimmed mean is NaN; columns without one are
+/// trimmed as before. Every kernel the cleaner has (B up to 64, 128, 256 and above), f32 and bf16.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_trim_clean_of_columns_with_nan_matches_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0011);
+    for dtype in [DType::F32, DType::BF16] {
+        for b in [5usize, 64, 65, 128, 200, 300] {
+            let p = 37;
+            let mut v = rng.gradients(b * p);
+            // Every third column gets a NaN in a random sample, of alternating sign.
+            for c in (0..p).step_by(3) {
+                let row = (rng.gradients(1)[0].abs() * 1e6) as usize % b;
+                v[row * p + c] = if c % 2 == 0 { f32::NAN } else { -f32::NAN };
+            }
+            let g = Pair::new(&v, &[b, p], dtype, &dev);
+            for m in [0usize, 1, 2] {
+                let rule = ops::OutlierRule::TrimCount { m };
+                g.same(&format!("trim clean m = {m}"), |t| {
+                    ops::remove_outliers(t, rule, ops::Removed::Zero)
+                });
+                g.same(&format!("trim mean m = {m}"), |t| {
+                    Ok(ops::outlier_mean(t, rule)?.mean)
+                });
+            }
+            // On the CPU: a column with a NaN is unchanged; one without lost 2m values.
+            let clean = host(
+                &ops::remove_outliers(
+                    &g.cpu,
+                    ops::OutlierRule::TrimCount { m: 1 },
+                    ops::Removed::Zero,
+                )
+                .unwrap(),
+            );
+            let orig = host(&g.cpu);
+            for c in 0..p {
+                let changed = (0..b)
+                    .filter(|&r| clean[r * p + c].to_bits() != orig[r * p + c].to_bits())
+                    .count();
+                if c % 3 == 0 {
+                    assert_eq!(changed, 0, "column {c} with a NaN, B = {b}");
+                }
+            }
+        }
+    }
+}
+
 /// Columns for the tie check of the MAD's distances in bf16 (whether the keys left tie after
 /// bit 14, from keys computed again in the lane that selects): normal values, whose distances to
 /// the median have few significant bits, so that every column's keys left tie there in most

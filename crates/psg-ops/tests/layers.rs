@@ -1280,3 +1280,28 @@ fn cpu_layer_outputs_too_large_for_memory_are_errors() {
         }
     }
 }
+
+/// A sink whose reduction gives a per-sample result (not one value per coordinate) is an error
+/// naming the shapes, for every layer, as it already was for the embedding.
+#[test]
+fn a_sink_that_does_not_reduce_is_an_error() {
+    let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0, -1.0, 0.5, 0.0], &[2, 3], &Device::Cpu).unwrap();
+    let g = Tensor::from_slice(&[0.1f32, -0.2, 0.3, 0.4], &[2, 2], &Device::Cpu).unwrap();
+    let not_reducing: [Sink<'_>; 2] = [
+        Sink::Reduce(&psg_ops::sign),
+        Sink::Reduce(&|x: &Tensor| Ok(x.clone())),
+    ];
+    for sink in not_reducing {
+        match psg_ops::layers::linear(&a, &g, true, sink) {
+            Err(Error::Shape(m)) => assert!(m.contains("one value per coordinate"), "{m}"),
+            other => panic!("{:?}", other.map(|_| "Ok")),
+        }
+    }
+    let x_hat = Tensor::from_slice(&[0.5f32, -0.5, 1.0, -1.0], &[2, 2], &Device::Cpu).unwrap();
+    assert!(matches!(
+        psg_ops::layers::layer_norm(&x_hat, &g, Sink::Reduce(&psg_ops::sign)),
+        Err(Error::Shape(_))
+    ));
+    // A reduction still works.
+    assert!(psg_ops::layers::linear(&a, &g, true, Sink::Reduce(&psg_ops::median)).is_ok());
+}

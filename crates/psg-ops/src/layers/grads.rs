@@ -42,10 +42,13 @@ impl Sink<'_> {
 
     /// Applies a reducing sink to dense per-sample gradients `[B, ...]`; [`Sink::Keep`] returns
     /// them unchanged.
+    ///
+    /// A reduction must give one value per coordinate (shape `[...]` of `[B, ...]`); anything
+    /// else is an [`Error::Shape`] naming what it gave.
     pub fn reduce(&self, per_sample: &Tensor) -> Result<Tensor> {
-        match self {
-            Sink::Keep => Ok(per_sample.clone()),
-            Sink::Reduce(f) => f(per_sample),
+        let reduced = match self {
+            Sink::Keep => return Ok(per_sample.clone()),
+            Sink::Reduce(f) => f(per_sample)?,
             Sink::Reduction(def) => run_reduction(def, per_sample, &[], &[])?
                 .into_iter()
                 .next()
@@ -54,8 +57,19 @@ impl Sink<'_> {
                         "the batch reduction `{}` returned no output",
                         def.name
                     ))
-                }),
+                })?,
+        };
+        let want = per_sample.shape().get(1..).unwrap_or(&[]);
+        if reduced.shape() != want {
+            return Err(Error::Shape(format!(
+                "the sink's reduction of per-sample gradients {:?} gave {:?}; a batch reduction \
+                 must give one value per coordinate, {want:?} (a per-sample result such as \
+                 `sign` or `clip_values` is not one)",
+                per_sample.shape(),
+                reduced.shape()
+            )));
         }
+        Ok(reduced)
     }
 
     /// Dense per-sample gradients as this sink wants them.
