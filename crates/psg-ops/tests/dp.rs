@@ -462,36 +462,24 @@ fn a_custom_aggregation_of_the_wrong_shape_is_an_error() {
         Ok(g.clone())
     }
     let g = model(&mut Rng::new(13), 4, DType::F32);
+    let mut dp = common::custom_dp("identity", per_sample, 4.0, 3);
+    let e = dp.step(&refs(&g)).unwrap_err().to_string();
+    assert!(e.contains("`identity`") && e.contains("[3, 4]"), "{e}");
+    assert_eq!(dp.steps(), 0);
+    // Custom ops are equal by name, whatever their functions' addresses.
     let op = RobustOp::Custom(CustomOp {
         name: "identity",
         op: per_sample,
     });
-    let config = DpSgdConfig::new(1.0, Clipping::flat(1.0), 0.1, 4.0).with_aggregation(
-        Aggregation::Robust {
-            op,
-            sensitivity: None,
-        },
-    );
-    let mut dp = DpSgd::new(config, NoiseGenerator::new(3)).unwrap();
-    let e = dp.step(&refs(&g)).unwrap_err().to_string();
-    assert!(e.contains("`identity`") && e.contains("[3, 4]"), "{e}");
-    assert_eq!(dp.steps(), 0);
-    assert_eq!(op, op);
+    let named = |name, op| RobustOp::Custom(CustomOp { name, op });
+    assert_eq!(op, named("identity", common::winsorized_10));
+    assert_ne!(op, named("other", per_sample));
     assert_ne!(op, RobustOp::Custom(WINSORIZED));
     // The right shape in another dtype: a dtype error.
     fn in_f64(g: &Tensor) -> psg_runtime::Result<Tensor> {
         Tensor::zeros(DType::F64, &g.shape()[1..], &g.device())
     }
-    let config = DpSgdConfig::new(1.0, Clipping::flat(1.0), 0.1, 4.0).with_aggregation(
-        Aggregation::Robust {
-            op: RobustOp::Custom(CustomOp {
-                name: "f64 zeros",
-                op: in_f64,
-            }),
-            sensitivity: None,
-        },
-    );
-    let mut dp = DpSgd::new(config, NoiseGenerator::new(3)).unwrap();
+    let mut dp = common::custom_dp("f64 zeros", in_f64, 4.0, 3);
     let e = dp.step(&refs(&g)).unwrap_err();
     assert!(
         matches!(e, DpError::Runtime(psg_runtime::Error::DType(_))),

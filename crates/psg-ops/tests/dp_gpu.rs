@@ -386,17 +386,7 @@ fn gpu_noise_never_lands_in_a_custom_aggregations_memory() {
     let dev = Device::Cuda(dev);
     let grads = model(&mut Rng::new(0xD9_0004), 5, DType::F32, false);
     let grads: Vec<Tensor> = grads.iter().map(|g| g.to_device(&dev).unwrap()).collect();
-    let op = RobustOp::Custom(CustomOp {
-        name: "kept zeros",
-        op: kept_zeros,
-    });
-    let config = DpSgdConfig::new(1.0, Clipping::flat(1.0), 0.1, 5.0).with_aggregation(
-        Aggregation::Robust {
-            op,
-            sensitivity: None,
-        },
-    );
-    let mut dp = DpSgd::new(config, NoiseGenerator::new(5)).unwrap();
+    let mut dp = common::custom_dp("kept zeros", kept_zeros, 5.0, 5);
     let first = dp.step(&[&grads[0]]).unwrap();
     let second = dp.step(&[&grads[0]]).unwrap();
     let kept = host(KEPT.get().unwrap());

@@ -9,13 +9,19 @@ use common::awkward_f64;
 use half::{bf16, f16};
 use psg_runtime::{DType, Device, Tensor};
 
-/// A binary floating-point format, for checking roundings: its bits' value, its sign bit and the
-/// bits of +infinity.
+/// A binary floating-point format, for checking roundings: its dtype, its bits' value, its sign
+/// bit, the bits of +infinity, and a tensor's elements as bits.
 struct Format {
-    name: &'static str,
+    dtype: DType,
     value: fn(u64) -> f64,
     sign: u64,
     inf: u64,
+    bits: fn(&Tensor) -> Vec<u64>,
+}
+
+/// A tensor's elements of type `T` as their bits.
+fn bits_of<T: psg_runtime::Element>(t: &Tensor, to_bits: fn(T) -> u64) -> Vec<u64> {
+    t.to_vec::<T>().unwrap().into_iter().map(to_bits).collect()
 }
 
 impl Format {
@@ -65,33 +71,27 @@ fn narrowing_rounds_to_nearest_even_once() {
     xs.push(1.0 + 2f64.powi(-11) + 2f64.powi(-40));
     let wide = Tensor::from_slice(&xs, &[xs.len()], &Device::Cpu).unwrap();
     let formats = [
-        (
-            DType::F32,
-            Format {
-                name: "f32",
-                value: |b| f64::from(f32::from_bits(b as u32)),
-                sign: 1 << 31,
-                inf: 0x7f80_0000,
-            },
-        ),
-        (
-            DType::BF16,
-            Format {
-                name: "bf16",
-                value: |b| bf16::from_bits(b as u16).to_f64(),
-                sign: 1 << 15,
-                inf: 0x7f80,
-            },
-        ),
-        (
-            DType::F16,
-            Format {
-                name: "f16",
-                value: |b| f16::from_bits(b as u16).to_f64(),
-                sign: 1 << 15,
-                inf: 0x7c00,
-            },
-        ),
+        Format {
+            dtype: DType::F32,
+            value: |b| f64::from(f32::from_bits(b as u32)),
+            sign: 1 << 31,
+            inf: 0x7f80_0000,
+            bits: |t| bits_of::<f32>(t, |v| u64::from(v.to_bits())),
+        },
+        Format {
+            dtype: DType::BF16,
+            value: |b| bf16::from_bits(b as u16).to_f64(),
+            sign: 1 << 15,
+            inf: 0x7f80,
+            bits: |t| bits_of::<bf16>(t, |v| u64::from(v.to_bits())),
+        },
+        Format {
+            dtype: DType::F16,
+            value: |b| f16::from_bits(b as u16).to_f64(),
+            sign: 1 << 15,
+            inf: 0x7c00,
+            bits: |t| bits_of::<f16>(t, |v| u64::from(v.to_bits())),
+        },
     ];
     // From f64, and from f32 (the values rounded to f32 first: the 16-bit formats from it).
     let narrow = wide.to_dtype(DType::F32).unwrap();
@@ -102,41 +102,21 @@ fn narrowing_rounds_to_nearest_even_once() {
         .map(f64::from)
         .collect();
     let sources = [(&wide, &xs), (&narrow, &from_f32)];
-    for ((dtype, format), (g, xs)) in formats
+    for (format, &(g, xs)) in formats
         .iter()
         .flat_map(|f| sources.iter().map(move |s| (f, s)))
     {
-        let (dtype, g, xs) = (*dtype, *g, *xs);
-        if g.dtype() == dtype {
+        if g.dtype() == format.dtype {
             continue;
         }
-        let t = g.to_dtype(dtype).unwrap();
-        let bits: Vec<u64> = match dtype {
-            DType::F32 => t
-                .to_vec::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| u64::from(v.to_bits()))
-                .collect(),
-            DType::BF16 => t
-                .to_vec::<bf16>()
-                .unwrap()
-                .iter()
-                .map(|v| u64::from(v.to_bits()))
-                .collect(),
-            _ => t
-                .to_vec::<f16>()
-                .unwrap()
-                .iter()
-                .map(|v| u64::from(v.to_bits()))
-                .collect(),
-        };
+        let t = g.to_dtype(format.dtype).unwrap();
+        let bits = (format.bits)(&t);
         for (&x, &r) in xs.iter().zip(&bits) {
             assert!(
                 format.is_nearest(x, r),
                 "{x:e} ({:#x}) to {}: {:e} ({r:#x})",
                 x.to_bits(),
-                format.name,
+                format.dtype,
                 (format.value)(r)
             );
         }

@@ -188,3 +188,24 @@ pub fn winsorized_mean(g: Batch, q: f64) -> f32 {
 pub fn winsorized_10(g: &psg_runtime::Tensor) -> psg_runtime::Result<psg_runtime::Tensor> {
     winsorized_mean(g, 0.1)
 }
+
+/// A DP-SGD step whose aggregation is the user's `op` (named `name`): noise multiplier 1, flat
+/// clipping to 1, sample rate 0.1, expected batch size `expected`, no stated sensitivity, noise
+/// from `seed`.
+pub fn custom_dp(
+    name: &'static str,
+    op: fn(&psg_runtime::Tensor) -> psg_runtime::Result<psg_runtime::Tensor>,
+    expected: f64,
+    seed: u64,
+) -> psg_ops::dp::DpSgd {
+    use psg_ops::dp::{
+        Aggregation, Clipping, CustomOp, DpSgd, DpSgdConfig, NoiseGenerator, RobustOp,
+    };
+    let config = DpSgdConfig::new(1.0, Clipping::flat(1.0), 0.1, expected).with_aggregation(
+        Aggregation::Robust {
+            op: RobustOp::Custom(CustomOp { name, op }),
+            sensitivity: None,
+        },
+    );
+    DpSgd::new(config, NoiseGenerator::new(seed)).unwrap()
+}
