@@ -36,6 +36,8 @@
 //! f64), so one definition serves every dtype. Anything else is a compile error that says what is
 //! allowed.
 
+#![deny(missing_docs)]
+
 pub use psg_macros::batch_reduce;
 // Inlined, so that `cargo doc -p psg --no-deps` documents the built-ins, the DP API and the
 // runtime under psg's own pages instead of linking to crates it did not build.

@@ -22,6 +22,8 @@
 //! assert!(generated.rust.contains("pub fn column"));
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod cuda;
 pub mod cuda_stream;
 pub mod cuda_tile;

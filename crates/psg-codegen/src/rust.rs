@@ -43,8 +43,20 @@ impl Syntax for Rust {
 pub fn emit(plan: &Plan, runtime: &str) -> String {
     let mut s = String::new();
     for (module, acc) in [("acc32", Acc::F32), ("acc64", Acc::F64)] {
-        writeln!(s, "pub mod {module} {{").ok();
+        let width = match acc {
+            Acc::F32 => "f32 (for f32, f16 and bf16 data)",
+            Acc::F64 => "f64 (for f64 data)",
+        };
+        // Every public item carries a doc comment, so that a user's crate with
+        // `#![deny(missing_docs)]` can hold a `pub` reduction.
+        writeln!(
+            s,
+            "/// The CPU implementation of `{}`, accumulating in {width}.\npub mod {module} {{",
+            plan.name
+        )
+        .ok();
         s.push_str("#![allow(unused, clippy::all, clippy::pedantic, clippy::nursery)]\n");
+        s.push_str("/// The accumulator type of this module.\n");
         match acc {
             Acc::F32 => s.push_str("pub type Acc = f32;\ntype Key = u32;\n"),
             Acc::F64 => s.push_str("pub type Acc = f64;\ntype Key = u64;\n"),

@@ -5,6 +5,8 @@
 //! generated from the same schedule). Use it through the `psg` facade; see its documentation for
 //! the DSL.
 
+#![deny(missing_docs)]
+
 mod lower;
 mod signature;
 

@@ -16,6 +16,8 @@
 //! # Ok::<(), psg_runtime::Error>(())
 //! ```
 
+#![deny(missing_docs)]
+
 mod clip;
 mod density;
 pub mod dp;

@@ -21,6 +21,8 @@
 //! - [`normal`]: normal variates from Philox, on the CPU and as CUDA C source
 //!   ([`normal::NOISE_CUDA_SOURCE`]), bit-identical, plus secure mode.
 
+#![deny(missing_docs)]
+
 pub mod accountant;
 mod error;
 pub mod normal;
