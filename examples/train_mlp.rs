@@ -21,9 +21,9 @@
 //! rate q = batch / N (the assumption epsilon rests on), each sample is clipped to `--clip` over
 //! all layers, Gaussian noise of std `--noise` x C is added to the clipped sum, which is divided by
 //! the expected batch size, and epsilon at `--delta` is printed after every epoch.
-//! `--epsilon-budget E` stops training before a step would spend more than E. The noise seed
-//! comes from the OS CSPRNG at every step unless `--noise-seed S` asks for a reproducible (and
-//! then not secure) run.
+//! `--epsilon-budget E` stops training before a step would spend more than E. The noise and the
+//! batches (`PoissonSampler`) draw from the OS CSPRNG unless `--noise-seed S` asks for a
+//! reproducible (and then not secure) run: `--seed` sets only the data and the initial weights.
 //!
 //! ```text
 //! cargo run --release --example train_mlp -- --dp --noise 1.0 --epsilon-budget 3
@@ -31,7 +31,7 @@
 
 use std::time::Instant;
 
-use psg::ops::dp::{Budget, Clipping, DpSgd, DpSgdConfig, NoiseGenerator};
+use psg::ops::dp::{Budget, Clipping, DpError, DpSgd, DpSgdConfig, NoiseGenerator, PoissonSampler};
 use psg::ops::layers::capture::{
     predictions, sgd_step, softmax_cross_entropy, Layer, Linear, Relu, Sequential,
 };
@@ -276,16 +276,24 @@ fn train_dp(
     train: &Dataset,
     test: &Dataset,
     device: &Device,
-    rng: &mut Rng,
 ) -> Result<()> {
     let n = train.len();
     let q = o.batch as f64 / n as f64;
-    let noise = match o.noise_seed {
-        Some(seed) => NoiseGenerator::new(seed),
-        None => NoiseGenerator::secure()?,
+    // The batches must stay as secret as the noise: with --noise-seed both are reproducible
+    // (and predictable); otherwise both come from the OS CSPRNG.
+    let (noise, mut sampler) = match o.noise_seed {
+        Some(seed) => (
+            NoiseGenerator::new(seed),
+            PoissonSampler::seeded(n, q, seed ^ 0x5A3D_1E55).map_err(DpError::from)?,
+        ),
+        None => (
+            NoiseGenerator::secure()?,
+            PoissonSampler::secure(n, q).map_err(DpError::from)?,
+        ),
     };
     println!(
-        "DP-SGD: noise multiplier {}, clip C = {}, sample rate q = {q:.5}, delta {}; {noise}",
+        "DP-SGD: noise multiplier {}, clip C = {}, sample rate q = {q:.5}, delta {}; {noise}; \
+         {sampler}",
         o.noise, o.clip, o.delta
     );
     let config = DpSgdConfig::new(o.noise, Clipping::flat(o.clip), q, o.batch as f64);
@@ -323,7 +331,7 @@ fn train_dp(
                 }
             }
             // Poisson sampling: every example joins independently with probability q.
-            let chosen: Vec<usize> = (0..n).filter(|_| rng.uniform() < q).collect();
+            let chosen = sampler.sample().map_err(DpError::from)?;
             let grads: Vec<Tensor> = if chosen.is_empty() {
                 // An empty batch still gets its noise and counts as a step.
                 model
@@ -439,7 +447,7 @@ fn run(o: &Options) -> Result<()> {
     println!("chance accuracy: {:.1}%", 100.0 / CLASSES as f64);
 
     if o.dp {
-        return train_dp(o, &mut model, &train, &test, &device, &mut rng);
+        return train_dp(o, &mut model, &train, &test, &device);
     }
     let mut order: Vec<usize> = (0..train.len()).collect();
     for epoch in 1..=o.epochs {

@@ -200,6 +200,15 @@ fn secure_mode_reseeds_from_the_os_every_step_and_says_so() {
     assert!(!fixed.is_secure());
     assert!(fixed.to_string().contains("NOT secure"), "{fixed}");
     assert!(NoiseGenerator::new(3).to_string().contains("NOT secure"));
+
+    // A run with secure noise reports its epsilon without the fixed seed's warning.
+    let config = DpSgdConfig::new(1.0, Clipping::flat(1.0), 0.1, 5.0);
+    let mut dp = DpSgd::new(config, NoiseGenerator::secure().unwrap()).unwrap();
+    dp.step(&refs(&model(&mut Rng::new(1), 3, DType::F32)))
+        .unwrap();
+    let report = dp.epsilon(1e-5).unwrap();
+    assert!(report.secure_noise, "{report}");
+    assert!(!report.to_string().contains("NOT a guarantee"), "{report}");
 }
 
 /// Runs one step of `config` on fresh gradients and checks it against its parts.
@@ -371,7 +380,7 @@ fn epsilon_after_n_steps_is_the_accountants() {
     let want = direct.epsilon(1e-5).unwrap();
     let report = dp.epsilon(1e-5).unwrap();
     assert_eq!(report.spent, want);
-    assert_eq!(dp.accountant(), &direct);
+    assert_eq!(dp.accountant().unwrap(), &direct);
     assert_eq!(
         (report.steps, report.sample_rate, report.sensitivity),
         (n, q, 1.0)
@@ -383,6 +392,11 @@ fn epsilon_after_n_steps_is_the_accountants() {
     let text = report.to_string();
     assert!(
         text.contains("Poisson sampling") && text.contains("rate 0.04"),
+        "{text}"
+    );
+    // The noise came from a fixed seed: the report says the epsilon is no guarantee.
+    assert!(
+        !report.secure_noise && text.contains("NOT a guarantee"),
         "{text}"
     );
     // Looking ahead does not record anything.
@@ -509,6 +523,11 @@ fn robust_aggregations_refuse_an_epsilon_without_a_sensitivity() {
         );
         let e = dp.epsilon(1e-5).unwrap_err();
         assert!(matches!(e, DpError::NoPrivacyGuarantee { .. }), "{e}");
+        // Nor through the accountant, whose epsilon would assume the clipping norm bounds it.
+        assert!(matches!(
+            dp.accountant(),
+            Err(DpError::NoPrivacyGuarantee { .. })
+        ));
         let msg = e.to_string();
         assert!(
             msg.contains(op.name()) && msg.contains(op.why_unbounded()),
@@ -717,7 +736,10 @@ fn invalid_parameters_are_typed_errors_that_say_what_to_do() {
     // A failed step records nothing.
     let mut dp = DpSgd::new(ok.clone(), NoiseGenerator::new(0)).unwrap();
     assert!(dp.step(&refs(&mixed)).is_err());
-    assert_eq!((dp.steps(), dp.accountant().history().len()), (0, 0));
+    assert_eq!(
+        (dp.steps(), dp.accountant().unwrap().history().len()),
+        (0, 0)
+    );
 
     // Deltas and budgets.
     for delta in [0.0, 1.0, -1e-5, f64::NAN] {

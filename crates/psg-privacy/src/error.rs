@@ -76,6 +76,24 @@ pub enum Error {
         /// The epsilon it gives.
         epsilon: f64,
     },
+    /// A target epsilon below the smallest epsilon the RDP orders can show at this delta, at
+    /// any noise.
+    #[error(
+        "target epsilon {target_epsilon} is below {floor}, the smallest epsilon that RDP orders up \
+         to {max_order} can show at delta {delta} whatever the noise (more noise cannot help); \
+         raise the target epsilon or delta, or account over larger orders \
+         (RdpAccountant::with_orders)"
+    )]
+    BelowOrdersFloor {
+        /// The target asked for.
+        target_epsilon: f64,
+        /// The epsilon of an RDP of 0 at these orders and this delta.
+        floor: f64,
+        /// The delta asked for.
+        delta: f64,
+        /// The largest order used.
+        max_order: f64,
+    },
     /// The calibration bisection did not settle (a numerical failure; should not happen).
     #[error(
         "noise calibration did not converge after {iterations} bisection steps; try a larger \
@@ -117,6 +135,13 @@ pub enum Error {
          /dev/urandom, draw a 64-bit seed from your own CSPRNG"
     )]
     SecureSeedUnavailable(#[source] std::io::Error),
+    /// The OS CSPRNG could not be read for Poisson sampling.
+    #[error(
+        "could not read the OS CSPRNG (/dev/urandom) for Poisson sampling: {0}; on a platform \
+         without /dev/urandom, include each example with probability q using your own CSPRNG \
+         (a seeded sampler makes the batches public and voids the epsilon)"
+    )]
+    SamplerRandomnessUnavailable(#[source] std::io::Error),
 }
 
 /// `Result` with this crate's [`Error`].

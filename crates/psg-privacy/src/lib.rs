@@ -17,6 +17,8 @@
 //! ```
 //!
 //! - [`accountant`]: [`RdpAccountant`](accountant::RdpAccountant) and noise calibration.
+//! - [`sampling`]: [`PoissonSampler`](sampling::PoissonSampler), the batches the epsilon assumes,
+//!   drawn from the OS CSPRNG.
 //! - [`philox`]: the Philox4x32-10 generator.
 //! - [`normal`]: normal variates from Philox, on the CPU and as CUDA C source
 //!   ([`normal::NOISE_CUDA_SOURCE`]), bit-identical, plus secure mode.
@@ -27,5 +29,6 @@ pub mod accountant;
 mod error;
 pub mod normal;
 pub mod philox;
+pub mod sampling;
 
 pub use error::{Error, Result};

@@ -170,8 +170,35 @@ fn calibration_round_trips() {
 
 #[test]
 fn calibration_reports_an_unreachable_budget() {
-    let err = calibrate_noise_multiplier(1e-9, DELTA, 1.0, 1_000_000, 0.01).unwrap_err();
+    // 10^15 unsampled steps: even a multiplier of 10^6 spends more than 1.
+    let err = calibrate_noise_multiplier(1.0, DELTA, 1.0, 1_000_000_000_000_000, 0.01).unwrap_err();
     assert!(matches!(err, Error::BudgetTooLow { .. }), "{err}");
+    // Below what orders up to 63 can show at any noise (0.1029 at delta = 1e-5): more noise
+    // cannot help, and the message says so instead of advising fewer steps.
+    let err = calibrate_noise_multiplier(0.09, DELTA, 1e-6, 1, 0.01).unwrap_err();
+    match &err {
+        Error::BelowOrdersFloor {
+            floor, max_order, ..
+        } => assert!(
+            (floor - 0.102_87).abs() < 1e-4 && *max_order == 63.0,
+            "{err}"
+        ),
+        other => panic!("{other}"),
+    }
+    assert!(err.to_string().contains("with_orders"), "{err}");
+}
+
+/// Where the conversion's minimum is negative (delta near 1, or little RDP), epsilon is 0: an
+/// (epsilon < 0, delta) guarantee implies (0, delta). The minima were -0.693 and -3.249.
+#[test]
+fn epsilon_is_never_negative() {
+    let mut one = RdpAccountant::new();
+    one.step(10.0, 0.01).unwrap();
+    assert_eq!(one.epsilon(0.5).unwrap().epsilon, 0.0);
+    let mut many = RdpAccountant::new();
+    many.steps(1.0, 0.01, 1000).unwrap();
+    assert_eq!(many.epsilon(0.999).unwrap().epsilon, 0.0);
+    assert!(many.epsilon(DELTA).unwrap().epsilon > 2.0);
 }
 
 #[test]

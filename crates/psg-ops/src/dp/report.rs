@@ -31,8 +31,10 @@ impl fmt::Display for SensitivityBasis {
 /// The privacy spent by a DP-SGD run so far, and what the guarantee assumes.
 ///
 /// **The guarantee holds for Poisson sampling**: each example joins each batch independently with
-/// probability `sample_rate`. Shuffled fixed-size batches are a different mechanism that this
-/// epsilon does not cover. `Display` says so.
+/// probability `sample_rate`, with the batches kept secret (see
+/// [`PoissonSampler`](super::PoissonSampler)). Shuffled fixed-size batches are a different
+/// mechanism that this epsilon does not cover. `Display` says so, and says when the noise came
+/// from a fixed seed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpsilonReport {
     /// Epsilon, delta and the best RDP order (from the accountant).
@@ -47,6 +49,12 @@ pub struct EpsilonReport {
     pub sensitivity: f64,
     /// Where that sensitivity comes from.
     pub basis: SensitivityBasis,
+    /// Whether the noise came from the OS CSPRNG ([`NoiseGenerator::secure`]). From a fixed
+    /// seed, anyone who knows the seed can recompute the noise and subtract it: the epsilon is
+    /// then what the run would have spent, not a guarantee, and `Display` says so.
+    ///
+    /// [`NoiseGenerator::secure`]: super::NoiseGenerator::secure
+    pub secure_noise: bool,
 }
 
 impl EpsilonReport {
@@ -71,6 +79,14 @@ impl fmt::Display for EpsilonReport {
             "; holds for Poisson sampling of each example at rate {}, with noise multiplier {} \
              and L2 sensitivity {} ({})",
             self.sample_rate, self.noise_multiplier, self.sensitivity, self.basis
-        )
+        )?;
+        if !self.secure_noise {
+            write!(
+                f,
+                "; NOT a guarantee: the noise came from a fixed seed, which anyone who knows it \
+                 can use to remove the noise (use NoiseGenerator::secure())"
+            )?;
+        }
+        Ok(())
     }
 }

@@ -121,8 +121,9 @@ impl RobustOp {
                  may state but psg does not assume"
             }
             RobustOp::MajorityVote => {
-                "one sample can flip the vote of every coordinate, a change of up to 2 per \
-                 coordinate whatever the clipping"
+                "one sample added or removed moves each coordinate's count by 1, which can turn \
+                 a tie into a vote or a vote into a tie in every coordinate: a change of up to 1 \
+                 per coordinate (sqrt(P) in L2, with P all parameters) whatever the clipping"
             }
             RobustOp::Custom(_) => {
                 "it is user-defined: psg cannot tell how far one sample moves it, and assumes \

@@ -153,9 +153,16 @@ impl DpSgd {
         &self.noise
     }
 
-    /// The accountant, holding one entry per step taken.
-    pub fn accountant(&self) -> &RdpAccountant {
-        &self.accountant
+    /// The accountant, holding one entry per step taken. Its epsilon is the run's only where
+    /// [`DpSgd::epsilon`] gives one, so it is refused where that is refused.
+    ///
+    /// # Errors
+    ///
+    /// [`DpError::NoPrivacyGuarantee`] for a robust aggregation without a supplied sensitivity:
+    /// the accountant's epsilon would assume the clipping norm bounds it, which nobody stated.
+    pub fn accountant(&self) -> DpResult<&RdpAccountant> {
+        self.config.aggregation.guarantee()?;
+        Ok(&self.accountant)
     }
 
     /// Steps taken.
@@ -269,6 +276,7 @@ impl DpSgd {
             noise_multiplier: c.noise_multiplier,
             sensitivity,
             basis,
+            secure_noise: self.noise.is_secure(),
         })
     }
 }

@@ -22,7 +22,8 @@ const MAX_BISECTIONS: u32 = 1_000;
 ///
 /// [`Error::InvalidTargetEpsilon`], [`Error::InvalidDelta`], [`Error::InvalidSampleRate`] (here
 /// it must be in (0, 1]), [`Error::ZeroSteps`], [`Error::InvalidTolerance`], and
-/// [`Error::BudgetTooLow`] when a multiplier above 1e6 is still not enough.
+/// [`Error::BelowOrdersFloor`] when the target is below what the RDP orders can show at any
+/// noise, and [`Error::BudgetTooLow`] when a multiplier above 1e6 is still not enough.
 ///
 /// # Example
 ///
@@ -70,6 +71,17 @@ pub fn calibrate_noise_multiplier(
             .collect();
         privacy_spent(&orders, &rdp, delta).epsilon
     };
+    // With an RDP of 0 (infinite noise) the conversion still gives a positive epsilon at these
+    // orders; no multiplier can go below it.
+    let floor = privacy_spent(&orders, &vec![0.0; orders.len()], delta).epsilon;
+    if target_epsilon < floor {
+        return Err(Error::BelowOrdersFloor {
+            target_epsilon,
+            floor,
+            delta,
+            max_order: orders.iter().fold(0.0, |a: f64, &b| a.max(b)),
+        });
+    }
 
     let mut sigma_low = 0.0;
     let mut sigma_high = 10.0;

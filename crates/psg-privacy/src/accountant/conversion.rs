@@ -7,7 +7,10 @@ use super::PrivacySpent;
 ///
 /// `eps(a) = rdp(a) - (ln(delta) + ln(a)) / (a - 1) + ln((a - 1) / a)`, evaluated in that order.
 /// NaN values are skipped; if every value is NaN the result is `epsilon = inf` with no order, as
-/// in Opacus. Ties go to the first order, as `numpy.nanargmin` does.
+/// in Opacus. Ties go to the first order, as `numpy.nanargmin` does. A negative minimum (delta
+/// near 1, or a tiny RDP) is reported as 0, as TF-Privacy does and Opacus does not: an
+/// (epsilon, delta) guarantee with epsilon < 0 implies (0, delta), and a negative epsilon is not
+/// a meaningful privacy loss.
 pub(super) fn privacy_spent(orders: &[f64], rdp: &[f64], delta: f64) -> PrivacySpent {
     let ln_delta = delta.ln();
     let mut best: Option<(f64, f64)> = None;
@@ -22,7 +25,7 @@ pub(super) fn privacy_spent(orders: &[f64], rdp: &[f64], delta: f64) -> PrivacyS
     }
     match best {
         Some((epsilon, order)) => PrivacySpent {
-            epsilon,
+            epsilon: epsilon.max(0.0),
             delta,
             best_order: Some(order),
         },

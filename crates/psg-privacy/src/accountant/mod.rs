@@ -12,11 +12,17 @@
 //! **The guarantee holds for Poisson sampling at rate q.** Shuffling into fixed-size batches is a
 //! different mechanism, and this epsilon does not cover it.
 //!
-//! One deliberate difference: when no recorded step samples any data (no steps, or only steps at
-//! sample rate 0), psg reports `epsilon = 0` with no best order, because outputs that never read
-//! the data are (0, 0)-DP. Opacus instead pushes RDP 0 through the conversion and reports a small
-//! positive number (about 0.103 at delta = 1e-5, from the `-(ln(delta) + ln(a)) / (a - 1)` term
-//! at the largest default order 63), an artefact of a bound that is loose at RDP 0.
+//! Two deliberate differences:
+//! - when no recorded step samples any data (no steps, or only steps at sample rate 0), psg
+//!   reports `epsilon = 0` with no best order, because outputs that never read the data are
+//!   (0, 0)-DP. Opacus instead pushes RDP 0 through the conversion and reports a small positive
+//!   number (about 0.103 at delta = 1e-5, from the `-(ln(delta) + ln(a)) / (a - 1)` term at the
+//!   largest default order 63), an artefact of a bound that is loose at RDP 0;
+//! - where the conversion's minimum is negative (delta near 1), psg reports 0, as TF-Privacy
+//!   does; Opacus reports the negative number.
+//!
+//! With steps recorded, that 0.103 is a floor: the default orders cannot show less at
+//! delta = 1e-5 however much noise there is. [`RdpAccountant::with_orders`] takes larger orders.
 //!
 //! ```
 //! use psg_privacy::accountant::RdpAccountant;
