@@ -237,7 +237,10 @@ fn aggregate(
         }
         Aggregate::ClippedMean => {
             let grads = model.param_grads(Sink::Keep)?;
-            let per_sample: Vec<&Tensor> = grads.iter().map(|g| g.per_sample.tensor()).collect();
+            let per_sample: Vec<&Tensor> = grads
+                .iter()
+                .map(|g| g.per_sample.tensor())
+                .collect::<Result<_>>()?;
             let factors = flat_clip_factors(&per_sample, clip)?;
             let directions = per_sample
                 .iter()
@@ -358,8 +361,8 @@ fn train_dp(
                 model
                     .param_grads(Sink::Keep)?
                     .into_iter()
-                    .map(|g| g.per_sample.tensor().clone())
-                    .collect()
+                    .map(|g| g.per_sample.tensor().cloned())
+                    .collect::<Result<_>>()?
             };
             let refs: Vec<&Tensor> = grads.iter().collect();
             let step = dp.step(&refs)?;

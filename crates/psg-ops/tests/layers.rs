@@ -603,6 +603,25 @@ fn embedding_per_sample_gradients_are_sparse_and_each_samples_own() {
         );
     }
     let full = densify(&grads, b, v, d);
+    // The sparse values are not a [B, ...] tensor: handing them on as one is an error, and
+    // `to_dense` gives what clipping needs, whose norms are each sample's whole gradient's.
+    let ps = &grads.weight().unwrap().per_sample;
+    match ps.tensor() {
+        Err(Error::InvalidParameter(m)) => assert!(m.contains("to_dense"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let dense = sparse.to_dense().unwrap();
+    assert_eq!(dense.shape(), &[b, v, d]);
+    assert_eq!(host(&dense), full);
+    let norms = host(&psg_ops::per_sample_norms(&[&dense]).unwrap());
+    for (s, norm) in norms.iter().enumerate() {
+        let want = full[s * v * d..(s + 1) * v * d]
+            .iter()
+            .map(|&x| f64::from(x).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!((f64::from(*norm) - want).abs() <= 1e-6 * want, "sample {s}");
+    }
     let gv = f64s(&host(&g));
     let w0 = vec![0.3f64; v * d];
     for s in 0..b {
@@ -927,8 +946,8 @@ fn same_grads(
     assert_eq!(gpu.params.len(), cpu.params.len());
     for ((g, c), s) in gpu.params.iter().zip(&cpu.params).zip(&bound.params) {
         assert_eq!(
-            g.per_sample.tensor().shape(),
-            c.per_sample.tensor().shape(),
+            g.per_sample.tensor().unwrap().shape(),
+            c.per_sample.tensor().unwrap().shape(),
             "{what} {}",
             g.name
         );
@@ -936,9 +955,9 @@ fn same_grads(
         let label = format!("{what} {} per-sample", g.name);
         assert_rounding_close(
             &label,
-            &host(g.per_sample.tensor()),
-            &host(c.per_sample.tensor()),
-            &host(s.per_sample.tensor()),
+            &host(g.per_sample.tensor().unwrap()),
+            &host(c.per_sample.tensor().unwrap()),
+            &host(s.per_sample.tensor().unwrap()),
             terms,
         );
         let label = format!("{what} {} batch", g.name);
@@ -1171,15 +1190,23 @@ fn gpu_embedding_matches_cpu() {
             gs.per_sample.sparse().unwrap().offsets,
             cs.per_sample.sparse().unwrap().offsets
         );
-        assert_eq!(host(gs.per_sample.tensor()), host(cs.per_sample.tensor()));
+        let (gsparse, csparse) = (
+            gs.per_sample.sparse().unwrap(),
+            cs.per_sample.sparse().unwrap(),
+        );
+        assert_eq!(host(&gsparse.values), host(&csparse.values));
         assert_eq!(host(&gs.batch), host(&cs.batch));
+        // The dense [B, V, D] per-sample gradients, laid out on the host, come back on the GPU.
+        let dense = gsparse.to_dense().unwrap();
+        assert!(dense.device().is_cuda());
+        assert_eq!(host(&dense), host(&csparse.to_dense().unwrap()));
         for sink in [Sink::Reduce(&psg_ops::median), Sink::Reduce(&psg_ops::sum)] {
             let cpu = embedding(&idx, &g, v, sink).unwrap();
             let got = embedding(&idx, &on(&g, &dev), v, sink).unwrap();
             let label = format!("embedding {sink:?} B={b} T={t} D={d}");
             assert_eq!(
-                host(got.weight().unwrap().per_sample.tensor()),
-                host(cpu.weight().unwrap().per_sample.tensor()),
+                host(got.weight().unwrap().per_sample.tensor().unwrap()),
+                host(cpu.weight().unwrap().per_sample.tensor().unwrap()),
                 "{label}"
             );
         }
@@ -1203,8 +1230,8 @@ fn gpu_layer_norm_matches_cpu() {
         let got = layer_norm(&on(&xh, &dev), &on(&gy, &dev), Sink::Keep).unwrap();
         for (g, c) in got.params.iter().zip(&cpu.params) {
             assert_eq!(
-                host(g.per_sample.tensor()),
-                host(c.per_sample.tensor()),
+                host(g.per_sample.tensor().unwrap()),
+                host(c.per_sample.tensor().unwrap()),
                 "layer_norm {shape:?} {}",
                 g.name
             );
@@ -1247,8 +1274,8 @@ fn gpu_capture_mlp_matches_cpu() {
     for (g, c) in gg.iter().zip(&cg) {
         assert_near(
             &format!("mlp {} per-sample", g.name),
-            &host(g.per_sample.tensor()),
-            &f64s(&host(c.per_sample.tensor())),
+            &host(g.per_sample.tensor().unwrap()),
+            &f64s(&host(c.per_sample.tensor().unwrap())),
             1e-4,
         );
         assert_near(
@@ -1278,6 +1305,36 @@ fn cpu_layer_outputs_too_large_for_memory_are_errors() {
             Err(Error::HostMemory(_) | Error::Shape(_)) => {}
             other => panic!("vocab {vocab}: {:?}", other.map(|_| "Ok")),
         }
+    }
+    // A reducing sink on an embedding builds [B, U, D] (U: the rows the batch touched): at
+    // B = U = 2^13 and D = 2^12 that is 1 TiB, which aborted the process before.
+    let (b, d) = (1usize << 13, 1usize << 12);
+    let g = Tensor::from_vec(vec![0.25f32; b * d], &[b, d], &Device::Cpu).unwrap();
+    let rows: Vec<u32> = (0..b as u32).collect();
+    match psg_ops::layers::embedding(&rows, &g, b, Sink::Reduce(&psg_ops::mean)) {
+        Err(Error::HostMemory(m)) => assert!(m.contains("elements"), "{m}"),
+        other => panic!("dense embedding sink: {:?}", other.map(|_| "Ok")),
+    }
+    drop(g);
+    // An empty batch still has a parameter-sized batch gradient: a weight of 2^19 x 2^19 (1 TiB)
+    // is an error, and one whose size overflows is too (it overflowed a multiplication before).
+    for width in [1usize << 19, 1 << 40] {
+        let a = Tensor::from_vec(Vec::<f32>::new(), &[0, width], &Device::Cpu).unwrap();
+        match psg_ops::layers::linear(&a, &a, true, Sink::Keep) {
+            Err(Error::HostMemory(_) | Error::Shape(_)) => {}
+            other => panic!("linear of width {width}: {:?}", other.map(|_| "Ok")),
+        }
+    }
+    // A kernel whose weight size overflows (a 2^33 x 2^33 kernel on a 1 x 1 input, padded to fit).
+    let x = Tensor::from_slice(&[1.0f32], &[1, 1, 1, 1], &Device::Cpu).unwrap();
+    let spec = psg_ops::layers::Conv2dSpec {
+        stride: (1 << 40, 1 << 40),
+        padding: (1 << 33, 1 << 33),
+        ..psg_ops::layers::Conv2dSpec::new(1 << 33, 1 << 33)
+    };
+    match psg_ops::layers::conv2d(&x, &x, &spec, Sink::Keep) {
+        Err(Error::Shape(m)) => assert!(m.contains("fit in memory"), "{m}"),
+        other => panic!("huge kernel: {:?}", other.map(|_| "Ok")),
     }
 }
 

@@ -130,6 +130,16 @@ impl Geometry {
                 sx[1], sg[1]
             )));
         }
+        let (kh, kw) = spec.kernel;
+        let weight = [sg[1], sx[1] / groups, kh, kw];
+        // The weight's columns (C_in / groups x KH x KW) and its size must fit a usize, as
+        // every per-sample buffer's size is a multiple of them.
+        let fits = |dims: &[usize]| dims.iter().try_fold(1usize, |a, &x| a.checked_mul(x));
+        if fits(&weight[1..]).is_none() || fits(&weight).is_none() {
+            return Err(Error::Shape(format!(
+                "{OP}: a weight of {weight:?} has more elements than fit in memory"
+            )));
+        }
         let (ho, wo) = spec.output_size(sx[2], sx[3])?;
         if (sg[2], sg[3]) != (ho, wo) {
             return Err(Error::Shape(format!(
@@ -236,7 +246,7 @@ fn cpu(x: &Tensor, gy: &Tensor, geo: &Geometry) -> Result<(Pair, Option<Pair>)> 
             }
         });
     }
-    let batch = batch_sum(&ps, geo.b, per);
+    let batch = batch_sum(&ps, geo.b, per)?;
     let (ps_shape, w_shape) = shapes(geo);
     let cpu = Device::Cpu;
     let weight = (
@@ -256,7 +266,7 @@ fn cpu(x: &Tensor, gy: &Tensor, geo: &Geometry) -> Result<(Pair, Option<Pair>)> 
             }
         });
     }
-    let bbatch = batch_sum(&bps, geo.b, c_out);
+    let bbatch = batch_sum(&bps, geo.b, c_out)?;
     let bias = (
         Tensor::from_vec(bps, &[geo.b, c_out], &cpu)?,
         Tensor::from_vec(bbatch, &[c_out], &cpu)?,

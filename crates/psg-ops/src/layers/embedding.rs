@@ -125,14 +125,11 @@ fn cpu(
             });
     }
     let mut batch = psg_runtime::host_zeros::<f32>(&[vocab, d])?;
-    let mut values = vec![
-        0.0f32;
-        if dense {
-            b * n_union * d
-        } else {
-            n_entries * d
-        }
-    ];
+    let mut values = if dense {
+        psg_runtime::host_zeros::<f32>(&[b, n_union, d])?
+    } else {
+        psg_runtime::host_zeros::<f32>(&[n_entries, d])?
+    };
     for u in 0..n_union {
         let row = plan.union_rows[u] as usize;
         for e in plan.entries(u) {

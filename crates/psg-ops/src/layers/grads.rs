@@ -117,11 +117,26 @@ impl PerSample {
         }
     }
 
-    /// The tensor inside (the values of sparse rows), for code that treats all kinds alike.
-    pub fn tensor(&self) -> &Tensor {
+    /// The tensor inside a dense or reduced result, for code that treats those alike (clipping,
+    /// DP-SGD: `[B, ...]` per-sample gradients).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for sparse rows: their values are `[E, D]`, one row per
+    /// (sample, table row) pair, and code that took E for the batch size would clip each pair on
+    /// its own (a sample touching k rows could then contribute up to sqrt(k) C). Use
+    /// [`SparseRows::to_dense`] for `[B, V, D]`, or [`PerSample::sparse`].
+    pub fn tensor(&self) -> Result<&Tensor> {
         match self {
-            PerSample::Dense(t) | PerSample::Reduced(t) => t,
-            PerSample::Sparse(s) => &s.values,
+            PerSample::Dense(t) | PerSample::Reduced(t) => Ok(t),
+            PerSample::Sparse(s) => Err(Error::InvalidParameter(format!(
+                "these per-sample gradients are an embedding's sparse rows ({} entries of {} \
+                 samples), not a [B, ...] tensor: clipping them as one would clip each (sample, \
+                 row) entry on its own; call `.sparse()` and `SparseRows::to_dense()` for \
+                 [B, V, D] per-sample gradients",
+                s.rows.len(),
+                s.batch_size()
+            ))),
         }
     }
 }
@@ -154,6 +169,29 @@ impl SparseRows {
             (Some(&lo), Some(&hi)) => &self.rows[lo..hi],
             _ => &[],
         }
+    }
+
+    /// The dense per-sample gradients `[B, V, D]` (zero outside the rows each sample touched), on
+    /// the values' device: what clipping and DP-SGD take, as Opacus materialises an
+    /// embedding's `grad_sample`. The rows are laid out on the host, so a GPU's values make one
+    /// round trip; B x V x D values must fit in host memory and on the device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HostMemory`] or [`Error::Shape`] when `[B, V, D]` does not fit, and the
+    /// device's errors.
+    pub fn to_dense(&self) -> Result<Tensor> {
+        let (b, v) = (self.batch_size(), self.vocab);
+        let d = self.values.shape().get(1).copied().unwrap_or(0);
+        let values = self.values.to_vec::<f32>()?;
+        let mut dense = psg_runtime::host_zeros::<f32>(&[b, v, d])?;
+        for s in 0..b {
+            for (j, &row) in (self.offsets[s]..).zip(self.rows_of(s)) {
+                let at = (s * v + row as usize) * d;
+                dense[at..at + d].copy_from_slice(&values[j * d..(j + 1) * d]);
+            }
+        }
+        Tensor::from_vec(dense, &[b, v, d], &self.values.device())
     }
 }
 

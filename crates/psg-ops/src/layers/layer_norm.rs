@@ -93,7 +93,7 @@ fn cpu(x_hat: &Tensor, gy: &Tensor, b: usize, t: usize, d: usize) -> Result<[Ten
         pw.extend_from_slice(&row[..d]);
         pb.extend_from_slice(&row[d..2 * d]);
     }
-    let (bw, bb) = (batch_sum(&pw, b, d), batch_sum(&pb, b, d));
+    let (bw, bb) = (batch_sum(&pw, b, d)?, batch_sum(&pb, b, d)?);
     let cpu = Device::Cpu;
     Ok([
         Tensor::from_vec(pw, &[b, d], &cpu)?,

@@ -203,12 +203,13 @@ impl Dims {
             )));
         }
         let t = if sa.len() == 3 { sa[1] } else { 1 };
-        Ok(Dims {
-            b: sa[0],
-            t,
-            m: sg[sg.len() - 1],
-            n: sa[sa.len() - 1],
-        })
+        let (m, n) = (sg[sg.len() - 1], sa[sa.len() - 1]);
+        if m.checked_mul(n).is_none() {
+            return Err(Error::Shape(format!(
+                "{OP}: a weight of {m} x {n} has more elements than fit in memory"
+            )));
+        }
+        Ok(Dims { b: sa[0], t, m, n })
     }
 }
 
@@ -235,7 +236,7 @@ fn cpu(a: &Tensor, g: &Tensor, d: &Dims, bias: bool) -> Result<Raw> {
             }
         });
     }
-    let batch = batch_sum(&ps, b, m * n);
+    let batch = batch_sum(&ps, b, m * n)?;
     let cpu = Device::Cpu;
     let weight = (
         Tensor::from_vec(ps, &[b, m, n], &cpu)?,
@@ -253,7 +254,7 @@ fn cpu(a: &Tensor, g: &Tensor, d: &Dims, bias: bool) -> Result<Raw> {
                 }
             });
         }
-        let batch = batch_sum(&ps, b, m);
+        let batch = batch_sum(&ps, b, m)?;
         Some((
             Tensor::from_vec(ps, &[b, m], &cpu)?,
             Tensor::from_vec(batch, &[m], &cpu)?,
@@ -265,9 +266,9 @@ fn cpu(a: &Tensor, g: &Tensor, d: &Dims, bias: bool) -> Result<Raw> {
 }
 
 /// The sum over samples (in sample order) of `per_sample[B, p]`, parallel over coordinates.
-pub(crate) fn batch_sum(per_sample: &[f32], b: usize, p: usize) -> Vec<f32> {
+pub(crate) fn batch_sum(per_sample: &[f32], b: usize, p: usize) -> Result<Vec<f32>> {
     const CHUNK: usize = 4096;
-    let mut out = vec![0.0f32; p];
+    let mut out = psg_runtime::host_zeros::<f32>(&[p])?;
     out.par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(c, chunk)| {
@@ -279,7 +280,7 @@ pub(crate) fn batch_sum(per_sample: &[f32], b: usize, p: usize) -> Vec<f32> {
                 }
             }
         });
-    out
+    Ok(out)
 }
 
 /// A schedule's kernels (without and with the bias), how many of its blocks share an SM, and its
