@@ -330,7 +330,7 @@ pub(crate) fn loop_header_with<'a>(
         writeln!(s, "{indent}psg_acc {rank};\n{indent}{{").ok();
         writeln!(
             s,
-            "{indent}    const psg_key self_key = psg_to_key({});",
+            "{indent}    const psg_key self_key = psg_rank_key({});",
             e(&column.value)
         )
         .ok();
@@ -345,7 +345,7 @@ pub(crate) fn loop_header_with<'a>(
         );
         writeln!(
             s,
-            "{indent}        if ({keep}) {{ const psg_key k2 = psg_to_key({}); if (k2 < self_key || (k2 == self_key && b2 < b)) ++r; }}",
+            "{indent}        if ({keep}) {{ const psg_key k2 = psg_rank_key({}); if (k2 < self_key || (k2 == self_key && b2 < b)) ++r; }}",
             e(&column.value)
         )
         .ok();

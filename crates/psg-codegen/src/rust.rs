@@ -232,7 +232,7 @@ fn loop_header<'a>(
         writeln!(s, "{indent}let {}: Acc = {{", names::rank(j)).ok();
         writeln!(
             s,
-            "{indent}    let self_key = psg_to_key({});",
+            "{indent}    let self_key = psg_rank_key({});",
             e(&column.value)
         )
         .ok();
@@ -246,7 +246,7 @@ fn loop_header<'a>(
         );
         writeln!(
             s,
-            "{indent}        if {keep} {{ let k2 = psg_to_key({}); if k2 < self_key || (k2 == self_key && b2 < b) {{ r += 1; }} }}",
+            "{indent}        if {keep} {{ let k2 = psg_rank_key({}); if k2 < self_key || (k2 == self_key && b2 < b) {{ r += 1; }} }}",
             e(&column.value)
         )
         .ok();

@@ -117,6 +117,11 @@ fn single_lane(
 ) -> Result<Column, Error> {
     match <[Scalar; 1]>::try_from(lanes) {
         Ok([value]) => Ok(Column { value, keep }),
+        Err(lanes) if matches!(lanes.last(), Some(Scalar::Rank(_))) => Err(Error::new(
+            at.span(),
+            "this column pairs each value with its rank (`with_rank`): take one back first, e.g. \
+             `.map(|x, r| x)`",
+        )),
         Err(lanes) => Err(Error::new(
             at.span(),
             format!("this column zips {} values per sample: fold them into one with `.map(|x, s| ...)` first", lanes.len()),
@@ -175,7 +180,28 @@ impl Lowerer {
                 }
                 self.bind_pattern(&local.pat, &init.expr)
             }
-            Stmt::Expr(e, _) => Err(unsupported(e)),
+            Stmt::Expr(
+                e @ (Expr::ForLoop(_)
+                | Expr::While(_)
+                | Expr::Loop(_)
+                | Expr::Assign(_)
+                | Expr::Return(_)
+                | Expr::Macro(_)),
+                _,
+            ) => Err(unsupported(e)),
+            Stmt::Expr(e, _) if mentions_return(quote::ToTokens::to_token_stream(e)) => {
+                Err(Error::new(
+                    e.span(),
+                    "`return` is not supported, nor an early exit: make the body one expression, \
+                     e.g. `if c { a } else { b }` as its last line",
+                ))
+            }
+            Stmt::Expr(e, _) => Err(Error::new(
+                e.span(),
+                "this statement's value is dropped, and a batch reduction has no side effects, so \
+                 it would do nothing: bind it with `let name = ...;`, or make it the body's last \
+                 expression (without `;`)",
+            )),
             Stmt::Item(item) => Err(Error::new(
                 item.span(),
                 "items (fn, struct, use, ...) cannot be declared inside a batch reduction",
@@ -619,57 +645,64 @@ impl Lowerer {
                 if f.is_boolean() { Ty::Bool } else { Ty::Num },
             ))
         };
-        let f = match method.as_str() {
-            "abs" => Func::Abs,
-            "sqrt" => Func::Sqrt,
-            "exp" => Func::Exp,
-            "ln" => Func::Ln,
-            "floor" => Func::Floor,
-            "sign" | "signum" => Func::Sign,
-            "is_nan" => Func::IsNan,
-            "is_finite" => Func::IsFinite,
-            "min" => Func::Min,
-            "max" => Func::Max,
-            "clamp" => Func::Clamp,
-            "powi" => {
-                let [arg] = &m.args.iter().collect::<Vec<_>>()[..] else {
-                    return Err(Error::new(m.span(), "`powi` takes one integer literal"));
-                };
-                let n = match strip(arg) {
-                    Expr::Lit(syn::ExprLit {
-                        lit: Lit::Int(i), ..
-                    }) => i.base10_parse::<i32>()?,
-                    Expr::Unary(syn::ExprUnary {
-                        op: syn::UnOp::Neg(_),
-                        expr,
-                        ..
-                    }) => match strip(expr) {
+        let f =
+            match method.as_str() {
+                "abs" => Func::Abs,
+                "sqrt" => Func::Sqrt,
+                "exp" => Func::Exp,
+                "ln" => Func::Ln,
+                "floor" => Func::Floor,
+                "sign" => Func::Sign,
+                "signum" => return Err(Error::new(
+                    m.method.span(),
+                    "`signum` is not supported, because it would not mean Rust's: Rust's gives \
+                     +1 and -1 for +0 and -0, psg's `sign()` gives 0 (signSGD's convention); \
+                     write `x.sign()`",
+                )),
+                "is_nan" => Func::IsNan,
+                "is_finite" => Func::IsFinite,
+                "min" => Func::Min,
+                "max" => Func::Max,
+                "clamp" => Func::Clamp,
+                "powi" => {
+                    let [arg] = &m.args.iter().collect::<Vec<_>>()[..] else {
+                        return Err(Error::new(m.span(), "`powi` takes one integer literal"));
+                    };
+                    let n = match strip(arg) {
                         Expr::Lit(syn::ExprLit {
                             lit: Lit::Int(i), ..
-                        }) => -i.base10_parse::<i32>()?,
+                        }) => i.base10_parse::<i32>()?,
+                        Expr::Unary(syn::ExprUnary {
+                            op: syn::UnOp::Neg(_),
+                            expr,
+                            ..
+                        }) => match strip(expr) {
+                            Expr::Lit(syn::ExprLit {
+                                lit: Lit::Int(i), ..
+                            }) => -i.base10_parse::<i32>()?,
+                            other => {
+                                return Err(Error::new(
+                                    other.span(),
+                                    "`powi` takes an integer literal such as `powi(2)`",
+                                ))
+                            }
+                        },
                         other => {
                             return Err(Error::new(
                                 other.span(),
                                 "`powi` takes an integer literal such as `powi(2)`",
                             ))
                         }
-                    },
-                    other => {
-                        return Err(Error::new(
-                            other.span(),
-                            "`powi` takes an integer literal such as `powi(2)`",
-                        ))
-                    }
-                };
-                return call(Func::Powi(n), Vec::new());
-            }
-            _ => {
-                return Err(Error::new(
-                    m.method.span(),
-                    format!("unsupported scalar method `{method}`; {SCALAR_METHODS}"),
-                ))
-            }
-        };
+                    };
+                    return call(Func::Powi(n), Vec::new());
+                }
+                _ => {
+                    return Err(Error::new(
+                        m.method.span(),
+                        format!("unsupported scalar method `{method}`; {SCALAR_METHODS}"),
+                    ))
+                }
+            };
         let args = self.args(m, &[f.arity() - 1])?;
         call(f, args)
     }
@@ -680,6 +713,15 @@ fn strip_type(ty: &syn::Type) -> Option<String> {
         syn::Type::Path(p) => p.path.get_ident().map(ToString::to_string),
         _ => None,
     }
+}
+
+/// Whether the tokens hold the keyword `return`, at any depth.
+fn mentions_return(tokens: proc_macro2::TokenStream) -> bool {
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => i == "return",
+        proc_macro2::TokenTree::Group(g) => mentions_return(g.stream()),
+        _ => false,
+    })
 }
 
 fn unsupported(e: &Expr) -> Error {

@@ -257,6 +257,41 @@ fn gpu_user_reductions_match_cpu_f64() {
     same_plans_at(DType::F64, &[0, 3, 65, 256, 1023], 0x5eed_0034);
 }
 
+/// Ranks on the GPU put every NaN after +inf whatever its sign bit, as on the CPU, in each kernel
+/// that computes ranks (B from a thread's whole column to the digit passes' sizes).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_ranks_put_nans_of_either_sign_last() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0035);
+    for b in [3, 64, 65, 256, 257, 1023] {
+        let p = 70;
+        let mut values = rng.nasty(b * p, true);
+        for (i, v) in values.iter_mut().enumerate() {
+            if v.is_nan() && i % 2 == 0 {
+                *v = f32::from_bits(0xffc0_0000);
+            }
+        }
+        for dtype in [DType::F32, DType::BF16, DType::F64] {
+            let run = |dev: &Device| host(&ranks(&of_dtype(&values, &[b, p], dtype, dev)).unwrap());
+            let (want, got) = (run(&Device::Cpu), run(&dev));
+            assert_eq!(got, want, "{dtype} g[{b}, {p}]");
+            // The NaNs of a column hold its top ranks (exact in f32 and f64; bf16 rounds ranks
+            // above 256).
+            if dtype == DType::BF16 {
+                continue;
+            }
+            for c in 0..p {
+                let nans = (0..b).filter(|&r| values[r * p + c].is_nan()).count();
+                for r in 0..b {
+                    let top = want[r * p + c] >= (b - nans) as f64;
+                    assert_eq!(top, values[r * p + c].is_nan(), "{dtype} b {b} column {c}");
+                }
+            }
+        }
+    }
+}
+
 /// A column's values, each mapped by `f`.
 fn mapped(col: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
     col.iter().map(|&x| f(x)).collect()
@@ -435,6 +470,15 @@ fn filtered_batch(g: Batch) -> Batch {
     g.filter(|x| x < 3.0)
 }
 
+/// The Gaussian kernel and density of each value around 0.
+#[batch_reduce(crate = "psg_runtime")]
+fn densities(g: Batch, sigma: f32) -> (f32, f32) {
+    (
+        g.map(|x| normal_kernel(x, 0.0, sigma)).sum(),
+        g.map(|x| normal_pdf(x, 0.0, sigma)).sum(),
+    )
+}
+
 #[test]
 fn the_readmes_dsl_notes_hold() {
     let col = |v: &[f32]| Tensor::from_slice(v, &[v.len(), 1], &Device::Cpu).unwrap();
@@ -449,6 +493,14 @@ fn the_readmes_dsl_notes_hold() {
     assert_eq!(
         ranks(&with_nan).unwrap().to_vec::<f32>().unwrap(),
         vec![2.0, 1.0, 0.0]
+    );
+    // A NaN with its sign bit set (what 0.0 / 0.0 gives on x86) ranks after +inf too, and NaNs
+    // tie, split by sample index: it ranked first, below -inf, before.
+    let negative_nan = f32::from_bits(0xffc0_0000);
+    let nans = col(&[1.0, negative_nan, f32::NEG_INFINITY, f32::NAN, 2.0]);
+    assert_eq!(
+        ranks(&nans).unwrap().to_vec::<f32>().unwrap(),
+        vec![1.0, 3.0, 0.0, 4.0, 2.0]
     );
     let one = |t: Tensor| t.to_vec::<f32>().unwrap()[0];
     // Rank >= 1 drops one of the three 1s: (3 + 2 + 1 + 1) / 4.
@@ -465,4 +517,18 @@ fn the_readmes_dsl_notes_hold() {
     }
     let kept = filtered_batch(&g).unwrap().to_vec::<f32>().unwrap();
     assert_eq!(kept, vec![0.0, 1.0, 2.0, 1.0, 1.0]);
+    // Where 1 / sigma overflows f32: the kernel is NaN at mu and 0 elsewhere, the density NaN.
+    for (v, kernel_nan) in [(0.0f32, true), (1.0, false), (1e-40, false)] {
+        let (kernel, pdf) = densities(&col(&[v]), 1e-39).unwrap();
+        let (kernel, pdf) = (one(kernel), one(pdf));
+        assert!(pdf.is_nan(), "pdf({v}) = {pdf}");
+        assert!(
+            kernel.is_nan() == kernel_nan && (kernel_nan || kernel == 0.0),
+            "kernel({v}) = {kernel}"
+        );
+    }
+    for sigma in [0.0, -1.0, f32::NAN] {
+        let (kernel, pdf) = densities(&col(&[0.5]), sigma).unwrap();
+        assert!(one(kernel).is_nan() && one(pdf).is_nan(), "sigma {sigma}");
+    }
 }
