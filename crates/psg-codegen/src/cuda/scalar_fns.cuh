@@ -61,7 +61,7 @@ __device__ __forceinline__ long long psg_index(psg_acc k) {
 /* a <= b in IEEE total order (-0 < +0). */
 __device__ __forceinline__ bool psg_total_le(psg_acc a, psg_acc b) { return psg_to_key(a) <= psg_to_key(b); }
 /* The key a rank compares: IEEE total order, but every NaN after +inf whatever its sign bit (x86
-   makes 0.0 / 0.0 with the sign set), tied with the others and split by sample index. */
+   makes 0.0 / 0.0 with the sign set); NaNs compare equal and are split by sample index. */
 __device__ __forceinline__ psg_key psg_rank_key(psg_acc x) { return psg_isnan(x) ? ~(psg_key)0 : psg_to_key(x); }
 /* Minimum in IEEE total order, and its value over nothing (the greatest of that order). */
 __device__ __forceinline__ psg_acc psg_total_min(psg_acc a, psg_acc b) { return psg_to_key(b) < psg_to_key(a) ? b : a; }
