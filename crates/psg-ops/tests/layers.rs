@@ -612,6 +612,13 @@ fn embedding_per_sample_gradients_are_sparse_and_each_samples_own() {
     }
     let dense = sparse.to_dense().unwrap();
     assert_eq!(dense.shape(), &[b, v, d]);
+    // Hand-edited fields that do not fit together are an error, not a panic.
+    let mut broken = sparse.clone();
+    broken.vocab = 1;
+    assert!(matches!(broken.to_dense(), Err(Error::Shape(_))));
+    let mut broken = sparse.clone();
+    broken.offsets[1] = broken.rows.len() + 5;
+    assert!(matches!(broken.to_dense(), Err(Error::Shape(_))));
     assert_eq!(host(&dense), full);
     let norms = host(&psg_ops::per_sample_norms(&[&dense]).unwrap());
     for (s, norm) in norms.iter().enumerate() {

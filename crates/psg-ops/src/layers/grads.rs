@@ -183,6 +183,21 @@ impl SparseRows {
     pub fn to_dense(&self) -> Result<Tensor> {
         let (b, v) = (self.batch_size(), self.vocab);
         let d = self.values.shape().get(1).copied().unwrap_or(0);
+        // The fields are public: check that they describe each other before indexing by them.
+        let offsets_ok = self.offsets.first().is_none_or(|&o| o == 0)
+            && self.offsets.windows(2).all(|w| w[0] <= w[1])
+            && self.offsets.last().is_none_or(|&o| o == self.rows.len());
+        if !offsets_ok
+            || self.values.shape() != [self.rows.len(), d]
+            || self.rows.iter().any(|&r| r as usize >= v)
+        {
+            return Err(Error::Shape(format!(
+                "sparse rows: {} offsets, {} rows below a vocabulary of {v} and values of shape                  {:?} do not describe each other (offsets must rise from 0 to the row count, each                  row be below the vocabulary, and the values be [rows, D])",
+                self.offsets.len(),
+                self.rows.len(),
+                self.values.shape()
+            )));
+        }
         let values = self.values.to_vec::<f32>()?;
         let mut dense = psg_runtime::host_zeros::<f32>(&[b, v, d])?;
         for s in 0..b {
