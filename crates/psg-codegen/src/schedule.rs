@@ -56,8 +56,16 @@ impl Plan {
     pub fn new(reduction: &Reduction) -> Plan {
         let mut hoister = Hoister::default();
         let mut lets = Vec::with_capacity(reduction.lets.len());
-        for l in &reduction.lets {
-            let value = hoister.hoist(&l.value);
+        let live = live_lets(reduction);
+        for (l, live) in reduction.lets.iter().zip(live) {
+            // A let the output never reads, directly or through other lets, is bound to 0: its
+            // reductions would cost whole passes over the column for nothing (the DSL cannot
+            // warn about it, as rustc would about an unused variable).
+            let value = if live {
+                hoister.hoist(&l.value)
+            } else {
+                Scalar::lit(0.0)
+            };
             let wave = wave_of(&value, &hoister.temps, &hoister.let_wave);
             hoister.let_wave.push(wave);
             lets.push(Let {
@@ -254,6 +262,33 @@ fn uses_temp(expr: &Scalar, t: usize) -> bool {
 fn reduce_uses(reduce: &Reduce, t: usize) -> bool {
     reduce.column.value_and_keep().any(|e| uses_temp(e, t))
         || matches!(&reduce.op, ReduceOp::Kth(k) if uses_temp(k, t))
+}
+
+/// Which lets the output reads, directly or through other lets, inside reductions included.
+fn live_lets(reduction: &Reduction) -> Vec<bool> {
+    let mut live = vec![false; reduction.lets.len()];
+    let mut stack: Vec<&Scalar> = match &reduction.output {
+        Output::Scalars(values) => values.iter().collect(),
+        Output::Batch(column) => column.value_and_keep().collect(),
+    };
+    while let Some(x) = stack.pop() {
+        match x {
+            Scalar::Local(i) => {
+                if let Some(false) = live.get(*i) {
+                    live[*i] = true;
+                    stack.push(&reduction.lets[*i].value);
+                }
+            }
+            Scalar::Reduce(r) => {
+                stack.extend(r.column.value_and_keep());
+                if let ReduceOp::Kth(k) = &r.op {
+                    stack.push(k);
+                }
+            }
+            other => stack.extend(other.children()),
+        }
+    }
+    live
 }
 
 /// The wave after which everything a reduction reads (temporaries and lets) is known.

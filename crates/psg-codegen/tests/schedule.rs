@@ -93,6 +93,59 @@ fn independent_reductions_share_one_loop() {
     assert_eq!(plan.steps, vec![Step::Loop(vec![0, 1, 2])]);
 }
 
+/// A let the output never reads costs nothing: its median is not scheduled. A let read only by
+/// a live let, inside a reduction's column, is computed.
+#[test]
+fn lets_the_output_never_reads_are_not_computed() {
+    let g = Column::input();
+    let centred = |i: usize| Column {
+        value: Scalar::Load.bin(BinOp::Sub, Scalar::Local(i)),
+        keep: None,
+    };
+    let r = reduction(
+        vec![
+            Let {
+                name: "mu".into(),
+                value: stats::mean(g.clone()),
+            },
+            Let {
+                name: "spread".into(),
+                value: stats::sum(centred(0)),
+            },
+            Let {
+                name: "unused".into(),
+                value: stats::median(Column {
+                    value: Scalar::Call(
+                        Func::Abs,
+                        vec![Scalar::Load.bin(BinOp::Sub, stats::median(g.clone()))],
+                    ),
+                    keep: None,
+                }),
+            },
+        ],
+        Output::Scalars(vec![Scalar::Local(1)]),
+    );
+    let plan = Plan::new(&r);
+    assert!(
+        !plan.steps.iter().any(|s| matches!(s, Step::Select(_))),
+        "{:?}",
+        plan.steps
+    );
+    assert_eq!(plan.lets[2].value, Scalar::lit(0.0));
+    assert_eq!(plan.temps.len(), 2, "the mean's sum and the centred sum");
+    // The same let, read by the output, is computed: two selections, the MAD's.
+    let mut used = r.clone();
+    used.output = Output::Scalars(vec![Scalar::Local(1), Scalar::Local(2)]);
+    let plan = Plan::new(&used);
+    assert!(
+        plan.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Select(_)))
+            .count()
+            >= 2
+    );
+}
+
 #[test]
 fn a_reduction_that_reads_a_let_waits_for_it() {
     let g = Column::input();
