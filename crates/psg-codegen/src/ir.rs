@@ -75,7 +75,8 @@ pub enum Scalar {
     /// Placeholder for a scheduled reduction's result (created by the scheduler only).
     Temp(usize),
     /// The stable rank (0-based) of the current element's value in this column: the number of
-    /// kept values before it in IEEE total order, ties broken by sample index. Only inside a
+    /// kept values before it in IEEE total order, but with every NaN after +inf whatever its
+    /// sign bit (`psg_rank_key`), ties (NaNs among them) broken by sample index. Only inside a
     /// column; an inner loop over the column computes it.
     Rank(Box<Column>),
 }

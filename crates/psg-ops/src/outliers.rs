@@ -189,8 +189,8 @@ pub fn remove_outliers(g: &Tensor, rule: OutlierRule, removed: Removed) -> Resul
 
 /// Cleaned tensor for trimming: an entry is removed when its stable rank in its column (ties
 /// broken by sample index) is below m or at least n - m. A column holding a NaN loses nothing,
-/// as under the z-score and MAD rules: ranked, the NaN would be trimmed away at one end (which
-/// one by its sign bit) and the cleaned column would hide it, where the trimmed mean is NaN.
+/// as under the z-score and MAD rules: ranked (last), the NaN would be trimmed away at the top
+/// and the cleaned column would hide it, where the trimmed mean is NaN.
 #[batch_reduce(crate = "psg_runtime")]
 fn trim_clean(g: Batch, m: f64, fill: f64) -> Batch {
     let n = g.count();

@@ -79,10 +79,10 @@ pub enum Error {
     /// A target epsilon below the smallest epsilon the RDP orders can show at this delta, at
     /// any noise.
     #[error(
-        "target epsilon {target_epsilon} is below {floor}, the smallest epsilon that RDP orders up \
-         to {max_order} can show at delta {delta} whatever the noise (more noise cannot help); \
-         raise the target epsilon or delta, or account over larger orders \
-         (RdpAccountant::with_orders)"
+        "target epsilon {target_epsilon} is below {floor}, the smallest epsilon that the default \
+         RDP orders (up to {max_order}), which calibration uses, can show at delta {delta} \
+         whatever the noise (more noise cannot help); raise the target epsilon or delta (an \
+         RdpAccountant::with_orders over larger orders reports below this floor)"
     )]
     BelowOrdersFloor {
         /// The target asked for.
@@ -135,6 +135,15 @@ pub enum Error {
          /dev/urandom, draw a 64-bit seed from your own CSPRNG"
     )]
     SecureSeedUnavailable(#[source] std::io::Error),
+    /// A sampled batch's indices do not fit in host memory.
+    #[error(
+        "a batch of {examples} examples does not fit in host memory; sample from fewer examples \
+         (or at a lower rate)"
+    )]
+    BatchTooLarge {
+        /// The number of indices the batch needed.
+        examples: usize,
+    },
     /// The OS CSPRNG could not be read for Poisson sampling.
     #[error(
         "could not read the OS CSPRNG (/dev/urandom) for Poisson sampling: {0}; on a platform \
@@ -144,5 +153,5 @@ pub enum Error {
     SamplerRandomnessUnavailable(#[source] std::io::Error),
 }
 
-/// `Result` with this crate's [`Error`].
-pub type Result<T> = std::result::Result<T, Error>;
+/// `Result` with this crate's [`Error`] by default (another error type can be given).
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -185,7 +185,7 @@ fn calibration_reports_an_unreachable_budget() {
         ),
         other => panic!("{other}"),
     }
-    assert!(err.to_string().contains("with_orders"), "{err}");
+    assert!(err.to_string().contains("more noise cannot help"), "{err}");
 }
 
 /// Where the conversion's minimum is negative (delta near 1, or little RDP), epsilon is 0: an

@@ -123,7 +123,8 @@ impl RobustOp {
             RobustOp::MajorityVote => {
                 "one sample added or removed moves each coordinate's count by 1, which can turn \
                  a tie into a vote or a vote into a tie in every coordinate: a change of up to 1 \
-                 per coordinate (sqrt(P) in L2, with P all parameters) whatever the clipping"
+                 per coordinate, sqrt(P) in L2 with P all parameters and no NaN gradients, \
+                 whatever the clipping"
             }
             RobustOp::Custom(_) => {
                 "it is user-defined: psg cannot tell how far one sample moves it, and assumes \

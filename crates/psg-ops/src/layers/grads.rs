@@ -117,8 +117,8 @@ impl PerSample {
         }
     }
 
-    /// The tensor inside a dense or reduced result, for code that treats those alike (clipping,
-    /// DP-SGD: `[B, ...]` per-sample gradients).
+    /// The tensor inside a dense result (`[B, ...]` per-sample gradients, what clipping and
+    /// DP-SGD take) or a reduced one (`[...param]`, one value per coordinate: not per-sample).
     ///
     /// # Errors
     ///
@@ -184,7 +184,7 @@ impl SparseRows {
         let (b, v) = (self.batch_size(), self.vocab);
         let d = self.values.shape().get(1).copied().unwrap_or(0);
         // The fields are public: check that they describe each other before indexing by them.
-        let offsets_ok = self.offsets.first().is_none_or(|&o| o == 0)
+        let offsets_ok = self.offsets.first() == Some(&0)
             && self.offsets.windows(2).all(|w| w[0] <= w[1])
             && self.offsets.last().is_none_or(|&o| o == self.rows.len());
         if !offsets_ok
@@ -192,7 +192,9 @@ impl SparseRows {
             || self.rows.iter().any(|&r| r as usize >= v)
         {
             return Err(Error::Shape(format!(
-                "sparse rows: {} offsets, {} rows below a vocabulary of {v} and values of shape                  {:?} do not describe each other (offsets must rise from 0 to the row count, each                  row be below the vocabulary, and the values be [rows, D])",
+                "sparse rows: {} offsets, {} rows below a vocabulary of {v} and values of shape \
+                 {:?} do not describe each other (offsets must rise from 0 to the row count, each \
+                 row be below the vocabulary, and the values be [rows, D])",
                 self.offsets.len(),
                 self.rows.len(),
                 self.values.shape()
