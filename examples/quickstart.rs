@@ -55,19 +55,45 @@ fn checksum(t: &Tensor) -> Result<String> {
     })
 }
 
+const USAGE: &str =
+    "usage: quickstart [--columns N]   (N >= 1; default 1M on a GPU, 64K on the CPU)";
+
+/// `--columns N`, if given; a usage error for anything else.
+fn columns_arg() -> std::result::Result<Option<usize>, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => Ok(None),
+        [flag, n] if flag == "--columns" => match n.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(format!("--columns takes a whole number >= 1, not {n:?}")),
+        },
+        [flag] if flag == "--help" || flag == "-h" => Err(String::new()),
+        _ => Err(format!("unexpected arguments {args:?}")),
+    }
+}
+
 fn main() -> Result<()> {
+    let columns = match columns_arg() {
+        Ok(columns) => columns,
+        Err(message) => {
+            if message.is_empty() {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            eprintln!("{message}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let start = Instant::now();
     let choice = psg::select_device();
     println!("backend: {}", choice.reason);
     let device = choice.device;
     // A GPU takes a million columns in milliseconds; two CPU cores take over a minute.
     let default_columns = if device.is_cpu() { 1 << 16 } else { 1 << 20 };
-    let columns = std::env::args()
-        .skip_while(|a| a != "--columns")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default_columns);
+    let columns = columns.unwrap_or(default_columns);
     let b = 256;
+    // g[b, columns] must fit in host memory (the data are made here, then copied).
+    psg::runtime::host_zeros::<f32>(&[b, columns])?;
     let host = synthetic(b, columns, 42);
     let g = Tensor::from_slice(&host, &[b, columns], &device)?;
     drop(host);

@@ -294,13 +294,16 @@ fn train_dp(
             PoissonSampler::secure(n, q).map_err(DpError::from)?,
         ),
     };
-    println!(
+    let header = format!(
         "DP-SGD: noise multiplier {}, clip C = {}, sample rate q = {q:.5}, delta {}; {noise}; \
          {sampler}",
         o.noise, o.clip, o.delta
     );
     let config = DpSgdConfig::new(o.noise, Clipping::flat(o.clip), q, o.batch as f64);
     let mut dp = DpSgd::new(config, noise)?;
+    // Checked before anything is printed: a bad delta is refused here, not after the header.
+    dp.epsilon(o.delta)?;
+    println!("{header}");
     let budget = o
         .epsilon_budget
         .map(|e| Budget::new(e, o.delta))

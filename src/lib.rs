@@ -58,6 +58,22 @@ pub enum Batch {}
 pub enum PerSample {}
 
 /// The usual imports: the macro, the tensor and device types, and the built-in operations.
+///
+/// Its `Result` takes an optional error type, so code with other errors still reads as usual
+/// after a glob import:
+///
+/// ```
+/// use psg::prelude::*;
+///
+/// fn parse(text: &str) -> Result<u32, String> {
+///     text.parse().map_err(|e| format!("{e}"))
+/// }
+/// fn zeros() -> Result<Tensor> {
+///     Tensor::zeros(DType::F32, &[2, 3], &Device::Cpu)
+/// }
+/// assert_eq!(parse("7"), Ok(7));
+/// assert_eq!(zeros().unwrap().shape(), &[2, 3]);
+/// ```
 pub mod prelude {
     pub use crate::{batch_reduce, Batch, PerSample};
     pub use psg_ops as ops;

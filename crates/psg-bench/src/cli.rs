@@ -93,7 +93,8 @@ pub fn parse_count(s: &str) -> Option<usize> {
 pub fn parse_shape(s: &str) -> BenchResult<Shape> {
     let bad = || {
         BenchError::Usage(format!(
-            "shape {s:?} is not BxP with B, P >= 1 (e.g. 256x4M; K, M, G are powers of two)"
+            "shape {s:?} is not BxP with B, P >= 1 and B x P elements that fit a usize (e.g. \
+             256x4M; K, M, G are powers of two)"
         ))
     };
     let (b, p) = s.split_once(['x', 'X']).ok_or_else(bad)?;
@@ -109,10 +110,8 @@ pub fn parse_shape(s: &str) -> BenchResult<Shape> {
 
 /// Parses a dtype name.
 pub fn parse_dtype(s: &str) -> BenchResult<DType> {
-    DType::ALL
-        .into_iter()
-        .find(|d| d.name().eq_ignore_ascii_case(s.trim()))
-        .ok_or_else(|| BenchError::Usage(format!("dtype {s:?} is not one of f32, bf16, f16, f64")))
+    s.parse::<DType>()
+        .map_err(|_| BenchError::Usage(format!("dtype {s:?} is not one of f32, bf16, f16, f64")))
 }
 
 fn parse_data(s: &str) -> BenchResult<Data> {
@@ -280,11 +279,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
         ));
     }
     let mib = bandwidth_mib.unwrap_or(if quick { 256 } else { 4096 });
-    if mib == 0 {
-        return Err(BenchError::Usage(
-            "--bandwidth-mib must be at least 1".into(),
-        ));
-    }
+    let Some(bandwidth_bytes) = mib.checked_mul(1 << 20).filter(|_| mib > 0) else {
+        return Err(BenchError::Usage(format!(
+            "--bandwidth-mib {mib} must be at least 1 and its bytes must fit a usize"
+        )));
+    };
     let dtypes = dtypes.unwrap_or_else(|| vec![DType::F32, DType::BF16]);
     Ok(Command::Run(Box::new(Options {
         shapes: shapes.unwrap_or_else(|| {
@@ -300,7 +299,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
         runs,
         warmup: warmup.unwrap_or(if quick { 1 } else { 3 }),
         op_budget_s,
-        bandwidth_bytes: mib << 20,
+        bandwidth_bytes,
         json,
         device,
         jit,
@@ -383,6 +382,9 @@ mod tests {
             "--runs x",
             "--data",
             "--data uniform",
+            // Bytes that overflow a usize (the shift wrapped to a buffer of 0 bytes before).
+            "--bandwidth-mib 17592186044416",
+            "--shapes 99999999999x99999999999",
         ] {
             assert!(
                 matches!(parse(args(bad)), Err(BenchError::Usage(_))),

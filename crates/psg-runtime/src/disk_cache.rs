@@ -21,8 +21,10 @@ pub const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
 
 /// The cache directory from the environment, or `None` when the disk cache is off.
 ///
-/// `PSG_CACHE=off` (or `0`, `false`, `no`) turns it off; otherwise `PSG_CACHE_DIR` if set, else
-/// `$XDG_CACHE_HOME/psg`, else `$HOME/.cache/psg`; `None` when none of these is set.
+/// `PSG_CACHE` set to anything but `on`, `1`, `true` or `yes` (`off`, `0`, `disabled`, ...)
+/// turns it off, so that a spelling psg does not know never leaves it on; otherwise
+/// `PSG_CACHE_DIR` if set, else `$XDG_CACHE_HOME/psg`, else `$HOME/.cache/psg`; `None` when none
+/// of these is set.
 pub fn cache_dir() -> Option<PathBuf> {
     resolve_cache_dir(|name| std::env::var_os(name))
 }
@@ -32,7 +34,7 @@ pub fn resolve_cache_dir(lookup: impl Fn(&str) -> Option<OsString>) -> Option<Pa
     let set = |name: &str| lookup(name).filter(|v| !v.is_empty());
     if let Some(v) = set("PSG_CACHE") {
         let v = v.to_string_lossy().trim().to_ascii_lowercase();
-        if matches!(v.as_str(), "off" | "0" | "false" | "no") {
+        if !matches!(v.as_str(), "on" | "1" | "true" | "yes") {
             return None;
         }
     }

@@ -62,6 +62,22 @@ impl DType {
     }
 }
 
+impl std::str::FromStr for DType {
+    type Err = crate::Error;
+
+    /// Parses a dtype's name as [`DType::name`] prints it (`"f32"`, `"bf16"`), in any case.
+    fn from_str(text: &str) -> crate::Result<DType> {
+        DType::ALL
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| {
+                crate::Error::DType(format!(
+                    "unknown dtype `{text}`: use one of f32, f64, f16, bf16"
+                ))
+            })
+    }
+}
+
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -94,5 +110,15 @@ mod tests {
                 ("bf16".to_string(), 2, DType::F32),
             ]
         );
+    }
+
+    #[test]
+    fn dtypes_parse_from_their_names() {
+        for d in DType::ALL {
+            assert_eq!(d.name().parse::<DType>().unwrap(), d);
+            assert_eq!(d.name().to_uppercase().parse::<DType>().unwrap(), d);
+        }
+        let e = "f8".parse::<DType>().unwrap_err().to_string();
+        assert!(e.contains("f8") && e.contains("bf16"), "{e}");
     }
 }

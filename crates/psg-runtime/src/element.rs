@@ -190,11 +190,17 @@ fn is_plain_float<T: 'static>() -> bool {
 /// Checks that `T` is the Rust type of `dtype` (and one of the four element types).
 pub(crate) fn check_element<T: Element>(dtype: DType, what: &str) -> Result<()> {
     if T::DTYPE != dtype || !is_plain_float::<T>() {
+        let asked = std::any::type_name::<T>();
+        let asked = if asked == T::DTYPE.name() {
+            asked.to_string()
+        } else {
+            format!("{} ({asked})", T::DTYPE)
+        };
         return Err(Error::DType(format!(
-            "{what} holds {dtype} elements, but they were asked for as {} ({}); ask with the \
-             matching Rust type (f32, f64, half::f16 or half::bf16)",
-            T::DTYPE,
-            std::any::type_name::<T>()
+            "{what} holds {dtype} elements, but they were asked for as {asked}; ask with the \
+             matching Rust type (f32, f64, half::f16 or half::bf16), or convert first with \
+             `.to_dtype(DType::{:?})`",
+            T::DTYPE
         )));
     }
     Ok(())

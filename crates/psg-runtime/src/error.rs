@@ -87,8 +87,9 @@ pub enum Error {
     HostMemory(String),
 }
 
-/// The runtime's result type.
-pub type Result<T> = std::result::Result<T, Error>;
+/// The runtime's result type. The error type defaults to [`Error`] and can be given, so that a
+/// glob import (`use psg::prelude::*`) leaves `Result<T, E>` usable.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Text of a caught panic's payload, for errors made from a panic in a library we call.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

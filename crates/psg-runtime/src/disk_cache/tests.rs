@@ -199,15 +199,18 @@ fn cache_dir_follows_the_environment() {
         ]),
         Some(PathBuf::from("/p"))
     );
-    for off in ["off", "0", "OFF", "false"] {
+    for off in ["off", "0", "OFF", "false", "disabled", "none", "nope"] {
         assert_eq!(
             dir(&[("PSG_CACHE", off), ("PSG_CACHE_DIR", "/p")]),
             None,
             "{off}"
         );
     }
-    assert_eq!(
-        dir(&[("PSG_CACHE", "on"), ("PSG_CACHE_DIR", "/p")]),
-        Some(PathBuf::from("/p"))
-    );
+    for on in ["on", "1", "TRUE", " yes "] {
+        assert_eq!(
+            dir(&[("PSG_CACHE", on), ("PSG_CACHE_DIR", "/p")]),
+            Some(PathBuf::from("/p")),
+            "{on}"
+        );
+    }
 }
