@@ -122,6 +122,21 @@ fn parse_args() -> std::result::Result<Options, String> {
             o.dp = true;
             continue;
         }
+        const VALUED: [&str; 10] = [
+            "--aggregate",
+            "--epochs",
+            "--batch",
+            "--lr",
+            "--clip",
+            "--seed",
+            "--noise",
+            "--delta",
+            "--epsilon-budget",
+            "--noise-seed",
+        ];
+        if !VALUED.contains(&flag.as_str()) {
+            return Err(format!("unknown flag {flag}\n{USAGE}"));
+        }
         let value = args
             .next()
             .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
@@ -324,7 +339,7 @@ fn train_dp(
                         o.delta,
                         o.epsilon_budget.unwrap_or_default()
                     );
-                    return Ok(());
+                    std::process::exit(1);
                 }
                 if !allowed {
                     println!(

@@ -53,6 +53,16 @@ impl Device {
     }
 }
 
+impl PartialEq for Device {
+    /// Equal where tensors on both can be used together: both the CPU, or the same CUDA device
+    /// ordinal (whatever stream each handle runs on), as [`Device::same_memory_space`].
+    fn eq(&self, other: &Device) -> bool {
+        self.same_memory_space(other)
+    }
+}
+
+impl Eq for Device {}
+
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -83,6 +83,15 @@ fn gpu_upload_download_round_trip() {
             assert!(on_gpu.device().is_cuda());
             assert_eq!(bits(&on_gpu), bits(&cpu), "{dtype} n={n}");
             assert_eq!(bits(&on_gpu.to_device(&Device::Cpu).unwrap()), bits(&cpu));
+            // Printed with its values (read through a conversion on the GPU) as on the CPU.
+            assert_eq!(
+                on_gpu.to_string(),
+                cpu.to_string()
+                    .replace(", cpu)", &format!(", {})", dev.short_name())),
+                "{dtype} n={n}"
+            );
+            assert_eq!(on_gpu.device(), dev);
+            assert_ne!(on_gpu.device(), Device::Cpu);
         }
     }
     let z = Tensor::zeros(DType::BF16, &[3, 5], &dev).unwrap();

@@ -309,5 +309,45 @@ impl fmt::Debug for Tensor {
     }
 }
 
+/// Tensors of at most this many values print them.
+const DISPLAY_VALUES: usize = 64;
+
+impl fmt::Display for Tensor {
+    /// `tensor(f32, [2, 3], cpu) [1, 2, 3, 4, 5, 6]`: the dtype, shape and device, and the values
+    /// in row-major order when there are at most 64 of them (read as f64, which holds every
+    /// dtype exactly; a GPU tensor's are copied to the host). A larger tensor prints its count.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tensor({}, {:?}, {})",
+            self.dtype,
+            self.shape,
+            self.device().short_name()
+        )?;
+        let n = self.len();
+        if n > DISPLAY_VALUES {
+            return write!(f, " of {n} values");
+        }
+        let values = if self.dtype == DType::F64 {
+            self.to_vec::<f64>()
+        } else {
+            self.to_dtype(DType::F64).and_then(|t| t.to_vec::<f64>())
+        };
+        match values {
+            Ok(values) => {
+                f.write_str(" [")?;
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                f.write_str("]")
+            }
+            Err(e) => write!(f, " <values unreadable: {e}>"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -119,3 +119,17 @@ fn host_tensors_too_large_for_memory_are_errors() {
         }
     }
 }
+
+#[test]
+fn tensors_print_their_values_when_few() {
+    let t = Tensor::from_slice(&[1.0f32, -2.5, 3.0, 0.0, 5.0, 6.0], &[2, 3], &Device::Cpu).unwrap();
+    assert_eq!(
+        t.to_string(),
+        "tensor(f32, [2, 3], cpu) [1, -2.5, 3, 0, 5, 6]"
+    );
+    let h = Tensor::from_slice(&[half::bf16::from_f32(0.5)], &[1], &Device::Cpu).unwrap();
+    assert_eq!(h.to_string(), "tensor(bf16, [1], cpu) [0.5]");
+    let big = Tensor::zeros(DType::F64, &[10, 10], &Device::Cpu).unwrap();
+    assert_eq!(big.to_string(), "tensor(f64, [10, 10], cpu) of 100 values");
+    assert_eq!(t.device(), Device::Cpu);
+}
