@@ -567,6 +567,13 @@ impl Lowerer {
             "with_rank" => {
                 self.args(m, &[0])?;
                 let c = column()?;
+                if c.value_and_keep().any(uses_rank) {
+                    return Err(Error::new(
+                        m.method.span(),
+                        "`with_rank` of a column whose values or filter already use ranks is not \
+                         supported: rank the column before the first `with_rank`'s filter or map",
+                    ));
+                }
                 let rank = Scalar::Rank(Box::new(c.clone()));
                 Ok(Value::Column {
                     lanes: vec![c.value, rank],
@@ -623,6 +630,16 @@ impl Lowerer {
             "quantile" | "kth" => {
                 let [q] = <[Scalar; 1]>::try_from(self.args(m, &[1])?)
                     .map_err(|_| Error::new(m.span(), "one argument"))?;
+                if q.reads_element() || uses_rank(&q) {
+                    return Err(Error::new(
+                        m.args.span(),
+                        format!(
+                            "`{method}`'s argument is computed once for the column, before its \
+                             loop: it cannot read the column's element or its rank (a closure's \
+                             parameter); use parameters, literals and other reductions"
+                        ),
+                    ));
+                }
                 num(if method == "quantile" {
                     stats::quantile(column()?, q)
                 } else {
@@ -713,6 +730,11 @@ fn strip_type(ty: &syn::Type) -> Option<String> {
         syn::Type::Path(p) => p.path.get_ident().map(ToString::to_string),
         _ => None,
     }
+}
+
+/// Whether the expression reads a rank outside nested reductions.
+fn uses_rank(e: &Scalar) -> bool {
+    matches!(e, Scalar::Rank(_)) || e.children().into_iter().any(uses_rank)
 }
 
 /// Whether the tokens hold the keyword `return`, at any depth.
