@@ -278,6 +278,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
             "--op-budget-s must be a number > 0".into(),
         ));
     }
+    if !jit && !time_ops {
+        return Err(BenchError::Usage(
+            "--jit-only and --no-jit together leave nothing to measure but the bandwidth; pick \
+             one"
+            .into(),
+        ));
+    }
     let mib = bandwidth_mib.unwrap_or(if quick { 256 } else { 4096 });
     let Some(bandwidth_bytes) = mib.checked_mul(1 << 20).filter(|_| mib > 0) else {
         return Err(BenchError::Usage(format!(
@@ -385,6 +392,7 @@ mod tests {
             // Bytes that overflow a usize (the shift wrapped to a buffer of 0 bytes before).
             "--bandwidth-mib 17592186044416",
             "--shapes 99999999999x99999999999",
+            "--jit-only --no-jit",
         ] {
             assert!(
                 matches!(parse(args(bad)), Err(BenchError::Usage(_))),

@@ -123,8 +123,13 @@ pub fn host_zeros<T: Element>(shape: &[usize]) -> Result<Vec<T>> {
         return host_filled(len, T::default());
     }
     let size = std::mem::size_of::<T>();
-    let layout =
-        std::alloc::Layout::array::<T>(len).map_err(|e| host_memory_error(len, size, &e))?;
+    let layout = std::alloc::Layout::array::<T>(len).map_err(|_| {
+        host_memory_error(
+            len,
+            size,
+            &"more bytes than one allocation can hold, isize::MAX",
+        )
+    })?;
     // SAFETY: `layout` has a non-zero size (len > 0; T is one of the four float types, 2 to 8
     // bytes). In those types the all-zero bit pattern is +0.0, so the zeroed block holds `len`
     // valid values, and the Vec owns it with the layout it would have allocated for capacity
