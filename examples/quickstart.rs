@@ -18,8 +18,8 @@ fn robust_mean(g: Batch, k: f32) -> f32 {
     g.filter(|x| (x - med).abs() <= k * mad).mean()
 }
 
-/// A seeded g[b, p]: normal-ish per-sample gradients with a few heavy outliers.
-fn synthetic(b: usize, p: usize, seed: u64) -> Vec<f32> {
+/// Fills a seeded g[b, p]: normal-ish per-sample gradients with a few heavy outliers.
+fn synthetic(out: &mut [f32], seed: u64) {
     let mut state = seed;
     let mut next = move || {
         state = state
@@ -27,16 +27,10 @@ fn synthetic(b: usize, p: usize, seed: u64) -> Vec<f32> {
             .wrapping_add(1442695040888963407);
         ((state >> 40) as f32) / (1u64 << 24) as f32
     };
-    (0..b * p)
-        .map(|_| {
-            let x = next() + next() + next() - 1.5;
-            if next() < 0.01 {
-                x * 30.0
-            } else {
-                x
-            }
-        })
-        .collect()
+    for v in out {
+        let x = next() + next() + next() - 1.5;
+        *v = if next() < 0.01 { x * 30.0 } else { x };
+    }
 }
 
 /// Sum of the finite outputs and the count of NaNs: a fingerprint to compare backends by.
@@ -92,11 +86,11 @@ fn main() -> Result<()> {
     let default_columns = if device.is_cpu() { 1 << 16 } else { 1 << 20 };
     let columns = columns.unwrap_or(default_columns);
     let b = 256;
-    // g[b, columns] must fit in host memory (the data are made here, then copied).
-    psg::runtime::host_zeros::<f32>(&[b, columns])?;
-    let host = synthetic(b, columns, 42);
-    let g = Tensor::from_slice(&host, &[b, columns], &device)?;
-    drop(host);
+    // Made on the host (an error, not an abort, when it cannot hold them), then moved to the
+    // device: the CPU keeps this memory, a GPU gets a copy.
+    let mut host = psg::runtime::host_zeros::<f32>(&[b, columns])?;
+    synthetic(&mut host, 42);
+    let g = Tensor::from_vec(host, &[b, columns], &device)?;
 
     let ready = start.elapsed();
 

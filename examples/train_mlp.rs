@@ -80,6 +80,8 @@ struct Options {
     aggregate: Aggregate,
     /// Whether `--aggregate` was given (DP-SGD has its own aggregation).
     aggregate_given: bool,
+    /// DP-only flags given (--noise, --delta, --epsilon-budget, --noise-seed).
+    dp_flags_given: bool,
     epochs: usize,
     batch: usize,
     lr: Option<f32>,
@@ -101,6 +103,7 @@ fn parse_args() -> std::result::Result<Options, String> {
     let mut o = Options {
         aggregate: Aggregate::Mean,
         aggregate_given: false,
+        dp_flags_given: false,
         epochs: 8,
         batch: 128,
         lr: None,
@@ -148,15 +151,40 @@ fn parse_args() -> std::result::Result<Options, String> {
             }
             "--epochs" => o.epochs = value.parse().map_err(|_| bad())?,
             "--batch" => o.batch = value.parse().ok().filter(|&b| b > 0).ok_or_else(bad)?,
-            "--lr" => o.lr = Some(value.parse().map_err(|_| bad())?),
+            "--lr" => {
+                let lr: f32 = value.parse().map_err(|_| bad())?;
+                o.lr = Some(
+                    Some(lr)
+                        .filter(|l| l.is_finite() && *l > 0.0)
+                        .ok_or_else(bad)?,
+                );
+            }
             "--clip" => o.clip = value.parse().map_err(|_| bad())?,
             "--seed" => o.seed = value.parse().map_err(|_| bad())?,
-            "--noise" => o.noise = value.parse().map_err(|_| bad())?,
-            "--delta" => o.delta = value.parse().map_err(|_| bad())?,
-            "--epsilon-budget" => o.epsilon_budget = Some(value.parse().map_err(|_| bad())?),
-            "--noise-seed" => o.noise_seed = Some(value.parse().map_err(|_| bad())?),
+            "--noise" => {
+                o.dp_flags_given = true;
+                o.noise = value.parse().map_err(|_| bad())?;
+            }
+            "--delta" => {
+                o.dp_flags_given = true;
+                o.delta = value.parse().map_err(|_| bad())?;
+            }
+            "--epsilon-budget" => {
+                o.dp_flags_given = true;
+                o.epsilon_budget = Some(value.parse().map_err(|_| bad())?);
+            }
+            "--noise-seed" => {
+                o.dp_flags_given = true;
+                o.noise_seed = Some(value.parse().map_err(|_| bad())?);
+            }
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
+    }
+    if !o.dp && o.dp_flags_given {
+        return Err(format!(
+            "--noise, --delta, --epsilon-budget and --noise-seed apply with --dp only: without it \
+             training is not private\n{USAGE}"
+        ));
     }
     if o.dp && o.aggregate_given {
         return Err(format!(
@@ -225,11 +253,29 @@ impl Dataset {
 
 fn model(seed: u64, device: &Device) -> Result<Sequential> {
     Ok(Sequential::new(vec![
-        Box::new(Linear::init(FEATURES, HIDDEN, true, seed + 1, device)?) as Box<dyn Layer>,
+        Box::new(Linear::init(
+            FEATURES,
+            HIDDEN,
+            true,
+            seed.wrapping_add(1),
+            device,
+        )?) as Box<dyn Layer>,
         Box::new(Relu::new()),
-        Box::new(Linear::init(HIDDEN, HIDDEN, true, seed + 2, device)?),
+        Box::new(Linear::init(
+            HIDDEN,
+            HIDDEN,
+            true,
+            seed.wrapping_add(2),
+            device,
+        )?),
         Box::new(Relu::new()),
-        Box::new(Linear::init(HIDDEN, CLASSES, true, seed + 3, device)?),
+        Box::new(Linear::init(
+            HIDDEN,
+            CLASSES,
+            true,
+            seed.wrapping_add(3),
+            device,
+        )?),
     ]))
 }
 
@@ -316,13 +362,17 @@ fn train_dp(
     );
     let config = DpSgdConfig::new(o.noise, Clipping::flat(o.clip), q, o.batch as f64);
     let mut dp = DpSgd::new(config, noise)?;
-    // Checked before anything is printed: a bad delta is refused here, not after the header.
+    // Checked before anything is printed: a bad delta or budget is refused here, not after the
+    // header.
     dp.epsilon(o.delta)?;
-    println!("{header}");
     let budget = o
         .epsilon_budget
         .map(|e| Budget::new(e, o.delta))
         .transpose()?;
+    println!("{header}");
+    if o.noise == 0.0 {
+        eprintln!("warning: noise multiplier 0 adds no noise: no privacy (epsilon = inf)");
+    }
     let lr = o.lr.unwrap_or(DP_LR);
     let steps_per_epoch = n / o.batch;
     for epoch in 1..=o.epochs {
@@ -332,7 +382,7 @@ fn train_dp(
             if let Some(b) = &budget {
                 let allowed = b.allows_next_step(&dp)?;
                 if !allowed && dp.steps() == 0 {
-                    println!(
+                    eprintln!(
                         "the budget allows no step: one step alone spends epsilon = {:.3} at \
                          delta {}, above {}; raise --noise or --epsilon-budget, or lower --batch",
                         dp.epsilon_after(1, o.delta)?.epsilon(),

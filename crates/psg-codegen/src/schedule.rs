@@ -1,7 +1,9 @@
 //! Turns a [`Reduction`] into a [`Plan`]: the order in which scalars are bound and columns are
 //! read.
 //!
-//! Every [`Scalar::Reduce`] node is hoisted into a numbered temporary, identical reductions
+//! A `let` that the output never reads (directly, through other lets, or inside a reduction) is
+//! bound to 0 and its reductions are never scheduled. Every other [`Scalar::Reduce`] node is
+//! hoisted into a numbered temporary, identical reductions
 //! share one temporary (the mean inside a variance and the user's own mean are one), and the
 //! temporaries are grouped into *waves*: a reduction belongs to the first wave after everything it
 //! depends on is known. All streaming reductions (sum, count, min, max) of a wave share one loop

@@ -55,7 +55,19 @@ impl Tensor {
     pub fn from_slice<T: Element>(data: &[T], shape: &[usize], device: &Device) -> Result<Tensor> {
         check_len(data.len(), shape)?;
         match device {
-            Device::Cpu => Tensor::from_vec(data.to_vec(), shape, device),
+            Device::Cpu => {
+                // The copy is allocated fallibly: out of memory is an error, not an abort.
+                let mut copy = Vec::new();
+                copy.try_reserve_exact(data.len()).map_err(|_| {
+                    storage::host_memory_error(
+                        data.len(),
+                        std::mem::size_of::<T>(),
+                        &"the allocator refused",
+                    )
+                })?;
+                copy.extend_from_slice(data);
+                Tensor::from_vec(copy, shape, device)
+            }
             Device::Cuda(d) => {
                 let bytes = as_bytes(data)?;
                 let mut buf = d.alloc(bytes.len())?;
@@ -314,8 +326,10 @@ const DISPLAY_VALUES: usize = 64;
 
 impl fmt::Display for Tensor {
     /// `tensor(f32, [2, 3], cpu) [1, 2, 3, 4, 5, 6]`: the dtype, shape and device, and the values
-    /// in row-major order when there are at most 64 of them (read as f64, which holds every
-    /// dtype exactly; a GPU tensor's are copied to the host). A larger tensor prints its count.
+    /// in row-major order when there are at most 64 of them, in their own type (f32 and f64 in
+    /// the shortest form that reads back exactly, f16 and bf16 as `half` prints them: their f32
+    /// value's), `{:.3}` setting the digits; a GPU tensor's values are copied to the host. A
+    /// larger tensor prints its count.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -328,25 +342,33 @@ impl fmt::Display for Tensor {
         if n > DISPLAY_VALUES {
             return write!(f, " of {n} values");
         }
-        let values = if self.dtype == DType::F64 {
-            self.to_vec::<f64>()
-        } else {
-            self.to_dtype(DType::F64).and_then(|t| t.to_vec::<f64>())
+        let written = match self.dtype {
+            DType::F32 => self.to_vec::<f32>().map(|v| write_values(f, &v)),
+            DType::F64 => self.to_vec::<f64>().map(|v| write_values(f, &v)),
+            DType::F16 => self.to_vec::<half::f16>().map(|v| write_values(f, &v)),
+            DType::BF16 => self.to_vec::<half::bf16>().map(|v| write_values(f, &v)),
         };
-        match values {
-            Ok(values) => {
-                f.write_str(" [")?;
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{v}")?;
-                }
-                f.write_str("]")
-            }
+        match written {
+            Ok(result) => result,
             Err(e) => write!(f, " <values unreadable: {e}>"),
         }
     }
+}
+
+/// ` [v0, v1, ...]`, each value in its own type's shortest round-trip form, or with the
+/// formatter's precision (`{:.3}`) when one is given.
+fn write_values<T: fmt::Display>(f: &mut fmt::Formatter<'_>, values: &[T]) -> fmt::Result {
+    f.write_str(" [")?;
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        match f.precision() {
+            Some(p) => write!(f, "{v:.p$}")?,
+            None => write!(f, "{v}")?,
+        }
+    }
+    f.write_str("]")
 }
 
 #[cfg(test)]

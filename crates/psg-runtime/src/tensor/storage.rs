@@ -87,7 +87,7 @@ impl CpuData {
 }
 
 /// The error of a host allocation of `len` elements of `size` bytes that failed (`why`).
-fn host_memory_error(len: usize, size: usize, why: &dyn std::fmt::Display) -> Error {
+pub(super) fn host_memory_error(len: usize, size: usize, why: &dyn std::fmt::Display) -> Error {
     Error::HostMemory(format!(
         "{len} elements of {size} bytes ({why}); use a smaller tensor, split the work, or free \
          memory"

@@ -129,6 +129,18 @@ fn tensors_print_their_values_when_few() {
     );
     let h = Tensor::from_slice(&[half::bf16::from_f32(0.5)], &[1], &Device::Cpu).unwrap();
     assert_eq!(h.to_string(), "tensor(bf16, [1], cpu) [0.5]");
+    // Each value in its own dtype's shortest form, not widened to f64; precision is honoured.
+    let tenth = Tensor::from_slice(&[0.1f32, f32::MAX], &[2], &Device::Cpu).unwrap();
+    assert_eq!(
+        tenth.to_string(),
+        "tensor(f32, [2], cpu) [0.1, 340282350000000000000000000000000000000]"
+    );
+    assert_eq!(
+        format!("{tenth:.2}").split_once(") [").map(|(_, v)| v),
+        Some("0.10, 340282346638528859811704183484516925440.00]")
+    );
+    let f16 = Tensor::from_slice(&[half::f16::from_f32(0.1)], &[1], &Device::Cpu).unwrap();
+    assert_eq!(f16.to_string(), "tensor(f16, [1], cpu) [0.099975586]"); // as half prints it
     let big = Tensor::zeros(DType::F64, &[10, 10], &Device::Cpu).unwrap();
     assert_eq!(big.to_string(), "tensor(f64, [10, 10], cpu) of 100 values");
     assert_eq!(t.device(), Device::Cpu);
