@@ -16,6 +16,14 @@ fn reduction(lets: Vec<Let>, output: Output) -> Reduction {
     }
 }
 
+/// `let name = value;`
+fn bind(name: &str, value: Scalar) -> Let {
+    Let {
+        name: name.into(),
+        value,
+    }
+}
+
 /// The median of the input: a plan's only selection, on the input's own keys.
 fn median() -> Reduction {
     reduction(
@@ -52,14 +60,8 @@ fn the_users_mean_and_the_mean_inside_std_are_one_loop() {
     let g = Column::input();
     let r = reduction(
         vec![
-            Let {
-                name: "mu".into(),
-                value: stats::mean(g.clone()),
-            },
-            Let {
-                name: "sigma".into(),
-                value: stats::std(g.clone(), Scalar::lit(1.0)),
-            },
+            bind("mu", stats::mean(g.clone())),
+            bind("sigma", stats::std(g.clone(), Scalar::lit(1.0))),
         ],
         Output::Scalars(vec![Scalar::Local(0), Scalar::Local(1)]),
     );
@@ -104,24 +106,18 @@ fn lets_the_output_never_reads_are_not_computed() {
     };
     let r = reduction(
         vec![
-            Let {
-                name: "mu".into(),
-                value: stats::mean(g.clone()),
-            },
-            Let {
-                name: "spread".into(),
-                value: stats::sum(centred(0)),
-            },
-            Let {
-                name: "unused".into(),
-                value: stats::median(Column {
+            bind("mu", stats::mean(g.clone())),
+            bind("spread", stats::sum(centred(0))),
+            bind(
+                "unused",
+                stats::median(Column {
                     value: Scalar::Call(
                         Func::Abs,
                         vec![Scalar::Load.bin(BinOp::Sub, stats::median(g.clone()))],
                     ),
                     keep: None,
                 }),
-            },
+            ),
         ],
         Output::Scalars(vec![Scalar::Local(1)]),
     );
@@ -154,10 +150,7 @@ fn a_reduction_that_reads_a_let_waits_for_it() {
         keep: None,
     };
     let r = reduction(
-        vec![Let {
-            name: "mu".into(),
-            value: stats::mean(g),
-        }],
+        vec![bind("mu", stats::mean(g))],
         Output::Scalars(vec![stats::sum(centred)]),
     );
     let plan = Plan::new(&r);

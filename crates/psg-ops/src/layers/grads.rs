@@ -186,7 +186,7 @@ impl SparseRows {
         // The fields are public: check that they describe each other before indexing by them.
         let offsets_ok = self.offsets.first() == Some(&0)
             && self.offsets.windows(2).all(|w| w[0] <= w[1])
-            && self.offsets.last().is_none_or(|&o| o == self.rows.len());
+            && self.offsets.last() == Some(&self.rows.len());
         if !offsets_ok
             || self.values.shape() != [self.rows.len(), d]
             || self.rows.iter().any(|&r| r as usize >= v)
