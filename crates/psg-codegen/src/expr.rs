@@ -1,6 +1,6 @@
 //! Printing scalar expressions, shared by the CUDA and Rust emitters: the two languages spell
-//! arithmetic, comparisons and calls alike and differ only in literals, conditionals and casts,
-//! which [`Syntax`] supplies.
+//! arithmetic, comparisons and calls alike and differ only in literals, conditionals, casts and
+//! the one call that depends on the element type, which [`Syntax`] supplies.
 
 use crate::ir::{BinOp, Column, Func, Scalar, UnOp};
 
@@ -29,6 +29,10 @@ pub trait Syntax {
     /// otherwise).
     fn binary(&self, op: BinOp, a: &str, b: &str) -> String {
         format!("({a} {} {b})", op.symbol())
+    }
+    /// A call of a scalar function's prelude helper on printed arguments.
+    fn call(&self, f: Func, args: &str) -> String {
+        format!("{}({args})", f.helper())
     }
 }
 
@@ -96,7 +100,7 @@ pub fn print(expr: &Scalar, syntax: &dyn Syntax, scope: &Scope) -> String {
         Scalar::Call(Func::Powi(n), args) => format!("psg_powi({}, {n})", p(&args[0])),
         Scalar::Call(f, args) => {
             let args: Vec<String> = args.iter().map(p).collect();
-            format!("{}({})", f.helper(), args.join(", "))
+            syntax.call(*f, &args.join(", "))
         }
         Scalar::Rank(c) => match scope.ranks.iter().position(|r| **c == *r) {
             Some(j) => names::rank(j),

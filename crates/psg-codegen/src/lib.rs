@@ -151,29 +151,42 @@ pub fn generate_with_runtime(
 ) -> Result<Generated, CodegenError> {
     validate(reduction)?;
     let plan = Plan::new(reduction);
-    let kernel_names = DType::ALL.map(|d| cuda::kernel_name(&plan, d));
-    let sources = DType::ALL.map(|d| cuda::emit(&plan, d));
+    // 16-bit input's kernels come from a plan without the sums of deviations that take back a
+    // mean's rounding (see `stats::var`): for such input the variance does without them, and
+    // they would cost the kernels that read 16-bit tiles, bound by the instructions they
+    // issue. The CPU code computes them and leaves them unused for 16-bit elements
+    // (`psg_corrected_squares`), so both backends agree bit for bit.
+    let narrow = stats::has_rounding_terms(reduction)
+        .then(|| Plan::new(&stats::without_rounding_terms(reduction)));
+    let for_dtype = |d: DType| match (&narrow, d) {
+        (Some(narrow), DType::F16 | DType::BF16) => narrow,
+        _ => &plan,
+    };
+    let kernel_names = DType::ALL.map(|d| cuda::kernel_name(for_dtype(d), d));
+    let sources = DType::ALL.map(|d| cuda::emit(for_dtype(d), d));
     let rust = rust::emit(&plan, runtime);
-    let smem = DType::ALL.map(|d| cuda_tile::tile_smem(&plan, d));
+    let smem = DType::ALL.map(|d| cuda_tile::tile_smem(for_dtype(d), d));
+    let tile_kernels = |has: fn(&Plan) -> bool, emit: fn(&Plan, DType) -> Option<String>| {
+        (has(&plan) && has(for_dtype(DType::BF16)))
+            .then(|| DType::ALL.map(|d| emit(for_dtype(d), d).unwrap_or_default()))
+    };
     Ok(Generated {
-        tile_kernel_names: DType::ALL.map(|d| cuda_tile::tile_kernel_name(&plan, d)),
-        cuda_tile: DType::ALL.map(|d| cuda_tile::emit(&plan, d)),
+        tile_kernel_names: DType::ALL.map(|d| cuda_tile::tile_kernel_name(for_dtype(d), d)),
+        cuda_tile: DType::ALL.map(|d| cuda_tile::emit(for_dtype(d), d)),
         tile_bytes_per_element: smem.map(|s| s.0),
         tile_fixed_bytes: smem.map(|s| s.1),
         tile_fixed_bytes_large: smem.map(|s| s.2),
-        tile_min_log2: DType::ALL.map(|d| cuda_tile::tile_min_log2(&plan, d)),
-        tile_large_kernel_names: DType::ALL.map(|d| cuda_tile::tile_large_kernel_name(&plan, d)),
-        cuda_tile_large: cuda_tile::has_large_kernel(&plan)
-            .then(|| DType::ALL.map(|d| cuda_tile::emit_large(&plan, d).unwrap_or_default())),
-        tile_mid_kernel_names: DType::ALL.map(|d| cuda_tile::tile_mid_kernel_name(&plan, d)),
-        cuda_tile_mid: cuda_tile::has_mid_kernel(&plan)
-            .then(|| DType::ALL.map(|d| cuda_tile::emit_mid(&plan, d).unwrap_or_default())),
-        tile_small_kernel_names: DType::ALL.map(|d| cuda_tile::tile_small_kernel_name(&plan, d)),
-        cuda_tile_small: cuda_tile::has_small_kernel(&plan)
-            .then(|| DType::ALL.map(|d| cuda_tile::emit_small(&plan, d).unwrap_or_default())),
-        column_kernel_names: DType::ALL.map(|d| cuda_tile::column_kernel_name(&plan, d)),
-        cuda_column: cuda_tile::has_column_mode(&plan)
-            .then(|| DType::ALL.map(|d| cuda_tile::emit_column(&plan, d).unwrap_or_default())),
+        tile_min_log2: DType::ALL.map(|d| cuda_tile::tile_min_log2(for_dtype(d), d)),
+        tile_large_kernel_names: DType::ALL
+            .map(|d| cuda_tile::tile_large_kernel_name(for_dtype(d), d)),
+        cuda_tile_large: tile_kernels(cuda_tile::has_large_kernel, cuda_tile::emit_large),
+        tile_mid_kernel_names: DType::ALL.map(|d| cuda_tile::tile_mid_kernel_name(for_dtype(d), d)),
+        cuda_tile_mid: tile_kernels(cuda_tile::has_mid_kernel, cuda_tile::emit_mid),
+        tile_small_kernel_names: DType::ALL
+            .map(|d| cuda_tile::tile_small_kernel_name(for_dtype(d), d)),
+        cuda_tile_small: tile_kernels(cuda_tile::has_small_kernel, cuda_tile::emit_small),
+        column_kernel_names: DType::ALL.map(|d| cuda_tile::column_kernel_name(for_dtype(d), d)),
+        cuda_column: tile_kernels(cuda_tile::has_column_mode, cuda_tile::emit_column),
         plan,
         kernel_names,
         cuda: sources,

@@ -11,7 +11,7 @@
 use std::fmt::Write;
 
 use crate::expr::{element_reads, finite_literal, names, print, rank_columns, Acc, Scope, Syntax};
-use crate::ir::{Column, Output, ReduceOp, Scalar};
+use crate::ir::{Column, Func, Output, ReduceOp, Scalar};
 use crate::schedule::{Plan, Step};
 
 struct Rust {
@@ -35,6 +35,14 @@ impl Syntax for Rust {
 
     fn select(&self, cond: &str, then: &str, otherwise: &str) -> String {
         format!("(if {cond} {{ {then} }} else {{ {otherwise} }})")
+    }
+
+    fn call(&self, f: Func, args: &str) -> String {
+        match f {
+            // Decided by the element type `T` of the column function.
+            Func::CorrectedSquares => format!("{}::<T>({args})", f.helper()),
+            _ => format!("{}({args})", f.helper()),
+        }
     }
 }
 

@@ -213,13 +213,9 @@ pub fn clip_factors(norms: &Tensor, max_norm: f64) -> Result<Tensor> {
             norms.shape()
         )));
     }
-    if norms.dtype() == DType::F32 && !(max_norm as f32).is_finite() {
-        // In f32 C would be infinite, and an infinite norm's factor inf / inf a NaN.
-        return Err(Error::InvalidParameter(format!(
-            "clip_factors: the clip norm C = {max_norm} overflows f32, the norms' dtype; use a C \
-             below 3.4e38, or f64 norms"
-        )));
-    }
+    // In f32 a C that overflows would make an infinite norm's factor inf / inf, a NaN; one that
+    // underflows would zero every sample.
+    fits_f32("clip_factors", "the clip norm C", max_norm, norms.dtype())?;
     let device = norms.device();
     if let (Device::Cuda(dev), DType::F32 | DType::F64) = (&device, norms.dtype()) {
         // The same arithmetic on the device: nothing waits for it.
@@ -342,7 +338,10 @@ pub fn clipped_sum(g: &Tensor, factors: &Tensor) -> Result<Tensor> {
 pub fn clipped_mean(g: &Tensor, factors: &Tensor, denominator: Denominator) -> Result<Tensor> {
     let d = match denominator {
         Denominator::BatchSize => g.batch_size()? as f64,
-        Denominator::Expected(d) if d.is_finite() && d > 0.0 => d,
+        Denominator::Expected(d) if d.is_finite() && d > 0.0 => {
+            fits_f32("clipped_mean", "the expected batch size", d, g.dtype())?;
+            d
+        }
         Denominator::Expected(d) => {
             return Err(Error::InvalidParameter(format!(
                 "clipped_mean: the expected batch size must be a finite number > 0, got {d}"
@@ -375,15 +374,8 @@ pub fn clip_values(g: &Tensor, c: f64) -> Result<Tensor> {
             "clip_values: the bound c must be a finite number > 0, got {c}"
         )));
     }
-    let c32 = c as f32;
-    if g.dtype().accumulator() == DType::F32 && !(c32.is_finite() && c32 > 0.0) {
-        // In f32 the bound would be infinite (nothing clipped) or 0 (everything).
-        return Err(Error::InvalidParameter(format!(
-            "clip_values: the bound c = {c} is {c32} in f32, the arithmetic of {} data; give a \
-             c between 1.2e-38 and 3.4e38",
-            g.dtype()
-        )));
-    }
+    // In f32 the bound would be infinite (nothing clipped) or 0 (everything).
+    fits_f32("clip_values", "the bound c", c, g.dtype())?;
     clamp_values(g, c)
 }
 
@@ -395,7 +387,21 @@ pub fn clip_values_relative(g: &Tensor, fraction: f64) -> Result<Tensor> {
             "clip_values_relative: the fraction must be a finite number > 0 (1.0 changes nothing), got {fraction}"
         )));
     }
+    fits_f32("clip_values_relative", "the fraction", fraction, g.dtype())?;
     clamp_values_relative(g, fraction)
+}
+
+/// A positive parameter, checked in f64, must stay a positive finite number in f32 where data of
+/// `dtype` computes in f32: otherwise it would silently become 0 or infinity.
+fn fits_f32(op: &str, what: &str, value: f64, dtype: DType) -> Result<()> {
+    let v32 = value as f32;
+    if dtype.accumulator() == DType::F32 && !(v32.is_finite() && v32 > 0.0) {
+        return Err(Error::InvalidParameter(format!(
+            "{op}: {what} = {value} is {v32} in f32, the arithmetic of {dtype} data; give a value \
+             between 1.2e-38 and 3.4e38, or f64 data"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn defs() -> Vec<&'static psg_runtime::ReductionDef> {

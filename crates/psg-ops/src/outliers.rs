@@ -1,7 +1,9 @@
 //! Outlier removal along the batch axis, by three rules:
 //!
 //! - z-score: a value is an outlier when `|x - mean| > k * std` (Bessel-corrected std). A column
-//!   whose std is 0 or NaN (one sample) loses nothing.
+//!   whose std is 0 or NaN (one sample) loses nothing: equal values (their variance is exactly
+//!   0, the mean's rounding taken back), and values whose deviations from the mean are so
+//!   small that their squares underflow to 0 (below about 4e-23 in f32).
 //! - MAD: an outlier when `|x - median| > k * 1.4826 * MAD`, MAD being the median of
 //!   `|x - median|` (1.4826 makes it a consistent estimate of the std for normal data). A column
 //!   whose MAD is 0 or NaN loses nothing.
@@ -64,14 +66,19 @@ pub struct OutlierMean {
 #[batch_reduce(crate = "psg_runtime")]
 fn zscore_mean(g: Batch, k: f64) -> (f32, f32) {
     let (mu, sigma) = (g.mean(), g.std());
-    let kept = g.filter(|x| !((x - mu).abs() > k * sigma));
+    // A std of 0 removes nothing, as the MAD's rule does: the values are all equal, or their
+    // deviations' squares underflow (f32 values near 1e-30), where k * 0 would remove them all
+    // (k > 0, so k * inf is inf).
+    let spread = if sigma > 0.0 { sigma } else { f32::INFINITY };
+    let kept = g.filter(|x| !((x - mu).abs() > k * spread));
     (kept.mean(), kept.count())
 }
 
 #[batch_reduce(crate = "psg_runtime")]
 fn zscore_clean(g: Batch, k: f64, fill: f64) -> Batch {
     let (mu, sigma) = (g.mean(), g.std());
-    g.map(|x| if (x - mu).abs() > k * sigma { fill } else { x })
+    let spread = if sigma > 0.0 { sigma } else { f32::INFINITY };
+    g.map(|x| if (x - mu).abs() > k * spread { fill } else { x })
 }
 
 #[batch_reduce(crate = "psg_runtime")]

@@ -226,10 +226,31 @@ fn a_nan_norm_gives_a_nan_factor_never_an_unclipped_sample() {
     // A C past f32's range is refused for f32 norms (an infinite norm would get inf / inf, a
     // NaN, not 0), and taken for f64 norms.
     let f32_norms = Tensor::from_slice(&[f32::INFINITY, 1.0], &[2], &Device::Cpu).unwrap();
-    assert!(matches!(
-        ops::clip_factors(&f32_norms, 1e300),
-        Err(psg_runtime::Error::InvalidParameter(m)) if m.contains("overflows f32")
-    ));
+    // One that underflows to 0 in f32 would zero every sample.
+    for c in [1e300, 1e-50] {
+        assert!(
+            matches!(
+                ops::clip_factors(&f32_norms, c),
+                Err(psg_runtime::Error::InvalidParameter(ref m)) if m.contains("in f32")
+            ),
+            "C = {c}"
+        );
+    }
+    let g = tensor(&[3.0, 4.0], 2, 1);
+    let ones = Tensor::from_slice(&[1.0f32, 1.0], &[2], &Device::Cpu).unwrap();
+    for d in [1e-50, 1e39] {
+        let expected = ops::Denominator::Expected(d);
+        assert!(
+            matches!(ops::clipped_mean(&g, &ones, expected), Err(psg_runtime::Error::InvalidParameter(ref m)) if m.contains("in f32")),
+            "expected batch size {d}"
+        );
+    }
+    for fraction in [1e-50, 1e39] {
+        assert!(
+            matches!(ops::clip_values_relative(&g, fraction), Err(psg_runtime::Error::InvalidParameter(ref m)) if m.contains("in f32")),
+            "fraction {fraction}"
+        );
+    }
     let f = ops::clip_factors(&norms, 1e300)
         .unwrap()
         .to_vec::<f64>()
@@ -350,6 +371,74 @@ fn one_sample_has_nan_std_and_density_weights_of_one() {
     // A z-score rule on a column whose std is NaN removes nothing.
     let z = ops::outlier_mean(&t, ops::OutlierRule::ZScore { k: 1.0 }).unwrap();
     assert_eq!(values(z.kept), vec![1.0, 1.0]);
+}
+
+#[test]
+fn equal_values_have_a_std_of_zero_and_lose_nothing() {
+    // Seven f32 copies of 0.1 sum to 0.70000005: the mean rounds, and a plain sum of squared
+    // deviations gave a std of 8e-9, density weights near 5e7 (a weighted sum of 2.3e7) and a
+    // z-score rule with k < 1 that removed every value.
+    for (value, b) in [
+        (0.1f32, 7),
+        (0.3, 100),
+        (123.456, 33),
+        (-3.7, 256),
+        (1.1, 1000),
+    ] {
+        let t = tensor(&vec![value; b * 3], b, 3);
+        assert_eq!(
+            values(ops::std(&t, 1.0).unwrap()),
+            vec![0.0; 3],
+            "{value} x {b}"
+        );
+        assert_eq!(
+            values(ops::var(&t, 0.0).unwrap()),
+            vec![0.0; 3],
+            "{value} x {b}"
+        );
+        let plain = values(ops::sum(&t).unwrap());
+        assert_eq!(values(ops::gaussian_weighted_sum(&t).unwrap()), plain);
+        let z = ops::outlier_mean(&t, ops::OutlierRule::ZScore { k: 0.5 }).unwrap();
+        assert_eq!(values(z.kept), vec![b as f32; 3], "{value} x {b}");
+        assert_eq!(values(z.mean), values(ops::mean(&t).unwrap()));
+        let cleaned =
+            ops::remove_outliers(&t, ops::OutlierRule::ZScore { k: 0.5 }, ops::Removed::NaN);
+        assert_eq!(values(cleaned.unwrap()), vec![value; b * 3]);
+    }
+    // f64 the same.
+    let t = Tensor::from_slice(&[0.1f64; 7], &[7, 1], &Device::Cpu).unwrap();
+    assert_eq!(
+        ops::std(&t, 1.0).unwrap().to_vec::<f64>().unwrap(),
+        vec![0.0]
+    );
+    let weighted = ops::gaussian_weighted_sum(&t)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    assert_eq!(weighted, ops::sum(&t).unwrap().to_vec::<f64>().unwrap());
+}
+
+#[test]
+fn a_std_that_underflows_to_zero_removes_nothing() {
+    // The squared deviations of 1e-30 values underflow f32: the std is 0 though the values
+    // differ, and k * 0 would have removed them all.
+    let t = tensor(&[1e-30, 2e-30, 4e-30], 3, 1);
+    assert_eq!(values(ops::std(&t, 1.0).unwrap()), vec![0.0]);
+    let z = ops::outlier_mean(&t, ops::OutlierRule::ZScore { k: 0.5 }).unwrap();
+    assert_eq!(values(z.kept), vec![3.0]);
+    assert_eq!(values(z.mean), values(ops::mean(&t).unwrap()));
+}
+
+#[test]
+fn quantiles_that_need_no_interpolation_keep_infinite_values() {
+    for (col, q, want) in common::quantiles_of_infinite_values() {
+        let t = tensor(&col, col.len(), 1);
+        assert_eq!(
+            values(ops::quantile(&t, q).unwrap()),
+            vec![want],
+            "{col:?} at {q}"
+        );
+    }
 }
 
 #[test]

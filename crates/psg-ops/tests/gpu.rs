@@ -148,6 +148,57 @@ fn gpu_moments_and_signs_match_cpu() {
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
+fn gpu_equal_values_have_zero_std_and_infinite_quantiles_stay_infinite() {
+    let Some(dev) = gpu() else { return };
+    // Equal values whose mean rounds in f32 (0.1 x 7 sums to 0.70000005): a std of exactly 0,
+    // density weights of 1, a z-score rule that removes nothing. Every kernel shape: the tiles
+    // (B = 7, 256, 1023), thread per column (4099); aligned and unaligned P.
+    for dtype in [DType::F32, DType::F64, DType::BF16, DType::F16] {
+        for b in [7, 256, 1023, 4099] {
+            for p in [31, 40_000] {
+                if b > 1023 && p > 31 {
+                    continue;
+                }
+                let g = Pair::new(&vec![0.1; b * p], &[b, p], dtype, &dev);
+                let std = host(&ops::std(&g.gpu, 1.0).unwrap());
+                assert!(
+                    std.iter().all(|&s| s == 0.0),
+                    "std {}: {:?}",
+                    g.label,
+                    &std[..3]
+                );
+                let plain = host(&ops::sum(&g.gpu).unwrap());
+                let weighted = host(&ops::gaussian_weighted_sum(&g.gpu).unwrap());
+                assert_identical(&format!("weighted sum {}", g.label), &weighted, &plain);
+                let rule = ops::OutlierRule::ZScore { k: 0.5 };
+                let z = ops::outlier_mean(&g.gpu, rule).unwrap();
+                assert!(host(&z.kept)
+                    .iter()
+                    .all(|&k| k == b as f32 || dtype != DType::F32));
+                g.same("std", |t| ops::std(t, 1.0));
+                g.same("zscore mean", |t| Ok(ops::outlier_mean(t, rule)?.mean));
+                g.same("zscore kept", |t| Ok(ops::outlier_mean(t, rule)?.kept));
+            }
+        }
+    }
+    // Squared deviations that underflow: a std of 0 though the values differ, nothing removed.
+    let g = Pair::new(&[1e-30, 2e-30, 4e-30], &[3, 1], DType::F32, &dev);
+    let z = ops::outlier_mean(&g.gpu, ops::OutlierRule::ZScore { k: 0.5 }).unwrap();
+    assert_eq!(host(&z.kept), vec![3.0]);
+    // Quantiles that need no interpolation keep an infinite value (torch's lerp gives NaN).
+    for (col, q, want) in common::quantiles_of_infinite_values() {
+        let g = Pair::new(&col, &[col.len(), 1], DType::F32, &dev);
+        assert_eq!(
+            host(&ops::quantile(&g.gpu, q).unwrap()),
+            vec![want],
+            "{col:?}"
+        );
+        g.same("quantile", |t| ops::quantile(t, q));
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
 fn gpu_order_statistics_and_outliers_match_cpu() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0002);

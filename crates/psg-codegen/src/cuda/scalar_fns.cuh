@@ -48,8 +48,13 @@ __device__ __forceinline__ psg_acc psg_normal_kernel(psg_acc x, psg_acc mu, psg_
 __device__ __forceinline__ psg_acc psg_normal_pdf(psg_acc x, psg_acc mu, psg_acc sigma) {
     return psg_normal_kernel(x, mu, sigma) * ((psg_acc)1 / (sigma * (psg_acc)2.5066282746310002));
 }
-/* torch.lerp's formula. */
+/* torch.lerp's formula; but at w = 0, or between equal infinities, the end value itself, where
+   the formula makes NaN of an infinite end (0 * inf, inf - inf; so does torch.quantile,
+   pytorch#133998). */
 __device__ __forceinline__ psg_acc psg_lerp(psg_acc a, psg_acc b, psg_acc w) {
+    if (!psg_isfinite(a) || !psg_isfinite(b)) {
+        if (w == (psg_acc)0 || a == b) return a;
+    }
     return w < (psg_acc)0.5 ? a + w * (b - a) : b - (b - a) * ((psg_acc)1 - w);
 }
 /* A selection index from an accumulator value: -1 for NaN or negative (out of range). */
@@ -66,3 +71,10 @@ __device__ __forceinline__ psg_key psg_rank_key(psg_acc x) { return psg_isnan(x)
 /* Minimum in IEEE total order, and its value over nothing (the greatest of that order). */
 __device__ __forceinline__ psg_acc psg_total_min(psg_acc a, psg_acc b) { return psg_to_key(b) < psg_to_key(a) ? b : a; }
 __device__ __forceinline__ psg_acc psg_total_none() { return psg_from_key(~(psg_key)0); }
+/* Squared deviations with the mean's rounding taken back (stats::var); the sum of squares alone
+   for 16-bit input, whose sums of equal values are exact in f32 (the built kernels for 16-bit
+   input never call it: their plan has no sum of deviations). */
+__device__ __forceinline__ psg_acc psg_corrected_squares(psg_acc ss, psg_acc sd, psg_acc n) {
+    if (sizeof(psg_elem) < 4 || !(ss < psg_inf())) return ss;
+    return psg_max(ss - sd * sd / n, (psg_acc)0);
+}

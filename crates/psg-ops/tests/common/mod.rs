@@ -6,6 +6,19 @@
 pub mod reference;
 pub mod tensors;
 
+/// Columns, q, and the q-quantile where it needs no interpolation but an end is infinite
+/// (torch's `lerp` formula gives NaN there): `(column, q, quantile)`.
+pub fn quantiles_of_infinite_values() -> Vec<(Vec<f32>, f64, f32)> {
+    let inf = f32::INFINITY;
+    vec![
+        (vec![inf], 0.5, inf),
+        (vec![-inf, 1.0], 0.0, -inf),
+        (vec![1.0, inf], 1.0, inf),
+        (vec![-inf, -inf, 1.0], 0.5, -inf),
+        (vec![1.0, inf, inf], 0.75, inf),
+    ]
+}
+
 /// CUDA device 0 for a `gpu_*` test, or `None` (the test says so and checks nothing) when there is
 /// no usable GPU; with `PSG_REQUIRE_GPU=1` a missing GPU fails the test instead. It compiles
 /// optimized builds only (`JitMode::Optimized`), so the tests check the kernels that run after

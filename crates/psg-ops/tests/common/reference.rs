@@ -67,6 +67,11 @@ pub fn quantile(col: &[f32], q: f32) -> f32 {
     let lo = pos.floor();
     let hi = if pos > lo { lo + 1.0 } else { lo };
     let (a, b, w) = (s[lo as usize], s[hi as usize], pos - lo);
+    // No interpolation needed at an infinite end: the value itself (torch's formula gives NaN
+    // there; for finite ends it is kept, -0 + 0 = +0 included).
+    if !(a.is_finite() && b.is_finite()) && (w == 0.0 || a == b) {
+        return a;
+    }
     if w < 0.5 {
         a + w * (b - a)
     } else {
