@@ -103,8 +103,13 @@ pub enum Error {
         /// Bisection steps taken.
         iterations: u32,
     },
-    /// A noise standard deviation that is negative, infinite or NaN.
-    #[error("noise standard deviation {std} is invalid: it must be a finite number >= 0")]
+    /// A noise standard deviation that is negative, infinite or NaN, or that overflows f32 for
+    /// f32 noise.
+    #[error(
+        "noise standard deviation {std} is invalid: it must be a finite number >= 0, and below \
+         3.4e38 for f32 noise (in DP-SGD it is the noise multiplier times the clip norm over the \
+         expected batch size: lower one of those, or use f64 gradients)"
+    )]
     InvalidNoiseStd {
         /// The value given.
         std: f64,

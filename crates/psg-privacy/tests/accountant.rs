@@ -295,3 +295,22 @@ proptest! {
         prop_assert!(less_noise >= base * (1.0 - 1e-12));
     }
 }
+
+#[test]
+fn epsilon_never_falls_as_steps_grow_even_where_the_series_cancel() {
+    // At sigma = 327680 the fractional orders' series cancel to a negative ln(A) (about -1e-12
+    // at order 1.1); taken as it is, 1e14 steps reported epsilon = 0 where 1e13 gave 32.
+    let mut last = 0.0;
+    for steps in [10_000_000_000u64, 10_000_000_000_000, 100_000_000_000_000] {
+        let mut accountant = RdpAccountant::new();
+        accountant.steps(327_680.0, 0.5, steps).unwrap();
+        let spent = accountant.epsilon(DELTA).unwrap();
+        assert!(spent.epsilon > 0.0, "{steps} steps: {spent:?}");
+        assert!(
+            spent.epsilon >= last,
+            "{steps} steps: {} < {last}",
+            spent.epsilon
+        );
+        last = spent.epsilon;
+    }
+}

@@ -20,7 +20,10 @@ const MAX_SERIES_TERMS: u64 = 1_000_000;
 /// Inputs are validated by the caller: `q` in [0, 1], `sigma` finite and >= 0, `alpha` finite
 /// and > 1. Where the series breaks down numerically (possible only for absurdly small `sigma`,
 /// where Opacus raises or never returns), the result is `+inf`: no guarantee is claimed, which is
-/// always a safe answer.
+/// always a safe answer. So is a negative `ln(A_alpha)`: RDP is never negative, but for huge
+/// `sigma` (1e5 and more) the fractional orders' series cancel to about -1e-12, which Opacus
+/// returns as it is; multiplied by 1e13 steps and more, it drove epsilon down to 0 as steps
+/// grew. The integer orders' sums of positive terms still bound such a run.
 pub(super) fn compute_rdp(q: f64, sigma: f64, alpha: f64) -> f64 {
     if q == 0.0 {
         return 0.0;
@@ -37,7 +40,7 @@ pub(super) fn compute_rdp(q: f64, sigma: f64, alpha: f64) -> f64 {
         log_a_frac(q, sigma, alpha)
     };
     match log_a {
-        Some(log_a) if !log_a.is_nan() => log_a / (alpha - 1.0),
+        Some(log_a) if log_a >= 0.0 => log_a / (alpha - 1.0),
         _ => f64::INFINITY,
     }
 }
