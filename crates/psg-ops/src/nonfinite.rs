@@ -99,9 +99,13 @@ pub fn gather_rows(g: &Tensor, keep: &[usize]) -> Result<Tensor> {
 fn gather_cpu<T: Element>(g: &Tensor, keep: &[usize], shape: &[usize]) -> Result<Tensor> {
     let p = g.per_sample_len();
     let data = g.as_cpu_slice::<T>()?;
-    let mut out = Vec::with_capacity(keep.len() * p);
-    for &row in keep {
-        out.extend_from_slice(&data[row * p..(row + 1) * p]);
+    // Rows may repeat: the output can be larger than g. Fallible, as any host allocation sized
+    // by the caller.
+    let mut out = psg_runtime::host_zeros::<T>(shape)?;
+    if p > 0 {
+        for (dst, &row) in out.chunks_exact_mut(p).zip(keep) {
+            dst.copy_from_slice(&data[row * p..(row + 1) * p]);
+        }
     }
     Tensor::from_vec(out, shape, &Device::Cpu)
 }

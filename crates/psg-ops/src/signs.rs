@@ -9,7 +9,9 @@ pub fn sign(g: Batch) -> Batch {
     g.sign()
 }
 
-/// Sum over the batch axis of the per-sample signs (the vote count of signSGD).
+/// Sum over the batch axis of the per-sample signs (the vote count of signSGD), in g's dtype:
+/// exact up to 2^24 in f32, but only up to 256 in bf16 and 2048 in f16, whose larger counts
+/// round to a neighbour (257 bf16 votes of +1 give 256); its sign, the majority, is exact.
 #[batch_reduce(crate = "psg_runtime")]
 pub fn sign_sum(g: Batch) -> f32 {
     g.sign().sum()

@@ -32,7 +32,10 @@ pub(crate) fn uniform(
     bound: f32,
     device: &Device,
 ) -> Result<Tensor> {
-    let n = shape.iter().product::<usize>();
-    let values: Vec<f32> = (0..n).map(|_| rng.symmetric(bound)).collect();
+    // Fallible: a mistyped width (100 000 x 100 000 is 40 GB) is an error, not an abort.
+    let mut values = psg_runtime::host_zeros::<f32>(shape)?;
+    for v in &mut values {
+        *v = rng.symmetric(bound);
+    }
     Tensor::from_vec(values, shape, device)
 }
