@@ -233,15 +233,16 @@ pub enum Func {
     IsNan,
     /// Whether the value is finite (boolean).
     IsFinite,
-    /// `lerp(a, b, w)` as PyTorch computes it (used by quantile), but `a` where an end is
-    /// infinite and `w` is 0 or `a == b` (PyTorch's formula gives NaN there).
+    /// `lerp(a, b, w)` as PyTorch computes it (used by quantile), but `a` where an end is not
+    /// finite and `w` is 0 or `a == b` (PyTorch's formula gives NaN there).
     Lerp,
     /// `a <= b` in IEEE total order (-0 < +0; boolean), used to find the value after an order
     /// statistic.
     TotalLe,
     /// `corrected_squares(ss, sd, n)`: a sum of squared deviations from a mean with the mean's
-    /// rounding taken back, `max(ss - sd^2 / n, 0)` from the sum of the deviations `sd` (`ss`
-    /// where it is infinite or NaN; see [`crate::stats::var`]). `ss` alone for 16-bit input,
+    /// rounding taken back, `ss - sd (sd / n)` from the sum of the deviations `sd`, and 0 where
+    /// that is not above `n` ulps of `ss` (`ss` where it is infinite or NaN; see
+    /// [`crate::stats::var`]). `ss` alone for 16-bit input,
     /// whose sums of equal values are exact in f32; its kernels come from a plan without `sd`
     /// ([`crate::stats::without_rounding_terms`]). Not in the DSL.
     CorrectedSquares,

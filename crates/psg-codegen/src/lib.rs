@@ -92,7 +92,9 @@ impl DType {
 /// Everything generated for one reduction.
 #[derive(Clone, Debug)]
 pub struct Generated {
-    /// The schedule both emitters followed.
+    /// The schedule the CPU code and the f32 and f64 kernels follow. The f16 and bf16 kernels
+    /// follow the same schedule without the sums that take back a mean's rounding
+    /// ([`stats::without_rounding_terms`]), which the CPU code leaves unused for them.
     pub plan: Plan,
     /// Kernel names, indexed by [`DType::index`].
     pub kernel_names: [String; 4],

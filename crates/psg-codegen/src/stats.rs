@@ -35,17 +35,21 @@ pub fn mean(column: Column) -> Scalar {
 
 /// Variance with the given correction (1 = Bessel, as `torch.var`), by the corrected two-pass
 /// algorithm (Chan, Golub and LeVeque): with `d = x - mean`, the sum of squares is
-/// `sum(d^2) - sum(d)^2 / n`, at least 0 ([`Func::CorrectedSquares`]). The second term takes
-/// back the rounding of the mean, at one more sum in the same pass. For a column of equal values
-/// whose mean rounds (seven f32 copies of 0.1 sum to 0.70000005) every `d` is the same few ulps,
-/// the two terms are equal and the variance is exactly 0, where `sum(d^2)` alone gave a std of
-/// 8e-9 and a density weighting by it weights near 5e7 (NumPy's float32 `std` gives that 8e-9;
-/// PyTorch's Welford gives 0). Where the squares overflow the variance stays infinite.
+/// `sum(d^2) - sum(d) (sum(d) / n)` ([`Func::CorrectedSquares`]), and 0 where that is within
+/// `n` ulps of `sum(d^2)`, the rounding of the sum itself. The second term takes back the
+/// rounding of the mean, at one more sum in the same pass. For a column of equal values whose
+/// mean rounds (seven f32 copies of 0.1 sum to 0.70000005) every `d` is the same few ulps, the
+/// two terms agree to their rounding (exactly, at small B) and the variance is 0, where
+/// `sum(d^2)` alone gave a std of 8e-9 and a density weighting by it weights near 5e7 (NumPy's
+/// float32 `std` gives that 8e-9; PyTorch's Welford gives 0). Without the floor, 999 f32 copies
+/// of 1.1 kept a std of 1.7e-10 against deviations of 6e-7, and a z-score rule with k = 3
+/// removed them all. Where the squares overflow the variance stays infinite.
 ///
 /// For 16-bit input the sum of squares stands alone: a sum of equal bf16 (f16) values is exact
 /// in f32 below 2^16 (2^13) samples, so their mean is too, and the kernels that read 16-bit
 /// tiles, bound by the instructions they issue, would pay for the second sum (bf16 z-score mean
-/// and density-weighted sum: 6-9% on an H200 at g[256, 4M]).
+/// and density-weighted sum: 6-9% on an H200 at g[256, 4M]). A column computed from 16-bit
+/// values in f32 (`x * f`) goes without it too, and can keep a std at the rounding of its mean.
 pub fn var(column: Column, correction: Scalar) -> Scalar {
     let n = count(column.clone());
     let mu = mean(column.clone());

@@ -378,12 +378,18 @@ fn equal_values_have_a_std_of_zero_and_lose_nothing() {
     // Seven f32 copies of 0.1 sum to 0.70000005: the mean rounds, and a plain sum of squared
     // deviations gave a std of 8e-9, density weights near 5e7 (a weighted sum of 2.3e7) and a
     // z-score rule with k < 1 that removed every value.
+    // B not a power of two too (Poisson batches): 999 copies of 1.1 kept a std of 1.7e-10
+    // against deviations of 6e-7 before the floor at the sum's rounding, and k = 3 removed them.
     for (value, b) in [
         (0.1f32, 7),
         (0.3, 100),
         (123.456, 33),
         (-3.7, 256),
         (1.1, 1000),
+        (1.1, 999),
+        (0.7, 1500),
+        (-2.3, 3001),
+        (5.5, 4051),
     ] {
         let t = tensor(&vec![value; b * 3], b, 3);
         assert_eq!(
@@ -398,9 +404,11 @@ fn equal_values_have_a_std_of_zero_and_lose_nothing() {
         );
         let plain = values(ops::sum(&t).unwrap());
         assert_eq!(values(ops::gaussian_weighted_sum(&t).unwrap()), plain);
-        let z = ops::outlier_mean(&t, ops::OutlierRule::ZScore { k: 0.5 }).unwrap();
-        assert_eq!(values(z.kept), vec![b as f32; 3], "{value} x {b}");
-        assert_eq!(values(z.mean), values(ops::mean(&t).unwrap()));
+        for k in [0.5, 3.0] {
+            let z = ops::outlier_mean(&t, ops::OutlierRule::ZScore { k }).unwrap();
+            assert_eq!(values(z.kept), vec![b as f32; 3], "{value} x {b}, k = {k}");
+            assert_eq!(values(z.mean), values(ops::mean(&t).unwrap()));
+        }
         let cleaned =
             ops::remove_outliers(&t, ops::OutlierRule::ZScore { k: 0.5 }, ops::Removed::NaN);
         assert_eq!(values(cleaned.unwrap()), vec![value; b * 3]);

@@ -1372,17 +1372,18 @@ fn a_sink_that_does_not_reduce_is_an_error() {
 
 #[test]
 fn host_allocations_sized_by_the_caller_are_errors_not_aborts() {
-    // 2^20 x 2^20 f32 weights are 4 TiB: the allocator refuses them, which aborted the process.
-    let Err(err) = Linear::init(1 << 20, 1 << 20, true, 0, &Device::Cpu) else {
-        panic!("4 TiB of weights allocated");
+    // 2^23 x 2^23 f32 weights are 256 TiB, past the address space, so the allocator refuses
+    // them whatever the overcommit policy: that aborted the process.
+    let Err(err) = Linear::init(1 << 23, 1 << 23, true, 0, &Device::Cpu) else {
+        panic!("256 TiB of weights allocated");
     };
     assert!(matches!(err, Error::HostMemory(_)), "{err}");
     let Err(err) = Linear::init(1 << 40, 1 << 40, false, 0, &Device::Cpu) else {
         panic!("2^80 weights allocated");
     };
     assert!(matches!(err, Error::Shape(_)), "{err}");
-    // Repeated rows may make gather_rows' output larger than g: 2^24 copies of a 2^20 row.
-    let g = Tensor::zeros(psg_runtime::DType::F32, &[1, 1 << 20], &Device::Cpu).unwrap();
+    // Repeated rows may make gather_rows' output larger than g: 2^24 copies of a 2^24 row, 1 PiB.
+    let g = Tensor::zeros(psg_runtime::DType::F32, &[1, 1 << 24], &Device::Cpu).unwrap();
     let err = psg_ops::gather_rows(&g, &vec![0; 1 << 24]).unwrap_err();
     assert!(matches!(err, Error::HostMemory(_)), "{err}");
 }

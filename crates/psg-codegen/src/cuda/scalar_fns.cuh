@@ -71,10 +71,13 @@ __device__ __forceinline__ psg_key psg_rank_key(psg_acc x) { return psg_isnan(x)
 /* Minimum in IEEE total order, and its value over nothing (the greatest of that order). */
 __device__ __forceinline__ psg_acc psg_total_min(psg_acc a, psg_acc b) { return psg_to_key(b) < psg_to_key(a) ? b : a; }
 __device__ __forceinline__ psg_acc psg_total_none() { return psg_from_key(~(psg_key)0); }
-/* Squared deviations with the mean's rounding taken back (stats::var); the sum of squares alone
-   for 16-bit input, whose sums of equal values are exact in f32 (the built kernels for 16-bit
-   input never call it: their plan has no sum of deviations). */
+/* Squared deviations with the mean's rounding taken back (stats::var), 0 within the rounding of
+   their sum (n ulps of it); the sum of squares alone for 16-bit input, whose sums of equal
+   values are exact in f32 (the built kernels for 16-bit input never call it: their plan has no
+   sum of deviations). sd * (sd / n) cannot overflow where ss is finite. */
 __device__ __forceinline__ psg_acc psg_corrected_squares(psg_acc ss, psg_acc sd, psg_acc n) {
     if (sizeof(psg_elem) < 4 || !(ss < psg_inf())) return ss;
-    return psg_max(ss - sd * sd / n, (psg_acc)0);
+    const psg_acc eps = (psg_acc)(sizeof(psg_acc) == 4 ? 1.1920928955078125e-7 : 2.220446049250313e-16);
+    const psg_acc cs = ss - sd * (sd / n);
+    return cs > n * eps * ss ? cs : (psg_acc)0;
 }
