@@ -40,6 +40,8 @@ use psg::ops::{clipped_mean, flat_clip_factors, majority_vote, median, Denominat
 use psg::{Device, Error, Result, Tensor};
 
 const CLASSES: usize = 10;
+/// Examples in the training set.
+const TRAIN_EXAMPLES: usize = 8192;
 const FEATURES: usize = 20;
 const HIDDEN: usize = 64;
 /// DP-SGD's learning rate unless `--lr` says otherwise.
@@ -184,6 +186,12 @@ fn parse_args() -> std::result::Result<Options, String> {
         return Err(format!(
             "--noise, --delta, --epsilon-budget and --noise-seed apply with --dp only: without it \
              training is not private\n{USAGE}"
+        ));
+    }
+    if o.batch > TRAIN_EXAMPLES {
+        return Err(format!(
+            "--batch {} is larger than the training set ({TRAIN_EXAMPLES} examples)\n{USAGE}",
+            o.batch
         ));
     }
     if o.dp && o.aggregate_given {
@@ -512,7 +520,7 @@ fn run(o: &Options) -> Result<()> {
     let centres: Vec<f32> = (0..CLASSES * FEATURES)
         .map(|_| 0.8 * rng.normal())
         .collect();
-    let train = Dataset::blobs(8192, &centres, &mut rng);
+    let train = Dataset::blobs(TRAIN_EXAMPLES, &centres, &mut rng);
     let test = Dataset::blobs(2048, &centres, &mut rng);
     let mut model = model(o.seed, &device)?;
     println!("chance accuracy: {:.1}%", 100.0 / CLASSES as f64);

@@ -93,8 +93,8 @@ pub fn parse_count(s: &str) -> Option<usize> {
 pub fn parse_shape(s: &str) -> BenchResult<Shape> {
     let bad = || {
         BenchError::Usage(format!(
-            "shape {s:?} is not BxP with B, P >= 1 and B x P elements that fit a usize (e.g. \
-             256x4M; K, M, G are powers of two)"
+            "shape {s:?} is not BxP with B, P >= 1 and B x P x 8 bytes (an f64 g) that fit a \
+             usize (e.g. 256x4M; K, M, G are powers of two)"
         ))
     };
     let (b, p) = s.split_once(['x', 'X']).ok_or_else(bad)?;
@@ -102,7 +102,9 @@ pub fn parse_shape(s: &str) -> BenchResult<Shape> {
         parse_count(b).ok_or_else(bad)?,
         parse_count(p).ok_or_else(bad)?,
     );
-    if b == 0 || p == 0 || b.checked_mul(p).is_none() {
+    // Bytes, not only elements: the suite sizes buffers and floors in bytes of the widest dtype.
+    let bytes = b.checked_mul(p).and_then(|n| n.checked_mul(8));
+    if b == 0 || p == 0 || bytes.is_none() {
         return Err(bad());
     }
     Ok(Shape { b, p })
@@ -342,7 +344,8 @@ mod tests {
         assert_eq!(parse_shape("1024X1m").unwrap().to_string(), "1024x1M");
         assert_eq!(parse_shape("33x1000003").unwrap().to_string(), "33x1000003");
         assert_eq!(parse_shape("1Kx16K").unwrap().to_string(), "1024x16K");
-        for bad in ["256", "0x4M", "x4M", "256x", "256x4Q", "256x-1"] {
+        // 4G x 1G elements fit a usize but not their bytes: the suite's sizes overflowed.
+        for bad in ["256", "0x4M", "x4M", "256x", "256x4Q", "256x-1", "4Gx1G"] {
             assert!(
                 matches!(parse_shape(bad), Err(BenchError::Usage(_))),
                 "{bad}"
