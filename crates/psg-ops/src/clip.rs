@@ -395,7 +395,8 @@ pub fn clip_values_relative(g: &Tensor, fraction: f64) -> Result<Tensor> {
 /// `dtype` computes in f32: otherwise it would silently become 0 or infinity.
 fn fits_f32(op: &str, what: &str, value: f64, dtype: DType) -> Result<()> {
     let v32 = value as f32;
-    if dtype.accumulator() == DType::F32 && !(v32.is_finite() && v32 > 0.0) {
+    // Normal f32 values only, as the message says: a subnormal one has lost its precision.
+    if dtype.accumulator() == DType::F32 && !(v32.is_finite() && v32 >= f32::MIN_POSITIVE) {
         return Err(Error::InvalidParameter(format!(
             "{op}: {what} = {value} is {v32} in f32, the arithmetic of {dtype} data; give a value \
              between 1.2e-38 and 3.4e38, or f64 data"

@@ -798,3 +798,26 @@ fn invalid_parameters_are_typed_errors_that_say_what_to_do() {
         matches!(e, psg_runtime::Error::InvalidParameter(ref m) if m.contains("no per-sample"))
     );
 }
+
+#[test]
+fn noise_of_an_overflowing_shape_is_a_shape_error() {
+    // It said "elements 0 .. 0 + 18446744073709551615 are out of range ... use a smaller offset".
+    let key = NoiseKey {
+        seed: 1,
+        step: 0,
+        offset: 0,
+    };
+    let err = noise(
+        DType::F32,
+        &[1 << 40, 1 << 40],
+        &Device::Cpu,
+        1.0,
+        key,
+        NoiseMode::Standard,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, DpError::Runtime(psg_runtime::Error::Shape(_))),
+        "{err}"
+    );
+}

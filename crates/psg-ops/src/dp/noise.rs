@@ -59,9 +59,14 @@ pub fn noise(
     key: NoiseKey,
     mode: NoiseMode,
 ) -> DpResult<Tensor> {
-    // An overflowing shape fails the range check here, or Tensor::uninit's own check.
-    let len = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-    check(dtype, len.unwrap_or(usize::MAX), std, key)?;
+    // An overflowing shape is a shape error, not an element range past 2^62 from the offset.
+    let Some(len) = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
+        return Err(psg_runtime::Error::Shape(format!(
+            "noise: the shape {shape:?} has more elements than a usize holds; use a smaller shape"
+        ))
+        .into());
+    };
+    check(dtype, len, std, key)?;
     let out = Tensor::uninit(dtype, shape, device)?;
     fill(out, std, key, mode, false)
 }
