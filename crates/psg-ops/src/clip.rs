@@ -393,7 +393,7 @@ pub fn clip_values_relative(g: &Tensor, fraction: f64) -> Result<Tensor> {
 
 /// A positive parameter, checked in f64, must stay a positive finite number in f32 where data of
 /// `dtype` computes in f32: otherwise it would silently become 0 or infinity.
-fn fits_f32(op: &str, what: &str, value: f64, dtype: DType) -> Result<()> {
+pub(crate) fn fits_f32(op: &str, what: &str, value: f64, dtype: DType) -> Result<()> {
     let v32 = value as f32;
     // Normal f32 values only, as the message says: a subnormal one has lost its precision.
     if dtype.accumulator() == DType::F32 && !(v32.is_finite() && v32 >= f32::MIN_POSITIVE) {

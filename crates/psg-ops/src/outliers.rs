@@ -117,14 +117,20 @@ fn trim_mean(g: Batch, m: f64) -> (f32, f32) {
     (if lo == hi { lo } else { total / kept }, kept)
 }
 
-fn check_threshold(rule: &str, k: f64) -> Result<()> {
-    if k.is_finite() && k > 0.0 {
-        Ok(())
-    } else {
-        Err(Error::InvalidParameter(format!(
+/// A threshold k > 0, finite, and a normal number in f32 where g's data computes in f32 (k =
+/// 1e-50 would be 0 there).
+fn check_threshold(rule: &str, k: f64, g: &Tensor) -> Result<()> {
+    if !(k.is_finite() && k > 0.0) {
+        return Err(Error::InvalidParameter(format!(
             "{rule} outlier rule: the threshold k must be a finite number > 0 (3.0 is usual), got {k}"
-        )))
+        )));
     }
+    crate::clip::fits_f32(
+        &format!("{rule} outlier rule"),
+        "the threshold k",
+        k,
+        g.dtype(),
+    )
 }
 
 /// The number trimmed from each end for a batch of `b` samples, checked.
@@ -157,11 +163,11 @@ fn trim_count(rule: &OutlierRule, b: usize) -> Result<usize> {
 pub fn outlier_mean(g: &Tensor, rule: OutlierRule) -> Result<OutlierMean> {
     let (mean, kept) = match rule {
         OutlierRule::ZScore { k } => {
-            check_threshold("z-score", k)?;
+            check_threshold("z-score", k, g)?;
             zscore_mean(g, k)?
         }
         OutlierRule::Mad { k } => {
-            check_threshold("MAD", k)?;
+            check_threshold("MAD", k, g)?;
             mad_mean(g, k)?
         }
         OutlierRule::TrimFraction { .. } | OutlierRule::TrimCount { .. } => {
@@ -180,11 +186,11 @@ pub fn remove_outliers(g: &Tensor, rule: OutlierRule, removed: Removed) -> Resul
     };
     match rule {
         OutlierRule::ZScore { k } => {
-            check_threshold("z-score", k)?;
+            check_threshold("z-score", k, g)?;
             zscore_clean(g, k, fill)
         }
         OutlierRule::Mad { k } => {
-            check_threshold("MAD", k)?;
+            check_threshold("MAD", k, g)?;
             mad_clean(g, k, fill)
         }
         OutlierRule::TrimFraction { .. } | OutlierRule::TrimCount { .. } => {

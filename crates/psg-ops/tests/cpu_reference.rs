@@ -640,3 +640,25 @@ fn normal_kernel_and_pdf_match_their_definitions_and_are_nan_unless_sigma_is_pos
         );
     }
 }
+
+#[test]
+fn outlier_thresholds_must_fit_the_arithmetic() {
+    // k = 1e-50 is 0 in f32: every value off the mean would be an outlier.
+    let g = tensor(&[1.0, 2.0, 3.0], 3, 1);
+    for rule in [
+        ops::OutlierRule::ZScore { k: 1e-50 },
+        ops::OutlierRule::Mad { k: 1e-50 },
+    ] {
+        assert!(
+            matches!(ops::outlier_mean(&g, rule), Err(Error::InvalidParameter(ref m)) if m.contains("in f32")),
+            "{rule:?}"
+        );
+        assert!(
+            ops::remove_outliers(&g, rule, ops::Removed::Zero).is_err(),
+            "{rule:?}"
+        );
+    }
+    // f64 data computes in f64, where 1e-50 is a number.
+    let g64 = Tensor::from_slice(&[1.0f64, 2.0, 3.0], &[3, 1], &Device::Cpu).unwrap();
+    assert!(ops::outlier_mean(&g64, ops::OutlierRule::ZScore { k: 1e-50 }).is_ok());
+}

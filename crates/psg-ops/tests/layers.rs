@@ -1387,3 +1387,13 @@ fn host_allocations_sized_by_the_caller_are_errors_not_aborts() {
     let err = psg_ops::gather_rows(&g, &vec![0; 1 << 24]).unwrap_err();
     assert!(matches!(err, Error::HostMemory(_)), "{err}");
 }
+
+#[test]
+fn a_linear_layer_without_inputs_has_a_row_per_input_row() {
+    // in_features = 0: x is [2, 0]. Its rows were counted as x.len() / 1 = 0, and forward failed
+    // with "cannot reshape [0, 3] (0 elements) to [2, 3]". The output has a row per input row.
+    let mut layer = Linear::init(0, 3, true, 1, &Device::Cpu).unwrap();
+    let x = Tensor::zeros(psg_runtime::DType::F32, &[2, 0], &Device::Cpu).unwrap();
+    let y = layer.forward(&x).unwrap();
+    assert_eq!(y.shape(), &[2, 3]);
+}

@@ -105,7 +105,12 @@ fn rows(x: &Tensor, features: usize, what: &str) -> Result<Tensor> {
             "Linear: the {what} must be [B, {features}] or [B, T, {features}], got {s:?}"
         )));
     }
-    x.reshape(&[x.len() / features.max(1), features])
+    // The rows from the shape, not from x.len() / features: a layer with no inputs has 0 of both.
+    let n = s[..s.len() - 1]
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| Error::Shape(format!("Linear: the {what} {s:?} has too many rows")))?;
+    x.reshape(&[n, features])
 }
 
 fn with_last(shape: &[usize], last: usize) -> Vec<usize> {
