@@ -158,8 +158,8 @@ pub fn generate_with_runtime(
     // they would cost the kernels that read 16-bit tiles, bound by the instructions they
     // issue. The CPU code computes them and leaves them unused for 16-bit elements
     // (`psg_corrected_squares`), so both backends agree bit for bit.
-    let narrow = stats::has_rounding_terms(reduction)
-        .then(|| Plan::new(&stats::without_rounding_terms(reduction)));
+    let without = stats::without_rounding_terms(reduction);
+    let narrow = (without != *reduction).then(|| Plan::new(&without));
     let for_dtype = |d: DType| match (&narrow, d) {
         (Some(narrow), DType::F16 | DType::BF16) => narrow,
         _ => &plan,

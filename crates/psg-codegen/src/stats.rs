@@ -192,12 +192,6 @@ fn nan_guard(column: Column, value: Scalar) -> Scalar {
     Scalar::select(nans.bin(BinOp::Gt, Scalar::lit(0.0)), Scalar::nan(), value)
 }
 
-/// Whether a reduction takes back a mean's rounding ([`Func::CorrectedSquares`]: it takes a
-/// variance).
-pub fn has_rounding_terms(reduction: &Reduction) -> bool {
-    *reduction != without_rounding_terms(reduction)
-}
-
 /// The reduction with every [`Func::CorrectedSquares`] replaced by its sum of squares, what it is
 /// for 16-bit input: the plan of the kernels for 16-bit input, which then have no sum of
 /// deviations to compute.
