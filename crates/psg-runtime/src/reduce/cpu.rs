@@ -11,7 +11,7 @@ use super::{Column, CpuColumnFn, OutputKind, ReductionDef};
 use crate::dtype::DType;
 use crate::element::{Accumulator, Element};
 use crate::error::Result;
-use crate::tensor::{host_zeros, CpuData, Tensor};
+use crate::tensor::{host_filled, host_zeros, CpuData, Tensor};
 
 /// Columns per rayon task. Each task first copies its columns out of `g` (rows of `CHUNK`
 /// consecutive values, so whole cache lines) into one contiguous column each.
@@ -59,20 +59,29 @@ fn run_typed<T: Element>(
         OutputKind::Scalars(n) => n,
         OutputKind::Batch => batch,
     };
-    (0..width.div_ceil(CHUNK))
+    // A Batch output of an empty batch is empty: no column has anything to write (and P may be
+    // huge).
+    let chunks = if kind == OutputKind::Batch && batch == 0 {
+        0
+    } else {
+        width.div_ceil(CHUNK)
+    };
+    (0..chunks)
         .into_par_iter()
-        .for_each(|chunk| {
+        .try_for_each(|chunk| -> Result<()> {
             let first = chunk * CHUNK;
             let cols = CHUNK.min(width - first);
-            // Transposed copy: column j of the chunk at gathered[j * batch ..][..batch].
-            let mut gathered = vec![T::default(); cols * batch];
+            // Transposed copy: column j of the chunk at gathered[j * batch ..][..batch]. With
+            // a few columns and a huge B it is as large as g: an error, not an abort, where
+            // the allocator refuses it.
+            let mut gathered = host_filled(cols * batch, T::default())?;
             for b in 0..batch {
                 let row = &g_values[b * width + first..][..cols];
                 for (j, &v) in row.iter().enumerate() {
                     gathered[j * batch + b] = v;
                 }
             }
-            let mut results = vec![T::Acc::default(); per_column];
+            let mut results = host_filled(per_column, T::Acc::default())?;
             for j in 0..cols {
                 let values = &gathered[j * batch..][..batch];
                 let column = Column {
@@ -96,7 +105,8 @@ fn run_typed<T: Element>(
                     }
                 }
             }
-        });
+            Ok(())
+        })?;
     drop(writers);
     let dtype = g.dtype();
     outputs

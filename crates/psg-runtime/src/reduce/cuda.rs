@@ -1,7 +1,7 @@
 //! The CUDA path: allocate the outputs, pass the arguments in the documented order, launch.
 
 use super::validate::Plan;
-use super::{LaunchShape, ReductionDef};
+use super::{LaunchShape, OutputKind, ReductionDef};
 use crate::cuda::{CudaDevice, KernelArg, LaunchConfig};
 use crate::device::Device;
 use crate::dtype::DType;
@@ -26,7 +26,8 @@ pub(super) fn run(
         .iter()
         .map(|shape| Tensor::uninit(g.dtype(), shape, &on_device))
         .collect::<Result<_>>()?;
-    if plan.width == 0 {
+    // Nothing to compute: no column, or a Batch output of an empty batch (empty itself).
+    if plan.width == 0 || (def.outputs == OutputKind::Batch && plan.batch == 0) {
         return Ok(outputs);
     }
     let mut args = Vec::with_capacity(3 + per_sample.len() + outputs.len() + scalars.len());

@@ -16,7 +16,16 @@ impl Tensor {
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         check_element::<T>(self.dtype(), "the tensor")?;
         match self.storage() {
-            Storage::Cpu(_) => self.as_cpu_slice::<T>().map(<[T]>::to_vec),
+            Storage::Cpu(_) => {
+                // An error, not an abort, where the allocator refuses the copy.
+                let values = self.as_cpu_slice::<T>()?;
+                let mut out = Vec::new();
+                out.try_reserve_exact(values.len()).map_err(|e| {
+                    super::storage::host_memory_error(values.len(), std::mem::size_of::<T>(), &e)
+                })?;
+                out.extend_from_slice(values);
+                Ok(out)
+            }
             Storage::Cuda { device, memory } => {
                 let mut out = super::host_zeros(self.shape())?;
                 // SAFETY: the memory holds this tensor's `len()` elements: psg allocated it so
