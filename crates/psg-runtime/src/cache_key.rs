@@ -4,7 +4,7 @@
 //! entry, so the key is FNV-1a (64 bit) written out here.
 
 /// The version of the cache's key and entry layout; bump it when either changes.
-pub const CACHE_VERSION: u32 = 1;
+pub const CACHE_VERSION: u32 = 2;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -63,6 +63,9 @@ pub struct CacheKey<'a> {
     pub target: &'a str,
     /// NVRTC's (major, minor) version.
     pub nvrtc_version: (i32, i32),
+    /// NVRTC's release and build ([`nvrtc_build`](crate::nvrtc_build)): patch releases of one
+    /// (major, minor) version bring other compilers.
+    pub nvrtc_build: &'a str,
     /// The NVRTC options, in order.
     pub options: &'a [String],
 }
@@ -78,6 +81,7 @@ impl CacheKey<'_> {
         h.field(self.target.as_bytes());
         h.field(&self.nvrtc_version.0.to_le_bytes());
         h.field(&self.nvrtc_version.1.to_le_bytes());
+        h.field(self.nvrtc_build.as_bytes());
         h.field(&(self.options.len() as u64).to_le_bytes());
         for o in self.options {
             h.field(o.as_bytes());
@@ -104,6 +108,7 @@ mod tests {
             source,
             target: "sm_90",
             nvrtc_version: (13, 0),
+            nvrtc_build: "release 13.0, V13.0.88; CL-36424714",
             options,
         }
     }
@@ -116,7 +121,7 @@ mod tests {
         assert_eq!(key("x", &opts).hash(), KEY_LITERAL);
     }
 
-    const KEY_LITERAL: u64 = 0xfc2b_51b0_2898_4801;
+    const KEY_LITERAL: u64 = 0xd5d9_2bd9_3969_8c46;
 
     #[test]
     fn every_field_changes_the_key() {
@@ -135,6 +140,10 @@ mod tests {
             },
             CacheKey {
                 nvrtc_version: (13, 1),
+                ..base.clone()
+            },
+            CacheKey {
+                nvrtc_build: "release 13.0, V13.0.48; CL-36260728",
                 ..base.clone()
             },
             key("x", &other_opts),

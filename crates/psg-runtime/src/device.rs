@@ -143,15 +143,23 @@ fn cuda_choice(ordinal: usize) -> Result<DeviceChoice> {
 fn cpu_reason(e: &Error) -> String {
     match e {
         Error::CudaUnavailable { reason } => format!("CPU: {reason}"),
-        Error::NvrtcUnavailable { reason } => format!("CPU: libnvrtc is missing ({reason})"),
+        Error::NvrtcUnavailable { .. } | Error::NvrtcBuiltinsMissing { .. } => {
+            format!("CPU: NVRTC is not usable, so no kernel could be compiled ({e})")
+        }
         other => format!("CPU: CUDA device 0 is not usable ({other})"),
     }
 }
 
 /// Like [`select_device`], but an error when `PSG_DEVICE` asks for CUDA and it is not usable, or
-/// when `PSG_DEVICE` holds something else than `auto`, `cpu`, `cuda` or `cuda:N`.
+/// when `PSG_DEVICE` holds something else than `auto`, `cpu`, `cuda` or `cuda:N`, or (unless
+/// `PSG_DEVICE=cpu`) `PSG_JIT` something else than `tiered`, `optimized` or `quick`.
 pub fn try_select_device() -> Result<DeviceChoice> {
-    match parse_request(std::env::var("PSG_DEVICE").ok().as_deref())? {
+    let request = parse_request(std::env::var("PSG_DEVICE").ok().as_deref())?;
+    if request != Request::Cpu {
+        // A misspelt PSG_JIT is an error here, not a reason to fall back to the CPU.
+        crate::jit::JitMode::from_env()?;
+    }
+    match request {
         Request::Cpu => Ok(DeviceChoice {
             device: Device::Cpu,
             reason: "CPU: PSG_DEVICE=cpu".to_string(),

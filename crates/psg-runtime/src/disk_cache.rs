@@ -10,6 +10,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::cache_key::{stable_hash, CACHE_VERSION};
 
@@ -21,8 +22,8 @@ pub const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
 
 /// The cache directory from the environment, or `None` when the disk cache is off.
 ///
-/// `PSG_CACHE` set to anything but `on`, `1`, `true` or `yes` (`off`, `0`, `disabled`, ...)
-/// turns it off, so that a spelling psg does not know never leaves it on; otherwise
+/// `PSG_CACHE` set to anything but `on`, `1`, `true` or `yes` (`off`, `0`, `disabled`, ...; an
+/// empty value counts as unset) turns it off, so that a spelling psg does not know never leaves it on; otherwise
 /// `PSG_CACHE_DIR` if set, else `$XDG_CACHE_HOME/psg`, else `$HOME/.cache/psg`; `None` when none
 /// of these is set.
 pub fn cache_dir() -> Option<PathBuf> {
@@ -146,15 +147,52 @@ impl DiskCache {
         self.dir.join(format!("{name}-{key:016x}.bin"))
     }
 
-    /// Reads and verifies the entry for `kernel` under `key`.
+    /// Reads and verifies the entry for `kernel` under `key`. Only a regular file of at most
+    /// [`MAX_ENTRY_BYTES`] is read: a FIFO would block the read, a link to `/dev/zero` fill
+    /// memory.
     pub fn load(&self, kernel: &str, key: u64) -> Lookup {
-        match fs::read(self.entry_path(kernel, key)) {
+        let path = self.entry_path(kernel, key);
+        match fs::metadata(&path) {
+            Ok(m) if !m.is_file() => return Lookup::Corrupt("not a regular file".to_string()),
+            Ok(m) if m.len() > MAX_ENTRY_BYTES => {
+                return Lookup::Corrupt(format!(
+                    "{} bytes, more than an entry may hold ({MAX_ENTRY_BYTES})",
+                    m.len()
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Lookup::Miss,
+            Err(e) => return Lookup::Corrupt(format!("unreadable: {e}")),
+        }
+        match fs::read(&path) {
             Ok(bytes) => match decode_entry(&bytes, key) {
                 Ok(payload) => Lookup::Hit(payload.to_vec()),
                 Err(why) => Lookup::Corrupt(why),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Lookup::Miss,
             Err(e) => Lookup::Corrupt(format!("unreadable: {e}")),
+        }
+    }
+
+    /// [`DiskCache::load`], with a corrupt entry recorded in [`problems`]: the payload of a hit.
+    pub(crate) fn load_noted(&self, kernel: &str, key: u64) -> Option<Vec<u8>> {
+        match self.load(kernel, key) {
+            Lookup::Hit(payload) => Some(payload),
+            Lookup::Miss => None,
+            Lookup::Corrupt(why) => {
+                let path = self.entry_path(kernel, key);
+                note_problem(format!("{}: {why}; compiled again", path.display()));
+                None
+            }
+        }
+    }
+
+    /// [`DiskCache::store`], with a failed write recorded in [`problems`] (not an error: an
+    /// unwritable cache costs a compile next time, nothing else).
+    pub(crate) fn store_noted(&self, kernel: &str, key: u64, payload: &[u8]) {
+        if let Err(e) = self.store(kernel, key, payload) {
+            let path = self.entry_path(kernel, key);
+            note_problem(format!("could not write {}: {e}", path.display()));
         }
     }
 
@@ -187,6 +225,38 @@ impl DiskCache {
     }
 }
 
+/// The largest entry [`DiskCache::load`] reads (a kernel's CUBIN is a few MB at most).
+pub const MAX_ENTRY_BYTES: u64 = 256 << 20;
+
+/// What went wrong with the disk cache in this process: entries that failed verification (or
+/// that the driver refused) and were compiled again, and writes that failed. None of these is an
+/// error (the kernel is compiled instead), but each costs a compile in every process, so a
+/// cache that is slow to warm up can be diagnosed here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheProblems {
+    /// How many there were.
+    pub count: u64,
+    /// The latest, in words, with the entry's path.
+    pub last: Option<String>,
+}
+
+static PROBLEMS: Mutex<CacheProblems> = Mutex::new(CacheProblems {
+    count: 0,
+    last: None,
+});
+
+/// The disk cache's problems in this process so far (see [`CacheProblems`]).
+pub fn problems() -> CacheProblems {
+    PROBLEMS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Records one problem.
+pub(crate) fn note_problem(what: String) {
+    let mut p = PROBLEMS.lock().unwrap_or_else(|p| p.into_inner());
+    p.count += 1;
+    p.last = Some(what);
+}
+
 /// Where [`load_or_compile`] found a kernel image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageOrigin {
@@ -205,15 +275,12 @@ pub fn load_or_compile(
     key: u64,
     compile: impl FnOnce() -> crate::Result<Vec<u8>>,
 ) -> crate::Result<(Vec<u8>, ImageOrigin)> {
-    if let Some(cache) = cache {
-        if let Lookup::Hit(image) = cache.load(kernel, key) {
-            return Ok((image, ImageOrigin::Disk));
-        }
+    if let Some(image) = cache.and_then(|c| c.load_noted(kernel, key)) {
+        return Ok((image, ImageOrigin::Disk));
     }
     let image = compile()?;
     if let Some(cache) = cache {
-        // Not an error: an unwritable cache costs a compile next time, nothing else.
-        let _ = cache.store(kernel, key, &image);
+        cache.store_noted(kernel, key, &image);
     }
     Ok((image, ImageOrigin::Compiled))
 }

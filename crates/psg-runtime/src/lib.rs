@@ -93,7 +93,7 @@ pub use dtype::DType;
 pub use element::{Accumulator, Element};
 pub use error::{Error, Result};
 pub use jit::{compile_cubin, compile_ptx, CompileTarget, JitMode, KernelSource};
-pub use nvrtc::{nvrtc_status, nvrtc_version, supported_archs};
+pub use nvrtc::{nvrtc_build, nvrtc_status, nvrtc_version, supported_archs};
 pub use reduce::{
     run_reduction, Column, CpuColumnFn, CpuKernels, LaunchShape, OutputKind, ReductionDef,
     TiledKernels, COLUMN_TILE_LOG2, MID_MAX_B, PACKED_BINS_MAX_B, SMALL_MAX_B,

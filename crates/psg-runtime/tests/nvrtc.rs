@@ -36,6 +36,22 @@ fn compiles_cubins_for_sm80_and_sm90() {
 }
 
 #[test]
+fn the_build_is_read_from_the_ptx_header() {
+    if !common::nvrtc_or_skip() {
+        return;
+    }
+    // What the disk cache's key holds beside (major, minor): e.g. "release 13.0, V13.0.88;
+    // CL-36424714".
+    let (major, minor) = nvrtc_version().unwrap();
+    let build = psg_runtime::nvrtc_build().unwrap();
+    assert!(
+        build.starts_with(&format!("release {major}.{minor}, V{major}.{minor}.")),
+        "{build}"
+    );
+    assert!(build.contains("; CL-"), "{build}");
+}
+
+#[test]
 fn compiles_ptx_text() {
     if !common::nvrtc_or_skip() {
         return;
@@ -119,22 +135,36 @@ fn nvrtc_dir() -> Option<PathBuf> {
 #[test]
 fn missing_builtins_library_is_a_typed_error() {
     const CHILD: &str = "PSG_TEST_BUILTINS_CHILD";
-    if !common::nvrtc_or_skip() {
-        return;
-    }
     if std::env::var_os(CHILD).is_some() {
-        // In the child: libnvrtc alone is on LD_LIBRARY_PATH, its builtins library is not.
-        match compile_cubin(AXPY, "axpy_f32", (9, 0)) {
-            Err(e @ Error::NvrtcBuiltinsMissing { .. }) => {
-                let msg = e.to_string();
-                assert!(msg.contains("libnvrtc-builtins"), "{msg}");
-                assert!(msg.contains("nvidia-cuda-nvrtc==13.0.88"), "{msg}");
+        // In the child: libnvrtc alone is on LD_LIBRARY_PATH, its builtins library is not. The
+        // status says so (it compiles an empty kernel), so that device selection does not choose
+        // a GPU whose kernels could not be compiled; so does every compile.
+        let status = psg_runtime::nvrtc_status();
+        let compiled = compile_cubin(AXPY, "axpy_f32", (9, 0));
+        match (status, compiled) {
+            (
+                Err(s @ Error::NvrtcBuiltinsMissing { .. }),
+                Err(e @ Error::NvrtcBuiltinsMissing { .. }),
+            ) => {
+                for msg in [s.to_string(), e.to_string()] {
+                    assert!(msg.contains("libnvrtc-builtins"), "{msg}");
+                    assert!(msg.contains("nvidia-cuda-nvrtc==13.0.88"), "{msg}");
+                }
+                assert!(psg_runtime::nvrtc_build().is_err());
             }
             // The system's library path (ldconfig) also holds libnvrtc-builtins, so hiding it from
             // LD_LIBRARY_PATH hides nothing: this machine can't show the error.
-            Ok(_) => eprintln!("skipped: libnvrtc-builtins is found outside LD_LIBRARY_PATH here"),
-            Err(other) => panic!("expected NvrtcBuiltinsMissing, got {other}"),
+            (Ok(()), Ok(_)) => {
+                eprintln!("skipped: libnvrtc-builtins is found outside LD_LIBRARY_PATH here")
+            }
+            (s, c) => panic!(
+                "expected NvrtcBuiltinsMissing twice, got {s:?} and {:?}",
+                c.err()
+            ),
         }
+        return;
+    }
+    if !common::nvrtc_or_skip() {
         return;
     }
     let Some(dir) = nvrtc_dir() else {

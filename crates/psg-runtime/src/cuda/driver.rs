@@ -69,8 +69,10 @@ fn driver_message(e: DriverError) -> String {
              or fewer parameters per call, or check what else runs on this GPU (nvidia-smi)"
         }
         sys::CUresult::CUDA_ERROR_INVALID_IMAGE | sys::CUresult::CUDA_ERROR_NO_BINARY_FOR_GPU => {
-            ". The compiled kernel does not fit this GPU: clear the kernel cache (PSG_CACHE_DIR) \
-             or report a bug"
+            ". The driver refused a kernel NVRTC had just compiled for this GPU (an image from \
+             the disk cache that it refuses is compiled again): the driver may be older than \
+             NVRTC (nvidia-smi shows the newest CUDA version it supports), else please report a \
+             bug"
         }
         sys::CUresult::CUDA_ERROR_NOT_FOUND => {
             ". The kernel's name was not found in its module: KernelSource::name must be the \

@@ -16,10 +16,10 @@ use cudarc::nvrtc::Ptx;
 use super::driver::{driver_error, guarded};
 use super::CudaDevice;
 use crate::cache_key::{stable_hash, CacheKey};
-use crate::disk_cache::{load_or_compile, DiskCache, ImageOrigin, Lookup};
+use crate::disk_cache::{load_or_compile, note_problem, DiskCache, ImageOrigin};
 use crate::error::{Error, Result};
 use crate::jit::{compile, compile_quick, target_for_device, CompileTarget, JitMode, KernelSource};
-use crate::nvrtc::{nvrtc_version, supported_archs};
+use crate::nvrtc::{nvrtc_build, nvrtc_version, supported_archs};
 
 /// Where a kernel came from when it was prepared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -186,13 +186,21 @@ fn spawn_upgrade(
             let _permit = permits().acquire();
             let image = compile(&kernel.source, &kernel.name, target)?;
             if let Some(d) = &disk {
-                // Not an error: an unwritable cache costs a compile next time, nothing else.
-                let _ = d.store(&kernel.name, key, &image);
+                d.store_noted(&kernel.name, key, &image);
             }
             Ok(image)
         })
         .ok()?;
     Some(Upgrade { name, thread })
+}
+
+/// Records in the disk cache's problems that the driver refused `kernel`'s verified entry.
+fn note_refused(disk: &DiskCache, kernel: &str, key: u64, e: &Error) {
+    let path = disk.entry_path(kernel, key);
+    note_problem(format!(
+        "the driver refused {}: {e}; compiled again",
+        path.display()
+    ));
 }
 
 /// What [`CudaDevice::load`] found or built.
@@ -330,11 +338,13 @@ impl CudaDevice {
         let target = target_for_device(self.compute_capability(), &supported_archs()?)?;
         let options = target.options();
         let arch = target.arch_name();
+        let build = nvrtc_build()?;
         let key = CacheKey {
             kernel: name,
             source: &kernel.source,
             target: &arch,
             nvrtc_version: nvrtc_version()?,
+            nvrtc_build: &build,
             options: &options,
         }
         .hash();
@@ -352,10 +362,13 @@ impl CudaDevice {
             (Ok(f), ImageOrigin::Compiled) => f,
             // The entry verified but the driver refused it (say, a driver downgrade): it is not
             // trusted, so compile afresh and overwrite it.
-            (Err(_), ImageOrigin::Disk) => {
+            (Err(e), ImageOrigin::Disk) => {
+                if let Some(d) = &disk {
+                    note_refused(d, name, key, &e);
+                }
                 let image = fresh()?;
                 if let Some(d) = &disk {
-                    let _ = d.store(name, key, &image);
+                    d.store_noted(name, key, &image);
                 }
                 self.load_image(name, image)?
             }
@@ -378,9 +391,13 @@ impl CudaDevice {
         mode: JitMode,
     ) -> Option<Found> {
         let name: &str = &kernel.name;
-        if let Some(Lookup::Hit(image)) = disk.map(|d| d.load(name, key)) {
-            if let Ok(f) = self.load_image(name, image) {
-                return Some(Found::plain(f, KernelOrigin::Disk));
+        if let Some(d) = disk {
+            if let Some(image) = d.load_noted(name, key) {
+                // One the driver refuses is compiled again (the optimized build writes over it).
+                match self.load_image(name, image) {
+                    Ok(f) => return Some(Found::plain(f, KernelOrigin::Disk)),
+                    Err(e) => note_refused(d, name, key, &e),
+                }
             }
         }
         let image = compile_quick(&kernel.source, name, target).ok()?;

@@ -116,12 +116,44 @@ fn corrupt_entry_is_recompiled_and_rewritten() {
     bytes[last] ^= 1;
     fs::write(&path, &bytes).unwrap();
     assert!(matches!(cache.load("k", KEY), Lookup::Corrupt(_)));
+    // Recorded (other tests of this binary may record theirs at the same time).
+    let before = problems().count;
     assert_eq!(
         fetch(Some(&cache), &calls),
         (IMAGE.to_vec(), ImageOrigin::Compiled)
     );
+    assert!(problems().count > before);
     assert_eq!(calls.get(), 2);
     assert_eq!(cache.load("k", KEY), Lookup::Hit(IMAGE.to_vec()));
+}
+
+#[cfg(unix)]
+#[test]
+fn entries_that_are_not_regular_files_are_not_read() {
+    let tmp = TempDir::new("special");
+    let cache = DiskCache::new(&tmp.0);
+    fs::create_dir_all(&tmp.0).unwrap();
+    let path = cache.entry_path("k", KEY);
+    // A FIFO would block the read until a writer came; a link to /dev/zero would fill memory.
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    if made.is_ok_and(|s| s.success()) {
+        assert_eq!(
+            cache.load("k", KEY),
+            Lookup::Corrupt("not a regular file".into())
+        );
+        fs::remove_file(&path).unwrap();
+    }
+    std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+    assert_eq!(
+        cache.load("k", KEY),
+        Lookup::Corrupt("not a regular file".into())
+    );
+    fs::remove_file(&path).unwrap();
+    fs::create_dir(&path).unwrap();
+    assert_eq!(
+        cache.load("k", KEY),
+        Lookup::Corrupt("not a regular file".into())
+    );
 }
 
 #[test]
@@ -153,7 +185,9 @@ fn unwritable_dir_is_not_an_error() {
     let cache = DiskCache::new(file.join("cache"));
     assert!(cache.store("k", KEY, IMAGE).is_err());
     let calls = Cell::new(0);
+    let before = problems().count;
     assert_eq!(fetch(Some(&cache), &calls).1, ImageOrigin::Compiled);
+    assert!(problems().count > before);
     assert_eq!(fetch(Some(&cache), &calls).1, ImageOrigin::Compiled);
     assert_eq!(calls.get(), 2);
 }
