@@ -13,13 +13,17 @@
 //! #[batch_reduce]
 //! fn trimmed_mean(g: Batch, k: f32) -> f32 {
 //!     let (mu, sigma) = (g.mean(), g.std());
-//!     g.filter(|x| (x - mu).abs() <= k * sigma).mean()
+//!     // Equal values have sigma = 0, but their f32 mean can round off them: keep such a column.
+//!     g.filter(|x| !(sigma > 0.0) || (x - mu).abs() <= k * sigma).mean()
 //! }
 //!
 //! let device = Device::Cpu; // or psg::select_device().device
 //! let g = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 100.0], &[4, 1], &device)?;
 //! let m = trimmed_mean(&g, 1.0)?;
 //! assert_eq!(m.to_vec::<f32>()?, vec![2.0]);
+//! // Seven copies of 0.1 have a std of 0 and a mean that rounds off 0.1: all are kept.
+//! let same = Tensor::from_slice(&[0.1f32; 7], &[7, 1], &device)?;
+//! assert!(!trimmed_mean(&same, 1.0)?.to_vec::<f32>()?[0].is_nan());
 //! # Ok::<(), psg::Error>(())
 //! ```
 //!

@@ -113,14 +113,13 @@ pub fn print(expr: &Scalar, syntax: &dyn Syntax, scope: &Scope) -> String {
 }
 
 /// The shortest decimal text that reads back as `value` in the accumulator type, or `None` for
-/// non-finite values (each language spells those its own way).
+/// values that are not finite in it (each language spells those its own way): `1e300` is
+/// infinite in f32, as `1e300_f64 as f32` is.
 pub fn finite_literal(value: f64, acc: Acc) -> Option<String> {
-    if !value.is_finite() {
-        return None;
-    }
     let text = match acc {
-        Acc::F32 => format!("{:?}", value as f32),
-        Acc::F64 => format!("{value:?}"),
+        Acc::F32 if (value as f32).is_finite() => format!("{:?}", value as f32),
+        Acc::F64 if value.is_finite() => format!("{value:?}"),
+        _ => return None,
     };
     // `{:?}` prints e.g. `1e-7`, `0.5`, `3.0`; make sure it reads as a float in C too.
     if text.contains('.') || text.contains('e') {

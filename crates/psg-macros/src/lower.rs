@@ -224,7 +224,7 @@ impl Lowerer {
                 let v = match v {
                     Value::Scalar(s, ty) => {
                         self.lets.push(Let {
-                            name: name.clone(),
+                            name: generated_name(&pi.ident),
                             value: s,
                         });
                         Value::Scalar(Scalar::Local(self.lets.len() - 1), ty)
@@ -298,9 +298,17 @@ impl Lowerer {
                     ["f32" | "f64", "INFINITY"] => f64::INFINITY,
                     ["f32" | "f64", "NEG_INFINITY"] => f64::NEG_INFINITY,
                     ["f32" | "f64", "NAN"] => f64::NAN,
+                    ["f32", "MAX"] => f64::from(f32::MAX),
+                    ["f32", "MIN"] => f64::from(f32::MIN),
+                    ["f32", "MIN_POSITIVE"] => f64::from(f32::MIN_POSITIVE),
+                    ["f32", "EPSILON"] => f64::from(f32::EPSILON),
+                    ["f64", "MAX"] => f64::MAX,
+                    ["f64", "MIN"] => f64::MIN,
+                    ["f64", "MIN_POSITIVE"] => f64::MIN_POSITIVE,
+                    ["f64", "EPSILON"] => f64::EPSILON,
                     [.., "consts", "PI"] => std::f64::consts::PI,
                     [.., "consts", "E"] => std::f64::consts::E,
-                    _ => return Err(Error::new(p.span(), "unsupported path: only names in scope and the constants f32::INFINITY, f32::NEG_INFINITY, f32::NAN, consts::PI and consts::E")),
+                    _ => return Err(Error::new(p.span(), "unsupported path: only names in scope, the constants INFINITY, NEG_INFINITY, NAN, MAX, MIN, MIN_POSITIVE and EPSILON of f32 and f64, consts::PI and consts::E")),
                 };
                 num(Scalar::lit(value))
             }
@@ -349,6 +357,9 @@ impl Lowerer {
             }
             _ => return Err(Error::new(b.op.span(), "unsupported operator: use + - * / comparisons && || !")),
         };
+        if op == BinOp::Div && integer_literals(&b.left) && integer_literals(&b.right) {
+            return Err(Error::new(b.op.span(), "`/` between integer literals: Rust divides integers (`7 / 2` is 3), but a reduction's scalars are floats (3.5); write float literals, e.g. `7.0 / 2.0`"));
+        }
         let (l, r, ty) = if matches!(op, BinOp::And | BinOp::Or) {
             (self.boolean(&b.left)?, self.boolean(&b.right)?, Ty::Bool)
         } else {
@@ -759,4 +770,34 @@ fn unsupported(e: &Expr) -> Error {
         _ => "unsupported expression in a batch reduction: use numbers, parameters, `let` names, arithmetic, comparisons, `if`/`else`, normal_pdf(..), normal_kernel(..), column methods and scalar methods",
     };
     Error::new(e.span(), what)
+}
+
+/// Whether `e` is integer literals alone (`7`, `-(3 + 4) * 2`): arithmetic Rust would do in
+/// integers.
+fn integer_literals(e: &Expr) -> bool {
+    match e {
+        Expr::Lit(l) => matches!(l.lit, Lit::Int(_)),
+        Expr::Paren(p) => integer_literals(&p.expr),
+        Expr::Group(g) => integer_literals(&g.expr),
+        Expr::Unary(u) => matches!(u.op, syn::UnOp::Neg(_)) && integer_literals(&u.expr),
+        Expr::Binary(b) => {
+            matches!(
+                b.op,
+                syn::BinOp::Add(_) | syn::BinOp::Sub(_) | syn::BinOp::Mul(_) | syn::BinOp::Div(_)
+            ) && integer_literals(&b.left)
+                && integer_literals(&b.right)
+        }
+        _ => false,
+    }
+}
+
+/// A `let`'s name as the generated code spells it: the user's, without `r#`, every character
+/// that is not ASCII alphanumeric as `_` (Rust allows `σ`; the generated C and Rust are kept
+/// ASCII). Only for readability: generated locals are numbered.
+fn generated_name(ident: &syn::Ident) -> String {
+    let text = ident.to_string();
+    let text = text.strip_prefix("r#").unwrap_or(&text);
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }

@@ -43,11 +43,16 @@ const PARAM_HELP: &str = "a batch reduction takes one `Batch` (the column), any 
 const RETURN_HELP: &str = "a batch reduction returns `f32` (one value per column), a tuple such \
     as `(f32, f32)`, or `Batch` (a per-sample tensor shaped like the input)";
 
+/// The name of a plain type, by its last segment: `Batch`, `psg::Batch` and
+/// `psg::prelude::Batch` are all `Batch`.
 fn type_name(ty: &Type) -> Option<String> {
     match ty {
-        Type::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => {
-            let seg = &p.path.segments[0];
-            seg.arguments.is_none().then(|| seg.ident.to_string())
+        Type::Path(p) if p.qself.is_none() => {
+            let segs = &p.path.segments;
+            let plain = segs.iter().all(|s| s.arguments.is_none());
+            plain
+                .then(|| segs.last().map(|s| s.ident.to_string()))
+                .flatten()
         }
         _ => None,
     }

@@ -228,6 +228,62 @@ fn same_plans_at(dtype: DType, batches: &[usize], seed: u64) {
     }
 }
 
+/// Rust spellings a user may write: a qualified `Batch`, a non-ASCII and a raw `let` name, the
+/// float constants, and a literal that is infinite in f32 (it used to generate `inf.0_f32`).
+#[batch_reduce(crate = "psg_runtime")]
+fn rust_spellings(g: psg_runtime::Batch) -> (f32, f32, f32, f32, f32) {
+    let écart = g.std();
+    let r#type = g.map(|x| x.min(1e300)).max();
+    (
+        écart * 2.0,
+        r#type,
+        g.map(|x| x.clamp(f32::MIN, f32::MAX)).sum(),
+        f32::EPSILON + f64::MIN_POSITIVE,
+        g.map(|x| x.max(-1e39)).min(),
+    )
+}
+
+#[test]
+fn rust_spellings_read_as_rust() {
+    let outputs = |g: Tensor| -> Vec<f64> {
+        let (a, b, c, d, e) = rust_spellings(&g).unwrap();
+        [a, b, c, d, e]
+            .iter()
+            .map(|t| match t.dtype() {
+                DType::F64 => t.to_vec::<f64>().unwrap()[0],
+                _ => f64::from(t.to_vec::<f32>().unwrap()[0]),
+            })
+            .collect()
+    };
+    // f32: the literals 1e300 and -1e39 are infinite, as `1e300_f64 as f32` is.
+    let f32_in = [1.0f32, 2.0, -3.0, 1e30];
+    let out = outputs(Tensor::from_slice(&f32_in, &[4, 1], &Device::Cpu).unwrap());
+    let std = {
+        let m = f32_in.iter().sum::<f32>() / 4.0;
+        (f32_in.iter().map(|x| (x - m) * (x - m)).sum::<f32>() / 3.0).sqrt()
+    };
+    assert_eq!(out[0], f64::from(std * 2.0), "{out:?}");
+    assert_eq!(out[1], 1e30_f32 as f64);
+    assert_eq!(out[2], f64::from(1.0f32 + 2.0 + -3.0 + 1e30));
+    assert_eq!(out[3], f64::from(f32::EPSILON));
+    assert_eq!(out[4], -3.0);
+    // f64: the same literals are finite.
+    let f64_in = [1.0f64, 2.0, -3.0, 1e301];
+    let out = outputs(Tensor::from_slice(&f64_in, &[4, 1], &Device::Cpu).unwrap());
+    assert_eq!(out[1], 1e300);
+    assert_eq!(out[3], f64::from(f32::EPSILON) + f64::MIN_POSITIVE);
+    assert_eq!(out[4], -3.0);
+    // The generated CUDA compiles (the literal is psg_inf(), the names ASCII).
+    if psg_runtime::nvrtc_status().is_ok() {
+        let def = &rust_spellings::DEF;
+        let tiled = def.tiled.iter().flat_map(|t| t.cuda.iter());
+        for k in def.cuda.iter().chain(tiled) {
+            psg_runtime::compile_cubin(&k.source, &k.name, (9, 0))
+                .unwrap_or_else(|e| panic!("{}: {e}", k.name));
+        }
+    }
+}
+
 /// No samples (a Poisson-sampled step may be empty: NaN, counts of 0); whole columns a thread up
 /// to 64 (more for 16-bit input), 4 or 8 parts a column to 128, bit-sliced to 256, digit passes
 /// above, a thread a column past shared memory.
@@ -448,7 +504,7 @@ fn a_wrong_per_sample_input_is_named_in_the_error() {
 }
 
 /// The README's DSL notes: ranks after `with_rank` (0-based; ties by sample index; a NaN after
-/// +inf), `kth`'s integer part, NaN for an out-of-range `kth` or `quantile` inside a reduction,
+/// +inf), `kth` rounding `k` down, NaN for an out-of-range `kth` or `quantile` inside a reduction,
 /// and 0 where a `Batch` result's filter removed an element.
 #[batch_reduce(crate = "psg_runtime")]
 fn dsl_edges(g: Batch, k: f64, q: f64) -> (f32, f32, f32, f32) {
@@ -509,7 +565,8 @@ fn the_readmes_dsl_notes_hold() {
         (one(mean), one(kth), one(quantile), one(top)),
         (1.75, 1.0, 1.0, 4.0)
     );
-    for (k, q) in [(-1.0, 1.5), (5.0, -0.1), (0.0, f64::NAN)] {
+    // kth rounds k down: -0.5 is out of range.
+    for (k, q) in [(-1.0, 1.5), (-0.5, 2.0), (5.0, -0.1), (0.0, f64::NAN)] {
         let (_, kth, quantile, _) = dsl_edges(&g, k, q).unwrap();
         let (kth, quantile) = (one(kth), one(quantile));
         assert!(k == 0.0 || kth.is_nan(), "kth({k}) = {kth}");

@@ -1,0 +1,9 @@
+use psg::batch_reduce;
+
+// Rust would compute 7 / 2 in integers (3); a reduction's scalars are floats.
+#[batch_reduce]
+fn halves(g: Batch) -> f32 {
+    g.map(|x| x * (7 / 2)).sum()
+}
+
+fn main() {}
