@@ -259,12 +259,8 @@ impl Lowerer {
 
     /// Lowers an expression that must be a number.
     fn number(&mut self, e: &Expr) -> Result<Scalar, Error> {
-        match self.expr(e)? {
-            Value::Scalar(s, Ty::Num) => Ok(s),
-            Value::Scalar(_, Ty::Bool) => Err(Error::new(e.span(), "expected a number, found a boolean (a comparison or logic); write `if cond { 1.0 } else { 0.0 }` for a number")),
-            Value::Column { .. } => Err(Error::new(e.span(), format!("expected a scalar, found a column: reduce it first ({COLUMN_METHODS})"))),
-            Value::PerSample(_) => Err(Error::new(e.span(), "a `PerSample` input can only be used as `column.zip(input)`")),
-        }
+        let v = self.expr(e)?;
+        as_number(v, e)
     }
 
     /// Lowers an expression that must be a boolean.
@@ -363,8 +359,16 @@ impl Lowerer {
         let (l, r, ty) = if matches!(op, BinOp::And | BinOp::Or) {
             (self.boolean(&b.left)?, self.boolean(&b.right)?, Ty::Bool)
         } else {
-            let ty = if op.is_boolean() { Ty::Bool } else { Ty::Num };
-            (self.number(&b.left)?, self.number(&b.right)?, ty)
+            match (op, self.expr(&b.left)?, self.expr(&b.right)?) {
+                // Booleans compare as in Rust: `(x > 0.0) == (y > 0.0)`.
+                (BinOp::Eq | BinOp::Ne, Value::Scalar(l, Ty::Bool), Value::Scalar(r, Ty::Bool)) => {
+                    (l, r, Ty::Bool)
+                }
+                (_, l, r) => {
+                    let ty = if op.is_boolean() { Ty::Bool } else { Ty::Num };
+                    (as_number(l, &b.left)?, as_number(r, &b.right)?, ty)
+                }
+            }
         };
         Ok(Value::Scalar(l.bin(op, r), ty))
     }
@@ -800,4 +804,14 @@ fn generated_name(ident: &syn::Ident) -> String {
     text.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
+}
+
+/// The scalar of `v`, lowered from `e`, which must be a number; else an error saying what it is.
+fn as_number(v: Value, e: &Expr) -> Result<Scalar, Error> {
+    match v {
+        Value::Scalar(s, Ty::Num) => Ok(s),
+        Value::Scalar(_, Ty::Bool) => Err(Error::new(e.span(), "expected a number, found a boolean (a comparison or logic); write `if cond { 1.0 } else { 0.0 }` for a number")),
+        Value::Column { .. } => Err(Error::new(e.span(), format!("expected a scalar, found a column: reduce it first ({COLUMN_METHODS})"))),
+        Value::PerSample(_) => Err(Error::new(e.span(), "a `PerSample` input can only be used as `column.zip(input)`")),
+    }
 }

@@ -159,6 +159,12 @@ pub fn parse(f: &ItemFn) -> Result<Signature, Error> {
             ))
         }
         ReturnType::Type(_, ty) => match &**ty {
+            Type::Tuple(t) if t.elems.len() == 1 => {
+                return Err(Error::new(
+                    t.span(),
+                    "a one-element tuple: for one value per column return `f32` (and end with the value, not `(value,)`)",
+                ))
+            }
             Type::Tuple(t) if !t.elems.is_empty() => {
                 for e in &t.elems {
                     if is_scalar_type(e).is_none() {

@@ -229,9 +229,10 @@ fn same_plans_at(dtype: DType, batches: &[usize], seed: u64) {
 }
 
 /// Rust spellings a user may write: a qualified `Batch`, a non-ASCII and a raw `let` name, the
-/// float constants, and a literal that is infinite in f32 (it used to generate `inf.0_f32`).
+/// float constants, a literal that is infinite in f32 (it used to generate `inf.0_f32`), and
+/// booleans compared with `==`.
 #[batch_reduce(crate = "psg_runtime")]
-fn rust_spellings(g: psg_runtime::Batch) -> (f32, f32, f32, f32, f32) {
+fn rust_spellings(g: psg_runtime::Batch) -> (f32, f32, f32, f32, f32, f32) {
     let écart = g.std();
     let r#type = g.map(|x| x.min(1e300)).max();
     (
@@ -240,14 +241,15 @@ fn rust_spellings(g: psg_runtime::Batch) -> (f32, f32, f32, f32, f32) {
         g.map(|x| x.clamp(f32::MIN, f32::MAX)).sum(),
         f32::EPSILON + f64::MIN_POSITIVE,
         g.map(|x| x.max(-1e39)).min(),
+        g.filter(|x| (x > 0.0) == (x < 5.0)).count(),
     )
 }
 
 #[test]
 fn rust_spellings_read_as_rust() {
     let outputs = |g: Tensor| -> Vec<f64> {
-        let (a, b, c, d, e) = rust_spellings(&g).unwrap();
-        [a, b, c, d, e]
+        let (a, b, c, d, e, f) = rust_spellings(&g).unwrap();
+        [a, b, c, d, e, f]
             .iter()
             .map(|t| match t.dtype() {
                 DType::F64 => t.to_vec::<f64>().unwrap()[0],
@@ -267,7 +269,8 @@ fn rust_spellings_read_as_rust() {
     assert_eq!(out[2], f64::from(1.0f32 + 2.0 + -3.0 + 1e30));
     assert_eq!(out[3], f64::from(f32::EPSILON));
     assert_eq!(out[4], -3.0);
-    // f64: the same literals are finite.
+    assert_eq!(out[5], 2.0); // 1 and 2 lie in (0, 5); -3 and 1e30 on one side each
+                             // f64: the same literals are finite.
     let f64_in = [1.0f64, 2.0, -3.0, 1e301];
     let out = outputs(Tensor::from_slice(&f64_in, &[4, 1], &Device::Cpu).unwrap());
     assert_eq!(out[1], 1e300);
