@@ -162,6 +162,15 @@ fn plans(g: &Tensor, f: &Tensor, b: usize) -> Result<Vec<(&'static str, Tensor)>
         ("majority side median", side),
     ]);
     out.push(("median centred", median_centred(g)?));
+    let (s0, s1, s2, s3, s4, s5) = rust_spellings(g)?;
+    out.extend([
+        ("spellings: std", s0),
+        ("spellings: min with 1e300", s1),
+        ("spellings: clamp to MIN, MAX", s2),
+        ("spellings: EPSILON", s3),
+        ("spellings: max with -1e39", s4),
+        ("spellings: booleans ==", s5),
+    ]);
     if b <= 300 {
         // Stable ranks cost O(B^2) a column on the CPU.
         out.push(("middle half", middle_half(g)?));
