@@ -121,7 +121,10 @@ fn a_generator_never_repeats_a_counter_across_tensors_or_steps() {
     let sizes = [3usize, 1000, 1, 17, 0, 4];
     let mut ranges = Vec::new(); // (step, start, end)
     for step in 0..3u64 {
-        let keys: Vec<NoiseKey> = sizes.iter().map(|&n| gen.next_key(n).unwrap()).collect();
+        let keys: Vec<NoiseKey> = sizes
+            .iter()
+            .map(|&n| gen.next_key(n, DType::F32).unwrap())
+            .collect();
         for (k, &n) in keys.iter().zip(&sizes) {
             assert_eq!((k.seed, k.step), (5, step));
             ranges.push((k.step, k.offset, k.offset + n as u64));
@@ -164,6 +167,68 @@ fn a_generator_never_repeats_a_counter_across_tensors_or_steps() {
     assert!(z0.iter().zip(&z1).all(|(a, b)| a != b));
 }
 
+/// The Philox blocks (and words) an f32 or f64 key of `n` elements reads.
+fn words(key: NoiseKey, n: u64, dtype: DType) -> std::ops::Range<u64> {
+    match dtype {
+        // An f64 value reads all four words of its block.
+        DType::F64 => (key.offset / 2) * 4..(key.offset + n).div_ceil(2) * 4,
+        _ => key.offset..key.offset + n,
+    }
+}
+
+/// Whether an f64 pair of `z64` and lanes 2 and 3 of an f32 block of `z32` (both r (cos, sin) of
+/// one Box-Muller angle) have the same angle: the mark of two tensors reading one Philox block.
+fn share_an_angle(z64: &[f64], z32: &[f32]) -> bool {
+    let angle = |c: f64, s: f64| s.atan2(c);
+    z64.chunks(2).any(|p| {
+        z32.chunks(4)
+            .any(|q| (angle(p[0], p[1]) - angle(f64::from(q[2]), f64::from(q[3]))).abs() < 1e-6)
+    })
+}
+
+#[test]
+fn f32_and_f64_tensors_of_a_step_never_share_a_philox_word() {
+    let sizes = [
+        (7u64, DType::F32),
+        (100, DType::F64),
+        (300, DType::F32),
+        (3, DType::F64),
+    ];
+    let mut gen = NoiseGenerator::new(9);
+    let mut seen: Vec<std::ops::Range<u64>> = Vec::new();
+    for (n, dtype) in sizes {
+        let key = gen.next_key(n as usize, dtype).unwrap();
+        let w = words(key, n, dtype);
+        for other in &seen {
+            assert!(
+                w.end <= other.start || other.end <= w.start,
+                "{w:?} and {other:?} overlap"
+            );
+        }
+        seen.push(w);
+    }
+    // Element ranges alone (f64 elements 0..100 = blocks 0..50, then f32 elements 100..400 =
+    // blocks 25..100) made the two tensors read the same blocks: the check below sees it.
+    let key = |offset| NoiseKey {
+        seed: 9,
+        step: 0,
+        offset,
+    };
+    let z64 = raw_noise(DType::F64, key(0), 100, 1.0, NoiseMode::Standard);
+    let z32: Vec<f32> = raw_noise(DType::F32, key(100), 300, 1.0, NoiseMode::Standard)
+        .into_iter()
+        .map(|z| z as f32)
+        .collect();
+    assert!(share_an_angle(&z64, &z32));
+    // add_noise takes the key by the tensor's dtype: f64, then f32, share nothing.
+    let mut gen = NoiseGenerator::new(9);
+    let a = Tensor::from_slice(&[0.0f64; 100], &[100], &Device::Cpu).unwrap();
+    let b = Tensor::from_slice(&[0.0f32; 300], &[300], &Device::Cpu).unwrap();
+    let za = gen.add_noise(&a, 1.0).unwrap().to_vec::<f64>().unwrap();
+    let zb = gen.add_noise(&b, 1.0).unwrap().to_vec::<f32>().unwrap();
+    assert!(!share_an_angle(&za, &zb));
+}
+
 #[test]
 fn generator_add_noise_uses_fresh_counters_each_call() {
     let t = Tensor::from_slice(&[1.0f32; 8], &[8], &Device::Cpu).unwrap();
@@ -171,7 +236,7 @@ fn generator_add_noise_uses_fresh_counters_each_call() {
     let a = gen.add_noise(&t, 1.0).unwrap().to_vec::<f32>().unwrap();
     let b = gen.add_noise(&t, 1.0).unwrap().to_vec::<f32>().unwrap();
     assert!(a.iter().zip(&b).all(|(x, y)| x != y));
-    assert_eq!(gen.next_key(1).unwrap().offset, 16);
+    assert_eq!(gen.next_key(1, DType::F32).unwrap().offset, 16);
     let resumed = NoiseGenerator::new(11).at_step(40);
     assert_eq!(resumed.step(), 40);
 }
@@ -187,9 +252,9 @@ fn secure_mode_reseeds_from_the_os_every_step_and_says_so() {
         "{text}"
     );
     assert!(format!("{gen:?}").contains("<secret>"));
-    let s0 = gen.next_key(4).unwrap().seed;
+    let s0 = gen.next_key(4, DType::F32).unwrap().seed;
     gen.advance().unwrap();
-    let k1 = gen.next_key(4).unwrap();
+    let k1 = gen.next_key(4, DType::F32).unwrap();
     assert_eq!((k1.step, k1.offset), (1, 0));
     assert_ne!(
         s0, k1.seed,
@@ -784,10 +849,13 @@ fn invalid_parameters_are_typed_errors_that_say_what_to_do() {
         "{e}"
     );
     let mut gen = NoiseGenerator::new(0);
-    gen.next_key((1 << 62) - 1).unwrap();
-    assert!(gen.next_key(2).is_err(), "a step's counters end at 2^62");
+    gen.next_key((1 << 62) - 1, DType::F32).unwrap();
+    assert!(
+        gen.next_key(2, DType::F32).is_err(),
+        "a step's counters end at 2^62"
+    );
     assert_eq!(
-        gen.next_key(1).unwrap().offset,
+        gen.next_key(1, DType::F32).unwrap().offset,
         (1 << 62) - 1,
         "a failed reservation takes nothing"
     );

@@ -1,11 +1,11 @@
 //! Handing out noise counters so that they never repeat: within a step every tensor gets its own
-//! range of global element indices, and every step its own step number (and, in secure mode, its
-//! own seed from the OS CSPRNG).
+//! range of Philox counters, and every step its own step number (and, in secure mode, its own
+//! seed from the OS CSPRNG).
 
 use std::fmt;
 
 use psg_privacy::normal::{secure_seed, NoiseMode, MAX_ELEMENTS};
-use psg_runtime::Tensor;
+use psg_runtime::{DType, Tensor};
 
 use super::error::{DpError, DpResult};
 use super::noise::{add_noise, NoiseKey};
@@ -13,22 +13,27 @@ use super::noise::{add_noise, NoiseKey};
 /// Gives every tensor noised in a step a disjoint range of Philox counters, and moves to a fresh
 /// step (and, in secure mode, a fresh seed) with [`NoiseGenerator::advance`].
 ///
-/// Philox counters are (global element index, step): the element indices of one step are handed
-/// out consecutively from 0, so no two tensors of a step share one, and the step number grows by
-/// one per step, so no two steps do. Two generators with the same seed *do* repeat each other's
-/// noise: use one generator per training run, and [`NoiseGenerator::at_step`] when resuming.
+/// Philox counters are (block, step), and a block's four words make four f32 values or two f64
+/// values (see [`psg_privacy::normal`]): the words of one step are handed out consecutively from
+/// 0, f32 tensors from where the last one ended (so that their noise is one long draw cut in
+/// pieces), f64 tensors from the next whole block (an f64 value reads all four words of its
+/// block), so no two tensors of a step share a word; and the step number grows by one per step,
+/// so no two steps do. Two generators with the same seed *do* repeat each other's noise: use one
+/// generator per training run, and [`NoiseGenerator::at_step`] when resuming.
 ///
 /// Not `Clone`, for the same reason. Its `Display` states the mode and where seeds come from.
 ///
 /// ```
 /// use psg_ops::dp::NoiseGenerator;
+/// use psg_runtime::DType;
 ///
 /// let mut noise = NoiseGenerator::new(7);
-/// let a = noise.next_key(10)?; // elements 0 .. 10 of step 0
-/// let b = noise.next_key(5)?; // elements 10 .. 15 of step 0
-/// assert_eq!((a.offset, b.offset, b.step), (0, 10, 0));
+/// let a = noise.next_key(10, DType::F32)?; // f32 elements 0 .. 10 of step 0: blocks 0 .. 2.5
+/// let b = noise.next_key(5, DType::F32)?; // f32 elements 10 .. 15: blocks 2.5 .. 3.75
+/// let c = noise.next_key(3, DType::F64)?; // f64 elements 8 .. 11: blocks 4 .. 5.5
+/// assert_eq!((a.offset, b.offset, c.offset, c.step), (0, 10, 8, 0));
 /// noise.advance()?;
-/// assert_eq!(noise.next_key(3)?.step, 1);
+/// assert_eq!(noise.next_key(3, DType::F32)?.step, 1);
 /// assert!(noise.to_string().contains("fixed seed"));
 /// # Ok::<(), psg_ops::dp::DpError>(())
 /// ```
@@ -37,7 +42,8 @@ pub struct NoiseGenerator {
     os_seeded: bool,
     seed: u64,
     step: u64,
-    next_offset: u64,
+    /// The next free 32-bit Philox word of the step (a quarter block): an f32 element's unit.
+    next_word: u64,
 }
 
 impl NoiseGenerator {
@@ -56,7 +62,7 @@ impl NoiseGenerator {
             os_seeded: false,
             seed,
             step: 0,
-            next_offset: 0,
+            next_word: 0,
         }
     }
 
@@ -75,7 +81,7 @@ impl NoiseGenerator {
             os_seeded: true,
             seed: secure_seed()?,
             step: 0,
-            next_offset: 0,
+            next_word: 0,
         })
     }
 
@@ -83,7 +89,7 @@ impl NoiseGenerator {
     /// checkpoint without reusing the steps already taken.
     pub fn at_step(mut self, step: u64) -> Self {
         self.step = step;
-        self.next_offset = 0;
+        self.next_word = 0;
         self
     }
 
@@ -107,24 +113,41 @@ impl NoiseGenerator {
         self.step
     }
 
-    /// Reserves the next `len` global element indices of the current step and returns the key
-    /// that addresses them. The key includes the seed: whoever holds it can recompute the noise.
+    /// Reserves the counters of `len` elements of `dtype` in the current step and returns the key
+    /// that addresses them (its `offset` is in `dtype`'s elements). f32 ranges follow each other
+    /// word for word; an f64 range starts at the next whole block. The key includes the seed:
+    /// whoever holds it can recompute the noise. (f16 and bf16 count as f32 here; noise is made
+    /// in f32 or f64 only.)
     ///
     /// # Errors
     ///
     /// [`psg_privacy::Error::ElementRangeOutOfBounds`] when the step's indices would pass 2^62
     /// (nothing is reserved then).
-    pub fn next_key(&mut self, len: usize) -> DpResult<NoiseKey> {
-        let offset = self.next_offset;
-        let out_of_range = psg_privacy::Error::ElementRangeOutOfBounds {
-            offset,
-            len: len as u64,
+    pub fn next_key(&mut self, len: usize, dtype: DType) -> DpResult<NoiseKey> {
+        let len = len as u64;
+        // Elements of `dtype` a block holds; the words one element takes.
+        let per_block: u64 = if dtype == DType::F64 { 2 } else { 4 };
+        let (offset, end_word) = if per_block == 4 {
+            (Some(self.next_word), self.next_word.checked_add(len))
+        } else {
+            let block = self.next_word.div_ceil(4);
+            let offset = block.checked_mul(2);
+            let end = offset
+                .and_then(|o| o.checked_add(len))
+                .and_then(|e| e.div_ceil(2).checked_mul(4));
+            (offset, end)
         };
-        let end = offset
-            .checked_add(len as u64)
-            .filter(|&end| end <= MAX_ELEMENTS)
-            .ok_or(out_of_range)?;
-        self.next_offset = end;
+        let out_of_range = psg_privacy::Error::ElementRangeOutOfBounds {
+            offset: offset.unwrap_or(u64::MAX),
+            len,
+        };
+        let (offset, end_word) = match (offset, end_word) {
+            (Some(o), Some(e)) if o.checked_add(len).is_some_and(|end| end <= MAX_ELEMENTS) => {
+                (o, e)
+            }
+            _ => return Err(out_of_range.into()),
+        };
+        self.next_word = end_word;
         Ok(NoiseKey {
             seed: self.seed,
             step: self.step,
@@ -148,7 +171,7 @@ impl NoiseGenerator {
             self.seed = secure_seed()?;
         }
         self.step = step;
-        self.next_offset = 0;
+        self.next_word = 0;
         Ok(())
     }
 
@@ -159,7 +182,7 @@ impl NoiseGenerator {
     ///
     /// As [`NoiseGenerator::next_key`] and [`add_noise`].
     pub fn add_noise(&mut self, t: &Tensor, std: f64) -> DpResult<Tensor> {
-        let key = self.next_key(t.len())?;
+        let key = self.next_key(t.len(), t.dtype())?;
         add_noise(t, std, key, self.mode)
     }
 }
@@ -202,7 +225,7 @@ impl fmt::Debug for NoiseGenerator {
             d.field("seed", &self.seed);
         }
         d.field("step", &self.step)
-            .field("next_offset", &self.next_offset)
+            .field("next_word", &self.next_word)
             .finish()
     }
 }

@@ -205,7 +205,7 @@ impl DpSgd {
         let mut noise_keys = Vec::with_capacity(grads.len());
         for (g, f) in grads.iter().zip(&factors) {
             let aggregate = config.aggregation.apply(g, f, e)?;
-            let key = self.noise.next_key(aggregate.len())?;
+            let key = self.noise.next_key(aggregate.len(), aggregate.dtype())?;
             gradients.push(if fresh {
                 add_noise_to_fresh(aggregate, std, key, mode)?
             } else {
