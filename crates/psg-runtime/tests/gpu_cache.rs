@@ -1,7 +1,9 @@
 //! The kernel caches on a GPU, in each JIT mode: optimized builds Compiled, then Memory, then
 //! Disk for a new device handle, and a corrupt entry recompiled; tiered compiling's quick build
 //! first and its optimized build from the background, then from the disk cache; quick builds
-//! never written to the disk cache. Its own test binary, because it points PSG_CACHE_DIR at a
+//! never written to the disk cache; a corrupt entry counted in `disk_cache::problems()`; eight
+//! threads loading one kernel at once; background builds still joined after a clear. Its own
+//! test binary, because it points PSG_CACHE_DIR at a
 //! temporary folder for the whole process.
 
 use psg_runtime::{cuda_device, CudaDevice, JitMode, KernelOrigin, KernelSource};
@@ -73,8 +75,12 @@ fn gpu_cache_origins_in_every_jit_mode() {
         bytes[last] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
     }
+    let problems = psg_runtime::disk_cache::problems().count;
     let again = open(JitMode::Optimized);
     assert_eq!(again.prepare(&k).unwrap(), KernelOrigin::Compiled);
+    let seen = psg_runtime::disk_cache::problems();
+    assert!(seen.count > problems, "{seen:?}");
+    assert!(seen.last.is_some_and(|l| l.contains("gpu_cache_probe")));
     let third = open(JitMode::Optimized);
     assert_eq!(third.prepare(&k).unwrap(), KernelOrigin::Disk);
 
@@ -127,6 +133,36 @@ fn gpu_cache_origins_in_every_jit_mode() {
     drop(dropped);
     assert_eq!(
         open(JitMode::Optimized).prepare(&z).unwrap(),
+        KernelOrigin::Disk
+    );
+
+    // Eight threads loading one new kernel at once each get it loaded; one entry is kept, and
+    // the background builds of the others are still joined when the handle is dropped.
+    let c = probe("concurrent");
+    let shared = open(JitMode::Tiered);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                let origin = shared.prepare(&c).unwrap();
+                assert!(matches!(origin, KernelOrigin::Quick | KernelOrigin::Memory));
+            });
+        }
+    });
+    assert_eq!(shared.prepare(&c).unwrap(), KernelOrigin::Memory);
+    drop(shared);
+    assert_eq!(
+        open(JitMode::Optimized).prepare(&c).unwrap(),
+        KernelOrigin::Disk
+    );
+
+    // Clearing the memory cache keeps a pending background build for the drop to wait on.
+    let cleared = probe("cleared");
+    let h = open(JitMode::Tiered);
+    assert_eq!(h.prepare(&cleared).unwrap(), KernelOrigin::Quick);
+    h.clear_memory_cache();
+    drop(h);
+    assert_eq!(
+        open(JitMode::Optimized).prepare(&cleared).unwrap(),
         KernelOrigin::Disk
     );
     let _ = std::fs::remove_dir_all(&dir);

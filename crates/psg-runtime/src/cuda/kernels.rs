@@ -6,6 +6,7 @@
 //! is written to the disk cache and replaces the quick one at the first launch after it is ready.
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
@@ -102,6 +103,9 @@ struct CacheState {
     /// Quick builds an optimized one replaced, kept loaded (launches of them may still be in
     /// flight) until the memory cache is cleared or the device dropped.
     retired: Vec<CudaFunction>,
+    /// Background builds no entry waits for any more (their kernel was loaded twice at once, or
+    /// the cache cleared): joined when the device is dropped, so that they reach the disk cache.
+    orphans: Vec<Upgrade>,
     stats: KernelCacheStats,
 }
 
@@ -126,6 +130,9 @@ impl Drop for KernelCache {
             if let Some(upgrade) = loaded.upgrade.take() {
                 let _ = upgrade.thread.join();
             }
+        }
+        for upgrade in state.orphans.drain(..) {
+            let _ = upgrade.thread.join();
         }
     }
 }
@@ -226,7 +233,15 @@ impl CudaDevice {
     /// and reach the disk cache, not this device. Tensors and clones of the device are not
     /// affected.
     pub fn clear_memory_cache(&self) {
+        // Launches of the modules about to be unloaded may still run on this handle's stream.
+        let _ = self.synchronize();
         let mut state = self.inner.kernels.lock();
+        let pending: Vec<Upgrade> = state
+            .functions
+            .values_mut()
+            .filter_map(|l| l.upgrade.take())
+            .collect();
+        state.orphans.extend(pending);
         state.functions.clear();
         state.retired.clear();
         state.stats = KernelCacheStats::default();
@@ -286,20 +301,28 @@ impl CudaDevice {
         // Compile and load outside the lock: two threads may both compile a new kernel once,
         // which is harmless, instead of every launch waiting on one compile.
         let found = self.load(kernel)?;
-        let mut state = self.inner.kernels.lock();
+        let mut guard = self.inner.kernels.lock();
+        let state = &mut *guard;
         match found.origin {
             KernelOrigin::Disk => state.stats.disk_hits += 1,
             KernelOrigin::Quick => state.stats.quick_compiles += 1,
             _ => state.stats.compiles += 1,
         }
         let function = found.function.clone();
-        state.functions.insert(
-            id,
-            Loaded {
-                function: found.function,
-                upgrade: found.upgrade,
-            },
-        );
+        match state.functions.entry(id) {
+            // Another thread loaded it meanwhile (and may be launching it): keep its entry, and
+            // keep this module loaded too, for this launch.
+            Entry::Occupied(_) => {
+                state.retired.push(found.function);
+                state.orphans.extend(found.upgrade);
+            }
+            Entry::Vacant(v) => {
+                v.insert(Loaded {
+                    function: found.function,
+                    upgrade: found.upgrade,
+                });
+            }
+        }
         Ok((function, found.origin))
     }
 
