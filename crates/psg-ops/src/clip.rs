@@ -114,6 +114,8 @@ pub fn clip_kernel_sources() -> Vec<&'static KernelSource> {
 /// Each sample's norm over `sums` (per-sample sums of squares, `[B]` each, on one CUDA device),
 /// computed there: `sqrt` of their f64 sum in order, in `acc`. No host round trip.
 fn norms_cuda(dev: &CudaDevice, sums: &[Tensor], b: usize, acc: DType) -> Result<Tensor> {
+    // Each tensor's sums were computed on its own handle (stream).
+    let _order = dev.order_with_others(&sums.iter().collect::<Vec<_>>())?;
     let device = Device::Cuda(dev.clone());
     let [add, sqrt, _] = clip_kernels(acc);
     let n_b = KernelArg::I64(b as i64);

@@ -1119,6 +1119,35 @@ fn gpu_sinks_match_cpu() {
             assert_near(&format!("{sink:?} {}", x.name), &gx, &want, 1e-5);
         }
     }
+    // `g` on another handle of the GPU (its own stream), and a set of tensors for the norms
+    // split over the two handles: each launch waits for the other handle, the same results.
+    let other = Device::Cuda(psg_runtime::CudaDevice::new(0).unwrap());
+    let cpu = linear(&a, &g, true, Sink::Keep).unwrap();
+    let got = linear(&on(&a, &dev), &on(&g, &other), true, Sink::Keep).unwrap();
+    for (x, y) in got.params.iter().zip(&cpu.params) {
+        for (gx, cy) in [
+            (
+                x.per_sample.tensor().unwrap(),
+                y.per_sample.tensor().unwrap(),
+            ),
+            (&x.batch, &y.batch),
+        ] {
+            assert_near(
+                &format!("two handles {}", x.name),
+                &host(gx),
+                &f64s(&host(cy)),
+                1e-5,
+            );
+        }
+    }
+    let norms = psg_ops::per_sample_norms(&[&a, &g]).unwrap();
+    let split = psg_ops::per_sample_norms(&[&on(&a, &dev), &on(&g, &other)]).unwrap();
+    assert_near(
+        "norms over two handles",
+        &host(&split),
+        &f64s(&host(&norms)),
+        1e-5,
+    );
 }
 
 #[test]

@@ -85,7 +85,7 @@ pub mod tensor;
 pub use cache_key::CACHE_VERSION;
 pub use cuda::{
     cuda_device_count, CudaDevice, DeviceBuffer, KernelArg, KernelCacheStats, KernelOrigin,
-    LaunchConfig,
+    LaunchConfig, OtherHandles,
 };
 pub use device::{cuda_device, select_device, try_select_device, Device, DeviceChoice};
 pub use disk_cache::cache_dir;

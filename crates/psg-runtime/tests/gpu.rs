@@ -237,6 +237,26 @@ fn gpu_borrowed_pointer_view_and_borrowed_stream() {
     assert_eq!(bits(&out[0]), bits(&cpu[0]));
     drop((out, on_theirs, borrowed));
     theirs.synchronize().unwrap(); // still alive: psg did not destroy it
+
+    // A per-sample input written on another handle (its own stream), then freed: the launch on
+    // `d` waits for that handle first and for `d`'s stream before the input can be freed.
+    let other = CudaDevice::new(0).unwrap();
+    assert!(!other.same_handle(&d));
+    let w = common::random_values(b, 6);
+    let want = run_reduction(
+        &common::weighted_def(),
+        &owner.to_device(&Device::Cpu).unwrap(),
+        &[&tensor(&w, DType::F32, &[b], &Device::Cpu)],
+        &[0.5],
+    )
+    .unwrap();
+    for _ in 0..20 {
+        let w_other = tensor(&w, DType::F32, &[b], &Device::Cuda(other.clone()));
+        let got = run_reduction(&common::weighted_def(), &owner, &[&w_other], &[0.5]).unwrap();
+        drop(w_other);
+        assert_eq!(bits(&got[0]), bits(&want[0]));
+        assert_eq!(bits(&got[1]), bits(&want[1]));
+    }
 }
 
 #[test]

@@ -182,7 +182,10 @@ pub fn conv2d(x: &Tensor, gy: &Tensor, spec: &Conv2dSpec, sink: Sink<'_>) -> Res
     let device = same_device(OP, ("the input x", x), ("the output gradient gy", gy))?;
     let (weight, bias) = match &device {
         Device::Cpu => cpu(x, gy, &geo)?,
-        Device::Cuda(dev) => cuda(dev, x, gy, &geo)?,
+        Device::Cuda(dev) => {
+            let _order = dev.order_with_others(&[x, gy])?;
+            cuda(dev, x, gy, &geo)?
+        }
     };
     let mut params = vec![ParamGrad {
         name: "weight",

@@ -53,7 +53,10 @@ pub fn layer_norm(x_hat: &Tensor, gy: &Tensor, sink: Sink<'_>) -> Result<LayerGr
     let t = shape[1..shape.len() - 1].iter().product::<usize>();
     let [w, wb, bi, bb] = match &device {
         Device::Cpu => cpu(x_hat, gy, b, t, d)?,
-        Device::Cuda(dev) => cuda(dev, x_hat, gy, b, t, d)?,
+        Device::Cuda(dev) => {
+            let _order = dev.order_with_others(&[x_hat, gy])?;
+            cuda(dev, x_hat, gy, b, t, d)?
+        }
     };
     Ok(LayerGrads {
         params: vec![

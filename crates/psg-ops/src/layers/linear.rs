@@ -161,7 +161,10 @@ pub fn linear_with(
     let device = same_device(OP, ("the input a", a), ("the output gradient g", g))?;
     let raw = match &device {
         Device::Cpu => cpu(a, g, &dims, bias)?,
-        Device::Cuda(dev) => cuda(dev, a, g, &dims, bias, schedule)?,
+        Device::Cuda(dev) => {
+            let _order = dev.order_with_others(&[a, g])?;
+            cuda(dev, a, g, &dims, bias, schedule)?
+        }
     };
     let mut params = vec![ParamGrad {
         name: "weight",

@@ -203,6 +203,25 @@ impl CudaDevice {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// Orders this handle's next launches with `tensors` that live on *other* handles of this
+    /// GPU (other streams): waits now for those handles' streams (the tensors' pending writes),
+    /// and the returned guard, dropped once the launches that read them are enqueued, waits for
+    /// this handle's stream (so that a tensor freed afterwards on its own stream is not reused
+    /// while a launch here still reads it). Where every tensor is on this handle, or on the CPU,
+    /// it does nothing and the guard neither.
+    pub fn order_with_others(&self, tensors: &[&crate::Tensor]) -> Result<OtherHandles> {
+        let mut others = false;
+        for t in tensors {
+            if let crate::Device::Cuda(other) = t.device() {
+                if !other.same_handle(self) {
+                    other.synchronize()?;
+                    others = true;
+                }
+            }
+        }
+        Ok(OtherHandles(others.then(|| self.clone())))
+    }
+
     /// Waits until everything enqueued on this device's stream has finished.
     pub fn synchronize(&self) -> Result<()> {
         guarded("cuStreamSynchronize", || {
@@ -260,5 +279,19 @@ impl fmt::Display for CudaDevice {
             "CUDA device {}: {} (sm_{major}{minor})",
             self.inner.ordinal, self.inner.name
         )
+    }
+}
+
+/// From [`CudaDevice::order_with_others`]: when dropped, waits for the handle's stream if
+/// tensors of other handles were used (a failed wait leaves its error to the next call on the
+/// handle).
+#[must_use = "the launches that read the other handles' tensors must be enqueued before it drops"]
+pub struct OtherHandles(Option<CudaDevice>);
+
+impl Drop for OtherHandles {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = d.synchronize();
+        }
     }
 }

@@ -30,16 +30,12 @@ pub(super) fn run(
     if plan.width == 0 || (def.outputs == OutputKind::Batch && plan.batch == 0) {
         return Ok(outputs);
     }
+    // A per-sample tensor of another handle of this device (another stream) must be complete
+    // before this stream reads it, and not freed before the launch has read it.
+    let _order = device.order_with_others(per_sample)?;
     let mut args = Vec::with_capacity(3 + per_sample.len() + outputs.len() + scalars.len());
     args.push(KernelArg::Ptr(g.cuda_ptr()?));
     for t in per_sample {
-        // A tensor filled through another handle of this device (another stream) must be
-        // complete before this stream reads it.
-        if let Device::Cuda(other) = t.device() {
-            if !other.same_handle(device) {
-                other.synchronize()?;
-            }
-        }
         args.push(KernelArg::Ptr(t.cuda_ptr()?));
     }
     for o in &outputs {
