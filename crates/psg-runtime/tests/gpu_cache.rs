@@ -15,6 +15,14 @@ fn open(mode: JitMode) -> CudaDevice {
     d
 }
 
+/// A fresh optimized handle finds `k` in the disk cache.
+fn assert_on_disk(k: &KernelSource) {
+    assert_eq!(
+        open(JitMode::Optimized).prepare(k).unwrap(),
+        KernelOrigin::Disk
+    );
+}
+
 /// A source no earlier run has cached (its name is `gpu_cache_probe`).
 fn probe(tag: &str) -> KernelSource {
     let stamp = format!(
@@ -131,10 +139,7 @@ fn gpu_cache_origins_in_every_jit_mode() {
     let dropped = open(JitMode::Tiered);
     assert_eq!(dropped.prepare(&z).unwrap(), KernelOrigin::Quick);
     drop(dropped);
-    assert_eq!(
-        open(JitMode::Optimized).prepare(&z).unwrap(),
-        KernelOrigin::Disk
-    );
+    assert_on_disk(&z);
 
     // Eight threads loading one new kernel at once each get it loaded; one entry is kept, and
     // the background builds of the others are still joined when the handle is dropped.
@@ -150,10 +155,7 @@ fn gpu_cache_origins_in_every_jit_mode() {
     });
     assert_eq!(shared.prepare(&c).unwrap(), KernelOrigin::Memory);
     drop(shared);
-    assert_eq!(
-        open(JitMode::Optimized).prepare(&c).unwrap(),
-        KernelOrigin::Disk
-    );
+    assert_on_disk(&c);
 
     // Clearing the memory cache keeps a pending background build for the drop to wait on.
     let cleared = probe("cleared");
@@ -161,9 +163,6 @@ fn gpu_cache_origins_in_every_jit_mode() {
     assert_eq!(h.prepare(&cleared).unwrap(), KernelOrigin::Quick);
     h.clear_memory_cache();
     drop(h);
-    assert_eq!(
-        open(JitMode::Optimized).prepare(&cleared).unwrap(),
-        KernelOrigin::Disk
-    );
+    assert_on_disk(&cleared);
     let _ = std::fs::remove_dir_all(&dir);
 }
