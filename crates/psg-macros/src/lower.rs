@@ -3,6 +3,7 @@
 
 use psg_codegen::ir::{BinOp, Column, Func, Let, Output, Scalar, UnOp};
 use psg_codegen::stats;
+use syn::ext::IdentExt;
 use syn::{spanned::Spanned, Block, Error, Expr, Lit, Pat, Stmt};
 
 use crate::signature::{ParamKind, Returns, Signature};
@@ -66,7 +67,7 @@ pub fn lower(sig: &Signature, block: &Block) -> Result<(Vec<Let>, Output), Error
             ParamKind::PerSample(i) => Value::PerSample(i),
             ParamKind::Scalar(i, _) => Value::Scalar(Scalar::Param(i), Ty::Num),
         };
-        l.bind(p.name.to_string(), value, false);
+        l.bind(p.name.unraw().to_string(), value, false);
     }
     let Some((last, init)) = block.stmts.split_last() else {
         return Err(Error::new(
@@ -139,7 +140,7 @@ impl Lowerer {
     }
 
     fn lookup(&self, ident: &syn::Ident) -> Result<Value, Error> {
-        let name = ident.to_string();
+        let name = ident.unraw().to_string();
         let mut behind_barrier = false;
         for entry in self.env.iter().rev() {
             match entry {
@@ -220,7 +221,7 @@ impl Lowerer {
                     return Err(Error::new(pi.span(), "`let mut` is not supported: a batch reduction has no mutable state (the GPU kernel is a pure function of the column); bind a new name instead"));
                 }
                 let v = self.expr(value)?;
-                let name = pi.ident.to_string();
+                let name = pi.ident.unraw().to_string();
                 let v = match v {
                     Value::Scalar(s, ty) => {
                         self.lets.push(Let {
@@ -513,13 +514,13 @@ impl Lowerer {
                 for (p, lane) in closure.inputs.iter().zip(&lanes) {
                     match p {
                         Pat::Ident(pi) if pi.mutability.is_none() => self.bind(
-                            pi.ident.to_string(),
+                            pi.ident.unraw().to_string(),
                             Value::Scalar(lane.clone(), Ty::Num),
                             true,
                         ),
                         Pat::Type(pt) => match &*pt.pat {
                             Pat::Ident(pi) => self.bind(
-                                pi.ident.to_string(),
+                                pi.ident.unraw().to_string(),
                                 Value::Scalar(lane.clone(), Ty::Num),
                                 true,
                             ),
@@ -780,7 +781,11 @@ fn unsupported(e: &Expr) -> Error {
 /// integers.
 fn integer_literals(e: &Expr) -> bool {
     match e {
-        Expr::Lit(l) => matches!(l.lit, Lit::Int(_)),
+        // `7f32` and `1_f64` are integer tokens with a float suffix: floats in Rust too.
+        Expr::Lit(l) => match &l.lit {
+            Lit::Int(i) => !matches!(i.suffix(), "f32" | "f64"),
+            _ => false,
+        },
         Expr::Paren(p) => integer_literals(&p.expr),
         Expr::Group(g) => integer_literals(&g.expr),
         Expr::Unary(u) => matches!(u.op, syn::UnOp::Neg(_)) && integer_literals(&u.expr),
@@ -799,9 +804,10 @@ fn integer_literals(e: &Expr) -> bool {
 /// that is not ASCII alphanumeric as `_` (Rust allows `σ`; the generated C and Rust are kept
 /// ASCII). Only for readability: generated locals are numbered.
 fn generated_name(ident: &syn::Ident) -> String {
-    let text = ident.to_string();
-    let text = text.strip_prefix("r#").unwrap_or(&text);
-    text.chars()
+    ident
+        .unraw()
+        .to_string()
+        .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
 }

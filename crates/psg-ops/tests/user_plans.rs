@@ -237,16 +237,18 @@ fn same_plans_at(dtype: DType, batches: &[usize], seed: u64) {
     }
 }
 
-/// Rust spellings a user may write: a qualified `Batch`, a non-ASCII and a raw `let` name, the
-/// float constants, a literal that is infinite in f32 (it used to generate `inf.0_f32`), and
+/// Rust spellings a user may write: a qualified `Batch`, a non-ASCII and a raw `let` name (`r#hi`
+/// is `hi`), float-suffixed integer tokens (`7f32 / 3.5_f64` is 2), the float constants, a literal that is infinite in f32 (it used to generate `inf.0_f32`), and
 /// booleans compared with `==`.
 #[batch_reduce(crate = "psg_runtime")]
-fn rust_spellings(g: psg_runtime::Batch) -> (f32, f32, f32, f32, f32, f32) {
+// `psg::prelude::Batch` as a user's crate would write it: the macro reads a parameter's type by
+// its last segment and leaves no type of the signature in the code it generates.
+fn rust_spellings(g: psg::prelude::Batch) -> (f32, f32, f32, f32, f32, f32) {
     let écart = g.std();
-    let r#type = g.map(|x| x.min(1e300)).max();
+    let r#hi = g.map(|x| x.min(1e300)).max();
     (
-        écart * 2.0,
-        r#type,
+        écart * (7f32 / 3.5_f64),
+        hi,
         g.map(|x| x.clamp(f32::MIN, f32::MAX)).sum(),
         f32::EPSILON + f64::MIN_POSITIVE,
         g.map(|x| x.max(-1e39)).min(),
