@@ -5,7 +5,7 @@
 
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use cudarc::nvrtc::{result as nvrtc_result, sys};
 
@@ -45,7 +45,7 @@ fn search_description() -> String {
 /// why not.
 ///
 /// The answer is worked out once per process (the loader's search path cannot change after
-/// start), by compiling an empty kernel to PTX (about 20 ms): a libnvrtc that loads but finds no
+/// start), by compiling an empty kernel to PTX (20-40 ms): a libnvrtc that loads but finds no
 /// builtins can compile nothing, and a device that relied on it could run no kernel.
 pub fn nvrtc_status() -> Result<()> {
     probe().map(|_| ())
@@ -61,30 +61,43 @@ pub fn nvrtc_build() -> Result<String> {
     probe()
 }
 
-/// Loads libnvrtc, calls it, and compiles an empty kernel, once per process; the build string.
+/// Loads libnvrtc, calls it, and compiles an empty kernel; the build string. The answer is kept
+/// for the process, but for a failed compile of the empty kernel other than missing builtins
+/// (say, NVRTC out of memory), which is tried again at the next call.
 fn probe() -> Result<String> {
-    static STATUS: OnceLock<Result<String>> = OnceLock::new();
-    STATUS
-        .get_or_init(|| {
-            // SAFETY: loading libnvrtc runs its initialisers, which are as trusted as any library
-            // the process links; nothing else is assumed.
-            let present = catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false);
-            if !present {
-                return Err(Error::NvrtcUnavailable {
-                    reason: search_description(),
-                });
-            }
-            raw_version()?;
-            const PROBE: &str = "extern \"C\" __global__ void psg_probe() {}\n";
-            let ptx = compile_unchecked(PROBE, "psg_probe", &[], false).map_err(|e| match e {
-                Error::Compile { log, .. } => Error::NvrtcUnavailable {
-                    reason: format!("libnvrtc loads but cannot compile an empty kernel: {log}"),
-                },
-                other => other,
-            })?;
-            Ok(build_of_ptx(&String::from_utf8_lossy(&ptx)))
+    static STATUS: Mutex<Option<Result<String>>> = Mutex::new(None);
+    let mut status = STATUS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = status.as_ref() {
+        return known.clone();
+    }
+    // SAFETY: loading libnvrtc runs its initialisers, which are as trusted as any library the
+    // process links; nothing else is assumed.
+    let present = catch_unwind(|| unsafe { sys::is_culib_present() }).unwrap_or(false);
+    // Whether the answer is for good: all but a failed compile of the empty kernel.
+    let mut for_good = true;
+    let answer = if !present {
+        Err(Error::NvrtcUnavailable {
+            reason: search_description(),
         })
-        .clone()
+    } else {
+        raw_version().and_then(|_| {
+            const PROBE: &str = "extern \"C\" __global__ void psg_probe() {}\n";
+            match compile_unchecked(PROBE, "psg_probe", &[], false) {
+                Ok(ptx) => Ok(build_of_ptx(&String::from_utf8_lossy(&ptx))),
+                Err(Error::Compile { log, .. }) => {
+                    for_good = false;
+                    Err(Error::NvrtcUnavailable {
+                        reason: format!("libnvrtc loads but cannot compile an empty kernel: {log}"),
+                    })
+                }
+                Err(other) => Err(other),
+            }
+        })
+    };
+    if for_good {
+        *status = Some(answer.clone());
+    }
+    answer
 }
 
 /// The release and build lines of NVRTC's PTX header, joined.

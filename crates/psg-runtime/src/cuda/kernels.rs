@@ -201,11 +201,16 @@ fn spawn_upgrade(
     Some(Upgrade { name, thread })
 }
 
-/// Records in the disk cache's problems that the driver refused `kernel`'s verified entry.
+/// Records in the disk cache's problems that the driver refused `kernel`'s verified entry (the
+/// driver's error name only: its advice is about images compiled just now).
 fn note_refused(disk: &DiskCache, kernel: &str, key: u64, e: &Error) {
     let path = disk.entry_path(kernel, key);
+    let why = match e {
+        Error::Driver { message, .. } => message.split(" (").next().unwrap_or(message),
+        _ => "refused",
+    };
     note_problem(format!(
-        "the driver refused {}: {e}; compiled again",
+        "the driver refused {} ({why}); compiled again",
         path.display()
     ));
 }
