@@ -23,9 +23,9 @@ pub const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
 /// The cache directory from the environment, or `None` when the disk cache is off.
 ///
 /// `PSG_CACHE` set to anything but `on`, `1`, `true` or `yes` (`off`, `0`, `disabled`, ...; an
-/// empty value counts as unset) turns it off, so that a spelling psg does not know never leaves it on; otherwise
-/// `PSG_CACHE_DIR` if set, else `$XDG_CACHE_HOME/psg`, else `$HOME/.cache/psg`; `None` when none
-/// of these is set.
+/// empty value counts as unset) turns it off, so that a spelling psg does not know never leaves
+/// it on; otherwise `PSG_CACHE_DIR` if set, else `$XDG_CACHE_HOME/psg`, else `$HOME/.cache/psg`;
+/// `None` when none of these is set.
 pub fn cache_dir() -> Option<PathBuf> {
     resolve_cache_dir(|name| std::env::var_os(name))
 }

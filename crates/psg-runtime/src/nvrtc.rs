@@ -46,7 +46,8 @@ fn search_description() -> String {
 ///
 /// The answer is worked out once per process (the loader's search path cannot change after
 /// start), by compiling an empty kernel to PTX (20-40 ms): a libnvrtc that loads but finds no
-/// builtins can compile nothing, and a device that relied on it could run no kernel.
+/// builtins can compile nothing, and a device that relied on it could run no kernel. (A compile
+/// of the empty kernel that fails otherwise, say out of memory, is tried again at the next call.)
 pub fn nvrtc_status() -> Result<()> {
     probe().map(|_| ())
 }
