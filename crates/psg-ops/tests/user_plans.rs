@@ -287,8 +287,17 @@ fn rust_spellings_read_as_rust() {
     assert_eq!(out[1], 1e300);
     assert_eq!(out[3], f64::from(f32::EPSILON) + f64::MIN_POSITIVE);
     assert_eq!(out[4], -3.0);
-    // The generated CUDA compiles (the literal is psg_inf(), the names ASCII).
-    if psg_runtime::nvrtc_status().is_ok() {
+    // The generated CUDA compiles (the literal is psg_inf(), the names ASCII); where NVRTC is
+    // missing that is a failure if PSG_REQUIRE_NVRTC=1 (CI), else said and skipped.
+    let nvrtc = psg_runtime::nvrtc_status();
+    if let Err(e) = &nvrtc {
+        assert!(
+            std::env::var("PSG_REQUIRE_NVRTC").as_deref() != Ok("1"),
+            "PSG_REQUIRE_NVRTC=1 but NVRTC is unusable: {e}"
+        );
+        eprintln!("skipped the NVRTC compile (not evidence): {e}");
+    }
+    if nvrtc.is_ok() {
         let def = &rust_spellings::DEF;
         let tiled = def.tiled.iter().flat_map(|t| t.cuda.iter());
         for k in def.cuda.iter().chain(tiled) {
