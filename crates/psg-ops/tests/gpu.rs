@@ -11,6 +11,7 @@
 mod common;
 
 use common::{assert_identical, Rng};
+use psg_macros::batch_reduce;
 use psg_ops as ops;
 use psg_runtime::{DType, Device, Result, Tensor};
 
@@ -580,7 +581,7 @@ fn gpu_trimmed_mean_at_zero_and_tied_bounds_matches_cpu() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0010);
     for dtype in [DType::F32, DType::BF16] {
-        for b in [33usize, 65, 128, 129, 200, 255, 256, 1000] {
+        for b in [5usize, 33, 64, 65, 128, 129, 200, 255, 256, 1000] {
             let p = 40_000;
             let g = Pair::new(&zero_bound_columns(&mut rng, b, p), &[b, p], dtype, &dev);
             for alpha in [0.0, 0.1, 0.3] {
@@ -1286,4 +1287,101 @@ extern "C" __global__ void bf16_rne_check(unsigned int* out) {
         got[0], got[1]
     );
     assert_eq!(got[2], 2 * ((1 << 23) - 1), "NaN inputs seen");
+}
+
+/// Distances to per-column values other than the median, selected at other ranks: the second
+/// least distance to the lower quintile and the 90% quantile of those distances, and the lower
+/// median of the distances to the median shifted by `s` (a value between the samples).
+#[batch_reduce(crate = "psg_runtime")]
+fn distance_ranks(g: Batch, s: f64) -> (f32, f32, f32) {
+    let q = g.quantile(0.2);
+    let m = g.median() + s;
+    (
+        g.map(|x| (x - q).abs()).kth(1.0),
+        g.map(|x| (x - m).abs()).median_low(),
+        g.map(|x| (x - q).abs()).quantile(0.9),
+    )
+}
+
+/// Columns for the distances' selections at small B, by kind: gradient-like; ties (eighths);
+/// 90% zeros of either sign; all positive; subnormal; huge (`x - m` overflows to inf); one value
+/// repeated; two values. In every fifth block of 32 columns, column 7 holds +inf in every sample
+/// (its median is inf, its distances NaN); in every fifth from the third, column 11 a NaN.
+fn distance_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
+    let dense = rng.gradients(b * p);
+    (0..b * p)
+        .map(|i| {
+            let (r, c, x) = (i / p, i % p, dense[i]);
+            let (block, within) = (c / 32, c % 32);
+            if block % 5 == 4 && within == 7 {
+                return f32::INFINITY;
+            }
+            if block % 5 == 2 && within == 11 && r == c % b {
+                return f32::NAN;
+            }
+            match c % 8 {
+                1 => (x * 8.0).round() / 8.0,
+                2 if rng.below(10) != 0 => {
+                    if rng.below(2) == 0 {
+                        0.0
+                    } else {
+                        -0.0
+                    }
+                }
+                3 => x.abs() + 1.0,
+                4 => x * 1e-39,
+                5 => x * 3e37,
+                6 => 0.375,
+                7 => {
+                    if r % 2 == 0 {
+                        -1.5
+                    } else {
+                        2.0
+                    }
+                }
+                _ => x,
+            }
+        })
+        .collect()
+}
+
+/// Selections on the distances `|x - m|` to a per-column `m` in the kernel for B up to 64 (the
+/// MAD's, and others at other ranks) against the CPU, bit for bit, at odd and even B, with
+/// ties, zeros of either sign, subnormal and overflowing distances, an infinite median and a
+/// NaN, in f32, bf16 and f16.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_distances_of_small_batches_match_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0012);
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        for b in [1usize, 2, 3, 4, 5, 8, 17, 31, 32, 33, 48, 63, 64] {
+            let p = 32 * 10 + 5;
+            let g = Pair::new(&distance_columns(&mut rng, b, p), &[b, p], dtype, &dev);
+            g.same("mad mean", |t| {
+                Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 2.0 })?.mean)
+            });
+            g.same("mad kept", |t| {
+                Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 2.0 })?.kept)
+            });
+            g.same("mad clean", |t| {
+                ops::remove_outliers(t, ops::OutlierRule::Mad { k: 2.0 }, ops::Removed::NaN)
+            });
+            for s in [0.0, 0.25] {
+                let outputs = |t: &Tensor| distance_ranks(t, s);
+                let (want, got) = (outputs(&g.cpu).unwrap(), outputs(&g.gpu).unwrap());
+                for (i, (w, o)) in [want.0, want.1, want.2]
+                    .iter()
+                    .zip([got.0, got.1, got.2].iter())
+                    .enumerate()
+                {
+                    assert_identical(
+                        &format!("distance_ranks s = {s}, output {i}, {}", g.label),
+                        &host(o),
+                        &host(w),
+                    );
+                }
+            }
+        }
+    }
 }

@@ -511,6 +511,32 @@ fn the_trimmed_mean_counts_its_bounds_in_the_selection_for_b_up_to_256() {
     }
 }
 
+/// The trimmed mean's two bounds in the kernel for small B: one sort of each column, both keys
+/// read off the sorted list (a sort a bound before), and one NaN check for both.
+#[test]
+fn the_trimmed_mean_sorts_each_column_once_for_small_b() {
+    let t = tiled("trim_mean");
+    let small = t.small.as_ref().expect("a kernel for small B");
+    for d in [DType::F32, DType::BF16] {
+        let k = optimized_source(&small[d.index()].source);
+        // Once for lists of up to 32 keys, once for up to 64.
+        assert_eq!(k.matches("psg_group_sort<4>(a, q);").count(), 1, "{k}");
+        assert_eq!(k.matches("psg_group_sort<8>(a, q);").count(), 1, "{k}");
+        assert_eq!(k.matches("found[32 + c] = list[r2];").count(), 2, "{k}");
+        assert!(
+            k.contains("t2 = valid2 ? psg_from_key(prefix2) : psg_nan();"),
+            "{k}"
+        );
+        assert_eq!(k.matches("__syncthreads_and(").count(), 1, "{k}");
+        // The quick build selects the second bound by its own digit passes.
+        let q = quick_source(&small[d.index()].source);
+        assert!(
+            q.contains("const bool valid2 = k2 >= 0 && k2 < total;"),
+            "{q}"
+        );
+    }
+}
+
 #[test]
 fn bit_sliced_kernels_run_two_blocks_on_whole_planes_of_one_selection_four_on_half_planes() {
     let bounds = |k: &KernelSource| {
