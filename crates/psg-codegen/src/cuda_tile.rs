@@ -658,19 +658,7 @@ fn replace(node: &Scalar, e: &Scalar) -> Scalar {
     if node == e {
         return Scalar::Load;
     }
-    match node {
-        Scalar::Unary(op, a) => Scalar::Unary(*op, Box::new(replace(a, e))),
-        Scalar::Binary(op, a, b) => {
-            Scalar::Binary(*op, Box::new(replace(a, e)), Box::new(replace(b, e)))
-        }
-        Scalar::Select(c, a, b) => Scalar::Select(
-            Box::new(replace(c, e)),
-            Box::new(replace(a, e)),
-            Box::new(replace(b, e)),
-        ),
-        Scalar::Call(f, args) => Scalar::Call(*f, args.iter().map(|a| replace(a, e)).collect()),
-        other => other.clone(),
-    }
+    node.map_operands(|a| replace(a, e))
 }
 
 /// A streaming reduction that an earlier selection's passes settle on their own, so that a pass

@@ -115,6 +115,21 @@ impl Scalar {
         Scalar::lit(f64::NAN)
     }
 
+    /// This node with each operand of a unary, binary, select or call replaced by `f` of it;
+    /// any other node (a leaf, a reduction, a rank) as it is. For rewrites of a tree that
+    /// recurse through `f` and handle the other nodes themselves where they need to.
+    pub fn map_operands(&self, mut f: impl FnMut(&Scalar) -> Scalar) -> Scalar {
+        match self {
+            Scalar::Unary(op, a) => Scalar::Unary(*op, Box::new(f(a))),
+            Scalar::Binary(op, a, b) => Scalar::Binary(*op, Box::new(f(a)), Box::new(f(b))),
+            Scalar::Select(c, a, b) => {
+                Scalar::Select(Box::new(f(c)), Box::new(f(a)), Box::new(f(b)))
+            }
+            Scalar::Call(func, args) => Scalar::Call(*func, args.iter().map(f).collect()),
+            _ => self.clone(),
+        }
+    }
+
     /// The direct child expressions (not descending into the columns of reductions; a rank's
     /// column is read at the current element, so it is a child).
     pub fn children(&self) -> Vec<&Scalar> {

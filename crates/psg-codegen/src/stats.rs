@@ -223,10 +223,8 @@ fn drop_in_column(column: &Column) -> Column {
 }
 
 fn drop_rounding_terms(e: &Scalar) -> Scalar {
-    let d = |e: &Scalar| Box::new(drop_rounding_terms(e));
     match e {
         Scalar::Call(Func::CorrectedSquares, args) => drop_rounding_terms(&args[0]),
-        Scalar::Call(f, args) => Scalar::Call(*f, args.iter().map(drop_rounding_terms).collect()),
         Scalar::Reduce(r) => Scalar::Reduce(Box::new(Reduce {
             op: match &r.op {
                 ReduceOp::Kth(k) => ReduceOp::Kth(drop_rounding_terms(k)),
@@ -234,17 +232,7 @@ fn drop_rounding_terms(e: &Scalar) -> Scalar {
             },
             column: drop_in_column(&r.column),
         })),
-        Scalar::Unary(op, a) => Scalar::Unary(*op, d(a)),
-        Scalar::Binary(op, a, b) => Scalar::Binary(*op, d(a), d(b)),
-        Scalar::Select(c, a, b) => Scalar::Select(d(c), d(a), d(b)),
         Scalar::Rank(c) => Scalar::Rank(Box::new(drop_in_column(c))),
-        Scalar::Lit(_)
-        | Scalar::Bool(_)
-        | Scalar::Param(_)
-        | Scalar::Local(_)
-        | Scalar::Load
-        | Scalar::LoadPerSample(_)
-        | Scalar::BatchSize
-        | Scalar::Temp(_) => e.clone(),
+        _ => e.map_operands(drop_rounding_terms),
     }
 }
