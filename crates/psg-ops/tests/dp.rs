@@ -889,3 +889,74 @@ fn noise_of_an_overflowing_shape_is_a_shape_error() {
         "{err}"
     );
 }
+
+/// A run resumed from a checkpoint (the generator at the step reached, the accountant of the
+/// steps taken) continues the uninterrupted run: the same noise, the same gradients, the same
+/// step count and epsilon. Without the accountant the steps before the checkpoint would go
+/// uncounted (epsilon under-reported), and a generator behind them would repeat their noise:
+/// both refused, saying how to resume.
+#[test]
+fn a_resumed_run_continues_the_uninterrupted_one_and_a_mismatch_is_refused() {
+    let config = DpSgdConfig::new(1.1, Clipping::flat(1.0), 0.05, 8.0);
+    let grads = model(&mut Rng::new(0x2E5), 8, DType::F32);
+    let grads = refs(&grads);
+    let (seed, before, after) = (0xC0FFEE, 6u64, 5u64);
+
+    let mut whole = DpSgd::new(config.clone(), NoiseGenerator::new(seed)).unwrap();
+    for _ in 0..before {
+        whole.step(&grads).unwrap();
+    }
+    // The checkpoint: the step reached and the accountant of the steps taken.
+    let saved = whole.accountant().unwrap().clone();
+    assert_eq!(saved.total_steps(), before);
+    let mut resumed = DpSgd::resume(
+        config.clone(),
+        NoiseGenerator::new(seed).at_step(before),
+        saved,
+    )
+    .unwrap();
+    assert_eq!(resumed.steps(), before);
+    for _ in 0..after {
+        let (a, b) = (whole.step(&grads).unwrap(), resumed.step(&grads).unwrap());
+        assert_eq!(a.noise_keys, b.noise_keys);
+        for (x, y) in a.gradients.iter().zip(&b.gradients) {
+            assert_same_bits("a resumed step's gradients", x, y);
+        }
+    }
+    assert_eq!(resumed.steps(), before + after);
+    let (a, b) = (whole.epsilon(1e-5).unwrap(), resumed.epsilon(1e-5).unwrap());
+    assert_eq!(a.epsilon(), b.epsilon());
+    assert_eq!(a.to_string(), b.to_string());
+
+    // A resumed generator with a fresh accountant, or with an accountant of fewer or more steps.
+    let err = DpSgd::new(config.clone(), NoiseGenerator::new(seed).at_step(before)).err();
+    assert!(
+        matches!(
+            err,
+            Some(DpError::ResumeMismatch {
+                generator_step: 6,
+                accountant_steps: 0
+            })
+        ),
+        "{err:?}"
+    );
+    let message = err.unwrap().to_string();
+    assert!(
+        message.contains("DpSgd::resume") && message.contains("at_step"),
+        "{message}"
+    );
+    for recorded in [before - 1, before + 1] {
+        let mut accountant = RdpAccountant::new();
+        accountant.steps(1.1, 0.05, recorded).unwrap();
+        let err = DpSgd::resume(
+            config.clone(),
+            NoiseGenerator::new(seed).at_step(before),
+            accountant,
+        )
+        .err();
+        assert!(
+            matches!(err, Some(DpError::ResumeMismatch { accountant_steps, .. }) if accountant_steps == recorded),
+            "{err:?}"
+        );
+    }
+}

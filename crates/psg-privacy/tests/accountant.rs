@@ -131,6 +131,8 @@ fn history_merges_consecutive_identical_steps() {
         .map(|h| (h.noise_multiplier, h.sample_rate, h.steps))
         .collect();
     assert_eq!(history, [(1.0, 0.1, 5), (2.0, 0.1, 1), (1.0, 0.1, 1)]);
+    assert_eq!(accountant.total_steps(), 7);
+    assert_eq!(RdpAccountant::new().total_steps(), 0);
 }
 
 #[test]
@@ -313,4 +315,33 @@ fn epsilon_never_falls_as_steps_grow_even_where_the_series_cancel() {
         );
         last = spent.epsilon;
     }
+}
+
+/// The docs' replay example (`sampling.rs`, the README): an example drawn in 21 of 512 batches
+/// at q = 1/64 and replayed is protected by 21 unsubsampled steps, about 31 by this accounting
+/// (noise multiplier 1, delta = 1e-5), where the subsampled run reports 2.5.
+#[test]
+fn replayed_batches_lose_the_subsampling() {
+    let (subsampled, _) = epsilon_of(&[(1.0, 1.0 / 64.0, 512)], 1e-5);
+    let (replayed, _) = epsilon_of(&[(1.0, 1.0, 21)], 1e-5);
+    assert!((subsampled - 2.48).abs() < 0.01, "{subsampled}");
+    assert!((replayed - 31.1).abs() < 0.1, "{replayed}");
+}
+
+/// A tolerance finer than f64 resolves epsilon, or a target no finite multiplier's epsilon
+/// reaches, ends the bisection where its bounds are one float apart: the least multiplier whose
+/// epsilon is within the target, where it used to give up and ask for a bug report.
+#[test]
+fn calibration_stops_at_adjacent_bounds() {
+    let sigma = calibrate_noise_multiplier(3.0, 1e-5, 0.01, 10_000, 1e-300).unwrap();
+    let coarse = calibrate_noise_multiplier(3.0, 1e-5, 0.01, 10_000, 0.01).unwrap();
+    let (eps, _) = epsilon_of(&[(sigma, 0.01, 10_000)], 1e-5);
+    assert!(eps <= 3.0 && sigma <= coarse, "{sigma} {eps} {coarse}");
+    let below = f64::from_bits(sigma.to_bits() - 1);
+    assert!(
+        epsilon_of(&[(below, 0.01, 10_000)], 1e-5).0 > 3.0,
+        "{below}"
+    );
+    let huge = calibrate_noise_multiplier(1e300, 1e-5, 0.01, 10_000, 0.01).unwrap();
+    assert!(huge > 0.0 && epsilon_of(&[(huge, 0.01, 10_000)], 1e-5).0 <= 1e300);
 }

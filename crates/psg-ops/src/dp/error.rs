@@ -114,6 +114,22 @@ pub enum DpError {
         /// Why its sensitivity is unbounded, in words.
         why: &'static str,
     },
+    /// A run started or resumed with a noise generator whose step differs from the steps its
+    /// accountant records: fewer recorded steps under-report epsilon, and a generator behind
+    /// the recorded steps repeats noise already used.
+    #[error(
+        "the noise generator is at step {generator_step} but the accountant records \
+         {accountant_steps} steps: a run resumed from a checkpoint needs both, \
+         NoiseGenerator::at_step(n) and an RdpAccountant holding those n steps, passed to \
+         DpSgd::resume (a new run's generator starts at step 0); with fewer steps recorded \
+         epsilon would leave out the steps already taken"
+    )]
+    ResumeMismatch {
+        /// The generator's step ([`crate::dp::NoiseGenerator::step`]).
+        generator_step: u64,
+        /// The steps the accountant records ([`psg_privacy::accountant::RdpAccountant::total_steps`]).
+        accountant_steps: u64,
+    },
     /// The noise generator's step counter ran out (after 2^64 - 1 steps).
     #[error(
         "the noise generator's step counter is exhausted; start a new generator with a new seed"

@@ -86,7 +86,9 @@ impl NoiseGenerator {
     }
 
     /// The same generator starting at step `step` instead of 0: for resuming a run from a
-    /// checkpoint without reusing the steps already taken.
+    /// checkpoint without reusing the steps already taken. Pass it to [`crate::dp::DpSgd::resume`]
+    /// with the accountant of those steps ([`crate::dp::DpSgd::new`] refuses it: the run's
+    /// epsilon would leave them out).
     pub fn at_step(mut self, step: u64) -> Self {
         self.step = step;
         self.next_word = 0;

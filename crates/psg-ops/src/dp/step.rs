@@ -132,14 +132,58 @@ impl DpSgd {
     ///
     /// # Errors
     ///
-    /// As [`DpSgdConfig::validate`].
+    /// As [`DpSgdConfig::validate`], and [`DpError::ResumeMismatch`] for a generator past step 0
+    /// ([`NoiseGenerator::at_step`]): a resumed run's epsilon counts the steps before the
+    /// checkpoint, which [`DpSgd::resume`] takes.
     pub fn new(config: DpSgdConfig, noise: NoiseGenerator) -> DpResult<Self> {
+        Self::resume(config, noise, RdpAccountant::new())
+    }
+
+    /// A run resumed from a checkpoint: `noise` continues at the step the run had reached
+    /// ([`NoiseGenerator::at_step`], with the run's seed) and `accountant` holds the steps taken
+    /// so far (saved from [`DpSgd::accountant`], or rebuilt with [`RdpAccountant::steps`] from
+    /// each phase's noise multiplier, sample rate and step count). [`DpSgd::epsilon`] then
+    /// counts every step of the run, and [`DpSgd::steps`] the steps before the checkpoint too.
+    ///
+    /// ```
+    /// use psg_ops::dp::{Clipping, DpSgd, DpSgdConfig, NoiseGenerator};
+    /// use psg_privacy::accountant::RdpAccountant;
+    ///
+    /// let config = DpSgdConfig::new(1.1, Clipping::flat(1.0), 0.01, 640.0);
+    /// // 1000 steps were taken before the checkpoint.
+    /// let mut taken = RdpAccountant::new();
+    /// taken.steps(1.1, 0.01, 1000)?;
+    /// let run = DpSgd::resume(config.clone(), NoiseGenerator::new(7).at_step(1000), taken)?;
+    /// assert_eq!(run.steps(), 1000);
+    /// assert!(run.epsilon(1e-5)?.epsilon() > 1.0);
+    /// // Without the accountant the steps before the checkpoint would go uncounted: refused.
+    /// assert!(DpSgd::new(config, NoiseGenerator::new(7).at_step(1000)).is_err());
+    /// # Ok::<(), psg_ops::dp::DpError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`DpSgdConfig::validate`], and [`DpError::ResumeMismatch`] where the generator's step
+    /// differs from the steps the accountant records: fewer recorded steps would under-report
+    /// epsilon, and a generator behind them would repeat noise already added.
+    pub fn resume(
+        config: DpSgdConfig,
+        noise: NoiseGenerator,
+        accountant: RdpAccountant,
+    ) -> DpResult<Self> {
         config.validate()?;
+        let steps = accountant.total_steps();
+        if noise.step() != steps {
+            return Err(DpError::ResumeMismatch {
+                generator_step: noise.step(),
+                accountant_steps: steps,
+            });
+        }
         Ok(DpSgd {
             config,
             noise,
-            accountant: RdpAccountant::new(),
-            steps: 0,
+            accountant,
+            steps,
         })
     }
 

@@ -105,6 +105,12 @@ pub fn calibrate_noise_multiplier(
         }
         iterations += 1;
         let sigma = (sigma_low + sigma_high) / 2.0;
+        // Bounds one float apart: epsilon cannot come closer to the target (a tolerance finer
+        // than f64 resolves it, or a target no finite multiplier's epsilon reaches), and
+        // `sigma_high` is the least multiplier within it.
+        if !(sigma > sigma_low && sigma < sigma_high) {
+            break;
+        }
         let eps = epsilon_at(sigma);
         if eps < target_epsilon {
             sigma_high = sigma;

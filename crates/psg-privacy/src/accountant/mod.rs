@@ -80,7 +80,9 @@ pub struct PrivacySpent {
     /// The delta it was computed for.
     pub delta: f64,
     /// The RDP order minimising epsilon; `None` when no order was needed (epsilon 0 because no
-    /// data was sampled) or none gave a number (every candidate was NaN, epsilon `inf`).
+    /// data was sampled) or none gave a number (every candidate was NaN, epsilon `inf`). A step
+    /// without noise (noise multiplier 0) makes every order's epsilon `inf`; the least order is
+    /// reported then, as Opacus does.
     pub best_order: Option<f64>,
 }
 
@@ -148,6 +150,13 @@ impl RdpAccountant {
     /// The recorded steps; consecutive identical steps are merged, as in Opacus.
     pub fn history(&self) -> &[HistoryEntry] {
         &self.history
+    }
+
+    /// The number of steps recorded (at most `u64::MAX`).
+    pub fn total_steps(&self) -> u64 {
+        self.history
+            .iter()
+            .fold(0u64, |n, entry| n.saturating_add(entry.steps))
     }
 
     /// Records one step with this noise multiplier and Poisson sample rate.
