@@ -345,3 +345,45 @@ fn calibration_stops_at_adjacent_bounds() {
     let huge = calibrate_noise_multiplier(1e300, 1e-5, 0.01, 10_000, 0.01).unwrap();
     assert!(huge > 0.0 && epsilon_of(&[(huge, 0.01, 10_000)], 1e-5).0 <= 1e300);
 }
+
+/// Where the best order is the least or greatest of the accountant's, the result says so (as
+/// Opacus warns): more orders may give a smaller epsilon. Figures from a reviewer's check
+/// against Opacus.
+#[test]
+fn a_best_order_at_the_end_of_the_range_is_flagged() {
+    let spent = |orders: Option<Vec<f64>>, sigma: f64, q: f64, n: u64| {
+        let mut a = match orders {
+            Some(o) => RdpAccountant::with_orders(o).unwrap(),
+            None => RdpAccountant::new(),
+        };
+        a.steps(sigma, q, n).unwrap();
+        a.epsilon(1e-5).unwrap()
+    };
+    // Much noise, few steps: the greatest default order (63); with orders to 256, 0.020 at
+    // 256, still the end; with orders to 2000, 0.014 at order 345.
+    let high = spent(None, 5.0, 0.001, 100);
+    assert_eq!(high.best_order, Some(63.0));
+    assert!(
+        high.order_at_edge && high.to_string().contains("wider range of orders"),
+        "{high}"
+    );
+    let wider = spent(Some((2..=256).map(f64::from).collect()), 5.0, 0.001, 100);
+    assert!(wider.epsilon < 0.021 && wider.order_at_edge, "{wider}");
+    let widest = spent(Some((2..=2000).map(f64::from).collect()), 5.0, 0.001, 100);
+    assert!(
+        widest.epsilon < wider.epsilon && !widest.order_at_edge,
+        "{widest}"
+    );
+    // Many steps, little noise: the least default order (1.1).
+    let low = spent(None, 1.5, 0.04, 10_000_000);
+    assert_eq!(low.best_order, Some(1.1));
+    assert!(low.order_at_edge, "{low}");
+    // Typical runs, no noise (inf) and no data (0): not flagged.
+    let typical = spent(None, 1.1, 0.01, 10_000);
+    assert!(
+        !typical.order_at_edge && !typical.to_string().contains("wider"),
+        "{typical}"
+    );
+    assert!(!spent(None, 0.0, 0.01, 10).order_at_edge);
+    assert!(!RdpAccountant::new().epsilon(1e-5).unwrap().order_at_edge);
+}

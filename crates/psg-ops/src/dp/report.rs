@@ -80,6 +80,9 @@ impl fmt::Display for EpsilonReport {
              and L2 sensitivity {} ({})",
             self.sample_rate, self.noise_multiplier, self.sensitivity, self.basis
         )?;
+        if self.spent.order_at_edge {
+            write!(f, "; {}", psg_privacy::accountant::EDGE_NOTE)?;
+        }
         if !self.secure_noise {
             write!(
                 f,

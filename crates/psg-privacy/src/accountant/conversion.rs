@@ -24,15 +24,24 @@ pub(super) fn privacy_spent(orders: &[f64], rdp: &[f64], delta: f64) -> PrivacyS
         }
     }
     match best {
-        Some((epsilon, order)) => PrivacySpent {
-            epsilon: epsilon.max(0.0),
-            delta,
-            best_order: Some(order),
-        },
+        Some((epsilon, order)) => {
+            let least = orders.iter().copied().fold(f64::INFINITY, f64::min);
+            let greatest = orders.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            PrivacySpent {
+                epsilon: epsilon.max(0.0),
+                delta,
+                best_order: Some(order),
+                order_at_edge: epsilon.is_finite()
+                    && epsilon > 0.0
+                    && orders.len() > 1
+                    && (order == least || order == greatest),
+            }
+        }
         None => PrivacySpent {
             epsilon: f64::INFINITY,
             delta,
             best_order: None,
+            order_at_edge: false,
         },
     }
 }
