@@ -79,10 +79,11 @@ pub enum Error {
     /// A target epsilon below the smallest epsilon the RDP orders can show at this delta, at
     /// any noise.
     #[error(
-        "target epsilon {target_epsilon} is below {floor}, the smallest epsilon that the default \
-         RDP orders (up to {max_order}), which calibration uses, can show at delta {delta} \
-         whatever the noise (more noise cannot help); raise the target epsilon or delta (an \
-         RdpAccountant::with_orders over larger orders reports below this floor)"
+        "target epsilon {target_epsilon} is below {floor}, the smallest epsilon that the RDP \
+         orders (up to {max_order}) can show at delta {delta} whatever the noise (more noise \
+         cannot help); raise the target epsilon or delta, or calibrate over larger orders \
+         (calibrate_noise_multiplier_over, with an RdpAccountant::with_orders of the same \
+         orders to account)"
     )]
     BelowOrdersFloor {
         /// The target asked for.

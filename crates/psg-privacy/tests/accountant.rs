@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use psg_privacy::accountant::{
-    calibrate_noise_multiplier, calibrate_noise_multiplier_for_epochs, default_orders,
-    HistoryEntry, RdpAccountant,
+    calibrate_noise_multiplier, calibrate_noise_multiplier_for_epochs,
+    calibrate_noise_multiplier_over, default_orders, HistoryEntry, RdpAccountant,
 };
 use psg_privacy::Error;
 
@@ -386,4 +386,31 @@ fn a_best_order_at_the_end_of_the_range_is_flagged() {
     );
     assert!(!spent(None, 0.0, 0.01, 10).order_at_edge);
     assert!(!RdpAccountant::new().epsilon(1e-5).unwrap().order_at_edge);
+}
+
+/// Calibration over other orders: the default orders give the default calibration; larger ones
+/// reach a target below the default orders' floor, which the floor's error now points to; bad
+/// orders are refused as `with_orders` refuses them.
+#[test]
+fn calibration_over_other_orders() {
+    let defaults = calibrate_noise_multiplier_over(&default_orders(), 8.0, 1e-5, 0.04, 2250, 0.01);
+    assert_eq!(
+        defaults.unwrap(),
+        calibrate_noise_multiplier(8.0, 1e-5, 0.04, 2250, 0.01).unwrap()
+    );
+    let floor = calibrate_noise_multiplier(0.05, 1e-5, 0.001, 100, 0.001).unwrap_err();
+    assert!(
+        floor
+            .to_string()
+            .contains("calibrate_noise_multiplier_over"),
+        "{floor}"
+    );
+    let orders: Vec<f64> = (2..=2000).map(f64::from).collect();
+    let sigma = calibrate_noise_multiplier_over(&orders, 0.05, 1e-5, 0.001, 100, 0.001).unwrap();
+    let mut accountant = RdpAccountant::with_orders(orders).unwrap();
+    accountant.steps(sigma, 0.001, 100).unwrap();
+    let eps = accountant.epsilon(1e-5).unwrap().epsilon;
+    assert!((0.049..=0.05).contains(&eps), "{sigma} {eps}");
+    assert!(calibrate_noise_multiplier_over(&[], 1.0, 1e-5, 0.01, 10, 0.01).is_err());
+    assert!(calibrate_noise_multiplier_over(&[0.5], 1.0, 1e-5, 0.01, 10, 0.01).is_err());
 }

@@ -14,8 +14,9 @@ const MAX_BISECTIONS: u32 = 1_000;
 /// This is Opacus' `get_noise_multiplier` (with `steps`) over the default orders: starting from
 /// `sigma_low = 0, sigma_high = 10`, double `sigma_high` until its epsilon is at most the target,
 /// then bisect until `target_epsilon - epsilon(sigma_high) <= epsilon_tolerance`, and return
-/// `sigma_high`. The result therefore always satisfies the budget: `epsilon(result) <=
-/// target_epsilon`, within `epsilon_tolerance` of it. Like Opacus, only the epsilon is pinned
+/// `sigma_high` (or stop where the bisection's bounds are adjacent floats). The result therefore
+/// always satisfies the budget: `epsilon(result) <= target_epsilon`, within `epsilon_tolerance`
+/// of it or as close as a multiplier in f64 comes. Like Opacus, only the epsilon is pinned
 /// down, not the multiplier's digits. The guarantee holds for Poisson sampling at `sample_rate`.
 ///
 /// # Errors
@@ -44,6 +45,47 @@ pub fn calibrate_noise_multiplier(
     steps: u64,
     epsilon_tolerance: f64,
 ) -> Result<f64> {
+    calibrate_noise_multiplier_over(
+        &default_orders(),
+        target_epsilon,
+        delta,
+        sample_rate,
+        steps,
+        epsilon_tolerance,
+    )
+}
+
+/// [`calibrate_noise_multiplier`] over the given RDP orders (those of an
+/// [`RdpAccountant::with_orders`](super::RdpAccountant::with_orders), which then reports the
+/// same epsilon): for targets below the default orders' floor (about 0.103 at delta = 1e-5),
+/// or a tighter bound where the best default order is at the end of their range.
+///
+/// ```
+/// use psg_privacy::accountant::{calibrate_noise_multiplier_over, RdpAccountant};
+///
+/// let orders: Vec<f64> = (2..=2000).map(f64::from).collect();
+/// let sigma = calibrate_noise_multiplier_over(&orders, 0.05, 1e-5, 0.001, 100, 0.001)?;
+/// let mut accountant = RdpAccountant::with_orders(orders)?;
+/// accountant.steps(sigma, 0.001, 100)?;
+/// assert!(accountant.epsilon(1e-5)?.epsilon <= 0.05);
+/// # Ok::<(), psg_privacy::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// As [`calibrate_noise_multiplier`], and [`Error::EmptyOrders`] or [`Error::InvalidOrder`] as
+/// [`RdpAccountant::with_orders`](super::RdpAccountant::with_orders).
+pub fn calibrate_noise_multiplier_over(
+    orders: &[f64],
+    target_epsilon: f64,
+    delta: f64,
+    sample_rate: f64,
+    steps: u64,
+    epsilon_tolerance: f64,
+) -> Result<f64> {
+    let orders = super::RdpAccountant::with_orders(orders.to_vec())?
+        .orders()
+        .to_vec();
     if !(target_epsilon.is_finite() && target_epsilon > 0.0) {
         return Err(Error::InvalidTargetEpsilon { target_epsilon });
     }
@@ -63,7 +105,6 @@ pub fn calibrate_noise_multiplier(
         });
     }
 
-    let orders = default_orders();
     let epsilon_at = |sigma: f64| -> f64 {
         let rdp: Vec<f64> = orders
             .iter()

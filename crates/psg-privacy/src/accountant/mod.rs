@@ -45,7 +45,10 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
-pub use calibration::{calibrate_noise_multiplier, calibrate_noise_multiplier_for_epochs};
+pub use calibration::{
+    calibrate_noise_multiplier, calibrate_noise_multiplier_for_epochs,
+    calibrate_noise_multiplier_over,
+};
 
 /// The largest RDP order accepted: the integer-order sum has `order + 1` terms, and orders this
 /// large are never the best one for a useful guarantee.
