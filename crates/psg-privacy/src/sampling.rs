@@ -5,9 +5,10 @@
 //! by a seed that is fixed, logged or guessable (the seed of the data set, say) lets an observer
 //! who knows it replay the batches: an example known to be in 21 of 512 batches is protected by
 //! 21 unsubsampled Gaussian steps, not by the subsampled epsilon (for noise multiplier 1 and
-//! delta = 1e-5, about 31 by the same RDP accounting instead of 2.5). Opacus' secure mode draws its sampler's randomness from
-//! a CSPRNG for this reason. [`PoissonSampler::secure`] does the same, from the operating
-//! system's CSPRNG; [`PoissonSampler::seeded`] is reproducible, for tests and debugging only.
+//! delta = 1e-5, about 31 by the same RDP accounting instead of 2.5). Opacus' secure mode draws
+//! its sampler's randomness from a CSPRNG for this reason. [`PoissonSampler::secure`] does the
+//! same, from the operating system's CSPRNG; [`PoissonSampler::seeded`] is reproducible, for
+//! tests and debugging only.
 //!
 //! ```
 //! use psg_privacy::sampling::PoissonSampler;

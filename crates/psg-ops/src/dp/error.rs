@@ -127,7 +127,8 @@ pub enum DpError {
     ResumeMismatch {
         /// The generator's step ([`crate::dp::NoiseGenerator::step`]).
         generator_step: u64,
-        /// The steps the accountant records ([`psg_privacy::accountant::RdpAccountant::total_steps`]).
+        /// The steps the accountant records
+        /// ([`psg_privacy::accountant::RdpAccountant::total_steps`]).
         accountant_steps: u64,
     },
     /// The noise generator's step counter ran out (after 2^64 - 1 steps).

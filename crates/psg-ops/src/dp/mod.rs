@@ -65,8 +65,8 @@
 //! must also stay secret: batches drawn from a known seed can be replayed, and an example then
 //! has the protection of the steps it was in without subsampling (for noise multiplier 1, 512
 //! steps at q = 1/64 and delta = 1e-5: about 31 by the same RDP accounting for an example drawn
-//! 21 times, where the accountant reports 2.5). Draw the batches with [`PoissonSampler::secure`] (the OS CSPRNG, as
-//! Opacus' secure mode does). Before any step
+//! 21 times, where the accountant reports 2.5). Draw the batches with
+//! [`PoissonSampler::secure`] (the OS CSPRNG, as Opacus' secure mode does). Before any step
 //! psg reports epsilon = 0 (outputs that never read the data are (0, 0)-DP), where Opacus' formula
 //! gives about 0.103 at delta = 1e-5; a step with sample rate 0 is refused (it samples no data,
 //! and the expected batch size would be 0).
