@@ -238,8 +238,9 @@ fn same_plans_at(dtype: DType, batches: &[usize], seed: u64) {
 }
 
 /// Rust spellings a user may write: a qualified `Batch`, a non-ASCII and a raw `let` name (`r#hi`
-/// is `hi`), float-suffixed integer tokens (`7f32 / 3.5_f64` is 2), the float constants, a literal that is infinite in f32 (it used to generate `inf.0_f32`), and
-/// booleans compared with `==`.
+/// is `hi`), float-suffixed integer tokens (`7f32 / 3.5_f64` is 2), the float constants, a
+/// literal that is infinite in f32 (it used to generate `inf.0_f32`), and booleans compared with
+/// `==`.
 #[batch_reduce(crate = "psg_runtime")]
 // `psg::prelude::Batch` as a user's crate would write it: the macro reads a parameter's type by
 // its last segment and leaves no type of the signature in the code it generates.
@@ -280,8 +281,9 @@ fn rust_spellings_read_as_rust() {
     assert_eq!(out[2], f64::from(1.0f32 + 2.0 + -3.0 + 1e30));
     assert_eq!(out[3], f64::from(f32::EPSILON));
     assert_eq!(out[4], -3.0);
-    assert_eq!(out[5], 2.0); // 1 and 2 lie in (0, 5); -3 and 1e30 on one side each
-                             // f64: the same literals are finite.
+    // 1 and 2 lie in (0, 5); -3 and 1e30 on one side each.
+    assert_eq!(out[5], 2.0);
+    // f64: the same literals are finite.
     let f64_in = [1.0f64, 2.0, -3.0, 1e301];
     let out = outputs(Tensor::from_slice(&f64_in, &[4, 1], &Device::Cpu).unwrap());
     assert_eq!(out[1], 1e300);
