@@ -40,6 +40,9 @@ enum Entry {
         name: String,
         value: Value,
         closure_param: bool,
+        /// A `let` of integer literals alone (`let n = 7;`, see [`Lowerer::integer_literals`]),
+        /// which Rust would type as an integer.
+        integer: bool,
     },
     /// Closure parameters bound before a barrier are invisible after it: a reduction nested in a
     /// closure runs its own loop and cannot read the enclosing closure's element.
@@ -136,7 +139,43 @@ impl Lowerer {
             name,
             value,
             closure_param,
+            integer: false,
         });
+    }
+
+    /// Whether `e` is integer literals alone (`7`, `-(3 + 4) * 2`), or `let` names bound to
+    /// them (`n / 2` after `let n = 7;`): arithmetic Rust would do in integers.
+    fn integer_literals(&self, e: &Expr) -> bool {
+        match e {
+            // `7f32` and `1_f64` are integer tokens with a float suffix: floats in Rust too.
+            Expr::Lit(l) => match &l.lit {
+                Lit::Int(i) => !matches!(i.suffix(), "f32" | "f64"),
+                _ => false,
+            },
+            Expr::Path(p) => p.path.get_ident().is_some_and(|ident| {
+                let name = ident.unraw().to_string();
+                self.env.iter().rev().find_map(|entry| match entry {
+                    Entry::Bind {
+                        name: n, integer, ..
+                    } if *n == name => Some(*integer),
+                    _ => None,
+                }) == Some(true)
+            }),
+            Expr::Paren(p) => self.integer_literals(&p.expr),
+            Expr::Group(g) => self.integer_literals(&g.expr),
+            Expr::Unary(u) => matches!(u.op, syn::UnOp::Neg(_)) && self.integer_literals(&u.expr),
+            Expr::Binary(b) => {
+                matches!(
+                    b.op,
+                    syn::BinOp::Add(_)
+                        | syn::BinOp::Sub(_)
+                        | syn::BinOp::Mul(_)
+                        | syn::BinOp::Div(_)
+                ) && self.integer_literals(&b.left)
+                    && self.integer_literals(&b.right)
+            }
+            _ => false,
+        }
     }
 
     fn lookup(&self, ident: &syn::Ident) -> Result<Value, Error> {
@@ -149,6 +188,7 @@ impl Lowerer {
                     name: n,
                     value,
                     closure_param,
+                    ..
                 } if *n == name => {
                     if *closure_param && behind_barrier {
                         return Err(Error::new(
@@ -215,11 +255,18 @@ impl Lowerer {
     }
 
     fn bind_pattern(&mut self, pat: &Pat, value: &Expr) -> Result<(), Error> {
+        self.bind_typed(pat, value, false)
+    }
+
+    /// [`Lowerer::bind_pattern`]; `float`: the pattern is annotated `f32` or `f64`, so an integer
+    /// literal bound to it is a float in Rust too.
+    fn bind_typed(&mut self, pat: &Pat, value: &Expr, float: bool) -> Result<(), Error> {
         match pat {
             Pat::Ident(pi) => {
                 if pi.mutability.is_some() {
                     return Err(Error::new(pi.span(), "`let mut` is not supported: a batch reduction has no mutable state (the GPU kernel is a pure function of the column); bind a new name instead"));
                 }
+                let integer = !float && self.integer_literals(value);
                 let v = self.expr(value)?;
                 let name = pi.ident.unraw().to_string();
                 let v = match v {
@@ -232,10 +279,19 @@ impl Lowerer {
                     }
                     other => other,
                 };
-                self.bind(name, v, false);
+                self.env.push(Entry::Bind {
+                    name,
+                    value: v,
+                    closure_param: false,
+                    integer,
+                });
                 Ok(())
             }
-            Pat::Type(pt) => self.bind_pattern(&pt.pat, value),
+            Pat::Type(pt) => {
+                let float = matches!(&*pt.ty, syn::Type::Path(t)
+                    if t.qself.is_none() && (t.path.is_ident("f32") || t.path.is_ident("f64")));
+                self.bind_typed(&pt.pat, value, float)
+            }
             Pat::Tuple(pt) => {
                 let Expr::Tuple(values) = strip(value) else {
                     return Err(Error::new(value.span(), "a tuple pattern needs a tuple of values on the right, e.g. `let (mu, s) = (g.mean(), g.std());`"));
@@ -247,7 +303,7 @@ impl Lowerer {
                     ));
                 }
                 for (p, v) in pt.elems.iter().zip(&values.elems) {
-                    self.bind_pattern(p, v)?;
+                    self.bind_typed(p, v, false)?;
                 }
                 Ok(())
             }
@@ -354,8 +410,8 @@ impl Lowerer {
             }
             _ => return Err(Error::new(b.op.span(), "unsupported operator: use + - * / comparisons && || !")),
         };
-        if op == BinOp::Div && integer_literals(&b.left) && integer_literals(&b.right) {
-            return Err(Error::new(b.op.span(), "`/` between integer literals: Rust divides integers (`7 / 2` is 3), but a reduction's scalars are floats (3.5); write float literals, e.g. `7.0 / 2.0`"));
+        if op == BinOp::Div && self.integer_literals(&b.left) && self.integer_literals(&b.right) {
+            return Err(Error::new(b.op.span(), "`/` between integer literals (or `let` names bound to them): Rust divides integers (`7 / 2` is 3), but a reduction's scalars are floats (3.5); write float literals, e.g. `7.0 / 2.0` or `let n = 7.0;`"));
         }
         let (l, r, ty) = if matches!(op, BinOp::And | BinOp::Or) {
             (self.boolean(&b.left)?, self.boolean(&b.right)?, Ty::Bool)
@@ -775,29 +831,6 @@ fn unsupported(e: &Expr) -> Error {
         _ => "unsupported expression in a batch reduction: use numbers, parameters, `let` names, arithmetic, comparisons, `if`/`else`, normal_pdf(..), normal_kernel(..), column methods and scalar methods",
     };
     Error::new(e.span(), what)
-}
-
-/// Whether `e` is integer literals alone (`7`, `-(3 + 4) * 2`): arithmetic Rust would do in
-/// integers.
-fn integer_literals(e: &Expr) -> bool {
-    match e {
-        // `7f32` and `1_f64` are integer tokens with a float suffix: floats in Rust too.
-        Expr::Lit(l) => match &l.lit {
-            Lit::Int(i) => !matches!(i.suffix(), "f32" | "f64"),
-            _ => false,
-        },
-        Expr::Paren(p) => integer_literals(&p.expr),
-        Expr::Group(g) => integer_literals(&g.expr),
-        Expr::Unary(u) => matches!(u.op, syn::UnOp::Neg(_)) && integer_literals(&u.expr),
-        Expr::Binary(b) => {
-            matches!(
-                b.op,
-                syn::BinOp::Add(_) | syn::BinOp::Sub(_) | syn::BinOp::Mul(_) | syn::BinOp::Div(_)
-            ) && integer_literals(&b.left)
-                && integer_literals(&b.right)
-        }
-        _ => false,
-    }
 }
 
 /// A `let`'s name as the generated code spells it: the user's, without `r#`, every character
