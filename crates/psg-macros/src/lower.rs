@@ -88,7 +88,12 @@ pub fn lower(sig: &Signature, block: &Block) -> Result<(Vec<Let>, Output), Error
         ));
     };
     let output = match sig.returns {
-        Returns::Scalars(1) => Output::Scalars(vec![l.number(tail)?]),
+        Returns::Scalars(1) => {
+            if let Expr::Tuple(t) = strip(tail) {
+                return Err(Error::new(t.span(), format!("the signature returns one value (`f32`), this tuple has {}: declare `-> ({})` to return them all", t.elems.len(), vec!["f32"; t.elems.len()].join(", "))));
+            }
+            Output::Scalars(vec![l.number(tail)?])
+        }
         Returns::Scalars(n) => {
             let Expr::Tuple(t) = strip(tail) else {
                 return Err(Error::new(tail.span(), format!("the signature returns {n} values: end with a tuple of {n} scalars")));
@@ -104,6 +109,28 @@ pub fn lower(sig: &Signature, block: &Block) -> Result<(Vec<Let>, Output), Error
         },
     };
     Ok((l.lets, output))
+}
+
+const COMPOUND_ASSIGNMENT: &str = "assignment is not supported: a batch reduction has no mutable \
+    state; bind a new name with `let`, and use column reductions such as `.sum()` instead of \
+    accumulating";
+
+/// Whether `op` is `+=`, `-=`, `*=`, `/=`, `%=` or a bitwise or shift assignment.
+fn compound_assignment(op: &syn::BinOp) -> bool {
+    use syn::BinOp as B;
+    matches!(
+        op,
+        B::AddAssign(_)
+            | B::SubAssign(_)
+            | B::MulAssign(_)
+            | B::DivAssign(_)
+            | B::RemAssign(_)
+            | B::BitXorAssign(_)
+            | B::BitAndAssign(_)
+            | B::BitOrAssign(_)
+            | B::ShlAssign(_)
+            | B::ShrAssign(_)
+    )
 }
 
 fn strip(e: &Expr) -> &Expr {
@@ -143,8 +170,15 @@ impl Lowerer {
         });
     }
 
-    /// Whether `e` is integer literals alone (`7`, `-(3 + 4) * 2`), or `let` names bound to
-    /// them (`n / 2` after `let n = 7;`): arithmetic Rust would do in integers.
+    /// Whether a block is one expression of integer literals alone (see
+    /// [`Lowerer::integer_literals`]).
+    fn integer_block(&self, b: &Block) -> bool {
+        matches!(b.stmts.as_slice(), [Stmt::Expr(e, None)] if self.integer_literals(e))
+    }
+
+    /// Whether `e` is integer literals alone (`7`, `-(3 + 4) * 2`), `let` names bound to them
+    /// (`n / 2` after `let n = 7;`), or an `if` or block whose every value is: arithmetic Rust
+    /// would do in integers.
     fn integer_literals(&self, e: &Expr) -> bool {
         match e {
             // `7f32` and `1_f64` are integer tokens with a float suffix: floats in Rust too.
@@ -163,6 +197,14 @@ impl Lowerer {
             }),
             Expr::Paren(p) => self.integer_literals(&p.expr),
             Expr::Group(g) => self.integer_literals(&g.expr),
+            // `if c { 7 } else { 9 }` and `{ 7 }`: integers in Rust when every value is.
+            Expr::Block(b) => self.integer_block(&b.block),
+            Expr::If(i) => {
+                self.integer_block(&i.then_branch)
+                    && i.else_branch
+                        .as_ref()
+                        .is_some_and(|(_, e)| self.integer_literals(e))
+            }
             Expr::Unary(u) => matches!(u.op, syn::UnOp::Neg(_)) && self.integer_literals(&u.expr),
             Expr::Binary(b) => {
                 matches!(
@@ -230,6 +272,10 @@ impl Lowerer {
                 | Expr::Macro(_)),
                 _,
             ) => Err(unsupported(e)),
+            // `m += 1.0;`: syn parses compound assignments as binary expressions.
+            Stmt::Expr(Expr::Binary(b), _) if compound_assignment(&b.op) => {
+                Err(Error::new(b.span(), COMPOUND_ASSIGNMENT))
+            }
             Stmt::Expr(e, _) if mentions_return(quote::ToTokens::to_token_stream(e)) => {
                 Err(Error::new(
                     e.span(),
@@ -254,13 +300,36 @@ impl Lowerer {
         }
     }
 
+    /// Binds `pat` to `value` as Rust's `let` does: every value is lowered before any name is
+    /// bound, so `let (lo, hi) = (lo - d, hi + d);` reads the earlier `lo` on both sides.
     fn bind_pattern(&mut self, pat: &Pat, value: &Expr) -> Result<(), Error> {
-        self.bind_typed(pat, value, false)
+        let mut bound = Vec::new();
+        self.bind_typed(pat, value, false, &mut bound)?;
+        for (i, (ident, _)) in bound.iter().enumerate() {
+            if bound[..i]
+                .iter()
+                .any(|(earlier, _)| earlier.unraw() == ident.unraw())
+            {
+                return Err(Error::new(
+                    ident.span(),
+                    format!("`{ident}` is bound more than once in this pattern"),
+                ));
+            }
+        }
+        self.env.extend(bound.into_iter().map(|(_, entry)| entry));
+        Ok(())
     }
 
-    /// [`Lowerer::bind_pattern`]; `float`: the pattern is annotated `f32` or `f64`, so an integer
+    /// [`Lowerer::bind_pattern`]'s lowering: the names of `pat` and their entries, added to
+    /// `bound` (not yet in scope); `float`: the pattern is annotated `f32` or `f64`, so an integer
     /// literal bound to it is a float in Rust too.
-    fn bind_typed(&mut self, pat: &Pat, value: &Expr, float: bool) -> Result<(), Error> {
+    fn bind_typed(
+        &mut self,
+        pat: &Pat,
+        value: &Expr,
+        float: bool,
+        bound: &mut Vec<(syn::Ident, Entry)>,
+    ) -> Result<(), Error> {
         match pat {
             Pat::Ident(pi) => {
                 if pi.mutability.is_some() {
@@ -279,18 +348,21 @@ impl Lowerer {
                     }
                     other => other,
                 };
-                self.env.push(Entry::Bind {
-                    name,
-                    value: v,
-                    closure_param: false,
-                    integer,
-                });
+                bound.push((
+                    pi.ident.clone(),
+                    Entry::Bind {
+                        name,
+                        value: v,
+                        closure_param: false,
+                        integer,
+                    },
+                ));
                 Ok(())
             }
             Pat::Type(pt) => {
                 let float = matches!(&*pt.ty, syn::Type::Path(t)
                     if t.qself.is_none() && (t.path.is_ident("f32") || t.path.is_ident("f64")));
-                self.bind_typed(&pt.pat, value, float)
+                self.bind_typed(&pt.pat, value, float, bound)
             }
             Pat::Tuple(pt) => {
                 let Expr::Tuple(values) = strip(value) else {
@@ -303,7 +375,7 @@ impl Lowerer {
                     ));
                 }
                 for (p, v) in pt.elems.iter().zip(&values.elems) {
-                    self.bind_typed(p, v, false)?;
+                    self.bind_typed(p, v, false, bound)?;
                 }
                 Ok(())
             }
@@ -347,7 +419,13 @@ impl Lowerer {
                     return self.lookup(ident);
                 }
                 let text: Vec<String> = p.path.segments.iter().map(|s| s.ident.to_string()).collect();
-                let value = match text.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                let text: Vec<&str> = text.iter().map(String::as_str).collect();
+                // `std::f32::INFINITY` is Rust's older spelling of `f32::INFINITY`.
+                let path = match text[..] {
+                    ["std" | "core", ref rest @ ..] => rest,
+                    ref all => all,
+                };
+                let value = match path {
                     ["f32" | "f64", "INFINITY"] => f64::INFINITY,
                     ["f32" | "f64", "NEG_INFINITY"] => f64::NEG_INFINITY,
                     ["f32" | "f64", "NAN"] => f64::NAN,
@@ -405,10 +483,15 @@ impl Lowerer {
             B::Ne(_) => BinOp::Ne,
             B::And(_) => BinOp::And,
             B::Or(_) => BinOp::Or,
-            B::AddAssign(_) | B::SubAssign(_) | B::MulAssign(_) | B::DivAssign(_) => {
-                return Err(Error::new(b.span(), "assignment is not supported: a batch reduction has no mutable state; use column reductions such as `.sum()` instead of accumulating"))
+            _ if compound_assignment(&b.op) => {
+                return Err(Error::new(b.span(), COMPOUND_ASSIGNMENT))
             }
-            _ => return Err(Error::new(b.op.span(), "unsupported operator: use + - * / comparisons && || !")),
+            _ => {
+                return Err(Error::new(
+                    b.op.span(),
+                    "unsupported operator: use + - * / comparisons && || !",
+                ))
+            }
         };
         if op == BinOp::Div && self.integer_literals(&b.left) && self.integer_literals(&b.right) {
             return Err(Error::new(b.op.span(), "`/` between integer literals (or `let` names bound to them): Rust divides integers (`7 / 2` is 3), but a reduction's scalars are floats (3.5); write float literals, e.g. `7.0 / 2.0` or `let n = 7.0;`"));
@@ -487,7 +570,10 @@ impl Lowerer {
 
     fn method(&mut self, m: &syn::ExprMethodCall) -> Result<Value, Error> {
         if m.turbofish.is_some() {
-            return Err(Error::new(m.span(), "turbofish (`::<>`) is not supported"));
+            return Err(Error::new(
+                m.turbofish.span(),
+                "turbofish (`::<>`) is not supported",
+            ));
         }
         let mut receiver = self.expr(&m.receiver)?;
         let in_closure = self.env.iter().any(|e| {
@@ -524,7 +610,7 @@ impl Lowerer {
     fn args(&mut self, m: &syn::ExprMethodCall, allowed: &[usize]) -> Result<Vec<Scalar>, Error> {
         if !allowed.contains(&m.args.len()) {
             return Err(Error::new(
-                m.span(),
+                m.method.span(),
                 format!(
                     "`{}` takes {} argument(s), found {}",
                     m.method,
@@ -553,7 +639,7 @@ impl Lowerer {
             "map" | "filter" => {
                 let [arg] = &m.args.iter().collect::<Vec<_>>()[..] else {
                     return Err(Error::new(
-                        m.span(),
+                        m.method.span(),
                         format!("`{method}` takes one closure"),
                     ));
                 };
@@ -564,7 +650,14 @@ impl Lowerer {
                     ));
                 };
                 if closure.inputs.len() != lanes.len() {
-                    return Err(Error::new(closure.span(), format!("this column has {} value(s) per sample, so the closure takes {} parameter(s)", lanes.len(), lanes.len())));
+                    // `|(x, s)|`, the iterator habit after `zip`: the values are separate parameters.
+                    let tuple = matches!(&closure.inputs.iter().collect::<Vec<_>>()[..], [Pat::Tuple(t)] if t.elems.len() == lanes.len());
+                    let hint = if tuple {
+                        ", not one tuple: write `|x, s|` for `|(x, s)|`"
+                    } else {
+                        ""
+                    };
+                    return Err(Error::new(closure.span(), format!("this column has {} value(s) per sample, so the closure takes {} parameter(s){hint}", lanes.len(), lanes.len())));
                 }
                 let mark = self.env.len();
                 for (p, lane) in closure.inputs.iter().zip(&lanes) {
@@ -622,7 +715,10 @@ impl Lowerer {
             }
             "zip" => {
                 let [arg] = &m.args.iter().collect::<Vec<_>>()[..] else {
-                    return Err(Error::new(m.span(), "`zip` takes one `PerSample` input"));
+                    return Err(Error::new(
+                        m.method.span(),
+                        "`zip` takes one `PerSample` input",
+                    ));
                 };
                 match self.expr(arg)? {
                     Value::PerSample(i) => {
@@ -701,7 +797,7 @@ impl Lowerer {
             }
             "quantile" | "kth" => {
                 let [q] = <[Scalar; 1]>::try_from(self.args(m, &[1])?)
-                    .map_err(|_| Error::new(m.span(), "one argument"))?;
+                    .map_err(|_| Error::new(m.method.span(), "one argument"))?;
                 if q.reads_element() || uses_rank(&q) {
                     return Err(Error::new(
                         m.args.span(),
@@ -755,7 +851,10 @@ impl Lowerer {
                 "clamp" => Func::Clamp,
                 "powi" => {
                     let [arg] = &m.args.iter().collect::<Vec<_>>()[..] else {
-                        return Err(Error::new(m.span(), "`powi` takes one integer literal"));
+                        return Err(Error::new(
+                            m.method.span(),
+                            "`powi` takes one integer literal",
+                        ));
                     };
                     let n = match strip(arg) {
                         Expr::Lit(syn::ExprLit {

@@ -126,18 +126,28 @@ pub fn parse(f: &ItemFn) -> Result<Signature, Error> {
                 n_ps += 1;
                 ParamKind::PerSample(n_ps - 1)
             }
-            _ => match is_scalar_type(&pt.ty) {
-                Some(is_f64) => {
-                    n_scalar += 1;
-                    ParamKind::Scalar(n_scalar - 1, is_f64)
-                }
-                None => {
-                    return Err(Error::new(
+            _ => {
+                match is_scalar_type(&pt.ty) {
+                    Some(is_f64) => {
+                        n_scalar += 1;
+                        ParamKind::Scalar(n_scalar - 1, is_f64)
+                    }
+                    None => {
+                        // `g: &Batch`, `k: &f32`: the types are taken by value.
+                        let by_value = match &*pt.ty {
+                            syn::Type::Reference(r) => format!(
+                                " (take it by value: `{name}: {}`)",
+                                quote::ToTokens::to_token_stream(&r.elem)
+                            ),
+                            _ => String::new(),
+                        };
+                        return Err(Error::new(
                         pt.ty.span(),
-                        format!("parameter `{name}` has an unsupported type: {PARAM_HELP}"),
-                    ))
+                        format!("parameter `{name}` has an unsupported type{by_value}: {PARAM_HELP}"),
+                    ));
+                    }
                 }
-            },
+            }
         };
         params.push(Param { name, kind });
     }

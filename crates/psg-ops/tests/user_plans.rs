@@ -560,6 +560,31 @@ fn densities(g: Batch, sigma: f32) -> (f32, f32) {
     )
 }
 
+/// `let` as Rust binds: a tuple's values are all computed before any of its names is bound.
+#[batch_reduce(crate = "psg_runtime")]
+fn lets_as_in_rust(g: Batch) -> (f32, f32, f32, f32, f32) {
+    let (lo, hi) = (g.quantile(0.25), g.quantile(0.75));
+    let (lo, hi) = (lo - 1.5 * (hi - lo), hi + 1.5 * (hi - lo));
+    let (a, b) = (g.min(), g.max());
+    let (a, b) = (b, a);
+    let c = 1.0;
+    let (c, d) = (g.max(), c);
+    let finite = g.filter(|x| x < std::f32::INFINITY).count();
+    (lo, hi, a - b, d + 0.0 * c, finite)
+}
+
+#[test]
+fn lets_bind_as_in_rust() {
+    let g = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0], &[5, 1], &Device::Cpu).unwrap();
+    let (lo, hi, swapped, d, finite) = lets_as_in_rust(&g).unwrap();
+    let one = |t: Tensor| t.to_vec::<f32>().unwrap()[0];
+    // Quartiles 2 and 4: the fences 2 - 3 and 4 + 3, each from the earlier pair.
+    assert_eq!(
+        (one(lo), one(hi), one(swapped), one(d), one(finite)),
+        (-1.0, 7.0, 4.0, 1.0, 5.0)
+    );
+}
+
 #[test]
 fn the_readmes_dsl_notes_hold() {
     let col = |v: &[f32]| Tensor::from_slice(v, &[v.len(), 1], &Device::Cpu).unwrap();
