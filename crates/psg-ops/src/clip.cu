@@ -1,10 +1,10 @@
 /* Flat and per-layer clipping on the device, with the host's arithmetic: each sample's sums of
-   squares added in f64 in tensor order, an IEEE square root, a cast to the accumulator type, and
+   squares (f64, see the row scan) added in f64 in tensor order, an IEEE square root, a cast to the accumulator type, and
    Opacus' factor min(1, C / (norm + 1e-6)) in the accumulator type. One thread per sample. */
-extern "C" __global__ void CLIP_NORM_ADD(const psg_acc* __restrict__ sum_sq,
+extern "C" __global__ void CLIP_NORM_ADD(const double* __restrict__ sum_sq,
                                          double* __restrict__ total, long long n_b) {
     const long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (b < n_b) total[b] += (double)sum_sq[b];
+    if (b < n_b) total[b] += sum_sq[b];
 }
 
 extern "C" __global__ void CLIP_NORM_SQRT(const double* __restrict__ total,

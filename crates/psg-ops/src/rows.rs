@@ -3,10 +3,14 @@
 //! and the non-finite policy are built on it. Not a batch-axis reduction, so it is a hand-written
 //! kernel; it reuses the generated kernels' dtype prelude.
 //!
-//! The GPU sums each row in chunks (one block per chunk and sample, a fixed-shape tree in shared
-//! memory), then adds the chunks' partial sums in order: deterministic. The CPU sums each row
-//! sequentially in f64; the two agree to rounding (the GPU's tree sum in f32 is within a few
-//! ulps of the exact value).
+//! The sums are f64 for every dtype: a square of f32 data overflows f32 above 2^64 and
+//! underflows it below 2^-75, where the norm is still an f32 number (a sample of norm 2e19 had
+//! an infinite norm, so a clip factor of 0 instead of C / 2e19). The GPU sums each row in chunks
+//! (one block per chunk and sample, a fixed-shape tree in shared memory), then adds the chunks'
+//! partial sums in order: deterministic. A thread sums each 16-byte vector's squares in the
+//! accumulator type and adds that in f64; a vector whose sum leaves [2^-100, 2^100] has its
+//! squares taken in f64 instead. The CPU sums each row sequentially in f64; the two agree to
+//! rounding (within 1e-5 relative).
 
 use psg_codegen::DType as GenDType;
 use psg_runtime::{
@@ -22,8 +26,8 @@ const BLOCK: u32 = 256;
 /// No non-finite value in the row.
 pub(crate) const ALL_FINITE: i64 = i64::MAX;
 
-/// Per-sample sums of squares (accumulator dtype, `[B]`) and first non-finite coordinate of each
-/// row (`ALL_FINITE` when none).
+/// Per-sample sums of squares (f64, `[B]`) and first non-finite coordinate of each row
+/// (`ALL_FINITE` when none).
 pub(crate) struct RowScan {
     pub sum_sq: Tensor,
     pub first_bad: Vec<i64>,
@@ -97,7 +101,7 @@ where
     T::Acc: Element,
 {
     let data = g.as_cpu_slice::<T>()?;
-    let rows: Vec<(T::Acc, i64)> = (0..b)
+    let rows: Vec<(f64, i64)> = (0..b)
         .into_par_iter()
         .map(|row| {
             let values = &data[row * p..(row + 1) * p];
@@ -112,18 +116,20 @@ where
                     bad = i as i64;
                 }
             }
-            (T::Acc::from_f64(acc), bad)
+            (acc, bad)
         })
         .collect();
-    let sums: Vec<T::Acc> = rows.iter().map(|r| r.0).collect();
+    let sums: Vec<f64> = rows.iter().map(|r| r.0).collect();
     Ok(RowScan {
         sum_sq: Tensor::from_vec(sums, &[b], &Device::Cpu)?,
         first_bad: rows.iter().map(|r| r.1).collect(),
     })
 }
 
-/// Per-sample sums of squares of `g` (accumulator dtype, `[B]`, on `g`'s device), without
+/// Per-sample sums of squares of `g` (f64 whatever `g`'s dtype, `[B]`, on `g`'s device), without
 /// waiting for the device: what clipping needs of the scan (the non-finite policy needs the rest).
+/// f64 because a square of f32 data can overflow f32 (above 2^64) or underflow it (below 2^-75)
+/// where the norm itself is an f32 number.
 pub(crate) fn sums_of_squares(g: &Tensor) -> Result<Tensor> {
     match g.device() {
         Device::Cpu => Ok(scan(g)?.sum_sq),
@@ -159,13 +165,12 @@ fn scan_cuda_sums(
     b: usize,
     p: usize,
 ) -> Result<(Tensor, Option<psg_runtime::DeviceBuffer>)> {
-    let acc = g.dtype().accumulator();
     let chunks = p.div_ceil(CHUNK).max(1);
-    let sum_sq = Tensor::zeros(acc, &[b], &Device::Cuda(dev.clone()))?;
+    let sum_sq = Tensor::zeros(DType::F64, &[b], &Device::Cuda(dev.clone()))?;
     if b == 0 {
         return Ok((sum_sq, None));
     }
-    let partial = dev.alloc(b * chunks * acc.size_in_bytes())?;
+    let partial = dev.alloc(b * chunks * 8)?;
     let partial_bad = dev.alloc(b * chunks * 8)?;
     let bad = dev.alloc(b * 8)?;
     // 16-byte vector loads where every row starts 16-byte aligned (CHUNK elements are a whole

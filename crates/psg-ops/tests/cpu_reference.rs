@@ -184,6 +184,30 @@ proptest! {
     }
 }
 
+/// Norms whose squares leave f32's range: a sample of norm 2e19 (its square 4e38 overflows f32)
+/// is clipped by C / 2e19, not zeroed by an infinite norm; one of norm 1.4e-30 (its squares
+/// underflow f32) keeps its norm. The sums of squares are f64 whatever the data.
+#[test]
+fn norms_whose_squares_overflow_or_underflow_f32_are_exact() {
+    // Samples: [2e19, 0], [1e20, 1e20], [1e-30, 1e-30], [3, 4].
+    let t = tensor(&[2e19, 0.0, 1e20, 1e20, 1e-30, 1e-30, 3.0, 4.0], 4, 2);
+    let want = [2e19f64, 1e20 * 2f64.sqrt(), 1e-30 * 2f64.sqrt(), 5.0];
+    let flat = values(ops::per_sample_norms(&[&t]).unwrap());
+    let per_layer = values(ops::per_layer_norms(&[&t]).unwrap().remove(0));
+    for norms in [&flat, &per_layer] {
+        for (n, w) in norms.iter().zip(want) {
+            assert_eq!(*n, w as f32, "norms {norms:?}, want {want:?}");
+        }
+    }
+    let f = values(ops::flat_clip_factors(&[&t], 1.0).unwrap());
+    assert_eq!(f[0], 1.0 / (2e19f32 + 1e-6), "factors {f:?}");
+    assert!(
+        f[0] > 0.0 && f[1] > 0.0,
+        "a finite norm is clipped, not zeroed: {f:?}"
+    );
+    assert_eq!((f[2], f[3]), (1.0, 1.0 / (5.0f32 + 1e-6)), "factors {f:?}");
+}
+
 /// A sample with a NaN anywhere has a NaN norm and so a NaN factor (Opacus' `clamp(max=1)`):
 /// it makes every clipped aggregate NaN instead of entering it unclipped (a factor of 1, as
 /// `f.min(1.0)` would give, let its finite values through whole). An infinite norm gives 0.

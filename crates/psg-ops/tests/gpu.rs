@@ -1055,6 +1055,35 @@ fn gpu_clipping_matches_cpu() {
             same_clipped(&g1, &factors, &dev, "f32");
         }
     }
+    // Norms whose squares leave f32's range (sums of squares are f64): huge samples are clipped,
+    // not zeroed; tiny ones keep their norm. Vectors whose f32 sum of squares leaves
+    // [2^-100, 2^100] take the f64 path; 31 columns load one element at a time.
+    for dtype in [DType::F32, DType::BF16] {
+        for &p in &[1000usize, 31] {
+            let mut v = rng.gradients(6 * p);
+            v[..p].fill(2e19);
+            v[p..2 * p].fill(0.0);
+            v[p] = 3e19;
+            v[2 * p..3 * p].fill(1e-30);
+            v[3 * p + 7] = 1e25;
+            v[4 * p..5 * p].fill(0.0);
+            let g = Pair::new(&v, &[6, p], dtype, &dev);
+            let cpu = host(&ops::per_sample_norms(&[&g.cpu]).unwrap());
+            let gpu = host(&ops::per_sample_norms(&[&g.gpu]).unwrap());
+            for (d, c) in gpu.iter().zip(&cpu) {
+                assert!(
+                    c.is_finite() && (d - c).abs() <= 1e-5 * c,
+                    "{dtype} P = {p}: GPU {gpu:?}, CPU {cpu:?}"
+                );
+            }
+            assert!(cpu[0] > 1e20 && cpu[2] > 0.0 && cpu[4] == 0.0, "{cpu:?}");
+            let f = host(&ops::flat_clip_factors(&[&g.gpu], 1.0).unwrap());
+            assert!(
+                f[0] > 0.0 && f[1] > 0.0 && f[3] > 0.0 && f[2] == 1.0,
+                "{f:?}"
+            );
+        }
+    }
     // NaN and infinite norms: factor NaN (never 1: the sample would enter unclipped) and 0, as
     // on the host; then the device's flat factors of a set with such samples.
     for dtype in [DType::F32, DType::F64] {
