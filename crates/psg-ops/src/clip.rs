@@ -194,7 +194,7 @@ fn check_max_norm(max_norm: f64) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidParameter(format!(
-            "clipping: the clip norm C must be a finite number > 0, got {max_norm}"
+            "clipping: the clip norm C must be a finite number > 0, got {max_norm:?}"
         )))
     }
 }
@@ -373,7 +373,7 @@ fn clamp_values_relative(g: Batch, fraction: f64) -> Batch {
 pub fn clip_values(g: &Tensor, c: f64) -> Result<Tensor> {
     if !(c.is_finite() && c > 0.0) {
         return Err(Error::InvalidParameter(format!(
-            "clip_values: the bound c must be a finite number > 0, got {c}"
+            "clip_values: the bound c must be a finite number > 0, got {c:?}"
         )));
     }
     // In f32 the bound would be infinite (nothing clipped) or 0 (everything).
@@ -386,7 +386,7 @@ pub fn clip_values(g: &Tensor, c: f64) -> Result<Tensor> {
 pub fn clip_values_relative(g: &Tensor, fraction: f64) -> Result<Tensor> {
     if !(fraction.is_finite() && fraction > 0.0) {
         return Err(Error::InvalidParameter(format!(
-            "clip_values_relative: the fraction must be a finite number > 0 (1.0 changes nothing), got {fraction}"
+            "clip_values_relative: the fraction must be a finite number > 0 (1.0 changes nothing), got {fraction:?}"
         )));
     }
     fits_f32("clip_values_relative", "the fraction", fraction, g.dtype())?;
@@ -400,7 +400,7 @@ pub(crate) fn fits_f32(op: &str, what: &str, value: f64, dtype: DType) -> Result
     // Normal f32 values only, as the message says: a subnormal one has lost its precision.
     if dtype.accumulator() == DType::F32 && !(v32.is_finite() && v32 >= f32::MIN_POSITIVE) {
         return Err(Error::InvalidParameter(format!(
-            "{op}: {what} = {value} is {v32} in f32, the arithmetic of {dtype} data; give a value \
+            "{op}: {what} = {value:?} is {v32:?} in f32, the arithmetic of {dtype} data; give a value \
              between 1.2e-38 and 3.4e38, or f64 data"
         )));
     }

@@ -34,7 +34,7 @@ fn kth_smallest(g: Batch, k: f64) -> f32 {
 pub fn quantile(g: &Tensor, q: f64) -> Result<Tensor> {
     if !(0.0..=1.0).contains(&q) {
         return Err(Error::InvalidParameter(format!(
-            "quantile: q must lie in [0, 1] (0.5 is the median), got {q}"
+            "quantile: q must lie in [0, 1] (0.5 is the median), got {q:?}"
         )));
     }
     quantile_q(g, q)

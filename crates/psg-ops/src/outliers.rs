@@ -122,7 +122,7 @@ fn trim_mean(g: Batch, m: f64) -> (f32, f32) {
 fn check_threshold(rule: &str, k: f64, g: &Tensor) -> Result<()> {
     if !(k.is_finite() && k > 0.0) {
         return Err(Error::InvalidParameter(format!(
-            "{rule} outlier rule: the threshold k must be a finite number > 0 (3.0 is usual), got {k}"
+            "{rule} outlier rule: the threshold k must be a finite number > 0 (3.0 is usual), got {k:?}"
         )));
     }
     crate::clip::fits_f32(
@@ -139,7 +139,7 @@ fn trim_count(rule: &OutlierRule, b: usize) -> Result<usize> {
         OutlierRule::TrimFraction { alpha } => {
             if !(0.0..0.5).contains(&alpha) {
                 return Err(Error::InvalidParameter(format!(
-                    "trim outlier rule: alpha is the fraction removed from each end and must lie in [0, 0.5), got {alpha}"
+                    "trim outlier rule: alpha is the fraction removed from each end and must lie in [0, 0.5), got {alpha:?}"
                 )));
             }
             (alpha * b as f64).floor() as usize

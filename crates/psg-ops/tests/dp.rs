@@ -406,6 +406,9 @@ fn a_sample_with_a_nan_is_never_released_unclipped() {
 fn per_layer_sensitivity_is_the_root_sum_of_squares() {
     assert_eq!(Clipping::per_layer(vec![3.0, 4.0]).sensitivity(), 5.0);
     assert_eq!(Clipping::flat(2.5).sensitivity(), 2.5);
+    // Norms whose squares overflow f64: a finite sensitivity, not inf.
+    let s = Clipping::per_layer(vec![1e200, 1e200]).sensitivity();
+    assert!((s / (1e200 * 2f64.sqrt()) - 1.0).abs() < 1e-15, "{s}");
 }
 
 #[test]
@@ -832,13 +835,18 @@ fn invalid_parameters_are_typed_errors_that_say_what_to_do() {
         step: 0,
         offset: 0,
     };
-    for std in [-1.0, f64::NAN, f64::INFINITY, 1e300] {
+    // 1e-46 rounds to 0 in f32: no noise at all, so it is refused for f32 (not for f64).
+    for std in [-1.0, f64::NAN, f64::INFINITY, 1e300, 1e-46] {
         let e = add_noise(&t, std, key, NoiseMode::Standard).unwrap_err();
         assert!(
             matches!(e, DpError::Privacy(P::InvalidNoiseStd { .. })),
             "std {std}: {e}"
         );
     }
+    let t64 = Tensor::from_slice(&[1.0f64, 2.0], &[2], &Device::Cpu).unwrap();
+    assert!(add_noise(&t64, 1e-46, key, NoiseMode::Standard).is_ok());
+    assert!(add_noise(&t, 0.0, key, NoiseMode::Standard).is_ok());
+    assert!(add_noise(&t, 1e-45, key, NoiseMode::Standard).is_ok());
     let far = NoiseKey {
         offset: (1 << 62) - 1,
         ..key

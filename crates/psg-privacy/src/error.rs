@@ -5,7 +5,7 @@
 pub enum Error {
     /// A delta outside the open interval (0, 1).
     #[error(
-        "delta {delta} is invalid: it must lie strictly between 0 and 1 (a common choice is a \
+        "delta {delta:?} is invalid: it must lie strictly between 0 and 1 (a common choice is a \
          value below 1 / dataset_size, e.g. 1e-5)"
     )]
     InvalidDelta {
@@ -14,7 +14,7 @@ pub enum Error {
     },
     /// A sampling rate outside the range the call accepts.
     #[error(
-        "sample rate {sample_rate} is invalid: it must be {expected} (it is the Poisson sampling \
+        "sample rate {sample_rate:?} is invalid: it must be {expected} (it is the Poisson sampling \
          probability of each example, usually batch_size / dataset_size)"
     )]
     InvalidSampleRate {
@@ -25,7 +25,7 @@ pub enum Error {
     },
     /// A noise multiplier that is negative, infinite or NaN.
     #[error(
-        "noise multiplier {noise_multiplier} is invalid: it must be a finite number >= 0 (the \
+        "noise multiplier {noise_multiplier:?} is invalid: it must be a finite number >= 0 (the \
          ratio of the Gaussian noise's standard deviation to the clipping norm)"
     )]
     InvalidNoiseMultiplier {
@@ -37,7 +37,7 @@ pub enum Error {
     EmptyOrders,
     /// An RDP order that is not a finite number > 1.
     #[error(
-        "RDP order {order} is invalid: every order must be a finite number > 1 and at most \
+        "RDP order {order:?} is invalid: every order must be a finite number > 1 and at most \
          10000 (psg_privacy::accountant::MAX_ORDER)"
     )]
     InvalidOrder {
@@ -45,7 +45,7 @@ pub enum Error {
         order: f64,
     },
     /// A target epsilon that is not a finite number > 0.
-    #[error("target epsilon {target_epsilon} is invalid: it must be a finite number > 0")]
+    #[error("target epsilon {target_epsilon:?} is invalid: it must be a finite number > 0")]
     InvalidTargetEpsilon {
         /// The value given.
         target_epsilon: f64,
@@ -57,15 +57,15 @@ pub enum Error {
     )]
     ZeroSteps,
     /// A calibration tolerance that is not a finite number > 0.
-    #[error("epsilon tolerance {tolerance} is invalid: it must be a finite number > 0 (Opacus uses 0.01)")]
+    #[error("epsilon tolerance {tolerance:?} is invalid: it must be a finite number > 0 (Opacus uses 0.01)")]
     InvalidTolerance {
         /// The value given.
         tolerance: f64,
     },
     /// Even a huge noise multiplier cannot reach the target epsilon.
     #[error(
-        "the privacy budget is too low: even noise multiplier {noise_multiplier} gives epsilon \
-         {epsilon} > target {target_epsilon}; raise the target epsilon or delta, or lower the \
+        "the privacy budget is too low: even noise multiplier {noise_multiplier:?} gives epsilon \
+         {epsilon:?} > target {target_epsilon:?}; raise the target epsilon or delta, or lower the \
          sample rate or the number of steps"
     )]
     BudgetTooLow {
@@ -79,8 +79,8 @@ pub enum Error {
     /// A target epsilon below the smallest epsilon the RDP orders can show at this delta, at
     /// any noise.
     #[error(
-        "target epsilon {target_epsilon} is below {floor}, the smallest epsilon that the RDP \
-         orders (up to {max_order}) can show at delta {delta} whatever the noise (more noise \
+        "target epsilon {target_epsilon:?} is below {floor:?}, the smallest epsilon that the RDP \
+         orders (up to {max_order:?}) can show at delta {delta:?} whatever the noise (more noise \
          cannot help); raise the target epsilon or delta, or calibrate over larger orders \
          (calibrate_noise_multiplier_over, with an RdpAccountant::with_orders of the same \
          orders to account)"
@@ -104,12 +104,13 @@ pub enum Error {
         /// Bisection steps taken.
         iterations: u32,
     },
-    /// A noise standard deviation that is negative, infinite or NaN, or that overflows f32 for
-    /// f32 noise.
+    /// A noise standard deviation that is negative, infinite or NaN, or that overflows f32 or
+    /// rounds from a positive value to 0 in f32 for f32 noise.
     #[error(
-        "noise standard deviation {std} is invalid: it must be a finite number >= 0, and below \
-         3.4e38 for f32 noise (in DP-SGD it is the noise multiplier times the clip norm over the \
-         expected batch size: lower one of those, or use f64 gradients)"
+        "noise standard deviation {std:?} is invalid: it must be a finite number >= 0 and, for \
+         f32 noise, below 3.4e38 and either 0 or at least 1.4e-45 (below, it rounds to 0 in f32: \
+         no noise at all). In DP-SGD it is the noise multiplier times the clip norm (over the \
+         expected batch size for a mean): change one of those, or use f64 gradients"
     )]
     InvalidNoiseStd {
         /// The value given.

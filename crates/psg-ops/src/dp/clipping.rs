@@ -37,11 +37,12 @@ impl Clipping {
         Clipping::PerLayer { max_norms }
     }
 
-    /// The L2 sensitivity of the sum of clipped gradients: C, or `sqrt(sum_l C_l^2)`.
+    /// The L2 sensitivity of the sum of clipped gradients: C, or `sqrt(sum_l C_l^2)` (by
+    /// `hypot`, so that norms whose squares overflow f64 give a finite sensitivity).
     pub fn sensitivity(&self) -> f64 {
         match self {
             Clipping::Flat { max_norm } => *max_norm,
-            Clipping::PerLayer { max_norms } => max_norms.iter().map(|c| c * c).sum::<f64>().sqrt(),
+            Clipping::PerLayer { max_norms } => max_norms.iter().fold(0.0, |s, c| s.hypot(*c)),
         }
     }
 

@@ -20,7 +20,7 @@ pub enum DpError {
     Privacy(#[from] psg_privacy::Error),
     /// A clip norm that is not a finite number > 0.
     #[error(
-        "clip norm {value}{} is invalid: it must be a finite number > 0 (the largest L2 norm a \
+        "clip norm {value:?}{} is invalid: it must be a finite number > 0 (the largest L2 norm a \
          sample's gradient keeps; Opacus calls it max_grad_norm)",
         layer.map(|l| format!(" (of tensor #{l})")).unwrap_or_default()
     )]
@@ -49,7 +49,7 @@ pub enum DpError {
     },
     /// An expected batch size that is not a finite number > 0.
     #[error(
-        "expected batch size {value} is invalid: it must be a finite number > 0 (sample rate \
+        "expected batch size {value:?} is invalid: it must be a finite number > 0 (sample rate \
          times dataset size; Opacus divides the noisy sum by it)"
     )]
     InvalidExpectedBatchSize {
@@ -86,14 +86,14 @@ pub enum DpError {
         dtype: DType,
     },
     /// A caller-supplied sensitivity that is not a finite number > 0.
-    #[error("the supplied sensitivity {value} is invalid: it must be a finite number > 0")]
+    #[error("the supplied sensitivity {value:?} is invalid: it must be a finite number > 0")]
     InvalidSensitivity {
         /// The value given.
         value: f64,
     },
     /// A caller-supplied sensitivity without a justification.
     #[error(
-        "the supplied sensitivity {value} has no justification: state why one sample cannot \
+        "the supplied sensitivity {value:?} has no justification: state why one sample cannot \
          move the aggregate by more than this in L2 norm (it becomes part of every epsilon \
          report)"
     )]

@@ -28,7 +28,9 @@ pub(super) fn check(dtype: DType, len: usize, std: f64, key: NoiseKey) -> DpResu
     if !matches!(dtype, DType::F32 | DType::F64) {
         return Err(DpError::UnsupportedDType { tensor: 0, dtype });
     }
-    let fits = dtype != DType::F32 || (std as f32).is_finite();
+    // In f32 a positive std must neither overflow nor round to 0 (which would add no noise).
+    let fits =
+        dtype != DType::F32 || ((std as f32).is_finite() && (std == 0.0 || std as f32 > 0.0));
     if !(std.is_finite() && std >= 0.0 && fits) {
         return Err(psg_privacy::Error::InvalidNoiseStd { std }.into());
     }
@@ -49,7 +51,8 @@ pub(super) fn check(dtype: DType, len: usize, std: f64, key: NoiseKey) -> DpResu
 /// # Errors
 ///
 /// [`DpError::UnsupportedDType`] for f16 and bf16; [`psg_privacy::Error::InvalidNoiseStd`] unless
-/// `std` is finite and >= 0 (and finite as an f32 for f32); [`psg_privacy::Error::ElementRangeOutOfBounds`]
+/// `std` is finite and >= 0 (and, for f32, finite as an f32 and not a positive value that rounds
+/// to 0); [`psg_privacy::Error::ElementRangeOutOfBounds`]
 /// when `key.offset + len` passes 2^62; runtime errors from the device.
 pub fn noise(
     dtype: DType,
