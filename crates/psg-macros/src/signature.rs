@@ -67,6 +67,22 @@ fn is_scalar_type(ty: &Type) -> Option<bool> {
 }
 
 /// Checks the function's signature.
+/// A parameter of a type the macro does not take, with a hint for a reference (`g: &Batch`,
+/// `k: &f32`: the types are taken by value).
+fn unsupported_type(name: &syn::Ident, ty: &syn::Type) -> Error {
+    let by_value = match ty {
+        syn::Type::Reference(r) => format!(
+            " (take it by value: `{name}: {}`)",
+            quote::ToTokens::to_token_stream(&r.elem)
+        ),
+        _ => String::new(),
+    };
+    Error::new(
+        ty.span(),
+        format!("parameter `{name}` has an unsupported type{by_value}: {PARAM_HELP}"),
+    )
+}
+
 pub fn parse(f: &ItemFn) -> Result<Signature, Error> {
     let sig = &f.sig;
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
@@ -126,28 +142,13 @@ pub fn parse(f: &ItemFn) -> Result<Signature, Error> {
                 n_ps += 1;
                 ParamKind::PerSample(n_ps - 1)
             }
-            _ => {
-                match is_scalar_type(&pt.ty) {
-                    Some(is_f64) => {
-                        n_scalar += 1;
-                        ParamKind::Scalar(n_scalar - 1, is_f64)
-                    }
-                    None => {
-                        // `g: &Batch`, `k: &f32`: the types are taken by value.
-                        let by_value = match &*pt.ty {
-                            syn::Type::Reference(r) => format!(
-                                " (take it by value: `{name}: {}`)",
-                                quote::ToTokens::to_token_stream(&r.elem)
-                            ),
-                            _ => String::new(),
-                        };
-                        return Err(Error::new(
-                        pt.ty.span(),
-                        format!("parameter `{name}` has an unsupported type{by_value}: {PARAM_HELP}"),
-                    ));
-                    }
+            _ => match is_scalar_type(&pt.ty) {
+                Some(is_f64) => {
+                    n_scalar += 1;
+                    ParamKind::Scalar(n_scalar - 1, is_f64)
                 }
-            }
+                None => return Err(unsupported_type(&name, &pt.ty)),
+            },
         };
         params.push(Param { name, kind });
     }

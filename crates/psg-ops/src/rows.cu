@@ -19,7 +19,7 @@ __device__ __forceinline__ psg_acc psg_vector_element(const uint4 v, const int j
 
    The sums are f64 whatever the input: a square of f32 data overflows f32 above 2^64 (a
    sample of norm 2e19 would get an infinite norm, and a clip factor of 0 instead of C / 2e19)
-   and underflows below 2^-75. Each 16-byte vector's squares are summed in the accumulator type
+   and underflows to 0 below about 2^-75. Each 16-byte vector's squares are summed in the accumulator type
    and the sum added in f64; a vector whose sum lies outside [2^-100, 2^100] (zeros, tiny or
    huge values, non-finite ones) has its squares taken in f64 instead, so that no square
    overflows or underflows and a conversion to f64 a value is paid only there. */
@@ -68,8 +68,8 @@ extern "C" __global__ void ROW_SCAN(const psg_elem* __restrict__ g, long long n_
                     }
                 }
                 /* A non-finite coordinate makes the sum non-finite: only then (or once the sum
-                   has overflowed, for f64 data) is the vector searched. This thread's vectors come in
-                   increasing order, so its first find is its smallest. */
+                   has overflowed, for f64 data) is the vector searched. This thread's vectors
+                   come in increasing order, so its first find is its smallest. */
                 if (bad == 0x7fffffffffffffffll && !psg_isfinite(acc)) {
 #pragma unroll
                     for (int j = V - 1; j >= 0; --j) {
