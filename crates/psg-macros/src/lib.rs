@@ -13,6 +13,7 @@ mod signature;
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::quote;
+use syn::ext::IdentExt;
 use syn::{parse_macro_input, Error, ItemFn, LitStr, Path};
 
 use signature::{ParamKind, Returns};
@@ -59,16 +60,17 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
         .params
         .iter()
         .filter(|p| matches!(p.kind, ParamKind::PerSample(_)))
-        .map(|p| p.name.to_string())
+        .map(|p| p.name.unraw().to_string())
         .collect();
     let scalars: Vec<String> = sig
         .params
         .iter()
         .filter(|p| matches!(p.kind, ParamKind::Scalar(..)))
-        .map(|p| p.name.to_string())
+        .map(|p| p.name.unraw().to_string())
         .collect();
+    // `fn r#mean`: the reduction (its kernels and messages) is `mean`.
     let reduction = psg_codegen::ir::Reduction {
-        name: name.to_string(),
+        name: name.unraw().to_string(),
         per_sample: per_sample.clone(),
         scalars: scalars.clone(),
         lets,
@@ -84,7 +86,7 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
         )
     })?;
 
-    let name_str = name.to_string();
+    let name_str = name.unraw().to_string();
     let kernel_names = &generated.kernel_names;
     let sources = &generated.cuda;
     let tile_names = &generated.tile_kernel_names;

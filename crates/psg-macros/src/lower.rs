@@ -927,9 +927,14 @@ fn unsupported(e: &Expr) -> Error {
         Expr::Index(_) => "indexing is not supported: a reduction sees one column at a time; use column methods",
         Expr::Tuple(_) => "tuples are allowed only as the returned value or in `let (a, b) = (x, y)`",
         Expr::Match(_) => "`match` is not supported: use `if ... else ...`",
+        Expr::Field(_) => "a field access: values have no fields; a method needs parentheses, e.g. `x.abs()`",
         _ => "unsupported expression in a batch reduction: use numbers, parameters, `let` names, arithmetic, comparisons, `if`/`else`, normal_pdf(..), normal_kernel(..), column methods and scalar methods",
     };
-    Error::new(e.span(), what)
+    let at = match e {
+        Expr::Field(f) => f.member.span(),
+        _ => e.span(),
+    };
+    Error::new(at, what)
 }
 
 /// A `let`'s name as the generated code spells it: the user's, without `r#`, every character

@@ -217,7 +217,7 @@ pub fn clip_factors(norms: &Tensor, max_norm: f64) -> Result<Tensor> {
     }
     // In f32 a C that overflows would make an infinite norm's factor inf / inf, a NaN; one that
     // underflows would zero every sample.
-    fits_f32("clip_factors", "the clip norm C", max_norm, norms.dtype())?;
+    fits_f32("clipping", "the clip norm C", max_norm, norms.dtype())?;
     let device = norms.device();
     if let (Device::Cuda(dev), DType::F32 | DType::F64) = (&device, norms.dtype()) {
         // The same arithmetic on the device: nothing waits for it.

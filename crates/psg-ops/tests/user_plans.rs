@@ -573,6 +573,12 @@ fn lets_as_in_rust(g: Batch) -> (f32, f32, f32, f32, f32) {
     (lo, hi, a - b, d + 0.0 * c, finite)
 }
 
+/// Raw identifiers, as Rust allows them: a reduction named `r#mean` with a parameter `r#type`.
+#[batch_reduce(crate = "psg_runtime")]
+fn r#mean(g: Batch, r#type: f32) -> f32 {
+    g.mean() * r#type
+}
+
 #[test]
 fn lets_bind_as_in_rust() {
     let g = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0], &[5, 1], &Device::Cpu).unwrap();
@@ -583,6 +589,7 @@ fn lets_bind_as_in_rust() {
         (one(lo), one(hi), one(swapped), one(d), one(finite)),
         (-1.0, 7.0, 4.0, 1.0, 5.0)
     );
+    assert_eq!(one(r#mean(&g, 2.0).unwrap()), 6.0);
 }
 
 #[test]
