@@ -189,6 +189,35 @@ __device__ __forceinline__ void psg_group_sort(psg_key (&a)[R], int q) {
 }
 "#;
 
+/// A bitonic list of `8 R` keys (falling, then rising: the MAD's distances along the median's
+/// sorted list, [`merged_select`]) sorted ascending by 8 lanes as [`SMALL_SORTS`] holds them:
+/// the half-cleaners of a bitonic merge, positions `j` apart paired from `j = 4R` down, so 6
+/// steps for 64 keys (3 within a lane) where the sort takes 21.
+const SMALL_MERGE: &str = r#"template <int R>
+__device__ __forceinline__ void psg_group_merge(psg_key (&a)[R], int q) {
+    #pragma unroll
+    for (int j = 4 * R; j > 0; j >>= 1) {
+        if (j < R) {
+            #pragma unroll
+            for (int i = 0; i < R; ++i) {
+                if ((i & j) == 0) {
+                    const psg_key lo = min(a[i], a[i | j]), hi = max(a[i], a[i | j]);
+                    a[i] = lo;
+                    a[i | j] = hi;
+                }
+            }
+        } else {
+            const bool lower = (q & (j / R)) == 0;
+            #pragma unroll
+            for (int i = 0; i < R; ++i) {
+                const psg_key b = __shfl_xor_sync(0xffffffffu, a[i], j / R);
+                a[i] = lower ? min(a[i], b) : max(a[i], b);
+            }
+        }
+    }
+}
+"#;
+
 /// Whether selection `t` gathers up to [`GATHER_SORTED`] keys and may sort its lists: the plan's
 /// only selection, on 4-byte keys, and not a bf16 column's own keys (fixed after two digits, the
 /// second of which it counts instead of gathering, see `emit_select`).
@@ -325,6 +354,41 @@ struct PairedCode {
     clean: bool,
     rank: String,
     counts: Counts,
+}
+
+/// A selection in the kernel for small B on the distances `|x - m|` of a column's values from a
+/// per-column value `m` (the MAD's, `m` the median), where the selection before it sorted the
+/// column's own keys into its lists and nothing has written them since: along that list the
+/// distances fall, then rise, so [`small_select`] sorts them with one bitonic merge instead of
+/// gathering and sorting them (see [`merged_runs`], [`merged_select`]). `intact` is the
+/// block-wide condition under which the lists are still there (no pass between ran); `shuffles`
+/// binds column `c`'s per-column values that the distance reads (named with `_c`, as
+/// [`OtherKey`]'s); `key` is the distance's key of an element `x` of column `c`; `m` prints `m`
+/// for the thread's own column.
+struct MergeCode {
+    intact: String,
+    shuffles: String,
+    key: String,
+    m: String,
+}
+
+/// Where selection `t` selects among `|x - m|` of every value `x` of the column, `m` a
+/// per-column value (no element, per-sample value or rank in it): `m`.
+fn merged_runs(plan: &Plan, t: usize) -> Option<&Scalar> {
+    let c = &plan.temps[t].reduce.column;
+    let Scalar::Call(Func::Abs, args) = &c.value else {
+        return None;
+    };
+    let [Scalar::Binary(BinOp::Sub, x, m)] = args.as_slice() else {
+        return None;
+    };
+    fn per_column(e: &Scalar) -> bool {
+        match e {
+            Scalar::Load | Scalar::LoadPerSample(_) | Scalar::Rank(_) | Scalar::Reduce(_) => false,
+            _ => e.children().into_iter().all(per_column),
+        }
+    }
+    (c.keep.is_none() && **x == Scalar::Load && per_column(m)).then_some(&**m)
 }
 
 /// Shared-memory needs of the tiled kernel: bytes per (sample, column), and fixed bytes per block
@@ -693,6 +757,30 @@ enum Settled {
     /// As [`Settled::CountLe`], the count below the value, `x < v` (the trimmed mean's
     /// `below_hi`): the keys below the value's, unless the value is +0 (-0 is not below it).
     CountLt(usize),
+}
+
+impl Settled {
+    /// The selection that settles it.
+    fn selection(self) -> usize {
+        match self {
+            Settled::NoNan(t)
+            | Settled::AtOrBelow(t)
+            | Settled::Above(t)
+            | Settled::CountLe(t)
+            | Settled::CountLt(t) => t,
+        }
+    }
+}
+
+/// The flag (a block-wide boolean of the kernel) under which the selection has `how`'s value
+/// for every column of the block.
+fn settled_flag(how: Settled) -> String {
+    let flag = match how {
+        Settled::NoNan(_) => "clean",
+        Settled::AtOrBelow(_) | Settled::Above(_) => "next",
+        Settled::CountLe(_) | Settled::CountLt(_) => "cnt",
+    };
+    format!("{}_{flag}", names::temp(how.selection()))
 }
 
 /// Whether `x` is selection `t`'s value behind its NaN guard, as [`crate::stats::kth`] gives it
@@ -1253,6 +1341,12 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         _ => false,
     });
     if small {
+        if plan.steps.iter().any(|step| match step {
+            Step::Select(t) => merged_runs(plan, *t).is_some(),
+            _ => false,
+        }) {
+            s.insert_str(at, SMALL_MERGE);
+        }
         s.insert_str(at, SMALL_SORTS);
     }
     if sorts && !small && !sliced {
@@ -1373,6 +1467,12 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     let mut fetched = false;
     // A selection fused into the one before it (see `Paired`).
     let mut fused = None;
+    // In the kernel for small B, after a selection on a column's own keys: the flags under which
+    // its sorted lists are still there and hold no NaN (a NaN guard of the column's own keys,
+    // and every pass since settled; see `MergeCode`).
+    let mut sorted_lists: Option<Vec<String>> = None;
+    // The NaN guard of a selection on a column's own keys (the same for any such selection).
+    let mut own_clean: Option<String> = None;
     for (n, (step, settle)) in steps.iter().enumerate() {
         if fused == Some(n) {
             continue;
@@ -1381,6 +1481,24 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
             Step::Let(i) if hoisted.lets.contains(i) => {}
             Step::Let(i) => emit_let(&mut s, plan, *i, &e),
             Step::Loop(temps) => {
+                // A pass that runs writes `part`, over the lists; a settled one is skipped
+                // under its flags.
+                let skipped = settle.as_deref().and_then(|v| {
+                    v.iter()
+                        .map(|how| how.map(settled_flag))
+                        .collect::<Option<Vec<_>>>()
+                });
+                sorted_lists = match (sorted_lists.take(), skipped) {
+                    (Some(mut flags), Some(more)) => {
+                        for f in more {
+                            if !flags.contains(&f) {
+                                flags.push(f);
+                            }
+                        }
+                        Some(flags)
+                    }
+                    _ => None,
+                };
                 // Consecutive passes combine their partials in alternate halves of `part`, so a
                 // pass need not wait for every thread to have read the previous one's; a
                 // selection reuses the area, so the pass before one waits.
@@ -1463,9 +1581,31 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     counts: counts_of(*t),
                 };
                 fetched = fetched || sliced;
+                let intact = sorted_lists
+                    .take()
+                    .filter(|_| small && pair.is_none())
+                    .map(|flags| flags.join(" && "));
                 emit_select(
-                    &mut s, plan, *t, input, key_bits, flags, pair, &e, &from_tile, &other,
-                )
+                    &mut s,
+                    plan,
+                    *t,
+                    input,
+                    key_bits,
+                    flags,
+                    pair,
+                    intact.as_deref(),
+                    &e,
+                    &from_tile,
+                    &other,
+                );
+                if keys_of(plan, *t) == Keys::Direct {
+                    if clean {
+                        own_clean = Some(format!("{}_clean", names::temp(*t)));
+                    }
+                    if small {
+                        sorted_lists = own_clean.clone().map(|f| vec![f]);
+                    }
+                }
             }
         }
     }
@@ -1979,12 +2119,8 @@ fn emit_loop(
                     continue;
                 };
                 // The selection's value for it, and the flag saying the block has that value.
-                let (u, flag) = match how {
-                    Settled::NoNan(u) => (u, "clean"),
-                    Settled::AtOrBelow(u) | Settled::Above(u) => (u, "next"),
-                    Settled::CountLe(u) | Settled::CountLt(u) => (u, "cnt"),
-                };
-                let u = names::temp(u);
+                let flag = settled_flag(how);
+                let u = names::temp(how.selection());
                 let value = match how {
                     Settled::NoNan(_) => syntax.literal(0.0),
                     Settled::AtOrBelow(_) => format!("{u}_le"),
@@ -1993,7 +2129,6 @@ fn emit_loop(
                     Settled::CountLt(_) => format!("{u}_ltc"),
                 };
                 writeln!(values, "        {name} = {value};").ok();
-                let flag = format!("{u}_{flag}");
                 if !known.contains(&flag) {
                     known.push(flag);
                 }
@@ -2282,6 +2417,7 @@ fn emit_select(
     key_bits: u32,
     flags: SelectFlags,
     pair: Option<Paired>,
+    intact: Option<&str>,
     e: &dyn Fn(&Scalar) -> String,
     from_tile: &dyn Fn(&str) -> String,
     other: &OtherColumn,
@@ -2506,28 +2642,14 @@ fn emit_select(
         // Computed keys of another column, for the tie check (see `TIE_AT`; keys of 16-bit
         // input) and a lone key's bits after an early stop: the per-column values they read,
         // from that column's lane.
-        let other_key = (mode == Keys::Computed).then(|| {
-            let mut values: Vec<&Scalar> = Vec::new();
-            let mut todo: Vec<&Scalar> = r.column.value_and_keep().collect();
-            while let Some(x) = todo.pop() {
-                match x {
-                    Scalar::Local(_) | Scalar::Temp(_) if !values.contains(&x) => values.push(x),
-                    _ => todo.extend(x.children()),
-                }
-            }
-            OtherKey {
-                shuffles: values
-                    .iter()
-                    .map(|x| {
-                        format!(
-                            "                    const auto {} = __shfl_sync(0xffffffffu, {}, c);\n",
-                            (other.e)(x),
-                            e(x)
-                        )
-                    })
-                    .collect(),
-                key: computed("                            ", other.e, other.from_tile),
-            }
+        let other_key = (mode == Keys::Computed).then(|| OtherKey {
+            shuffles: column_shuffles(
+                "                    ",
+                r.column.value_and_keep(),
+                e,
+                other.e,
+            ),
+            key: computed("                            ", other.e, other.from_tile),
         });
         s.push_str(&sliced_select(
             &name,
@@ -2556,12 +2678,24 @@ fn emit_select(
         return;
     }
     if small {
+        let merge = intact.zip(merged_runs(plan, t)).map(|(intact, m)| {
+            let Scalar::Call(_, args) = &r.column.value else {
+                unreachable!("merged_runs matched an absolute value")
+            };
+            MergeCode {
+                intact: intact.to_string(),
+                shuffles: column_shuffles("            ", [m], e, other.e),
+                key: format!("psg_abs_key({})", (other.e)(&args[0])),
+                m: e(m),
+            }
+        });
         s.push_str(&small_select(
             &name,
             clean,
             next,
             &key_code("            "),
             paired.as_ref(),
+            merge.as_ref(),
         ));
         s.push_str("#endif\n");
         if let Some(PairedCode { name: name2, .. }) = &paired {
@@ -3155,6 +3289,35 @@ fn quick_digit_select(
     s
 }
 
+/// Statements at `indent` that bind, in a lane selecting in column `c`, the per-column values
+/// (lets and reductions) that `exprs` read, named as `other_e` prints them, from lane `c`,
+/// where every warp holds them (`e` prints them as the thread's own).
+fn column_shuffles<'a>(
+    indent: &str,
+    exprs: impl IntoIterator<Item = &'a Scalar>,
+    e: &dyn Fn(&Scalar) -> String,
+    other_e: &dyn Fn(&Scalar) -> String,
+) -> String {
+    let mut values: Vec<&Scalar> = Vec::new();
+    let mut todo: Vec<&Scalar> = exprs.into_iter().collect();
+    while let Some(x) = todo.pop() {
+        match x {
+            Scalar::Local(_) | Scalar::Temp(_) if !values.contains(&x) => values.push(x),
+            _ => todo.extend(x.children()),
+        }
+    }
+    values
+        .iter()
+        .map(|x| {
+            format!(
+                "{indent}const auto {} = __shfl_sync(0xffffffffu, {}, c);\n",
+                other_e(x),
+                e(x)
+            )
+        })
+        .collect()
+}
+
 /// A selection's body in the kernel for small B ([`SMALL_MAX_B`]), after `k`: every key of the
 /// block's columns to a list of its column's (column c's at `cand[c * 65 + b]`, where the digit
 /// counts would be), then lanes `8g .. 8g + 7` of warp `w` sort the list of column `4w + g`
@@ -3164,13 +3327,16 @@ fn quick_digit_select(
 /// whether its least and greatest kept keys lie within the infinities' (no NaN,
 /// [`Settled::NoNan`]). With `paired`, the key at the second rank too (`k2`, `prefix2`), and
 /// one NaN check for both: the same keys (a trimmed mean's two bounds took 0.58-0.66 of the
-/// time of a sort each at B = 32 and 64, H200, same run).
+/// time of a sort each at B = 32 and 64, H200, same run). With `merge` (the MAD's distances,
+/// [`MergeCode`]), blocks whose lists the selection before left sorted merge the distances
+/// along them instead ([`merged_select`]); the others gather and sort.
 fn small_select(
     name: &str,
     clean: bool,
     next: bool,
     key_code: &str,
     paired: Option<&PairedCode>,
+    merge: Option<&MergeCode>,
 ) -> String {
     // Whether either selection needs the NaN check: the same keys answer for both.
     let clean2 = paired.is_some_and(|p| p.clean);
@@ -3192,40 +3358,6 @@ fn small_select(
         )
         .ok();
     }
-    s.push_str(
-        r#"        __syncthreads();
-        for (int b = w; b < n_bi; b += 8) {
-"#,
-    );
-    s.push_str(key_code);
-    let rank2 = if paired.is_some() {
-        " pick[lane] = valid2 ? (int)k2 : 0;"
-    } else {
-        ""
-    };
-    writeln!(
-        s,
-        r#"            cand[lane * 65 + b] = key;
-        }}
-        if (w == 0) {{ pick[32 + lane] = (int)total; pick[64 + lane] = rem;{rank2} }}
-        __syncthreads();
-        {{
-            // Lanes 8g .. 8g + 7 sort column 4w + g's list (position qR + i in a[i] of lane
-            // 8g + q), write it back sorted, and read it.
-            const int q = lane & 7, c = 4 * w + (lane >> 3);
-            const int r = pick[64 + c], n = pick[32 + c];
-            psg_key* const list = cand + c * 65;"#,
-    )
-    .ok();
-    if paired.is_some() {
-        s.push_str("            const int r2 = pick[c];\n");
-    }
-    if check {
-        s.push_str(
-            "            // A NaN's key lies below -inf's or above +inf's.\n            \
-             const psg_key kmin = psg_to_key(-psg_inf()), kmax = psg_to_key(psg_inf());\n",
-        );
-    }
     // What lane q = 0 of a column's lanes stores once `v` (the selected key), `le` and `above`
     // (the next value) and, for the NaN check, `lo` and `hi` (the least and greatest kept keys)
     // are known.
@@ -3239,43 +3371,64 @@ fn small_select(
     if check {
         store.push_str(" totals[c] = n == 0 || (lo >= kmin && hi <= kmax);");
     }
+    // The keys gathered and sorted.
+    let mut t = String::new();
+    t.push_str(
+        r#"        __syncthreads();
+        for (int b = w; b < n_bi; b += 8) {
+"#,
+    );
+    t.push_str(key_code);
+    let rank2 = if paired.is_some() {
+        " pick[lane] = valid2 ? (int)k2 : 0;"
+    } else {
+        ""
+    };
+    writeln!(
+        t,
+        r#"            cand[lane * 65 + b] = key;
+        }}
+        if (w == 0) {{ pick[32 + lane] = (int)total; pick[64 + lane] = rem;{rank2} }}
+        __syncthreads();
+        {{
+            // Lanes 8g .. 8g + 7 sort column 4w + g's list (position qR + i in a[i] of lane
+            // 8g + q), write it back sorted, and read it.
+            const int q = lane & 7, c = 4 * w + (lane >> 3);
+            const int r = pick[64 + c], n = pick[32 + c];
+            psg_key* const list = cand + c * 65;"#,
+    )
+    .ok();
+    if paired.is_some() {
+        t.push_str("            const int r2 = pick[c];\n");
+    }
+    if check {
+        t.push_str(NAN_KEY_BOUNDS);
+    }
     // Up to 32 keys, 4 a lane; up to 64, 8 a lane.
     for (cond, regs) in [("if (n_bi <= 32) {", 4), ("} else {", 8)] {
         writeln!(
-            s,
+            t,
             r#"            {cond}
                 psg_key a[{regs}];
                 #pragma unroll
                 for (int i = 0; i < {regs}; ++i) a[i] = q * {regs} + i < n_bi ? list[q * {regs} + i] : ~(psg_key)0;
-                psg_group_sort<{regs}>(a, q);
-                #pragma unroll
-                for (int i = 0; i < {regs}; ++i) list[q * {regs} + i] = a[i];
-                __syncwarp();
-                const psg_key v = list[r];"#
+                psg_group_sort<{regs}>(a, q);"#
         )
         .ok();
-        if next {
-            // Padding (the largest key) sorts after the n_bi keys.
-            writeln!(
-                s,
-                r#"                int le = 0;
-                #pragma unroll
-                for (int i = 0; i < {regs}; ++i) le += q * {regs} + i < n_bi && a[i] <= v ? 1 : 0;
-                le += __shfl_xor_sync(0xffffffffu, le, 1);
-                le += __shfl_xor_sync(0xffffffffu, le, 2);
-                le += __shfl_xor_sync(0xffffffffu, le, 4);
-                const psg_key above = le < n_bi ? list[le] : ~(psg_key)0;"#
-            )
-            .ok();
-        }
-        if check {
-            s.push_str(
-                "                const psg_key lo = list[0], hi = list[n > 0 ? n - 1 : 0];\n",
-            );
-        }
-        writeln!(s, "                if (q == 0) {{ {store} }}").ok();
+        t.push_str(&sorted_tail(regs, next, check, &store));
     }
-    s.push_str("            }\n        }\n");
+    t.push_str("            }\n        }\n");
+    match merge {
+        Some(m) => {
+            s.push_str(&merged_select(m, next, check, &store));
+            s.push_str("        } else {\n");
+            for line in t.lines() {
+                writeln!(s, "    {line}").ok();
+            }
+            s.push_str("        }\n");
+        }
+        None => s.push_str(&t),
+    }
     if let Some(p) = paired {
         // Both keys, read after one barrier; the barrier of the vote (or its own) keeps them
         // until every thread has read them.
@@ -3303,6 +3456,110 @@ fn small_select(
         above: "over[32 + lane]",
     };
     select_results(&mut s, name, clean, next, gathered, TOTALS_VOTE);
+    s
+}
+
+/// The keys between which a column's kept keys lie where it holds no NaN, for the NaN check of
+/// [`small_select`] and [`merged_select`].
+const NAN_KEY_BOUNDS: &str = "            // A NaN's key lies below -inf's or above +inf's.
+            const psg_key kmin = psg_to_key(-psg_inf()), kmax = psg_to_key(psg_inf());
+";
+
+/// The end of a selection of [`small_select`] once lanes `8g .. 8g + 7` hold column `c`'s list
+/// sorted in `a` (`regs` keys a lane, position `q regs + i` in `a[i]`, past `n_bi` the largest
+/// key): the list written back, the key at rank `r` read off it, and with `next` the keys at or
+/// below it (`le`) and the least above it, with `check` its least and greatest kept keys (`n`
+/// of them), for what lane `q = 0` stores (`store`).
+fn sorted_tail(regs: usize, next: bool, check: bool, store: &str) -> String {
+    let mut t = String::new();
+    writeln!(
+        t,
+        r#"                #pragma unroll
+                for (int i = 0; i < {regs}; ++i) list[q * {regs} + i] = a[i];
+                __syncwarp();
+                const psg_key v = list[r];"#
+    )
+    .ok();
+    if next {
+        // Padding (the largest key) sorts after the n_bi keys.
+        writeln!(
+            t,
+            r#"                int le = 0;
+                #pragma unroll
+                for (int i = 0; i < {regs}; ++i) le += q * {regs} + i < n_bi && a[i] <= v ? 1 : 0;
+                le += __shfl_xor_sync(0xffffffffu, le, 1);
+                le += __shfl_xor_sync(0xffffffffu, le, 2);
+                le += __shfl_xor_sync(0xffffffffu, le, 4);
+                const psg_key above = le < n_bi ? list[le] : ~(psg_key)0;"#
+        )
+        .ok();
+    }
+    if check {
+        t.push_str("                const psg_key lo = list[0], hi = list[n > 0 ? n - 1 : 0];\n");
+    }
+    writeln!(t, "                if (q == 0) {{ {store} }}").ok();
+    t
+}
+
+/// The branch of [`small_select`] that finds a selection on distances `|x - m|` from the sorted
+/// lists of the column's own keys that the selection before left ([`MergeCode`]), up to the
+/// `} else {` before the gathering and sorting that it replaces; `store` is what lane q = 0 of
+/// a column's lanes stores (as the sort's). Where `m` is finite and no value is NaN (the
+/// selection before's NaN guard, within `intact`), `fl(x - m)` is monotone in `x`, so along the
+/// list the distances fall up to `m` and rise from there: a bitonic sequence (the padding, the
+/// largest key, at its end), which one merge sorts (`psg_group_merge`: 6 steps for 64 keys
+/// where the sort takes 21). Each lane of a column's 8 computes the distances of its 4 or 8
+/// places in the list (a column's own key is its value), the merge sorts them in registers, and
+/// the key at the rank is shuffled from the lane holding it; `le` and `above` (the next value)
+/// and the NaN check's least and greatest key come from the lanes' distances, as the sort's.
+fn merged_select(m: &MergeCode, next: bool, check: bool, store: &str) -> String {
+    let MergeCode {
+        intact,
+        shuffles,
+        key,
+        m: m_own,
+    } = m;
+    let mut s = String::new();
+    writeln!(
+        s,
+        r#"        // The column's own keys, sorted by the selection before, are still in its lists
+        // where ({intact}):
+        // the distances are read off them (see `merged_select`), unless some column's
+        // {m_own} is not finite (+inf - +inf is NaN)."#
+    )
+    .ok();
+    writeln!(
+        s,
+        r#"        const bool merged = ({intact}) && __syncthreads_and(!active || psg_isfinite({m_own}));
+        if (merged) {{
+            const int q = lane & 7, c = 4 * w + (lane >> 3);
+            // Column c's rank and count (every value kept).
+            const int r = __shfl_sync(0xffffffffu, rem, c), n = n_bi;
+            psg_key* const list = cand + c * 65;
+{shuffles}"#
+    )
+    .ok();
+    if check {
+        s.push_str(NAN_KEY_BOUNDS);
+    }
+    for (cond, regs) in [("if (n_bi <= 32) {", 4), ("} else {", 8)] {
+        writeln!(
+            s,
+            r#"            {cond}
+                // The distances of places {regs}q .. {regs}q + {}, past n the largest key, merged.
+                psg_key a[{regs}];
+                #pragma unroll
+                for (int i = 0; i < {regs}; ++i) {{
+                    const psg_acc x = psg_from_key(list[q * {regs} + i]);
+                    a[i] = q * {regs} + i < n ? {key} : ~(psg_key)0;
+                }}
+                psg_group_merge<{regs}>(a, q);"#,
+            regs - 1,
+        )
+        .ok();
+        s.push_str(&sorted_tail(regs, next, check, store));
+    }
+    s.push_str("            }\n");
     s
 }
 

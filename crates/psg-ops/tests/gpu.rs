@@ -1377,13 +1377,13 @@ fn distance_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
 /// Selections on the distances `|x - m|` to a per-column `m` in the kernel for B up to 64 (the
 /// MAD's, and others at other ranks) against the CPU, bit for bit, at odd and even B, with
 /// ties, zeros of either sign, subnormal and overflowing distances, an infinite median and a
-/// NaN, in f32, bf16 and f16.
+/// NaN, in every dtype.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_distances_of_small_batches_match_cpu() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0012);
-    for dtype in [DType::F32, DType::BF16, DType::F16] {
+    for dtype in DType::ALL {
         for b in [1usize, 2, 3, 4, 5, 8, 17, 31, 32, 33, 48, 63, 64] {
             let p = 32 * 10 + 5;
             let g = Pair::new(&distance_columns(&mut rng, b, p), &[b, p], dtype, &dev);
