@@ -361,7 +361,8 @@ struct PairedCode {
 /// column's own keys into its lists and nothing has written them since: along that list the
 /// distances fall, then rise, so [`small_select`] sorts them with one bitonic merge instead of
 /// gathering and sorting them (see [`merged_runs`], [`merged_select`]). `intact` is the
-/// block-wide condition under which the lists are still there (no pass between ran); `shuffles`
+/// block-wide condition under which the lists are still there and hold no NaN (the selection
+/// before's NaN guard, and the flags of every pass since, each settled); `shuffles`
 /// binds column `c`'s per-column values that the distance reads (named with `_c`, as
 /// [`OtherKey`]'s); `key` is the distance's key of an element `x` of column `c`; `m` prints `m`
 /// for the thread's own column.
@@ -3515,8 +3516,9 @@ fn sorted_tail(regs: usize, next: bool, check: bool, store: &str) -> String {
 /// largest key, at its end), which one merge sorts (`psg_group_merge`: 6 steps for 64 keys
 /// where the sort takes 21). Each lane of a column's 8 computes the distances of its 4 or 8
 /// places in the list (a column's own key is its value), the merge sorts them in registers, and
-/// the key at the rank is shuffled from the lane holding it; `le` and `above` (the next value)
-/// and the NaN check's least and greatest key come from the lanes' distances, as the sort's.
+/// they are written back to the list, off which the key at the rank, `le` and `above` (the next
+/// value) and the NaN check's least and greatest key are read as after the sort
+/// ([`sorted_tail`]).
 fn merged_select(m: &MergeCode, next: bool, check: bool, store: &str) -> String {
     let MergeCode {
         intact,

@@ -1332,6 +1332,19 @@ fn distance_ranks(g: Batch, s: f64) -> (f32, f32, f32) {
     )
 }
 
+/// Distances to the median shifted by `s`, a value past every sample of most columns, so that
+/// along the sorted list they only rise (`s` below the samples) or only fall (above), then the
+/// padding: the median of those distances is merged off the median's sorted lists, the least
+/// but one sorted.
+#[batch_reduce(crate = "psg_runtime")]
+fn shifted_distances(g: Batch, s: f64) -> (f32, f32) {
+    let m = g.median() + s;
+    (
+        g.map(|x| (x - m).abs()).median(),
+        g.map(|x| (x - m).abs()).kth(1.0),
+    )
+}
+
 /// Columns for the distances' selections at small B, by kind: gradient-like; ties (eighths);
 /// 90% zeros of either sign; all positive; subnormal; huge (`x - m` overflows to inf); one value
 /// repeated; two values. In every fifth block of 32 columns, column 7 holds +inf in every sample
@@ -1376,11 +1389,17 @@ fn distance_columns(rng: &mut Rng, b: usize, p: usize) -> Vec<f32> {
 
 /// Selections on the distances `|x - m|` to a per-column `m` in the kernel for B up to 64 (the
 /// MAD's, and others at other ranks) against the CPU, bit for bit, at odd and even B, with
-/// ties, zeros of either sign, subnormal and overflowing distances, an infinite median and a
-/// NaN, in every dtype.
+/// ties, zeros of either sign, subnormal and overflowing distances, an infinite median, a NaN and
+/// a median shifted past the samples, in every dtype.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_distances_of_small_batches_match_cpu() {
+    // The shifted distances' kernel for small B merges its first selection.
+    let small = shifted_distances::DEF
+        .tiled
+        .as_ref()
+        .and_then(|t| t.small.as_ref());
+    assert!(small.is_some_and(|k| k.iter().all(|k| k.source.contains("if (merged) {"))));
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0012);
     for dtype in DType::ALL {
@@ -1396,6 +1415,21 @@ fn gpu_distances_of_small_batches_match_cpu() {
             g.same("mad clean", |t| {
                 ops::remove_outliers(t, ops::OutlierRule::Mad { k: 2.0 }, ops::Removed::NaN)
             });
+            for s in [-1e3, 1e3] {
+                let outputs = |t: &Tensor| shifted_distances(t, s);
+                let (want, got) = (outputs(&g.cpu).unwrap(), outputs(&g.gpu).unwrap());
+                for (i, (w, o)) in [want.0, want.1]
+                    .iter()
+                    .zip([got.0, got.1].iter())
+                    .enumerate()
+                {
+                    assert_identical(
+                        &format!("shifted_distances s = {s}, output {i}, {}", g.label),
+                        &host(o),
+                        &host(w),
+                    );
+                }
+            }
             for s in [0.0, 0.25] {
                 let outputs = |t: &Tensor| distance_ranks(t, s);
                 let (want, got) = (outputs(&g.cpu).unwrap(), outputs(&g.gpu).unwrap());

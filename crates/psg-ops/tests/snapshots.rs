@@ -513,7 +513,7 @@ fn the_trimmed_mean_counts_its_bounds_in_the_selection_for_b_up_to_256() {
 
 /// The MAD's distances in the kernel for small B: where the median's sorted lists are still
 /// there, one bitonic merge of the distances along them (falling, then rising) instead of a
-/// gathering and a second sort, which stay for blocks where they are not; no other plan
+/// gathering and a second sort, which stay for blocks where they are not; no other built-in
 /// carries the merge, not even the MAD's cleaner, whose registers it overflowed.
 #[test]
 fn the_mads_distances_are_merged_off_the_medians_sorted_lists_for_small_b() {
@@ -527,6 +527,15 @@ fn the_mads_distances_are_merged_off_the_medians_sorted_lists_for_small_b() {
         // Once for lists of up to 32 keys, once for up to 64.
         assert_eq!(k.matches("psg_group_merge<4>(a, q);").count(), 1, "{k}");
         assert_eq!(k.matches("psg_group_merge<8>(a, q);").count(), 1, "{k}");
+        // Only where the median's lists are there (its NaN guard and its next value's pass
+        // settled) and every column's median is finite.
+        assert!(
+            k.contains(
+                "const bool merged = (t1_clean && t1_next) && \
+                 __syncthreads_and(!active || psg_isfinite(l0_med));"
+            ),
+            "{k}"
+        );
         assert!(k.contains("if (merged) {"), "{k}");
         // The median's sort and the distances' fallback sort, each for both list sizes.
         assert_eq!(k.matches("psg_group_sort<8>(a, q);").count(), 2, "{k}");
