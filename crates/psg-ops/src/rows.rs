@@ -13,6 +13,7 @@
 //! rounding (within 1e-5 relative).
 
 use psg_codegen::DType as GenDType;
+use psg_runtime::cpu_pool;
 use psg_runtime::{
     Accumulator, CudaDevice, DType, Device, Element, Error, KernelArg, KernelSource, LaunchConfig,
     Result, Tensor,
@@ -101,24 +102,26 @@ where
     T::Acc: Element,
 {
     let data = g.as_cpu_slice::<T>()?;
-    let rows: Vec<(f64, i64)> = (0..b)
-        .into_par_iter()
-        .map(|row| {
-            let values = &data[row * p..(row + 1) * p];
-            // f64 accumulation: a sequential f32 sum over a million elements would be the least
-            // accurate of the two backends (the GPU sums in a tree).
-            let mut acc = 0.0f64;
-            let mut bad = ALL_FINITE;
-            for (i, v) in values.iter().enumerate() {
-                let x = v.to_acc().to_f64();
-                acc += x * x;
-                if bad == ALL_FINITE && !x.is_finite() {
-                    bad = i as i64;
+    let rows: Vec<(f64, i64)> = cpu_pool::install(|| {
+        (0..b)
+            .into_par_iter()
+            .map(|row| {
+                let values = &data[row * p..(row + 1) * p];
+                // f64 accumulation: a sequential f32 sum over a million elements would be the least
+                // accurate of the two backends (the GPU sums in a tree).
+                let mut acc = 0.0f64;
+                let mut bad = ALL_FINITE;
+                for (i, v) in values.iter().enumerate() {
+                    let x = v.to_acc().to_f64();
+                    acc += x * x;
+                    if bad == ALL_FINITE && !x.is_finite() {
+                        bad = i as i64;
+                    }
                 }
-            }
-            (acc, bad)
-        })
-        .collect();
+                (acc, bad)
+            })
+            .collect()
+    })?;
     let sums: Vec<f64> = rows.iter().map(|r| r.0).collect();
     Ok(RowScan {
         sum_sq: Tensor::from_vec(sums, &[b], &Device::Cpu)?,

@@ -85,6 +85,9 @@ pub enum Error {
     /// Host memory for a CPU tensor or a copy to the host could not be allocated.
     #[error("out of host memory: {0}")]
     HostMemory(String),
+    /// The CPU backend's thread pool could not be started (see [`crate::cpu_pool`]).
+    #[error("cannot start psg's CPU threads: {0}")]
+    CpuThreads(String),
 }
 
 /// The runtime's result type. The error type defaults to [`Error`] and can be given, so that a

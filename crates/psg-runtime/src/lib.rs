@@ -71,6 +71,7 @@
 #![deny(missing_docs)]
 
 pub mod cache_key;
+pub mod cpu_pool;
 pub mod cuda;
 pub mod device;
 pub mod disk_cache;

@@ -4,6 +4,7 @@
 //! Stride, padding, dilation and groups follow `torch.nn.Conv2d`. The GPU kernel unfolds the input
 //! on the fly (implicit im2col, `conv2d.cu`); the CPU loops per sample with rayon.
 
+use psg_runtime::cpu_pool;
 use psg_runtime::{
     CudaDevice, DType, Device, Error, KernelArg, KernelSource, LaunchConfig, Result, Tensor,
 };
@@ -223,31 +224,33 @@ fn cpu(x: &Tensor, gy: &Tensor, geo: &Geometry) -> Result<(Pair, Option<Pair>)> 
     let per = c_out * n_r;
     let mut ps = psg_runtime::host_zeros::<f32>(&[geo.b, per])?;
     if per > 0 {
-        ps.par_chunks_mut(per).enumerate().for_each(|(b, out)| {
-            for co in 0..c_out {
-                let gr = co / cog;
-                let grow = &gv[(b * c_out + co) * n_l..(b * c_out + co + 1) * n_l];
-                for r in 0..n_r {
-                    let (ci, ky, kx) = (r / (kh * kw), r % (kh * kw) / kw, r % kw);
-                    let plane = &xv[(b * c_in + gr * cg + ci) * h * w..][..h * w];
-                    let mut acc = 0.0f32;
-                    for oh in 0..geo.ho {
-                        let ih = (oh * sh + ky * dh) as isize - ph as isize;
-                        if ih < 0 || ih >= h as isize {
-                            continue;
-                        }
-                        for ow in 0..geo.wo {
-                            let iw = (ow * sw + kx * dw) as isize - pw as isize;
-                            if iw >= 0 && iw < w as isize {
-                                acc +=
-                                    grow[oh * geo.wo + ow] * plane[ih as usize * w + iw as usize];
+        cpu_pool::install(|| {
+            ps.par_chunks_mut(per).enumerate().for_each(|(b, out)| {
+                for co in 0..c_out {
+                    let gr = co / cog;
+                    let grow = &gv[(b * c_out + co) * n_l..(b * c_out + co + 1) * n_l];
+                    for r in 0..n_r {
+                        let (ci, ky, kx) = (r / (kh * kw), r % (kh * kw) / kw, r % kw);
+                        let plane = &xv[(b * c_in + gr * cg + ci) * h * w..][..h * w];
+                        let mut acc = 0.0f32;
+                        for oh in 0..geo.ho {
+                            let ih = (oh * sh + ky * dh) as isize - ph as isize;
+                            if ih < 0 || ih >= h as isize {
+                                continue;
+                            }
+                            for ow in 0..geo.wo {
+                                let iw = (ow * sw + kx * dw) as isize - pw as isize;
+                                if iw >= 0 && iw < w as isize {
+                                    acc += grow[oh * geo.wo + ow]
+                                        * plane[ih as usize * w + iw as usize];
+                                }
                             }
                         }
+                        out[co * n_r + r] = acc;
                     }
-                    out[co * n_r + r] = acc;
                 }
-            }
-        });
+            })
+        })?;
     }
     let batch = batch_sum(&ps, geo.b, per)?;
     let (ps_shape, w_shape) = shapes(geo);
@@ -261,13 +264,15 @@ fn cpu(x: &Tensor, gy: &Tensor, geo: &Geometry) -> Result<(Pair, Option<Pair>)> 
     }
     let mut bps = psg_runtime::host_zeros::<f32>(&[geo.b, c_out])?;
     if c_out > 0 {
-        bps.par_chunks_mut(c_out).enumerate().for_each(|(b, out)| {
-            for (co, x) in out.iter_mut().enumerate() {
-                *x = gv[(b * c_out + co) * n_l..(b * c_out + co + 1) * n_l]
-                    .iter()
-                    .sum();
-            }
-        });
+        cpu_pool::install(|| {
+            bps.par_chunks_mut(c_out).enumerate().for_each(|(b, out)| {
+                for (co, x) in out.iter_mut().enumerate() {
+                    *x = gv[(b * c_out + co) * n_l..(b * c_out + co + 1) * n_l]
+                        .iter()
+                        .sum();
+                }
+            })
+        })?;
     }
     let bbatch = batch_sum(&bps, geo.b, c_out)?;
     let bias = (

@@ -7,6 +7,7 @@
 //! union of touched rows only (`[B, U, D]`, U <= B * T), reduced to `[U, D]`, and spread to `[V, D]`:
 //! every untouched row gets the reduction of an all-zero column (0 for a sum, mean or median).
 
+use psg_runtime::cpu_pool;
 use psg_runtime::{
     CudaDevice, DType, Device, Error, KernelArg, KernelSource, LaunchConfig, Result, Tensor,
 };
@@ -110,19 +111,21 @@ fn cpu(
     // Each entry's sum over its positions, in position order.
     let mut per_entry = psg_runtime::host_zeros::<f32>(&[n_entries, d])?;
     if d > 0 {
-        per_entry
-            .par_chunks_mut(d)
-            .enumerate()
-            .for_each(|(e, out)| {
-                for &pos in plan.positions(e) {
-                    for (x, &v) in out
-                        .iter_mut()
-                        .zip(&gv[pos as usize * d..(pos as usize + 1) * d])
-                    {
-                        *x += v;
+        cpu_pool::install(|| {
+            per_entry
+                .par_chunks_mut(d)
+                .enumerate()
+                .for_each(|(e, out)| {
+                    for &pos in plan.positions(e) {
+                        for (x, &v) in out
+                            .iter_mut()
+                            .zip(&gv[pos as usize * d..(pos as usize + 1) * d])
+                        {
+                            *x += v;
+                        }
                     }
-                }
-            });
+                })
+        })?;
     }
     let mut batch = psg_runtime::host_zeros::<f32>(&[vocab, d])?;
     let mut values = if dense {

@@ -5,6 +5,7 @@
 //! parameters see, so it is what a LayerNorm captures (the normalization itself has no
 //! parameters).
 
+use psg_runtime::cpu_pool;
 use psg_runtime::{CudaDevice, DType, Device, Error, KernelSource, LaunchConfig, Result, Tensor};
 use rayon::prelude::*;
 
@@ -79,17 +80,19 @@ fn cpu(x_hat: &Tensor, gy: &Tensor, b: usize, t: usize, d: usize) -> Result<[Ten
     let (xv, gv) = (cpu_f32(x_hat)?, cpu_f32(gy)?);
     let mut ps = psg_runtime::host_zeros::<f32>(&[b, 2, d])?;
     if d > 0 {
-        ps.par_chunks_mut(2 * d).enumerate().for_each(|(s, out)| {
-            let (w, bias) = out.split_at_mut(d);
-            for tt in 0..t {
-                let r = (s * t + tt) * d;
-                for col in 0..d {
-                    let g = gv[r + col];
-                    w[col] += g * xv[r + col];
-                    bias[col] += g;
+        cpu_pool::install(|| {
+            ps.par_chunks_mut(2 * d).enumerate().for_each(|(s, out)| {
+                let (w, bias) = out.split_at_mut(d);
+                for tt in 0..t {
+                    let r = (s * t + tt) * d;
+                    for col in 0..d {
+                        let g = gv[r + col];
+                        w[col] += g * xv[r + col];
+                        bias[col] += g;
+                    }
                 }
-            }
-        });
+            })
+        })?;
     }
     let (mut pw, mut pb) = (Vec::with_capacity(b * d), Vec::with_capacity(b * d));
     for row in ps.chunks_exact(2 * d.max(1)).take(b) {

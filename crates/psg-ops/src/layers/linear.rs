@@ -9,6 +9,7 @@
 //! tiles also sum the rows of `g` they stage, for the bias (see `linear.cu`). On the CPU it is a
 //! rayon loop over samples. The two agree to FP32 rounding (the GPU fuses multiply-adds).
 
+use psg_runtime::cpu_pool;
 use psg_runtime::{
     CudaDevice, DType, Device, Error, KernelArg, KernelSource, LaunchConfig, Result, Tensor,
 };
@@ -227,17 +228,19 @@ fn cpu(a: &Tensor, g: &Tensor, d: &Dims, bias: bool) -> Result<Raw> {
     let (b, t, m, n) = (d.b, d.t, d.m, d.n);
     let mut ps = psg_runtime::host_zeros::<f32>(&[b, m, n])?;
     if m * n > 0 {
-        ps.par_chunks_mut(m * n).enumerate().for_each(|(s, out)| {
-            for tt in 0..t {
-                let r = s * t + tt;
-                let arow = &av[r * n..(r + 1) * n];
-                for (o, &go) in gv[r * m..(r + 1) * m].iter().enumerate() {
-                    for (x, &ai) in out[o * n..(o + 1) * n].iter_mut().zip(arow) {
-                        *x += go * ai;
+        cpu_pool::install(|| {
+            ps.par_chunks_mut(m * n).enumerate().for_each(|(s, out)| {
+                for tt in 0..t {
+                    let r = s * t + tt;
+                    let arow = &av[r * n..(r + 1) * n];
+                    for (o, &go) in gv[r * m..(r + 1) * m].iter().enumerate() {
+                        for (x, &ai) in out[o * n..(o + 1) * n].iter_mut().zip(arow) {
+                            *x += go * ai;
+                        }
                     }
                 }
-            }
-        });
+            })
+        })?;
     }
     let batch = batch_sum(&ps, b, m * n)?;
     let cpu = Device::Cpu;
@@ -248,14 +251,16 @@ fn cpu(a: &Tensor, g: &Tensor, d: &Dims, bias: bool) -> Result<Raw> {
     let bias = if bias {
         let mut ps = psg_runtime::host_zeros::<f32>(&[b, m])?;
         if m > 0 {
-            ps.par_chunks_mut(m).enumerate().for_each(|(s, out)| {
-                for tt in 0..t {
-                    let r = s * t + tt;
-                    for (x, &gi) in out.iter_mut().zip(&gv[r * m..(r + 1) * m]) {
-                        *x += gi;
+            cpu_pool::install(|| {
+                ps.par_chunks_mut(m).enumerate().for_each(|(s, out)| {
+                    for tt in 0..t {
+                        let r = s * t + tt;
+                        for (x, &gi) in out.iter_mut().zip(&gv[r * m..(r + 1) * m]) {
+                            *x += gi;
+                        }
                     }
-                }
-            });
+                })
+            })?;
         }
         let batch = batch_sum(&ps, b, m)?;
         Some((
@@ -272,17 +277,19 @@ fn cpu(a: &Tensor, g: &Tensor, d: &Dims, bias: bool) -> Result<Raw> {
 pub(crate) fn batch_sum(per_sample: &[f32], b: usize, p: usize) -> Result<Vec<f32>> {
     const CHUNK: usize = 4096;
     let mut out = psg_runtime::host_zeros::<f32>(&[p])?;
-    out.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let lo = c * CHUNK;
-            for s in 0..b {
-                let row = &per_sample[s * p + lo..s * p + lo + chunk.len()];
-                for (x, &v) in chunk.iter_mut().zip(row) {
-                    *x += v;
+    cpu_pool::install(|| {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let lo = c * CHUNK;
+                for s in 0..b {
+                    let row = &per_sample[s * p + lo..s * p + lo + chunk.len()];
+                    for (x, &v) in chunk.iter_mut().zip(row) {
+                        *x += v;
+                    }
                 }
-            }
-        });
+            })
+    })?;
     Ok(out)
 }
 

@@ -6,6 +6,8 @@ use std::marker::PhantomData;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::cpu_pool;
+
 use super::validate::Plan;
 use super::{Column, CpuColumnFn, OutputKind, ReductionDef};
 use crate::dtype::DType;
@@ -66,47 +68,49 @@ fn run_typed<T: Element>(
     } else {
         width.div_ceil(CHUNK)
     };
-    (0..chunks)
-        .into_par_iter()
-        .try_for_each(|chunk| -> Result<()> {
-            let first = chunk * CHUNK;
-            let cols = CHUNK.min(width - first);
-            // Transposed copy: column j of the chunk at gathered[j * batch ..][..batch]. With
-            // a few columns and a huge B it is as large as g: an error, not an abort, where
-            // the allocator refuses it.
-            let mut gathered = host_filled(cols * batch, T::default())?;
-            for b in 0..batch {
-                let row = &g_values[b * width + first..][..cols];
-                for (j, &v) in row.iter().enumerate() {
-                    gathered[j * batch + b] = v;
-                }
-            }
-            let mut results = host_filled(per_column, T::Acc::default())?;
-            for j in 0..cols {
-                let values = &gathered[j * batch..][..batch];
-                let column = Column {
-                    values,
-                    per_sample: &per_sample,
-                    scalars: &scalars,
-                };
-                results.fill(T::Acc::default());
-                f(&column, &mut results);
-                let col = first + j;
-                match kind {
-                    OutputKind::Scalars(_) => {
-                        for (w, &r) in writers.iter().zip(&results) {
-                            w.write(col, T::from_acc(r));
-                        }
-                    }
-                    OutputKind::Batch => {
-                        for (b, &r) in results.iter().enumerate() {
-                            writers[0].write(b * width + col, T::from_acc(r));
-                        }
+    cpu_pool::install(|| {
+        (0..chunks)
+            .into_par_iter()
+            .try_for_each(|chunk| -> Result<()> {
+                let first = chunk * CHUNK;
+                let cols = CHUNK.min(width - first);
+                // Transposed copy: column j of the chunk at gathered[j * batch ..][..batch]. With
+                // a few columns and a huge B it is as large as g: an error, not an abort, where
+                // the allocator refuses it.
+                let mut gathered = host_filled(cols * batch, T::default())?;
+                for b in 0..batch {
+                    let row = &g_values[b * width + first..][..cols];
+                    for (j, &v) in row.iter().enumerate() {
+                        gathered[j * batch + b] = v;
                     }
                 }
-            }
-            Ok(())
-        })?;
+                let mut results = host_filled(per_column, T::Acc::default())?;
+                for j in 0..cols {
+                    let values = &gathered[j * batch..][..batch];
+                    let column = Column {
+                        values,
+                        per_sample: &per_sample,
+                        scalars: &scalars,
+                    };
+                    results.fill(T::Acc::default());
+                    f(&column, &mut results);
+                    let col = first + j;
+                    match kind {
+                        OutputKind::Scalars(_) => {
+                            for (w, &r) in writers.iter().zip(&results) {
+                                w.write(col, T::from_acc(r));
+                            }
+                        }
+                        OutputKind::Batch => {
+                            for (b, &r) in results.iter().enumerate() {
+                                writers[0].write(b * width + col, T::from_acc(r));
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })
+    })??;
     drop(writers);
     let dtype = g.dtype();
     outputs

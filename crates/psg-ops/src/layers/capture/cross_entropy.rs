@@ -2,6 +2,7 @@
 //! *summed* loss, so the gradient each layer captures for sample b is the gradient of sample b's
 //! own loss: what per-sample gradients are made of.
 
+use psg_runtime::cpu_pool;
 use psg_runtime::{DType, Device, Error, KernelArg, KernelSource, LaunchConfig, Result, Tensor};
 use rayon::prelude::*;
 
@@ -67,21 +68,22 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<CrossEnt
         Device::Cpu => {
             let z = cpu_f32(logits)?;
             let mut grad = psg_runtime::host_zeros::<f32>(&[b, c])?;
-            let losses: Vec<f32> = grad
-                .par_chunks_mut(c)
-                .zip(z.par_chunks(c))
-                .zip(labels)
-                .map(|((gr, zr), &y)| {
-                    let mx = zr[1..]
-                        .iter()
-                        .fold(zr[0], |m, &v| if v > m { v } else { m });
-                    let sum: f32 = zr.iter().map(|&v| (v - mx).exp()).sum();
-                    for (j, (gj, &v)) in gr.iter_mut().zip(zr).enumerate() {
-                        *gj = (v - mx).exp() / sum - if j == y as usize { 1.0 } else { 0.0 };
-                    }
-                    (sum.ln() + mx) - zr[y as usize]
-                })
-                .collect();
+            let losses: Vec<f32> = cpu_pool::install(|| {
+                grad.par_chunks_mut(c)
+                    .zip(z.par_chunks(c))
+                    .zip(labels)
+                    .map(|((gr, zr), &y)| {
+                        let mx = zr[1..]
+                            .iter()
+                            .fold(zr[0], |m, &v| if v > m { v } else { m });
+                        let sum: f32 = zr.iter().map(|&v| (v - mx).exp()).sum();
+                        for (j, (gj, &v)) in gr.iter_mut().zip(zr).enumerate() {
+                            *gj = (v - mx).exp() / sum - if j == y as usize { 1.0 } else { 0.0 };
+                        }
+                        (sum.ln() + mx) - zr[y as usize]
+                    })
+                    .collect()
+            })?;
             Ok(CrossEntropy {
                 losses: Tensor::from_vec(losses, &[b], &device)?,
                 grad_logits: Tensor::from_vec(grad, &[b, c], &device)?,

@@ -1,6 +1,7 @@
 //! The matrix product the capture layers' forward and backward passes use:
 //! `C[M, N] = op(a) op(b) (+ bias)`, where `op` transposes or not, on the CPU or a GPU.
 
+use psg_runtime::cpu_pool;
 use psg_runtime::{DType, Device, Error, KernelArg, KernelSource, LaunchConfig, Result, Tensor};
 use rayon::prelude::*;
 
@@ -73,30 +74,32 @@ pub(crate) fn matmul(a: Operand<'_>, b: Operand<'_>, bias: Option<&Tensor>) -> R
             let bias = bias.map(cpu_f32).transpose()?;
             let mut c = psg_runtime::host_zeros::<f32>(&[m, n])?;
             if n > 0 {
-                c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-                    if b_n == 1 {
-                        // Rows of b are contiguous: accumulate scaled rows (sums still run in k order).
-                        for kk in 0..k {
-                            let x = av[i * a_m + kk * a_k];
-                            for (cj, &bj) in row.iter_mut().zip(&bv[kk * b_k..kk * b_k + n]) {
-                                *cj += x * bj;
-                            }
-                        }
-                    } else {
-                        for (j, cj) in row.iter_mut().enumerate() {
-                            let mut s = 0.0f32;
+                cpu_pool::install(|| {
+                    c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+                        if b_n == 1 {
+                            // Rows of b are contiguous: accumulate scaled rows (sums still run in k order).
                             for kk in 0..k {
-                                s += av[i * a_m + kk * a_k] * bv[kk * b_k + j * b_n];
+                                let x = av[i * a_m + kk * a_k];
+                                for (cj, &bj) in row.iter_mut().zip(&bv[kk * b_k..kk * b_k + n]) {
+                                    *cj += x * bj;
+                                }
                             }
-                            *cj = s;
+                        } else {
+                            for (j, cj) in row.iter_mut().enumerate() {
+                                let mut s = 0.0f32;
+                                for kk in 0..k {
+                                    s += av[i * a_m + kk * a_k] * bv[kk * b_k + j * b_n];
+                                }
+                                *cj = s;
+                            }
                         }
-                    }
-                    if let Some(bias) = bias {
-                        for (cj, &bj) in row.iter_mut().zip(bias) {
-                            *cj += bj;
+                        if let Some(bias) = bias {
+                            for (cj, &bj) in row.iter_mut().zip(bias) {
+                                *cj += bj;
+                            }
                         }
-                    }
-                });
+                    })
+                })?;
             }
             Tensor::from_vec(c, &[m, n], &device)
         }

@@ -1,6 +1,7 @@
 //! Element-wise operations of the capture layers (ReLU and its backward) and the SGD step, on the
 //! CPU or a GPU.
 
+use psg_runtime::cpu_pool;
 use psg_runtime::{
     CudaDevice, DType, Device, Error, KernelArg, KernelSource, LaunchConfig, Result, Tensor,
 };
@@ -57,10 +58,12 @@ pub(crate) fn relu_forward(x: &Tensor) -> Result<Tensor> {
     let device = x.device();
     match &device {
         Device::Cpu => {
-            let y: Vec<f32> = cpu_f32(x)?
-                .par_iter()
-                .map(|&v| if v < 0.0 { 0.0 } else { v })
-                .collect();
+            let xv = cpu_f32(x)?;
+            let y: Vec<f32> = cpu_pool::install(|| {
+                xv.par_iter()
+                    .map(|&v| if v < 0.0 { 0.0 } else { v })
+                    .collect()
+            })?;
             Tensor::from_vec(y, x.shape(), &device)
         }
         Device::Cuda(dev) => {
@@ -76,11 +79,13 @@ pub(crate) fn relu_backward(x: &Tensor, gy: &Tensor) -> Result<Tensor> {
     let device = same_shape("relu backward", x, gy)?;
     match &device {
         Device::Cpu => {
-            let gx: Vec<f32> = cpu_f32(x)?
-                .par_iter()
-                .zip(cpu_f32(gy)?)
-                .map(|(&v, &g)| if v > 0.0 { g } else { 0.0 })
-                .collect();
+            let (xv, gv) = (cpu_f32(x)?, cpu_f32(gy)?);
+            let gx: Vec<f32> = cpu_pool::install(|| {
+                xv.par_iter()
+                    .zip(gv)
+                    .map(|(&v, &g)| if v > 0.0 { g } else { 0.0 })
+                    .collect()
+            })?;
             Tensor::from_vec(gx, x.shape(), &device)
         }
         Device::Cuda(dev) => {
@@ -107,11 +112,13 @@ pub fn sgd_step(param: &Tensor, direction: &Tensor, lr: f32) -> Result<Tensor> {
     let alpha = -lr;
     match &device {
         Device::Cpu => {
-            let out: Vec<f32> = cpu_f32(param)?
-                .par_iter()
-                .zip(cpu_f32(direction)?)
-                .map(|(&p, &d)| p + alpha * d)
-                .collect();
+            let (pv, dv) = (cpu_f32(param)?, cpu_f32(direction)?);
+            let out: Vec<f32> = cpu_pool::install(|| {
+                pv.par_iter()
+                    .zip(dv)
+                    .map(|(&p, &d)| p + alpha * d)
+                    .collect()
+            })?;
             Tensor::from_vec(out, param.shape(), &device)
         }
         Device::Cuda(dev) => {
