@@ -1370,6 +1370,9 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
             "/* Element j (0 or 1) of a 32-bit word of the tile: two neighbouring columns of one sample. */\n\
              __device__ __forceinline__ psg_acc psg_pair_get(unsigned int v, int j) { return psg_tile_get((psg_tile)(j ? v >> 16 : v)); }\n",
         );
+        if pair_broadcasts(plan) {
+            s.insert_str(at, PAIR_BROADCAST);
+        }
     }
     s.push_str("    const int tile_w = 1 << tile_log2;\n");
     s.push_str("    psg_tile* const tile = (psg_tile*)psg_smem;\n");
@@ -1860,28 +1863,88 @@ fn emit_pair_slabs(
         "    const unsigned int* const tc = (const unsigned int*)(tile + cs * n_bi) + lane;\n",
     );
     s.push_str("    float2* const part2 = (float2*)part;\n");
+    let let_lines = |i: usize| -> String {
+        let l = &plan.lets[i];
+        (0..2)
+            .map(|j| {
+                format!(
+                    "    const auto {}{} = {};\n",
+                    names::local(i, &l.name),
+                    SUFFIX[j],
+                    e(j, &l.value)
+                )
+            })
+            .collect()
+    };
+    let last_loop = steps
+        .iter()
+        .rposition(|(step, _)| matches!(step, Step::Loop(_)));
     let mut loops = 0;
-    for (step, _) in steps {
-        match step {
-            Step::Let(i) => {
-                let l = &plan.lets[*i];
-                for (j, suffix) in SUFFIX.iter().enumerate() {
-                    writeln!(
-                        s,
-                        "    const auto {}{suffix} = {};",
-                        names::local(*i, &l.name),
-                        e(j, &l.value)
-                    )
-                    .ok();
-                }
-            }
+    // Whether the block of the last section, warps 0 and 1 alone, is open.
+    let mut open = false;
+    // Where a section's let is read from shared memory, later code reads it in place of its
+    // expression (a pass would compute a mean's division again, every warp).
+    let mut subs: Vec<(String, String)> = Vec::new();
+    let out = s;
+    let mut s = String::new();
+    let mut i = 0;
+    while i < steps.len() {
+        out.push_str(&substituted(&std::mem::take(&mut s), &subs));
+        let s = &mut s;
+        match &steps[i].0 {
+            Step::Let(l) => s.push_str(&let_lines(*l)),
             Step::Loop(temps) => {
                 let half = loops % 2;
                 loops += 1;
-                emit_pair_pass(s, plan, temps, half, unroll, syntax, &e, &name);
+                let combine = emit_pair_pass(s, plan, temps, half, unroll, syntax, &e, &name);
+                let combine = substituted(&combine, &subs);
+                // The pass's section: its combine and the lets up to the next pass.
+                let lets: Vec<usize> = steps[i + 1..]
+                    .iter()
+                    .map_while(|(step, _)| match step {
+                        Step::Let(l) => Some(*l),
+                        _ => None,
+                    })
+                    .collect();
+                let lines = substituted(
+                    &lets.iter().map(|&l| let_lines(l)).collect::<String>(),
+                    &subs,
+                );
+                if Some(i) == last_loop {
+                    // Only the output reads it, and warp j stores column j.
+                    s.push_str("    if (w < 2) {\n");
+                    s.push_str(&combine);
+                    s.push_str(&lines);
+                    open = true;
+                } else {
+                    let values = section_values(plan, temps, &lets, &name);
+                    if values.len() <= WARPS * partial_slots(plan) {
+                        let mut section = String::new();
+                        let read = emit_pair_broadcast(
+                            &mut section,
+                            plan,
+                            half,
+                            &combine,
+                            &lines,
+                            &values,
+                        );
+                        // The section itself is as substituted so far: push it past the
+                        // substitution of the code before it.
+                        out.push_str(&substituted(s, &subs));
+                        s.clear();
+                        out.push_str(&section);
+                        subs.extend(read);
+                    } else {
+                        s.push_str(&combine);
+                        s.push_str(&lines);
+                    }
+                }
+                i += 1 + lets.len();
+                continue;
             }
             Step::Select(_) => unreachable!("`pairs` admits no selection"),
         }
+        i += 1;
     }
     if let Output::Scalars(values) = &plan.output {
         // Warp 0 stores the first column, warp 1 the second.
@@ -1894,14 +1957,20 @@ fn emit_pair_slabs(
             s.push_str("    }\n");
         }
     }
+    if open {
+        s.push_str("    }\n");
+    }
+    out.push_str(&substituted(&s, &subs));
+    let s = out;
     if slab_barrier {
         s.push_str("    __syncthreads();\n");
     }
     s.push_str("    }\n");
 }
 
-/// One pass of [`emit_pair_slabs`] computing `temps` for both columns of each thread, then the 8
-/// warps' partials combined through half `half` of `part` (as `float2`: both columns at once).
+/// One pass of [`emit_pair_slabs`] computing `temps` for both columns of each thread, its
+/// partials stored to half `half` of `part` (as `float2`: both columns at once) and a barrier;
+/// returns the code that combines the 8 warps' partials, for the caller to place.
 #[allow(clippy::too_many_arguments)]
 fn emit_pair_pass(
     s: &mut String,
@@ -1912,7 +1981,7 @@ fn emit_pair_pass(
     syntax: &Cuda,
     e: &dyn Fn(usize, &Scalar) -> String,
     name: &dyn Fn(usize, usize) -> String,
-) {
+) -> String {
     let zero = syntax.literal(0.0);
     for &t in temps {
         for j in 0..2 {
@@ -2004,6 +2073,8 @@ fn emit_pair_pass(
         slot += slots_of(&plan.temps[t].reduce.op);
     }
     s.push_str("    __syncthreads();\n");
+    let mut combine = String::new();
+    let s = &mut combine;
     let mut slot = 0;
     for &t in temps {
         let op = &plan.temps[t].reduce.op;
@@ -2052,6 +2123,172 @@ fn emit_pair_pass(
         s.push_str("    }\n");
         slot += slots_of(op);
     }
+    combine
+}
+
+/// What a section of [`emit_pair_slabs`] (a pass's combine and the lets after it) hands to the
+/// passes after it, for column `j` of the thread: a name, and the expression whose type it has.
+struct Broadcast {
+    name: [String; 2],
+    of_type: [String; 2],
+}
+
+/// The values of a section before another pass: the pass's combined `temps` (and the flags of
+/// minima and maxima), then `lets`.
+fn section_values(
+    plan: &Plan,
+    temps: &[usize],
+    lets: &[usize],
+    name: &dyn Fn(usize, usize) -> String,
+) -> Vec<Broadcast> {
+    let mut values = Vec::new();
+    for &t in temps {
+        values.push(Broadcast {
+            name: [name(t, 0), name(t, 1)],
+            of_type: ["psg_acc".into(), "psg_acc".into()],
+        });
+        if matches!(plan.temps[t].reduce.op, ReduceOp::Min | ReduceOp::Max) {
+            values.push(Broadcast {
+                name: [0, 1].map(|j| format!("{}_any", name(t, j))),
+                of_type: ["bool".into(), "bool".into()],
+            });
+        }
+    }
+    for &l in lets {
+        values.push(Broadcast {
+            name: ["_0", "_1"]
+                .map(|suffix| format!("{}{suffix}", names::local(l, &plan.lets[l].name))),
+            of_type: ["", ""].map(|_| String::new()),
+        });
+    }
+    values
+}
+
+/// Where some section of [`emit_pair_slabs`] comes before another pass (see
+/// [`emit_pair_broadcast`]).
+fn pair_broadcasts(plan: &Plan) -> bool {
+    plan.steps
+        .iter()
+        .filter(|step| matches!(step, Step::Loop(_)))
+        .count()
+        > 1
+}
+
+/// Helpers of [`emit_pair_broadcast`]: a value of up to 4 bytes to and from a float's place in
+/// shared memory, bit for bit; the type of an expression without its reference or const.
+const PAIR_BROADCAST: &str = r#"/* A section's value, bit for bit, through a float's place in shared memory. */
+template <class T> struct psg_plain { typedef T type; };
+template <class T> struct psg_plain<T&> { typedef T type; };
+template <class T> struct psg_plain<const T> { typedef T type; };
+template <class T> struct psg_plain<const T&> { typedef T type; };
+template <class T> __device__ __forceinline__ void psg_put(float* at, const T& v) {
+    static_assert(sizeof(T) <= sizeof(float), "a section's value fits a float's place");
+    memcpy(at, &v, sizeof(T));
+}
+template <class T> __device__ __forceinline__ T psg_get(const float* at) {
+    static_assert(sizeof(T) <= sizeof(float), "a section's value fits a float's place");
+    T v;
+    memcpy(&v, at, sizeof(T));
+    return v;
+}
+"#;
+
+/// A section of [`emit_pair_slabs`] before another pass, computed once: warp 0 combines the
+/// partials and computes the lets (`combine`, `lines`), then stores `values` where the pass's
+/// partials were (half `half` of `part`, 64 floats a value: column j of lane l at `32 j + l`);
+/// after a barrier every warp reads them. Each of the 8 warps computed the whole section
+/// before, divisions and square roots included, about 190 of the bf16 z-score mean's 1,300
+/// instructions a warp and slab. Every value is the one warp 0 computes, bit for bit. The
+/// values stay until the pass after next stores its partials there, after the next pass's
+/// barrier: the passes alternate halves.
+fn emit_pair_broadcast(
+    s: &mut String,
+    plan: &Plan,
+    half: usize,
+    combine: &str,
+    lines: &str,
+    values: &[Broadcast],
+) -> Vec<(String, String)> {
+    // Floats from the start of `part` to the half's first slot.
+    let base = half * partial_slots(plan) * WARPS * 32 * 2;
+    let at = |v: usize, j: usize| format!("(float*)part2 + {} + lane", base + (2 * v + j) * 32);
+    s.push_str("    // Warp 0 combines and computes for the block.\n    if (w == 0) {\n");
+    for line in combine.lines().chain(lines.lines()) {
+        writeln!(s, "    {line}").ok();
+    }
+    // Lanes of warp 0 read other lanes' partials where the values go.
+    s.push_str("        __syncwarp();\n");
+    for (v, b) in values.iter().enumerate() {
+        for j in 0..2 {
+            writeln!(s, "        psg_put({}, {});", at(v, j), b.name[j]).ok();
+        }
+    }
+    s.push_str("    }\n    __syncthreads();\n");
+    let mut subs = Vec::new();
+    for (v, b) in values.iter().enumerate() {
+        for j in 0..2 {
+            if b.of_type[j].is_empty() {
+                // A let: declared here, of its expression's type.
+                let value = lines
+                    .lines()
+                    .find_map(|l| {
+                        l.trim()
+                            .strip_prefix(&format!("const auto {} = ", b.name[j]))
+                    })
+                    .and_then(|rest| rest.strip_suffix(';'))
+                    .expect("a let of the section");
+                writeln!(
+                    s,
+                    "    const auto {} = psg_get<psg_plain<decltype({value})>::type>({});",
+                    b.name[j],
+                    at(v, j)
+                )
+                .ok();
+                if enclosed(value) {
+                    subs.push((value.to_string(), b.name[j].clone()));
+                }
+            } else {
+                writeln!(
+                    s,
+                    "    {} = psg_get<{}>({});",
+                    b.name[j],
+                    b.of_type[j],
+                    at(v, j)
+                )
+                .ok();
+            }
+        }
+    }
+    subs
+}
+
+/// `code` with each `(expression, name)` of `subs` replaced: the name of a let in place of its
+/// expression.
+fn substituted(code: &str, subs: &[(String, String)]) -> String {
+    subs.iter().fold(code.to_string(), |c, (value, name)| {
+        c.replace(value.as_str(), name)
+    })
+}
+
+/// Whether printed expression `text` is one parenthesized whole, `(...)`: where it appears in
+/// printed code, it is a whole subexpression (binary operations print in parentheses).
+fn enclosed(text: &str) -> bool {
+    let (mut depth, mut closes) = (0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 && i + 1 != text.len() {
+                    return false;
+                }
+                closes += 1;
+            }
+            _ if depth == 0 => return false,
+            _ => {}
+        }
+    }
+    depth == 0 && closes > 0
 }
 
 /// How [`emit_pass`] combines the warps' partials: `last`, only the output reads them (warp 0

@@ -713,6 +713,72 @@ fn rank_k_plus_one_stands_for_the_next_value_where_a_tie_is_not_read() {
 }
 
 #[test]
+fn sixteen_bit_pairs_compute_a_section_before_another_pass_once_a_block() {
+    // The z-score mean: mean, then std, then the mean of the values within k std of the mean.
+    let g = Column::input();
+    let x = || Box::new(Scalar::Load);
+    let far = Scalar::Binary(
+        BinOp::Gt,
+        Box::new(Scalar::Call(
+            Func::Abs,
+            vec![Scalar::Binary(BinOp::Sub, x(), Box::new(Scalar::Local(0)))],
+        )),
+        Box::new(Scalar::Binary(
+            BinOp::Mul,
+            Box::new(Scalar::Param(0)),
+            Box::new(Scalar::Local(1)),
+        )),
+    );
+    let kept = Column {
+        value: Scalar::Load,
+        keep: Some(Scalar::Unary(UnOp::Not, Box::new(far))),
+    };
+    let r = reduction(
+        vec![
+            bind("mu", stats::mean(g.clone())),
+            bind("sd", stats::std(g, Scalar::lit(1.0))),
+        ],
+        Output::Scalars(vec![stats::mean(kept)]),
+    );
+    let gen = generate(&r).unwrap();
+    for d in [DType::BF16, DType::F16] {
+        let tile = &gen.cuda_tile[d.index()];
+        let pairs = &tile[tile.find("cs += 64").unwrap()..tile.find("cs += 32").unwrap()];
+        // Warp 0 combines each section before another pass and computes its lets, then every
+        // warp reads them: two such sections, each with its barrier.
+        assert_eq!(pairs.matches("    if (w == 0) {\n").count(), 2, "{pairs}");
+        assert!(
+            pairs.contains("psg_put((float*)part2 + 0 + lane, t0_0);"),
+            "{pairs}"
+        );
+        assert!(pairs.contains("t0_1 = psg_get<psg_acc>((float*)part2 + 32 + lane);"));
+        assert!(pairs.contains(
+            "const auto l0_mu_0 = psg_get<psg_plain<decltype((t0_0 / nb))>::type>((float*)part2 + 64 + lane);"
+        ));
+        // The second section's values go to the second half of the partials: 2 slots x 8
+        // warps x 32 float2.
+        assert!(
+            pairs.contains("psg_put((float*)part2 + 1024 + lane, t1_0);"),
+            "{pairs}"
+        );
+        // The passes after read the lets, not their expressions.
+        assert!(
+            pairs.contains("t1_0_p += ((x - l0_mu_0) * (x - l0_mu_0));"),
+            "{pairs}"
+        );
+        assert!(!pairs[pairs.find("t1_0_p +=").unwrap()..].contains("(t0_0 / nb)"));
+        // The last section: warps 0 and 1, which store, alone.
+        let last = &pairs[pairs.find("    if (w < 2) {\n").expect("the last section")..];
+        assert!(last.contains("if (active1 && w == 1)"), "{last}");
+        assert!(!last.contains("psg_put"), "{last}");
+    }
+    // Not on the one-column path.
+    for d in [DType::F32, DType::F64] {
+        assert!(!gen.cuda_tile[d.index()].contains("psg_put"));
+    }
+}
+
+#[test]
 fn sixteen_bit_tiles_of_streaming_passes_compute_two_columns_a_thread() {
     let g = Column::input();
     let var = reduction(
