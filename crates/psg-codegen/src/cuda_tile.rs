@@ -1342,6 +1342,9 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         .find("\nextern \"C\"")
         .expect("kernel_head declares the kernel");
     s.insert_str(at, tile_types(narrow));
+    if broadcasts(plan) {
+        s.insert_str(at, SECTION_BROADCAST);
+    }
     let sorts = plan.steps.iter().any(|step| match step {
         Step::Select(t) => sorts_lists(plan, *t, input, key_bits),
         _ => false,
@@ -1370,9 +1373,6 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
             "/* Element j (0 or 1) of a 32-bit word of the tile: two neighbouring columns of one sample. */\n\
              __device__ __forceinline__ psg_acc psg_pair_get(unsigned int v, int j) { return psg_tile_get((psg_tile)(j ? v >> 16 : v)); }\n",
         );
-        if pair_broadcasts(plan) {
-            s.insert_str(at, PAIR_BROADCAST);
-        }
     }
     s.push_str("    const int tile_w = 1 << tile_log2;\n");
     s.push_str("    psg_tile* const tile = (psg_tile*)psg_smem;\n");
@@ -1425,6 +1425,9 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     };
     s.push_str(&hoisted.declarations);
     let hoisted_from = s.len();
+    if pair || broadcasts(plan) {
+        s.push_str(ONCE);
+    }
     // Branches opened before the one-column path, each closed after it.
     let mut branches = 0;
     if pair {
@@ -1482,13 +1485,99 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     let mut sorted_lists: Option<Vec<String>> = None;
     // The NaN guard of a selection on a column's own keys (the same for any such selection).
     let mut own_clean: Option<String> = None;
+    // Sections computed once a block (see `emit_broadcast`): the lets they computed (steps
+    // before `consumed`), and the lets' expressions that code after them reads by name, in the
+    // code from `pending` on.
+    let mut consumed = 0;
+    let mut subs: Vec<(String, String)> = Vec::new();
+    let mut pending = s.len();
     for (n, (step, settle)) in steps.iter().enumerate() {
-        if fused == Some(n) {
+        if fused == Some(n) || n < consumed {
             continue;
         }
         match step {
             Step::Let(i) if hoisted.lets.contains(i) => {}
             Step::Let(i) => emit_let(&mut s, plan, *i, &e),
+            Step::Loop(temps)
+                if broadcasts(plan)
+                    && steps[n + 1..]
+                        .iter()
+                        .find(|(s, _)| !matches!(s, Step::Let(_)))
+                        .is_some_and(|(s, _)| matches!(s, Step::Loop(_))) =>
+            {
+                // A section before another pass: the pass, then its combine and the lets up to
+                // the next pass in warp 0, for the block.
+                let lets: Vec<usize> = steps[n + 1..]
+                    .iter()
+                    .map_while(|(step, _)| match step {
+                        Step::Let(l) => Some(*l),
+                        _ => None,
+                    })
+                    .collect();
+                let values = section_values(plan, temps, &lets, &[""], &|t, _| names::temp(t));
+                let half = loops % 2;
+                loops += 1;
+                let mut pass = String::new();
+                emit_loop(
+                    &mut pass,
+                    plan,
+                    temps,
+                    None,
+                    half,
+                    false,
+                    false,
+                    Unroll {
+                        by: unroll,
+                        full: whole.then_some(PACKED_BINS_MAX_B),
+                    },
+                    &syntax,
+                    &e,
+                    &keep,
+                    &from_tile,
+                );
+                const BARRIER: &str = "    __syncthreads();\n";
+                let cut = pass
+                    .rfind(BARRIER)
+                    .expect("a pass's partials, then a barrier")
+                    + BARRIER.len();
+                let mut combine = pass.split_off(cut);
+                s.push_str(&pass);
+                let mut lines = String::new();
+                for &l in &lets {
+                    emit_let(&mut lines, plan, l, &e);
+                }
+                if !lets.is_empty() && values.len() <= WARPS * partial_slots(plan) {
+                    // A sum's combined value: declared for the block, assigned by warp 0.
+                    for &t in temps {
+                        if plan.temps[t].reduce.op == ReduceOp::Sum {
+                            let name = names::temp(t);
+                            writeln!(s, "    psg_acc {name};").ok();
+                            combine = combine.replace(
+                                &format!("const psg_acc {name} = "),
+                                &format!("{name} = "),
+                            );
+                        }
+                    }
+                    let tail = s.split_off(pending);
+                    s.push_str(&substituted(&tail, &subs));
+                    let read = emit_broadcast(
+                        &mut s,
+                        plan,
+                        half,
+                        1,
+                        "part",
+                        &substituted(&combine, &subs),
+                        &substituted(&lines, &subs),
+                        &values,
+                    );
+                    pending = s.len();
+                    subs.extend(read);
+                } else {
+                    s.push_str(&combine);
+                    s.push_str(&lines);
+                }
+                consumed = n + 1 + lets.len();
+            }
             Step::Loop(temps) => {
                 // A pass that runs writes `part`, over the lists; a settled one is skipped
                 // under its flags.
@@ -1653,6 +1742,8 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
             .ok();
         }
     }
+    let tail = s.split_off(pending);
+    s.push_str(&substituted(&tail, &subs));
     if slab_barrier {
         // The last slab's barrier also guards the tile against the next tile's loads.
         s.push_str("    __syncthreads();\n");
@@ -1911,19 +2002,22 @@ fn emit_pair_slabs(
                     &subs,
                 );
                 if Some(i) == last_loop {
-                    // Only the output reads it, and warp j stores column j.
-                    s.push_str("    if (w < 2) {\n");
+                    // Only the output reads it, and warp j stores column j (at the B where
+                    // sections are computed once, see `ONCE`).
+                    s.push_str("    if (w < 2 || !once) {\n");
                     s.push_str(&combine);
                     s.push_str(&lines);
                     open = true;
                 } else {
-                    let values = section_values(plan, temps, &lets, &name);
-                    if values.len() <= WARPS * partial_slots(plan) {
+                    let values = section_values(plan, temps, &lets, &SUFFIX, &name);
+                    if !lets.is_empty() && values.len() <= WARPS * partial_slots(plan) {
                         let mut section = String::new();
-                        let read = emit_pair_broadcast(
+                        let read = emit_broadcast(
                             &mut section,
                             plan,
                             half,
+                            2,
+                            "(psg_acc*)part2",
                             &combine,
                             &lines,
                             &values,
@@ -2126,139 +2220,147 @@ fn emit_pair_pass(
     combine
 }
 
-/// What a section of [`emit_pair_slabs`] (a pass's combine and the lets after it) hands to the
-/// passes after it, for column `j` of the thread: a name, and the expression whose type it has.
-struct Broadcast {
-    name: [String; 2],
-    of_type: [String; 2],
-}
-
-/// The values of a section before another pass: the pass's combined `temps` (and the flags of
-/// minima and maxima), then `lets`.
+/// The values a section (a pass's combine and the lets after it, see [`emit_broadcast`]) hands
+/// to the passes after it: the pass's combined `temps` (and the flags of minima and maxima),
+/// then `lets`; each a name for every column of the thread (two in [`emit_pair_slabs`], one
+/// else). `name(t, j)` names temporary `t` of the thread's column `j`, `suffixes` the thread's
+/// columns.
 fn section_values(
     plan: &Plan,
     temps: &[usize],
     lets: &[usize],
+    suffixes: &[&str],
     name: &dyn Fn(usize, usize) -> String,
-) -> Vec<Broadcast> {
+) -> Vec<Vec<String>> {
+    let columns = 0..suffixes.len();
     let mut values = Vec::new();
     for &t in temps {
-        values.push(Broadcast {
-            name: [name(t, 0), name(t, 1)],
-            of_type: ["psg_acc".into(), "psg_acc".into()],
-        });
+        values.push(columns.clone().map(|j| name(t, j)).collect());
         if matches!(plan.temps[t].reduce.op, ReduceOp::Min | ReduceOp::Max) {
-            values.push(Broadcast {
-                name: [0, 1].map(|j| format!("{}_any", name(t, j))),
-                of_type: ["bool".into(), "bool".into()],
-            });
+            values.push(
+                columns
+                    .clone()
+                    .map(|j| format!("{}_any", name(t, j)))
+                    .collect(),
+            );
         }
     }
     for &l in lets {
-        values.push(Broadcast {
-            name: ["_0", "_1"]
-                .map(|suffix| format!("{}{suffix}", names::local(l, &plan.lets[l].name))),
-            of_type: ["", ""].map(|_| String::new()),
-        });
+        let local = names::local(l, &plan.lets[l].name);
+        values.push(suffixes.iter().map(|x| format!("{local}{x}")).collect());
     }
     values
 }
 
-/// Where some section of [`emit_pair_slabs`] comes before another pass (see
-/// [`emit_pair_broadcast`]).
-fn pair_broadcasts(plan: &Plan) -> bool {
-    plan.steps
-        .iter()
-        .filter(|step| matches!(step, Step::Loop(_)))
-        .count()
-        > 1
+/// Whether the tiled kernel may compute a section before another pass once a block (see
+/// [`emit_broadcast`]): in plans of streaming passes where a pass, lets and another pass follow
+/// each other.
+fn broadcasts(plan: &Plan) -> bool {
+    streaming_passes(plan)
+        && plan.steps.iter().enumerate().any(|(i, step)| {
+            let mut after = plan.steps[i + 1..].iter();
+            matches!(step, Step::Loop(_))
+                && matches!(after.next(), Some(Step::Let(_)))
+                && after
+                    .find(|s| !matches!(s, Step::Let(_)))
+                    .is_some_and(|s| matches!(s, Step::Loop(_)))
+        })
 }
 
-/// Helpers of [`emit_pair_broadcast`]: a value of up to 4 bytes to and from a float's place in
-/// shared memory, bit for bit; the type of an expression without its reference or const.
-const PAIR_BROADCAST: &str = r#"/* A section's value, bit for bit, through a float's place in shared memory. */
+/// Helpers of [`emit_broadcast`]: a value of up to an accumulator's size to and from an
+/// accumulator's place in shared memory, bit for bit; the type of an expression without its
+/// reference or const.
+const SECTION_BROADCAST: &str = r#"/* A section's value, bit for bit, through an accumulator's place in shared memory. */
 template <class T> struct psg_plain { typedef T type; };
 template <class T> struct psg_plain<T&> { typedef T type; };
 template <class T> struct psg_plain<const T> { typedef T type; };
 template <class T> struct psg_plain<const T&> { typedef T type; };
-template <class T> __device__ __forceinline__ void psg_put(float* at, const T& v) {
-    static_assert(sizeof(T) <= sizeof(float), "a section's value fits a float's place");
+template <class T> __device__ __forceinline__ void psg_put(psg_acc* at, const T& v) {
+    static_assert(sizeof(T) <= sizeof(psg_acc), "a section's value fits an accumulator's place");
     memcpy(at, &v, sizeof(T));
 }
-template <class T> __device__ __forceinline__ T psg_get(const float* at) {
-    static_assert(sizeof(T) <= sizeof(float), "a section's value fits a float's place");
+template <class T> __device__ __forceinline__ T psg_get(const psg_acc* at) {
+    static_assert(sizeof(T) <= sizeof(psg_acc), "a section's value fits an accumulator's place");
     T v;
     memcpy(&v, at, sizeof(T));
     return v;
 }
 "#;
 
-/// A section of [`emit_pair_slabs`] before another pass, computed once: warp 0 combines the
-/// partials and computes the lets (`combine`, `lines`), then stores `values` where the pass's
-/// partials were (half `half` of `part`, 64 floats a value: column j of lane l at `32 j + l`);
-/// after a barrier every warp reads them. Each of the 8 warps computed the whole section
-/// before, divisions and square roots included, about 190 of the bf16 z-score mean's 1,300
-/// instructions a warp and slab. Every value is the one warp 0 computes, bit for bit. The
-/// values stay until the pass after next stores its partials there, after the next pass's
-/// barrier: the passes alternate halves.
-fn emit_pair_broadcast(
+/// The batch sizes where [`emit_broadcast`]'s sections run once a block, and where the last
+/// section of [`emit_pair_slabs`] runs in the two warps that store alone. Same run, H200, against
+/// every warp computing them: at g[256, 4M] the z-score mean took 0.91 (bf16) and 0.93 (f32) of
+/// the time, the density-weighted sum 0.96 and 0.94; at B = 192, 0.91 and 0.95 for the z-score
+/// mean. At g[1024, 1M] the bf16 z-score mean took 1.07 and at g[64, 16M] the f32
+/// density-weighted sum 1.03: where a slab's passes are long or few blocks share a
+/// multiprocessor, warp 0's section and the barrier after it cost more than the other warps'
+/// instructions they save. B from 129 to 191 and from 257 up was not measured.
+const ONCE: &str = "    // Sections before a pass computed once a block at these B (see `ONCE`).\n    const bool once = n_bi > 128 && n_bi <= 256;\n";
+
+/// A section before another pass: where `once` (see [`ONCE`]), computed once a block, warp 0
+/// combining the partials and computing the lets (`combine`, `lines`), then storing `values`
+/// where the pass's partials were (`at`: the accumulators from the start of `part` to half
+/// `half`'s first slot, `columns` a thread, 32 accumulators a value and column: column j of lane
+/// l of value v at `32 (columns v + j) + l`) for every warp to read after a barrier; else
+/// computed by every warp, as before. Each of the 8 warps computed the whole section, divisions
+/// and square roots included: about 190 of the bf16 z-score mean's 1,300 instructions a warp and
+/// slab. Every value is the one warp 0 computes, bit for bit. The values stay until the pass
+/// after next stores its partials there, after the next pass's barrier: consecutive passes
+/// alternate halves. The lets are declared before the branches, of their expressions' types.
+/// Returns the lets' `(expression, name)`, for code after the section to read the name (see
+/// [`substituted`]).
+#[allow(clippy::too_many_arguments)]
+fn emit_broadcast(
     s: &mut String,
     plan: &Plan,
     half: usize,
+    columns: usize,
+    part: &str,
     combine: &str,
     lines: &str,
-    values: &[Broadcast],
+    values: &[Vec<String>],
 ) -> Vec<(String, String)> {
-    // Floats from the start of `part` to the half's first slot.
-    let base = half * partial_slots(plan) * WARPS * 32 * 2;
-    let at = |v: usize, j: usize| format!("(float*)part2 + {} + lane", base + (2 * v + j) * 32);
-    s.push_str("    // Warp 0 combines and computes for the block.\n    if (w == 0) {\n");
-    for line in combine.lines().chain(lines.lines()) {
+    let base = half * partial_slots(plan) * WARPS * 32 * columns;
+    let at = |v: usize, j: usize| format!("{part} + {} + lane", base + (columns * v + j) * 32);
+    // The lets: declared here, assigned in either branch.
+    let mut subs = Vec::new();
+    let mut assigned = String::new();
+    for line in lines.lines() {
+        let (name, value) = line
+            .trim()
+            .strip_prefix("const auto ")
+            .and_then(|rest| rest.strip_suffix(';'))
+            .and_then(|rest| rest.split_once(" = "))
+            .expect("a let's line");
+        writeln!(s, "    psg_plain<decltype({value})>::type {name};").ok();
+        writeln!(assigned, "    {name} = {value};").ok();
+        if enclosed(value) {
+            subs.push((value.to_string(), name.to_string()));
+        }
+    }
+    s.push_str(
+        "    if (once) {\n    // Warp 0 combines and computes for the block.\n    if (w == 0) {\n",
+    );
+    for line in combine.lines().chain(assigned.lines()) {
         writeln!(s, "    {line}").ok();
     }
     // Lanes of warp 0 read other lanes' partials where the values go.
     s.push_str("        __syncwarp();\n");
-    for (v, b) in values.iter().enumerate() {
-        for j in 0..2 {
-            writeln!(s, "        psg_put({}, {});", at(v, j), b.name[j]).ok();
+    for (v, names) in values.iter().enumerate() {
+        for (j, name) in names.iter().enumerate() {
+            writeln!(s, "        psg_put({}, {name});", at(v, j)).ok();
         }
     }
     s.push_str("    }\n    __syncthreads();\n");
-    let mut subs = Vec::new();
-    for (v, b) in values.iter().enumerate() {
-        for j in 0..2 {
-            if b.of_type[j].is_empty() {
-                // A let: declared here, of its expression's type.
-                let value = lines
-                    .lines()
-                    .find_map(|l| {
-                        l.trim()
-                            .strip_prefix(&format!("const auto {} = ", b.name[j]))
-                    })
-                    .and_then(|rest| rest.strip_suffix(';'))
-                    .expect("a let of the section");
-                writeln!(
-                    s,
-                    "    const auto {} = psg_get<psg_plain<decltype({value})>::type>({});",
-                    b.name[j],
-                    at(v, j)
-                )
-                .ok();
-                if enclosed(value) {
-                    subs.push((value.to_string(), b.name[j].clone()));
-                }
-            } else {
-                writeln!(
-                    s,
-                    "    {} = psg_get<{}>({});",
-                    b.name[j],
-                    b.of_type[j],
-                    at(v, j)
-                )
-                .ok();
-            }
+    for (v, names) in values.iter().enumerate() {
+        for (j, name) in names.iter().enumerate() {
+            writeln!(s, "    {name} = psg_get<decltype({name})>({});", at(v, j)).ok();
         }
     }
+    s.push_str("    } else {\n");
+    s.push_str(combine);
+    s.push_str(&assigned);
+    s.push_str("    }\n");
     subs
 }
 

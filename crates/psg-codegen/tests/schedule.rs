@@ -748,17 +748,27 @@ fn sixteen_bit_pairs_compute_a_section_before_another_pass_once_a_block() {
         // warp reads them: two such sections, each with its barrier.
         assert_eq!(pairs.matches("    if (w == 0) {\n").count(), 2, "{pairs}");
         assert!(
-            pairs.contains("psg_put((float*)part2 + 0 + lane, t0_0);"),
+            pairs.contains("psg_put((psg_acc*)part2 + 0 + lane, t0_0);"),
             "{pairs}"
         );
-        assert!(pairs.contains("t0_1 = psg_get<psg_acc>((float*)part2 + 32 + lane);"));
-        assert!(pairs.contains(
-            "const auto l0_mu_0 = psg_get<psg_plain<decltype((t0_0 / nb))>::type>((float*)part2 + 64 + lane);"
-        ));
+        assert!(pairs.contains("t0_1 = psg_get<decltype(t0_1)>((psg_acc*)part2 + 32 + lane);"));
+        // A let is declared before the branches, of its expression's type.
+        assert!(
+            pairs.contains("    psg_plain<decltype((t0_0 / nb))>::type l0_mu_0;\n    psg_plain<decltype((t0_1 / nb))>::type l0_mu_1;\n    if (once) {")
+        );
+        assert!(
+            pairs.contains("l0_mu_0 = psg_get<decltype(l0_mu_0)>((psg_acc*)part2 + 64 + lane);")
+        );
+        // Elsewhere every warp computes it, as before.
+        assert!(
+            pairs.contains("    } else {\n    {\n        float2 q[8];"),
+            "{pairs}"
+        );
+        assert!(pairs.contains("    l0_mu_0 = (t0_0 / nb);\n    l0_mu_1 = (t0_1 / nb);\n    }\n"));
         // The second section's values go to the second half of the partials: 2 slots x 8
         // warps x 32 float2.
         assert!(
-            pairs.contains("psg_put((float*)part2 + 1024 + lane, t1_0);"),
+            pairs.contains("psg_put((psg_acc*)part2 + 1024 + lane, t1_0);"),
             "{pairs}"
         );
         // The passes after read the lets, not their expressions.
@@ -767,13 +777,42 @@ fn sixteen_bit_pairs_compute_a_section_before_another_pass_once_a_block() {
             "{pairs}"
         );
         assert!(!pairs[pairs.find("t1_0_p +=").unwrap()..].contains("(t0_0 / nb)"));
-        // The last section: warps 0 and 1, which store, alone.
-        let last = &pairs[pairs.find("    if (w < 2) {\n").expect("the last section")..];
+        // The last section: warps 0 and 1, which store, alone (where `once`).
+        let last = &pairs[pairs
+            .find("    if (w < 2 || !once) {\n")
+            .expect("the last section")..];
         assert!(last.contains("if (active1 && w == 1)"), "{last}");
         assert!(!last.contains("psg_put"), "{last}");
     }
-    // Not on the one-column path.
+    // One column a thread: the same, 32 accumulators a value; the sums' combined values are
+    // declared for the block and assigned in warp 0; the last section stays every warp's.
     for d in [DType::F32, DType::F64] {
+        let tile = &gen.cuda_tile[d.index()];
+        assert_eq!(tile.matches("    if (w == 0) {\n").count(), 2, "{tile}");
+        assert!(tile.contains("    psg_acc t0;\n"), "{tile}");
+        assert!(tile.contains("psg_put(part + 32 + lane, l0_mu);"), "{tile}");
+        assert!(tile.contains("l0_mu = psg_get<decltype(l0_mu)>(part + 32 + lane);"));
+        assert!(
+            tile.contains("const bool once = n_bi > 128 && n_bi <= 256;"),
+            "{tile}"
+        );
+        assert!(
+            tile.contains("t1_p[0] += ((x - l0_mu) * (x - l0_mu));"),
+            "{tile}"
+        );
+        let last = &tile[tile.rfind("psg_get").unwrap()..];
+        assert!(
+            last.contains("const psg_acc t3 = part[(0 * 8 + 0) * 32 + lane]"),
+            "{last}"
+        );
+    }
+    // Not in a plan that selects.
+    let med = reduction(
+        vec![bind("m", stats::median(Column::input()))],
+        Output::Scalars(vec![stats::mean(Column::input())]),
+    );
+    let gen = generate(&med).unwrap();
+    for d in DType::ALL {
         assert!(!gen.cuda_tile[d.index()].contains("psg_put"));
     }
 }
