@@ -2288,13 +2288,15 @@ template <class T> __device__ __forceinline__ T psg_get(const psg_acc* at) {
 "#;
 
 /// The batch sizes where [`emit_broadcast`]'s sections run once a block, and where the last
-/// section of [`emit_pair_slabs`] runs in the two warps that store alone. Same run, H200, against
-/// every warp computing them: at g[256, 4M] the z-score mean took 0.91 (bf16) and 0.93 (f32) of
-/// the time, the density-weighted sum 0.96 and 0.94; at B = 192, 0.91 and 0.95 for the z-score
-/// mean. At g[1024, 1M] the bf16 z-score mean took 1.07 and at g[64, 16M] the f32
-/// density-weighted sum 1.03: where a slab's passes are long or few blocks share a
-/// multiprocessor, warp 0's section and the barrier after it cost more than the other warps'
-/// instructions they save. B from 129 to 191 and from 257 up was not measured.
+/// section of [`emit_pair_slabs`] runs in the two warps that store alone. Same run, H200, the
+/// flag's kernels against every warp computing them (BENCHMARKS.md, "Sections computed once a
+/// block"): the z-score mean took 0.90-0.94 of the time at B = 160, 192 and 256 in f32 and bf16,
+/// the density-weighted sum 0.87-0.97. Computed once at every B, the bf16 z-score mean took
+/// 1.067 of the time at g[1024, 1M] and the f32 density-weighted sum 1.033 at g[64, 16M]:
+/// where a slab's passes are long or short, warp 0's section and the barrier after it cost
+/// more than the other warps' instructions they save. Outside the window the kernels compute
+/// as before, in code laid out around the flag's branches: 0.985-1.042 of the time at B = 512,
+/// 1024 and 64. B from 129 to 159 was not measured.
 const ONCE: &str = "    // Sections before a pass computed once a block at these B (see `ONCE`).\n    const bool once = n_bi > 128 && n_bi <= 256;\n";
 
 /// A section before another pass: where `once` (see [`ONCE`]), computed once a block, warp 0
