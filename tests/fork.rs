@@ -103,10 +103,15 @@ fn cpu_work_in_a_process_forked_after_cpu_work_finishes() -> Result<()> {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        let code = match work() {
-            Ok(v) if v == expected => 0,
-            Ok(_) => 2,
-            Err(_) => 3,
+        // A panic must not unwind into the copy of the test harness.
+        let code = match std::panic::catch_unwind(work) {
+            Ok(Ok(v)) if v == expected => 0,
+            Ok(Ok(_)) => 2,
+            Ok(Err(e)) => {
+                eprintln!("the forked child's work failed: {e}");
+                3
+            }
+            Err(_) => 4,
         };
         // SAFETY: ends the child without running the parent's destructors or atexit handlers.
         unsafe { libc::_exit(code) };
@@ -137,7 +142,8 @@ fn cpu_work_in_a_process_forked_after_cpu_work_finishes() -> Result<()> {
     let code = libc::WEXITSTATUS(status);
     assert_eq!(
         code, 0,
-        "the forked child's work failed (2: other results than the parent's, 3: an error)"
+        "the forked child's work failed (2: other results than the parent's, 3: an error, \
+         4: a panic)"
     );
     // And the parent's pool still works after the fork.
     assert_eq!(work()?, expected);

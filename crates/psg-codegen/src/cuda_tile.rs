@@ -2291,12 +2291,12 @@ template <class T> __device__ __forceinline__ T psg_get(const psg_acc* at) {
 /// section of [`emit_pair_slabs`] runs in the two warps that store alone. Same run, H200, the
 /// flag's kernels against every warp computing them (BENCHMARKS.md, "Sections computed once a
 /// block"): the z-score mean took 0.90-0.94 of the time at B = 160, 192 and 256 in f32 and bf16,
-/// the density-weighted sum 0.87-0.97. Computed once at every B, the bf16 z-score mean took
+/// the density-weighted sum 0.87-1.00. Computed once at every B, the bf16 z-score mean took
 /// 1.067 of the time at g[1024, 1M] and the f32 density-weighted sum 1.033 at g[64, 16M]:
 /// where a slab's passes are long or short, warp 0's section and the barrier after it cost
-/// more than the other warps' instructions they save. Outside the window the kernels compute
-/// as before, in code laid out around the flag's branches: 0.985-1.042 of the time at B = 512,
-/// 1024 and 64. B from 129 to 159 was not measured.
+/// more than the other warps' instructions they save. Outside the window every warp computes
+/// each section, as before, in code laid out around the flag's branches: 0.985-1.042 of the
+/// time at B = 512, 1024 and 64. B from 129 to 159 was not measured.
 const ONCE: &str = "    // Sections before a pass computed once a block at these B (see `ONCE`).\n    const bool once = n_bi > 128 && n_bi <= 256;\n";
 
 /// A section before another pass: where `once` (see [`ONCE`]), computed once a block, warp 0
