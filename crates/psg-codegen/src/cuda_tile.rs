@@ -1546,7 +1546,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                 for &l in &lets {
                     emit_let(&mut lines, plan, l, &e);
                 }
-                if !lets.is_empty() && values.len() <= WARPS * partial_slots(plan) {
+                if !lets.is_empty() && values.len() <= broadcast_max(plan) {
                     // A sum's combined value: declared for the block, assigned by warp 0.
                     for &t in temps {
                         if plan.temps[t].reduce.op == ReduceOp::Sum {
@@ -2010,7 +2010,7 @@ fn emit_pair_slabs(
                     open = true;
                 } else {
                     let values = section_values(plan, temps, &lets, &SUFFIX, &name);
-                    if !lets.is_empty() && values.len() <= WARPS * partial_slots(plan) {
+                    if !lets.is_empty() && values.len() <= broadcast_max(plan) {
                         let mut section = String::new();
                         let read = emit_broadcast(
                             &mut section,
@@ -2265,6 +2265,15 @@ fn broadcasts(plan: &Plan) -> bool {
                     .find(|s| !matches!(s, Step::Let(_)))
                     .is_some_and(|s| matches!(s, Step::Loop(_)))
         })
+}
+
+/// The most values a section may hand on and still be computed once a block: what half of
+/// `part` holds, and at most 4 a column, the most any built-in's section hands on (the z-score
+/// mean's second: the two sums, the std, the spread). A user plan whose section handed on 11
+/// (a minimum and a maximum with their flags, a sum, five lets) took NVRTC from 64 registers to
+/// 116 in f32, where either form alone takes 64: fewer blocks a multiprocessor, at every B.
+fn broadcast_max(plan: &Plan) -> usize {
+    (WARPS * partial_slots(plan)).min(4)
 }
 
 /// Helpers of [`emit_broadcast`]: a value of up to an accumulator's size to and from an

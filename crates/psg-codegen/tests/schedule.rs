@@ -806,6 +806,65 @@ fn sixteen_bit_pairs_compute_a_section_before_another_pass_once_a_block() {
             "{last}"
         );
     }
+    // Not a section that hands on more than 4 values a column: a minimum and a maximum with
+    // their flags, a sum and five lets (NVRTC gave such a kernel 116 registers where either
+    // form alone takes 64).
+    let lets = vec![
+        bind("lo", stats::min(Column::input())),
+        bind("hi", stats::max(Column::input())),
+        bind(
+            "wide",
+            Scalar::Binary(
+                BinOp::Gt,
+                Box::new(Scalar::Binary(
+                    BinOp::Sub,
+                    Box::new(Scalar::Local(1)),
+                    Box::new(Scalar::Local(0)),
+                )),
+                Box::new(Scalar::Param(0)),
+            ),
+        ),
+        bind(
+            "mid",
+            Scalar::Binary(
+                BinOp::Div,
+                Box::new(Scalar::Binary(
+                    BinOp::Add,
+                    Box::new(Scalar::Local(0)),
+                    Box::new(Scalar::Local(1)),
+                )),
+                Box::new(Scalar::lit(2.0)),
+            ),
+        ),
+        bind("same", Scalar::Local(3)),
+    ];
+    let shifted = Column {
+        value: Scalar::Select(
+            Box::new(Scalar::Local(2)),
+            Box::new(Scalar::Binary(
+                BinOp::Sub,
+                Box::new(Scalar::Load),
+                Box::new(Scalar::Local(4)),
+            )),
+            Box::new(Scalar::Call(Func::Abs, vec![Scalar::Load])),
+        ),
+        keep: None,
+    };
+    let wide = reduction(
+        lets,
+        Output::Scalars(vec![
+            stats::sum(shifted),
+            stats::std(Column::input(), Scalar::lit(1.0)),
+        ]),
+    );
+    let gen_wide = generate(&wide).unwrap();
+    for d in DType::ALL {
+        let tile = &gen_wide.cuda_tile[d.index()];
+        assert!(
+            !tile.contains("psg_put(part") && !tile.contains("psg_put((psg_acc*)part2"),
+            "{d:?}"
+        );
+    }
     // Not in a plan that selects.
     let med = reduction(
         vec![bind("m", stats::median(Column::input()))],
