@@ -2306,7 +2306,11 @@ template <class T> __device__ __forceinline__ T psg_get(const psg_acc* at) {
 /// more than the other warps' instructions they save. Outside the window every warp computes
 /// each section, as before, in code laid out around the flag's branches: 0.985-1.042 of the
 /// time at B = 512, 1024 and 64. B from 129 to 159 was not measured.
-const ONCE: &str = "    // Sections before a pass computed once a block at these B (see `ONCE`).\n    const bool once = n_bi > 128 && n_bi <= 256;\n";
+///
+/// A quick build computes them once a warp at every B (`once` is a constant false there, so
+/// NVRTC drops the other form before its slow stages: the quick build only bridges the
+/// optimized one, and its compile time is the kernel's first-use latency).
+const ONCE: &str = "    // Sections before a pass computed once a block at these B (see `ONCE`).\n#if defined(PSG_QUICK)\n    const bool once = false;\n#else\n    const bool once = n_bi > 128 && n_bi <= 256;\n#endif\n";
 
 /// A section before another pass: where `once` (see [`ONCE`]), computed once a block, warp 0
 /// combining the partials and computing the lets (`combine`, `lines`), then storing `values`

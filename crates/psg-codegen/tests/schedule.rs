@@ -796,6 +796,8 @@ fn sixteen_bit_pairs_compute_a_section_before_another_pass_once_a_block() {
             tile.contains("const bool once = n_bi > 128 && n_bi <= 256;"),
             "{tile}"
         );
+        // A quick build computes every section once a warp.
+        assert!(tile.contains("#if defined(PSG_QUICK)\n    const bool once = false;\n#else\n"));
         assert!(
             tile.contains("t1_p[0] += ((x - l0_mu) * (x - l0_mu));"),
             "{tile}"
