@@ -7,9 +7,11 @@
 //! 16-byte vector of columns `lane * V .. lane * V + V` of rows `w, w + 8, ...` (each warp reads
 //! whole 512-byte row segments: coalesced), so it holds, for each of its `V` columns, exactly the
 //! canonical partial `w` of a sum ([`crate::SUM_PARTIALS`]); four rows are loaded before any is
-//! used. The 8 warps' partials are combined through shared memory in warp order, so results are
-//! bit-identical to the CPU's, the thread-per-column kernel's and the tiled kernel's. Nothing of
-//! `g` is staged in shared memory, so the kernel serves every B.
+//! used. For rows that do not start 16-byte aligned the runtime compiles the source's second
+//! build, which gathers the same vectors from narrower loads (`PSG_LOADV`; see `cuda_tile.rs`'s
+//! `gather`). The 8 warps' partials are combined through shared memory in warp order, so
+//! results are bit-identical to the CPU's, the thread-per-column kernel's and the tiled
+//! kernel's. Nothing of `g` is staged in shared memory, so the kernel serves every B.
 //!
 //! It is launched as the tiled kernel is (same parameters, block and persistent grid); it needs
 //! no shared memory per element ([`crate::cuda_tile::tile_smem`] reports 0), and its tile is
@@ -164,21 +166,29 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
 
     // Rows w, w + 8, ... in order; four loaded before any is used.
     s.push_str("    const int n_bi = (int)n_b;\n");
+    // Four rows' vectors, loaded by `load` (of row `b`), then used.
+    let vectors = |s: &mut String, load: &str| {
+        s.push_str("        const bool in = pv < n_p;\n");
+        s.push_str("        for (int b0 = w; b0 < n_bi; b0 += 32) {\n");
+        s.push_str("            uint4 raw[4];\n            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
+        s.push_str("                const int b = b0 + 8 * u;\n                raw[u] = make_uint4(0u, 0u, 0u, 0u);\n");
+        writeln!(
+            s,
+            "                if (in && b < n_bi) raw[u] = {load};\n            }}"
+        )
+        .ok();
+        s.push_str("            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
+        s.push_str("            const int b = b0 + 8 * u;\n            if (b < n_bi) {\n");
+        writeln!(
+            s,
+            "            const uint4 v = raw[u];\n            __align__(16) psg_acc vals[{v}];\n            psg_acc* const dst = vals;\n            {unpack}"
+        )
+        .ok();
+        column_loop(s);
+        s.push_str("            }\n            }\n        }\n");
+    };
     s.push_str("    if (vec) {\n");
-    s.push_str("        const bool in = pv < n_p;\n");
-    s.push_str("        for (int b0 = w; b0 < n_bi; b0 += 32) {\n");
-    s.push_str("            uint4 raw[4];\n            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
-    s.push_str("                const int b = b0 + 8 * u;\n                raw[u] = make_uint4(0u, 0u, 0u, 0u);\n");
-    s.push_str("                if (in && b < n_bi) raw[u] = *(const uint4*)(g + (long long)b * n_p + pv);\n            }\n");
-    s.push_str("            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
-    s.push_str("            const int b = b0 + 8 * u;\n            if (b < n_bi) {\n");
-    writeln!(
-        s,
-        "            const uint4 v = raw[u];\n            __align__(16) psg_acc vals[{v}];\n            psg_acc* const dst = vals;\n            {unpack}"
-    )
-    .ok();
-    column_loop(&mut s);
-    s.push_str("            }\n            }\n        }\n");
+    vectors(&mut s, "PSG_LOADV(g + (long long)b * n_p + pv, pv)");
     s.push_str("    } else {\n");
     s.push_str("        for (int b = w; b < n_bi; b += 8) {\n");
     writeln!(

@@ -1002,10 +1002,11 @@ pub(crate) fn kernel_head(plan: &Plan, dtype: DType, shape: &str) -> String {
 fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, blocks: Blocks) -> String {
     let mut s = header(plan, dtype, shape);
     s.push_str(prelude(dtype));
+    let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
+    s.push_str(&gather(dtype, !selects));
     let mut params = kernel_params(plan);
     params.push("int tile_log2".into());
     params.push("int vec".into());
-    let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
     let min_blocks = match (selects && dtype.acc() == Acc::F32, blocks) {
         (false, _) => "",
         (true, Blocks::Two) => ", 2",
@@ -1020,6 +1021,94 @@ fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, blocks:
     .ok();
     s.push_str("    extern __shared__ __align__(16) unsigned char psg_smem[];\n");
     s
+}
+
+/// The loads of g in a kernel's two builds.
+///
+/// A kernel's source compiles two ways. As it is, for rows that start 16-byte aligned (P times
+/// the element size a multiple of 16, g 16-byte aligned), `PSG_LOADV` is one 16-byte load. With
+/// `PSG_GATHER` defined before it (the runtime prepends the define for other rows: `psg_runtime`'s
+/// `reduce::gather`):
+/// - 16-bit tiles and every streaming kernel take the same vectors from `psg_gather`, from
+///   narrower loads: 4-byte words (`PSG_GATHER` 1: rows 4-byte aligned; f64's 8-byte elements),
+///   or, for 16-bit elements in rows only 2-byte aligned, the five words around the vector
+///   funnel-shifted by the row's misalignment (2);
+/// - f32 and f64 tiles are filled an element a thread, a warp's loads whole row segments (see
+///   [`scalar_gather`]);
+/// - the rows that `cp.async` copies in the first build pass through registers.
+///
+/// The runtime launches both builds with `vec` = 1: unaligned rows are loaded as groups of
+/// vectors (or elements) in flight, and, where `ahead` (kernels that do not select), the next
+/// tile's while this one is computed (`PSG_GATHER_AHEAD`). In the selecting kernels loading ahead
+/// cost registers and spills in this build (the f32 MAD mean: 80 bytes spilled at its cap of
+/// 80 registers) and time (H200, same run, the loads ahead against none: the f32 median 1.26 of
+/// the time at g[192, 5592405], the f32 MAD mean 1.09 at g[256, 4194301], the bf16 trimmed mean
+/// 1.04-1.06); elsewhere it saved time (f32 var 0.92 at g[256, 4194301], bf16 var 0.66 at
+/// g[1024, 1048573]). (`vec` = 0, the tile filled element by element with nothing loaded ahead,
+/// remains for a launch on unaligned rows without such a build.)
+///
+/// A build of its own keeps the aligned kernel's code and registers as they were (its SASS is
+/// unchanged): one build choosing its load at run time took more (NVRTC 13.0, sm_90: the f32
+/// streaming mean 32 -> 44 registers, the bf16 z-score mean 64 -> 107 or more). Past P a
+/// gathered vector repeats the row's last element where a 16-byte load reads zeros (an element
+/// fill reads zeros); columns past P are never written.
+fn gather(dtype: DType, ahead: bool) -> String {
+    let words = match dtype {
+        DType::F32 => "    const unsigned int* s = (const unsigned int*)src;
+    if (left >= 4) return make_uint4(s[0], s[1], s[2], s[3]);
+    const int l = (int)left - 1;
+    return make_uint4(s[0], s[min(1, l)], s[min(2, l)], s[l]);"
+            .to_string(),
+        DType::F64 => "    const unsigned long long* s = (const unsigned long long*)src;
+    const unsigned long long a = s[0], b = s[left > 1 ? 1 : 0];
+    return make_uint4((unsigned int)a, (unsigned int)(a >> 32), (unsigned int)b, (unsigned int)(b >> 32));"
+            .to_string(),
+        DType::BF16 | DType::F16 => "#if PSG_GATHER == 2
+    // Word k of the vector is words k and k + 1 from the one holding src[0], shifted right by
+    // 16 bits where src is not 4-byte aligned; the last word read is the one holding src[left - 1].
+    const unsigned long long a = (unsigned long long)src;
+    const unsigned int* s = (const unsigned int*)(a & ~3ull);
+    const unsigned int sh = (unsigned int)(a & 2ull) << 3;
+    unsigned int x[5];
+    if (left >= 9) {
+        #pragma unroll
+        for (int k = 0; k < 5; ++k) x[k] = s[k];
+    } else {
+        const int last = (int)(left - 1 + (sh >> 4)) >> 1;
+        #pragma unroll
+        for (int k = 0; k < 5; ++k) x[k] = s[min(k, last)];
+    }
+    return make_uint4(__funnelshift_r(x[0], x[1], sh), __funnelshift_r(x[1], x[2], sh),
+                      __funnelshift_r(x[2], x[3], sh), __funnelshift_r(x[3], x[4], sh));
+#else
+    const unsigned int* s = (const unsigned int*)src;
+    if (left >= 8) return make_uint4(s[0], s[1], s[2], s[3]);
+    const int l = ((int)left - 1) >> 1;
+    return make_uint4(s[0], s[min(1, l)], s[min(2, l)], s[l]);
+#endif"
+            .to_string(),
+    };
+    format!(
+        "#ifndef PSG_GATHER
+#define PSG_GATHER 0
+#endif
+#if PSG_GATHER
+// The vector of elements src[0 ..] (16 bytes; past the first `left`, repeats of src[left - 1]).
+__device__ __forceinline__ uint4 psg_gather(const psg_elem* src, long long left) {{
+{words}
+}}
+#define PSG_LOADV(SRC, COL) psg_gather((SRC), n_p - (COL))
+#ifndef PSG_GATHER_AHEAD
+#define PSG_GATHER_AHEAD {ahead}
+#endif
+#define PSG_AHEAD PSG_GATHER_AHEAD
+#else
+#define PSG_LOADV(SRC, COL) (*(const uint4*)(SRC))
+#define PSG_AHEAD 1
+#endif
+",
+        ahead = u8::from(ahead)
+    )
 }
 
 /// The blocks a multiprocessor whose registers a selecting kernel (f32 accumulators) is held to
@@ -3432,7 +3521,7 @@ fn emit_select(
 
 /// The next tile's loads, issued in the first bit-sliced selection of a column loop (`fetch`, see
 /// [`sliced_select`]) or in its quick form.
-const FETCH_NEXT: &str = "        // The next tile's loads (the keys' registers are free).\n        if (cs == 0 && vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);\n";
+const FETCH_NEXT: &str = "        // The next tile's loads (the keys' registers are free).\n        if (cs == 0 && vec && PSG_AHEAD && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);\n";
 
 /// The quick build's selection (see [`emit_select`]) of rank `k{v}` into `prefix{v}` (and
 /// `valid{v}`), `v` = `suffix`: 8-bit digits, most significant first, each counted as the
@@ -5120,7 +5209,7 @@ fn emit_transform_fn(
     if let Some(from) = raw_rows_from(dtype, prefetch_n) {
         writeln!(
             s,
-            "#if __CUDA_ARCH__ >= 800\n    const int psg_raw_from = vec ? {from} : n_bi;\n#else\n    const int psg_raw_from = n_bi;\n#endif"
+            "#if __CUDA_ARCH__ >= 800 && !PSG_GATHER\n    const int psg_raw_from = vec ? {from} : n_bi;\n#else\n    const int psg_raw_from = n_bi;\n#endif"
         )
         .ok();
     }
@@ -5281,6 +5370,24 @@ fn four_blocks(plan: &Plan, dtype: DType, transformed: bool) -> bool {
 /// `PSG_FETCH`, which loads a group of them into registers (see [`tile_loop_start`]).
 fn tile_loop_consts(dtype: DType, prefetch_n: usize) -> String {
     let (v_log2, _) = vector_unpack(dtype);
+    let elements = if scalar_gather(dtype) {
+        let k = prefetch_n << v_log2;
+        format!(
+            r#"#if PSG_GATHER
+    // Unaligned rows (see `psg_gather`): thread tid moves column ce of rows re, re + rse, ...,
+    // {k} elements a group (as many as {prefetch_n} vectors), so that each warp's loads are whole
+    // row segments.
+    const int ce = tid & (tile_w - 1), re = tid >> tile_log2, rse = 256 >> tile_log2;
+    const long long estep = (long long)rse * n_p;
+    psg_elem pe[{k}];
+    #undef PSG_FETCH
+    #define PSG_FETCH(T, ROW) {{         const long long col = ((long long)(T) << tile_log2) + ce;         const psg_elem* src = g + (long long)(re + (ROW)) * n_p + col;         if (col < n_p && re + (ROW) + ({k} - 1) * rse < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {k}; ++u) {{                 pe[u] = *src;                 src += estep;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {k}; ++u) {{                 pe[u] = (psg_elem)0;                 if (col < n_p && re + (ROW) + u * rse < n_bi) pe[u] = *src;                 src += estep;             }}         }} }}
+#endif
+"#
+        )
+    } else {
+        String::new()
+    };
     format!(
         r#"    const long long n_tiles = (n_p + tile_w - 1) >> tile_log2;
     const int tid = w * 32 + lane;
@@ -5294,19 +5401,30 @@ fn tile_loop_consts(dtype: DType, prefetch_n: usize) -> String {
     // A group whose {prefetch_n} rows all exist (every group but a tile's last, and that one too when
     // B is a multiple of {prefetch_n} * rstep) is moved without per-vector checks: the checks and the
     // shared-memory addresses they force the compiler to recompute cost more than the moves.
-    #define PSG_FETCH(T, ROW) {{         const long long col = ((long long)(T) << tile_log2) + c0;         const psg_elem* src = g + (long long)(r0 + (ROW)) * n_p + col;         if (col < n_p && r0 + (ROW) + ({prefetch_n} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {prefetch_n}; ++u) {{                 pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {prefetch_n}; ++u) {{                 pf[u] = make_uint4(0u, 0u, 0u, 0u);                 if (col < n_p && r0 + (ROW) + u * rstep < n_bi) pf[u] = *(const uint4*)src;                 src += gstep;             }}         }} }}
-"#
+    #define PSG_FETCH(T, ROW) {{         const long long col = ((long long)(T) << tile_log2) + c0;         const psg_elem* src = g + (long long)(r0 + (ROW)) * n_p + col;         if (col < n_p && r0 + (ROW) + ({prefetch_n} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {prefetch_n}; ++u) {{                 pf[u] = PSG_LOADV(src, col);                 src += gstep;             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {prefetch_n}; ++u) {{                 pf[u] = make_uint4(0u, 0u, 0u, 0u);                 if (col < n_p && r0 + (ROW) + u * rstep < n_bi) pf[u] = PSG_LOADV(src, col);                 src += gstep;             }}         }} }}
+{elements}"#
     )
+}
+
+/// Whether a dtype's build for unaligned rows fills its tiles element by element (f32 and f64:
+/// a warp's loads of one element each are whole row segments), where 16-bit dtypes gather
+/// vectors (two elements a word, see [`gather`]). Gathered f32 vectors took 1.04-1.15 of the
+/// time of the element loop they replaced in the f32 MAD and trimmed means at g[256, 4194301]
+/// (H200, same run): a warp's 4-byte loads 16 bytes apart cost four times the L1 wavefronts,
+/// which those kernels' shared memory traffic shares.
+fn scalar_gather(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F64)
 }
 
 /// The persistent loop's head for slabs of `1 << slab_log2` columns (32, or 64 where a thread
 /// computes two columns: see [`pairs`]; a compile-time width, so that every shared-memory address
 /// of the loads is a register plus a constant): block `blockIdx.x` walks tiles `blockIdx.x,
 /// + gridDim.x, ...`. With `vec` (the runtime's word that rows are 16-byte aligned: P * element
-/// size is a multiple of 16 and g is 16-byte aligned) each thread holds its share of the next
-/// tile in registers as 16-byte vectors, loaded while the current tile is computed, and unpacks
-/// them into shared memory at the top of the next iteration; otherwise the tile is loaded
-/// element by element. Defines `PSG_SLAB` and `PSG_UNPACK` (a second head first undefines them).
+/// size is a multiple of 16 and g is 16-byte aligned; or that this is the build for unaligned
+/// rows, see [`gather`]) each thread holds its share of the next tile in registers as 16-byte
+/// vectors (or, in that build for f32 and f64, elements), loaded while the current tile is
+/// computed, and unpacks them into shared memory at the top of the next iteration; otherwise
+/// the tile is loaded element by element. Defines `PSG_SLAB` and `PSG_UNPACK` (a second head first undefines them).
 /// With `transform`, every element that passes through registers (all of them but the rows that
 /// `cp.async` copies, see [`raw_rows_from`]) is stored as `psg_tf(element, sample)`. With
 /// `fetch_later` the caller issues the next tile's loads itself (see [`sliced_select`]).
@@ -5335,7 +5453,7 @@ fn tile_loop_start(
     // The rest of a large tile (all of it without the prefetch) through registers, a group of
     // vectors at a time.
     let fetch = if prefetch {
-        "if (row > 0) PSG_FETCH(t, row);"
+        "if (row > 0 || !PSG_AHEAD) PSG_FETCH(t, row);"
     } else {
         "PSG_FETCH(t, row);"
     };
@@ -5363,7 +5481,7 @@ fn tile_loop_start(
         // of a large tile is copied straight into
         // shared memory, every copy in flight at once (cp.async, zero-filled past P).
         format!(
-            r#"#if __CUDA_ARCH__ >= 800
+            r#"#if __CUDA_ARCH__ >= 800 && !PSG_GATHER
 {first}        for (int row = {from_row}; row < n_bi; row += {prefetch_n} * rstep) {{
             const long long col = p0 + c0;
             const psg_elem* src = g + (long long)(r0 + row) * n_p + col;
@@ -5379,7 +5497,8 @@ fn tile_loop_start(
         }}
         asm volatile("cp.async.wait_all;\n" ::: "memory");
 #else
-        // No cp.async before sm_80: {prefetch_n} vectors in flight per thread at a time.
+        // No cp.async before sm_80, nor for gathered vectors: {prefetch_n} vectors in flight per
+        // thread at a time.
 {registers}#endif
 "#
         )
@@ -5390,12 +5509,30 @@ fn tile_loop_start(
 {registers}"#
         )
     };
+    let element_unpack = if scalar_gather(dtype) && !narrow {
+        let k = prefetch_n << vector_unpack(dtype).0;
+        let store = if transform {
+            "{ const int psg_b = re + (ROW) + u * rse; *dst = psg_tf(pe[u], psg_b); }"
+        } else {
+            "*dst = pe[u];"
+        };
+        format!(
+            r#"#if PSG_GATHER
+    psg_tile* const edst = PSG_SLAB(re, ce);
+    #undef PSG_UNPACK
+    #define PSG_UNPACK(ROW) {{         psg_tile* dst = edst + ((ROW) << {slab});         if (re + (ROW) + ({k} - 1) * rse < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {k}; ++u) {{                 {store}                 dst += rse << {slab};             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {k}; ++u) {{                 if (re + (ROW) + u * rse < n_bi) {store}                 dst += rse << {slab};             }}         }} }}
+#endif
+"#
+        )
+    } else {
+        String::new()
+    };
     let (prefetch_first, prefetch_next) = match (prefetch, fetch_later) {
         (true, false) => (
-            "    if (vec) PSG_FETCH(blockIdx.x, 0);\n",
-            "    // The next tile's loads are in flight while this one is computed.\n    if (vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);\n",
+            "    if (vec && PSG_AHEAD) PSG_FETCH(blockIdx.x, 0);\n",
+            "    // The next tile's loads are in flight while this one is computed.\n    if (vec && PSG_AHEAD && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);\n",
         ),
-        (true, true) => ("    if (vec) PSG_FETCH(blockIdx.x, 0);\n", ""),
+        (true, true) => ("    if (vec && PSG_AHEAD) PSG_FETCH(blockIdx.x, 0);\n", ""),
         (false, _) => ("", ""),
     };
     format!(
@@ -5403,7 +5540,7 @@ fn tile_loop_start(
     #define PSG_SLAB(ROW, C) (tile + ((((C) >> {slab}) * n_bi + (ROW)) << {slab}) + ((C) & {mask}))
     psg_tile* const sdst = PSG_SLAB(r0, c0);
     #define PSG_UNPACK(ROW) {{         psg_tile* dst = sdst + ((ROW) << {slab});         if (r0 + (ROW) + ({prefetch_n} - 1) * rstep < n_bi) {{             _Pragma("unroll") for (int u = 0; u < {prefetch_n}; ++u) {{                 {{ const uint4 v = pf[u];                 {unpack} }}                 dst += rstep << {slab};             }}         }} else {{             _Pragma("unroll") for (int u = 0; u < {prefetch_n}; ++u) {{                 if (r0 + (ROW) + u * rstep < n_bi) {{                     const uint4 v = pf[u];                     {unpack}                 }}                 dst += rstep << {slab};             }}         }} }}
-{prefetch_first}    for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {{
+{element_unpack}{prefetch_first}    for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {{
     const long long p0 = t << tile_log2;
     if (vec) {{
 {rest}    }} else {{

@@ -1,7 +1,9 @@
 //! Every built-in's CUDA source, for every dtype, and every hand-written kernel compiles through
-//! NVRTC to CUBIN for sm_75, sm_80 and sm_90 (and as a quick build for sm_90), and the kernels held to a register cap compile
-//! without local memory (no spills; a bit-sliced selection's few words at most). Needs only libnvrtc (no GPU). Where libnvrtc is missing
-//! the test fails if `PSG_REQUIRE_NVRTC=1` (CI sets it); otherwise it says why and checks nothing.
+//! NVRTC to CUBIN for sm_75, sm_80 and sm_90 (and as a quick build for sm_90; their builds for
+//! unaligned rows for sm_75 and sm_90 and as quick builds), and the kernels held to a register
+//! cap compile without local memory (no spills; a bit-sliced selection's few words at most).
+//! Needs only libnvrtc (no GPU). Where libnvrtc is missing the test fails if
+//! `PSG_REQUIRE_NVRTC=1` (CI sets it); otherwise it says why and checks nothing.
 
 use psg_runtime::{compile_cubin, nvrtc_status, KernelSource};
 
@@ -233,4 +235,52 @@ fn kernels_held_to_a_register_cap_use_no_local_memory() {
         );
     }
     assert!(four >= 8, "only {four} bit-sliced kernels at four blocks");
+}
+
+/// The build for rows that do not start 16-byte aligned (the runtime prepends
+/// `#define PSG_GATHER 1`, or `2` for 16-bit elements in rows 2-byte aligned) compiles for every
+/// kernel that has one, for sm_75 and sm_90, and as a quick build for sm_90.
+#[test]
+fn every_unaligned_rows_build_compiles() {
+    if !nvrtc_ready() {
+        return;
+    }
+    let kernels: Vec<&KernelSource> = all_kernels()
+        .into_iter()
+        .filter(|k| k.source.contains("#if PSG_GATHER"))
+        .collect();
+    assert!(
+        kernels.len() >= 4 * 20,
+        "only {} kernels have a build for unaligned rows",
+        kernels.len()
+    );
+    let mut builds = 0;
+    for k in &kernels {
+        let sixteen_bit = k.name.contains("bf16") || k.name.contains("f16");
+        let modes: &[u32] = if sixteen_bit { &[1, 2] } else { &[1] };
+        for mode in modes {
+            let source = format!("#define PSG_GATHER {mode}\n{}", k.source);
+            for arch in [(7, 5), (9, 0)] {
+                let cubin = compile_cubin(&source, &k.name, arch).unwrap_or_else(|e| {
+                    panic!(
+                        "{} with PSG_GATHER {mode} for sm_{}{}: {e}",
+                        k.name, arch.0, arch.1
+                    )
+                });
+                assert_eq!(&cubin[..4], b"\x7fELF", "{}: not a CUBIN", k.name);
+            }
+            // What a first launch on such rows compiles in the tiered JIT.
+            let quick = psg_runtime::jit::compile_quick(
+                &source,
+                &k.name,
+                psg_runtime::CompileTarget::Cubin { sm: 90 },
+            )
+            .unwrap_or_else(|e| panic!("{} with PSG_GATHER {mode} as a quick build: {e}", k.name));
+            assert_eq!(&quick[..4], b"\x7fELF", "{}: not a CUBIN", k.name);
+            builds += 1;
+        }
+    }
+    println!(
+        "compiled {builds} builds for unaligned rows for sm_75 and sm_90, and as quick builds"
+    );
 }

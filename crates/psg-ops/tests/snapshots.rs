@@ -406,7 +406,8 @@ fn quick_builds_count_digits() {
             "psg_warp_sort",
             "their top 16 bits",
             "for (;;)",
-            "gather",
+            // Gathered buckets (not `psg_gather`, the loads of unaligned rows).
+            "if (gather)",
             "unrolled whole",
         ] {
             assert!(!quick.contains(absent), "{}: {absent}", k.name);
@@ -423,9 +424,19 @@ fn quick_builds_count_digits() {
 /// Every kernel of every selecting built-in (those with a kernel for large B): B small,
 /// middling, up to 256 and above, every dtype.
 fn selecting_kernels() -> Vec<KernelSource> {
+    tiled_kernels(true)
+}
+
+/// Every tiled kernel (for every B, the column-mode ones too) of the built-ins, or of the
+/// selecting ones.
+fn tiled_kernels(selecting: bool) -> Vec<KernelSource> {
     let mut kernels = Vec::new();
     for def in psg_ops::builtin_reductions() {
-        let Some(tiled) = def.tiled.as_ref().filter(|t| t.large.is_some()) else {
+        let Some(tiled) = def
+            .tiled
+            .as_ref()
+            .filter(|t| !selecting || t.large.is_some())
+        else {
             continue;
         };
         let variants = [
@@ -433,6 +444,7 @@ fn selecting_kernels() -> Vec<KernelSource> {
             tiled.large.as_ref(),
             tiled.mid.as_ref(),
             tiled.small.as_ref(),
+            tiled.column.as_ref(),
         ];
         kernels.extend(variants.into_iter().flatten().flatten().cloned());
     }
@@ -700,4 +712,50 @@ fn passes_are_unrolled_whole_at_b_256_where_one_wave_selects() {
         let k = &tiled(name).cuda[DType::F32.index()].source;
         assert!(k.contains(&format!("uint4 pf[{vectors}];")), "{name}");
     }
+}
+
+/// Every tiled kernel has a build for rows that do not start 16-byte aligned (`PSG_GATHER`,
+/// which the runtime defines for them): selecting kernels do not load the next tile ahead in it,
+/// the others do; f32 and f64 tiles are filled an element a thread in it, 16-bit tiles from
+/// gathered vectors; and the rows `cp.async` copies go through registers in it.
+#[test]
+fn tiled_kernels_have_a_build_for_unaligned_rows() {
+    let mut seen = [0usize; 2];
+    for k in &tiled_kernels(false) {
+        let src: &str = &k.source;
+        assert!(
+            src.contains("#ifndef PSG_GATHER\n#define PSG_GATHER 0\n#endif\n"),
+            "{}",
+            k.name
+        );
+        // A selection's digit loops are the quick build's (beside the sections' flag).
+        let selects = src.matches("#if defined(PSG_QUICK)").count()
+            > src
+                .matches("#if defined(PSG_QUICK)\n    const bool once = false;")
+                .count();
+        let ahead = format!("#define PSG_GATHER_AHEAD {}\n", u8::from(!selects));
+        assert!(src.contains(&ahead), "{}: {ahead}", k.name);
+        seen[usize::from(selects)] += 1;
+        let scalar = k.name.contains("_f32") || k.name.contains("_f64");
+        let tile = src.contains("#define PSG_FETCH(");
+        assert_eq!(
+            src.contains("pe[u] = *src;"),
+            scalar && tile,
+            "{}: element fill",
+            k.name
+        );
+        if tile {
+            assert!(src.contains("PSG_LOADV(src, col)"), "{}", k.name);
+        }
+        for async_copy in src.match_indices("cp.async.cg") {
+            let before = &src[..async_copy.0];
+            let guard = before.rfind("#if __CUDA_ARCH__ >= 800").unwrap();
+            assert!(
+                before[guard..].starts_with("#if __CUDA_ARCH__ >= 800 && !PSG_GATHER"),
+                "{}: cp.async in the build for unaligned rows",
+                k.name
+            );
+        }
+    }
+    assert!(seen[0] >= 40 && seen[1] >= 40, "{seen:?}");
 }

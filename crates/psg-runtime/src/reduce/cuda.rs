@@ -1,5 +1,6 @@
 //! The CUDA path: allocate the outputs, pass the arguments in the documented order, launch.
 
+use super::gather::{build_for, RowLoads};
 use super::validate::Plan;
 use super::{LaunchShape, OutputKind, ReductionDef};
 use crate::cuda::{CudaDevice, KernelArg, LaunchConfig};
@@ -68,9 +69,9 @@ pub(super) fn run(
         if let Some((kernel, log2, bytes)) = tile {
             let tile = 1usize << log2;
             args.push(KernelArg::I32(log2 as i32));
-            // Rows can be read as 16-byte vectors when each row starts 16-byte aligned.
-            let row_bytes = plan.width * dtype.size_in_bytes();
-            let vec = row_bytes.is_multiple_of(16) && g.cuda_ptr()?.is_multiple_of(16);
+            // Rows are read as 16-byte vectors; where they do not start 16-byte aligned, by the
+            // kernel's build that gathers its vectors (see `gather`), where it has one.
+            let (kernel, vec) = build_for(kernel, RowLoads::of(dtype, plan.width, g.cuda_ptr()?));
             args.push(KernelArg::I32(i32::from(vec)));
             // A persistent grid: one wave of resident blocks, each walking tiles
             // blockIdx.x, blockIdx.x + gridDim.x, ... (the tiled kernel prefetching the next while

@@ -8,6 +8,7 @@
 mod column;
 mod cpu;
 mod cuda;
+mod gather;
 mod validate;
 
 use half::{bf16, f16};
