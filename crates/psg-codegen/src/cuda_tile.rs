@@ -5424,10 +5424,11 @@ fn scalar_gather(dtype: DType) -> bool {
 /// rows, see [`gather`]) each thread holds its share of the next tile in registers as 16-byte
 /// vectors (or, in that build for f32 and f64, elements), loaded while the current tile is
 /// computed, and unpacks them into shared memory at the top of the next iteration; otherwise
-/// the tile is loaded element by element. Defines `PSG_SLAB` and `PSG_UNPACK` (a second head first undefines them).
-/// With `transform`, every element that passes through registers (all of them but the rows that
-/// `cp.async` copies, see [`raw_rows_from`]) is stored as `psg_tf(element, sample)`. With
-/// `fetch_later` the caller issues the next tile's loads itself (see [`sliced_select`]).
+/// the tile is loaded element by element. Defines `PSG_SLAB` and `PSG_UNPACK` (a second head
+/// first undefines them). With `transform`, every element that passes through registers (all
+/// of them but the rows that `cp.async` copies, see [`raw_rows_from`]) is stored as
+/// `psg_tf(element, sample)`. With `fetch_later` the caller issues the next tile's loads itself
+/// (see [`sliced_select`]).
 fn tile_loop_start(
     dtype: DType,
     narrow: bool,

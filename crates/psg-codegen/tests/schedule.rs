@@ -1090,7 +1090,9 @@ fn selections_up_to_256_samples_are_bit_sliced() {
             "{src}"
         );
         let fetch = src
-            .find("if (cs == 0 && vec && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);")
+            .find(
+                "if (cs == 0 && vec && PSG_AHEAD && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);",
+            )
             .expect(src);
         assert!(src.find("psg_transpose32(pl);").unwrap() < fetch);
         // The kernel for large B counts digits, held to three blocks.
