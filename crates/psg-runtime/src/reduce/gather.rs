@@ -3,9 +3,11 @@
 //! A generated tiled (or streaming) kernel loads g in 16-byte vectors where every row starts
 //! 16-byte aligned: P times the element size a multiple of 16, and g's address too. Its source
 //! has a second build for other rows, selected by defining `PSG_GATHER` before it (see
-//! `psg_codegen`'s tiled kernel): the same vectors gathered from 4-byte words (`1`: f32 and f64
-//! rows, and 16-bit rows that start 4-byte aligned) or from the words around 2-byte aligned
-//! 16-bit elements (`2`), and loaded ahead as vectors are. A source without that build (a
+//! `psg_codegen`'s `gather`): the same vectors gathered from 4-byte words (`1`: f32 and f64 rows,
+//! and 16-bit rows that start 4-byte aligned; f32 and f64 tiles are filled an element a thread)
+//! or from the words around 2-byte aligned 16-bit elements (`2`), with a group of loads in
+//! flight a thread (and, in kernels that do not
+//! select, the next tile's while this one is computed). A source without that build (a
 //! hand-written tiled kernel) loads unaligned rows element by element, launched with `vec` = 0.
 
 use std::borrow::Cow;
@@ -41,15 +43,25 @@ impl RowLoads {
     }
 }
 
-/// Where a source's text is, for the map of builds: static text by address (the hot path hashes
-/// nothing), text made at run time by its hash.
+/// Where a text is, for the map of builds: static text by address (the hot path hashes nothing),
+/// text made at run time by its hash. A kernel is its name and its source (one source may hold
+/// several kernels), as in the kernel cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum SourceId {
+enum TextId {
     Static(usize, usize),
     Owned(u64),
 }
 
-type Builds = HashMap<(SourceId, RowLoads), Option<&'static KernelSource>>;
+impl TextId {
+    fn of(text: &Cow<'static, str>) -> Self {
+        match text {
+            Cow::Borrowed(t) => TextId::Static(t.as_ptr() as usize, t.len()),
+            Cow::Owned(t) => TextId::Owned(stable_hash(t.as_bytes())),
+        }
+    }
+}
+
+type Builds = HashMap<(TextId, TextId, RowLoads), Option<&'static KernelSource>>;
 
 /// The build of `kernel` that reads rows as `loads` says, and the kernel's `vec` argument for it
 /// (1: vectors, loaded or gathered; 0: element by element).
@@ -60,16 +72,13 @@ pub(super) fn build_for(kernel: &KernelSource, loads: RowLoads) -> (&KernelSourc
         RowLoads::Halves => 2,
     };
     static BUILDS: OnceLock<Mutex<Builds>> = OnceLock::new();
-    let id = match &kernel.source {
-        Cow::Borrowed(s) => SourceId::Static(s.as_ptr() as usize, s.len()),
-        Cow::Owned(s) => SourceId::Owned(stable_hash(s.as_bytes())),
-    };
+    let id = (TextId::of(&kernel.name), TextId::of(&kernel.source));
     // A panic while holding the lock can't leave the map half-updated (single inserts).
     let mut builds = BUILDS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let build = *builds.entry((id, loads)).or_insert_with(|| {
+    let build = *builds.entry((id.0, id.1, loads)).or_insert_with(|| {
         // Each build is made once and kept for the life of the process (the kernel cache
         // identifies static text by its address): at most two a kernel.
         kernel.source.contains("#if PSG_GATHER").then(|| {
@@ -138,6 +147,13 @@ mod tests {
         assert!(vec);
         assert_eq!(build.name, "user_k");
         assert!(build.source.starts_with("#define PSG_GATHER 2\n"));
+        // Two kernels of one source get a build each, under their own names.
+        let other = KernelSource::new_static("k2", SOURCE);
+        let (build, _) = build_for(&other, RowLoads::Words);
+        assert_eq!(build.name, "k2");
+        assert!(!std::ptr::eq(build, words));
+        let (build, _) = build_for(&kernel, RowLoads::Words);
+        assert!(std::ptr::eq(build, words));
     }
 
     #[test]
