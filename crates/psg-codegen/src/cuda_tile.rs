@@ -1043,15 +1043,21 @@ fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, blocks:
 /// cost registers and spills in this build (the f32 MAD mean: 80 bytes spilled at its cap of
 /// 80 registers) and time (H200, same run, the loads ahead against none: the f32 median 1.26 of
 /// the time at g[192, 5592405], the f32 MAD mean 1.09 at g[256, 4194301], the bf16 trimmed mean
-/// 1.04-1.06); elsewhere it saved time (f32 var 0.92 at g[256, 4194301], bf16 var 0.66 at
-/// g[1024, 1048573]). (`vec` = 0, the tile filled element by element with nothing loaded ahead,
+/// 1.04-1.06); elsewhere it mostly saved time (f32 var 0.92 at g[256, 4194301], bf16 var 0.67
+/// at g[1024, 1048573]; but the bf16 z-score mean 1.11 and 1.22 at g[256, 4194301] and
+/// g[192, 5592405], against 0.71 at g[1024, 1048573]). (`vec` = 0, the tile filled element by element with nothing loaded ahead,
 /// remains for a launch on unaligned rows without such a build.)
 ///
 /// A build of its own keeps the aligned kernel's code and registers as they were (its SASS is
 /// unchanged): one build choosing its load at run time took more (NVRTC 13.0, sm_90: the f32
-/// streaming mean 32 -> 44 registers, the bf16 z-score mean 64 -> 107 or more). Past P a
-/// gathered vector repeats the row's last element where a 16-byte load reads zeros (an element
-/// fill reads zeros); columns past P are never written.
+/// streaming mean 32 -> 44 registers, the bf16 z-score mean 64 -> 107 or more).
+///
+/// Past P (the last tile's last columns) a 16-byte load and the element fill read zeros; a
+/// gathered f32 or f64 vector repeats the row's last element, and a gathered 16-bit vector
+/// holds what the words it reads hold: the next row's first elements, or, after g's last
+/// element, up to 2 bytes past the buffer, inside the 4-byte word that holds that element (no
+/// fault, but `compute-sanitizer` may report it). Such columns are computed and never written;
+/// every path a block may take for them gives the other columns the same bits.
 fn gather(dtype: DType, ahead: bool) -> String {
     let words = match dtype {
         DType::F32 => "    const unsigned int* s = (const unsigned int*)src;
@@ -1093,7 +1099,7 @@ fn gather(dtype: DType, ahead: bool) -> String {
 #define PSG_GATHER 0
 #endif
 #if PSG_GATHER
-// The vector of elements src[0 ..] (16 bytes; past the first `left`, repeats of src[left - 1]).
+// The vector of elements src[0 ..] (16 bytes; only the first `left` are the row's).
 __device__ __forceinline__ uint4 psg_gather(const psg_elem* src, long long left) {{
 {words}
 }}
@@ -5408,7 +5414,7 @@ fn tile_loop_consts(dtype: DType, prefetch_n: usize) -> String {
 
 /// Whether a dtype's build for unaligned rows fills its tiles element by element (f32 and f64:
 /// a warp's loads of one element each are whole row segments), where 16-bit dtypes gather
-/// vectors (two elements a word, see [`gather`]). Gathered f32 vectors took 1.04-1.15 of the
+/// vectors (two elements a word, see [`gather`]). Gathered f32 vectors took 1.04-1.16 of the
 /// time of the element loop they replaced in the f32 MAD and trimmed means at g[256, 4194301]
 /// (H200, same run): a warp's 4-byte loads 16 bytes apart cost four times the L1 wavefronts,
 /// which those kernels' shared memory traffic shares.

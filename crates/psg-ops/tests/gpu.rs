@@ -77,7 +77,9 @@ impl Pair {
 /// sums, scaled sums) run the streaming kernel at every B, B = 4099 included.
 const BATCHES: [usize; 6] = [1, 2, 33, 256, 1023, 4099];
 /// P = 40000 rows are 16-byte aligned in every dtype (the tiled kernels' vector loads); the
-/// others are not (their scalar loads). P = 1, 30 and 31 get the nasty values.
+/// others are not (the kernels' second build, which gathers its loads: in bf16 and f16 from
+/// words where P is even, from funnel-shifted words where it is odd). P = 1, 30 and 31 get the
+/// nasty values.
 const COLUMNS: [usize; 5] = [1, 30, 31, 40_000, 1_000_003];
 
 fn data(rng: &mut Rng, n: usize, p: usize) -> Vec<f32> {

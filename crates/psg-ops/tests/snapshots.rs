@@ -746,6 +746,37 @@ fn tiled_kernels_have_a_build_for_unaligned_rows() {
         );
         if tile {
             assert!(src.contains("PSG_LOADV(src, col)"), "{}", k.name);
+            // Nothing is fetched ahead where the build does not load ahead, and then every
+            // group of the tile, the first too, is fetched as the tile is filled.
+            for ahead in ["PSG_FETCH(blockIdx.x, 0)", "PSG_FETCH(t + gridDim.x, 0)"] {
+                for (at, _) in src.match_indices(ahead) {
+                    let line = &src[src[..at].rfind('\n').unwrap()..at];
+                    assert!(line.contains("vec && PSG_AHEAD"), "{}: {line}", k.name);
+                }
+            }
+            if src.contains("if (row > 0") {
+                assert!(
+                    src.contains("if (row > 0 || !PSG_AHEAD) PSG_FETCH(t, row);"),
+                    "{}",
+                    k.name
+                );
+            }
+        } else {
+            // The streaming kernel's rows.
+            assert!(
+                src.contains("raw[u] = PSG_LOADV(g + (long long)b * n_p + pv, pv);"),
+                "{}",
+                k.name
+            );
+        }
+        // Rows past the prefetched ones that the first build copies raw, and a pass rewrites,
+        // are rewritten as they are stored in the second.
+        if src.contains("psg_raw_from") {
+            assert!(
+                src.contains("#if __CUDA_ARCH__ >= 800 && !PSG_GATHER\n    const int psg_raw_from"),
+                "{}",
+                k.name
+            );
         }
         for async_copy in src.match_indices("cp.async.cg") {
             let before = &src[..async_copy.0];
