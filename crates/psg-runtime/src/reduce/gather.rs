@@ -53,6 +53,8 @@ enum TextId {
 }
 
 impl TextId {
+    // The variant is the point: static text has an address for the life of the process.
+    #[allow(clippy::ptr_arg)]
     fn of(text: &Cow<'static, str>) -> Self {
         match text {
             Cow::Borrowed(t) => TextId::Static(t.as_ptr() as usize, t.len()),
