@@ -166,29 +166,22 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
 
     // Rows w, w + 8, ... in order; four loaded before any is used.
     s.push_str("    const int n_bi = (int)n_b;\n");
-    // Four rows' vectors, loaded by `load` (of row `b`), then used.
-    let vectors = |s: &mut String, load: &str| {
-        s.push_str("        const bool in = pv < n_p;\n");
-        s.push_str("        for (int b0 = w; b0 < n_bi; b0 += 32) {\n");
-        s.push_str("            uint4 raw[4];\n            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
-        s.push_str("                const int b = b0 + 8 * u;\n                raw[u] = make_uint4(0u, 0u, 0u, 0u);\n");
-        writeln!(
-            s,
-            "                if (in && b < n_bi) raw[u] = {load};\n            }}"
-        )
-        .ok();
-        s.push_str("            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
-        s.push_str("            const int b = b0 + 8 * u;\n            if (b < n_bi) {\n");
-        writeln!(
-            s,
-            "            const uint4 v = raw[u];\n            __align__(16) psg_acc vals[{v}];\n            psg_acc* const dst = vals;\n            {unpack}"
-        )
-        .ok();
-        column_loop(s);
-        s.push_str("            }\n            }\n        }\n");
-    };
     s.push_str("    if (vec) {\n");
-    vectors(&mut s, "PSG_LOADV(g + (long long)b * n_p + pv, pv)");
+    s.push_str("        const bool in = pv < n_p;\n");
+    s.push_str("        for (int b0 = w; b0 < n_bi; b0 += 32) {\n");
+    s.push_str("            uint4 raw[4];\n            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
+    s.push_str("                const int b = b0 + 8 * u;\n                raw[u] = make_uint4(0u, 0u, 0u, 0u);\n");
+    // A 16-byte load, or in the build for unaligned rows the same vector gathered.
+    s.push_str("                if (in && b < n_bi) raw[u] = PSG_LOADV(g + (long long)b * n_p + pv, pv);\n            }\n");
+    s.push_str("            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
+    s.push_str("            const int b = b0 + 8 * u;\n            if (b < n_bi) {\n");
+    writeln!(
+        s,
+        "            const uint4 v = raw[u];\n            __align__(16) psg_acc vals[{v}];\n            psg_acc* const dst = vals;\n            {unpack}"
+    )
+    .ok();
+    column_loop(&mut s);
+    s.push_str("            }\n            }\n        }\n");
     s.push_str("    } else {\n");
     s.push_str("        for (int b = w; b < n_bi; b += 8) {\n");
     writeln!(
