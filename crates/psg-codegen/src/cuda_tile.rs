@@ -1052,21 +1052,18 @@ fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, blocks:
 /// unchanged): one build choosing its load at run time took more (NVRTC 13.0, sm_90: the f32
 /// streaming mean 32 -> 44 registers, the bf16 z-score mean 64 -> 107 or more).
 ///
-/// Past P (the last tile's last columns) a 16-byte load and the element fill read zeros; a
-/// gathered f32 or f64 vector repeats the row's last element, and a gathered 16-bit vector
-/// holds what the words it reads hold: the next row's first elements, or, after g's last
-/// element, up to 2 bytes past the buffer, inside the 4-byte word that holds that element (no
-/// fault, but `compute-sanitizer` may report it). Such columns are computed and never written;
-/// every path a block may take for them gives the other columns the same bits.
+/// Past P (the last tile's last columns) every load gives zeros, as a 16-byte load does. A
+/// 16-bit row's last word may still be read whole: after g's last element, up to 2 bytes past
+/// the buffer, inside the 4-byte word that holds that element (no fault, but
+/// `compute-sanitizer` may report it).
 fn gather(dtype: DType, ahead: bool) -> String {
     let words = match dtype {
         DType::F32 => "    const unsigned int* s = (const unsigned int*)src;
     if (left >= 4) return make_uint4(s[0], s[1], s[2], s[3]);
-    const int l = (int)left - 1;
-    return make_uint4(s[0], s[min(1, l)], s[min(2, l)], s[l]);"
+    return make_uint4(s[0], left > 1 ? s[1] : 0u, left > 2 ? s[2] : 0u, 0u);"
             .to_string(),
         DType::F64 => "    const unsigned long long* s = (const unsigned long long*)src;
-    const unsigned long long a = s[0], b = s[left > 1 ? 1 : 0];
+    const unsigned long long a = s[0], b = left > 1 ? s[1] : 0ull;
     return make_uint4((unsigned int)a, (unsigned int)(a >> 32), (unsigned int)b, (unsigned int)(b >> 32));"
             .to_string(),
         DType::BF16 | DType::F16 => "#if PSG_GATHER == 2
@@ -1079,18 +1076,23 @@ fn gather(dtype: DType, ahead: bool) -> String {
     if (left >= 9) {
         #pragma unroll
         for (int k = 0; k < 5; ++k) x[k] = s[k];
-    } else {
-        const int last = (int)(left - 1 + (sh >> 4)) >> 1;
-        #pragma unroll
-        for (int k = 0; k < 5; ++k) x[k] = s[min(k, last)];
+        return make_uint4(__funnelshift_r(x[0], x[1], sh), __funnelshift_r(x[1], x[2], sh),
+                          __funnelshift_r(x[2], x[3], sh), __funnelshift_r(x[3], x[4], sh));
     }
-    return make_uint4(__funnelshift_r(x[0], x[1], sh), __funnelshift_r(x[1], x[2], sh),
-                      __funnelshift_r(x[2], x[3], sh), __funnelshift_r(x[3], x[4], sh));
+    const int last = (int)(left - 1 + (sh >> 4)) >> 1;
+    #pragma unroll
+    for (int k = 0; k < 5; ++k) x[k] = s[min(k, last)];
+    // Lanes past the row's `left` elements are zeros.
+    unsigned int v[4];
+    #pragma unroll
+    for (int k = 0; k < 4; ++k)
+        v[k] = __funnelshift_r(x[k], x[k + 1], sh)
+            & ((2 * k < left ? 0xffffu : 0u) | (2 * k + 1 < left ? 0xffff0000u : 0u));
+    return make_uint4(v[0], v[1], v[2], v[3]);
 #else
     const unsigned int* s = (const unsigned int*)src;
     if (left >= 8) return make_uint4(s[0], s[1], s[2], s[3]);
-    const int l = ((int)left - 1) >> 1;
-    return make_uint4(s[0], s[min(1, l)], s[min(2, l)], s[l]);
+    return make_uint4(s[0], left > 2 ? s[1] : 0u, left > 4 ? s[2] : 0u, 0u);
 #endif"
             .to_string(),
     };
@@ -1099,7 +1101,7 @@ fn gather(dtype: DType, ahead: bool) -> String {
 #define PSG_GATHER 0
 #endif
 #if PSG_GATHER
-// The vector of elements src[0 ..] (16 bytes; only the first `left` are the row's).
+// The vector of elements src[0 ..] (16 bytes; zeros past the first `left`, the row's).
 __device__ __forceinline__ uint4 psg_gather(const psg_elem* src, long long left) {{
 {words}
 }}

@@ -276,6 +276,48 @@ fn gpu_order_statistics_and_outliers_match_cpu() {
     }
 }
 
+/// Views at an offset (a slice of a PyTorch tensor, say): P a multiple of 8, but the buffer
+/// starts one element past a 16-byte boundary, so the rows take the kernels' second build, for
+/// 16-bit elements its funnel-shifted words though P is even. Column-mode, streaming, tiled and
+/// digit-pass kernels, each dtype.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_views_at_an_offset_match_cpu() {
+    let Some(cuda) = common::cuda() else { return };
+    let dev = Device::Cuda(cuda.clone());
+    let mut rng = Rng::new(0x5eed_0011);
+    for dtype in [DType::BF16, DType::F16, DType::F32, DType::F64] {
+        for (b, p) in [(33usize, 40_000usize), (256, 4096), (1023, 64)] {
+            let values = rng.gradients(b * p + 1);
+            // The owner holds one element more; the view starts one element in.
+            let owner = common::tensors::of_dtype(&values, &[b * p + 1], dtype, &dev);
+            let offset = dtype.size_in_bytes() as u64;
+            // SAFETY: `owner` outlives the view and holds b * p elements past `offset`.
+            let view = unsafe {
+                Tensor::from_cuda_ptr(owner.cuda_ptr().unwrap() + offset, dtype, &[b, p], &cuda)
+            };
+            let g = Pair {
+                cpu: common::tensors::of_dtype(&values[1..], &[b, p], dtype, &Device::Cpu),
+                gpu: view,
+                label: format!("{dtype} [{b}, {p}] at {offset} bytes in"),
+            };
+            g.same("mean", ops::mean);
+            g.same("var", |t| ops::var(t, 1.0));
+            g.same("median", ops::median);
+            g.same("zscore mean", |t| {
+                Ok(ops::outlier_mean(t, ops::OutlierRule::ZScore { k: 2.0 })?.mean)
+            });
+            g.same("mad mean", |t| {
+                Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 3.0 })?.mean)
+            });
+            g.same("trim mean", |t| {
+                Ok(ops::outlier_mean(t, ops::OutlierRule::TrimFraction { alpha: 0.1 })?.mean)
+            });
+            g.close("gaussian weighted sum", 1e-4, ops::gaussian_weighted_sum);
+        }
+    }
+}
+
 /// The column-mode kernels (small B: whole columns a thread), the tiled kernels'
 /// two-columns-a-thread path (16-bit input, tiles of 64 columns or more: B up to 1700 or so in
 /// bf16 and f16 on an H100 or H200, one block a multiprocessor at the top) beside its one-column
