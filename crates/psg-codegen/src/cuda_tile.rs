@@ -5217,7 +5217,7 @@ fn emit_transform_fn(
     if let Some(from) = raw_rows_from(dtype, prefetch_n) {
         writeln!(
             s,
-            "#if __CUDA_ARCH__ >= 800 && !PSG_GATHER\n    const int psg_raw_from = vec ? {from} : n_bi;\n#else\n    const int psg_raw_from = n_bi;\n#endif"
+            "#if __CUDA_ARCH__ >= 800 && !PSG_GATHER\n    const int psg_raw_from = vec ? {from} : n_bi;\n#elif __CUDA_ARCH__ >= 800 && !PSG_GATHER_AHEAD\n    const int psg_raw_from = 0;\n#else\n    const int psg_raw_from = n_bi;\n#endif"
         )
         .ok();
     }
@@ -5485,6 +5485,36 @@ fn tile_loop_start(
             "0".to_string(),
         )
     };
+    // Unaligned f32 and f64 rows (the second build, see [`gather`]) where the kernel does not
+    // load ahead: the tile copied an element a thread, every copy in flight at once, as the
+    // first build copies vectors. (Where it loads ahead, the rest of the tile goes through
+    // registers: with copies NVRTC gave the f32 z-score mean 188 registers, 126 without.)
+    let element_copies = if scalar_gather(dtype) && !narrow {
+        let k = prefetch_n << vector_unpack(dtype).0;
+        let size = if dtype == DType::F64 { 8 } else { 4 };
+        format!(
+            r#"#elif __CUDA_ARCH__ >= 800 && !PSG_GATHER_AHEAD
+        // Unaligned rows: every element copied straight to shared memory ({size} bytes each), all
+        // in flight at once.
+        for (int row = 0; row < n_bi; row += {k} * rse) {{
+            const long long col = p0 + ce;
+            const psg_elem* src = g + (long long)(re + row) * n_p + col;
+            unsigned int dst = (unsigned int)__cvta_generic_to_shared(edst + (row << {slab}));
+            const unsigned int bytes = col < n_p ? {size}u : 0u;
+            #pragma unroll 4
+            for (int u = 0; u < {k}; ++u) {{
+                if (re + row + u * rse < n_bi)
+                    asm volatile("cp.async.ca.shared.global [%0], [%1], {size}, %2;\n" :: "r"(dst), "l"(bytes ? src : g), "r"(bytes) : "memory");
+                src += estep;
+                dst += (rse << {slab}) * (unsigned int)sizeof(psg_tile);
+            }}
+        }}
+        asm volatile("cp.async.wait_all;\n" ::: "memory");
+"#
+        )
+    } else {
+        String::new()
+    };
     let rest = if narrow || matches!(dtype, DType::F32 | DType::F64) {
         // A vector is the tile's bytes (f32, f64, or a narrow tile's 16-bit elements): the rest
         // of a large tile is copied straight into
@@ -5505,7 +5535,7 @@ fn tile_loop_start(
             }}
         }}
         asm volatile("cp.async.wait_all;\n" ::: "memory");
-#else
+{element_copies}#else
         // No cp.async before sm_80, nor for gathered vectors: {prefetch_n} vectors in flight per
         // thread at a time.
 {registers}#endif

@@ -717,7 +717,8 @@ fn passes_are_unrolled_whole_at_b_256_where_one_wave_selects() {
 /// Every tiled kernel has a build for rows that do not start 16-byte aligned (`PSG_GATHER`,
 /// which the runtime defines for them): selecting kernels do not load the next tile ahead in it,
 /// the others do; f32 and f64 tiles are filled an element a thread in it, 16-bit tiles from
-/// gathered vectors; and the rows `cp.async` copies go through registers in it.
+/// gathered vectors; and the rows `cp.async` copies go through registers in it, but for f32 and
+/// f64 tiles of kernels that do not load ahead, whose elements it copies.
 #[test]
 fn tiled_kernels_have_a_build_for_unaligned_rows() {
     let mut seen = [0usize; 2];
@@ -777,6 +778,17 @@ fn tiled_kernels_have_a_build_for_unaligned_rows() {
                 "{}",
                 k.name
             );
+        }
+        // Element copies only in the second build of a kernel that does not load ahead.
+        for copy in src.match_indices("cp.async.ca") {
+            let before = &src[..copy.0];
+            let guard = before.rfind("#elif __CUDA_ARCH__ >= 800").unwrap();
+            assert!(
+                before[guard..].starts_with("#elif __CUDA_ARCH__ >= 800 && !PSG_GATHER_AHEAD"),
+                "{}: element copies where the second build loads ahead",
+                k.name
+            );
+            assert!(scalar, "{}: element copies", k.name);
         }
         for async_copy in src.match_indices("cp.async.cg") {
             let before = &src[..async_copy.0];
