@@ -1052,10 +1052,15 @@ fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, blocks:
 /// unchanged): one build choosing its load at run time took more (NVRTC 13.0, sm_90: the f32
 /// streaming mean 32 -> 44 registers, the bf16 z-score mean 64 -> 107 or more).
 ///
-/// Past P (the last tile's last columns) every load gives zeros, as a 16-byte load does. A
-/// 16-bit row's last word may still be read whole: after g's last element, up to 2 bytes past
-/// the buffer, inside the 4-byte word that holds that element (no fault, but
-/// `compute-sanitizer` may report it).
+/// Past P (the last tile's last columns) a load gives zeros, as a 16-byte load does, except the
+/// funnel-shifted 16-bit vector (`PSG_GATHER` 2), which holds what the words it reads hold: the
+/// next row's first elements, or, after g's last element, up to 2 bytes past the buffer, inside
+/// the 4-byte word that holds that element (no fault, but `compute-sanitizer` may report it).
+/// Such columns are computed and never written; every path a block may take for them gives the
+/// other columns the same bits. Masking those lanes to zeros (one early return for whole
+/// vectors, a mask for the last) cost time where the kernel loads ahead (H200, same run: the
+/// bf16 var 2.3 and z-score mean 2.0 times the time at g[1024, 1048573], 1.4 and 1.5 at
+/// g[256, 4194301]).
 fn gather(dtype: DType, ahead: bool) -> String {
     let words = match dtype {
         DType::F32 => "    const unsigned int* s = (const unsigned int*)src;
@@ -1076,19 +1081,13 @@ fn gather(dtype: DType, ahead: bool) -> String {
     if (left >= 9) {
         #pragma unroll
         for (int k = 0; k < 5; ++k) x[k] = s[k];
-        return make_uint4(__funnelshift_r(x[0], x[1], sh), __funnelshift_r(x[1], x[2], sh),
-                          __funnelshift_r(x[2], x[3], sh), __funnelshift_r(x[3], x[4], sh));
+    } else {
+        const int last = (int)(left - 1 + (sh >> 4)) >> 1;
+        #pragma unroll
+        for (int k = 0; k < 5; ++k) x[k] = s[min(k, last)];
     }
-    const int last = (int)(left - 1 + (sh >> 4)) >> 1;
-    #pragma unroll
-    for (int k = 0; k < 5; ++k) x[k] = s[min(k, last)];
-    // Lanes past the row's `left` elements are zeros.
-    unsigned int v[4];
-    #pragma unroll
-    for (int k = 0; k < 4; ++k)
-        v[k] = __funnelshift_r(x[k], x[k + 1], sh)
-            & ((2 * k < left ? 0xffffu : 0u) | (2 * k + 1 < left ? 0xffff0000u : 0u));
-    return make_uint4(v[0], v[1], v[2], v[3]);
+    return make_uint4(__funnelshift_r(x[0], x[1], sh), __funnelshift_r(x[1], x[2], sh),
+                      __funnelshift_r(x[2], x[3], sh), __funnelshift_r(x[3], x[4], sh));
 #else
     const unsigned int* s = (const unsigned int*)src;
     if (left >= 8) return make_uint4(s[0], s[1], s[2], s[3]);
@@ -1101,7 +1100,7 @@ fn gather(dtype: DType, ahead: bool) -> String {
 #define PSG_GATHER 0
 #endif
 #if PSG_GATHER
-// The vector of elements src[0 ..] (16 bytes; zeros past the first `left`, the row's).
+// The vector of elements src[0 ..] (16 bytes; the first `left` are the row's).
 __device__ __forceinline__ uint4 psg_gather(const psg_elem* src, long long left) {{
 {words}
 }}
