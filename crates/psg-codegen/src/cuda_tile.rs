@@ -1035,7 +1035,9 @@ fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, blocks:
 ///   funnel-shifted by the row's misalignment (2);
 /// - f32 and f64 tiles are filled an element a thread, a warp's loads whole row segments (see
 ///   [`scalar_gather`]);
-/// - the rows that `cp.async` copies in the first build pass through registers.
+/// - the rows that `cp.async` copies in the first build pass through registers, except in the
+///   f32 and f64 tiles of kernels that do not load ahead (the selections), which `cp.async`
+///   copies an element at a time, every copy in flight at once (see [`tile_loop_start`]).
 ///
 /// The runtime launches both builds with `vec` = 1: unaligned rows are loaded as groups of
 /// vectors (or elements) in flight, and, where `ahead` (kernels that do not select), the next
