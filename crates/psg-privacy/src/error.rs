@@ -50,6 +50,36 @@ pub enum Error {
         /// The value given.
         target_epsilon: f64,
     },
+    /// An epsilon that is not a finite number >= 0.
+    #[error("epsilon {epsilon:?} is invalid: it must be a finite number >= 0")]
+    InvalidEpsilon {
+        /// The value given.
+        epsilon: f64,
+    },
+    /// A PLD discretization interval that is not a finite number in (0, 1].
+    #[error(
+        "PLD discretization {interval:?} is invalid: it must be a finite number in (0, 1] \
+         (dp_accounting's default, psg_privacy::accountant::DEFAULT_DISCRETIZATION, is 1e-4)"
+    )]
+    InvalidDiscretization {
+        /// The value given.
+        interval: f64,
+    },
+    /// A privacy loss distribution would hold more grid points than the accountant allows.
+    #[error(
+        "the privacy loss distribution needs {points:?} grid points, more than the limit of \
+         {limit} (psg_privacy::accountant::MAX_PLD_POINTS): the noise is very small or the steps \
+         very many for the discretization {discretization:?}; use \
+         PldAccountant::with_discretization with a coarser interval, or RdpAccountant"
+    )]
+    PldTooLarge {
+        /// The points it would need (`inf` where they overflow).
+        points: f64,
+        /// The limit.
+        limit: u64,
+        /// The accountant's discretization.
+        discretization: f64,
+    },
     /// Noise calibration asked for zero training steps.
     #[error(
         "the number of steps is 0: calibration needs at least one step (with epochs, pass \

@@ -1,5 +1,6 @@
-//! Privacy for psg: an RDP accountant that reproduces Opacus, and Gaussian noise from a
-//! counter-based generator that gives the same bits on the CPU and on a CUDA GPU.
+//! Privacy for psg: an RDP accountant that reproduces Opacus, a PLD accountant that reproduces
+//! dp_accounting (a tighter epsilon), and Gaussian noise from a counter-based generator that gives
+//! the same bits on the CPU and on a CUDA GPU.
 //!
 //! ```
 //! use psg_privacy::accountant::RdpAccountant;
@@ -16,7 +17,8 @@
 //! # Ok::<(), psg_privacy::Error>(())
 //! ```
 //!
-//! - [`accountant`]: [`RdpAccountant`](accountant::RdpAccountant) and noise calibration.
+//! - [`accountant`]: the accountants ([`RdpAccountant`](accountant::RdpAccountant) and the
+//!   tighter [`PldAccountant`](accountant::PldAccountant)) and noise calibration (through RDP).
 //! - [`sampling`]: [`PoissonSampler`](sampling::PoissonSampler), the batches the epsilon assumes,
 //!   drawn from the OS CSPRNG.
 //! - [`philox`]: the Philox4x32-10 generator.
