@@ -75,6 +75,13 @@ pub(super) fn convolve(a: &[f64], b: &[f64]) -> Vec<f64> {
     if a.is_empty() || b.is_empty() {
         return Vec::new();
     }
+    // A point mass (the identity PLD) only scales: no FFT, no rounding but the product's.
+    if b.len() == 1 {
+        return a.iter().map(|x| x * b[0]).collect();
+    }
+    if a.len() == 1 {
+        return b.iter().map(|y| a[0] * y).collect();
+    }
     let out_len = a.len() + b.len() - 1;
     let len = out_len.next_power_of_two();
     let mut fa = transform(a, len);
@@ -94,6 +101,12 @@ pub(super) fn convolve(a: &[f64], b: &[f64]) -> Vec<f64> {
 pub(super) fn self_convolve(p: &[f64], times: u64, lower: u64, upper: u64) -> Vec<f64> {
     debug_assert!(times >= 1 && lower <= upper);
     let out_len = (upper - lower + 1) as usize;
+    if times == 1 {
+        // The FFT's round trip would only add its rounding.
+        return (0..out_len)
+            .map(|i| p.get(lower as usize + i).copied().unwrap_or(0.0))
+            .collect();
+    }
     let len = out_len.max(p.len()).next_power_of_two();
     let mut f = transform(p, len);
     for x in f.iter_mut() {
