@@ -18,7 +18,8 @@
 //! ```
 //!
 //! - [`accountant`]: the accountants ([`RdpAccountant`](accountant::RdpAccountant) and the
-//!   tighter [`PldAccountant`](accountant::PldAccountant)) and noise calibration (through RDP).
+//!   tighter [`PldAccountant`](accountant::PldAccountant)) and noise calibration (through
+//!   either).
 //! - [`sampling`]: [`PoissonSampler`](sampling::PoissonSampler), the batches the epsilon assumes,
 //!   drawn from the OS CSPRNG.
 //! - [`philox`]: the Philox4x32-10 generator.

@@ -3,7 +3,10 @@
 //! `PLDAccountant().compose(PoissonSampledDpEvent(q, GaussianDpEvent(nm)), n)` and
 //! `get_epsilon(delta)`, `get_delta(1.0)`.
 
-use psg_privacy::accountant::{PldAccountant, RdpAccountant, MAX_PLD_POINTS};
+use psg_privacy::accountant::{
+    calibrate_noise_multiplier, calibrate_noise_multiplier_pld, PldAccountant, RdpAccountant,
+    MAX_PLD_POINTS,
+};
 use psg_privacy::Error;
 
 /// (runs of (noise multiplier, sample rate, steps), delta, dp_accounting's epsilon at delta,
@@ -208,4 +211,48 @@ fn small_deltas_agree_only_as_far_as_floating_point_noise_allows() {
     let one = accountant(&[(10.0, 1e-3, 1)]);
     assert_eq!(one.epsilon(1e-16).unwrap().epsilon, f64::INFINITY);
     assert!(one.delta(0.1).unwrap() >= 1e-15);
+}
+
+#[test]
+fn pld_calibration_meets_the_budget_with_less_noise_than_rdp() {
+    // Measured (release): 1.416015625 against RDP's 1.5234375.
+    let (target, delta, q, steps) = (1.0, 1e-5, 0.01, 1000);
+    let sigma = calibrate_noise_multiplier_pld(target, delta, q, steps, 0.01).unwrap();
+    let mut acc = PldAccountant::new();
+    acc.steps(sigma, q, steps).unwrap();
+    let eps = acc.epsilon(delta).unwrap().epsilon;
+    assert!(eps <= target && eps >= target - 0.01, "{sigma}: {eps}");
+    let rdp_sigma = calibrate_noise_multiplier(target, delta, q, steps, 0.01).unwrap();
+    assert!(sigma < 0.95 * rdp_sigma, "PLD {sigma}, RDP {rdp_sigma}");
+}
+
+#[test]
+fn pld_calibration_refuses_what_it_cannot_do() {
+    let cal =
+        |t: f64, d: f64, q: f64, n: u64, tol: f64| calibrate_noise_multiplier_pld(t, d, q, n, tol);
+    assert!(matches!(
+        cal(0.0, 1e-5, 0.01, 10, 0.01),
+        Err(Error::InvalidTargetEpsilon { .. })
+    ));
+    assert!(matches!(
+        cal(1.0, 1.0, 0.01, 10, 0.01),
+        Err(Error::InvalidDelta { .. })
+    ));
+    assert!(matches!(
+        cal(1.0, 1e-5, 0.0, 10, 0.01),
+        Err(Error::InvalidSampleRate { .. })
+    ));
+    assert!(matches!(
+        cal(1.0, 1e-5, 0.01, 0, 0.01),
+        Err(Error::ZeroSteps)
+    ));
+    assert!(matches!(
+        cal(1.0, 1e-5, 0.01, 10, 0.0),
+        Err(Error::InvalidTolerance { .. })
+    ));
+    // Steps no PLD can hold, even at noise 20: the size error, not a made-up multiplier.
+    assert!(matches!(
+        cal(1.0, 1e-5, 0.5, u64::MAX, 0.01),
+        Err(Error::PldTooLarge { .. })
+    ));
 }

@@ -1,7 +1,7 @@
 //! Noise calibration: the smallest noise multiplier (to a tolerance) that meets a budget.
 
 use super::rdp::compute_rdp;
-use super::{conversion::privacy_spent, default_orders};
+use super::{conversion::privacy_spent, default_orders, PldAccountant};
 use crate::error::{Error, Result};
 
 /// Opacus' `MAX_SIGMA`: the doubling search gives up past this multiplier.
@@ -86,6 +86,77 @@ pub fn calibrate_noise_multiplier_over(
     let orders = super::RdpAccountant::with_orders(orders.to_vec())?
         .orders()
         .to_vec();
+    check_inputs(target_epsilon, delta, sample_rate, steps, epsilon_tolerance)?;
+    // With an RDP of 0 (infinite noise) the conversion still gives a positive epsilon at these
+    // orders; no multiplier can go below it.
+    let floor = privacy_spent(&orders, &vec![0.0; orders.len()], delta).epsilon;
+    if target_epsilon < floor {
+        return Err(Error::BelowOrdersFloor {
+            target_epsilon,
+            floor,
+            delta,
+            max_order: orders.iter().fold(0.0, |a: f64, &b| a.max(b)),
+        });
+    }
+    search(target_epsilon, epsilon_tolerance, |sigma| {
+        let rdp: Vec<f64> = orders
+            .iter()
+            .map(|&order| compute_rdp(sample_rate, sigma, order) * steps as f64)
+            .collect();
+        Ok(privacy_spent(&orders, &rdp, delta).epsilon)
+    })
+}
+
+/// [`calibrate_noise_multiplier`] through privacy loss distributions: the smallest noise
+/// multiplier (to the tolerance) whose [`PldAccountant`] epsilon for `steps` steps at
+/// `sample_rate` is at most `target_epsilon`, by the same search. PLD accounting is tighter than
+/// RDP, so the multiplier is smaller: less noise for the same budget (at delta 1e-5 and
+/// tolerance 0.01: 1.42 against RDP's 1.50 for epsilon 7.33 at sample rate 0.04 over 2250
+/// steps, 1.42 against 1.52 for epsilon 1 at sample rate 0.01 over 1000). It is also slower,
+/// about a second or more rather than milliseconds: each of the search's steps composes a PLD. The budget then
+/// holds as a [`PldAccountant`] reports it, and the guarantee for Poisson sampling at
+/// `sample_rate`.
+///
+/// ```
+/// use psg_privacy::accountant::{calibrate_noise_multiplier_pld, PldAccountant};
+///
+/// let sigma = calibrate_noise_multiplier_pld(8.0, 1e-5, 0.04, 2250, 0.01)?;
+/// let mut accountant = PldAccountant::new();
+/// accountant.steps(sigma, 0.04, 2250)?;
+/// let eps = accountant.epsilon(1e-5)?.epsilon;
+/// assert!(eps <= 8.0 && eps >= 8.0 - 0.01);
+/// # Ok::<(), psg_privacy::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// As [`calibrate_noise_multiplier`] (but for the RDP orders' floor, which PLDs do not have),
+/// and [`Error::PldTooLarge`] where a multiplier the search doubles to (from 20) gives too large
+/// a PLD (absurd step counts). While it bisects, a multiplier whose PLD would be too large
+/// counts as too little noise.
+pub fn calibrate_noise_multiplier_pld(
+    target_epsilon: f64,
+    delta: f64,
+    sample_rate: f64,
+    steps: u64,
+    epsilon_tolerance: f64,
+) -> Result<f64> {
+    check_inputs(target_epsilon, delta, sample_rate, steps, epsilon_tolerance)?;
+    search(target_epsilon, epsilon_tolerance, |sigma| {
+        let mut accountant = PldAccountant::new();
+        accountant.steps(sigma, sample_rate, steps)?;
+        Ok(accountant.epsilon(delta)?.epsilon)
+    })
+}
+
+/// The checks every calibration makes of its arguments.
+fn check_inputs(
+    target_epsilon: f64,
+    delta: f64,
+    sample_rate: f64,
+    steps: u64,
+    epsilon_tolerance: f64,
+) -> Result<()> {
     if !(target_epsilon.is_finite() && target_epsilon > 0.0) {
         return Err(Error::InvalidTargetEpsilon { target_epsilon });
     }
@@ -104,32 +175,25 @@ pub fn calibrate_noise_multiplier_over(
             tolerance: epsilon_tolerance,
         });
     }
+    Ok(())
+}
 
-    let epsilon_at = |sigma: f64| -> f64 {
-        let rdp: Vec<f64> = orders
-            .iter()
-            .map(|&order| compute_rdp(sample_rate, sigma, order) * steps as f64)
-            .collect();
-        privacy_spent(&orders, &rdp, delta).epsilon
-    };
-    // With an RDP of 0 (infinite noise) the conversion still gives a positive epsilon at these
-    // orders; no multiplier can go below it.
-    let floor = privacy_spent(&orders, &vec![0.0; orders.len()], delta).epsilon;
-    if target_epsilon < floor {
-        return Err(Error::BelowOrdersFloor {
-            target_epsilon,
-            floor,
-            delta,
-            max_order: orders.iter().fold(0.0, |a: f64, &b| a.max(b)),
-        });
-    }
-
+/// Opacus' search: from `sigma_low = 0, sigma_high = 10`, double `sigma_high` until its epsilon
+/// is at most the target, then bisect until `target - epsilon(sigma_high) <= tolerance` (or the
+/// bounds are adjacent floats), and return `sigma_high`. An error of `epsilon_at` while
+/// doubling is returned; while bisecting, [`Error::PldTooLarge`] means too little noise (a PLD
+/// grows as the noise shrinks), any other error is returned.
+fn search(
+    target_epsilon: f64,
+    epsilon_tolerance: f64,
+    mut epsilon_at: impl FnMut(f64) -> Result<f64>,
+) -> Result<f64> {
     let mut sigma_low = 0.0;
     let mut sigma_high = 10.0;
     let mut eps_high = f64::INFINITY;
     while eps_high > target_epsilon {
         sigma_high *= 2.0;
-        eps_high = epsilon_at(sigma_high);
+        eps_high = epsilon_at(sigma_high)?;
         if sigma_high > MAX_SIGMA {
             return Err(Error::BudgetTooLow {
                 target_epsilon,
@@ -152,7 +216,10 @@ pub fn calibrate_noise_multiplier_over(
         if !(sigma > sigma_low && sigma < sigma_high) {
             break;
         }
-        let eps = epsilon_at(sigma);
+        let eps = match epsilon_at(sigma) {
+            Err(Error::PldTooLarge { .. }) => f64::INFINITY,
+            other => other?,
+        };
         if eps < target_epsilon {
             sigma_high = sigma;
             eps_high = eps;

@@ -53,7 +53,7 @@ pub use pld::{PldAccountant, DEFAULT_DISCRETIZATION, MAX_PLD_POINTS};
 
 pub use calibration::{
     calibrate_noise_multiplier, calibrate_noise_multiplier_for_epochs,
-    calibrate_noise_multiplier_over,
+    calibrate_noise_multiplier_over, calibrate_noise_multiplier_pld,
 };
 
 /// The largest RDP order accepted: the integer-order sum has `order + 1` terms, and orders this
