@@ -1,32 +1,6 @@
 //! Privacy-loss-distribution (PLD) accounting for the Poisson-subsampled Gaussian mechanism,
-//! matching Google's `dp_accounting` `PLDAccountant` (0.6.0) with its defaults.
-//!
-//! RDP ([`super::RdpAccountant`]) bounds epsilon through a family of Rényi divergences and is
-//! loose by some percent; a PLD holds the whole distribution of the privacy loss of one step,
-//! discretized, and composes steps by convolving them, so the epsilon it reports is close to the
-//! mechanism's own (dp_accounting's `PLDAccountant` reports 8% less than RDP for noise
-//! multiplier 1.5, sample rate 0.04, 2250 steps, delta 1e-5: 6.77 against 7.33).
-//!
-//! The construction follows dp_accounting step by step, so the two agree closely: epsilon within
-//! 3e-7 relative (often 1e-9) at deltas from 1e-3 to 1e-5, within 1.2e-5 at 1e-7 (a review
-//! compared 114 settings of noise multiplier, sample rate and steps, and 5 mixed histories; the
-//! tests check six against dp_accounting's figures):
-//! - one step's PLD, for adding and for removing an example (the two differ under sampling), by
-//!   pessimistic *connect-the-dots* on the grid `k * discretization` (Doroshenko et al., 2022),
-//!   from the hockey-stick divergence of the step at each grid point, over the noise values
-//!   whose tails hold `e^-50` of its mass;
-//! - `n` identical steps by one FFT, raised to the `n`th power, over the range a Chernoff bound
-//!   leaves outside `1e-15` of the mass (counted as infinite loss);
-//! - runs of other steps by FFT convolution, the tails of `1e-15` cut likewise;
-//! - epsilon at delta: the least epsilon whose hockey-stick divergence, for adding or for
-//!   removing, is at most delta.
-//!
-//! Every rounding is pessimistic: the result bounds the true epsilon from above, up to
-//! floating-point error. That error sets a limit on small deltas, in dp_accounting as here:
-//! connect-the-dots divides second differences of the step's divergence by `e^d - 1` (about
-//! 1e-4), which leaves about 1e-12 of noise a grid point, and the FFTs about 1e-16 of the mass an
-//! entry. At delta 1e-10 the two libraries differ by up to 5e-3 of epsilon, either way; below
-//! about 1e-8, neither's last digits are to be relied on.
+//! matching Google's `dp_accounting` `PLDAccountant` (0.6.0) with its defaults: see
+//! [`PldAccountant`] for the method, how far the two agree, and the limits.
 
 use super::erfc::log_erfc;
 use super::fft;
@@ -49,6 +23,33 @@ const TAIL_MASS_TRUNCATION: f64 = 1e-15;
 
 /// Records DP-SGD steps and reports the privacy spent through privacy loss distributions, as
 /// dp_accounting's `PLDAccountant` does (adding or removing one example, Poisson sampling).
+///
+/// RDP ([`super::RdpAccountant`]) bounds epsilon through a family of Rényi divergences and is
+/// loose by some percent; a PLD holds the whole distribution of the privacy loss of one step,
+/// discretized, and composes steps by convolving them, so the epsilon it reports is close to the
+/// mechanism's own (dp_accounting's `PLDAccountant` reports 8% less than RDP for noise
+/// multiplier 1.5, sample rate 0.04, 2250 steps, delta 1e-5: 6.77 against 7.33).
+///
+/// The construction follows dp_accounting step by step, so the two agree closely: epsilon within
+/// 3e-7 relative (often 1e-9) at deltas from 1e-3 to 1e-5, within 1.2e-5 at 1e-7 (a review
+/// compared 114 settings of noise multiplier, sample rate and steps, and 5 mixed histories; the
+/// tests check six against dp_accounting's figures):
+/// - one step's PLD, for adding and for removing an example (the two differ under sampling), by
+///   pessimistic *connect-the-dots* on the grid `k * discretization` (Doroshenko et al., 2022),
+///   from the hockey-stick divergence of the step at each grid point, over the noise values
+///   whose tails hold `e^-50` of its mass;
+/// - `n` identical steps by one FFT, raised to the `n`th power, over the range a Chernoff bound
+///   leaves outside `1e-15` of the mass (counted as infinite loss);
+/// - runs of other steps by FFT convolution, the tails of `1e-15` cut likewise;
+/// - epsilon at delta: the least epsilon whose hockey-stick divergence, for adding or for
+///   removing, is at most delta.
+///
+/// Every rounding is pessimistic: the result bounds the true epsilon from above, up to
+/// floating-point error. That error sets a limit on small deltas, in dp_accounting as here:
+/// connect-the-dots divides second differences of the step's divergence by `e^d - 1` (about
+/// 1e-4), which leaves about 1e-12 of noise a grid point, and the FFTs about 1e-16 of the mass
+/// an entry. At delta 1e-10 the two libraries differ by up to 5e-3 of epsilon, either way; below
+/// about 1e-8, neither's last digits are to be relied on.
 ///
 /// Tighter than [`super::RdpAccountant`], and slower: each [`Self::epsilon`] composes the
 /// history anew, a tenth of a second to seconds in a release build (1000 steps at sample rate
@@ -145,7 +146,7 @@ impl PldAccountant {
     /// multiplier 0 and sample rate > 0 gives `epsilon = inf`, and so does a delta below the
     /// mass the composition moved to infinite loss (`1e-15` a run of steps, and up to as much
     /// again cut from its tails). Below a delta of about 1e-8 floating-point noise shows in
-    /// the result (see the [module docs](self)). When no step
+    /// the result (see [`PldAccountant`]). When no step
     /// sampled any data the result is `epsilon = 0`. `best_order` is `None` and
     /// `order_at_edge` false: there are no RDP orders here.
     ///
