@@ -12,7 +12,7 @@ use psg_ops::dp::{
     EpochTracker, NoiseGenerator, NoiseKey, NoiseMode, RobustOp, SensitivityBasis, UserSensitivity,
 };
 use psg_ops::{Denominator, OutlierRule};
-use psg_privacy::accountant::RdpAccountant;
+use psg_privacy::accountant::{PldAccountant, RdpAccountant};
 use psg_privacy::normal::{gaussian_noise, gaussian_noise_f64};
 use psg_runtime::{DType, Device, Tensor};
 
@@ -472,6 +472,18 @@ fn epsilon_after_n_steps_is_the_accountants() {
     direct.steps(sigma, q, 5).unwrap();
     assert_eq!(ahead.spent, direct.epsilon(1e-5).unwrap());
     assert_eq!(dp.steps(), n);
+    // The same steps through privacy loss distributions: a PldAccountant's epsilon, smaller.
+    let mut pld = PldAccountant::new();
+    pld.steps(sigma, q, n).unwrap();
+    let tight = dp.epsilon_pld(1e-5).unwrap();
+    assert_eq!(tight.spent, pld.epsilon(1e-5).unwrap());
+    assert!(tight.epsilon() < report.epsilon(), "{tight} vs {report}");
+    assert!(tight.pld && !report.pld);
+    let text = tight.to_string();
+    assert!(
+        text.contains("(PLD accounting)") && !text.contains("RDP order"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -591,6 +603,10 @@ fn robust_aggregations_refuse_an_epsilon_without_a_sensitivity() {
         );
         let e = dp.epsilon(1e-5).unwrap_err();
         assert!(matches!(e, DpError::NoPrivacyGuarantee { .. }), "{e}");
+        assert!(matches!(
+            dp.epsilon_pld(1e-5),
+            Err(DpError::NoPrivacyGuarantee { .. })
+        ));
         // Nor through the accountant, whose epsilon would assume the clipping norm bounds it.
         assert!(matches!(
             dp.accountant(),

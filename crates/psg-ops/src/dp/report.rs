@@ -37,7 +37,7 @@ impl fmt::Display for SensitivityBasis {
 /// from a fixed seed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpsilonReport {
-    /// Epsilon, delta and the best RDP order (from the accountant).
+    /// Epsilon, delta and the best RDP order (from the accountant; no order for PLDs).
     pub spent: PrivacySpent,
     /// Steps recorded.
     pub steps: u64,
@@ -55,6 +55,11 @@ pub struct EpsilonReport {
     ///
     /// [`NoiseGenerator::secure`]: super::NoiseGenerator::secure
     pub secure_noise: bool,
+    /// Whether epsilon comes from privacy loss distributions ([`DpSgd::epsilon_pld`]) rather
+    /// than RDP.
+    ///
+    /// [`DpSgd::epsilon_pld`]: super::DpSgd::epsilon_pld
+    pub pld: bool,
 }
 
 impl EpsilonReport {
@@ -73,6 +78,8 @@ impl fmt::Display for EpsilonReport {
         )?;
         if let Some(order) = self.spent.best_order {
             write!(f, " (RDP order {order})")?;
+        } else if self.pld {
+            write!(f, " (PLD accounting)")?;
         }
         write!(
             f,
