@@ -113,18 +113,18 @@ pub fn calibrate_noise_multiplier_over(
 /// RDP, so the multiplier is smaller: less noise for the same budget (at delta 1e-5 and
 /// tolerance 0.01: 1.42 against RDP's 1.50 for epsilon 7.33 at sample rate 0.04 over 2250
 /// steps, 1.42 against 1.52 for epsilon 1 at sample rate 0.01 over 1000). It is also slower,
-/// about a second or more rather than milliseconds: each of the search's steps composes a PLD. The budget then
-/// holds as a [`PldAccountant`] reports it, and the guarantee for Poisson sampling at
-/// `sample_rate`.
+/// about a second or more rather than milliseconds: each of the search's steps composes a PLD.
+/// The budget then holds as a [`PldAccountant`] reports it, and the guarantee for Poisson
+/// sampling at `sample_rate`.
 ///
 /// ```
 /// use psg_privacy::accountant::{calibrate_noise_multiplier_pld, PldAccountant};
 ///
-/// let sigma = calibrate_noise_multiplier_pld(8.0, 1e-5, 0.04, 2250, 0.01)?;
+/// let sigma = calibrate_noise_multiplier_pld(1.0, 1e-5, 0.01, 1000, 0.01)?;
 /// let mut accountant = PldAccountant::new();
-/// accountant.steps(sigma, 0.04, 2250)?;
+/// accountant.steps(sigma, 0.01, 1000)?;
 /// let eps = accountant.epsilon(1e-5)?.epsilon;
-/// assert!(eps <= 8.0 && eps >= 8.0 - 0.01);
+/// assert!(eps <= 1.0 && eps >= 1.0 - 0.01);
 /// # Ok::<(), psg_privacy::Error>(())
 /// ```
 ///
