@@ -93,7 +93,11 @@ pub fn print(expr: &Scalar, syntax: &dyn Syntax, scope: &Scope) -> String {
         Scalar::LoadPerSample(i) => names::per_sample_element(*i),
         Scalar::BatchSize => names::BATCH.to_string(),
         Scalar::Temp(i) => format!("{}{}", names::temp(*i), scope.suffix),
-        Scalar::Unary(UnOp::Neg, a) => format!("(-{})", p(a)),
+        // `-` before a negative literal (`-f32::MIN`) would be C's `--`, a decrement.
+        Scalar::Unary(UnOp::Neg, a) => match p(a) {
+            text if text.starts_with('-') => format!("(-({text}))"),
+            text => format!("(-{text})"),
+        },
         Scalar::Unary(UnOp::Not, a) => format!("(!{})", p(a)),
         Scalar::Binary(op, a, b) => syntax.binary(*op, &p(a), &p(b)),
         Scalar::Select(c, a, b) => syntax.select(&p(c), &p(a), &p(b)),

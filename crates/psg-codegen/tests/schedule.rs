@@ -1343,3 +1343,35 @@ fn computed_keys_take_a_lone_keys_bits_from_the_tile_after_an_early_stop() {
     );
     assert!(!f16.contains("tcc = tc + (c - lane)"), "{f16}");
 }
+
+#[test]
+fn a_negated_negative_literal_is_not_a_decrement() {
+    // `-f32::MIN` and `-(-1.5)`: printed `(--3.4028235e38f)`, C's `--` made the kernels fail to
+    // compile (the CPU's Rust read it as a double negation).
+    for lit in [f64::from(f32::MIN), -1.5, f64::MIN] {
+        let capped = Scalar::Call(
+            Func::Max,
+            vec![
+                Scalar::Load,
+                Scalar::Unary(UnOp::Neg, Box::new(Scalar::lit(lit))),
+            ],
+        );
+        let r = reduction(
+            vec![],
+            Output::Batch(Column {
+                value: capped,
+                keep: None,
+            }),
+        );
+        let generated = generate(&r).unwrap();
+        let texts = generated
+            .cuda
+            .iter()
+            .chain(&generated.cuda_tile)
+            .chain([&generated.rust]);
+        for text in texts {
+            assert!(!text.contains("(--"), "{text}");
+            assert!(text.contains("(-(-"), "{text}");
+        }
+    }
+}

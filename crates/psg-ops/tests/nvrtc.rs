@@ -323,3 +323,30 @@ fn second_builds(k: &KernelSource) -> Vec<(u32, String)> {
         .map(|mode| (mode, format!("#define PSG_GATHER {mode}\n{}", k.source)))
         .collect()
 }
+
+/// A user's constants negated: `-f32::MIN` was printed `(--3.4028235e38f)`, C's decrement, and
+/// NVRTC refused every kernel of such a reduction.
+#[psg_macros::batch_reduce(crate = "psg_runtime")]
+fn negated_constants(g: Batch) -> Batch {
+    let m = -f32::MIN;
+    g.map(|x| x.min(m).max(-(-1.5)))
+}
+
+#[test]
+fn negated_negative_constants_compile() {
+    if !nvrtc_ready() {
+        return;
+    }
+    let def = &negated_constants::DEF;
+    let kernels: Vec<&KernelSource> = def
+        .cuda
+        .iter()
+        .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
+        .collect();
+    assert!(kernels.len() >= 8, "{} kernels", kernels.len());
+    for k in kernels {
+        let cubin =
+            compile_cubin(&k.source, &k.name, (9, 0)).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+        assert_eq!(&cubin[..4], b"\x7fELF", "{}: not a CUBIN", k.name);
+    }
+}
