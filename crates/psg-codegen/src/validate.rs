@@ -8,7 +8,7 @@ use crate::ir::{Column, Output, ReduceOp, Reduction, Scalar};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodegenError {
     /// The name is not a plain identifier usable in C and Rust.
-    #[error("`{0}` is not a valid reduction name: use letters, digits and underscores, not starting with a digit")]
+    #[error("`{0}` is not a valid reduction name: use ASCII letters, digits and underscores, not starting with a digit (the name is also the CUDA kernel's)")]
     BadName(String),
     /// An index refers to something that does not exist (or a later `let`).
     #[error("reduction `{reduction}`: {what}")]

@@ -82,10 +82,13 @@ pub fn lower(sig: &Signature, block: &Block) -> Result<(Vec<Let>, Output), Error
         l.statement(stmt)?;
     }
     let Stmt::Expr(tail, None) = last else {
-        return Err(Error::new(
-            last.span(),
-            "the body must end with the value to return (no `;`)",
-        ));
+        let message = match last {
+            Stmt::Expr(Expr::Return(_), _) => {
+                "`return` is not supported: end the body with the value (`g.sum()`, no `;`)"
+            }
+            _ => "the body must end with the value to return (no `;`)",
+        };
+        return Err(Error::new(last.span(), message));
     };
     let output = match sig.returns {
         Returns::Scalars(1) => {
@@ -206,6 +209,14 @@ impl Lowerer {
                         .is_some_and(|(_, e)| self.integer_literals(e))
             }
             Expr::Unary(u) => matches!(u.op, syn::UnOp::Neg(_)) && self.integer_literals(&u.expr),
+            // `a.min(3)` after `let a = 7;`: Rust's integer `min`, `max`, `clamp` and `abs`.
+            Expr::MethodCall(m) => {
+                matches!(
+                    m.method.to_string().as_str(),
+                    "min" | "max" | "clamp" | "abs"
+                ) && self.integer_literals(&m.receiver)
+                    && m.args.iter().all(|a| self.integer_literals(a))
+            }
             Expr::Binary(b) => {
                 matches!(
                     b.op,
@@ -360,6 +371,7 @@ impl Lowerer {
                 Ok(())
             }
             Pat::Type(pt) => {
+                refuse_integer_type(&pt.ty)?;
                 let float = matches!(&*pt.ty, syn::Type::Path(t)
                     if t.qself.is_none() && (t.path.is_ident("f32") || t.path.is_ident("f64")));
                 self.bind_typed(&pt.pat, value, float, bound)
@@ -410,6 +422,15 @@ impl Lowerer {
             Expr::Group(g) => self.expr(&g.expr),
             Expr::Lit(l) => match &l.lit {
                 Lit::Float(f) => num(Scalar::lit(f.base10_parse::<f64>()?)),
+                Lit::Int(i) if !matches!(i.suffix(), "" | "f32" | "f64") => Err(Error::new(
+                    i.span(),
+                    format!(
+                        "`{i}` is a `{}` literal: psg computes every number as a float (the accumulator type); write `{}` or `{}.0`",
+                        i.suffix(),
+                        i.base10_digits(),
+                        i.base10_digits()
+                    ),
+                )),
                 Lit::Int(i) => num(Scalar::lit(i.base10_parse::<f64>()?)),
                 Lit::Bool(b) => Ok(Value::Scalar(Scalar::Bool(b.value), Ty::Bool)),
                 other => Err(Error::new(other.span(), "only numeric and boolean literals are supported")),
@@ -668,6 +689,12 @@ impl Lowerer {
                             true,
                         ),
                         Pat::Type(pt) => match &*pt.pat {
+                            Pat::Ident(_) if integer_type(&pt.ty) => {
+                                return Err(Error::new(
+                                    pt.ty.span(),
+                                    "a column's values are floats (the accumulator type): annotate the parameter `f32` or `f64`, or leave the type out",
+                                ))
+                            }
                             Pat::Ident(pi) => self.bind(
                                 pi.ident.unraw().to_string(),
                                 Value::Scalar(lane.clone(), Ty::Num),
@@ -859,7 +886,7 @@ impl Lowerer {
                     let n = match strip(arg) {
                         Expr::Lit(syn::ExprLit {
                             lit: Lit::Int(i), ..
-                        }) => i.base10_parse::<i32>()?,
+                        }) => powi_exponent(i)?,
                         Expr::Unary(syn::ExprUnary {
                             op: syn::UnOp::Neg(_),
                             expr,
@@ -867,7 +894,7 @@ impl Lowerer {
                         }) => match strip(expr) {
                             Expr::Lit(syn::ExprLit {
                                 lit: Lit::Int(i), ..
-                            }) => -i.base10_parse::<i32>()?,
+                            }) => -powi_exponent(i)?,
                             other => {
                                 return Err(Error::new(
                                     other.span(),
@@ -957,4 +984,40 @@ fn as_number(v: Value, e: &Expr) -> Result<Scalar, Error> {
         Value::Column { .. } => Err(Error::new(e.span(), format!("expected a scalar, found a column: reduce it first ({COLUMN_METHODS})"))),
         Value::PerSample(_) => Err(Error::new(e.span(), "a `PerSample` input can only be used as `column.zip(input)`")),
     }
+}
+
+/// Whether `ty` is one of Rust's integer types.
+fn integer_type(ty: &syn::Type) -> bool {
+    const INTEGERS: [&str; 12] = [
+        "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16", "u32", "u64", "u128", "usize",
+    ];
+    matches!(ty, syn::Type::Path(t)
+        if t.qself.is_none() && INTEGERS.iter().any(|i| t.path.is_ident(i)))
+}
+
+/// Refuses a `let` annotated with an integer type: psg's scalars are floats, so `let a: i32 = 7;`
+/// then `a / 2` would give 3.5 where Rust gives 3.
+fn refuse_integer_type(ty: &syn::Type) -> Result<(), Error> {
+    if integer_type(ty) {
+        return Err(Error::new(
+            ty.span(),
+            "psg computes every number as a float (the accumulator type): annotate `f32` or `f64`, or leave the type out (an integer literal such as `7` is then a float, and `/` between integers is refused)",
+        ));
+    }
+    Ok(())
+}
+
+/// `powi`'s exponent literal: an `i32` magnitude of at most `i32::MAX` (so that its negation is
+/// one too; `i32::MIN` is refused, which Rust accepts).
+fn powi_exponent(i: &syn::LitInt) -> Result<i32, Error> {
+    i.base10_parse::<i32>().map_err(|_| {
+        Error::new(
+            i.span(),
+            format!(
+                "`powi` takes an i32 exponent from -{max} to {max}; `{}` is out of that range",
+                i.base10_digits(),
+                max = i32::MAX
+            ),
+        )
+    })
 }
