@@ -21,11 +21,11 @@ fn check_set(op: &str, grads: &[&Tensor]) -> Result<(usize, Device, DType)> {
             "{op}: the set of per-sample gradient tensors is empty; pass at least one"
         ))
     })?;
-    let b = first.batch_size()?;
+    let b = crate::as_op(op, first.batch_size())?;
     let device = first.device();
     let acc = first.dtype().accumulator();
     for (i, t) in grads.iter().enumerate() {
-        let bi = t.batch_size()?;
+        let bi = crate::as_op(op, t.batch_size())?;
         if bi != b {
             return Err(Error::Shape(format!(
                 "{op}: tensor #{i} has batch size {bi} but tensor #0 has {b}; every per-sample tensor of one batch has the same first dimension"
@@ -333,13 +333,13 @@ fn scaled_median(g: Batch, factors: PerSample) -> f32 {
 
 /// Sum over the batch axis of the clipped per-sample gradients `g[b] * factors[b]`.
 pub fn clipped_sum(g: &Tensor, factors: &Tensor) -> Result<Tensor> {
-    scaled_sum(g, factors)
+    crate::as_op("clipped_sum", scaled_sum(g, factors))
 }
 
 /// Mean of the clipped per-sample gradients: their sum divided by B or an expected batch size.
 pub fn clipped_mean(g: &Tensor, factors: &Tensor, denominator: Denominator) -> Result<Tensor> {
     let d = match denominator {
-        Denominator::BatchSize => g.batch_size()? as f64,
+        Denominator::BatchSize => crate::as_op("clipped_mean", g.batch_size())? as f64,
         Denominator::Expected(d) if d.is_finite() && d > 0.0 => {
             fits_f32("clipped_mean", "the expected batch size", d, g.dtype())?;
             d
@@ -350,12 +350,12 @@ pub fn clipped_mean(g: &Tensor, factors: &Tensor, denominator: Denominator) -> R
             )))
         }
     };
-    scaled_sum_over(g, factors, d)
+    crate::as_op("clipped_mean", scaled_sum_over(g, factors, d))
 }
 
 /// Median over the batch axis of the clipped per-sample gradients.
 pub fn clipped_median(g: &Tensor, factors: &Tensor) -> Result<Tensor> {
-    scaled_median(g, factors)
+    crate::as_op("clipped_median", scaled_median(g, factors))
 }
 
 #[batch_reduce(crate = "psg_runtime")]
@@ -378,7 +378,7 @@ pub fn clip_values(g: &Tensor, c: f64) -> Result<Tensor> {
     }
     // In f32 the bound would be infinite (nothing clipped) or 0 (everything).
     fits_f32("clip_values", "the bound c", c, g.dtype())?;
-    clamp_values(g, c)
+    crate::as_op("clip_values", clamp_values(g, c))
 }
 
 /// Element-wise clipping relative to each column's largest magnitude: to
@@ -390,7 +390,7 @@ pub fn clip_values_relative(g: &Tensor, fraction: f64) -> Result<Tensor> {
         )));
     }
     fits_f32("clip_values_relative", "the fraction", fraction, g.dtype())?;
-    clamp_values_relative(g, fraction)
+    crate::as_op("clip_values_relative", clamp_values_relative(g, fraction))
 }
 
 /// A positive parameter, checked in f64, must stay a positive finite number in f32 where data of

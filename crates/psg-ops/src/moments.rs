@@ -40,13 +40,13 @@ fn check_correction(op: &str, correction: f64) -> Result<()> {
 /// with correction 1 gives NaN, as torch.
 pub fn var(g: &Tensor, correction: f64) -> Result<Tensor> {
     check_correction("var", correction)?;
-    var_corrected(g, correction)
+    crate::as_op("var", var_corrected(g, correction))
 }
 
 /// Standard deviation over the batch axis: the square root of [`var`].
 pub fn std(g: &Tensor, correction: f64) -> Result<Tensor> {
     check_correction("std", correction)?;
-    std_corrected(g, correction)
+    crate::as_op("std", std_corrected(g, correction))
 }
 
 /// The definitions in this module, for tests, benchmarks and the NVRTC check.

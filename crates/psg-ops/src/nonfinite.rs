@@ -38,15 +38,16 @@ pub fn apply_nonfinite_policy(grads: &[&Tensor], policy: NonFinite) -> Result<Op
         return Ok(None);
     }
     let b = match grads.first() {
-        Some(g) => g.batch_size()?,
+        Some(g) => crate::as_op("apply_nonfinite_policy", g.batch_size())?,
         None => return Ok(None),
     };
     let mut bad_sample = vec![false; b];
     for (t, g) in grads.iter().enumerate() {
-        let first_bad = rows::scan(g)?.first_bad;
+        let first_bad = crate::as_op("apply_nonfinite_policy", rows::scan(g))?.first_bad;
         if first_bad.len() != b {
             return Err(Error::Shape(format!(
-                "non-finite policy: tensor #{t} has batch size {} but tensor #0 has {b}",
+                "apply_nonfinite_policy: tensor #{t} has batch size {} but tensor #0 has {b}; \
+                 pass the per-sample tensors of one batch, which share their first dimension",
                 first_bad.len()
             )));
         }
@@ -77,7 +78,7 @@ pub fn apply_nonfinite_policy(grads: &[&Tensor], policy: NonFinite) -> Result<Op
 
 /// The rows `keep` of `g`, in that order.
 pub fn gather_rows(g: &Tensor, keep: &[usize]) -> Result<Tensor> {
-    let b = g.batch_size()?;
+    let b = crate::as_op("gather_rows", g.batch_size())?;
     if let Some(&bad) = keep.iter().find(|&&i| i >= b) {
         return Err(Error::InvalidParameter(format!(
             "gather_rows: row {bad} is outside [0, {b})"

@@ -37,19 +37,19 @@ pub fn quantile(g: &Tensor, q: f64) -> Result<Tensor> {
             "quantile: q must lie in [0, 1] (0.5 is the median), got {q:?}"
         )));
     }
-    quantile_q(g, q)
+    crate::as_op("quantile", quantile_q(g, q))
 }
 
 /// The k-th smallest value over the batch axis (0-based, `torch.kthvalue(g, k + 1, dim=0)`).
 /// `k` must lie in `[0, B)`.
 pub fn kth(g: &Tensor, k: usize) -> Result<Tensor> {
-    let b = g.batch_size()?;
+    let b = crate::as_op("kth", g.batch_size())?;
     if k >= b {
         return Err(Error::InvalidParameter(format!(
             "kth: k = {k} is outside [0, {b}) for a batch of {b} samples (k is 0-based: 0 is the minimum)"
         )));
     }
-    kth_smallest(g, k as f64)
+    crate::as_op("kth", kth_smallest(g, k as f64))
 }
 
 /// Minimum over the batch axis (NaN propagates; -0 < +0).

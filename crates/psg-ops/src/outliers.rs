@@ -164,15 +164,15 @@ pub fn outlier_mean(g: &Tensor, rule: OutlierRule) -> Result<OutlierMean> {
     let (mean, kept) = match rule {
         OutlierRule::ZScore { k } => {
             check_threshold("z-score", k, g)?;
-            zscore_mean(g, k)?
+            crate::as_op("outlier_mean", zscore_mean(g, k))?
         }
         OutlierRule::Mad { k } => {
             check_threshold("MAD", k, g)?;
-            mad_mean(g, k)?
+            crate::as_op("outlier_mean", mad_mean(g, k))?
         }
         OutlierRule::TrimFraction { .. } | OutlierRule::TrimCount { .. } => {
-            let m = trim_count(&rule, g.batch_size()?)?;
-            trim_mean(g, m as f64)?
+            let m = trim_count(&rule, crate::as_op("outlier_mean", g.batch_size())?)?;
+            crate::as_op("outlier_mean", trim_mean(g, m as f64))?
         }
     };
     Ok(OutlierMean { mean, kept })
@@ -187,15 +187,15 @@ pub fn remove_outliers(g: &Tensor, rule: OutlierRule, removed: Removed) -> Resul
     match rule {
         OutlierRule::ZScore { k } => {
             check_threshold("z-score", k, g)?;
-            zscore_clean(g, k, fill)
+            crate::as_op("remove_outliers", zscore_clean(g, k, fill))
         }
         OutlierRule::Mad { k } => {
             check_threshold("MAD", k, g)?;
-            mad_clean(g, k, fill)
+            crate::as_op("remove_outliers", mad_clean(g, k, fill))
         }
         OutlierRule::TrimFraction { .. } | OutlierRule::TrimCount { .. } => {
-            let m = trim_count(&rule, g.batch_size()?)?;
-            trim_clean(g, m as f64, fill)
+            let m = trim_count(&rule, crate::as_op("remove_outliers", g.batch_size())?)?;
+            crate::as_op("remove_outliers", trim_clean(g, m as f64, fill))
         }
     }
 }

@@ -370,6 +370,22 @@ fn bad_inputs_are_errors_not_panics() {
         conv2d(&x, &gy, &Conv2dSpec::new(2, 2), Sink::Keep),
         Err(Error::Shape(_))
     ));
+    // Sizes past usize: said so, not "does not fit".
+    for spec in [
+        Conv2dSpec {
+            padding: (usize::MAX, 0),
+            ..spec
+        },
+        Conv2dSpec {
+            dilation: (usize::MAX, 1),
+            ..spec
+        },
+    ] {
+        match conv2d(&x, &gy, &spec, Sink::Keep) {
+            Err(Error::InvalidParameter(m)) => assert!(m.contains("does not fit in usize"), "{m}"),
+            other => panic!("expected InvalidParameter, got {other:?}"),
+        }
+    }
     // LayerNorm: shapes differ.
     assert!(matches!(
         layer_norm(&a, &g, Sink::Keep),

@@ -73,9 +73,14 @@ impl Conv2dSpec {
         }
         let one = |size: usize, k: usize, s: usize, p: usize, d: usize| -> Result<usize> {
             let span = d.checked_mul(k - 1).and_then(|v| v.checked_add(1));
-            let padded = size.checked_add(p.saturating_mul(2));
+            let padded = p.checked_mul(2).and_then(|v| v.checked_add(size));
             match (span, padded) {
                 (Some(span), Some(padded)) if padded >= span => Ok((padded - span) / s + 1),
+                (None, _) | (_, None) => Err(Error::InvalidParameter(format!(
+                    "{OP}: the kernel's span (dilation {d} x (kernel {k} - 1) + 1) or the padded \
+                     input ({size} + 2 x padding {p}) does not fit in usize; these sizes cannot \
+                     describe a tensor, so one of them is wrong"
+                ))),
                 _ => Err(Error::Shape(format!(
                     "{OP}: a kernel of {k} with dilation {d} does not fit an input of {size} padded by {p} \
                      on each side"
