@@ -71,6 +71,9 @@ def combine(psg, torch):
             "psg_error": p.get("error") if p else "not run",
             "torch_error": t.get("error") if t else "not run",
             "psg_note": (p or {}).get("note", ""), "torch_note": (t or {}).get("note", ""),
+            # Which of PyTorch's formulations was fastest (older JSONs time one: eager).
+            "torch_way": (t or {}).get("variant", "eager") if torch_ms else "",
+            "torch_ways": (t or {}).get("variants", {}),
         })
     header = []
     for name, doc in (("psg", psg), ("torch", torch)):
@@ -79,6 +82,16 @@ def combine(psg, torch):
                           + (f", copy {bws[name]:.1f} GB/s" if name in bws else ""))
     if psg and torch and psg.get("device", "").find(str(torch.get("device", "?"))) < 0:
         header.append("warning: the two JSONs name different devices; compare with care")
+    if psg and torch:
+        # The two sides should have been run alike: the same settings, and data of the same kind
+        # (torch_baseline.py draws normal values; psg-bench --data can choose others).
+        if psg.get("data", "normal") != "normal":
+            header.append(f"warning: psg ran on --data {psg['data']}, PyTorch on normal data; "
+                          "the speed-ups compare different inputs")
+        for setting in ("quick", "runs", "warmup"):
+            if setting in psg and setting in torch and psg[setting] != torch[setting]:
+                header.append(f"warning: {setting} differs (psg {psg[setting]}, torch "
+                              f"{torch[setting]})")
     if floor_gbps:
         header.append(f"floor = bytes psg's op must move / {floor_gbps:.1f} GB/s "
                       "(the faster copy measured); speed-up = torch ms / psg ms")
@@ -119,15 +132,36 @@ def text(rows, header):
     if g:
         n = sum(1 for r in rows if r["speedup"])
         lines.append(f"geometric-mean speed-up over {n} rows with both timings: {g:.2f}x")
+        # The overall figure depends on how many ops of each kind the list holds.
+        for family, ops in FAMILIES.items():
+            fam = [r["speedup"] for r in rows if r["op"] in ops and r["speedup"]]
+            if fam:
+                lines.append(f"  {family}: {geomean(fam):.2f}x over {len(fam)} rows")
+    ways = sorted({r["torch_way"] for r in rows if r["torch_way"]})
+    if ways != ["eager"] and ways:
+        lines.append("torch way: the fastest of PyTorch's formulations timed (eager: the op as "
+                     "written along dim 0; transposed: on a contiguous copy of g.T, the copy "
+                     "timed; std_mean; compiled: torch.compile)")
     lines.append("")
     lines.append(f"{'op':<22} {'shape':<9} {'dtype':<5} {'psg ms':>9} {'psg xF':>7} "
-                 f"{'torch ms':>9} {'torch xF':>8} {'speed-up':>8}")
+                 f"{'torch ms':>9} {'torch xF':>8} {'speed-up':>8}  torch way")
     for r in rows:
         lines.append(
             f"{r['op']:<22} {r['shape']:<9} {r['dtype']:<5} {fmt_ms(r['psg_ms']):>9} "
             f"{fmt_x(r['psg_x_floor']):>7} {fmt_ms(r['torch_ms']):>9} "
-            f"{fmt_x(r['torch_x_floor']):>8} {fmt_x(r['speedup']):>8}")
+            f"{fmt_x(r['torch_x_floor']):>8} {fmt_x(r['speedup']):>8}  {r['torch_way']}")
     return "\n".join(lines)
+
+
+# Kinds of op, for geometric means that do not depend on how many of each the list holds.
+FAMILIES = {
+    "sums and moments (sum, mean, var, std, sign sum)": {"sum", "mean", "var", "std", "sign_sum"},
+    "selections (median, median_low, quantile, kth)": {"median", "median_low", "quantile", "kth"},
+    "outlier removal (z-score, MAD, trimmed)": {"zscore_mean", "mad_mean", "trim_mean",
+                                                "zscore_remove"},
+    "density weighting": {"gaussian_weighted_sum", "gaussian_weighted"},
+    "clipping": {"clipped_mean", "clipped_median"},
+}
 
 
 def main(argv=None):

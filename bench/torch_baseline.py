@@ -10,8 +10,13 @@ same definition, so bench/combine.py can put the two side by side.
 
     python3 bench/torch_baseline.py --shapes 256x4M --dtypes f32 --ops mean,median --json t.json
 
-Op names are psg-bench's (`psg-bench --list-ops`). An op PyTorch cannot run at a size (e.g.
-torch.quantile above 16M elements) is reported as n/a with PyTorch's reason.
+Op names are psg-bench's (`psg-bench --list-ops`). An op PyTorch cannot run (e.g.
+torch.quantile of bf16) is reported as n/a with PyTorch's reason.
+
+Each op is timed as written (eager, along dim 0) and in its other formulations: selections also on
+a transposed copy of g (the copy timed too), whose columns are contiguous; the z-score mean with
+torch.std_mean; and, with --compile, torch.compile of the ops it can fuse. The op's time is the
+fastest; the JSON records which (`variant`) and every formulation's time (`variants`).
 """
 
 from __future__ import annotations
@@ -84,6 +89,12 @@ class Op:
     call: str
     run: Callable
     note: str = ""
+    # Other ways to compute the same thing, (name, run): each is timed too, and the op's time is
+    # the fastest. A selection along dim 0 reads every column strided by P; the transposed
+    # layout pays a copy of g to read each column contiguously.
+    variants: tuple = ()
+    # Whether torch.compile can fuse the op (--compile times a compiled variant too).
+    fusable: bool = False
 
     def floor_bytes(self, b: int, p: int, elem: int) -> int:
         g = b * p * elem
@@ -149,29 +160,79 @@ def clipped_median(g, p):
     return (g * f.view(-1, *([1] * (g.dim() - 1)))).median(0).values
 
 
+def _t(g):
+    """g as [P, B], each column's samples contiguous (the copy is part of the timed call)."""
+    return g.reshape(g.shape[0], -1).t().contiguous()
+
+
+def median_t(g, _p):
+    return torch.quantile(_t(g), 0.5, dim=1)
+
+
+def median_t_sort(g, p):
+    s = _t(g).sort(1).values
+    lo, hi = (p.b - 1) // 2, p.b // 2
+    return (s[:, lo] + s[:, hi]) / 2
+
+
+def mad_mean_t(g, _p, k=3.0):
+    gt = _t(g)
+    med = gt.median(1, keepdim=True).values
+    dev = (gt - med).abs()
+    mad = dev.median(1, keepdim=True).values
+    mask = (dev <= k * 1.4826 * mad) | ~(mad > 0)
+    return (gt * mask).sum(1) / mask.sum(1)
+
+
+def trim_mean_t(g, p, alpha=0.1):
+    m = int(math.floor(alpha * p.b))
+    return _t(g).sort(1).values[:, m : p.b - m].mean(1)
+
+
+def clipped_median_t(g, p):
+    f = opacus_clip_factors(g, p.clip_norm).to(g.dtype)
+    return (_t(g) * f).median(1).values
+
+
+def zscore_mean_sm(g, _p, k=3.0):
+    sd, mu = torch.std_mean(g, 0)
+    mask = (g - mu).abs() <= k * sd
+    return (g * mask).sum(0) / mask.sum(0)
+
+
 CLIP_NOTE = "floor reads g twice; time includes the norms, factors and the aggregate (Opacus' way)"
 OPS = [
     Op("sum", 1, 1, "g.sum(0)", lambda g, p: g.sum(0)),
     Op("mean", 1, 1, "g.mean(0)", lambda g, p: g.mean(0)),
-    Op("var", 1, 1, "g.var(0)", lambda g, p: g.var(0)),
-    Op("std", 1, 1, "g.std(0)", lambda g, p: g.std(0)),
-    Op("sign_sum", 1, 1, "g.sign().sum(0)", lambda g, p: g.sign().sum(0)),
+    Op("var", 1, 1, "g.var(0)", lambda g, p: g.var(0), fusable=True),
+    Op("std", 1, 1, "g.std(0)", lambda g, p: g.std(0), fusable=True),
+    Op("sign_sum", 1, 1, "g.sign().sum(0)", lambda g, p: g.sign().sum(0), fusable=True),
     Op("median", 1, 1, "torch.quantile(g, 0.5, 0)", lambda g, p: torch.quantile(g, 0.5, dim=0),
-       "the averaged median; torch.quantile takes at most 16M elements and float/double only"),
-    Op("median_low", 1, 1, "g.median(0).values", lambda g, p: g.median(0).values),
-    Op("quantile", 1, 1, "torch.quantile(g, 0.9, 0)", lambda g, p: torch.quantile(g, 0.9, dim=0)),
-    Op("kth", 1, 1, "torch.kthvalue(g, B/4 + 1, 0)", lambda g, p: torch.kthvalue(g, p.k + 1, dim=0).values),
-    Op("zscore_mean", 2, 1, "mask = |g - mu| <= 3 std; (g*mask).sum(0)/mask.sum(0)", zscore_mean),
+       "the averaged median; torch.quantile takes float/double only",
+       variants=(("transposed", median_t), ("transposed, sort", median_t_sort))),
+    Op("median_low", 1, 1, "g.median(0).values", lambda g, p: g.median(0).values,
+       variants=(("transposed", lambda g, p: _t(g).median(1).values),)),
+    Op("quantile", 1, 1, "torch.quantile(g, 0.9, 0)", lambda g, p: torch.quantile(g, 0.9, dim=0),
+       variants=(("transposed", lambda g, p: torch.quantile(_t(g), 0.9, dim=1)),)),
+    Op("kth", 1, 1, "torch.kthvalue(g, B/4 + 1, 0)", lambda g, p: torch.kthvalue(g, p.k + 1, dim=0).values,
+       variants=(("transposed", lambda g, p: torch.kthvalue(_t(g), p.k + 1, dim=1).values),)),
+    Op("zscore_mean", 2, 1, "mask = |g - mu| <= 3 std; (g*mask).sum(0)/mask.sum(0)", zscore_mean,
+       variants=(("std_mean", zscore_mean_sm),), fusable=True),
     Op("mad_mean", 2, 1, "MAD mask with g.median(0) (lower median)", mad_mean,
-       "torch's median is the lower one; psg's MAD uses the averaged median"),
-    Op("trim_mean", 2, 1, "g.sort(0) then [m:B-m].mean(0)", trim_mean),
+       "torch's median is the lower one; psg's MAD uses the averaged median",
+       variants=(("transposed", mad_mean_t),)),
+    Op("trim_mean", 2, 1, "g.sort(0) then [m:B-m].mean(0)", trim_mean,
+       variants=(("transposed", trim_mean_t),)),
     Op("zscore_remove", "batch", 1, "torch.where(mask, g, 0)",
-       lambda g, p: torch.where(_zscore_mask(g), g, 0.0)),
-    Op("gaussian_weighted_sum", 1, 1, "(g * N(g; mu, std)).sum(0)", gaussian_weighted_sum),
-    Op("gaussian_weighted", 2, 1, "weighted sum and weighted mean", gaussian_weighted),
-    Op("clipped_mean", 1, 2, "Opacus: factors, einsum('b,b...->...') / B", clipped_mean, CLIP_NOTE),
+       lambda g, p: torch.where(_zscore_mask(g), g, 0.0), fusable=True),
+    Op("gaussian_weighted_sum", 1, 1, "(g * N(g; mu, std)).sum(0)", gaussian_weighted_sum,
+       fusable=True),
+    Op("gaussian_weighted", 2, 1, "weighted sum and weighted mean", gaussian_weighted,
+       fusable=True),
+    Op("clipped_mean", 1, 2, "Opacus: factors, einsum('b,b...->...') / B", clipped_mean, CLIP_NOTE,
+       fusable=True),
     Op("clipped_median", 1, 2, "(g * factors).median(0).values", clipped_median,
-       CLIP_NOTE + "; lower median"),
+       CLIP_NOTE + "; lower median", variants=(("transposed", clipped_median_t),)),
 ]
 OPS_BY_NAME = {op.name: op for op in OPS}
 
@@ -241,11 +302,17 @@ def measure_bandwidth(device, timer, nbytes, warmup, runs):
 
 
 def random_g(device, dtype, b, p, seed):
-    """Roughly normal values times a per-sample scale in [0.5, 1.5), as psg-bench's data."""
+    """psg-bench's distribution (not its values): an Irwin-Hall sum of four uniforms, unit
+    variance (within +-3.46), times a per-sample scale in [0.5, 1.5). Selections that stop
+    early depend on the distribution, so both sides draw from the same one (this drew randn
+    before 2026-11-29)."""
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     work = torch.float64 if dtype == torch.float64 else torch.float32
-    g = torch.randn(b, p, device=device, dtype=work, generator=gen)
+    g = torch.rand(b, p, device=device, dtype=work, generator=gen)
+    for _ in range(3):
+        g.add_(torch.rand(b, p, device=device, dtype=work, generator=gen))
+    g.sub_(2.0).mul_(math.sqrt(3.0))
     scale = 0.5 + torch.rand(b, 1, device=device, dtype=work, generator=gen)
     g.mul_(scale)
     return g if g.dtype == dtype else g.to(dtype)
@@ -312,19 +379,37 @@ def run_config(device, timer, ops, b, p, dtype_name, args, gbps, rows):
     gs = [random_g(device, dtype, b, p, 1234 + i) for i in range(copies)]
     params = Params(clip_norm=math.sqrt(p), k=b // 4, b=b)
     for op in ops:
-        try:
-            stats = time_runs(timer, lambda i: op.run(gs[i % len(gs)], params),
-                              args.warmup, args.runs, args.op_budget_s)
-            r = row(op, stats=stats)
+        # The op as written, its other formulations, and (--compile) torch.compile of it: each
+        # timed the same way; the op's time is the fastest.
+        ways = [("eager", op.run), *op.variants]
+        if args.compile and op.fusable:
+            ways.append(("compiled", torch.compile(op.run, dynamic=False)))
+        timed, errors = {}, {}
+        for name, fn in ways:
+            try:
+                timed[name] = time_runs(timer, lambda i, fn=fn: fn(gs[i % len(gs)], params),
+                                        args.warmup, args.runs, args.op_budget_s)
+            except Exception as e:  # noqa: BLE001 (out of memory, n/a, a compile failure)
+                errors[name] = err_text(e)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                    torch.cuda.empty_cache()
+        if timed:
+            best = min(timed, key=lambda n: timed[n]["median_ms"])
+            r = row(op, stats=timed[best])
+            r["variant"] = best
+            r["variants"] = {n: t["median_ms"] for n, t in timed.items()}
+            r["variant_errors"] = errors
+            stats = timed[best]
+            others = ", ".join(f"{n} {t['median_ms']:.3f}" for n, t in timed.items() if n != best)
             print(f"  {op.name:<22} {stats['median_ms']:>10.3f} ms {r['x_floor']:>8.2f}x floor"
-                  f" ({stats['runs']} runs{', capped' if stats['capped'] else ''})", file=sys.stderr)
-        except (RuntimeError, ValueError, TypeError, NotImplementedError) as e:
-            # Out of memory is a RuntimeError too; free the cache and go on.
-            r = row(op, error=err_text(e))
+                  f" ({best}, {stats['runs']} runs{', capped' if stats['capped'] else ''})"
+                  f"{'; ' + others if others else ''}"
+                  f"{'; failed: ' + ', '.join(errors) if errors else ''}", file=sys.stderr)
+        else:
+            r = row(op, error=errors.get("eager") or next(iter(errors.values())))
+            r["variant_errors"] = errors
             print(f"  {op.name:<22} n/a: {r['error']}", file=sys.stderr)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-                torch.cuda.empty_cache()
         rows.append(r)
     gs.clear()  # free the copies before the next configuration
     if device.type == "cuda":
@@ -362,6 +447,11 @@ def parse_args(argv):
     ap.add_argument("--device", type=int, default=0, help="CUDA device (default 0)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: small shapes, 5 runs, 1 warm-up, 256 MiB bandwidth buffer")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time torch.compile of the ops it can fuse (compiled in the warm-up "
+                         "runs; slow to start)")
+    ap.add_argument("--eager-only", action="store_true",
+                    help="time each op as written only, not its other formulations")
     ap.add_argument("--cpu", action="store_true",
                     help="run on the CPU with host timing: only to test this script without a GPU")
     args = ap.parse_args(argv)
@@ -375,6 +465,8 @@ def parse_args(argv):
         if n not in OPS_BY_NAME:
             ap.error(f"unknown op {n!r}; the ops are {', '.join(OPS_BY_NAME)}")
     args.ops = [OPS_BY_NAME[n] for n in names]
+    if args.eager_only:
+        args.ops = [Op(o.name, o.outputs, o.g_reads, o.call, o.run, o.note) for o in args.ops]
     args.runs = args.runs if args.runs is not None else (5 if args.quick else 20)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     mib = args.bandwidth_mib if args.bandwidth_mib is not None else (256 if args.quick else 4096)

@@ -115,7 +115,7 @@ const fn op(
 
 const MEDIAN_NOTE: &str =
     "averaged median (NumPy); torch's counterpart, torch.quantile(g, 0.5, 0), \
-is n/a above 16M elements";
+takes float and double only (n/a in bf16)";
 
 /// Every operation, in table order.
 pub fn all() -> &'static [Op] {
