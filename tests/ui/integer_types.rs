@@ -7,6 +7,13 @@ fn typed_let(g: Batch) -> f32 {
     g.map(|x| x * a).sum()
 }
 
+// A tuple of lets, one of them an integer.
+#[batch_reduce]
+fn typed_tuple(g: Batch) -> f32 {
+    let (a, b): (f32, u32) = (7.0, 7);
+    g.map(|x| x * a * b).sum()
+}
+
 // A column's element annotated as an integer.
 #[batch_reduce]
 fn typed_element(g: Batch) -> f32 {

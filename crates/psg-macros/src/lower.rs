@@ -986,13 +986,18 @@ fn as_number(v: Value, e: &Expr) -> Result<Scalar, Error> {
     }
 }
 
-/// Whether `ty` is one of Rust's integer types.
+/// Whether `ty` is one of Rust's integer types, or a tuple (or parenthesized type) holding one.
 fn integer_type(ty: &syn::Type) -> bool {
     const INTEGERS: [&str; 12] = [
         "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16", "u32", "u64", "u128", "usize",
     ];
-    matches!(ty, syn::Type::Path(t)
-        if t.qself.is_none() && INTEGERS.iter().any(|i| t.path.is_ident(i)))
+    match ty {
+        syn::Type::Path(t) => t.qself.is_none() && INTEGERS.iter().any(|i| t.path.is_ident(i)),
+        syn::Type::Tuple(t) => t.elems.iter().any(integer_type),
+        syn::Type::Paren(t) => integer_type(&t.elem),
+        syn::Type::Group(t) => integer_type(&t.elem),
+        _ => false,
+    }
 }
 
 /// Refuses a `let` annotated with an integer type: psg's scalars are floats, so `let a: i32 = 7;`
