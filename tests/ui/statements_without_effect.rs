@@ -14,4 +14,11 @@ fn early_exit(g: Batch) -> f32 {
     g.median()
 }
 
+// `let _` discards a value that has no side effects.
+#[batch_reduce]
+fn discarded_by_let(g: Batch) -> f32 {
+    let _ = g.std();
+    g.mean()
+}
+
 fn main() {}

@@ -314,6 +314,12 @@ impl Lowerer {
     /// Binds `pat` to `value` as Rust's `let` does: every value is lowered before any name is
     /// bound, so `let (lo, hi) = (lo - d, hi + d);` reads the earlier `lo` on both sides.
     fn bind_pattern(&mut self, pat: &Pat, value: &Expr) -> Result<(), Error> {
+        if let Pat::Wild(w) = pat {
+            return Err(Error::new(
+                w.span(),
+                "`let _ = ...;` would do nothing: a batch reduction has no side effects; drop the statement (inside a tuple pattern, `_` skips a value: `let (mu, _) = (g.mean(), g.std());`)",
+            ));
+        }
         let mut bound = Vec::new();
         self.bind_typed(pat, value, false, &mut bound)?;
         for (i, (ident, _)) in bound.iter().enumerate() {
@@ -376,6 +382,8 @@ impl Lowerer {
                     if t.qself.is_none() && (t.path.is_ident("f32") || t.path.is_ident("f64")));
                 self.bind_typed(&pt.pat, value, float, bound)
             }
+            // `_` in a tuple pattern: the value is checked (as Rust type-checks it) and dropped.
+            Pat::Wild(_) => self.expr(value).map(|_| ()),
             Pat::Tuple(pt) => {
                 let Expr::Tuple(values) = strip(value) else {
                     return Err(Error::new(value.span(), "a tuple pattern needs a tuple of values on the right, e.g. `let (mu, s) = (g.mean(), g.std());`"));

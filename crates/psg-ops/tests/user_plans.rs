@@ -573,6 +573,20 @@ fn lets_as_in_rust(g: Batch) -> (f32, f32, f32, f32, f32) {
     (lo, hi, a - b, d + 0.0 * c, finite)
 }
 
+/// `_` in a tuple pattern skips a value, as in Rust.
+#[batch_reduce(crate = "psg_runtime")]
+fn skipped_in_tuple(g: Batch) -> f32 {
+    let (mu, _, top) = (g.mean(), g.std(), g.max());
+    mu + top
+}
+
+#[test]
+fn an_underscore_in_a_tuple_pattern_skips_its_value() {
+    let g = Tensor::from_slice(&[1.0f32, 2.0, 6.0], &[3, 1], &Device::Cpu).unwrap();
+    let v = skipped_in_tuple(&g).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(v, vec![3.0 + 6.0]);
+}
+
 /// Raw identifiers, as Rust allows them: a reduction named `r#mean` with a parameter `r#type`.
 #[batch_reduce(crate = "psg_runtime")]
 fn r#mean(g: Batch, r#type: f32) -> f32 {
