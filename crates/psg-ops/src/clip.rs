@@ -153,7 +153,7 @@ pub fn per_sample_norms(grads: &[&Tensor]) -> Result<Tensor> {
             .collect::<Result<Vec<_>>>()?;
         return norms_cuda(dev, &sums, b, acc);
     }
-    let mut total = vec![0.0f64; b];
+    let mut total = psg_runtime::host_filled(b, 0.0f64)?;
     for sums in host_sums_of_squares(grads)? {
         for (t, s) in total.iter_mut().zip(sums) {
             *t += s;

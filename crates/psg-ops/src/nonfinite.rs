@@ -41,7 +41,7 @@ pub fn apply_nonfinite_policy(grads: &[&Tensor], policy: NonFinite) -> Result<Op
         Some(g) => crate::as_op("apply_nonfinite_policy", g.batch_size())?,
         None => return Ok(None),
     };
-    let mut bad_sample = vec![false; b];
+    let mut bad_sample = psg_runtime::host_filled(b, false)?;
     for (t, g) in grads.iter().enumerate() {
         let first_bad = crate::as_op("apply_nonfinite_policy", rows::scan(g))?.first_bad;
         if first_bad.len() != b {

@@ -356,6 +356,29 @@ fn relative_value_clipping_uses_each_columns_largest_magnitude() {
 
 /// No samples but more columns than memory holds: the outputs cannot be allocated, and that is an
 /// error saying so, not a panic.
+/// Samples of no element, more than memory holds per-sample buffers for: the norms, clipping
+/// factors and the non-finite scan need a value per sample, and say they cannot have them (they
+/// aborted the process, or panicked on a capacity overflow).
+#[test]
+fn per_sample_buffers_too_large_for_memory_are_an_error() {
+    for b in [1usize << 40, usize::MAX / 2] {
+        let t = Tensor::from_slice::<f32>(&[], &[b, 0], &Device::Cpu).unwrap();
+        let results = [
+            ops::per_sample_norms(&[&t]).map(|_| ()),
+            ops::per_layer_norms(&[&t]).map(|_| ()),
+            ops::flat_clip_factors(&[&t], 1.0).map(|_| ()),
+            ops::per_layer_clip_factors(&[&t], &[1.0]).map(|_| ()),
+            ops::apply_nonfinite_policy(&[&t], ops::NonFinite::DropSamples).map(|_| ()),
+        ];
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
+                Err(psg_runtime::Error::HostMemory(_) | psg_runtime::Error::Shape(_)) => {}
+                other => panic!("B = {b}, call #{i}: {other:?}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn outputs_too_large_for_memory_are_an_error() {
     let t = Tensor::from_slice::<f32>(&[], &[0, usize::MAX / 4], &Device::Cpu).unwrap();
