@@ -203,26 +203,62 @@ impl DiskCache {
     /// empty or torn, and [`DiskCache::load`] reports that as corrupt (length and checksum are
     /// checked), so the kernel is compiled again: the cost of a crash is one compile. A sync
     /// would add the disk's flush latency to every first compile to save that one.
+    ///
+    /// The temporary file is created exclusively (`create_new`), under a name of this process's
+    /// own token: processes in other PID namespaces (containers sharing a cache volume) or on
+    /// other hosts (a shared home) can have the same pid, and two writers of one file gave
+    /// readers torn entries.
     pub fn store(&self, kernel: &str, key: u64, payload: &[u8]) -> io::Result<()> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         fs::create_dir_all(&self.dir)?;
         let path = self.entry_path(kernel, key);
-        let tmp = self.dir.join(format!(
-            ".tmp-{}-{}-{key:016x}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&encode_entry(key, payload))?;
-            fs::rename(&tmp, &path)
-        })();
+        let mut tries = 0;
+        let (tmp, mut f) = loop {
+            tries += 1;
+            let tmp = self.dir.join(format!(
+                ".tmp-{:016x}-{}-{key:016x}",
+                process_token(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(f) => break (tmp, f),
+                // Another writer's name: take the next (a bounded number of times).
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 4096 => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        let written = f
+            .write_all(&encode_entry(key, payload))
+            .and_then(|()| fs::rename(&tmp, &path));
         if written.is_err() {
             // Best effort: a leftover temporary file is harmless, but don't leave litter.
             let _ = fs::remove_file(&tmp);
         }
         written
     }
+}
+
+/// A number of this process's own for temporary file names: its pid, start time, and an address
+/// of its heap, hashed (pids repeat across PID namespaces and hosts).
+fn process_token() -> u64 {
+    static TOKEN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TOKEN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let heap = Box::new(0u8);
+        let text = format!(
+            "{}-{nanos}-{:p}-{:?}",
+            std::process::id(),
+            &*heap,
+            std::thread::current().id()
+        );
+        crate::cache_key::stable_hash(text.as_bytes())
+    })
 }
 
 /// The largest entry [`DiskCache::load`] reads (a kernel's CUBIN is a few MB at most).

@@ -72,6 +72,31 @@ fn miss_then_hit() {
     assert_eq!(names.len(), 1, "{names:?}");
 }
 
+/// Another writer's temporary file under the name this process would take next (a process of the
+/// same pid in another PID namespace or on another host): left as it is, and the entry written
+/// whole. (A writer that truncated and wrote such a file gave readers torn entries.)
+#[test]
+fn another_writers_temporary_file_is_not_written_over() {
+    let tmp = TempDir::new("tmpname");
+    fs::create_dir_all(&tmp.0).unwrap();
+    // Every name the counter can reach in this test process (a few stores run before this one).
+    let planted: Vec<PathBuf> = (0..2000u64)
+        .map(|n| {
+            let p = tmp
+                .0
+                .join(format!(".tmp-{:016x}-{n}-{KEY:016x}", process_token()));
+            fs::write(&p, b"another writer's").unwrap();
+            p
+        })
+        .collect();
+    let cache = DiskCache::new(&tmp.0);
+    cache.store("k", KEY, IMAGE).unwrap();
+    assert_eq!(cache.load("k", KEY), Lookup::Hit(IMAGE.to_vec()));
+    for p in &planted {
+        assert_eq!(fs::read(p).unwrap(), b"another writer's", "{}", p.display());
+    }
+}
+
 #[test]
 fn entry_names_are_safe_file_names() {
     let cache = DiskCache::new("/c");
