@@ -109,6 +109,19 @@ enum Request {
     Cuda(usize),
 }
 
+/// An environment variable's text: `None` where unset, an error where it is not UTF-8 (which
+/// `std::env::var(..).ok()` would take for unset, so that a mangled value chose silently).
+pub(crate) fn env_text(name: &str) -> Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(raw)) => Err(Error::InvalidParameter(format!(
+            "{name}={raw:?} is not valid UTF-8; set it to one of the values the README lists, or \
+             unset it"
+        ))),
+    }
+}
+
 fn parse_request(value: Option<&str>) -> Result<Request> {
     let v = value
         .map(|v| v.trim().to_ascii_lowercase())
@@ -154,7 +167,7 @@ fn cpu_reason(e: &Error) -> String {
 /// when `PSG_DEVICE` holds something else than `auto`, `cpu`, `cuda` or `cuda:N`, or (unless
 /// `PSG_DEVICE=cpu`) `PSG_JIT` something else than `tiered`, `optimized` or `quick`.
 pub fn try_select_device() -> Result<DeviceChoice> {
-    let request = parse_request(std::env::var("PSG_DEVICE").ok().as_deref())?;
+    let request = parse_request(env_text("PSG_DEVICE")?.as_deref())?;
     if request != Request::Cpu {
         // A misspelt PSG_JIT is an error here, not a reason to fall back to the CPU.
         crate::jit::JitMode::from_env()?;

@@ -136,7 +136,7 @@ impl JitMode {
     /// The mode `PSG_JIT` asks for (`tiered`, `optimized` or `quick`, any case; unset or empty:
     /// tiered), or an error saying what it may hold.
     pub fn from_env() -> Result<JitMode> {
-        JitMode::parse(std::env::var("PSG_JIT").ok().as_deref())
+        JitMode::parse(crate::device::env_text("PSG_JIT")?.as_deref())
     }
 
     fn parse(value: Option<&str>) -> Result<JitMode> {

@@ -27,4 +27,20 @@ fn a_misspelt_psg_jit_is_an_error_not_a_fallback() {
     if let Err(e) = try_select_device() {
         assert!(!e.to_string().contains("PSG_JIT"), "{e}");
     }
+    // A value that is not UTF-8 is an error too (it read as unset: `auto`, tiered).
+    use std::os::unix::ffi::OsStrExt;
+    let mangled = std::ffi::OsStr::from_bytes(b"cpu\xff");
+    std::env::remove_var("PSG_JIT");
+    std::env::set_var("PSG_DEVICE", mangled);
+    match try_select_device() {
+        Err(Error::InvalidParameter(msg)) => assert!(msg.contains("PSG_DEVICE"), "{msg}"),
+        other => panic!("expected an InvalidParameter error, got {other:?}"),
+    }
+    std::env::remove_var("PSG_DEVICE");
+    std::env::set_var("PSG_JIT", mangled);
+    match try_select_device() {
+        Err(Error::InvalidParameter(msg)) => assert!(msg.contains("not valid UTF-8"), "{msg}"),
+        other => panic!("expected an InvalidParameter error, got {other:?}"),
+    }
+    std::env::remove_var("PSG_JIT");
 }
