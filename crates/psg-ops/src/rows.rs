@@ -104,29 +104,28 @@ where
     let data = g.as_cpu_slice::<T>()?;
     // Buffers of B entries through the fallible allocator: a [B, 0] tensor holds no element
     // whatever B, and its B may be past what memory holds (an error, not an abort).
-    let mut rows = psg_runtime::host_filled(b, (0.0f64, ALL_FINITE))?;
     let mut sums = psg_runtime::host_filled(b, 0.0f64)?;
     let mut first_bad = psg_runtime::host_filled(b, ALL_FINITE)?;
     cpu_pool::install(|| {
-        rows.par_iter_mut().enumerate().for_each(|(row, out)| {
-            let values = &data[row * p..(row + 1) * p];
-            // f64 accumulation: a sequential f32 sum over a million elements would be the least
-            // accurate of the two backends (the GPU sums in a tree).
-            let mut acc = 0.0f64;
-            let mut bad = ALL_FINITE;
-            for (i, v) in values.iter().enumerate() {
-                let x = v.to_acc().to_f64();
-                acc += x * x;
-                if bad == ALL_FINITE && !x.is_finite() {
-                    bad = i as i64;
+        sums.par_iter_mut()
+            .zip(first_bad.par_iter_mut())
+            .enumerate()
+            .for_each(|(row, (sum, first))| {
+                let values = &data[row * p..(row + 1) * p];
+                // f64 accumulation: a sequential f32 sum over a million elements would be the
+                // least accurate of the two backends (the GPU sums in a tree).
+                let mut acc = 0.0f64;
+                let mut bad = ALL_FINITE;
+                for (i, v) in values.iter().enumerate() {
+                    let x = v.to_acc().to_f64();
+                    acc += x * x;
+                    if bad == ALL_FINITE && !x.is_finite() {
+                        bad = i as i64;
+                    }
                 }
-            }
-            *out = (acc, bad);
-        })
+                (*sum, *first) = (acc, bad);
+            })
     })?;
-    for ((s, f), r) in sums.iter_mut().zip(&mut first_bad).zip(&rows) {
-        (*s, *f) = *r;
-    }
     Ok(RowScan {
         sum_sq: Tensor::from_vec(sums, &[b], &Device::Cpu)?,
         first_bad,
