@@ -112,18 +112,18 @@ def zscore_mean(g, _p):
     return (g * mask).sum(0) / mask.sum(0)
 
 
-def mad_mean(g, _p, k=3.0):
-    med = g.median(0).values
+def mad_mean(g, _p, k=3.0, dim=0):
+    """Along `dim` (0: g as it is; 1: its transposed copy, see `_t`)."""
+    med = g.median(dim, keepdim=True).values
     dev = (g - med).abs()
-    mad = dev.median(0).values
+    mad = dev.median(dim, keepdim=True).values
     mask = (dev <= k * 1.4826 * mad) | ~(mad > 0)
-    return (g * mask).sum(0) / mask.sum(0)
+    return (g * mask).sum(dim) / mask.sum(dim)
 
 
-def trim_mean(g, p, alpha=0.1):
+def trim_mean(g, p, alpha=0.1, dim=0):
     m = int(math.floor(alpha * p.b))
-    s = g.sort(0).values
-    return s[m : p.b - m].mean(0)
+    return g.sort(dim).values.narrow(dim, m, p.b - 2 * m).mean(dim)
 
 
 def _gaussian_weights(g):
@@ -175,18 +175,12 @@ def median_t_sort(g, p):
     return (s[:, lo] + s[:, hi]) / 2
 
 
-def mad_mean_t(g, _p, k=3.0):
-    gt = _t(g)
-    med = gt.median(1, keepdim=True).values
-    dev = (gt - med).abs()
-    mad = dev.median(1, keepdim=True).values
-    mask = (dev <= k * 1.4826 * mad) | ~(mad > 0)
-    return (gt * mask).sum(1) / mask.sum(1)
+def mad_mean_t(g, p):
+    return mad_mean(_t(g), p, dim=1)
 
 
-def trim_mean_t(g, p, alpha=0.1):
-    m = int(math.floor(alpha * p.b))
-    return _t(g).sort(1).values[:, m : p.b - m].mean(1)
+def trim_mean_t(g, p):
+    return trim_mean(_t(g), p, dim=1)
 
 
 def clipped_median_t(g, p):
