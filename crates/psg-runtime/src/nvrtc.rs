@@ -5,7 +5,7 @@
 
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use cudarc::nvrtc::{result as nvrtc_result, sys};
 
@@ -229,6 +229,86 @@ fn builtins_missing(status: sys::nvrtcResult, log: &str) -> bool {
         || log.contains("nvrtc-builtins")
 }
 
+/// The NVRTC compiles running now, and whether the process is exiting. A process that exits
+/// (returns from `main`, or calls `std::process::exit`) while another thread compiles inside
+/// libnvrtc tears the library down under it, and crashed (SIGSEGV in 4 of 24 such exits): compiles
+/// are counted, and an `atexit` handler lets no new one start and waits for those running. The
+/// tiered JIT's background builds are such compiles, and so is a thread's first use of a kernel.
+struct ExitGate {
+    /// (compiles running, exiting).
+    state: Mutex<(usize, bool)>,
+    idle: Condvar,
+}
+
+fn exit_gate() -> &'static ExitGate {
+    static GATE: OnceLock<ExitGate> = OnceLock::new();
+    GATE.get_or_init(|| ExitGate {
+        state: Mutex::new((0, false)),
+        idle: Condvar::new(),
+    })
+}
+
+/// A compile counted as running; `None` once the process exits.
+struct Running;
+
+impl Running {
+    fn enter() -> Option<Running> {
+        let mut s = exit_gate().state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.1 {
+            return None;
+        }
+        s.0 += 1;
+        Some(Running)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let gate = exit_gate();
+        let mut s = gate.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 -= 1;
+        if s.0 == 0 {
+            gate.idle.notify_all();
+        }
+    }
+}
+
+/// The `atexit` handler: no compile starts any more, and those running finish (a compile takes a
+/// few seconds at most; the wait is capped at 30).
+extern "C" fn wait_for_compiles_at_exit() {
+    let gate = exit_gate();
+    let mut s = gate.state.lock().unwrap_or_else(|p| p.into_inner());
+    s.1 = true;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while s.0 > 0 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        s = gate
+            .idle
+            .wait_timeout(s, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
+/// Registers [`wait_for_compiles_at_exit`] once, after libnvrtc is loaded, so that the handler
+/// runs before the library's own exit handlers (they run in the reverse order of registration).
+fn wait_for_compiles_at_exit_registered() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        extern "C" {
+            fn atexit(f: extern "C" fn()) -> std::os::raw::c_int;
+        }
+        // SAFETY: `atexit` is the C library's; the handler is a plain `extern "C"` function
+        // that does not unwind (it only locks and waits) and stays valid for the process's life.
+        unsafe {
+            atexit(wait_for_compiles_at_exit);
+        }
+    });
+}
+
 /// Compiles `source` (named `<kernel>.cu` in logs) with `options`; returns the CUBIN when `cubin`,
 /// else the PTX text's bytes (NUL-terminated, as the driver loads it).
 pub(crate) fn compile_program(
@@ -238,6 +318,13 @@ pub(crate) fn compile_program(
     cubin: bool,
 ) -> Result<Vec<u8>> {
     nvrtc_status()?;
+    wait_for_compiles_at_exit_registered();
+    let Some(_running) = Running::enter() else {
+        return Err(Error::Compile {
+            kernel: kernel.to_string(),
+            log: "not compiled: the process is exiting".to_string(),
+        });
+    };
     compile_unchecked(source, kernel, options, cubin)
 }
 
@@ -320,5 +407,53 @@ mod tests {
     fn c_chars_stop_at_nul() {
         let chars: Vec<c_char> = b"log\n\0junk".iter().map(|&b| b as c_char).collect();
         assert_eq!(c_chars_to_string(&chars), "log");
+    }
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use super::*;
+
+    /// The exit handler waits for the compile running, then lets none start. It flips the
+    /// process's exit flag for good, which would stop other tests' compiles: the test runs
+    /// itself in a child process (`tests/nvrtc_exit.rs` checks the exit itself).
+    #[test]
+    fn at_exit_running_compiles_finish_and_no_new_one_starts() {
+        if std::env::var_os("PSG_TEST_EXIT_GATE").is_none() {
+            // Run in a child process: the flag would stop other tests' compiles.
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "nvrtc::exit_tests::at_exit_running_compiles_finish_and_no_new_one_starts",
+                    "--exact",
+                ])
+                .env("PSG_TEST_EXIT_GATE", "1")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            return;
+        }
+        let running = Running::enter().expect("not exiting yet");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let compile = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            tx.send(()).unwrap();
+            drop(running);
+        });
+        let t = std::time::Instant::now();
+        wait_for_compiles_at_exit();
+        assert!(
+            rx.try_recv().is_ok(),
+            "the handler returned before the compile finished"
+        );
+        assert!(t.elapsed() >= std::time::Duration::from_millis(250));
+        assert!(
+            Running::enter().is_none(),
+            "a compile started after the exit began"
+        );
+        compile.join().unwrap();
     }
 }

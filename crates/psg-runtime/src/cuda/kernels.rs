@@ -177,86 +177,6 @@ fn permits() -> &'static Permits {
     })
 }
 
-/// The background builds compiling now, and whether the process is exiting. A process that exits
-/// (returns from `main`, or calls `std::process::exit`) while a build is inside libnvrtc tears
-/// the library down under it, and crashed (SIGSEGV, seen in 4 of 24 such exits): builds are
-/// counted, and an `atexit` handler lets no new one start and waits for those running.
-struct ExitGate {
-    /// (builds running, exiting).
-    state: Mutex<(usize, bool)>,
-    idle: Condvar,
-}
-
-fn exit_gate() -> &'static ExitGate {
-    static GATE: OnceLock<ExitGate> = OnceLock::new();
-    GATE.get_or_init(|| ExitGate {
-        state: Mutex::new((0, false)),
-        idle: Condvar::new(),
-    })
-}
-
-/// A build counted as running; `None` once the process exits.
-struct Running;
-
-impl Running {
-    fn enter() -> Option<Running> {
-        let mut s = exit_gate().state.lock().unwrap_or_else(|p| p.into_inner());
-        if s.1 {
-            return None;
-        }
-        s.0 += 1;
-        Some(Running)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let gate = exit_gate();
-        let mut s = gate.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.0 -= 1;
-        if s.0 == 0 {
-            gate.idle.notify_all();
-        }
-    }
-}
-
-/// The `atexit` handler: no build starts any more, and those running finish (a build takes a
-/// few seconds at most; the wait is capped at 30).
-extern "C" fn wait_for_builds_at_exit() {
-    let gate = exit_gate();
-    let mut s = gate.state.lock().unwrap_or_else(|p| p.into_inner());
-    s.1 = true;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while s.0 > 0 {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        s = gate
-            .idle
-            .wait_timeout(s, left)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-    }
-}
-
-/// Registers [`wait_for_builds_at_exit`] once. Called when the first build starts, after libnvrtc
-/// is loaded, so that the handler runs before the library's own exit handlers (they run in the
-/// reverse order of registration).
-fn wait_for_builds_at_exit_registered() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        extern "C" {
-            fn atexit(f: extern "C" fn()) -> std::os::raw::c_int;
-        }
-        // SAFETY: `atexit` is the C library's; the handler is a plain `extern "C"` function
-        // that does not unwind (it only locks and waits) and stays valid for the process's life.
-        unsafe {
-            atexit(wait_for_builds_at_exit);
-        }
-    });
-}
-
 /// Starts the optimized build of `kernel` on a background thread, which writes it to `disk`;
 /// `None` when no thread could be started.
 fn spawn_upgrade(
@@ -267,17 +187,11 @@ fn spawn_upgrade(
 ) -> Option<Upgrade> {
     let name = kernel.name.clone();
     let kernel = kernel.clone();
-    wait_for_builds_at_exit_registered();
     let thread = std::thread::Builder::new()
         .name("psg-jit".to_string())
         .spawn(move || {
             let _permit = permits().acquire();
-            let Some(_running) = Running::enter() else {
-                return Err(Error::Cache(format!(
-                    "{}: the process is exiting; the optimized build was not started",
-                    kernel.name
-                )));
-            };
+            // At exit NVRTC starts no compile (see `nvrtc::Running`): this one fails then.
             let image = compile(&kernel.source, &kernel.name, target)?;
             if let Some(d) = &disk {
                 d.store_noted(&kernel.name, key, &image);
@@ -549,35 +463,5 @@ impl Found {
             origin,
             upgrade: None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The exit handler waits for the build running, then lets none start. (This test flips the
-    /// process's exit flag for good: this binary starts no background build.)
-    #[test]
-    fn at_exit_running_builds_finish_and_no_new_one_starts() {
-        let running = Running::enter().expect("not exiting yet");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let build = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            tx.send(()).unwrap();
-            drop(running);
-        });
-        let t = std::time::Instant::now();
-        wait_for_builds_at_exit();
-        assert!(
-            rx.try_recv().is_ok(),
-            "the handler returned before the build finished"
-        );
-        assert!(t.elapsed() >= std::time::Duration::from_millis(250));
-        assert!(
-            Running::enter().is_none(),
-            "a build started after the exit began"
-        );
-        build.join().unwrap();
     }
 }
