@@ -191,9 +191,23 @@ impl DiskCache {
     /// unwritable cache costs a compile next time, nothing else).
     pub(crate) fn store_noted(&self, kernel: &str, key: u64, payload: &[u8]) {
         if let Err(e) = self.store(kernel, key, payload) {
-            let path = self.entry_path(kernel, key);
-            note_problem(format!("could not write {}: {e}", path.display()));
+            note_problem(self.write_problem(&self.entry_path(kernel, key), &e));
         }
+    }
+
+    /// The problem a failed write of `path` records: where the cache folder itself is not a
+    /// folder (a file, a dangling link, not creatable), it says so and how to choose another.
+    fn write_problem(&self, path: &Path, e: &io::Error) -> String {
+        let hint = if self.dir.is_dir() {
+            String::new()
+        } else {
+            format!(
+                "; the cache folder {} is not a folder psg can use: set PSG_CACHE_DIR to a \
+                 writable folder, or PSG_CACHE=off",
+                self.dir.display()
+            )
+        };
+        format!("could not write {}: {e}{hint}", path.display())
     }
 
     /// Writes the entry atomically: to a temporary file in the same directory, then renamed over

@@ -97,6 +97,24 @@ fn another_writers_temporary_file_is_not_written_over() {
     }
 }
 
+/// A cache folder that is a file: writes fail, and the problem says how to choose another folder.
+#[test]
+fn a_cache_folder_that_is_a_file_is_named_with_the_fix() {
+    let tmp = TempDir::new("isfile");
+    fs::create_dir_all(&tmp.0).unwrap();
+    let file = tmp.0.join("afile");
+    fs::write(&file, b"not a folder").unwrap();
+    let cache = DiskCache::new(&file);
+    let e = cache.store("k", KEY, IMAGE).unwrap_err();
+    let text = cache.write_problem(&cache.entry_path("k", KEY), &e);
+    assert!(text.contains("PSG_CACHE_DIR"), "{text}");
+    assert!(text.contains(&file.display().to_string()), "{text}");
+    // A folder that exists gets no such hint.
+    let ok = DiskCache::new(&tmp.0);
+    let plain = ok.write_problem(&ok.entry_path("k", KEY), &e);
+    assert!(!plain.contains("PSG_CACHE_DIR"), "{plain}");
+}
+
 #[test]
 fn entry_names_are_safe_file_names() {
     let cache = DiskCache::new("/c");
