@@ -293,20 +293,33 @@ extern "C" fn wait_for_compiles_at_exit() {
     }
 }
 
-/// Registers [`wait_for_compiles_at_exit`] once, after libnvrtc is loaded, so that the handler
-/// runs before the library's own exit handlers (they run in the reverse order of registration).
-fn wait_for_compiles_at_exit_registered() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        extern "C" {
-            fn atexit(f: extern "C" fn()) -> std::os::raw::c_int;
-        }
-        // SAFETY: `atexit` is the C library's; the handler is a plain `extern "C"` function
-        // that does not unwind (it only locks and waits) and stays valid for the process's life.
-        unsafe {
-            atexit(wait_for_compiles_at_exit);
-        }
-    });
+/// Registers [`wait_for_compiles_at_exit`] after the first compile of each kind (CUBIN or PTX,
+/// with one set of options) has finished. Exit handlers run in the reverse order of their
+/// registration, and libnvrtc registers the destructors of its statics lazily, during the first
+/// compile that uses them: a handler registered before such a compile would run after those
+/// destructors, and wait for compiles inside a library already torn down (SIGSEGV in 1 of 12
+/// exits on an H200, where the handler was registered before the first compile). The handler may
+/// so be registered a few times; it is idempotent.
+fn wait_for_compiles_at_exit_registered_after(cubin: bool, options: &[String]) {
+    static KINDS: Mutex<Vec<(bool, Vec<String>)>> = Mutex::new(Vec::new());
+    let mut kinds = KINDS.lock().unwrap_or_else(|p| p.into_inner());
+    let exiting = exit_gate()
+        .state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .1;
+    if exiting || kinds.iter().any(|(c, o)| *c == cubin && o == options) {
+        return;
+    }
+    kinds.push((cubin, options.to_vec()));
+    extern "C" {
+        fn atexit(f: extern "C" fn()) -> std::os::raw::c_int;
+    }
+    // SAFETY: `atexit` is the C library's; the handler is a plain `extern "C"` function that does
+    // not unwind (it only locks and waits) and stays valid for the process's life.
+    unsafe {
+        atexit(wait_for_compiles_at_exit);
+    }
 }
 
 /// Compiles `source` (named `<kernel>.cu` in logs) with `options`; returns the CUBIN when `cubin`,
@@ -318,14 +331,16 @@ pub(crate) fn compile_program(
     cubin: bool,
 ) -> Result<Vec<u8>> {
     nvrtc_status()?;
-    wait_for_compiles_at_exit_registered();
-    let Some(_running) = Running::enter() else {
+    let Some(running) = Running::enter() else {
         return Err(Error::Compile {
             kernel: kernel.to_string(),
             log: "not compiled: the process is exiting".to_string(),
         });
     };
-    compile_unchecked(source, kernel, options, cubin)
+    let image = compile_unchecked(source, kernel, options, cubin);
+    drop(running);
+    wait_for_compiles_at_exit_registered_after(cubin, options);
+    image
 }
 
 /// [`compile_program`] once libnvrtc is known to load.
