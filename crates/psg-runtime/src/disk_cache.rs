@@ -273,6 +273,7 @@ impl DiskCache {
 
     /// [`DiskCache::store`], with a failed write recorded in [`problems`] (not an error: an
     /// unwritable cache costs a compile next time, nothing else).
+    ///
     /// Past the size limit, now and then, the least recently used entries are removed (see
     /// [`DiskCache::with_max_bytes`]); a trim that fails is recorded too.
     pub(crate) fn store_noted(&self, kernel: &str, key: u64, payload: &[u8]) {

@@ -319,17 +319,22 @@ fn the_size_limit_follows_the_environment() {
     }
 }
 
+/// Sets `path`'s modification time `age_s` seconds back.
+fn age(path: &Path, age_s: u64) {
+    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_s);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+}
+
 /// Writes an entry of `len` payload bytes for kernel `name`, last used `age_s` seconds ago.
 fn aged_entry(cache: &DiskCache, name: &str, len: usize, age_s: u64) -> PathBuf {
     cache.store(name, KEY, &vec![7u8; len]).unwrap();
     let path = cache.entry_path(name, KEY);
-    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_s);
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_modified(when)
-        .unwrap();
+    age(&path, age_s);
     path
 }
 
@@ -391,12 +396,7 @@ fn a_trim_removes_temporary_files_of_writers_that_died() {
     let fresh = dir.0.join(".tmp-live-writer");
     fs::write(&stale, b"half an entry").unwrap();
     fs::write(&fresh, b"half an entry").unwrap();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&stale)
-        .unwrap()
-        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
-        .unwrap();
+    age(&stale, 7200);
     let r = DiskCache::new(&dir.0).trim(u64::MAX).unwrap();
     assert_eq!(r.stale_temporaries, 1);
     assert!(!stale.exists() && fresh.exists());
