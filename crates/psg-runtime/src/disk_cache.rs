@@ -51,38 +51,6 @@ pub fn resolve_cache_dir(lookup: impl Fn(&str) -> Option<OsString>) -> Option<Pa
     set("HOME").map(|home| PathBuf::from(home).join(".cache").join("psg"))
 }
 
-/// The disk cache's size limit where `PSG_CACHE_MAX_MB` is not set: 1 GiB.
-pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
-
-/// The size limit the environment asks for: `PSG_CACHE_MAX_MB`, a whole number of MiB (at least
-/// 1), or `unlimited` for none; [`DEFAULT_MAX_BYTES`] where it is unset or empty. `None` means no
-/// limit.
-pub fn cache_max_bytes() -> Result<Option<u64>, String> {
-    resolve_cache_max_bytes(|name| std::env::var_os(name))
-}
-
-/// [`cache_max_bytes`] over any environment (`lookup` returns a variable's value), for tests.
-pub fn resolve_cache_max_bytes(
-    lookup: impl Fn(&str) -> Option<OsString>,
-) -> Result<Option<u64>, String> {
-    let Some(raw) = lookup("PSG_CACHE_MAX_MB").filter(|v| !v.is_empty()) else {
-        return Ok(Some(DEFAULT_MAX_BYTES));
-    };
-    let text = raw.to_string_lossy();
-    let v = text.trim();
-    if v.eq_ignore_ascii_case("unlimited") {
-        return Ok(None);
-    }
-    match v.parse::<u64>() {
-        Ok(mib) if mib >= 1 => Ok(Some(mib.saturating_mul(1 << 20))),
-        _ => Err(format!(
-            "PSG_CACHE_MAX_MB={raw:?} is not a whole number of MiB (1 or more) nor `unlimited`; \
-             the default limit of {} MiB is used",
-            DEFAULT_MAX_BYTES >> 20
-        )),
-    }
-}
-
 /// Serialises one entry: header then payload.
 pub fn encode_entry(key: u64, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
@@ -141,70 +109,21 @@ pub enum Lookup {
     Corrupt(String),
 }
 
-/// A kernel cache in one directory, with an optional limit on the bytes its entries take.
+/// A kernel cache in one directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskCache {
     dir: PathBuf,
-    max_bytes: Option<u64>,
 }
-
-/// What [`DiskCache::trim`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TrimReport {
-    /// Entries removed, least recently used first.
-    pub removed: u64,
-    /// Their bytes.
-    pub freed_bytes: u64,
-    /// The bytes of the entries left.
-    pub kept_bytes: u64,
-    /// Temporary files of writers that died (older than an hour), removed.
-    pub stale_temporaries: u64,
-}
-
-/// A temporary file this old is a writer's that died (a write takes milliseconds).
-const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// A hit refreshes its entry's time of last use (the file's modification time, which
-/// [`DiskCache::trim`] orders by) only when that is older than this: one write of metadata an
-/// hour per entry at most.
-const REFRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// A process's stores between two checks of the cache's size (the first store checks).
-const TRIM_EVERY: u64 = 32;
 
 impl DiskCache {
-    /// A cache in `dir` (created on first write), without a size limit.
+    /// A cache in `dir` (created on first write).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        DiskCache {
-            dir: dir.into(),
-            max_bytes: None,
-        }
+        DiskCache { dir: dir.into() }
     }
 
-    /// The same cache, limited to `max_bytes` of entries (`None`: no limit). Stores check the
-    /// size now and then (a process's first store, then every 32nd) and, past the limit, remove
-    /// the least recently used entries down to three quarters of it ([`DiskCache::trim`]).
-    pub fn with_max_bytes(mut self, max_bytes: Option<u64>) -> Self {
-        self.max_bytes = max_bytes;
-        self
-    }
-
-    /// The size limit, if any.
-    pub fn max_bytes(&self) -> Option<u64> {
-        self.max_bytes
-    }
-
-    /// The cache the environment asks for ([`cache_dir`]) with its size limit
-    /// ([`cache_max_bytes`]; a value psg cannot read is recorded in [`problems`], once, and the
-    /// default used), or `None` when it is off.
+    /// The cache the environment asks for ([`cache_dir`]), or `None` when it is off.
     pub fn from_env() -> Option<Self> {
-        let dir = cache_dir()?;
-        let max = cache_max_bytes().unwrap_or_else(|why| {
-            static NOTED: std::sync::Once = std::sync::Once::new();
-            NOTED.call_once(|| note_problem(why));
-            Some(DEFAULT_MAX_BYTES)
-        });
-        Some(DiskCache::new(dir).with_max_bytes(max))
+        cache_dir().map(DiskCache::new)
     }
 
     /// The cache's directory.
@@ -233,7 +152,7 @@ impl DiskCache {
     /// memory.
     pub fn load(&self, kernel: &str, key: u64) -> Lookup {
         let path = self.entry_path(kernel, key);
-        let modified = match fs::metadata(&path) {
+        match fs::metadata(&path) {
             Ok(m) if !m.is_file() => return Lookup::Corrupt("not a regular file".to_string()),
             Ok(m) if m.len() > MAX_ENTRY_BYTES => {
                 return Lookup::Corrupt(format!(
@@ -241,16 +160,13 @@ impl DiskCache {
                     m.len()
                 ))
             }
-            Ok(m) => m.modified().ok(),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Lookup::Miss,
             Err(e) => return Lookup::Corrupt(format!("unreadable: {e}")),
-        };
+        }
         match fs::read(&path) {
             Ok(bytes) => match decode_entry(&bytes, key) {
-                Ok(payload) => {
-                    refresh_if_old(&path, modified);
-                    Lookup::Hit(payload.to_vec())
-                }
+                Ok(payload) => Lookup::Hit(payload.to_vec()),
                 Err(why) => Lookup::Corrupt(why),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Lookup::Miss,
@@ -273,86 +189,10 @@ impl DiskCache {
 
     /// [`DiskCache::store`], with a failed write recorded in [`problems`] (not an error: an
     /// unwritable cache costs a compile next time, nothing else).
-    ///
-    /// Past the size limit, now and then, the least recently used entries are removed (see
-    /// [`DiskCache::with_max_bytes`]); a trim that fails is recorded too.
     pub(crate) fn store_noted(&self, kernel: &str, key: u64, payload: &[u8]) {
         if let Err(e) = self.store(kernel, key, payload) {
             note_problem(self.write_problem(&self.entry_path(kernel, key), &e));
-            return;
         }
-        static STORES: AtomicU64 = AtomicU64::new(0);
-        if let Some(max) = self.max_bytes {
-            if STORES
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(TRIM_EVERY)
-            {
-                if let Err(e) = self.trim(max) {
-                    note_problem(format!(
-                        "could not trim the cache folder {} to {max} bytes: {e}",
-                        self.dir.display()
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Removes the least recently used entries (by the time of their last write or hit) until
-    /// those left take at most three quarters of `max_bytes`, if they take more than
-    /// `max_bytes`; and temporary files left by writers that died (an hour old). Only entries'
-    /// names (`*.bin`) and psg's temporary files (`.tmp-*`) are touched, and only regular
-    /// files. A process loading an entry another removes finds it missing and compiles it: two
-    /// processes can share and trim one folder. An error only where the folder cannot be read.
-    pub fn trim(&self, max_bytes: u64) -> io::Result<TrimReport> {
-        let mut report = TrimReport::default();
-        let mut entries = Vec::new();
-        let now = std::time::SystemTime::now();
-        let dir = match fs::read_dir(&self.dir) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
-            Err(e) => return Err(e),
-        };
-        for item in dir {
-            let Ok(item) = item else { continue };
-            // The entry itself, not what a link points to.
-            let Ok(meta) = item.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            let name = item.file_name();
-            let name = name.to_string_lossy();
-            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-            if name.starts_with(".tmp-") {
-                let age = now.duration_since(modified).unwrap_or_default();
-                if age > STALE_TEMPORARY && fs::remove_file(item.path()).is_ok() {
-                    report.stale_temporaries += 1;
-                }
-            } else if name.ends_with(".bin") {
-                entries.push((modified, meta.len(), item.path()));
-            }
-        }
-        let mut total: u64 = entries.iter().map(|e| e.1).sum();
-        if total > max_bytes {
-            entries.sort();
-            let target = max_bytes / 4 * 3;
-            for (_, len, path) in entries {
-                if total <= target {
-                    break;
-                }
-                match fs::remove_file(&path) {
-                    Ok(()) => {
-                        report.removed += 1;
-                        report.freed_bytes += len;
-                        total -= len;
-                    }
-                    // Another process's trim took it first.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => total -= len,
-                    Err(_) => {}
-                }
-            }
-        }
-        report.kept_bytes = total;
-        Ok(report)
     }
 
     /// The problem a failed write of `path` records: where the cache folder itself is not a
@@ -413,19 +253,6 @@ impl DiskCache {
             let _ = fs::remove_file(&tmp);
         }
         written
-    }
-}
-
-/// Sets the entry's modification time to now where it is older than [`REFRESH_AFTER`], so that
-/// [`DiskCache::trim`] keeps the entries in use. Best effort: a cache on a read-only volume is
-/// read as before.
-fn refresh_if_old(path: &Path, modified: Option<std::time::SystemTime>) {
-    let now = std::time::SystemTime::now();
-    let old = modified.is_none_or(|m| now.duration_since(m).unwrap_or_default() > REFRESH_AFTER);
-    if old {
-        if let Ok(f) = fs::OpenOptions::new().write(true).open(path) {
-            let _ = f.set_modified(now);
-        }
     }
 }
 
