@@ -299,7 +299,9 @@ extern "C" fn wait_for_compiles_at_exit() {
 /// compile that uses them: a handler registered before such a compile would run after those
 /// destructors, and wait for compiles inside a library already torn down (SIGSEGV in 1 of 12
 /// exits on an H200, where the handler was registered before the first compile). The handler may
-/// so be registered a few times; it is idempotent.
+/// so be registered a few times; it is idempotent, but each run waits up to its own 30 s for a
+/// compile that does not end. Not covered: an exit during the first compile of a kind (the
+/// first optimized build of a process is one), or during the probe (`nvrtc_status`).
 fn wait_for_compiles_at_exit_registered_after(cubin: bool, options: &[String]) {
     static KINDS: Mutex<Vec<(bool, Vec<String>)>> = Mutex::new(Vec::new());
     let mut kinds = KINDS.lock().unwrap_or_else(|p| p.into_inner());
