@@ -65,6 +65,12 @@ fn exiting_during_a_compile_on_another_thread_exits_cleanly() {
             .env(CHILD, delay.to_string())
             .output()
             .unwrap();
+        // The child ran this test (a renamed test would run none and exit 0).
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("running 1 test"),
+            "the child did not run the test: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         if !out.status.success() {
             failures.push(format!(
                 "exit {delay} ms into the compile: {:?}",
