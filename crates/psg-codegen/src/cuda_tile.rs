@@ -1206,7 +1206,7 @@ pub fn emit_column(plan: &Plan, dtype: DType) -> Option<String> {
     s.push_str("    const int lane = threadIdx.x, w = threadIdx.y;\n");
     s.push_str("    const int n_bi = (int)n_b;\n");
     writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
-    s.push_str(&tile_loop_consts(dtype, 8));
+    s.push_str(&tile_loop_consts(dtype, 8, false));
     // No tile prefetched into registers: they would stay live through the passes, whose 8
     // partials a sum take the registers instead (other blocks load while one computes).
     s.push_str(&tile_loop_start(
@@ -1215,6 +1215,7 @@ pub fn emit_column(plan: &Plan, dtype: DType) -> Option<String> {
         COLUMN_TILE_LOG2,
         false,
         8,
+        false,
         false,
         false,
     ));
@@ -1246,25 +1247,67 @@ enum Shape {
     Small,
 }
 
-/// Whether the plan has a tiled kernel for large B ([`emit_large`]): it selects.
+/// Whether the plan has a tiled kernel for large B ([`emit_large`]): it selects, or its f32
+/// kernel pipelines its tile there (see [`pipelines_large`]).
 pub fn has_large_kernel(plan: &Plan) -> bool {
-    !crate::cuda_stream::streams(plan) && plan.steps.iter().any(|s| matches!(s, Step::Select(_)))
+    !crate::cuda_stream::streams(plan)
+        && (plan.steps.iter().any(|s| matches!(s, Step::Select(_)))
+            || pipelines_large(plan, DType::F32))
 }
 
-/// The name of the tiled kernel for large B: `{reduction}_{dtype}_tile_large`.
+/// Whether the kernel for large B of `dtype` is a kernel of its own (else it is [`emit`]'s, by
+/// the same name): where the plan selects, or pipelines its tile in that dtype.
+fn own_large_kernel(plan: &Plan, dtype: DType) -> bool {
+    has_large_kernel(plan)
+        && (plan.steps.iter().any(|s| matches!(s, Step::Select(_))) || pipelines_large(plan, dtype))
+}
+
+/// Whether the kernel for B above [`PACKED_BINS_MAX_B`] pipelines its tile: f32 plans of
+/// streaming passes ([`streaming_passes`]) over an untransformed tile. There a tile of up to
+/// 1024 rows (128 KiB at 32 columns) leaves one block a multiprocessor, and a block that waited
+/// for its whole tile before its first pass overlapped nothing of the tile's copies but the
+/// rows loaded ahead. In the pipelined kernel warp w copies rows w, w + 8, ... (the rows its
+/// passes read, see [`tile_loop_consts`]), the copies are committed a group a chunk of rows,
+/// and the first pass waits for each chunk's group (`psg_wait_groups`, `__syncwarp`) instead of
+/// the block waiting for the tile (H200, same run: f32 var and std at g[1024, 1M] 1.24-1.26x ->
+/// 1.12x the floor; BENCHMARKS.md). The sums are the same samples in the same order. Not in the
+/// kernel for B up to 256, which keeps its code as it was (NVRTC gave a kernel that pipelined
+/// at every B 64 registers where it had 80, and it took 4-6% longer at g[256, 4M]).
+fn pipelines_large(plan: &Plan, dtype: DType) -> bool {
+    dtype == DType::F32
+        && !crate::cuda_stream::streams(plan)
+        && streaming_passes(plan)
+        && tile_transform(plan).is_none()
+}
+
+/// The name of the tiled kernel for large B: `{reduction}_{dtype}_tile_large` where it is a
+/// kernel of its own, else the tiled kernel's (see [`emit_large`]).
 pub fn tile_large_kernel_name(plan: &Plan, dtype: DType) -> String {
-    format!("{}_large", tile_kernel_name(plan, dtype))
+    if own_large_kernel(plan, dtype) {
+        format!("{}_large", tile_kernel_name(plan, dtype))
+    } else {
+        tile_kernel_name(plan, dtype)
+    }
 }
 
-/// The tiled kernel for B above [`PACKED_BINS_MAX_B`], for a plan that selects (see
-/// [`has_large_kernel`]): the same as [`emit`]'s but for its digit counts, 32-bit words.
+/// The tiled kernel for B above [`PACKED_BINS_MAX_B`] (see [`has_large_kernel`]): for a plan
+/// that selects, the same as [`emit`]'s but for its digit counts, 32-bit words; for a plan of
+/// streaming passes, [`emit`]'s with its tile pipelined in f32 ([`pipelines_large`]), and
+/// [`emit`]'s itself in other dtypes (one source and name: one compile).
 pub fn emit_large(plan: &Plan, dtype: DType) -> Option<String> {
-    has_large_kernel(plan).then(|| emit_tiled(plan, dtype, Shape::Large))
+    if !has_large_kernel(plan) {
+        return None;
+    }
+    Some(if own_large_kernel(plan, dtype) {
+        emit_tiled(plan, dtype, Shape::Large)
+    } else {
+        emit(plan, dtype)
+    })
 }
 
 /// Whether the plan has a tiled kernel for B up to [`MID_MAX_B`] ([`emit_mid`]): it selects.
 pub fn has_mid_kernel(plan: &Plan) -> bool {
-    has_large_kernel(plan)
+    !crate::cuda_stream::streams(plan) && plan.steps.iter().any(|s| matches!(s, Step::Select(_)))
 }
 
 /// The name of the tiled kernel for B up to [`MID_MAX_B`]: `{reduction}_{dtype}_tile_mid`.
@@ -1281,7 +1324,7 @@ pub fn emit_mid(plan: &Plan, dtype: DType) -> Option<String> {
 
 /// Whether the plan has a tiled kernel for small B ([`emit_small`]): it selects.
 pub fn has_small_kernel(plan: &Plan) -> bool {
-    has_large_kernel(plan)
+    has_mid_kernel(plan)
 }
 
 /// The name of the tiled kernel for small B: `{reduction}_{dtype}_tile_small`.
@@ -1306,6 +1349,8 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     };
     let packed = shape != Shape::Large;
     let small = shape == Shape::Small;
+    // The tile's copies pipelined into the first pass (see `pipelines_large`).
+    let pipelined = shape == Shape::Large && pipelines_large(plan, dtype);
     let transformed = tile_transform(plan);
     let (plan, transform) = match &transformed {
         Some((p, t)) => (p, Some(t)),
@@ -1462,6 +1507,9 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     if sliced {
         s.insert_str(at, TRANSPOSE);
     }
+    if pipelined {
+        s.insert_str(at, WAIT_GROUPS);
+    }
     if pair {
         let at = s
             .find("\nextern \"C\"")
@@ -1510,7 +1558,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         half,
         shape == Shape::Large && transform.is_some() && dtype == DType::F32,
     );
-    s.push_str(&tile_loop_consts(dtype, prefetch_n));
+    s.push_str(&tile_loop_consts(dtype, prefetch_n, pipelined));
     // A selecting plan's lets and ranks of the parameters and B alone, computed once, here:
     // NVRTC computed them again for every slab, some 50 instructions a warp and slab (the
     // conversion of a rank to an integer, its checks), 5% of the bf16 trimmed mean's (ncu,
@@ -1533,7 +1581,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         // (large B) take the one-column path below.
         s.push_str("    if (tile_log2 >= 6) {\n");
         s.push_str(&tile_loop_start(
-            dtype, narrow, 6, true, prefetch_n, false, false,
+            dtype, narrow, 6, true, prefetch_n, false, false, false,
         ));
         emit_pair_slabs(&mut s, plan, &steps, unroll, &syntax, &locals, slab_barrier);
         s.push_str("    }\n    } else {\n    #undef PSG_SLAB\n    #undef PSG_UNPACK\n");
@@ -1552,6 +1600,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         prefetch_n,
         transform.is_some(),
         sliced,
+        pipelined,
     ));
     // Tiles wider than a warp are computed 32 columns at a time.
     s.push_str("    for (int cs = 0; cs < tile_w; cs += 32) {\n");
@@ -1627,6 +1676,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     Unroll {
                         by: unroll,
                         full: whole.then_some(PACKED_BINS_MAX_B),
+                        waits: pipelined && loops == 1,
                     },
                     &syntax,
                     &e,
@@ -1723,6 +1773,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                     Unroll {
                         by: unroll,
                         full: whole.then_some(PACKED_BINS_MAX_B),
+                        waits: pipelined && loops == 1,
                     },
                     &syntax,
                     &e,
@@ -2519,10 +2570,18 @@ struct Combine {
 /// with `full` (the kernel's largest B, [`PACKED_BINS_MAX_B`] in the bit-sliced packed kernel),
 /// where B is that: the pass unrolled whole, a fixed count of samples a thread, with no index,
 /// compare or branch a group of them.
+///
+/// With `waits` (the first pass of a kernel whose tile is pipelined, see [`pipelines_large`]),
+/// the loop runs a chunk of the tile's rows at a time, `psg_chunk` of them, and waits before
+/// each chunk for its copies: the group of `cp.async` copies of chunk k > 0 is the thread's
+/// (k - 1)-th of the tile's `psg_groups`; chunk 0 came from registers. Every lane waits (a
+/// lane copies other lanes' columns), then the warp (`__syncwarp`): warp w copied the rows its
+/// passes read, w, w + 8, ..., and no other warp's. The same samples in the same order.
 #[derive(Clone, Copy)]
 struct Unroll {
     by: usize,
     full: Option<usize>,
+    waits: bool,
 }
 
 /// A pass over the column (see [`emit_pass`]). Where selections before it settle some of its
@@ -2695,6 +2754,17 @@ fn emit_pass(
         "        #pragma unroll {by}\n        for (int b = w; b < n_bi; b += 8) {{\n{body}        }}\n"
     );
     match unroll.full {
+        _ if unroll.waits => {
+            debug_assert!(
+                unroll.full.is_none(),
+                "a pipelined tile's pass is not unrolled whole"
+            );
+            write!(
+            s,
+            "    // The tile's rows a chunk at a time, each once its copies have landed (see `Unroll`).\n    for (int psg_b0 = 0, psg_k = 0; psg_b0 < n_bi; psg_b0 += psg_chunk, ++psg_k) {{\n        if (psg_k > 0) psg_wait_groups(psg_groups - psg_k);\n        __syncwarp();\n        if (active) {{\n        const int psg_end = min(n_bi, psg_b0 + psg_chunk);\n        #pragma unroll {by}\n        for (int b = psg_b0 + w; b < psg_end; b += 8) {{\n{body}        }}\n        }}\n    }}\n"
+            )
+            .ok();
+        }
         Some(full) => {
             // The same samples in the same order: the sums do not change. Not in the quick
             // build, whose compile time follows the source's length (see `emit_select`).
@@ -3530,6 +3600,26 @@ fn emit_select(
 
 /// The next tile's loads, issued in the first bit-sliced selection of a column loop (`fetch`, see
 /// [`sliced_select`]) or in its quick form.
+/// A pipelined tile's wait for a chunk's copies (see [`Unroll`]): `cp.async.wait_group` takes
+/// its count as an immediate.
+const WAIT_GROUPS: &str = r#"/* Waits until at most n of the thread's cp.async groups are in flight (at most 8 where n > 8). */
+__device__ __forceinline__ void psg_wait_groups(int n) {
+#if __CUDA_ARCH__ >= 800
+    switch (n) {
+    case 0: asm volatile("cp.async.wait_group 0;\n" ::: "memory"); break;
+    case 1: asm volatile("cp.async.wait_group 1;\n" ::: "memory"); break;
+    case 2: asm volatile("cp.async.wait_group 2;\n" ::: "memory"); break;
+    case 3: asm volatile("cp.async.wait_group 3;\n" ::: "memory"); break;
+    case 4: asm volatile("cp.async.wait_group 4;\n" ::: "memory"); break;
+    case 5: asm volatile("cp.async.wait_group 5;\n" ::: "memory"); break;
+    case 6: asm volatile("cp.async.wait_group 6;\n" ::: "memory"); break;
+    case 7: asm volatile("cp.async.wait_group 7;\n" ::: "memory"); break;
+    default: asm volatile("cp.async.wait_group 8;\n" ::: "memory"); break;
+    }
+#endif
+}
+"#;
+
 const FETCH_NEXT: &str = "        // The next tile's loads (the keys' registers are free).\n        if (cs == 0 && vec && PSG_AHEAD && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);\n";
 
 /// The quick build's selection (see [`emit_select`]) of rank `k{v}` into `prefix{v}` (and
@@ -5376,8 +5466,12 @@ fn four_blocks(plan: &Plan, dtype: DType, transformed: bool) -> bool {
 }
 
 /// The persistent loop's constants: which vectors of a tile's rows thread `tid` moves, and
-/// `PSG_FETCH`, which loads a group of them into registers (see [`tile_loop_start`]).
-fn tile_loop_consts(dtype: DType, prefetch_n: usize) -> String {
+/// `PSG_FETCH`, which loads a group of them into registers (see [`tile_loop_start`]). Where the
+/// tile is `pipelined` (see [`pipelines_large`]) warp w moves rows w, w + 8, ... (the rows its
+/// passes read), whole (a tile of at most 128 columns: 32 threads a row at most), and the
+/// first pass's chunks (`psg_chunk` rows, a group of loads) and the groups of copies a tile
+/// (`psg_groups`) are defined.
+fn tile_loop_consts(dtype: DType, prefetch_n: usize, pipelined: bool) -> String {
     let (v_log2, _) = vector_unpack(dtype);
     let elements = if scalar_gather(dtype) {
         let k = prefetch_n << v_log2;
@@ -5397,6 +5491,21 @@ fn tile_loop_consts(dtype: DType, prefetch_n: usize) -> String {
     } else {
         String::new()
     };
+    let rows = if pipelined {
+        format!(
+            r#"    // Warp w moves rows w, w + 8, ... (the rows its passes read): lane l row
+    // w + 8 * (l / per_row), a tile of at most 128 columns being at most 32 vectors a row.
+    const int r0 = w + 8 * (lane >> per_row_log2), rstep = 256 >> per_row_log2;
+    const int c0 = (lane & ((1 << per_row_log2) - 1)) << {v_log2};
+    // The first pass's chunks of rows: the first loaded ahead, each other one group of copies.
+    const int psg_chunk = {prefetch_n} * rstep, psg_groups = (n_bi - 1) / psg_chunk;"#
+        )
+    } else {
+        format!(
+            r#"    const int r0 = tid >> per_row_log2, rstep = 256 >> per_row_log2;
+    const int c0 = (tid & ((1 << per_row_log2) - 1)) << {v_log2};"#
+        )
+    };
     format!(
         r#"    const long long n_tiles = (n_p + tile_w - 1) >> tile_log2;
     const int tid = w * 32 + lane;
@@ -5404,8 +5513,7 @@ fn tile_loop_consts(dtype: DType, prefetch_n: usize) -> String {
     uint4 pf[{prefetch_n}];
     // Thread tid loads the vectors at column c0 of rows r0, r0 + rstep, ... (256 threads cover
     // rstep whole rows), {prefetch_n} at a time: pointers step by whole rows.
-    const int r0 = tid >> per_row_log2, rstep = 256 >> per_row_log2;
-    const int c0 = (tid & ((1 << per_row_log2) - 1)) << {v_log2};
+{rows}
     const long long gstep = (long long)rstep * n_p;
     // A group whose {prefetch_n} rows all exist (every group but a tile's last, and that one too when
     // B is a multiple of {prefetch_n} * rstep) is moved without per-vector checks: the checks and the
@@ -5437,7 +5545,10 @@ fn scalar_gather(dtype: DType) -> bool {
 /// first undefines them). With `transform`, every element that passes through registers (all
 /// of them but the rows that `cp.async` copies, see [`raw_rows_from`]) is stored as
 /// `psg_tf(element, sample)`. With `fetch_later` the caller issues the next tile's loads itself
-/// (see [`sliced_select`]).
+/// (see [`sliced_select`]). With `pipelined` (see [`pipelines_large`]) the copies are committed
+/// a group a chunk of rows and nothing waits for them here: the first pass does (see
+/// [`Unroll`]); the tile filled another way (unaligned rows, before sm_80) waits at a barrier.
+#[allow(clippy::too_many_arguments)]
 fn tile_loop_start(
     dtype: DType,
     narrow: bool,
@@ -5446,6 +5557,7 @@ fn tile_loop_start(
     prefetch_n: usize,
     transform: bool,
     fetch_later: bool,
+    pipelined: bool,
 ) -> String {
     let slab = slab_log2;
     let width = 1u32 << slab_log2;
@@ -5516,6 +5628,23 @@ fn tile_loop_start(
     } else {
         String::new()
     };
+    let (commit, wait_all) = if pipelined {
+        (
+            "            asm volatile(\"cp.async.commit_group;\\n\" ::: \"memory\");\n",
+            "        // No wait: the first pass waits for each chunk's group (see `Unroll`).\n",
+        )
+    } else {
+        (
+            "",
+            "        asm volatile(\"cp.async.wait_all;\\n\" ::: \"memory\");\n",
+        )
+    };
+    // The block waits for its tile, but where the first pass waits for the copies it reads.
+    let barrier = if pipelined {
+        "#if __CUDA_ARCH__ >= 800 && !PSG_GATHER\n    if (!vec) __syncthreads();\n#else\n    __syncthreads();\n#endif\n"
+    } else {
+        "    __syncthreads();\n"
+    };
     let rest = if narrow || matches!(dtype, DType::F32 | DType::F64) {
         // A vector is the tile's bytes (f32, f64, or a narrow tile's 16-bit elements): the rest
         // of a large tile is copied straight into
@@ -5534,9 +5663,8 @@ fn tile_loop_start(
                 src += gstep;
                 dst += (rstep << {slab}) * (unsigned int)sizeof(psg_tile);
             }}
-        }}
-        asm volatile("cp.async.wait_all;\n" ::: "memory");
-{element_copies}#else
+{commit}        }}
+{wait_all}{element_copies}#else
         // No cp.async before sm_80, nor for gathered vectors: {prefetch_n} vectors in flight per
         // thread at a time.
 {registers}#endif
@@ -5590,8 +5718,7 @@ fn tile_loop_start(
             *PSG_SLAB(i >> tile_log2, i & (tile_w - 1)) = col < n_p ? {element} : (psg_tile)0;
         }}
     }}
-    __syncthreads();
-{prefetch_next}"#,
+{barrier}{prefetch_next}"#,
         mask = width - 1,
     )
 }

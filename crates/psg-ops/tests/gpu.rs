@@ -48,6 +48,21 @@ impl Pair {
         assert_identical(&format!("{name} {}", self.label), &got, &want);
     }
 
+    /// The density-weighted sum and mean, and the sum alone, within 1e-4 (the GPU's exp).
+    fn density_weighted(&self) {
+        self.close("gaussian weighted sum", 1e-4, |t| {
+            Ok(ops::gaussian_weighted(t)?.0)
+        });
+        self.close("gaussian weighted mean", 1e-4, |t| {
+            Ok(ops::gaussian_weighted(t)?.1)
+        });
+        self.close(
+            "gaussian weighted sum alone",
+            1e-4,
+            ops::gaussian_weighted_sum,
+        );
+    }
+
     /// Runs `op` on both devices and requires results within `rel` (relative to max(1, |x|)),
     /// or within one unit in the last place of the output dtype (a last-bit difference of the
     /// f32 result can round a bf16 output either way).
@@ -145,6 +160,29 @@ fn gpu_moments_and_signs_match_cpu() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Above 256 samples the f32 var, std, z-score mean and Gaussian sums run a kernel whose tile
+/// is pipelined into its first pass: warp w copies rows w, w + 8, ..., and waits for each chunk
+/// of them as it reaches it (no block barrier). A row read before its copy landed would hold
+/// the tile before's value. B from 257 to 1500 (chunks of 256 rows, whole and cut), P aligned
+/// (pipelined) and not (the build that gathers, with a barrier), many tiles a block.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_pipelined_tiles_match_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0007);
+    for b in [257, 300, 512, 513, 777, 1024, 1500] {
+        for p in [40_000, 12_345, 65_536] {
+            let g = Pair::new(&rng.gradients(b * p), &[b, p], DType::F32, &dev);
+            g.same("var", |t| ops::var(t, 1.0));
+            g.same("std", |t| ops::std(t, 0.0));
+            let rule = ops::OutlierRule::ZScore { k: 2.0 };
+            g.same("zscore mean", |t| Ok(ops::outlier_mean(t, rule)?.mean));
+            g.same("zscore kept", |t| Ok(ops::outlier_mean(t, rule)?.kept));
+            g.density_weighted();
         }
     }
 }
@@ -250,17 +288,7 @@ fn gpu_order_statistics_and_outliers_match_cpu() {
                 g.same("clip_values_relative", |t| {
                     ops::clip_values_relative(t, 0.25)
                 });
-                g.close("gaussian weighted sum", 1e-4, |t| {
-                    Ok(ops::gaussian_weighted(t)?.0)
-                });
-                g.close("gaussian weighted mean", 1e-4, |t| {
-                    Ok(ops::gaussian_weighted(t)?.1)
-                });
-                g.close(
-                    "gaussian weighted sum alone",
-                    1e-4,
-                    ops::gaussian_weighted_sum,
-                );
+                g.density_weighted();
             }
         }
     }

@@ -77,7 +77,10 @@ pub struct TiledKernels {
     /// Kernels for B above [`PACKED_BINS_MAX_B`], indexed by
     /// [`DType::index`](crate::DType::index), if the reduction selects: the same as `cuda` but
     /// each selection counts 8-bit digits in 32-bit words (`fixed_bytes_large`) instead of
-    /// selecting over bit planes. See [`TiledKernels::kernel_for`].
+    /// selecting over bit planes; or, for a reduction of streaming passes (var, std, z-score
+    /// mean, Gaussian sums), `cuda` with its tile pipelined into the first pass in f32, and
+    /// `cuda` itself (the same name and source) in other dtypes. See
+    /// [`TiledKernels::kernel_for`].
     pub large: Option<[KernelSource; 4]>,
     /// Kernels for B from [`SMALL_MAX_B`] + 1 up to [`MID_MAX_B`], indexed by
     /// [`DType::index`](crate::DType::index), if the reduction selects: the same as `cuda` (and
@@ -124,14 +127,18 @@ pub const TILE_TARGET_BYTES: u64 = 32 * 1024;
 impl TiledKernels {
     /// The tiled kernel for a batch of `batch` samples of `dtype`: the one for small B where the
     /// reduction has one and B is at most [`SMALL_MAX_B`], else the one for middling B where it
-    /// has one and B is at most [`MID_MAX_B`], else the one for large B where it has one and B
-    /// is above [`PACKED_BINS_MAX_B`], else [`TiledKernels::cuda`]'s.
+    /// has one and B is at most [`MID_MAX_B`], else the one for large B where it has one of its
+    /// own and B is above [`PACKED_BINS_MAX_B`], else [`TiledKernels::cuda`]'s (also where the
+    /// kernel for large B is that one by name: the same kernel, loaded once).
     pub fn kernel_for(&self, dtype: crate::DType, batch: usize) -> &KernelSource {
+        let i = dtype.index();
         match (&self.small, &self.mid, &self.large) {
-            (Some(small), _, _) if batch <= SMALL_MAX_B => &small[dtype.index()],
-            (_, Some(mid), _) if batch <= MID_MAX_B => &mid[dtype.index()],
-            (_, _, Some(large)) if self.runs_large(batch) => &large[dtype.index()],
-            _ => &self.cuda[dtype.index()],
+            (Some(small), _, _) if batch <= SMALL_MAX_B => &small[i],
+            (_, Some(mid), _) if batch <= MID_MAX_B => &mid[i],
+            (_, _, Some(large)) if self.runs_large(batch) && large[i].name != self.cuda[i].name => {
+                &large[i]
+            }
+            _ => &self.cuda[i],
         }
     }
 
