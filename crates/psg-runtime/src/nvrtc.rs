@@ -274,12 +274,15 @@ impl Drop for Running {
 }
 
 /// The `atexit` handler: no compile starts any more, and those running finish (a compile takes a
-/// few seconds at most; the wait is capped at 30).
+/// few seconds at most; the wait is capped at 30 s, one deadline for every registration of the
+/// handler).
 extern "C" fn wait_for_compiles_at_exit() {
+    static DEADLINE: OnceLock<std::time::Instant> = OnceLock::new();
+    let deadline =
+        *DEADLINE.get_or_init(|| std::time::Instant::now() + std::time::Duration::from_secs(30));
     let gate = exit_gate();
     let mut s = gate.state.lock().unwrap_or_else(|p| p.into_inner());
     s.1 = true;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while s.0 > 0 {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
@@ -293,26 +296,39 @@ extern "C" fn wait_for_compiles_at_exit() {
     }
 }
 
-/// Registers [`wait_for_compiles_at_exit`] after the first compile of each kind (CUBIN or PTX,
-/// with one set of options) has finished. Exit handlers run in the reverse order of their
-/// registration, and libnvrtc registers the destructors of its statics lazily, during the first
-/// compile that uses them: a handler registered before such a compile would run after those
-/// destructors, and wait for compiles inside a library already torn down (SIGSEGV in 1 of 12
-/// exits on an H200, where the handler was registered before the first compile). The handler may
-/// so be registered a few times; it is idempotent, but each run waits up to its own 30 s for a
-/// compile that does not end. Not covered: an exit during the first compile of a kind (the
-/// first optimized build of a process is one), or during the probe (`nvrtc_status`).
-fn wait_for_compiles_at_exit_registered_after(cubin: bool, options: &[String]) {
+/// An empty kernel, compiled before the first compile of each kind (see
+/// [`wait_for_compiles_at_exit_registered_for`]).
+const EMPTY_KERNEL: &str = "extern \"C\" __global__ void psg_exit_wait() {}\n";
+
+/// Registers [`wait_for_compiles_at_exit`] before the first compile of each kind (CUBIN or PTX,
+/// with one set of options), once an empty kernel of that kind has compiled. Exit handlers run
+/// in the reverse order of their registration, and libnvrtc registers the destructors of its
+/// statics lazily, during the first compile that uses them: a handler registered before such a
+/// compile would run after those destructors, and wait for compiles inside a library already
+/// torn down (SIGSEGV in 1 of 12 exits on an H200, where the handler was registered before the
+/// first compile). The empty kernel's compile (27-35 ms on a 2-core machine, once a kind and
+/// process) makes libnvrtc register them first; it is counted as running, so an exit during it
+/// waits for it where a handler is registered already, and its result is not used (the real
+/// compile reports what is wrong). Registering before the real compile, rather than after it,
+/// covers an exit during a process's first compile of a kind (its first optimized build is
+/// one): `tests/nvrtc_exit.rs`'s children, exiting 0.1 to 0.6 s into their first compile,
+/// crashed in 4 to 10 of 24 in each of 6 runs with the handler registered after it, in none of
+/// 24 in each of 12 runs with this (2-core machine, 2026-11-29). The handler may so be registered a few
+/// times; it is idempotent, and its runs share one 30 s deadline. Not covered: an exit during
+/// the empty kernel's compile itself, or during the probe (`nvrtc_status`), before any handler
+/// is registered.
+fn wait_for_compiles_at_exit_registered_for(cubin: bool, options: &[String]) {
     static KINDS: Mutex<Vec<(bool, Vec<String>)>> = Mutex::new(Vec::new());
     let mut kinds = KINDS.lock().unwrap_or_else(|p| p.into_inner());
-    let exiting = exit_gate()
-        .state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .1;
-    if exiting || kinds.iter().any(|(c, o)| *c == cubin && o == options) {
+    if kinds.iter().any(|(c, o)| *c == cubin && o == options) {
         return;
     }
+    // Held while the empty kernel compiles: a first compile of another kind waits for it.
+    let Some(running) = Running::enter() else {
+        return;
+    };
+    let _ = compile_unchecked(EMPTY_KERNEL, "psg_exit_wait", options, cubin);
+    drop(running);
     kinds.push((cubin, options.to_vec()));
     extern "C" {
         fn atexit(f: extern "C" fn()) -> std::os::raw::c_int;
@@ -333,6 +349,7 @@ pub(crate) fn compile_program(
     cubin: bool,
 ) -> Result<Vec<u8>> {
     nvrtc_status()?;
+    wait_for_compiles_at_exit_registered_for(cubin, options);
     let Some(running) = Running::enter() else {
         return Err(Error::Compile {
             kernel: kernel.to_string(),
@@ -341,7 +358,6 @@ pub(crate) fn compile_program(
     };
     let image = compile_unchecked(source, kernel, options, cubin);
     drop(running);
-    wait_for_compiles_at_exit_registered_after(cubin, options);
     image
 }
 
