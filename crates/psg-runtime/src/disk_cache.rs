@@ -51,6 +51,38 @@ pub fn resolve_cache_dir(lookup: impl Fn(&str) -> Option<OsString>) -> Option<Pa
     set("HOME").map(|home| PathBuf::from(home).join(".cache").join("psg"))
 }
 
+/// The disk cache's size limit where `PSG_CACHE_MAX_MB` is not set: 1 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
+/// The size limit the environment asks for: `PSG_CACHE_MAX_MB`, a whole number of MiB (at least
+/// 1), or `unlimited` for none; [`DEFAULT_MAX_BYTES`] where it is unset or empty. `None` means no
+/// limit.
+pub fn cache_max_bytes() -> Result<Option<u64>, String> {
+    resolve_cache_max_bytes(|name| std::env::var_os(name))
+}
+
+/// [`cache_max_bytes`] over any environment (`lookup` returns a variable's value), for tests.
+pub fn resolve_cache_max_bytes(
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<u64>, String> {
+    let Some(raw) = lookup("PSG_CACHE_MAX_MB").filter(|v| !v.is_empty()) else {
+        return Ok(Some(DEFAULT_MAX_BYTES));
+    };
+    let text = raw.to_string_lossy();
+    let v = text.trim();
+    if v.eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    match v.parse::<u64>() {
+        Ok(mib) if mib >= 1 => Ok(Some(mib.saturating_mul(1 << 20))),
+        _ => Err(format!(
+            "PSG_CACHE_MAX_MB={raw:?} is not a whole number of MiB (1 or more) nor `unlimited`; \
+             the default limit of {} MiB is used",
+            DEFAULT_MAX_BYTES >> 20
+        )),
+    }
+}
+
 /// Serialises one entry: header then payload.
 pub fn encode_entry(key: u64, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
@@ -109,21 +141,78 @@ pub enum Lookup {
     Corrupt(String),
 }
 
-/// A kernel cache in one directory.
+/// A kernel cache in one directory, with an optional limit on the bytes its entries take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskCache {
     dir: PathBuf,
+    max_bytes: Option<u64>,
 }
 
+/// What [`DiskCache::trim`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrimReport {
+    /// Entries removed, least recently used first.
+    pub removed: u64,
+    /// Their bytes.
+    pub freed_bytes: u64,
+    /// The bytes of the entries left.
+    pub kept_bytes: u64,
+    /// Temporary files of writers that died (older than an hour), removed.
+    pub stale_temporaries: u64,
+    /// The entry the trim could not remove, and why: it stopped there rather than remove newer
+    /// entries in its place.
+    pub stuck: Option<String>,
+}
+
+/// A temporary file this old is a writer's that died (a write takes milliseconds).
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A hit refreshes its entry's time of last use (the file's modification time, which
+/// [`DiskCache::trim`] orders by) only when that is older than this: one write of metadata an
+/// hour per entry at most.
+const REFRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A hit also refreshes a time of last use this far in the future or more (a clock set back, a
+/// file copied from another host): such an entry would otherwise rank as the latest used for
+/// good.
+const FUTURE_SLACK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A process's stores between two checks of the cache's size (the first store checks).
+const TRIM_EVERY: u64 = 32;
+
 impl DiskCache {
-    /// A cache in `dir` (created on first write).
+    /// A cache in `dir` (created on first write), without a size limit.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        DiskCache { dir: dir.into() }
+        DiskCache {
+            dir: dir.into(),
+            max_bytes: None,
+        }
     }
 
-    /// The cache the environment asks for ([`cache_dir`]), or `None` when it is off.
+    /// The same cache, limited to `max_bytes` of entries (`None`: no limit). Stores check the
+    /// size now and then (a process's first store, then every 32nd) and, past the limit, remove
+    /// the least recently used entries down to three quarters of it ([`DiskCache::trim`]).
+    pub fn with_max_bytes(mut self, max_bytes: Option<u64>) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The size limit, if any.
+    pub fn max_bytes(&self) -> Option<u64> {
+        self.max_bytes
+    }
+
+    /// The cache the environment asks for ([`cache_dir`]) with its size limit
+    /// ([`cache_max_bytes`]; a value psg cannot read is recorded in [`problems`], once, and the
+    /// default used), or `None` when it is off.
     pub fn from_env() -> Option<Self> {
-        cache_dir().map(DiskCache::new)
+        let dir = cache_dir()?;
+        let max = cache_max_bytes().unwrap_or_else(|why| {
+            static NOTED: std::sync::Once = std::sync::Once::new();
+            NOTED.call_once(|| note_problem(why));
+            Some(DEFAULT_MAX_BYTES)
+        });
+        Some(DiskCache::new(dir).with_max_bytes(max))
     }
 
     /// The cache's directory.
@@ -152,7 +241,7 @@ impl DiskCache {
     /// memory.
     pub fn load(&self, kernel: &str, key: u64) -> Lookup {
         let path = self.entry_path(kernel, key);
-        match fs::metadata(&path) {
+        let modified = match fs::metadata(&path) {
             Ok(m) if !m.is_file() => return Lookup::Corrupt("not a regular file".to_string()),
             Ok(m) if m.len() > MAX_ENTRY_BYTES => {
                 return Lookup::Corrupt(format!(
@@ -160,13 +249,16 @@ impl DiskCache {
                     m.len()
                 ))
             }
-            Ok(_) => {}
+            Ok(m) => m.modified().ok(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Lookup::Miss,
             Err(e) => return Lookup::Corrupt(format!("unreadable: {e}")),
-        }
+        };
         match fs::read(&path) {
             Ok(bytes) => match decode_entry(&bytes, key) {
-                Ok(payload) => Lookup::Hit(payload.to_vec()),
+                Ok(payload) => {
+                    refresh_if_old(&path, modified);
+                    Lookup::Hit(payload.to_vec())
+                }
                 Err(why) => Lookup::Corrupt(why),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Lookup::Miss,
@@ -189,10 +281,130 @@ impl DiskCache {
 
     /// [`DiskCache::store`], with a failed write recorded in [`problems`] (not an error: an
     /// unwritable cache costs a compile next time, nothing else).
+    ///
+    /// Past the size limit, now and then, the least recently used entries are removed (see
+    /// [`DiskCache::with_max_bytes`]); a trim that fails is recorded too.
     pub(crate) fn store_noted(&self, kernel: &str, key: u64, payload: &[u8]) {
+        static STORES: AtomicU64 = AtomicU64::new(0);
+        let due = self.max_bytes.is_some()
+            && STORES
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(TRIM_EVERY);
+        self.store_noted_trimming(kernel, key, payload, due);
+    }
+
+    /// [`DiskCache::store_noted`], trimming (where there is a limit) if `due`. The entry just
+    /// written is never removed.
+    fn store_noted_trimming(&self, kernel: &str, key: u64, payload: &[u8], due: bool) {
+        let path = self.entry_path(kernel, key);
         if let Err(e) = self.store(kernel, key, payload) {
-            note_problem(self.write_problem(&self.entry_path(kernel, key), &e));
+            note_problem(self.write_problem(&path, &e));
+            return;
         }
+        let Some(max) = self.max_bytes.filter(|_| due) else {
+            return;
+        };
+        match self.trim_keeping(max, Some(&path)) {
+            Ok(TrimReport {
+                stuck: Some(why), ..
+            }) => note_problem(format!(
+                "could not trim the cache folder {} to {max} bytes: {why}",
+                self.dir.display()
+            )),
+            Ok(_) => {}
+            Err(e) => note_problem(format!(
+                "could not trim the cache folder {} to {max} bytes: {e}",
+                self.dir.display()
+            )),
+        }
+    }
+
+    /// Removes the least recently used entries (by the time of their last write or hit) until
+    /// those left take at most three quarters of `max_bytes`, if they take more than
+    /// `max_bytes`; and temporary files left by writers that died (an hour old).
+    ///
+    /// Only psg's own files are touched, so that a cache folder shared with other files (a
+    /// `PSG_CACHE_DIR` pointed at a models folder) loses none of them: regular files (not what
+    /// a link points to) named as [`DiskCache::entry_path`] names entries
+    /// (`<kernel>-<16 hex digits>.bin`) that start with [`ENTRY_MAGIC`], and temporary files
+    /// named as [`DiskCache::store`] names them. An entry that cannot be removed stops the trim
+    /// (see [`TrimReport::stuck`]): newer entries are not removed in its place. A time of last
+    /// use in the future counts as now. A process loading an entry another removes finds it
+    /// missing and compiles it: two processes can share and trim one folder. An error only where
+    /// the folder cannot be read.
+    pub fn trim(&self, max_bytes: u64) -> io::Result<TrimReport> {
+        self.trim_keeping(max_bytes, None)
+    }
+
+    /// [`DiskCache::trim`], never removing `keep` (the entry a store just wrote).
+    fn trim_keeping(&self, max_bytes: u64, keep: Option<&Path>) -> io::Result<TrimReport> {
+        self.trim_with(max_bytes, keep, &|path| fs::remove_file(path))
+    }
+
+    /// [`DiskCache::trim_keeping`], removing entries with `remove` (a test's, that fails).
+    fn trim_with(
+        &self,
+        max_bytes: u64,
+        keep: Option<&Path>,
+        remove: &dyn Fn(&Path) -> io::Result<()>,
+    ) -> io::Result<TrimReport> {
+        let mut report = TrimReport::default();
+        let mut entries = Vec::new();
+        let now = std::time::SystemTime::now();
+        let dir = match fs::read_dir(&self.dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
+            Err(e) => return Err(e),
+        };
+        for item in dir {
+            let Ok(item) = item else { continue };
+            // The entry itself, not what a link points to.
+            let Ok(meta) = item.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH).min(now);
+            if is_temporary_name(&name) {
+                let age = now.duration_since(modified).unwrap_or_default();
+                if age > STALE_TEMPORARY && fs::remove_file(item.path()).is_ok() {
+                    report.stale_temporaries += 1;
+                }
+            } else if is_entry_name(&name) && starts_with_magic(&item.path()) {
+                entries.push((modified, meta.len(), item.path()));
+            }
+        }
+        let mut total = entries.iter().fold(0u64, |t, e| t.saturating_add(e.1));
+        if total > max_bytes {
+            entries.sort();
+            let target = max_bytes / 4 * 3;
+            for (_, len, path) in entries {
+                if total <= target {
+                    break;
+                }
+                if keep == Some(path.as_path()) {
+                    continue;
+                }
+                match remove(&path) {
+                    Ok(()) => {
+                        report.removed += 1;
+                        report.freed_bytes = report.freed_bytes.saturating_add(len);
+                        total = total.saturating_sub(len);
+                    }
+                    // Another process's trim took it first.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        total = total.saturating_sub(len)
+                    }
+                    Err(e) => {
+                        report.stuck = Some(format!("{}: {e}", path.display()));
+                        break;
+                    }
+                }
+            }
+        }
+        report.kept_bytes = total;
+        Ok(report)
     }
 
     /// The problem a failed write of `path` records: where the cache folder itself is not a
@@ -254,6 +466,68 @@ impl DiskCache {
         }
         written
     }
+}
+
+/// Sets the entry's modification time to now where it is older than [`REFRESH_AFTER`] or
+/// [`FUTURE_SLACK`] or more in the future, so that [`DiskCache::trim`] keeps the entries in use.
+/// Only a regular file's, not that of what a link points to (outside the cache, maybe). Best
+/// effort: a cache on a read-only volume is read as before.
+fn refresh_if_old(path: &Path, modified: Option<std::time::SystemTime>) {
+    let now = std::time::SystemTime::now();
+    let stale = modified.is_none_or(|m| match now.duration_since(m) {
+        Ok(age) => age > REFRESH_AFTER,
+        Err(ahead) => ahead.duration() >= FUTURE_SLACK,
+    });
+    if stale && fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        if let Ok(f) = fs::OpenOptions::new().write(true).open(path) {
+            let _ = f.set_modified(now);
+        }
+    }
+}
+
+/// Whether `name` is an entry's file name as [`DiskCache::entry_path`] makes it:
+/// `<kernel>-<16 lowercase hex digits>.bin`, the kernel's part 1 to 64 characters of ASCII
+/// letters, digits, `_` and `-`.
+fn is_entry_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".bin") else {
+        return false;
+    };
+    let Some((kernel, key)) = stem.rsplit_once('-') else {
+        return false;
+    };
+    (1..=64).contains(&kernel.len())
+        && kernel
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+        && is_hex16(key)
+}
+
+/// Whether `name` is a temporary file's name as [`DiskCache::store`] makes it:
+/// `.tmp-<16 hex digits>-<counter>-<16 hex digits>`.
+fn is_temporary_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(".tmp-") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('-').collect();
+    matches!(parts.as_slice(), [token, n, key]
+        if is_hex16(token)
+            && !n.is_empty()
+            && n.bytes().all(|c| c.is_ascii_digit())
+            && is_hex16(key))
+}
+
+/// Exactly 16 lowercase hex digits.
+fn is_hex16(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether the file starts with [`ENTRY_MAGIC`].
+fn starts_with_magic(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; ENTRY_MAGIC.len()];
+    fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == ENTRY_MAGIC)
 }
 
 /// A number of this process's own for temporary file names: its pid, start time, and an address

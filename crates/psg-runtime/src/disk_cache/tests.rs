@@ -291,3 +291,262 @@ fn cache_dir_follows_the_environment() {
         );
     }
 }
+
+#[test]
+fn the_size_limit_follows_the_environment() {
+    let env = |v: Option<&str>| {
+        let v = v.map(OsString::from);
+        resolve_cache_max_bytes(move |name| {
+            assert_eq!(name, "PSG_CACHE_MAX_MB");
+            v.clone()
+        })
+    };
+    assert_eq!(env(None), Ok(Some(DEFAULT_MAX_BYTES)));
+    assert_eq!(env(Some("")), Ok(Some(DEFAULT_MAX_BYTES)));
+    assert_eq!(env(Some("64")), Ok(Some(64 << 20)));
+    assert_eq!(env(Some(" 2 ")), Ok(Some(2 << 20)));
+    assert_eq!(env(Some("Unlimited")), Ok(None));
+    // Past u64's MiB: not a number psg reads.
+    assert!(env(Some("99999999999999999999")).is_err());
+    // Past u64's bytes: as good as no limit.
+    assert_eq!(env(Some("99999999999999")), Ok(Some(u64::MAX)));
+    for bad in ["0", "-1", "1.5", "1G", "lots"] {
+        let why = env(Some(bad)).unwrap_err();
+        assert!(
+            why.contains("PSG_CACHE_MAX_MB") && why.contains("unlimited") && why.contains("1024"),
+            "{bad}: {why}"
+        );
+    }
+}
+
+/// Sets `path`'s modification time `age_s` seconds back.
+fn age(path: &Path, age_s: u64) {
+    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_s);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+}
+
+/// Writes an entry of `len` payload bytes for kernel `name`, last used `age_s` seconds ago.
+fn aged_entry(cache: &DiskCache, name: &str, len: usize, age_s: u64) -> PathBuf {
+    cache.store(name, KEY, &vec![7u8; len]).unwrap();
+    let path = cache.entry_path(name, KEY);
+    age(&path, age_s);
+    path
+}
+
+#[test]
+fn a_trim_removes_the_least_recently_used_entries_down_to_three_quarters() {
+    let dir = TempDir::new("trim");
+    let cache = DiskCache::new(&dir.0);
+    let entry = (HEADER_LEN + 1000) as u64;
+    // Ten entries, k used k hours ago.
+    let paths: Vec<PathBuf> = (0..10)
+        .map(|k| aged_entry(&cache, &format!("k{k}"), 1000, 3600 * k))
+        .collect();
+    // Files psg did not write, and a folder, are left alone whatever their age.
+    fs::write(dir.0.join("notes.txt"), vec![0u8; 50_000]).unwrap();
+    fs::create_dir(dir.0.join("sub.bin")).unwrap();
+
+    // Under the limit: nothing goes.
+    let r = cache.trim(10 * entry).unwrap();
+    assert_eq!((r.removed, r.kept_bytes), (0, 10 * entry));
+
+    // Over it: the oldest go until at most three quarters of 8 entries' bytes are left (6).
+    let r = cache.trim(8 * entry).unwrap();
+    assert_eq!(r.removed, 4);
+    assert_eq!(r.freed_bytes, 4 * entry);
+    assert_eq!(r.kept_bytes, 6 * entry);
+    for (k, p) in paths.iter().enumerate() {
+        assert_eq!(p.exists(), k < 6, "entry k{k}, used {k} hours ago");
+    }
+    assert!(dir.0.join("notes.txt").exists() && dir.0.join("sub.bin").is_dir());
+
+    // A folder that does not exist yet has nothing to trim.
+    let none = DiskCache::new(dir.0.join("not-yet"));
+    assert_eq!(none.trim(0).unwrap(), TrimReport::default());
+}
+
+#[test]
+fn a_hit_keeps_an_old_entry_from_the_trim() {
+    let dir = TempDir::new("trim-hit");
+    let cache = DiskCache::new(&dir.0);
+    let used = aged_entry(&cache, "used", 1000, 10 * 3600);
+    let unused = aged_entry(&cache, "unused", 1000, 5 * 3600);
+    assert!(matches!(cache.load("used", KEY), Lookup::Hit(_)));
+    let r = cache.trim((HEADER_LEN + 1500) as u64).unwrap();
+    assert_eq!(r.removed, 1);
+    assert!(used.exists(), "the entry just read was removed");
+    assert!(!unused.exists());
+    // A recent entry's hit writes no metadata (at most once an hour).
+    let before = fs::metadata(&used).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(matches!(cache.load("used", KEY), Lookup::Hit(_)));
+    assert_eq!(fs::metadata(&used).unwrap().modified().unwrap(), before);
+}
+
+#[test]
+fn a_trim_removes_temporary_files_of_writers_that_died() {
+    let dir = TempDir::new("trim-tmp");
+    fs::create_dir_all(&dir.0).unwrap();
+    let name = |n: u32| format!(".tmp-{:016x}-{n}-{KEY:016x}", 0xdead_u64);
+    let stale = dir.0.join(name(1));
+    let fresh = dir.0.join(name(2));
+    // Old files named otherwise are not psg's.
+    let others: Vec<PathBuf> = [".tmp-dead-writer", ".tmp-0123-1-4567", "x.tmp"]
+        .iter()
+        .map(|n| dir.0.join(n))
+        .collect();
+    for p in others.iter().chain([&stale, &fresh]) {
+        fs::write(p, b"half an entry").unwrap();
+        if *p != fresh {
+            age(p, 7200);
+        }
+    }
+    let r = DiskCache::new(&dir.0).trim(u64::MAX).unwrap();
+    assert_eq!(r.stale_temporaries, 1);
+    assert!(!stale.exists() && fresh.exists());
+    assert!(others.iter().all(|p| p.exists()));
+}
+
+/// A cache folder shared with other files: a trim removes psg's entries only, whatever the
+/// other files' names, ages and sizes.
+#[test]
+fn a_trim_leaves_files_that_are_not_entries() {
+    let dir = TempDir::new("trim-others");
+    let cache = DiskCache::new(&dir.0);
+    let entry = aged_entry(&cache, "k", 1000, 3600);
+    let foreign: Vec<PathBuf> = [
+        "pytorch_model.bin",
+        "model-0123456789abcdef.bin",
+        "k-0123456789ABCDEF.bin",
+        "-0123456789abcdef.bin",
+        "k-0123456789abcde.bin",
+    ]
+    .iter()
+    .map(|n| dir.0.join(n))
+    .collect();
+    for p in &foreign {
+        // Named like an entry or not, none starts with the entry's magic.
+        fs::write(p, vec![0u8; 100_000]).unwrap();
+        age(p, 30 * 24 * 3600);
+    }
+    let r = cache.trim(1).unwrap();
+    assert_eq!(r.removed, 1);
+    assert_eq!(r.kept_bytes, 0);
+    assert!(!entry.exists());
+    for p in &foreign {
+        assert!(p.exists(), "{} was removed", p.display());
+    }
+    assert!(is_entry_name("median_f32_tile-0123456789abcdef.bin"));
+    assert!(is_entry_name(
+        cache
+            .entry_path("a-b c", KEY)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+    ));
+}
+
+/// An entry the trim cannot remove stops it: the newer ones stay, and the reason is reported.
+#[test]
+fn a_trim_stops_at_an_entry_it_cannot_remove() {
+    let dir = TempDir::new("trim-stuck");
+    let cache = DiskCache::new(&dir.0);
+    let paths: Vec<PathBuf> = (0..4)
+        .map(|k| aged_entry(&cache, &format!("k{k}"), 1000, 3600 * (4 - k)))
+        .collect();
+    // k0 is the oldest, k1 the one that cannot be removed.
+    let stuck = paths[1].clone();
+    let r = cache
+        .trim_with(1, None, &|p| {
+            if p == stuck {
+                Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"))
+            } else {
+                fs::remove_file(p)
+            }
+        })
+        .unwrap();
+    assert_eq!(r.removed, 1);
+    assert!(r
+        .stuck
+        .as_deref()
+        .is_some_and(|w| w.contains("k1-") && w.contains("read-only")));
+    assert!(!paths[0].exists());
+    assert!(paths[1..].iter().all(|p| p.exists()));
+    assert_eq!(r.kept_bytes, 3 * (HEADER_LEN + 1000) as u64);
+}
+
+/// A store that trims never removes the entry it wrote, even one larger than the limit.
+#[test]
+fn a_store_that_trims_keeps_its_own_entry() {
+    let dir = TempDir::new("trim-own");
+    let cache = DiskCache::new(&dir.0).with_max_bytes(Some(500));
+    let old = aged_entry(&cache, "old", 1000, 3600);
+    cache.store_noted_trimming("new", KEY, &[1u8; 1000], true);
+    assert!(cache.entry_path("new", KEY).exists());
+    assert!(!old.exists());
+    // Not due: nothing is trimmed.
+    let old = aged_entry(&cache, "old", 1000, 7200);
+    cache.store_noted_trimming("newer", KEY, &[1u8; 1000], false);
+    assert!(old.exists());
+}
+
+/// A hit refreshes a time of last use set in the future (else the entry would rank as the
+/// latest used for good), and a trim counts such a time as now.
+#[test]
+fn a_time_of_last_use_in_the_future_is_refreshed_by_a_hit() {
+    let dir = TempDir::new("trim-future");
+    let cache = DiskCache::new(&dir.0);
+    cache.store("ahead", KEY, IMAGE).unwrap();
+    let path = cache.entry_path("ahead", KEY);
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(24 * 3600);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    assert!(matches!(cache.load("ahead", KEY), Lookup::Hit(_)));
+    let modified = fs::metadata(&path).unwrap().modified().unwrap();
+    assert!(modified < later - std::time::Duration::from_secs(3600));
+}
+
+/// A hit through a link reads what it points to, but refreshes no time outside the cache.
+#[cfg(unix)]
+#[test]
+fn a_hit_through_a_link_refreshes_nothing() {
+    let dir = TempDir::new("trim-link");
+    let elsewhere = TempDir::new("trim-link-target");
+    let target_cache = DiskCache::new(&elsewhere.0);
+    let target = aged_entry(&target_cache, "k", 100, 10 * 3600);
+    let before = fs::metadata(&target).unwrap().modified().unwrap();
+    let cache = DiskCache::new(&dir.0);
+    fs::create_dir_all(&dir.0).unwrap();
+    std::os::unix::fs::symlink(&target, cache.entry_path("k", KEY)).unwrap();
+    assert!(matches!(cache.load("k", KEY), Lookup::Hit(_)));
+    assert_eq!(fs::metadata(&target).unwrap().modified().unwrap(), before);
+}
+
+/// The only test of this binary that stores through [`DiskCache::store_noted`] with a limit: its
+/// store is the process's first such store, which checks the size.
+#[test]
+fn a_store_past_the_limit_trims_the_cache() {
+    let dir = TempDir::new("trim-store");
+    let cache = DiskCache::new(&dir.0);
+    let old: Vec<PathBuf> = (0..4)
+        .map(|k| aged_entry(&cache, &format!("old{k}"), 1000, 3600 * (k + 1)))
+        .collect();
+    let limited = cache.with_max_bytes(Some(3 * (HEADER_LEN + 1000) as u64));
+    assert_eq!(limited.max_bytes(), Some(3 * (HEADER_LEN + 1000) as u64));
+    limited.store_noted("new", KEY, &[1u8; 1000]);
+    assert!(limited.entry_path("new", KEY).exists());
+    // Five entries over a limit of three: down to two (three quarters of three).
+    let left = old.iter().filter(|p| p.exists()).count();
+    assert_eq!(left, 1, "the newest old entry and the new one are kept");
+    assert!(old[0].exists());
+}
