@@ -313,10 +313,14 @@ const EMPTY_KERNEL: &str = "extern \"C\" __global__ void psg_exit_wait() {}\n";
 /// covers an exit during a process's first compile of a kind (its first optimized build is
 /// one): `tests/nvrtc_exit.rs`'s children, exiting 0.1 to 0.6 s into their first compile,
 /// crashed in 4 to 10 of 24 in each of 6 runs with the handler registered after it, in none of
-/// 24 in each of 12 runs with this (2-core machine, 2026-11-29). The handler may so be registered a few
-/// times; it is idempotent, and its runs share one 30 s deadline. Not covered: an exit during
-/// the empty kernel's compile itself, or during the probe (`nvrtc_status`), before any handler
-/// is registered.
+/// 24 in each of 12 runs with this (2-core machine, 2026-11-29). On an H200 host one child of
+/// 168 crashed (the first child of the first run on a fresh machine, 100 ms into its compile:
+/// maybe still in the empty kernel's compile, which a cold process takes longer over); a kernel
+/// that calls the math library, shuffles and atomics as a warm-up instead took 80-150 ms where
+/// the empty one takes 30, and 96 children of each crashed in none. The handler may so be
+/// registered a few times; it is idempotent, and its runs share one 30 s deadline. Not
+/// covered: an exit during the empty kernel's compile itself, or during the probe
+/// (`nvrtc_status`), before any handler is registered.
 fn wait_for_compiles_at_exit_registered_for(cubin: bool, options: &[String]) {
     static KINDS: Mutex<Vec<(bool, Vec<String>)>> = Mutex::new(Vec::new());
     let mut kinds = KINDS.lock().unwrap_or_else(|p| p.into_inner());
