@@ -1247,8 +1247,8 @@ enum Shape {
     Small,
 }
 
-/// Whether the plan has a tiled kernel for large B ([`emit_large`]): it selects, or its f32
-/// kernel pipelines its tile there (see [`pipelines_large`]).
+/// Whether the plan has a tiled kernel for large B ([`emit_large`]): it selects, or it
+/// pipelines its tile there (see [`pipelines_large`]).
 pub fn has_large_kernel(plan: &Plan) -> bool {
     !crate::cuda_stream::streams(plan)
         && (plan.steps.iter().any(|s| matches!(s, Step::Select(_)))
@@ -1262,9 +1262,11 @@ fn own_large_kernel(plan: &Plan, dtype: DType) -> bool {
         && (plan.steps.iter().any(|s| matches!(s, Step::Select(_))) || pipelines_large(plan, dtype))
 }
 
-/// Whether the kernel for B above [`PACKED_BINS_MAX_B`] pipelines its tile: f32 plans of
-/// streaming passes ([`streaming_passes`]) over an untransformed tile. There a tile of up to
-/// 1024 rows (128 KiB at 32 columns) leaves one block a multiprocessor, and a block that waited
+/// Whether the kernel for B above [`PACKED_BINS_MAX_B`] pipelines its tile: plans of streaming
+/// passes ([`streaming_passes`]) over an untransformed tile, in f32, bf16 and f16 (whose tiles
+/// of two columns a thread, see [`emit_pair_slabs`], wait the same way; not f64, whose rows of
+/// a tile wider than 64 columns would take more than a warp). There a tile of up to 1024 rows
+/// (128 KiB at 32 f32 or 64 bf16 columns) leaves one block a multiprocessor, and a block that waited
 /// for its whole tile before its first pass overlapped nothing of the tile's copies but the
 /// rows loaded ahead. In the pipelined kernel warp w copies rows w, w + 8, ... (the rows its
 /// passes read, see [`tile_loop_consts`]), the copies are committed a group a chunk of rows,
@@ -1274,7 +1276,7 @@ fn own_large_kernel(plan: &Plan, dtype: DType) -> bool {
 /// kernel for B up to 256, which keeps its code as it was (NVRTC gave a kernel that pipelined
 /// at every B 64 registers where it had 80, and it took 4-6% longer at g[256, 4M]).
 fn pipelines_large(plan: &Plan, dtype: DType) -> bool {
-    dtype == DType::F32
+    matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
         && !crate::cuda_stream::streams(plan)
         && streaming_passes(plan)
         && tile_transform(plan).is_none()
@@ -1292,8 +1294,8 @@ pub fn tile_large_kernel_name(plan: &Plan, dtype: DType) -> String {
 
 /// The tiled kernel for B above [`PACKED_BINS_MAX_B`] (see [`has_large_kernel`]): for a plan
 /// that selects, the same as [`emit`]'s but for its digit counts, 32-bit words; for a plan of
-/// streaming passes, [`emit`]'s with its tile pipelined in f32 ([`pipelines_large`]), and
-/// [`emit`]'s itself in other dtypes (one source and name: one compile).
+/// streaming passes, [`emit`]'s with its tile pipelined ([`pipelines_large`]), and [`emit`]'s
+/// itself in f64 (one source and name: one compile).
 pub fn emit_large(plan: &Plan, dtype: DType) -> Option<String> {
     if !has_large_kernel(plan) {
         return None;
@@ -1581,9 +1583,21 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         // (large B) take the one-column path below.
         s.push_str("    if (tile_log2 >= 6) {\n");
         s.push_str(&tile_loop_start(
-            dtype, narrow, 6, true, prefetch_n, false, false, false,
+            dtype, narrow, 6, true, prefetch_n, false, false, pipelined,
         ));
-        emit_pair_slabs(&mut s, plan, &steps, unroll, &syntax, &locals, slab_barrier);
+        emit_pair_slabs(
+            &mut s,
+            plan,
+            &steps,
+            Unroll {
+                by: unroll,
+                full: None,
+                waits: pipelined,
+            },
+            &syntax,
+            &locals,
+            slab_barrier,
+        );
         s.push_str("    }\n    } else {\n    #undef PSG_SLAB\n    #undef PSG_UNPACK\n");
         branches += 1;
     }
@@ -2078,7 +2092,7 @@ fn emit_pair_slabs(
     s: &mut String,
     plan: &Plan,
     steps: &[(Step, Option<Vec<Option<Settled>>>)],
-    unroll: usize,
+    unroll: Unroll,
     syntax: &Cuda,
     locals: &[String],
     slab_barrier: bool,
@@ -2136,6 +2150,11 @@ fn emit_pair_slabs(
             Step::Loop(temps) => {
                 let half = loops % 2;
                 loops += 1;
+                // The first pass waits for a pipelined tile's copies (see `Unroll`).
+                let unroll = Unroll {
+                    waits: unroll.waits && loops == 1,
+                    ..unroll
+                };
                 let combine = emit_pair_pass(s, plan, temps, half, unroll, syntax, &e, &name);
                 let combine = substituted(&combine, &subs);
                 // The pass's section: its combine and the lets up to the next pass.
@@ -2220,7 +2239,7 @@ fn emit_pair_pass(
     plan: &Plan,
     temps: &[usize],
     half: usize,
-    unroll: usize,
+    unroll: Unroll,
     syntax: &Cuda,
     e: &dyn Fn(usize, &Scalar) -> String,
     name: &dyn Fn(usize, usize) -> String,
@@ -2239,10 +2258,19 @@ fn emit_pair_pass(
             .ok();
         }
     }
-    writeln!(
-        s,
-        "    if (active) {{\n        #pragma unroll {unroll}\n        for (int b = w; b < n_bi; b += 8) {{\n            const unsigned int pair = tc[(b) << 5];"
-    )
+    let by = unroll.by;
+    if unroll.waits {
+        // A chunk of rows at a time, each once its copies have landed (see `Unroll`).
+        writeln!(
+            s,
+            "    for (int psg_b0 = 0, psg_k = 0; psg_b0 < n_bi; psg_b0 += psg_chunk, ++psg_k) {{\n        if (psg_k > 0) psg_wait_groups(psg_groups - psg_k);\n        __syncwarp();\n    if (active) {{\n        const int psg_end = min(n_bi, psg_b0 + psg_chunk);\n        #pragma unroll {by}\n        for (int b = psg_b0 + w; b < psg_end; b += 8) {{\n            const unsigned int pair = tc[(b) << 5];"
+        )
+    } else {
+        writeln!(
+            s,
+            "    if (active) {{\n        #pragma unroll {by}\n        for (int b = w; b < n_bi; b += 8) {{\n            const unsigned int pair = tc[(b) << 5];"
+        )
+    }
     .ok();
     let columns: Vec<&Column> = temps
         .iter()
@@ -2296,6 +2324,9 @@ fn emit_pair_pass(
         s.push_str("            }\n");
     }
     s.push_str("        }\n    }\n");
+    if unroll.waits {
+        s.push_str("    }\n");
+    }
     // Both columns' partials of warp w, then the 8 warps' combined in warp order.
     let base = half * partial_slots(plan);
     let at = |slot: usize, r: &str| format!("part2[({} * 8 + {r}) * 32 + lane]", base + slot);

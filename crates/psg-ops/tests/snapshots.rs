@@ -95,12 +95,13 @@ fn generated_large_batch_cuda() {
 }
 
 /// The reductions of streaming passes over an untransformed tile (var, std, z-score mean,
-/// Gaussian sums) pipeline their f32 tile for large B: committed a group a chunk, each chunk
-/// waited for by the first pass, the block never waiting for the whole tile where `cp.async`
-/// copies it; other dtypes' kernel for large B is the tiled kernel itself, and the kernel for
-/// B up to 256 does not pipeline.
+/// Gaussian sums) pipeline their tile for large B in f32, bf16 and f16: committed a group a
+/// chunk, each chunk waited for by the first pass (in a 16-bit kernel, on both its paths: two
+/// columns a thread, and one), the block never waiting for the whole tile where `cp.async`
+/// copies it; the f64 kernel for large B is the tiled kernel itself, and the kernel for B up to
+/// 256 does not pipeline.
 #[test]
-fn streaming_plans_pipeline_their_f32_tile_for_large_b_only() {
+fn streaming_plans_pipeline_their_tile_for_large_b_only() {
     let mut pipelined = Vec::new();
     for def in psg_ops::builtin_reductions() {
         let Some(tiled) = def.tiled.as_ref() else {
@@ -111,37 +112,45 @@ fn streaming_plans_pipeline_their_f32_tile_for_large_b_only() {
         };
         if tiled.mid.is_some() {
             // A selection's kernel for large B counts digits; it does not pipeline.
-            assert!(!large[DType::F32.index()].source.contains("psg_wait_groups"));
+            for k in large {
+                assert!(!k.source.contains("psg_wait_groups"), "{}", k.name);
+            }
             continue;
         }
         pipelined.push(def.name);
-        let f32 = &large[DType::F32.index()];
-        assert_eq!(f32.name, format!("{}_f32_tile_large", def.name));
-        let src: &str = &f32.source;
-        // One commit a chunk, one wait a chunk in the first pass, a barrier only for tiles
-        // filled another way.
-        assert_eq!(
-            src.matches("cp.async.commit_group").count(),
-            1,
-            "{}",
-            def.name
-        );
-        assert_eq!(
-            src.matches("psg_wait_groups(psg_groups - psg_k)").count(),
-            1,
-            "{}",
-            def.name
-        );
-        let body = &src[src.find("for (long long t = blockIdx.x").unwrap()..];
-        let copies = &body[body
-            .find("#if __CUDA_ARCH__ >= 800 && !PSG_GATHER\n")
-            .unwrap()..];
-        let copies = &copies[..copies.find("#elif").unwrap()];
-        assert!(copies.contains("cp.async.commit_group"), "{}", def.name);
-        assert!(!copies.contains("cp.async.wait_all"), "{}", def.name);
-        assert!(body.contains("if (!vec) __syncthreads();"), "{}", def.name);
-        // Warp w moves the rows its passes read.
-        assert!(src.contains("const int r0 = w + 8 * (lane >> per_row_log2)"));
+        for d in [DType::F32, DType::BF16, DType::F16] {
+            let k = &large[d.index()];
+            assert_eq!(k.name, format!("{}_{}_tile_large", def.name, d.name()));
+            let src: &str = &k.source;
+            // One commit a chunk and one wait a chunk in the first pass, a barrier only for
+            // tiles filled another way: on each path of the kernel.
+            let paths = if d == DType::F32 { 1 } else { 2 };
+            let count = |what: &str| src.matches(what).count();
+            assert_eq!(count("cp.async.commit_group"), paths, "{}", k.name);
+            assert_eq!(
+                count("psg_wait_groups(psg_groups - psg_k)"),
+                paths,
+                "{}",
+                k.name
+            );
+            assert_eq!(count("if (!vec) __syncthreads();"), paths, "{}", k.name);
+            let body = &src[src.find("for (long long t = blockIdx.x").unwrap()..];
+            let copies: Vec<&str> = body
+                .split("#if __CUDA_ARCH__ >= 800 && !PSG_GATHER\n")
+                .skip(1)
+                .map(|c| &c[..c.find("#el").unwrap()])
+                .filter(|c| c.contains("cp.async.cg"))
+                .collect();
+            assert_eq!(copies.len(), paths, "{}", k.name);
+            for c in copies {
+                assert!(c.contains("cp.async.commit_group"), "{}", k.name);
+                assert!(!c.contains("cp.async.wait_all"), "{}", k.name);
+            }
+            // Warp w moves the rows its passes read.
+            assert!(src.contains("const int r0 = w + 8 * (lane >> per_row_log2)"));
+            assert_eq!(tiled.kernel_for(d, 257).name, k.name);
+            assert_eq!(tiled.kernel_for(d, 256).name, tiled.cuda[d.index()].name);
+        }
         for d in DType::ALL {
             let packed = &tiled.cuda[d.index()];
             assert!(
@@ -149,17 +158,13 @@ fn streaming_plans_pipeline_their_f32_tile_for_large_b_only() {
                 "{}",
                 packed.name
             );
-            assert!(packed.source.contains("cp.async.wait_all") || d != DType::F32);
-            if d != DType::F32 {
-                assert_eq!(large[d.index()].name, packed.name);
-                assert_eq!(large[d.index()].source, packed.source);
-                assert_eq!(tiled.kernel_for(d, 1024).name, packed.name);
-            }
         }
-        assert_eq!(tiled.kernel_for(DType::F32, 257).name, f32.name);
+        let f64 = DType::F64.index();
+        assert_eq!(large[f64].name, tiled.cuda[f64].name);
+        assert_eq!(large[f64].source, tiled.cuda[f64].source);
         assert_eq!(
-            tiled.kernel_for(DType::F32, 256).name,
-            tiled.cuda[DType::F32.index()].name
+            tiled.kernel_for(DType::F64, 1024).name,
+            tiled.cuda[f64].name
         );
     }
     assert_eq!(
