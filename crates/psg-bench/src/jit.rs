@@ -437,10 +437,13 @@ mod tests {
             "every selection has kernels for small, middling and large B, and only a selection \
              has one for large B in f64"
         );
-        assert_eq!(larges(DType::F32), larges(DType::BF16));
         assert!(
             larges(DType::F32) >= mids + 4,
-            "the var, std, z-score mean and Gaussian sums pipeline their tile for large B"
+            "the var, std, z-score mean and Gaussian sums pipeline their f32 tile for large B"
+        );
+        assert!(
+            larges(DType::BF16) >= mids + 2,
+            "the var and std pipeline their bf16 tile for large B"
         );
         assert!(mids >= 8, "every order statistic has a kernel for large B");
         assert!(

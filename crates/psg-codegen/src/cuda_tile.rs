@@ -532,19 +532,23 @@ fn streaming_passes(plan: &Plan) -> bool {
 /// Gaussian-weighted sum 1.21-1.27x -> 1.17-1.18x). 4 elsewhere: f32 var, bound by memory,
 /// measured 0.99x -> 1.04x with 8.
 fn pass_unroll(plan: &Plan, narrow: bool) -> usize {
-    let mut columns: Vec<&Column> = plan.temps.iter().map(|t| &t.reduce.column).collect();
-    if let Output::Batch(c) = &plan.output {
-        columns.push(c);
-    }
-    if narrow
-        || columns
-            .iter()
-            .any(|c| c.value_and_keep().any(transcendental))
-    {
+    if narrow || per_element_transcendental(plan) {
         8
     } else {
         4
     }
+}
+
+/// Whether a pass of the plan (or its per-sample output) evaluates `exp`, `ln` or the Gaussian
+/// per element.
+fn per_element_transcendental(plan: &Plan) -> bool {
+    let mut columns: Vec<&Column> = plan.temps.iter().map(|t| &t.reduce.column).collect();
+    if let Output::Batch(c) = &plan.output {
+        columns.push(c);
+    }
+    columns
+        .iter()
+        .any(|c| c.value_and_keep().any(transcendental))
 }
 
 /// Whether `node` evaluates `exp`, `ln` or the Gaussian.
@@ -1263,9 +1267,13 @@ fn own_large_kernel(plan: &Plan, dtype: DType) -> bool {
 }
 
 /// Whether the kernel for B above [`PACKED_BINS_MAX_B`] pipelines its tile: plans of streaming
-/// passes ([`streaming_passes`]) over an untransformed tile, in f32, bf16 and f16 (whose tiles
-/// of two columns a thread, see [`emit_pair_slabs`], wait the same way; not f64, whose rows of
-/// a tile wider than 64 columns would take more than a warp). There a tile of up to 1024 rows
+/// passes ([`streaming_passes`]) over an untransformed tile, in f32, and in bf16 and f16 (whose
+/// tiles of two columns a thread, see [`emit_pair_slabs`], wait the same way) where no pass
+/// evaluates `exp`, `ln` or the Gaussian per element: the bf16 Gaussian sums, bound by their
+/// instructions, took 1.01-1.03 of their time pipelined at g[1024, 1M] and g[512, 2M] (H200,
+/// same run), where the bf16 var and std took 0.90-0.91 (1.28x -> 1.16x the floor) and the
+/// z-score mean 0.96. Not f64, whose rows of a tile wider than 64 columns would take more
+/// than a warp. There a tile of up to 1024 rows
 /// (128 KiB at 32 f32 or 64 bf16 columns) leaves one block a multiprocessor, and a block that waited
 /// for its whole tile before its first pass overlapped nothing of the tile's copies but the
 /// rows loaded ahead. In the pipelined kernel warp w copies rows w, w + 8, ... (the rows its
@@ -1276,7 +1284,8 @@ fn own_large_kernel(plan: &Plan, dtype: DType) -> bool {
 /// kernel for B up to 256, which keeps its code as it was (NVRTC gave a kernel that pipelined
 /// at every B 64 registers where it had 80, and it took 4-6% longer at g[256, 4M]).
 fn pipelines_large(plan: &Plan, dtype: DType) -> bool {
-    matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
+    (dtype == DType::F32
+        || (matches!(dtype, DType::BF16 | DType::F16) && !per_element_transcendental(plan)))
         && !crate::cuda_stream::streams(plan)
         && streaming_passes(plan)
         && tile_transform(plan).is_none()
@@ -1295,7 +1304,7 @@ pub fn tile_large_kernel_name(plan: &Plan, dtype: DType) -> String {
 /// The tiled kernel for B above [`PACKED_BINS_MAX_B`] (see [`has_large_kernel`]): for a plan
 /// that selects, the same as [`emit`]'s but for its digit counts, 32-bit words; for a plan of
 /// streaming passes, [`emit`]'s with its tile pipelined ([`pipelines_large`]), and [`emit`]'s
-/// itself in f64 (one source and name: one compile).
+/// itself in a dtype where it does not pipeline (one source and name: one compile).
 pub fn emit_large(plan: &Plan, dtype: DType) -> Option<String> {
     if !has_large_kernel(plan) {
         return None;

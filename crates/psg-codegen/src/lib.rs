@@ -118,8 +118,8 @@ pub struct Generated {
     /// Names of the tiled kernels for large B, indexed by [`DType::index`].
     pub tile_large_kernel_names: [String; 4],
     /// Tiled CUDA C sources for B above [`cuda_tile::PACKED_BINS_MAX_B`] (see
-    /// [`cuda_tile::emit_large`]), if the reduction selects or pipelines its tile there (in f64,
-    /// for such a reduction, the tiled kernel, under its name).
+    /// [`cuda_tile::emit_large`]), if the reduction selects or pipelines its tile there (in a
+    /// dtype where such a reduction does not, the tiled kernel, under its name).
     pub cuda_tile_large: Option<[String; 4]>,
     /// Names of the tiled kernels for B up to [`cuda_tile::MID_MAX_B`], indexed by
     /// [`DType::index`].
