@@ -317,22 +317,30 @@ const EMPTY_KERNEL: &str = "extern \"C\" __global__ void psg_exit_wait() {}\n";
 /// 168 crashed (the first child of the first run on a fresh machine, 100 ms into its compile:
 /// maybe still in the empty kernel's compile, which a cold process takes longer over); a kernel
 /// that calls the math library, shuffles and atomics as a warm-up instead took 80-150 ms where
-/// the empty one takes 30, and 96 children of each crashed in none. The handler may so be
-/// registered a few times; it is idempotent, and its runs share one 30 s deadline. Not
-/// covered: an exit during the empty kernel's compile itself, or during the probe
-/// (`nvrtc_status`), before any handler is registered.
+/// the empty one takes 30, and 96 children of each crashed in none. So that the empty kernel
+/// makes libnvrtc register every destructor a real compile would is what these counts
+/// suggest, not what they prove: a destructor a real compile registers later would run before
+/// the handler. The handler may so be registered a few times; it is idempotent, and its runs
+/// share one 30 s deadline. Not covered: an exit during the empty kernel's compile itself, or
+/// during the probe (`nvrtc_status`), before any handler is registered.
 fn wait_for_compiles_at_exit_registered_for(cubin: bool, options: &[String]) {
     static KINDS: Mutex<Vec<(bool, Vec<String>)>> = Mutex::new(Vec::new());
     let mut kinds = KINDS.lock().unwrap_or_else(|p| p.into_inner());
     if kinds.iter().any(|(c, o)| *c == cubin && o == options) {
         return;
     }
-    // Held while the empty kernel compiles: a first compile of another kind waits for it.
+    // Held while the empty kernel compiles: every compile meanwhile waits for it (once a kind
+    // and process, some 30 ms).
     let Some(running) = Running::enter() else {
         return;
     };
-    let _ = compile_unchecked(EMPTY_KERNEL, "psg_exit_wait", options, cubin);
+    let warmed = compile_unchecked(EMPTY_KERNEL, "psg_exit_wait", options, cubin).is_ok();
     drop(running);
+    if !warmed {
+        // libnvrtc may not have set up what a compile does (out of memory, say): the next
+        // compile of the kind tries again; this one runs without the handler.
+        return;
+    }
     kinds.push((cubin, options.to_vec()));
     extern "C" {
         fn atexit(f: extern "C" fn()) -> std::os::raw::c_int;
