@@ -365,17 +365,31 @@ impl DiskCache {
             }
             let name = item.file_name();
             let name = name.to_string_lossy();
-            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH).min(now);
+            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
             if is_temporary_name(&name) {
-                let age = now.duration_since(modified).unwrap_or_default();
-                if age > STALE_TEMPORARY && fs::remove_file(item.path()).is_ok() {
+                // A writer's file dated well in the future (another host's clock) is not one
+                // being written now either.
+                let stale = match now.duration_since(modified) {
+                    Ok(age) => age > STALE_TEMPORARY,
+                    Err(ahead) => ahead.duration() >= FUTURE_SLACK,
+                };
+                if stale && fs::remove_file(item.path()).is_ok() {
                     report.stale_temporaries += 1;
                 }
-            } else if is_entry_name(&name) && starts_with_magic(&item.path()) {
-                entries.push((modified, meta.len(), item.path()));
+            } else if is_entry_name(&name) {
+                entries.push((modified.min(now), meta.len(), item.path()));
             }
         }
-        let mut total = entries.iter().fold(0u64, |t, e| t.saturating_add(e.1));
+        let sum = |entries: &[(std::time::SystemTime, u64, PathBuf)]| {
+            entries.iter().fold(0u64, |t, e| t.saturating_add(e.1))
+        };
+        let mut total = sum(&entries);
+        if total > max_bytes {
+            // Over the limit: only files that start as psg's entries do count, and may go (each
+            // opened here, not at every check).
+            entries.retain(|e| starts_with_magic(&e.2));
+            total = sum(&entries);
+        }
         if total > max_bytes {
             entries.sort();
             let target = max_bytes / 4 * 3;
@@ -478,10 +492,29 @@ fn refresh_if_old(path: &Path, modified: Option<std::time::SystemTime>) {
         Ok(age) => age > REFRESH_AFTER,
         Err(ahead) => ahead.duration() >= FUTURE_SLACK,
     });
-    if stale && fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+    let Ok(entry) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if stale && entry.is_file() {
         if let Ok(f) = fs::OpenOptions::new().write(true).open(path) {
-            let _ = f.set_modified(now);
+            // The file opened is the one checked (not a link put in its place since).
+            if f.metadata().is_ok_and(|m| same_file(&m, &entry)) {
+                let _ = f.set_modified(now);
+            }
         }
+    }
+}
+
+/// Whether two metadata are of one file (device and inode, where the platform has them).
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        a.dev() == b.dev() && a.ino() == b.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        a.len() == b.len() && a.modified().ok() == b.modified().ok()
     }
 }
 

@@ -516,6 +516,34 @@ fn a_time_of_last_use_in_the_future_is_refreshed_by_a_hit() {
     assert!(modified < later - std::time::Duration::from_secs(3600));
 }
 
+/// Dates in the future: an entry dated ahead ranks as used now (after older ones), and a
+/// temporary file dated well ahead is no writer's at work: stale.
+#[test]
+fn a_trim_keeps_an_entry_dated_ahead_and_removes_a_temporary_dated_ahead() {
+    let dir = TempDir::new("trim-ahead");
+    let cache = DiskCache::new(&dir.0);
+    let old = aged_entry(&cache, "old", 1000, 3600);
+    cache.store("ahead", KEY, &[7u8; 1000]).unwrap();
+    let ahead = cache.entry_path("ahead", KEY);
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(365 * 24 * 3600);
+    let set = |p: &Path| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(later)
+            .unwrap()
+    };
+    set(&ahead);
+    let tmp = dir.0.join(format!(".tmp-{:016x}-7-{KEY:016x}", 0xbeef_u64));
+    fs::write(&tmp, b"half").unwrap();
+    set(&tmp);
+    // A limit of one and a half entries: the old one goes, the one dated ahead (now) stays.
+    let r = cache.trim((HEADER_LEN + 1000) as u64 * 3 / 2).unwrap();
+    assert_eq!((r.removed, r.stale_temporaries), (1, 1));
+    assert!(!old.exists() && ahead.exists() && !tmp.exists());
+}
+
 /// A hit through a link reads what it points to, but refreshes no time outside the cache.
 #[cfg(unix)]
 #[test]
