@@ -49,7 +49,9 @@ pub enum LaunchShape {
 /// block `(32, 8, 1)`, dynamic shared memory
 /// `B * tile * bytes_per_element + fixed_bytes` (`fixed_bytes_large` where the kernel for large
 /// B runs, see [`TiledKernels::kernel_for`]); the kernel takes the fallback's parameters
-/// followed by `int tile_log2` (tile = 1 << tile_log2, 32 to 512) and `int vec` (1 when
+/// followed by `int tile_log2` (tile = 1 << tile_log2: 32 to 128 columns, as
+/// [`TiledKernels::choose`] picks them, which a pipelined kernel for large B relies on; 256 in
+/// column mode) and `int vec` (1 when
 /// every row of `g` starts 16-byte aligned, so the kernel may load 16-byte vectors).
 #[derive(Debug, Clone)]
 pub struct TiledKernels {
