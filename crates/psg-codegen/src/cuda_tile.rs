@@ -1268,21 +1268,22 @@ fn own_large_kernel(plan: &Plan, dtype: DType) -> bool {
 
 /// Whether the kernel for B above [`PACKED_BINS_MAX_B`] pipelines its tile: plans of streaming
 /// passes ([`streaming_passes`]) over an untransformed tile, in f32, and in bf16 and f16 (whose
-/// tiles of two columns a thread, see [`emit_pair_slabs`], wait the same way) where no pass
-/// evaluates `exp`, `ln` or the Gaussian per element: the bf16 Gaussian sums, bound by their
-/// instructions, took 1.01-1.03 of their time pipelined at g[1024, 1M] and g[512, 2M] (H200,
-/// same run), where the bf16 var and std took 0.90-0.91 (1.28x -> 1.16x the floor) and the
-/// z-score mean 0.96. Not f64, whose rows of a tile wider than 64 columns would take more
-/// than a warp. There a tile of up to 1024 rows
-/// (128 KiB at 32 f32 or 64 bf16 columns) leaves one block a multiprocessor, and a block that waited
-/// for its whole tile before its first pass overlapped nothing of the tile's copies but the
-/// rows loaded ahead. In the pipelined kernel warp w copies rows w, w + 8, ... (the rows its
-/// passes read, see [`tile_loop_consts`]), the copies are committed a group a chunk of rows,
-/// and the first pass waits for each chunk's group (`psg_wait_groups`, `__syncwarp`) instead of
-/// the block waiting for the tile (H200, same run: f32 var and std at g[1024, 1M] 1.24-1.26x ->
-/// 1.12x the floor; BENCHMARKS.md). The sums are the same samples in the same order. Not in the
-/// kernel for B up to 256, which keeps its code as it was (NVRTC gave a kernel that pipelined
-/// at every B 64 registers where it had 80, and it took 4-6% longer at g[256, 4M]).
+/// passes of two columns a thread, see [`emit_pair_slabs`], wait the same way) where no pass
+/// evaluates `exp`, `ln` or the Gaussian per element.
+///
+/// There a tile of up to 1024 rows (128 KiB at 32 f32 or 64 bf16 columns) leaves one block a
+/// multiprocessor, and a block that waited for its whole tile before its first pass overlapped
+/// nothing of the tile's copies but the rows loaded ahead. In the pipelined kernel warp w copies
+/// rows w, w + 8, ... (the rows its passes read, see [`tile_loop_consts`]), the copies are
+/// committed a group a chunk of rows, and the first pass waits for each chunk's group
+/// (`psg_wait_groups`, `__syncwarp`) instead of the block waiting for the tile. The sums are the
+/// same samples in the same order. H200, same run, at g[1024, 1M]: f32 var and std 1.24x ->
+/// 1.12x the floor, bf16 1.28x -> 1.15-1.16x, the z-score mean 0.95-0.96 of its time
+/// (BENCHMARKS.md); but the bf16 Gaussian sums, bound by their instructions, 1.01-1.03 (also at
+/// g[512, 2M]), hence not those. Not f64, whose rows of a tile wider than 64 columns would take
+/// more than a warp. Not in the kernel for B up to 256, which keeps its code as it was (NVRTC
+/// gave a kernel that pipelined at every B 64 registers where it had 80, and it took 4-6% longer
+/// at g[256, 4M]).
 fn pipelines_large(plan: &Plan, dtype: DType) -> bool {
     (dtype == DType::F32
         || (matches!(dtype, DType::BF16 | DType::F16) && !per_element_transcendental(plan)))
@@ -3638,8 +3639,6 @@ fn emit_select(
     .ok();
 }
 
-/// The next tile's loads, issued in the first bit-sliced selection of a column loop (`fetch`, see
-/// [`sliced_select`]) or in its quick form.
 /// A pipelined tile's wait for a chunk's copies (see [`Unroll`]): `cp.async.wait_group` takes
 /// its count as an immediate.
 const WAIT_GROUPS: &str = r#"/* Waits until at most n of the thread's cp.async groups are in flight (at most 8 where n > 8). */
@@ -3660,6 +3659,8 @@ __device__ __forceinline__ void psg_wait_groups(int n) {
 }
 "#;
 
+/// The next tile's loads, issued in the first bit-sliced selection of a column loop (`fetch`, see
+/// [`sliced_select`]) or in its quick form.
 const FETCH_NEXT: &str = "        // The next tile's loads (the keys' registers are free).\n        if (cs == 0 && vec && PSG_AHEAD && t + gridDim.x < n_tiles) PSG_FETCH(t + gridDim.x, 0);\n";
 
 /// The quick build's selection (see [`emit_select`]) of rank `k{v}` into `prefix{v}` (and
@@ -5508,7 +5509,7 @@ fn four_blocks(plan: &Plan, dtype: DType, transformed: bool) -> bool {
 /// The persistent loop's constants: which vectors of a tile's rows thread `tid` moves, and
 /// `PSG_FETCH`, which loads a group of them into registers (see [`tile_loop_start`]). Where the
 /// tile is `pipelined` (see [`pipelines_large`]) warp w moves rows w, w + 8, ... (the rows its
-/// passes read), whole (a tile of at most 128 columns: 32 threads a row at most), and the
+/// passes read), whole (rows of at most 32 vectors: 128 f32 or 256 16-bit columns), and the
 /// first pass's chunks (`psg_chunk` rows, a group of loads) and the groups of copies a tile
 /// (`psg_groups`) are defined.
 fn tile_loop_consts(dtype: DType, prefetch_n: usize, pipelined: bool) -> String {
