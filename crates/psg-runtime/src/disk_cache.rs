@@ -492,10 +492,13 @@ fn refresh_if_old(path: &Path, modified: Option<std::time::SystemTime>) {
         Ok(age) => age > REFRESH_AFTER,
         Err(ahead) => ahead.duration() >= FUTURE_SLACK,
     });
+    if !stale {
+        return;
+    }
     let Ok(entry) = fs::symlink_metadata(path) else {
         return;
     };
-    if stale && entry.is_file() {
+    if entry.is_file() {
         if let Ok(f) = fs::OpenOptions::new().write(true).open(path) {
             // The file opened is the one checked (not a link put in its place since).
             if f.metadata().is_ok_and(|m| same_file(&m, &entry)) {
