@@ -1254,16 +1254,18 @@ enum Shape {
 /// Whether the plan has a tiled kernel for large B ([`emit_large`]): it selects, or it
 /// pipelines its tile there (see [`pipelines_large`]).
 pub fn has_large_kernel(plan: &Plan) -> bool {
-    !crate::cuda_stream::streams(plan)
-        && (plan.steps.iter().any(|s| matches!(s, Step::Select(_)))
-            || pipelines_large(plan, DType::F32))
+    tiled_selection(plan) || pipelines_large(plan, DType::F32)
+}
+
+/// Whether the plan runs a tiled kernel (not the streaming one) and selects.
+fn tiled_selection(plan: &Plan) -> bool {
+    !crate::cuda_stream::streams(plan) && plan.steps.iter().any(|s| matches!(s, Step::Select(_)))
 }
 
 /// Whether the kernel for large B of `dtype` is a kernel of its own (else it is [`emit`]'s, by
 /// the same name): where the plan selects, or pipelines its tile in that dtype.
 fn own_large_kernel(plan: &Plan, dtype: DType) -> bool {
-    has_large_kernel(plan)
-        && (plan.steps.iter().any(|s| matches!(s, Step::Select(_))) || pipelines_large(plan, dtype))
+    tiled_selection(plan) || pipelines_large(plan, dtype)
 }
 
 /// Whether the kernel for B above [`PACKED_BINS_MAX_B`] pipelines its tile: plans of streaming
@@ -1319,7 +1321,7 @@ pub fn emit_large(plan: &Plan, dtype: DType) -> Option<String> {
 
 /// Whether the plan has a tiled kernel for B up to [`MID_MAX_B`] ([`emit_mid`]): it selects.
 pub fn has_mid_kernel(plan: &Plan) -> bool {
-    !crate::cuda_stream::streams(plan) && plan.steps.iter().any(|s| matches!(s, Step::Select(_)))
+    tiled_selection(plan)
 }
 
 /// The name of the tiled kernel for B up to [`MID_MAX_B`]: `{reduction}_{dtype}_tile_mid`.

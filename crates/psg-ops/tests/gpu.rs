@@ -169,20 +169,18 @@ fn gpu_moments_and_signs_match_cpu() {
 /// waits for each chunk of them as it reaches it (no block barrier). A row read before its copy
 /// landed would hold the tile before's value. B from 257 to 1500 (chunks of 256 rows, whole
 /// and cut), P aligned (pipelined) and not (the build that gathers, with a barrier), many tiles
-/// a block. 16-bit tiles run their path of two columns a thread up to B of about 1750 on an H200
-/// (64-column tiles), their one-column path above (32 columns: bf16 at B = 2000 and 3000).
+/// a block. 16-bit tiles run their path of two columns a thread here (64-column tiles, up to B
+/// of about 1750 on an H200); their one-column path (32 columns) runs in
+/// `gpu_two_columns_a_thread_match_cpu` at B = 2000.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_pipelined_tiles_match_cpu() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0007);
     for dtype in [DType::F32, DType::BF16, DType::F16] {
-        for b in [257, 300, 512, 513, 777, 1024, 1500, 2000, 3000] {
+        for b in [257, 300, 512, 513, 777, 1024, 1500] {
             for p in [40_000, 12_345, 65_536] {
                 if dtype == DType::F16 && !matches!((b, p), (300 | 1024, _)) {
-                    continue;
-                }
-                if b > 1500 && (dtype != DType::BF16 || p == 65_536) {
                     continue;
                 }
                 let g = Pair::new(&rng.gradients(b * p), &[b, p], dtype, &dev);

@@ -156,8 +156,9 @@ fn streaming_plans_pipeline_their_tile_for_large_b_only() {
             assert_eq!(tiled.kernel_for(d, 257).name, k.name);
             assert_eq!(tiled.kernel_for(d, 256).name, tiled.cuda[d.index()].name);
             if d == DType::BF16 {
-                // With an H200's shared memory a block, gpu_pipelined_tiles_match_cpu's B = 1500
-                // runs 64-column tiles (two columns a thread), its B = 2000 32-column ones.
+                // With an H200's shared memory a block, B = 1500 runs 64-column tiles (two
+                // columns a thread: gpu_pipelined_tiles_match_cpu), B = 2000 32-column ones (the
+                // one-column path: gpu_two_columns_a_thread_match_cpu).
                 let log2 = |b: usize| tiled.choose(d, b, 227 * 1024).map(|c| c.0);
                 assert_eq!(
                     (log2(1500), log2(2000), log2(3000)),
