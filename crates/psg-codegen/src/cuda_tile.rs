@@ -504,17 +504,23 @@ pub fn tile_min_log2(plan: &Plan, dtype: DType) -> u32 {
 /// order). On an H200 at g[256, 4M] bf16 (same run) this took var from 1.40x to 1.10x the floor,
 /// the Gaussian-weighted sum from 2.22x to 1.79x (BENCHMARKS.md). Each path's loads keep
 /// compile-time slab addresses (`tile_loop_start`): a slab width chosen at run time cost nearly
-/// all of that. For plans of streaming passes with per-column outputs: no selection, no ranks,
-/// no per-sample output.
+/// all of that. For plans of streaming passes, no selection and no ranks, with per-column
+/// outputs or a per-sample one; the latter's two columns of a sample are one 32-bit store where
+/// the output's rows are 4-byte aligned (see [`emit_pair_slabs`]).
 fn pairs(plan: &Plan, dtype: DType, transformed: bool) -> bool {
-    narrow_tile(dtype, transformed) && streaming_passes(plan)
+    narrow_tile(dtype, transformed) && streaming_loops(plan)
 }
 
 /// A plan whose passes are all streaming reductions (sums, counts, minima, maxima) with
 /// per-column outputs: no selection, no ranks, no per-sample output.
 fn streaming_passes(plan: &Plan) -> bool {
+    matches!(plan.output, Output::Scalars(_)) && streaming_loops(plan)
+}
+
+/// A plan whose passes are all streaming reductions (sums, counts, minima, maxima), whatever its
+/// output: no selection, no ranks.
+fn streaming_loops(plan: &Plan) -> bool {
     plan.ranks.is_empty()
-        && matches!(plan.output, Output::Scalars(_))
         && plan.steps.iter().all(|step| match step {
             Step::Select(_) => false,
             Step::Loop(temps) => temps
@@ -1254,7 +1260,7 @@ enum Shape {
 /// Whether the plan has a tiled kernel for large B ([`emit_large`]): it selects, or it
 /// pipelines its tile there (see [`pipelines_large`]).
 pub fn has_large_kernel(plan: &Plan) -> bool {
-    tiled_selection(plan) || pipelines_large(plan, DType::F32)
+    tiled_selection(plan) || DType::ALL.into_iter().any(|d| pipelines_large(plan, d))
 }
 
 /// Whether the plan runs a tiled kernel (not the streaming one) and selects.
@@ -1271,7 +1277,10 @@ fn own_large_kernel(plan: &Plan, dtype: DType) -> bool {
 /// Whether the kernel for B above [`PACKED_BINS_MAX_B`] pipelines its tile: plans of streaming
 /// passes ([`streaming_passes`]) over an untransformed tile, in f32, and in bf16 and f16 (whose
 /// passes of two columns a thread, see [`emit_pair_slabs`], wait the same way) where no pass
-/// evaluates `exp`, `ln` or the Gaussian per element.
+/// evaluates `exp`, `ln` or the Gaussian per element; in bf16 and f16 also with a per-sample
+/// output ([`streaming_loops`]: the z-score cleaner, the relative clamp), whose pipelined
+/// kernel took 0.94-1.01 of the time of the same kernel waiting for its tile at B = 384 to 1024
+/// (bf16 z-score removal, H200, same run), where in f32 it took 0.97-1.03: not there.
 ///
 /// There a tile of up to 1024 rows (128 KiB at 32 f32 or 64 bf16 columns) leaves one block a
 /// multiprocessor, and a block that waited for its whole tile before its first pass overlapped
@@ -1287,10 +1296,14 @@ fn own_large_kernel(plan: &Plan, dtype: DType) -> bool {
 /// gave a kernel that pipelined at every B 64 registers where it had 80, and it took 4-6% longer
 /// at g[256, 4M]).
 fn pipelines_large(plan: &Plan, dtype: DType) -> bool {
-    (dtype == DType::F32
-        || (matches!(dtype, DType::BF16 | DType::F16) && !per_element_transcendental(plan)))
+    let passes = match dtype {
+        DType::F32 => streaming_passes(plan),
+        DType::BF16 | DType::F16 => !per_element_transcendental(plan) && streaming_loops(plan),
+        DType::F64 => false,
+    };
+    passes
         && !crate::cuda_stream::streams(plan)
-        && streaming_passes(plan)
+        && plan.steps.iter().any(|s| matches!(s, Step::Loop(_)))
         && tile_transform(plan).is_none()
 }
 
@@ -1499,7 +1512,8 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         .find("\nextern \"C\"")
         .expect("kernel_head declares the kernel");
     s.insert_str(at, tile_types(narrow));
-    if broadcasts(plan) {
+    // The path of two columns a thread hands a section's values on for a per-sample output too.
+    if broadcasts(plan) || (pair && matches!(plan.output, Output::Batch(_))) {
         s.insert_str(at, SECTION_BROADCAST);
     }
     let sorts = plan.steps.iter().any(|step| match step {
@@ -2145,6 +2159,7 @@ fn emit_pair_slabs(
     let last_loop = steps
         .iter()
         .rposition(|(step, _)| matches!(step, Step::Loop(_)));
+    let batch = matches!(plan.output, Output::Batch(_));
     let mut loops = 0;
     // Whether the block of the last section, warps 0 and 1 alone, is open.
     let mut open = false;
@@ -2181,9 +2196,10 @@ fn emit_pair_slabs(
                     &lets.iter().map(|&l| let_lines(l)).collect::<String>(),
                     &subs,
                 );
-                if Some(i) == last_loop {
+                if Some(i) == last_loop && !batch {
                     // Only the output reads it, and warp j stores column j (at the B where
-                    // sections are computed once, see `ONCE`).
+                    // sections are computed once, see `ONCE`). A per-sample output reads it in
+                    // every warp: a section as any other.
                     s.push_str("    if (w < 2 || !once) {\n");
                     s.push_str(&combine);
                     s.push_str(&lines);
@@ -2220,16 +2236,19 @@ fn emit_pair_slabs(
         }
         i += 1;
     }
-    if let Output::Scalars(values) = &plan.output {
-        // Warp 0 stores the first column, warp 1 the second.
-        for j in 0..2 {
-            let (flag, at) = [("active", "p"), ("active1", "p + 1")][j];
-            writeln!(s, "    if ({flag} && w == {j}) {{").ok();
-            for (i, v) in values.iter().enumerate() {
-                writeln!(s, "        out{i}[{at}] = psg_store({});", e(j, v)).ok();
+    match &plan.output {
+        Output::Scalars(values) => {
+            // Warp 0 stores the first column, warp 1 the second.
+            for j in 0..2 {
+                let (flag, at) = [("active", "p"), ("active1", "p + 1")][j];
+                writeln!(s, "    if ({flag} && w == {j}) {{").ok();
+                for (i, v) in values.iter().enumerate() {
+                    writeln!(s, "        out{i}[{at}] = psg_store({});", e(j, v)).ok();
+                }
+                s.push_str("    }\n");
             }
-            s.push_str("    }\n");
         }
+        Output::Batch(column) => emit_pair_batch(&mut s, column, unroll.by, syntax, &e),
     }
     if open {
         s.push_str("    }\n");
@@ -2240,6 +2259,73 @@ fn emit_pair_slabs(
         s.push_str("    __syncthreads();\n");
     }
     s.push_str("    }\n");
+}
+
+/// The per-sample output of [`emit_pair_slabs`]: thread `(lane, w)` writes its two columns of
+/// samples `w, w + 8, ...`, read from the tile as its passes read them, as one 32-bit store where
+/// the output's rows are 4-byte aligned (`psg_words`: P even, `out0` 4-byte aligned; the pair's
+/// first column is even), so a warp writes 128 contiguous bytes a sample; else, and where the
+/// pair's second column is past P, one element at a time.
+fn emit_pair_batch(
+    s: &mut String,
+    column: &Column,
+    by: usize,
+    syntax: &Cuda,
+    e: &dyn Fn(usize, &Scalar) -> String,
+) {
+    s.push_str(
+        "    const bool psg_words = (n_p & 1) == 0 && ((unsigned long long)out0 & 3ull) == 0;\n",
+    );
+    writeln!(
+        s,
+        "    if (active) {{\n        #pragma unroll {by}\n        for (int b = w; b < n_bi; b += 8) {{\n            const unsigned int pair = tc[(b) << 5];"
+    )
+    .ok();
+    let reads_g = pair_sample_reads(s, column.value_and_keep());
+    s.push_str("            psg_elem psg_o[2];\n");
+    for j in 0..2 {
+        open_pair_column(s, reads_g, j);
+        let value = e(j, &column.value);
+        let value = match &column.keep {
+            Some(k) => syntax.select(&e(j, k), &value, &syntax.literal(0.0)),
+            None => value,
+        };
+        writeln!(s, "                psg_o[{j}] = psg_store({value});").ok();
+        s.push_str("            }\n");
+    }
+    s.push_str(
+        "            psg_elem* const psg_dst = out0 + (long long)b * n_p + p;\n            if (psg_words && active1) {\n                *(unsigned int*)psg_dst = (unsigned int)psg_o[0] | ((unsigned int)psg_o[1] << 16);\n            } else {\n                psg_dst[0] = psg_o[0];\n                if (active1) psg_dst[1] = psg_o[1];\n            }\n        }\n    }\n",
+    );
+}
+
+/// In a loop of [`emit_pair_slabs`] over the samples (the tile's word `pair` read), the
+/// per-sample inputs that `exprs` read, loaded once for both columns; returns whether they read
+/// the element.
+fn pair_sample_reads<'a>(s: &mut String, exprs: impl IntoIterator<Item = &'a Scalar>) -> bool {
+    let (reads_g, per_sample) = crate::expr::element_reads(exprs);
+    for i in per_sample {
+        writeln!(
+            s,
+            "            const psg_acc {} = ps{i}[b];",
+            names::per_sample_element(i)
+        )
+        .ok();
+    }
+    reads_g
+}
+
+/// Opens the block of column `j` (0 or 1) of a sample in [`emit_pair_slabs`]: its element,
+/// widened from its half of `pair`, where read.
+fn open_pair_column(s: &mut String, reads_g: bool, j: usize) {
+    s.push_str("            {\n");
+    if reads_g {
+        writeln!(
+            s,
+            "                const psg_acc {} = psg_pair_get(pair, {j});",
+            names::ELEMENT
+        )
+        .ok();
+    }
 }
 
 /// One pass of [`emit_pair_slabs`] computing `temps` for both columns of each thread, its
@@ -2288,26 +2374,9 @@ fn emit_pair_pass(
         .iter()
         .map(|&t| &plan.temps[t].reduce.column)
         .collect();
-    let (reads_g, per_sample) =
-        crate::expr::element_reads(columns.iter().flat_map(|c| c.value_and_keep()));
-    for i in per_sample {
-        writeln!(
-            s,
-            "            const psg_acc {} = ps{i}[b];",
-            names::per_sample_element(i)
-        )
-        .ok();
-    }
+    let reads_g = pair_sample_reads(s, columns.iter().flat_map(|c| c.value_and_keep()));
     for j in 0..2 {
-        s.push_str("            {\n");
-        if reads_g {
-            writeln!(
-                s,
-                "                const psg_acc {} = psg_pair_get(pair, {j});",
-                names::ELEMENT
-            )
-            .ok();
-        }
+        open_pair_column(s, reads_g, j);
         for &t in temps {
             let r = &plan.temps[t].reduce;
             let n = name(t, j);

@@ -933,8 +933,16 @@ fn sixteen_bit_tiles_of_streaming_passes_compute_two_columns_a_thread() {
         assert_eq!(k.matches("__syncthreads()").count(), 2, "{k}");
         assert!(!k.contains("PSG_FETCH(t + gridDim.x, 0)"), "{k}");
     }
-    // Not with a selection, ranks or a per-sample output.
+    // Not with a selection or ranks.
     let median = reduction(vec![], Output::Scalars(vec![stats::median(g.clone())]));
+    let gen = generate(&median).unwrap();
+    for d in DType::ALL {
+        assert!(!gen.cuda_tile[d.index()].contains("psg_pair_get"));
+        assert_eq!(gen.tile_min_log2[d.index()], 5);
+    }
+    assert!(gen.cuda_column.is_none());
+    // A per-sample output after streaming passes: two columns a thread in 16-bit tiles, each
+    // sample's pair written as one word where the rows are 4-byte aligned; no column mode.
     let centred = Output::Batch(Column {
         value: Scalar::Binary(
             BinOp::Sub,
@@ -943,14 +951,19 @@ fn sixteen_bit_tiles_of_streaming_passes_compute_two_columns_a_thread() {
         ),
         keep: None,
     });
-    for r in [median, reduction(vec![], centred)] {
-        let gen = generate(&r).unwrap();
-        for d in DType::ALL {
-            assert!(!gen.cuda_tile[d.index()].contains("psg_pair_get"));
-            assert_eq!(gen.tile_min_log2[d.index()], 5);
-        }
-        assert!(gen.cuda_column.is_none());
+    let gen = generate(&reduction(vec![], centred)).unwrap();
+    for d in DType::ALL {
+        let tile = &gen.cuda_tile[d.index()];
+        let narrow = matches!(d, DType::BF16 | DType::F16);
+        assert_eq!(tile.contains("psg_pair_get"), narrow, "{tile}");
+        assert_eq!(
+            tile.contains("*(unsigned int*)psg_dst = (unsigned int)psg_o[0] | ((unsigned int)psg_o[1] << 16);"),
+            narrow,
+            "{tile}"
+        );
+        assert_eq!(gen.tile_min_log2[d.index()], if narrow { 6 } else { 5 });
     }
+    assert!(gen.cuda_column.is_none());
 }
 
 /// A plan's only selection, on 4-byte keys other than a bf16 column's own, gathers up to 64 keys

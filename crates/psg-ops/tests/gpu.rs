@@ -63,6 +63,25 @@ impl Pair {
         );
     }
 
+    /// The per-sample outputs of streaming passes (the z-score cleaner, the relative clamp, a
+    /// user's plan through the per-sample input `w`, a filtered one), bit for bit.
+    fn per_sample_outputs(&self, w: &Pair) {
+        self.same("zscore clean", |t| {
+            ops::remove_outliers(t, ops::OutlierRule::ZScore { k: 1.5 }, ops::Removed::NaN)
+        });
+        self.same("clip_values_relative", |t| {
+            ops::clip_values_relative(t, 0.25)
+        });
+        let want = common::weighted_deviations(&self.cpu, &w.cpu, 0.5).unwrap();
+        let got = common::weighted_deviations(&self.gpu, &w.gpu, 0.5).unwrap();
+        assert_identical(
+            &format!("weighted_deviations {}", self.label),
+            &host(&got),
+            &host(&want),
+        );
+        self.same("near_the_mean", |t| common::near_the_mean(t, 0.01));
+    }
+
     /// Runs `op` on both devices and requires results within `rel` (relative to max(1, |x|)),
     /// or within one unit in the last place of the output dtype (a last-bit difference of the
     /// f32 result can round a bf16 output either way).
@@ -171,7 +190,8 @@ fn gpu_moments_and_signs_match_cpu() {
 /// and cut), P aligned (pipelined) and not (the build that gathers, with a barrier), many tiles
 /// a block. 16-bit tiles run their path of two columns a thread here (64-column tiles, up to B
 /// of about 1750 on an H200); their one-column path (32 columns) runs in
-/// `gpu_two_columns_a_thread_match_cpu` at B = 2000.
+/// `gpu_two_columns_a_thread_match_cpu` at B = 2000. The per-sample outputs of streaming
+/// passes pipeline in 16-bit tiles only; f32 runs them in the tiled kernel that waits.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_pipelined_tiles_match_cpu() {
@@ -190,6 +210,8 @@ fn gpu_pipelined_tiles_match_cpu() {
                 g.same("zscore mean", |t| Ok(ops::outlier_mean(t, rule)?.mean));
                 g.same("zscore kept", |t| Ok(ops::outlier_mean(t, rule)?.kept));
                 g.density_weighted();
+                let w = Pair::new(&rng.gradients(b), &[b], DType::F32, &dev);
+                g.per_sample_outputs(&w);
             }
         }
     }
@@ -358,8 +380,10 @@ fn gpu_views_at_an_offset_match_cpu() {
 /// two-columns-a-thread path (16-bit input, tiles of 64 columns or more: B up to 1700 or so in
 /// bf16 and f16 on an H100 or H200, one block a multiprocessor at the top) beside its one-column
 /// path (32-column tiles, B = 2000) and f32's (thread per column at B = 2000): a
-/// plan with minima, maxima, a filtered count and a per-sample input (`centred_extremes`), and the
-/// built-ins that take the path, at odd widths (a last pair with one column, a partial last slab
+/// plan with minima, maxima, a filtered count and a per-sample input (`centred_extremes`), the
+/// built-ins that take the path, and per-sample outputs (the path writes a sample's two columns
+/// as one word where P is even; odd P, and a last pair of one column, element by element), at
+/// odd widths (a last pair with one column, a partial last slab
 /// and tile, rows not 16-byte aligned) and batch sizes that end a loop mid-unroll.
 #[test]
 #[ignore = "needs a CUDA GPU"]
@@ -401,6 +425,7 @@ fn gpu_two_columns_a_thread_match_cpu() {
                 g.close("gaussian weighted mean", 1e-4, |t| {
                     Ok(ops::gaussian_weighted(t)?.1)
                 });
+                g.per_sample_outputs(&w);
             }
         }
     }

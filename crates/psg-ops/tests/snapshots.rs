@@ -95,8 +95,9 @@ fn generated_large_batch_cuda() {
 }
 
 /// The reductions of streaming passes over an untransformed tile (var, std, z-score mean,
-/// Gaussian sums) pipeline their tile for large B in f32, and but for the Gaussian sums in bf16
-/// and f16: committed a group a chunk, each chunk waited for by the first pass (in a 16-bit
+/// Gaussian sums, and in 16-bit tiles only those with a per-sample output: the z-score cleaner,
+/// the relative clamp) pipeline their tile for large B in f32, and but for the Gaussian sums
+/// in bf16 and f16: committed a group a chunk, each chunk waited for by the first pass (in a 16-bit
 /// kernel, on both its paths: two columns a thread, and one), the block never waiting for the
 /// whole tile where `cp.async` copies it; elsewhere the kernel for large B is the tiled kernel
 /// itself, and the kernel for B up to 256 does not pipeline.
@@ -120,6 +121,9 @@ fn streaming_plans_pipeline_their_tile_for_large_b_only() {
         pipelined.push(def.name);
         let dtypes: &[DType] = if def.name.starts_with("gaussian") {
             &[DType::F32]
+        } else if def.name.ends_with("clean") || def.name.starts_with("clamp") {
+            // A per-sample output: 16-bit tiles only.
+            &[DType::BF16, DType::F16]
         } else {
             &[DType::F32, DType::BF16, DType::F16]
         };
@@ -188,7 +192,9 @@ fn streaming_plans_pipeline_their_tile_for_large_b_only() {
             "std_corrected",
             "gaussian_weighted",
             "gaussian_weighted_sum",
-            "zscore_mean"
+            "zscore_mean",
+            "zscore_clean",
+            "clamp_values_relative"
         ]
     );
 }

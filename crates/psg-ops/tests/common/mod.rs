@@ -189,6 +189,31 @@ pub fn centred_extremes(g: Batch, weights: PerSample, k: f64) -> (f32, f32, f32,
     (lo, hi, near, spread / near)
 }
 
+/// A per-sample output after two passes (a sum, then a maximum of a column that depends on it),
+/// through a per-sample input: the tiled kernel's path of two columns a thread writes both
+/// columns of a sample at once in 16-bit input.
+#[allow(dead_code)]
+#[psg_macros::batch_reduce(crate = "psg_runtime")]
+pub fn weighted_deviations(g: Batch, weights: PerSample, k: f64) -> Batch {
+    let mu = g.mean();
+    let hi = g.map(|x| (x - mu).abs()).max();
+    g.zip(weights).map(|x, w| {
+        if (x - mu).abs() > k * hi {
+            w
+        } else {
+            (x - mu) * w
+        }
+    })
+}
+
+/// A filtered per-sample output (removed values are 0) after one pass.
+#[allow(dead_code)]
+#[psg_macros::batch_reduce(crate = "psg_runtime")]
+pub fn near_the_mean(g: Batch, k: f64) -> Batch {
+    let mu = g.mean();
+    g.filter(|x| (x - mu).abs() <= k)
+}
+
 /// A user's aggregation for the DP tests' `RobustOp::Custom`: each coordinate's mean after
 /// clamping it to its q and 1 - q quantiles.
 #[psg_macros::batch_reduce(crate = "psg_runtime")]
