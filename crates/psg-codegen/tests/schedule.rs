@@ -942,7 +942,8 @@ fn sixteen_bit_tiles_of_streaming_passes_compute_two_columns_a_thread() {
     }
     assert!(gen.cuda_column.is_none());
     // A per-sample output after streaming passes: two columns a thread in 16-bit tiles, each
-    // sample's pair written as one word where the rows are 4-byte aligned; no column mode.
+    // sample's pair written as one word where the rows are 4-byte aligned; a column mode whose
+    // thread writes its column's every sample.
     let centred = Output::Batch(Column {
         value: Scalar::Binary(
             BinOp::Sub,
@@ -963,7 +964,24 @@ fn sixteen_bit_tiles_of_streaming_passes_compute_two_columns_a_thread() {
         );
         assert_eq!(gen.tile_min_log2[d.index()], if narrow { 6 } else { 5 });
     }
-    assert!(gen.cuda_column.is_none());
+    let cols = gen.cuda_column.as_ref().expect("a column-mode kernel");
+    for d in DType::ALL {
+        let k = &cols[d.index()];
+        assert!(
+            k.contains("out0[(long long)b * n_p + p] = psg_store("),
+            "{k}"
+        );
+        assert_eq!(k.matches("__syncthreads()").count(), 2, "{k}");
+    }
+    // A per-sample output of no pass (a map) has no column mode: nothing to keep in registers.
+    let map = Output::Batch(Column {
+        value: Scalar::Call(Func::Abs, vec![Scalar::Load]),
+        keep: None,
+    });
+    assert!(generate(&reduction(vec![], map))
+        .unwrap()
+        .cuda_column
+        .is_none());
 }
 
 /// A plan's only selection, on 4-byte keys other than a bf16 column's own, gathers up to 64 keys

@@ -49,7 +49,7 @@ fn generated_column_mode_cuda() {
     for def in psg_ops::builtin_reductions() {
         if let Some(column) = def.tiled.as_ref().and_then(|t| t.column.as_ref()) {
             with.push(def.name);
-            if matches!(def.name, "var_corrected" | "zscore_mean") {
+            if matches!(def.name, "var_corrected" | "zscore_mean" | "zscore_clean") {
                 insta::assert_snapshot!(
                     format!("{}_bf16_cols", def.name),
                     column[DType::BF16.index()].source.as_ref()
