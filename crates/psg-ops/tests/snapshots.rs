@@ -94,10 +94,9 @@ fn generated_large_batch_cuda() {
     insta::assert_snapshot!("large_batch_reductions", with.join("\n"));
 }
 
-/// The reductions of streaming passes over an untransformed tile (var, std, z-score mean,
-/// Gaussian sums, and in 16-bit tiles only those with a per-sample output: the z-score cleaner,
-/// the relative clamp) pipeline their tile for large B in f32, and but for the Gaussian sums
-/// in bf16 and f16: committed a group a chunk, each chunk waited for by the first pass (in a 16-bit
+/// The reductions of streaming passes over an untransformed tile pipeline their tile for large
+/// B: the var, std and z-score mean in f32, bf16 and f16, the Gaussian sums in f32, and those
+/// with a per-sample output (the z-score cleaner, the relative clamp) in bf16 and f16; committed a group a chunk, each chunk waited for by the first pass (in a 16-bit
 /// kernel, on both its paths: two columns a thread, and one), the block never waiting for the
 /// whole tile where `cp.async` copies it; elsewhere the kernel for large B is the tiled kernel
 /// itself, and the kernel for B up to 256 does not pipeline.
