@@ -160,6 +160,7 @@ FAMILIES = {
     "outlier removal (z-score, MAD, trimmed)": {"zscore_mean", "mad_mean", "trim_mean",
                                                 "zscore_remove"},
     "density weighting": {"gaussian_weighted_sum", "gaussian_weighted"},
+    "per-sample maps (sign, relative clamp)": {"sign", "clip_values_relative"},
     "clipping": {"clipped_mean", "clipped_median"},
 }
 

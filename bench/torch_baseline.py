@@ -194,6 +194,11 @@ def zscore_mean_sm(g, _p, k=3.0):
     return (g * mask).sum(0) / mask.sum(0)
 
 
+def clip_values_relative(g, _p, fraction=0.5):
+    m = fraction * g.abs().amax(0)
+    return torch.minimum(torch.maximum(g, -m), m)
+
+
 CLIP_NOTE = "floor reads g twice; time includes the norms, factors and the aggregate (Opacus' way)"
 OPS = [
     Op("sum", 1, 1, "g.sum(0)", lambda g, p: g.sum(0)),
@@ -219,6 +224,9 @@ OPS = [
        variants=(("transposed", trim_mean_t),)),
     Op("zscore_remove", "batch", 1, "torch.where(mask, g, 0)",
        lambda g, p: torch.where(_zscore_mask(g), g, 0.0), fusable=True),
+    Op("sign", "batch", 1, "g.sign()", lambda g, p: g.sign()),
+    Op("clip_values_relative", "batch", 1, "m = 0.5 |g|.amax(0); min(max(g, -m), m)",
+       clip_values_relative, fusable=True),
     Op("gaussian_weighted_sum", 1, 1, "(g * N(g; mu, std)).sum(0)", gaussian_weighted_sum,
        fusable=True),
     Op("gaussian_weighted", 2, 1, "weighted sum and weighted mean", gaussian_weighted,

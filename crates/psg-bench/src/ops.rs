@@ -181,6 +181,17 @@ pub fn all() -> &'static [Op] {
             "",
             |g, _| psg_ops::remove_outliers(g, Z3, Removed::Zero).map(one),
         ),
+        op("sign", "sign(g)", Batch, 1, "", |g, _| {
+            psg_ops::sign(g).map(one)
+        }),
+        op(
+            "clip_values_relative",
+            "clip_values_relative(g, 0.5)",
+            Batch,
+            1,
+            "",
+            |g, _| psg_ops::clip_values_relative(g, 0.5).map(one),
+        ),
         op(
             "gaussian_weighted_sum",
             "gaussian_weighted_sum(g)",
