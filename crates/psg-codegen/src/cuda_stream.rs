@@ -38,9 +38,31 @@ pub fn streams(plan: &Plan) -> bool {
     loops == 1 && !selects && plan.ranks.is_empty() && matches!(plan.output, Output::Scalars(_))
 }
 
+/// Whether the plan is a map: a per-sample output of the element alone (and of per-sample
+/// inputs and parameters), no pass over the column, no rank (`sign`, `clip_values`, a user's
+/// `g.map(..)`).
+pub fn maps(plan: &Plan) -> bool {
+    plan.ranks.is_empty()
+        && matches!(plan.output, Output::Batch(_))
+        && plan.steps.iter().all(|s| matches!(s, Step::Let(_)))
+}
+
+/// Whether the streaming kernel computes the plan in `dtype`: a pass of [`streams`], in any
+/// dtype, or a map ([`maps`]) of 16-bit input, which [`emit_map`] reads and writes a 16-byte
+/// vector at a time with no shared memory. Against the tiled kernel (H200, same run, `sign`):
+/// bf16 0.48 of the time at g[16, 64M], 0.88 at g[256, 4M], 0.58 at g[1024, 1M], 1.01 at
+/// g[64, 16M]; but f32 0.88 at g[16, 64M] and 1.02-1.08 at the others, so f32 and f64 maps keep
+/// the tiled kernel.
+pub fn streams_in(plan: &Plan, dtype: DType) -> bool {
+    streams(plan) || (maps(plan) && matches!(dtype, DType::BF16 | DType::F16))
+}
+
 /// Shared memory of the streaming kernel: the partials, `slots x 8 warps x 32 * V` accumulators
-/// (a plan with one loop: its slots are the loop's).
+/// (a plan with one loop: its slots are the loop's); none for a map.
 pub fn stream_smem(plan: &Plan, dtype: DType) -> u32 {
+    if maps(plan) {
+        return 0;
+    }
     let (v_log2, _) = vector_unpack(dtype);
     let acc = match dtype.acc() {
         Acc::F32 => 4,
@@ -62,6 +84,9 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         suffix: "",
     };
     let e = |expr: &Scalar| print(expr, &syntax, &scope);
+    if maps(plan) {
+        return emit_map(plan, dtype, &syntax, &e);
+    }
     let (v_log2, unpack) = vector_unpack(dtype);
     let v = 1usize << v_log2;
     let width = 32 * v;
@@ -72,22 +97,12 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         unreachable!()
     };
 
-    let mut s = kernel_head(plan, dtype, "streaming (one read of g, through registers)");
-    s.push_str("    psg_acc* const part = (psg_acc*)psg_smem;\n");
-    s.push_str("    const int lane = threadIdx.x, w = threadIdx.y;\n");
-    writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
-    writeln!(
-        s,
-        "    // This kernel's tile is {width} columns (tile_log2 = {}).",
-        5 + v_log2
-    )
-    .ok();
-    writeln!(
-        s,
-        "    const long long n_tiles = (n_p + {}) / {width};",
-        width - 1
-    )
-    .ok();
+    let mut s = stream_head(
+        plan,
+        dtype,
+        "streaming (one read of g, through registers)",
+        "    psg_acc* const part = (psg_acc*)psg_smem;\n",
+    );
     // Lets before the loop depend on no column.
     for step in &plan.steps[..loop_at] {
         if let Step::Let(i) = step {
@@ -237,5 +252,116 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
         }
     }
     s.push_str("    }\n    }\n    __syncthreads();\n    }\n}\n");
+    s
+}
+
+/// A streaming kernel's head: its declaration, `first`, the thread's lane and warp, B, and its
+/// tiles of 32 16-byte vectors of columns.
+fn stream_head(plan: &Plan, dtype: DType, what: &str, first: &str) -> String {
+    let (v_log2, _) = vector_unpack(dtype);
+    let width = 32usize << v_log2;
+    let mut s = kernel_head(plan, dtype, what);
+    s.push_str(first);
+    s.push_str("    const int lane = threadIdx.x, w = threadIdx.y;\n");
+    writeln!(s, "    const psg_acc {} = (psg_acc)n_b;", names::BATCH).ok();
+    writeln!(
+        s,
+        "    // This kernel's tile is {width} columns (tile_log2 = {}).",
+        5 + v_log2
+    )
+    .ok();
+    writeln!(
+        s,
+        "    const long long n_tiles = (n_p + {}) / {width};",
+        width - 1
+    )
+    .ok();
+    s
+}
+
+/// The streaming kernel of a map (see [`maps`]): thread `(lane, w)` reads the 16-byte vector of
+/// columns `lane * V .. lane * V + V` of rows `w, w + 8, ...` (four rows loaded before any is
+/// used, as [`emit`] does), computes the output of each of its V elements, and writes them as one
+/// 16-byte vector where the output's row is 16-byte aligned there and the vector lies within P
+/// (`psg_vstore`: the output's buffer 16-byte aligned, in the build whose rows of g are, which
+/// means P a multiple of V), else element by element. Each warp moves 512 contiguous bytes of a
+/// row each way. No shared memory, no barrier.
+fn emit_map(
+    plan: &Plan,
+    dtype: DType,
+    syntax: &crate::cuda::Cuda,
+    e: &dyn Fn(&Scalar) -> String,
+) -> String {
+    let Output::Batch(column) = &plan.output else {
+        unreachable!("a map writes a batch")
+    };
+    let (v_log2, unpack) = vector_unpack(dtype);
+    let v = 1usize << v_log2;
+    let width = 32 * v;
+    let value = {
+        let value = e(&column.value);
+        match &column.keep {
+            Some(k) => syntax.select(&e(k), &value, &syntax.literal(0.0)),
+            None => value,
+        }
+    };
+    // Column c of the vector at `pv`, its element `x` from `load`: its output, to `o[c]`.
+    let element = |load: &str| {
+        let mut body = String::new();
+        crate::cuda::loop_header_with(
+            &mut body,
+            "                ",
+            [column],
+            &e,
+            &plan.ranks,
+            &|_| load.to_string(),
+        );
+        body
+    };
+
+    let mut s = stream_head(
+        plan,
+        dtype,
+        "streaming map (one read of g, one write, through registers)",
+        "",
+    );
+    for step in &plan.steps {
+        if let Step::Let(i) = step {
+            emit_let(&mut s, plan, *i, &e);
+        }
+    }
+    s.push_str("    const int n_bi = (int)n_b;\n");
+    s.push_str(
+        "#if PSG_GATHER\n    const bool psg_vstore = false;\n#else\n    const bool psg_vstore = ((unsigned long long)out0 & 15ull) == 0;\n#endif\n",
+    );
+    s.push_str("    for (long long t = blockIdx.x; t < n_tiles; t += gridDim.x) {\n");
+    writeln!(
+        s,
+        "    const long long pv = t * {width} + lane * {v}; // this thread's first column"
+    )
+    .ok();
+    s.push_str("    if (vec) {\n        if (pv < n_p) {\n");
+    s.push_str("        for (int b0 = w; b0 < n_bi; b0 += 32) {\n");
+    s.push_str("            uint4 raw[4];\n            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
+    s.push_str("                const int b = b0 + 8 * u;\n                raw[u] = make_uint4(0u, 0u, 0u, 0u);\n");
+    s.push_str("                if (b < n_bi) raw[u] = PSG_LOADV(g + (long long)b * n_p + pv, pv);\n            }\n");
+    s.push_str("            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
+    s.push_str("            const int b = b0 + 8 * u;\n            if (b < n_bi) {\n");
+    writeln!(
+        s,
+        "            const uint4 v = raw[u];\n            __align__(16) psg_acc vals[{v}];\n            psg_acc* const dst = vals;\n            {unpack}\n            __align__(16) psg_elem o[{v}];\n            #pragma unroll\n            for (int c = 0; c < {v}; ++c) {{\n{}                o[c] = psg_store({value});\n            }}\n            psg_elem* const to = out0 + (long long)b * n_p + pv;\n            if (psg_vstore && pv + {v} <= n_p) {{\n                *(uint4*)to = *(const uint4*)o;\n            }} else {{\n                #pragma unroll\n                for (int c = 0; c < {v}; ++c) if (pv + c < n_p) to[c] = o[c];\n            }}",
+        element("vals[c]")
+    )
+    .ok();
+    s.push_str("            }\n            }\n        }\n        }\n");
+    s.push_str("    } else {\n");
+    s.push_str("        for (int b = w; b < n_bi; b += 8) {\n");
+    writeln!(
+        s,
+        "            #pragma unroll\n            for (int c = 0; c < {v}; ++c) {{\n            if (pv + c < n_p) {{\n{}                out0[(long long)b * n_p + pv + c] = psg_store({value});\n            }}\n            }}",
+        element("psg_load(g, (long long)b * n_p + pv + c)")
+    )
+    .ok();
+    s.push_str("        }\n    }\n    }\n}\n");
     s
 }

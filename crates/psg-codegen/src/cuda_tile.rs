@@ -401,7 +401,7 @@ fn merged_runs(plan: &Plan, t: usize) -> Option<&Scalar> {
 /// for B up to [`PACKED_BINS_MAX_B`] and above it (a selection's digit counts take twice the
 /// bytes there).
 pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32, u32) {
-    if crate::cuda_stream::streams(plan) {
+    if crate::cuda_stream::streams_in(plan, dtype) {
         let fixed = crate::cuda_stream::stream_smem(plan, dtype);
         return (0, fixed, fixed);
     }
@@ -490,7 +490,7 @@ pub fn has_column_mode(plan: &Plan) -> bool {
 /// The narrowest tile (log2 of its width) of the tiled kernel's fast path: 6 where it computes
 /// two columns a thread (see `pairs`; 32-column tiles take its slower one-column path), else 5.
 pub fn tile_min_log2(plan: &Plan, dtype: DType) -> u32 {
-    if crate::cuda_stream::streams(plan) {
+    if crate::cuda_stream::streams_in(plan, dtype) {
         return 5;
     }
     if pairs(plan, dtype, tile_transform(plan).is_some()) {
@@ -1244,7 +1244,7 @@ pub fn emit_column(plan: &Plan, dtype: DType) -> Option<String> {
 
 /// Emits the tiled kernel for one input dtype.
 pub fn emit(plan: &Plan, dtype: DType) -> String {
-    if crate::cuda_stream::streams(plan) {
+    if crate::cuda_stream::streams_in(plan, dtype) {
         return crate::cuda_stream::emit(plan, dtype);
     }
     emit_tiled(plan, dtype, Shape::Packed)

@@ -422,7 +422,7 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
     );
     assert!(!bf16.contains("psg_raw_from"), "{bf16}");
 
-    // Not for a bare element, two different expressions, or a single pass.
+    // Not for a bare element, two different expressions, or a map.
     let bare = median();
     let two = reduction(
         vec![],
@@ -435,7 +435,19 @@ fn a_column_read_through_one_expression_is_stored_in_the_tile_once() {
         vec![],
         Output::Batch(column(mul(Scalar::Load, Scalar::lit(2.0)))),
     );
-    for r in [bare, two, once] {
+    // A map (no pass) of 16-bit input keeps no tile at all: its streaming kernel moves g
+    // through registers. In f32 and f64 it keeps the tiled kernel, its tile as loaded.
+    let g = generate(&once).unwrap();
+    for d in DType::ALL {
+        let k = &g.cuda_tile[d.index()];
+        let narrow = matches!(d, DType::BF16 | DType::F16);
+        assert_eq!(k.contains("streaming map"), narrow, "{k}");
+        assert_eq!(!k.contains("psg_tile"), narrow, "{k}");
+        assert_eq!(g.tile_bytes_per_element[d.index()] == 0, narrow);
+        assert_eq!(g.tile_fixed_bytes[d.index()] == 0, narrow);
+    }
+    assert!(!g.cuda_tile[DType::F32.index()].contains("The tile holds"));
+    for r in [bare, two] {
         let g = generate(&r).unwrap();
         assert!(
             !g.cuda_tile[DType::F32.index()].contains("The tile holds"),

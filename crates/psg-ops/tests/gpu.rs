@@ -157,6 +157,9 @@ fn gpu_moments_and_signs_match_cpu() {
         for b in [1, 33, 256] {
             for p in [30, 31, 40_000] {
                 let g = Pair::new(&data(&mut rng, b * p, p), &[b, p], dtype, &dev);
+                // Maps: the streaming map kernel (16-byte vectors at P = 40000, else elements).
+                g.same("sign", ops::sign);
+                g.same("clip_values", |t| ops::clip_values(t, 0.5));
                 g.same("var", |t| ops::var(t, 1.0));
                 g.same("std", |t| ops::std(t, 0.0));
                 g.same("zscore mean", |t| {
@@ -336,8 +339,8 @@ fn gpu_order_statistics_and_outliers_match_cpu() {
 
 /// Views at an offset (a slice of a PyTorch tensor, say): P a multiple of 8, but the buffer
 /// starts one element past a 16-byte boundary, so the rows take the kernels' second build, for
-/// 16-bit elements its funnel-shifted words though P is even. Column-mode, streaming, tiled and
-/// digit-pass kernels, each dtype.
+/// 16-bit elements its funnel-shifted words though P is even. Column-mode, streaming (maps
+/// too), tiled and digit-pass kernels, each dtype.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_views_at_an_offset_match_cpu() {
@@ -372,6 +375,8 @@ fn gpu_views_at_an_offset_match_cpu() {
                 Ok(ops::outlier_mean(t, ops::OutlierRule::TrimFraction { alpha: 0.1 })?.mean)
             });
             g.close("gaussian weighted sum", 1e-4, ops::gaussian_weighted_sum);
+            g.same("sign", ops::sign);
+            g.same("clip_values", |t| ops::clip_values(t, 0.5));
         }
     }
 }

@@ -25,10 +25,11 @@ fn generated_tiled_cuda_of_every_builtin() {
 }
 
 /// bf16 tiles keep the 16-bit elements (copied as they are, widened where a pass reads them);
-/// a transformed tile (the clipped median's products) stays f32.
+/// a transformed tile (the clipped median's products) stays f32; a map (`sign`) keeps no tile:
+/// its streaming kernel moves 16-byte vectors through registers.
 #[test]
 fn generated_tiled_cuda_of_bf16() {
-    for name in ["var_corrected", "scaled_median"] {
+    for name in ["var_corrected", "scaled_median", "sign"] {
         let def = psg_ops::builtin_reductions()
             .into_iter()
             .find(|d| d.name == name)
