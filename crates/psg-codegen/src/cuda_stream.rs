@@ -16,6 +16,10 @@
 //! It is launched as the tiled kernel is (same parameters, block and persistent grid); it needs
 //! no shared memory per element ([`crate::cuda_tile::tile_smem`] reports 0), and its tile is
 //! `32 * V` columns, the width the runtime computes for such a kernel.
+//!
+//! A map of 16-bit input (a per-sample output of the element alone, no pass: [`maps`],
+//! [`streams_in`]) runs the same shape of kernel with no partials at all: each vector read is
+//! written back as the output's vector (`emit_map`).
 
 use std::fmt::Write;
 
@@ -48,7 +52,7 @@ pub fn maps(plan: &Plan) -> bool {
 }
 
 /// Whether the streaming kernel computes the plan in `dtype`: a pass of [`streams`], in any
-/// dtype, or a map ([`maps`]) of 16-bit input, which [`emit_map`] reads and writes a 16-byte
+/// dtype, or a map ([`maps`]) of 16-bit input, which `emit_map` reads and writes a 16-byte
 /// vector at a time with no shared memory. Against the tiled kernel (H200, same run, `sign`):
 /// bf16 0.48 of the time at g[16, 64M], 0.88 at g[256, 4M], 0.58 at g[1024, 1M], 1.01 at
 /// g[64, 16M]; but f32 0.88 at g[16, 64M] and 1.02-1.08 at the others, so f32 and f64 maps keep
@@ -298,14 +302,8 @@ fn emit_map(
     let (v_log2, unpack) = vector_unpack(dtype);
     let v = 1usize << v_log2;
     let width = 32 * v;
-    let value = {
-        let value = e(&column.value);
-        match &column.keep {
-            Some(k) => syntax.select(&e(k), &value, &syntax.literal(0.0)),
-            None => value,
-        }
-    };
-    // Column c of the vector at `pv`, its element `x` from `load`: its output, to `o[c]`.
+    let value = crate::cuda_tile::batch_value(column, syntax, e);
+    // The loads that column c's output reads: its element `x` (from `load`), per-sample inputs.
     let element = |load: &str| {
         let mut body = String::new();
         crate::cuda::loop_header_with(

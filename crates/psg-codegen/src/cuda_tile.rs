@@ -1265,7 +1265,7 @@ enum Shape {
 }
 
 /// Whether the plan has a tiled kernel for large B ([`emit_large`]): it selects, or it
-/// pipelines its tile there (see [`pipelines_large`]).
+/// pipelines its tile there (see `pipelines_large`).
 pub fn has_large_kernel(plan: &Plan) -> bool {
     tiled_selection(plan) || DType::ALL.into_iter().any(|d| pipelines_large(plan, d))
 }
@@ -1326,7 +1326,7 @@ pub fn tile_large_kernel_name(plan: &Plan, dtype: DType) -> String {
 
 /// The tiled kernel for B above [`PACKED_BINS_MAX_B`] (see [`has_large_kernel`]): for a plan
 /// that selects, the same as [`emit`]'s but for its digit counts, 32-bit words; for a plan of
-/// streaming passes, [`emit`]'s with its tile pipelined ([`pipelines_large`]), and [`emit`]'s
+/// streaming passes, [`emit`]'s with its tile pipelined (`pipelines_large`), and [`emit`]'s
 /// itself in a dtype where it does not pipeline (one source and name: one compile).
 pub fn emit_large(plan: &Plan, dtype: DType) -> Option<String> {
     if !has_large_kernel(plan) {
@@ -2276,7 +2276,7 @@ fn scalar_stores(s: &mut String, cond: &str, values: &[Scalar], e: &dyn Fn(&Scal
 }
 
 /// A per-sample output's value of the element: its expression, or 0 where its filter drops it.
-fn batch_value(column: &Column, syntax: &Cuda, e: &dyn Fn(&Scalar) -> String) -> String {
+pub(crate) fn batch_value(column: &Column, syntax: &Cuda, e: &dyn Fn(&Scalar) -> String) -> String {
     let value = e(&column.value);
     match &column.keep {
         Some(k) => syntax.select(&e(k), &value, &syntax.literal(0.0)),
