@@ -157,7 +157,8 @@ fn gpu_moments_and_signs_match_cpu() {
         for b in [1, 33, 256] {
             for p in [30, 31, 40_000] {
                 let g = Pair::new(&data(&mut rng, b * p, p), &[b, p], dtype, &dev);
-                // Maps: the streaming map kernel (16-byte vectors at P = 40000, else elements).
+                // Maps: in f16 the streaming map kernel (its aligned build at P = 40000, the
+                // builds that gather at 30 and 31), in f64 the tiled kernel.
                 g.same("sign", ops::sign);
                 g.same("clip_values", |t| ops::clip_values(t, 0.5));
                 g.same("var", |t| ops::var(t, 1.0));

@@ -79,10 +79,10 @@ pub struct TiledKernels {
     /// Kernels for B above [`PACKED_BINS_MAX_B`], indexed by
     /// [`DType::index`](crate::DType::index), if the reduction selects: the same as `cuda` but
     /// each selection counts 8-bit digits in 32-bit words (`fixed_bytes_large`) instead of
-    /// selecting over bit planes; or, for a reduction of streaming passes (var, std, z-score
-    /// mean, Gaussian sums), `cuda` with its tile pipelined into the first pass in f32 (and in
-    /// bf16 and f16 but for the Gaussian sums), and `cuda` itself (the same name and source)
-    /// elsewhere. See
+    /// selecting over bit planes; or, for a reduction of streaming passes, `cuda` with its tile
+    /// pipelined into the first pass: the var, std and z-score mean in f32, bf16 and f16, the
+    /// Gaussian sums in f32, those with a per-sample output (the z-score cleaner, the relative
+    /// clamp) in bf16 and f16; and `cuda` itself (the same name and source) elsewhere. See
     /// [`TiledKernels::kernel_for`].
     pub large: Option<[KernelSource; 4]>,
     /// Kernels for B from [`SMALL_MAX_B`] + 1 up to [`MID_MAX_B`], indexed by
