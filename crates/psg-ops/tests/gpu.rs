@@ -378,6 +378,10 @@ fn gpu_views_at_an_offset_match_cpu() {
             g.close("gaussian weighted sum", 1e-4, ops::gaussian_weighted_sum);
             g.same("sign", ops::sign);
             g.same("clip_values", |t| ops::clip_values(t, 0.5));
+            // Per-sample outputs after passes: in 16-bit input, the word stores of the path of
+            // two columns a thread (P even) under the build that gathers its loads.
+            let w = Pair::new(&rng.gradients(b), &[b], DType::F32, &dev);
+            g.per_sample_outputs(&w);
         }
     }
 }
