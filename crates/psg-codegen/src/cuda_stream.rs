@@ -187,13 +187,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     s.push_str("    const int n_bi = (int)n_b;\n");
     s.push_str("    if (vec) {\n");
     s.push_str("        const bool in = pv < n_p;\n");
-    s.push_str("        for (int b0 = w; b0 < n_bi; b0 += 32) {\n");
-    s.push_str("            uint4 raw[4];\n            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
-    s.push_str("                const int b = b0 + 8 * u;\n                raw[u] = make_uint4(0u, 0u, 0u, 0u);\n");
-    // A 16-byte load, or in the build for unaligned rows the same vector gathered.
-    s.push_str("                if (in && b < n_bi) raw[u] = PSG_LOADV(g + (long long)b * n_p + pv, pv);\n            }\n");
-    s.push_str("            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
-    s.push_str("            const int b = b0 + 8 * u;\n            if (b < n_bi) {\n");
+    four_rows(&mut s, "in && ");
     writeln!(
         s,
         "            const uint4 v = raw[u];\n            __align__(16) psg_acc vals[{v}];\n            psg_acc* const dst = vals;\n            {unpack}"
@@ -257,6 +251,23 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     }
     s.push_str("    }\n    }\n    __syncthreads();\n    }\n}\n");
     s
+}
+
+/// A streaming kernel's loop over rows `w, w + 8, ...` of its vector at `pv`, four loaded (under
+/// `guard`, a condition and `&&`, or nothing) before any is used: opens the block of row `b`,
+/// whose vector is `raw[u]`.
+fn four_rows(s: &mut String, guard: &str) {
+    s.push_str("        for (int b0 = w; b0 < n_bi; b0 += 32) {\n");
+    s.push_str("            uint4 raw[4];\n            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
+    s.push_str("                const int b = b0 + 8 * u;\n                raw[u] = make_uint4(0u, 0u, 0u, 0u);\n");
+    // A 16-byte load, or in the build for unaligned rows the same vector gathered.
+    writeln!(
+        s,
+        "                if ({guard}b < n_bi) raw[u] = PSG_LOADV(g + (long long)b * n_p + pv, pv);\n            }}"
+    )
+    .ok();
+    s.push_str("            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
+    s.push_str("            const int b = b0 + 8 * u;\n            if (b < n_bi) {\n");
 }
 
 /// A streaming kernel's head: its declaration, `first`, the thread's lane and warp, B, and its
@@ -339,12 +350,7 @@ fn emit_map(
     )
     .ok();
     s.push_str("    if (vec) {\n        if (pv < n_p) {\n");
-    s.push_str("        for (int b0 = w; b0 < n_bi; b0 += 32) {\n");
-    s.push_str("            uint4 raw[4];\n            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
-    s.push_str("                const int b = b0 + 8 * u;\n                raw[u] = make_uint4(0u, 0u, 0u, 0u);\n");
-    s.push_str("                if (b < n_bi) raw[u] = PSG_LOADV(g + (long long)b * n_p + pv, pv);\n            }\n");
-    s.push_str("            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
-    s.push_str("            const int b = b0 + 8 * u;\n            if (b < n_bi) {\n");
+    four_rows(&mut s, "");
     writeln!(
         s,
         "            const uint4 v = raw[u];\n            __align__(16) psg_acc vals[{v}];\n            psg_acc* const dst = vals;\n            {unpack}\n            __align__(16) psg_elem o[{v}];\n            #pragma unroll\n            for (int c = 0; c < {v}; ++c) {{\n{}                o[c] = psg_store({value});\n            }}\n            psg_elem* const to = out0 + (long long)b * n_p + pv;\n            if (psg_vstore && pv + {v} <= n_p) {{\n                *(uint4*)to = *(const uint4*)o;\n            }} else {{\n                #pragma unroll\n                for (int c = 0; c < {v}; ++c) if (pv + c < n_p) to[c] = o[c];\n            }}",
