@@ -380,7 +380,13 @@ fn gpu_views_at_an_offset_match_cpu() {
             g.same("clip_values", |t| ops::clip_values(t, 0.5));
             // Per-sample outputs after passes: in 16-bit input, the word stores of the path of
             // two columns a thread (P even) under the build that gathers its loads.
-            let w = Pair::new(&rng.gradients(b), &[b], DType::F32, &dev);
+            // A per-sample input is in the accumulator's dtype: f64 for f64 data.
+            let acc = if dtype == DType::F64 {
+                DType::F64
+            } else {
+                DType::F32
+            };
+            let w = Pair::new(&rng.gradients(b), &[b], acc, &dev);
             g.per_sample_outputs(&w);
         }
     }
