@@ -187,7 +187,7 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
     s.push_str("    const int n_bi = (int)n_b;\n");
     s.push_str("    if (vec) {\n");
     s.push_str("        const bool in = pv < n_p;\n");
-    four_rows(&mut s, "in && ");
+    four_rows(&mut s, "in && ", "w", "32");
     writeln!(
         s,
         "            const uint4 v = raw[u];\n            __align__(16) psg_acc vals[{v}];\n            psg_acc* const dst = vals;\n            {unpack}"
@@ -255,9 +255,14 @@ pub fn emit(plan: &Plan, dtype: DType) -> String {
 
 /// A streaming kernel's loop over rows `w, w + 8, ...` of its vector at `pv`, four loaded (under
 /// `guard`, a condition and `&&`, or nothing) before any is used: opens the block of row `b`,
-/// whose vector is `raw[u]`.
-fn four_rows(s: &mut String, guard: &str) {
-    s.push_str("        for (int b0 = w; b0 < n_bi; b0 += 32) {\n");
+/// whose vector is `raw[u]`. The loop's groups of 32 rows start at row `from` (`w`, or a
+/// later group's row `w`) and step by `step` rows (`32`, or a multiple).
+fn four_rows(s: &mut String, guard: &str, from: &str, step: &str) {
+    writeln!(
+        s,
+        "        for (int b0 = {from}; b0 < n_bi; b0 += {step}) {{"
+    )
+    .ok();
     s.push_str("            uint4 raw[4];\n            #pragma unroll\n            for (int u = 0; u < 4; ++u) {\n");
     s.push_str("                const int b = b0 + 8 * u;\n                raw[u] = make_uint4(0u, 0u, 0u, 0u);\n");
     // A 16-byte load, or in the build for unaligned rows the same vector gathered.
@@ -300,7 +305,10 @@ fn stream_head(plan: &Plan, dtype: DType, what: &str, first: &str) -> String {
 /// 16-byte vector where the output's row is 16-byte aligned there and the vector lies within P
 /// (`psg_vstore`: the output's buffer 16-byte aligned, in the build whose rows of g are, which
 /// means P a multiple of V), else element by element. Each warp moves 512 contiguous bytes of a
-/// row each way. No shared memory, no barrier.
+/// row each way. No shared memory, no barrier. Rows go in groups of 32 (four a warp): block
+/// `(x, y)` of a grid `Y` blocks high takes groups `y, y + Y, ...` of its tiles; the runtime
+/// launches `Y > 1` where the tiles of columns alone leave resident blocks idle (narrow P): at
+/// g[2048, 16K] bf16, 64 tiles, each block walked 2048 rows alone.
 fn emit_map(
     plan: &Plan,
     dtype: DType,
@@ -340,6 +348,10 @@ fn emit_map(
         }
     }
     s.push_str("    const int n_bi = (int)n_b;\n");
+    // The row groups of this block: all rows (gridDim.y = 1), or every gridDim.y-th group of 32.
+    s.push_str(
+        "    const int psg_r0 = w + 32 * (int)blockIdx.y, psg_rstep = 32 * (int)gridDim.y;\n",
+    );
     s.push_str(
         "#if PSG_GATHER\n    const bool psg_vstore = false;\n#else\n    const bool psg_vstore = ((unsigned long long)out0 & 15ull) == 0;\n#endif\n",
     );
@@ -350,7 +362,7 @@ fn emit_map(
     )
     .ok();
     s.push_str("    if (vec) {\n        if (pv < n_p) {\n");
-    four_rows(&mut s, "");
+    four_rows(&mut s, "", "psg_r0", "psg_rstep");
     writeln!(
         s,
         "            const uint4 v = raw[u];\n            __align__(16) psg_acc vals[{v}];\n            psg_acc* const dst = vals;\n            {unpack}\n            __align__(16) psg_elem o[{v}];\n            #pragma unroll\n            for (int c = 0; c < {v}; ++c) {{\n{}                o[c] = psg_store({value});\n            }}\n            psg_elem* const to = out0 + (long long)b * n_p + pv;\n            if (psg_vstore && pv + {v} <= n_p) {{\n                *(uint4*)to = *(const uint4*)o;\n            }} else {{\n                #pragma unroll\n                for (int c = 0; c < {v}; ++c) if (pv + c < n_p) to[c] = o[c];\n            }}",
@@ -359,13 +371,15 @@ fn emit_map(
     .ok();
     s.push_str("            }\n            }\n        }\n        }\n");
     s.push_str("    } else {\n");
-    s.push_str("        for (int b = w; b < n_bi; b += 8) {\n");
+    s.push_str(
+        "        for (int b0 = psg_r0; b0 < n_bi; b0 += psg_rstep) {\n        #pragma unroll\n        for (int u = 0; u < 4; ++u) {\n        const int b = b0 + 8 * u;\n        if (b < n_bi) {\n",
+    );
     writeln!(
         s,
         "            #pragma unroll\n            for (int c = 0; c < {v}; ++c) {{\n            if (pv + c < n_p) {{\n{}                out0[(long long)b * n_p + pv + c] = psg_store({value});\n            }}\n            }}",
         element("psg_load(g, (long long)b * n_p + pv + c)")
     )
     .ok();
-    s.push_str("        }\n    }\n    }\n}\n");
+    s.push_str("        }\n        }\n        }\n    }\n    }\n}\n");
     s
 }

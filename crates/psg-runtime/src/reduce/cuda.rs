@@ -77,14 +77,26 @@ pub(super) fn run(
             // blockIdx.x, blockIdx.x + gridDim.x, ... (the tiled kernel prefetching the next while
             // it works).
             let resident = device.resident_blocks(kernel, 256, bytes)? as usize;
-            let blocks = u32::try_from(plan.width.div_ceil(tile).min(resident)).map_err(|_| {
+            let tiles = plan.width.div_ceil(tile);
+            let blocks = u32::try_from(tiles.min(resident)).map_err(|_| {
                 Error::Shape(format!(
                     "reduction `{}`: P = {} needs too many blocks",
                     def.name, plan.width
                 ))
             })?;
+            // A map (the streaming kernel's per-sample output: no shared memory, no reduction)
+            // whose tiles of columns leave resident blocks idle shares its groups of 32 rows
+            // among `gridDim.y` blocks a tile (see psg-codegen's `emit_map`): at g[2048, 16K]
+            // (64 tiles of 256 bf16 columns) each block walked 2048 rows alone.
+            let map =
+                def.outputs == OutputKind::Batch && tiled.bytes_per_element[dtype.index()] == 0;
+            let row_blocks = if map {
+                (resident / tiles.max(1)).clamp(1, plan.batch.div_ceil(32).min(65_535)) as u32
+            } else {
+                1
+            };
             let cfg = LaunchConfig {
-                grid: (blocks, 1, 1),
+                grid: (blocks, row_blocks, 1),
                 block: (32, 8, 1),
                 shared_bytes: bytes,
             };
