@@ -307,7 +307,7 @@ fn stream_head(plan: &Plan, dtype: DType, what: &str, first: &str) -> String {
 /// means P a multiple of V), else element by element. Each warp moves 512 contiguous bytes of a
 /// row each way. No shared memory, no barrier. Rows go in groups of 32 (four a warp): block
 /// `(x, y)` of a grid `Y` blocks high takes groups `y, y + Y, ...` of its tiles; the runtime
-/// launches `Y > 1` where the tiles of columns alone leave resident blocks idle (narrow P): at
+/// launches `Y > 1` where there are fewer tiles of columns than multiprocessors (narrow P): at
 /// g[2048, 16K] bf16, 64 tiles, each block walked 2048 rows alone.
 fn emit_map(
     plan: &Plan,

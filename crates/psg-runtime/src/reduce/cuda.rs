@@ -85,12 +85,14 @@ pub(super) fn run(
                 ))
             })?;
             // A map (the streaming kernel's per-sample output: no shared memory, no reduction)
-            // whose tiles of columns leave resident blocks idle shares its groups of 32 rows
-            // among `gridDim.y` blocks a tile (see psg-codegen's `emit_map`): at g[2048, 16K]
-            // (64 tiles of 256 bf16 columns) each block walked 2048 rows alone.
+            // with fewer tiles of columns than multiprocessors shares its groups of 32 rows among
+            // `gridDim.y` blocks a tile (see psg-codegen's `emit_map`). bf16 `sign`, H200, same
+            // run: g[2048, 16K] (64 tiles of 256 columns) 0.084 -> 0.044 ms, g[256, 16K]
+            // 0.015 -> 0.011; but g[1024, 64K] (256 tiles, 4 blocks a tile) 0.076 -> 0.084,
+            // hence not where the tiles alone reach every multiprocessor.
             let map =
                 def.outputs == OutputKind::Batch && tiled.bytes_per_element[dtype.index()] == 0;
-            let row_blocks = if map {
+            let row_blocks = if map && tiles < device.multiprocessor_count() as usize {
                 (resident / tiles.max(1)).clamp(1, plan.batch.div_ceil(32).min(65_535)) as u32
             } else {
                 1
