@@ -1,6 +1,7 @@
 //! dump_kernels: writes the CUDA C that psg generates for every built-in reduction, one file per
 //! kernel (`<kernel name>.cu`: each dtype, and each kernel shape the reduction has: the kernel for
-//! any B, the tiled one and its variants for small, middling and large B, the column-mode one),
+//! any B, the tiled one and its variants for small, middling and large B, the column-mode one,
+//! the spill one),
 //! into a directory. For reading what the code generator emits, and for timing hand-edited
 //! variants beside the generated kernels (`bench/kernel_ab/`).
 //!
@@ -20,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut kernels: Vec<&KernelSource> = def.cuda.iter().collect();
         if let Some(t) = &def.tiled {
             kernels.extend(&t.cuda);
-            for shape in [&t.small, &t.mid, &t.large, &t.column]
+            for shape in [&t.small, &t.mid, &t.large, &t.column, &t.spill]
                 .into_iter()
                 .flatten()
             {

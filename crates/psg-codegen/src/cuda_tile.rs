@@ -526,7 +526,7 @@ fn streaming_passes(plan: &Plan) -> bool {
 
 /// A plan whose passes are all streaming reductions (sums, counts, minima, maxima), whatever its
 /// output: no selection, no ranks.
-fn streaming_loops(plan: &Plan) -> bool {
+pub(crate) fn streaming_loops(plan: &Plan) -> bool {
     plan.ranks.is_empty()
         && plan.steps.iter().all(|step| match step {
             Step::Select(_) => false,
@@ -544,7 +544,7 @@ fn streaming_loops(plan: &Plan) -> bool {
 /// g[256, 4M] on an H200, same run: bf16 var 1.50x -> 1.42x the floor, the f32
 /// Gaussian-weighted sum 1.21-1.27x -> 1.17-1.18x). 4 elsewhere: f32 var, bound by memory,
 /// measured 0.99x -> 1.04x with 8.
-fn pass_unroll(plan: &Plan, narrow: bool) -> usize {
+pub(crate) fn pass_unroll(plan: &Plan, narrow: bool) -> usize {
     if narrow || per_element_transcendental(plan) {
         8
     } else {
@@ -751,7 +751,7 @@ fn replace(node: &Scalar, e: &Scalar) -> Scalar {
 /// A streaming reduction that an earlier selection's passes settle on their own, so that a pass
 /// over the column holding only such reductions can be skipped (see [`tile_steps`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Settled {
+pub(crate) enum Settled {
     /// The count of NaNs among the kept values of selection `t`'s column (an order statistic's
     /// NaN guard): 0 when its first digit pass counted no kept key in the lowest or the highest
     /// digit (every NaN is there, with the infinities and the values of magnitude 2^127 and
@@ -1017,13 +1017,31 @@ pub(crate) fn kernel_head(plan: &Plan, dtype: DType, shape: &str) -> String {
 /// [`kernel_head`] for a kernel named `name`, held to the registers of `blocks` blocks a
 /// multiprocessor where it selects (see [`Blocks`]).
 fn kernel_head_named(plan: &Plan, dtype: DType, shape: &str, name: &str, blocks: Blocks) -> String {
+    kernel_head_with(
+        plan,
+        dtype,
+        shape,
+        name,
+        blocks,
+        &["int tile_log2", "int vec"],
+    )
+}
+
+/// [`kernel_head_named`] with `extra` after the fallback's parameters.
+pub(crate) fn kernel_head_with(
+    plan: &Plan,
+    dtype: DType,
+    shape: &str,
+    name: &str,
+    blocks: Blocks,
+    extra: &[&str],
+) -> String {
     let mut s = header(plan, dtype, shape);
     s.push_str(prelude(dtype));
     let selects = plan.steps.iter().any(|s| matches!(s, Step::Select(_)));
     s.push_str(&gather(dtype, !selects));
     let mut params = kernel_params(plan);
-    params.push("int tile_log2".into());
-    params.push("int vec".into());
+    params.extend(extra.iter().map(|p| p.to_string()));
     let min_blocks = match (selects && dtype.acc() == Acc::F32, blocks) {
         (false, _) => "",
         (true, Blocks::Two) => ", 2",
@@ -1168,7 +1186,7 @@ __device__ __forceinline__ uint4 psg_gather(const psg_elem* src, long long left)
 /// mean 0.96 and 0.94. The MAD's distances (32-bit keys, whole planes: 66 KiB a block) fit
 /// three; at 64 registers its kernel would keep 104 bytes in a frame.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Blocks {
+pub(crate) enum Blocks {
     Two,
     Three,
     Four,
@@ -1626,6 +1644,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                 by: unroll,
                 full: None,
                 waits: pipelined,
+                spill: None,
             },
             &syntax,
             &locals,
@@ -1724,6 +1743,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                         by: unroll,
                         full: whole.then_some(PACKED_BINS_MAX_B),
                         waits: pipelined && loops == 1,
+                        spill: None,
                     },
                     &syntax,
                     &e,
@@ -1821,6 +1841,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                         by: unroll,
                         full: whole.then_some(PACKED_BINS_MAX_B),
                         waits: pipelined && loops == 1,
+                        spill: None,
                     },
                     &syntax,
                     &e,
@@ -2267,7 +2288,12 @@ fn emit_pair_slabs(
 }
 
 /// The per-column outputs' stores of column `p`, under `cond`.
-fn scalar_stores(s: &mut String, cond: &str, values: &[Scalar], e: &dyn Fn(&Scalar) -> String) {
+pub(crate) fn scalar_stores(
+    s: &mut String,
+    cond: &str,
+    values: &[Scalar],
+    e: &dyn Fn(&Scalar) -> String,
+) {
     writeln!(s, "    if ({cond}) {{").ok();
     for (i, v) in values.iter().enumerate() {
         writeln!(s, "        out{i}[p] = psg_store({});", e(v)).ok();
@@ -2708,18 +2734,25 @@ struct Combine {
 /// (k - 1)-th of the tile's `psg_groups`; chunk 0 came from registers. Every lane waits (a
 /// lane copies other lanes' columns), then the warp (`__syncwarp`): warp w copied the rows its
 /// passes read, w, w + 8, ..., and no other warp's. The same samples in the same order.
+///
+/// With `spill` (a pass of the spill kernel, see [`crate::cuda_spill`]), the thread's samples
+/// below `n_rb` (the rows the block keeps) come from the tile and the rest from `g`, `u` rows
+/// loaded before any is used; on the first pass (`first`) every row comes from `g`,
+/// and those below `n_rb` are stored into the tile as they pass. The same samples in the same
+/// order.
 #[derive(Clone, Copy)]
-struct Unroll {
-    by: usize,
-    full: Option<usize>,
-    waits: bool,
+pub(crate) struct Unroll {
+    pub(crate) by: usize,
+    pub(crate) full: Option<usize>,
+    pub(crate) waits: bool,
+    pub(crate) spill: Option<crate::cuda_spill::SpillPass>,
 }
 
 /// A pass over the column (see [`emit_pass`]). Where selections before it settle some of its
 /// reductions (`settle`, see [`Settled`]), a block whose every column has them computes only
 /// the others (nothing, where they settle all); `last`: only the output reads its results.
 #[allow(clippy::too_many_arguments)]
-fn emit_loop(
+pub(crate) fn emit_loop(
     s: &mut String,
     plan: &Plan,
     temps: &[usize],
@@ -2852,39 +2885,52 @@ fn emit_pass(
     keep: &dyn Fn(&Scalar) -> String,
     from_tile: &dyn Fn(&str) -> String,
 ) {
-    let mut body = String::new();
-    let columns = temps.iter().map(|&t| &plan.temps[t].reduce.column);
-    loop_header_with(
-        &mut body,
-        "            ",
-        columns,
-        e,
-        &plan.ranks,
-        from_tile,
-    );
-    for &t in temps {
-        let r = &plan.temps[t].reduce;
-        let update = match r.op {
-            ReduceOp::MinTotal => {
-                let name = names::temp(t);
-                format!(
-                    "{name}_k = min({name}_k, psg_to_key({}));",
-                    e(&r.column.value)
-                )
+    // The code for sample `b`, its element read as `from` reads it.
+    let body_from = |from: &dyn Fn(&str) -> String| {
+        let mut body = String::new();
+        let columns = temps.iter().map(|&t| &plan.temps[t].reduce.column);
+        loop_header_with(&mut body, "            ", columns, e, &plan.ranks, from);
+        for &t in temps {
+            let r = &plan.temps[t].reduce;
+            let update = match r.op {
+                ReduceOp::MinTotal => {
+                    let name = names::temp(t);
+                    format!(
+                        "{name}_k = min({name}_k, psg_to_key({}));",
+                        e(&r.column.value)
+                    )
+                }
+                _ => update_partial(&r.op, t, &e(&r.column.value), "0", syntax),
+            };
+            match r.column.keep.as_ref().map(keep) {
+                Some(k) => writeln!(body, "            if ({k}) {{ {update} }}"),
+                None => writeln!(body, "            {update}"),
             }
-            _ => update_partial(&r.op, t, &e(&r.column.value), "0", syntax),
-        };
-        match r.column.keep.as_ref().map(keep) {
-            Some(k) => writeln!(body, "            if ({k}) {{ {update} }}"),
-            None => writeln!(body, "            {update}"),
+            .ok();
         }
-        .ok();
-    }
+        body
+    };
+    let body = body_from(from_tile);
     let by = unroll.by;
     let looped = format!(
         "        #pragma unroll {by}\n        for (int b = w; b < n_bi; b += 8) {{\n{body}        }}\n"
     );
     match unroll.full {
+        Some(_) if unroll.spill.is_some() => unreachable!("a spill pass is not unrolled whole"),
+        None if unroll.spill.is_some() => {
+            let pass = unroll.spill.expect("a spill pass");
+            let from_g =
+                crate::cuda_spill::spill_rows(&body_from(&|_| "psg_load(psg_raw, u)".into()), pass);
+            if pass.first {
+                write!(s, "    if (active) {{\n{from_g}    }}\n").ok();
+            } else {
+                write!(
+                    s,
+                    "    if (active) {{\n        #pragma unroll {by}\n        for (int b = w; b < n_rb; b += 8) {{\n{body}        }}\n{from_g}    }}\n"
+                )
+                .ok();
+            }
+        }
         _ if unroll.waits => {
             debug_assert!(
                 unroll.full.is_none(),

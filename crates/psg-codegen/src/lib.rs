@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod cuda;
+pub mod cuda_spill;
 pub mod cuda_stream;
 pub mod cuda_tile;
 pub mod expr;
@@ -132,6 +133,14 @@ pub struct Generated {
     /// Tiled CUDA C sources for B up to [`cuda_tile::SMALL_MAX_B`] (see
     /// [`cuda_tile::emit_small`]), if the reduction selects.
     pub cuda_tile_small: Option<[String; 4]>,
+    /// Spill kernels' names, indexed by [`DType::index`].
+    pub spill_kernel_names: [String; 4],
+    /// Spill CUDA C sources (plans of streaming passes at a B whose tile does not fit in shared
+    /// memory; see [`cuda_spill`]), if the reduction has them.
+    pub cuda_spill: Option<[String; 4]>,
+    /// Fixed shared-memory bytes per block of the spill kernel, per dtype (see
+    /// [`cuda_spill::spill_fixed_bytes`]).
+    pub spill_fixed_bytes: [u32; 4],
     /// Column-mode kernels' names, indexed by [`DType::index`].
     pub column_kernel_names: [String; 4],
     /// Column-mode CUDA C sources (whole columns a thread, for small B; see
@@ -188,6 +197,9 @@ pub fn generate_with_runtime(
         tile_small_kernel_names: DType::ALL
             .map(|d| cuda_tile::tile_small_kernel_name(for_dtype(d), d)),
         cuda_tile_small: tile_kernels(cuda_tile::has_small_kernel, cuda_tile::emit_small),
+        spill_kernel_names: DType::ALL.map(|d| cuda_spill::spill_kernel_name(for_dtype(d), d)),
+        cuda_spill: tile_kernels(cuda_spill::has_spill_kernel, cuda_spill::emit_spill),
+        spill_fixed_bytes: DType::ALL.map(|d| cuda_spill::spill_fixed_bytes(for_dtype(d), d)),
         column_kernel_names: DType::ALL.map(|d| cuda_tile::column_kernel_name(for_dtype(d), d)),
         cuda_column: tile_kernels(cuda_tile::has_column_mode, cuda_tile::emit_column),
         plan,

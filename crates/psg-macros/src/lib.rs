@@ -112,6 +112,8 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
         &generated.cuda_tile_small,
         &generated.tile_small_kernel_names,
     );
+    let spill = kernels(&generated.cuda_spill, &generated.spill_kernel_names);
+    let spill_fixed = &generated.spill_fixed_bytes;
     let n_ps = per_sample.len();
     let n_scalars = scalars.len();
     let outputs = match sig.returns {
@@ -202,6 +204,8 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
                     large: #large,
                     mid: #mid,
                     small: #small,
+                    spill: #spill,
+                    spill_fixed_bytes: [#(#spill_fixed),*],
                 }),
                 cpu: #rt::CpuKernels {
                     f32: acc32::column::<f32>,

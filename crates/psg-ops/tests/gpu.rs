@@ -63,6 +63,20 @@ impl Pair {
         );
     }
 
+    /// The built-ins of streaming passes (var, std, the z-score mean and count, the
+    /// density-weighted sums), then the per-sample outputs after passes, whose per-sample input
+    /// holds `weights`.
+    fn streaming_passes(&self, weights: &[f32], dev: &Device) {
+        self.same("var", |t| ops::var(t, 1.0));
+        self.same("std", |t| ops::std(t, 0.0));
+        let rule = ops::OutlierRule::ZScore { k: 2.0 };
+        self.same("zscore mean", |t| Ok(ops::outlier_mean(t, rule)?.mean));
+        self.same("zscore kept", |t| Ok(ops::outlier_mean(t, rule)?.kept));
+        self.density_weighted();
+        let w = Pair::new(weights, &[weights.len()], acc_of(self.cpu.dtype()), dev);
+        self.per_sample_outputs(&w);
+    }
+
     /// The per-sample outputs of streaming passes (the z-score cleaner, the relative clamp, a
     /// user's plan through the per-sample input `w`, a filtered one), bit for bit.
     fn per_sample_outputs(&self, w: &Pair) {
@@ -115,6 +129,15 @@ const BATCHES: [usize; 6] = [1, 2, 33, 256, 1023, 4099];
 /// words where P is even, from funnel-shifted words where it is odd). P = 1, 30 and 31 get the
 /// nasty values.
 const COLUMNS: [usize; 5] = [1, 30, 31, 40_000, 1_000_003];
+
+/// The dtype of a per-sample input for data of `dtype`: the accumulator's (f64 for f64 data).
+fn acc_of(dtype: DType) -> DType {
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
 
 fn data(rng: &mut Rng, n: usize, p: usize) -> Vec<f32> {
     // Small tensors get the nasty values (ties, +-0, subnormals, inf, NaN); large ones realistic
@@ -208,14 +231,7 @@ fn gpu_pipelined_tiles_match_cpu() {
                     continue;
                 }
                 let g = Pair::new(&rng.gradients(b * p), &[b, p], dtype, &dev);
-                g.same("var", |t| ops::var(t, 1.0));
-                g.same("std", |t| ops::std(t, 0.0));
-                let rule = ops::OutlierRule::ZScore { k: 2.0 };
-                g.same("zscore mean", |t| Ok(ops::outlier_mean(t, rule)?.mean));
-                g.same("zscore kept", |t| Ok(ops::outlier_mean(t, rule)?.kept));
-                g.density_weighted();
-                let w = Pair::new(&rng.gradients(b), &[b], DType::F32, &dev);
-                g.per_sample_outputs(&w);
+                g.streaming_passes(&rng.gradients(b), &dev);
             }
         }
     }
@@ -227,7 +243,7 @@ fn gpu_equal_values_have_zero_std_and_infinite_quantiles_stay_infinite() {
     let Some(dev) = gpu() else { return };
     // Equal values whose mean rounds in f32 (0.1 x 7 sums to 0.70000005): a std of exactly 0,
     // density weights of 1, a z-score rule that removes nothing. Every kernel shape: the tiles
-    // (B = 7, 256, 1023), thread per column (4099); aligned and unaligned P.
+    // (B = 7, 256, 1023), the spill kernel and thread per column (4099); aligned and unaligned P.
     for dtype in [DType::F32, DType::F64, DType::BF16, DType::F16] {
         for b in [7, 256, 1023, 4099] {
             for p in [31, 40_000] {
@@ -380,22 +396,62 @@ fn gpu_views_at_an_offset_match_cpu() {
             g.same("clip_values", |t| ops::clip_values(t, 0.5));
             // Per-sample outputs after passes: in 16-bit input, the word stores of the path of
             // two columns a thread (P even) under the build that gathers its loads.
-            // A per-sample input is in the accumulator's dtype: f64 for f64 data.
-            let acc = if dtype == DType::F64 {
-                DType::F64
-            } else {
-                DType::F32
-            };
-            let w = Pair::new(&rng.gradients(b), &[b], acc, &dev);
+            let w = Pair::new(&rng.gradients(b), &[b], acc_of(dtype), &dev);
             g.per_sample_outputs(&w);
         }
+    }
+}
+
+/// The spill kernels: plans of streaming passes at a B whose 32-column tile does not fit in the
+/// shared memory a block may have (on an H100 or H200, B above about 1780 in f32, 3560 in bf16
+/// and f16, 890 in f64), which keep the rows that fit and read the others from g again in each
+/// pass: their results are the tiled kernel's and the CPU's, bit for bit. B not a multiple of 8
+/// (a warp's last rows) and beyond twice the rows kept, P not a multiple of 32 (a tile's idle
+/// lanes), rows not 16-byte aligned (P = 33 and 4001), per-column and per-sample outputs.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_spilled_tiles_match_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0012);
+    for (dtype, batches) in [
+        (DType::F32, &[1_900usize, 2_048, 4_099][..]),
+        (DType::BF16, &[3_700, 8_191][..]),
+        (DType::F16, &[4_099][..]),
+        (DType::F64, &[1_001][..]),
+    ] {
+        for &b in batches {
+            for p in [33, 4_001, 40_000] {
+                if b * p > 100_000_000 {
+                    continue;
+                }
+                let g = Pair::new(&rng.gradients(b * p), &[b, p], dtype, &dev);
+                g.streaming_passes(&rng.gradients(b), &dev);
+            }
+        }
+    }
+}
+
+/// Where a 32-column tile does not fit and P fills the GPU (at least 1024 columns a
+/// multiprocessor: 140000 columns on an H100 or H200), the thread-per-column kernel computes the
+/// plans of streaming passes, not the spill kernel: the same results, bit for bit.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_wide_batches_beyond_the_tile_match_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0013);
+    for (dtype, b) in [(DType::F32, 1_900), (DType::BF16, 3_700)] {
+        let p = 140_000;
+        let g = Pair::new(&rng.gradients(b * p), &[b, p], dtype, &dev);
+        g.same("var", |t| ops::var(t, 1.0));
+        let rule = ops::OutlierRule::ZScore { k: 2.0 };
+        g.same("zscore mean", |t| Ok(ops::outlier_mean(t, rule)?.mean));
     }
 }
 
 /// The column-mode kernels (small B: whole columns a thread), the tiled kernels'
 /// two-columns-a-thread path (16-bit input, tiles of 64 columns or more: B up to 1700 or so in
 /// bf16 and f16 on an H100 or H200, one block a multiprocessor at the top) beside its one-column
-/// path (32-column tiles, B = 2000) and f32's (thread per column at B = 2000): a
+/// path (32-column tiles, B = 2000) and f32's (the spill kernel at B = 2000): a
 /// plan with minima, maxima, a filtered count and a per-sample input (`centred_extremes`), the
 /// built-ins that take the path, and per-sample outputs (the path writes a sample's two columns
 /// as one word where P is even; odd P, and a last pair of one column, element by element), at

@@ -1,6 +1,6 @@
 //! The tiered JIT's quick builds (`JitMode::Quick`: NVRTC's fast-compile setting) compute the same
 //! bits as the optimized builds, for every built-in kernel shape: the streaming and
-//! thread-per-column kernels (B = 4099), the column-mode kernels (B <= 128), the selections'
+//! thread-per-column and spill kernels (B = 4099), the column-mode kernels (B <= 128), the selections'
 //! small-B (2, 40), middling-B (100), tiled (256) and large-B (1023) kernels, in f32 and bf16,
 //! with vector (P = 40000, realistic gradients) and element loads (P = 31 and 33, nasty values:
 //! ties, signed zeros, subnormals, and at P = 31 NaNs and infinities; the quick build's

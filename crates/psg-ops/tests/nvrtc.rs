@@ -5,7 +5,7 @@
 //! Needs only libnvrtc (no GPU). Where libnvrtc is missing the test fails if
 //! `PSG_REQUIRE_NVRTC=1` (CI sets it); otherwise it says why and checks nothing.
 
-use psg_runtime::{compile_cubin, nvrtc_status, KernelSource};
+use psg_runtime::{compile_cubin, nvrtc_status, KernelSource, ReductionDef};
 
 fn nvrtc_ready() -> bool {
     match nvrtc_status() {
@@ -21,27 +21,26 @@ fn nvrtc_ready() -> bool {
 }
 
 fn all_kernels() -> Vec<&'static KernelSource> {
+    // Every kernel of a definition: the thread-per-column ones, and each tiled shape's.
+    fn kernels_of(def: &'static ReductionDef) -> impl Iterator<Item = &'static KernelSource> {
+        def.cuda.iter().chain(def.tiled.iter().flat_map(|t| {
+            t.cuda.iter().chain(
+                [&t.column, &t.large, &t.mid, &t.small, &t.spill]
+                    .into_iter()
+                    .flatten()
+                    .flatten(),
+            )
+        }))
+    }
     let mut all: Vec<&'static KernelSource> = psg_ops::builtin_reductions()
         .into_iter()
-        .flat_map(|def| {
-            def.cuda
-                .iter()
-                .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
-                .chain(def.tiled.iter().flat_map(|t| t.column.iter().flatten()))
-                .chain(def.tiled.iter().flat_map(|t| t.large.iter().flatten()))
-                .chain(def.tiled.iter().flat_map(|t| t.mid.iter().flatten()))
-                .chain(def.tiled.iter().flat_map(|t| t.small.iter().flatten()))
-        })
+        .flat_map(kernels_of)
         .collect();
-    all.extend(psg_ops::dp::dp_reductions().into_iter().flat_map(|def| {
-        def.cuda
-            .iter()
-            .chain(def.tiled.iter().flat_map(|t| t.cuda.iter()))
-            .chain(def.tiled.iter().flat_map(|t| t.column.iter().flatten()))
-            .chain(def.tiled.iter().flat_map(|t| t.large.iter().flatten()))
-            .chain(def.tiled.iter().flat_map(|t| t.mid.iter().flatten()))
-            .chain(def.tiled.iter().flat_map(|t| t.small.iter().flatten()))
-    }));
+    all.extend(
+        psg_ops::dp::dp_reductions()
+            .into_iter()
+            .flat_map(kernels_of),
+    );
     all.extend(psg_ops::dp::noise_kernel_sources());
     all.extend(psg_ops::layers::layer_kernel_sources());
     all.extend(psg_ops::row_kernel_sources());
@@ -235,6 +234,17 @@ fn kernels_held_to_a_register_cap_use_no_local_memory() {
         );
     }
     assert!(four >= 8, "only {four} bit-sliced kernels at four blocks");
+    // The spill kernels' rows in flight (`psg_raw`, indexed by unrolled constants) stay in
+    // registers.
+    let spill: Vec<&KernelSource> = all_kernels()
+        .into_iter()
+        .filter(|k| k.name.ends_with("_spill"))
+        .collect();
+    assert!(spill.len() >= 20, "only {} spill kernels", spill.len());
+    for k in spill {
+        let cubin = compile_cubin(&k.source, &k.name, (9, 0)).unwrap();
+        assert_eq!(frame_size(&cubin), 0, "{} uses local memory", k.name);
+    }
 }
 
 /// The second builds (for unaligned rows) of the kernels held to a register cap keep about the

@@ -95,6 +95,29 @@ fn generated_large_batch_cuda() {
     insta::assert_snapshot!("large_batch_reductions", with.join("\n"));
 }
 
+/// The spill kernels (B beyond a 32-column tile: the rows that fit kept, the others read from g
+/// each pass) of the var in f32 and the z-score cleaner (a per-sample output) in bf16, and the
+/// list of built-ins that have one (every one of streaming passes but the one-pass plans, whose
+/// streaming kernel serves any B).
+#[test]
+fn generated_spill_cuda() {
+    let mut with = Vec::new();
+    for def in psg_ops::builtin_reductions() {
+        if let Some(spill) = def.tiled.as_ref().and_then(|t| t.spill.as_ref()) {
+            with.push(def.name);
+            for (name, dtype) in [("var_corrected", DType::F32), ("zscore_clean", DType::BF16)] {
+                if def.name == name {
+                    insta::assert_snapshot!(
+                        format!("{name}_{}_spill", dtype.name()),
+                        spill[dtype.index()].source.as_ref()
+                    );
+                }
+            }
+        }
+    }
+    insta::assert_snapshot!("spill_reductions", with.join("\n"));
+}
+
 /// The reductions of streaming passes over an untransformed tile pipeline their tile for large
 /// B: the var, std and z-score mean in f32, bf16 and f16, the Gaussian sums in f32, and those
 /// with a per-sample output (the z-score cleaner, the relative clamp) in bf16 and f16; committed a group a chunk, each chunk waited for by the first pass (in a 16-bit

@@ -2,7 +2,7 @@
 
 use super::gather::{build_for, RowLoads};
 use super::validate::Plan;
-use super::{LaunchShape, OutputKind, ReductionDef};
+use super::{LaunchShape, OutputKind, ReductionDef, SPILL_MAX_COLUMNS_PER_SM};
 use crate::cuda::{CudaDevice, KernelArg, LaunchConfig};
 use crate::device::Device;
 use crate::dtype::DType;
@@ -99,6 +99,34 @@ pub(super) fn run(
             };
             let cfg = LaunchConfig {
                 grid: (blocks, row_blocks, 1),
+                block: (32, 8, 1),
+                shared_bytes: bytes,
+            };
+            device.launch(kernel, cfg, &args)?;
+            return Ok(outputs);
+        }
+        // A tile of 32 columns does not fit: at a P below 1024 columns a multiprocessor, plans
+        // of streaming passes keep what rows fit and read the others from g in each pass (see
+        // `TiledKernels::spill`); the thread-per-column kernel where P fills the GPU.
+        let narrow = plan.width < device.multiprocessor_count() as usize * SPILL_MAX_COLUMNS_PER_SM;
+        if let Some((kernels, (rows, bytes))) = tiled
+            .spill
+            .as_ref()
+            .filter(|_| narrow)
+            .zip(tiled.spill_rows(dtype, plan.batch, limit))
+        {
+            let kernel = &kernels[dtype.index()];
+            args.push(KernelArg::I32(rows as i32));
+            args.push(KernelArg::I32(0));
+            let resident = device.resident_blocks(kernel, 256, bytes)? as usize;
+            let blocks = u32::try_from(plan.width.div_ceil(32).min(resident)).map_err(|_| {
+                Error::Shape(format!(
+                    "reduction `{}`: P = {} needs too many blocks",
+                    def.name, plan.width
+                ))
+            })?;
+            let cfg = LaunchConfig {
+                grid: (blocks, 1, 1),
                 block: (32, 8, 1),
                 shared_bytes: bytes,
             };

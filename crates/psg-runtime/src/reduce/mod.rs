@@ -96,7 +96,31 @@ pub struct TiledKernels {
     /// a warp instead of counting digits (same shared memory as `cuda`). See
     /// [`TiledKernels::kernel_for`].
     pub small: Option<[KernelSource; 4]>,
+    /// Spill kernels, indexed by [`DType::index`](crate::DType::index), if the reduction's passes
+    /// all stream (no selection, no ranks): for a B whose 32-column tile does not fit in the
+    /// shared memory the device grants a block, where [`TiledKernels::choose`] gives `None`.
+    /// Launched as the tiled kernels are (block `(32, 8, 1)`, a persistent grid walking tiles of
+    /// 32 columns), with dynamic shared memory `n_res * 32 * element size + spill_fixed_bytes`
+    /// and the fallback's parameters followed by `int n_res` (the rows a block keeps in shared
+    /// memory, a multiple of 8; the others are read from `g` again in each pass) and `int vec`
+    /// (unused). The same results as the tiled kernel, bit for bit. See
+    /// [`TiledKernels::spill_rows`]. The runtime takes them where P is below
+    /// [`SPILL_MAX_COLUMNS_PER_SM`] columns a multiprocessor, the thread-per-column kernel
+    /// elsewhere.
+    pub spill: Option<[KernelSource; 4]>,
+    /// The spill kernels' shared-memory bytes besides their rows, per dtype.
+    pub spill_fixed_bytes: [u32; 4],
 }
+
+/// The widest P, in columns a multiprocessor, at which a spill kernel ([`TiledKernels::spill`])
+/// runs instead of the thread-per-column kernel (which then has fewer threads than half of what
+/// the multiprocessors hold, 2048 each on an H100 or H200, and waits on its loads). H200, same
+/// run, the spill kernel's time over the thread-per-column kernel's: f32 at g[2048, 16K]
+/// 0.07-0.21, at g[2048, 64K] 0.26-0.73 (the relative clamp the most), but at g[4096, 256K]
+/// 1.27-1.75 and at g[2048, 1M] 0.88-1.54 (var 1.15); bf16 at g[4096, 16K] 0.06-0.20, at
+/// g[8192, 64K] 0.33-0.83, but at g[4096, 512K] 0.88-1.78 (var 1.14). Between 64K and 256K
+/// columns (1024 a multiprocessor lies there on a 132-multiprocessor H200) not measured.
+pub const SPILL_MAX_COLUMNS_PER_SM: usize = 1024;
 
 /// The column-mode kernels' tile: 256 columns (log2).
 pub const COLUMN_TILE_LOG2: u32 = 8;
@@ -163,6 +187,27 @@ impl TiledKernels {
         let bytes = batch as u64 * (1u64 << COLUMN_TILE_LOG2) * per;
         let limit = u64::from(TILE_SHARED_PREFERRED.min(device_limit));
         (self.column.is_some() && batch > 0 && per > 0 && bytes <= limit).then_some(bytes as u32)
+    }
+
+    /// The rows a spill kernel's block keeps (`n_res`, a multiple of 8) for a batch of `batch`
+    /// samples of `dtype`, and the shared memory they and the partials take: as many rows of 32
+    /// columns as `device_limit` (the most shared memory the device grants a block) holds, at
+    /// most `batch` rounded up to 8. `None` where the reduction has no spill kernel, or where B
+    /// does not fit the kernels' 32-bit sample indices.
+    pub fn spill_rows(
+        &self,
+        dtype: crate::DType,
+        batch: usize,
+        device_limit: u32,
+    ) -> Option<(u32, u32)> {
+        if self.spill.is_none() || batch > i32::MAX as usize - 64 {
+            return None;
+        }
+        let fixed = self.spill_fixed_bytes[dtype.index()];
+        let row = 32 * dtype.size_in_bytes() as u32;
+        let fit = (device_limit.checked_sub(fixed)? / row) & !7;
+        let rows = fit.min(batch.next_multiple_of(8) as u32);
+        Some((rows, rows * row + fixed))
     }
 
     /// The tile (log2 of its width) for a batch of `batch` samples of `dtype`, and the shared

@@ -286,6 +286,8 @@ fn tiled(per: u32, fixed: u32) -> TiledKernels {
         large: None,
         mid: None,
         small: None,
+        spill: None,
+        spill_fixed_bytes: [fixed; 4],
     }
 }
 
@@ -313,7 +315,7 @@ fn tiles_move_about_32_kib_of_g_within_the_preferred_shared_memory() {
         streaming.choose(DType::F32, 1024, H100_LIMIT),
         Some((5, 1024 * 32 * 4 + 4096))
     );
-    // B = 2000 does not fit 32 columns on the device: thread per column.
+    // B = 2000 does not fit 32 columns on the device: the spill kernel or thread per column.
     assert_eq!(streaming.choose(DType::F32, 2000, H100_LIMIT), None);
     // A selection from a key array at B = 256 takes 32 columns, past the preferred budget.
     assert_eq!(
@@ -422,4 +424,39 @@ fn streaming_kernels_take_32_vectors_of_columns_for_any_batch() {
     assert_eq!(streaming.choose(DType::F32, 256, 4096), None);
     // Beyond 32-bit sample counts: thread per column.
     assert_eq!(streaming.choose(DType::F32, 1 << 31, H100_LIMIT), None);
+}
+
+#[test]
+fn spill_kernels_keep_the_rows_that_fit_in_multiples_of_8() {
+    let mut t = tiled(4, 4096);
+    // No spill kernel: nothing.
+    assert_eq!(t.spill_rows(DType::F32, 4096, H100_LIMIT), None);
+    let k = KernelSource::new_static("s", "");
+    t.spill = Some([k.clone(), k.clone(), k.clone(), k]);
+    // f32 at B = 2048 on an H100: no 32-column tile fits; 1784 rows of 128 bytes do.
+    assert_eq!(t.choose(DType::F32, 2048, H100_LIMIT), None);
+    assert_eq!(
+        t.spill_rows(DType::F32, 2048, H100_LIMIT),
+        Some((1784, 1784 * 128 + 4096))
+    );
+    // 16-bit rows take half the bytes; f64's twice.
+    assert_eq!(
+        t.spill_rows(DType::BF16, 5000, H100_LIMIT),
+        Some((3568, 3568 * 64 + 4096))
+    );
+    assert_eq!(
+        t.spill_rows(DType::F64, 5000, H100_LIMIT),
+        Some((888, 888 * 256 + 4096))
+    );
+    // Never more rows than B rounded up to 8.
+    assert_eq!(
+        t.spill_rows(DType::F32, 13, H100_LIMIT),
+        Some((16, 16 * 128 + 4096))
+    );
+    // A device granting less than the partials: nothing; B beyond 32-bit indices: nothing.
+    assert_eq!(t.spill_rows(DType::F32, 2048, 4000), None);
+    assert_eq!(
+        t.spill_rows(DType::F32, i32::MAX as usize, H100_LIMIT),
+        None
+    );
 }
