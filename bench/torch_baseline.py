@@ -378,6 +378,11 @@ def run_config(device, timer, ops, b, p, dtype_name, args, gbps, rows):
         return
     print(f"g[{shape}] {dtype_name}: {g_bytes / 2**30:.2f} GiB, rotated among {copies} copies",
           file=sys.stderr)
+    if args.compile:
+        # A fresh compile cache for each shape and dtype: each compiles every op again, and past
+        # dynamo's recompile limit (8 a function) `torch.compile` silently ran the op as written
+        # (the "compiled" times from the ninth shape and dtype on were eager ones).
+        torch.compiler.reset()
     gs = [random_g(device, dtype, b, p, 1234 + i) for i in range(copies)]
     params = Params(clip_norm=math.sqrt(p), k=b // 4, b=b)
     for op in ops:
