@@ -56,19 +56,65 @@ pub fn kernel_name(plan: &Plan, dtype: DType) -> String {
     format!("{}_{}", plan.name, dtype.name())
 }
 
+/// How an emitter prints a plan's expressions for one input dtype: in its accumulator's syntax,
+/// with the plan's lets and ranks in scope.
+pub(crate) struct Printer<'a> {
+    plan: &'a Plan,
+    acc: Acc,
+    locals: Vec<String>,
+}
+
+impl<'a> Printer<'a> {
+    pub(crate) fn new(plan: &'a Plan, dtype: DType) -> Self {
+        Printer {
+            plan,
+            acc: dtype.acc(),
+            locals: plan.lets.iter().map(|l| l.name.clone()).collect(),
+        }
+    }
+
+    /// The syntax, with short-circuits.
+    pub(crate) fn syntax(&self) -> Cuda {
+        Cuda {
+            acc: self.acc,
+            eager: false,
+        }
+    }
+
+    /// The lets' names.
+    pub(crate) fn locals(&self) -> &[String] {
+        &self.locals
+    }
+
+    /// The scope of the plan's lets and ranks, their names followed by `suffix`.
+    pub(crate) fn scope<'s>(&'s self, suffix: &'s str) -> Scope<'s> {
+        Scope {
+            locals: &self.locals,
+            ranks: &self.plan.ranks,
+            suffix,
+        }
+    }
+
+    /// An expression.
+    pub(crate) fn e(&self, expr: &Scalar) -> String {
+        print(expr, &self.syntax(), &self.scope(""))
+    }
+
+    /// A streaming pass's filter, without short-circuits (see [`Cuda::eager`]).
+    pub(crate) fn keep(&self, expr: &Scalar) -> String {
+        let eager = Cuda {
+            acc: self.acc,
+            eager: true,
+        };
+        print(expr, &eager, &self.scope(""))
+    }
+}
+
 /// Emits the CUDA C source of the kernel for one input dtype.
 pub fn emit(plan: &Plan, dtype: DType) -> String {
-    let syntax = Cuda {
-        acc: dtype.acc(),
-        eager: false,
-    };
-    let locals: Vec<String> = plan.lets.iter().map(|l| l.name.clone()).collect();
-    let scope = Scope {
-        locals: &locals,
-        ranks: &plan.ranks,
-        suffix: "",
-    };
-    let e = |expr: &Scalar| print(expr, &syntax, &scope);
+    let printer = Printer::new(plan, dtype);
+    let syntax = printer.syntax();
+    let e = |expr: &Scalar| printer.e(expr);
     let mut s = String::new();
     s.push_str(&header(plan, dtype, "thread per column"));
     s.push_str(prelude(dtype));

@@ -27,12 +27,12 @@
 
 use std::fmt::Write;
 
-use crate::cuda::{emit_let, kernel_name, loop_header_with, Cuda};
+use crate::cuda::{emit_let, kernel_name, loop_header_with, Printer};
 use crate::cuda_tile::{
     batch_value, emit_loop, kernel_head_with, partial_slots, pass_unroll, scalar_stores,
     streaming_loops, Blocks, Unroll,
 };
-use crate::expr::{print, Acc, Scope};
+use crate::expr::Acc;
 use crate::ir::{Output, Scalar};
 use crate::schedule::{Plan, Step};
 use crate::DType;
@@ -104,22 +104,10 @@ pub fn emit_spill(plan: &Plan, dtype: DType) -> Option<String> {
     if !has_spill_kernel(plan) {
         return None;
     }
-    let syntax = Cuda {
-        acc: dtype.acc(),
-        eager: false,
-    };
-    let locals: Vec<String> = plan.lets.iter().map(|l| l.name.clone()).collect();
-    let scope = Scope {
-        locals: &locals,
-        ranks: &plan.ranks,
-        suffix: "",
-    };
-    let e = |expr: &Scalar| print(expr, &syntax, &scope);
-    let eager = Cuda {
-        acc: dtype.acc(),
-        eager: true,
-    };
-    let keep = |expr: &Scalar| print(expr, &eager, &scope);
+    let printer = Printer::new(plan, dtype);
+    let syntax = printer.syntax();
+    let e = |expr: &Scalar| printer.e(expr);
+    let keep = |expr: &Scalar| printer.keep(expr);
     let from_tile = |i: &str| format!("psg_load(tile, ((long long)({i}) << 5) + lane)");
     let unroll = pass_unroll(plan, matches!(dtype, DType::BF16 | DType::F16));
     let mut s = kernel_head_with(

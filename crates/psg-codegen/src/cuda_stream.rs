@@ -25,7 +25,7 @@ use std::fmt::Write;
 
 use crate::cuda::{emit_let, loop_header_with};
 use crate::cuda_tile::{combine_warps, kernel_head, partial_slots, vector_unpack};
-use crate::expr::{names, print, Acc, Scope, Syntax};
+use crate::expr::{names, Acc, Syntax};
 use crate::ir::{Output, ReduceOp, Scalar};
 use crate::schedule::{Plan, Step};
 use crate::DType;
@@ -77,17 +77,9 @@ pub fn stream_smem(plan: &Plan, dtype: DType) -> u32 {
 
 /// Emits the streaming kernel (named as the tiled kernel) for one input dtype.
 pub fn emit(plan: &Plan, dtype: DType) -> String {
-    let syntax = crate::cuda::Cuda {
-        acc: dtype.acc(),
-        eager: false,
-    };
-    let locals: Vec<String> = plan.lets.iter().map(|l| l.name.clone()).collect();
-    let scope = Scope {
-        locals: &locals,
-        ranks: &plan.ranks,
-        suffix: "",
-    };
-    let e = |expr: &Scalar| print(expr, &syntax, &scope);
+    let printer = crate::cuda::Printer::new(plan, dtype);
+    let syntax = printer.syntax();
+    let e = |expr: &Scalar| printer.e(expr);
     if maps(plan) {
         return emit_map(plan, dtype, &syntax, &e);
     }

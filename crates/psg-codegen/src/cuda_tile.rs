@@ -51,7 +51,7 @@ use std::fmt::Write;
 
 use crate::cuda::{
     combine_partials, emit_let, header, kernel_name, kernel_params, loop_header_with, prelude,
-    update_partial, Cuda,
+    update_partial, Cuda, Printer,
 };
 use crate::expr::{names, print, Acc, Scope, Syntax};
 use crate::ir::{BinOp, Column, Func, Output, ReduceOp, Scalar, UnOp};
@@ -1219,11 +1219,9 @@ pub fn emit_column(plan: &Plan, dtype: DType) -> Option<String> {
     if !has_column_mode(plan) {
         return None;
     }
-    let syntax = Cuda {
-        acc: dtype.acc(),
-        eager: false,
-    };
-    let locals: Vec<String> = plan.lets.iter().map(|l| l.name.clone()).collect();
+    let printer = Printer::new(plan, dtype);
+    let syntax = printer.syntax();
+    let locals = printer.locals();
     let narrow = narrow_tile(dtype, false);
     let mut s = kernel_head_named(
         plan,
@@ -1255,7 +1253,7 @@ pub fn emit_column(plan: &Plan, dtype: DType) -> Option<String> {
         false,
     ));
     let steps = tile_steps(plan);
-    emit_column_tile(&mut s, plan, &steps, &syntax, &locals);
+    emit_column_tile(&mut s, plan, &steps, &syntax, locals);
     s.push_str("    }\n}\n");
     Some(s)
 }
@@ -1408,30 +1406,16 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         Some((p, t)) => (p, Some(t)),
         None => (plan, None),
     };
-    let syntax = Cuda {
-        acc: dtype.acc(),
-        eager: false,
-    };
-    let locals: Vec<String> = plan.lets.iter().map(|l| l.name.clone()).collect();
-    let scope = Scope {
-        locals: &locals,
-        ranks: &plan.ranks,
-        suffix: "",
-    };
-    let e = |expr: &Scalar| print(expr, &syntax, &scope);
+    let printer = Printer::new(plan, dtype);
+    let syntax = printer.syntax();
+    let locals = printer.locals();
+    let e = |expr: &Scalar| printer.e(expr);
     // Another column's values, named apart (`_c`): a selecting lane computes keys of the column
     // it selects in (see `OtherColumn`).
-    let scope_c = Scope {
-        suffix: "_c",
-        ..scope
-    };
+    let scope_c = printer.scope("_c");
     let e_c = |expr: &Scalar| print(expr, &syntax, &scope_c);
     // A streaming pass's filters, printed without short-circuits (see `Cuda::eager`).
-    let eager = Cuda {
-        acc: dtype.acc(),
-        eager: true,
-    };
-    let keep = |expr: &Scalar| print(expr, &eager, &scope);
+    let keep = |expr: &Scalar| printer.keep(expr);
     let narrow = narrow_tile(dtype, transform.is_some());
     let pair = pairs(plan, dtype, transform.is_some());
     let unroll = pass_unroll(plan, narrow);
@@ -1647,7 +1631,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
                 spill: None,
             },
             &syntax,
-            &locals,
+            locals,
             slab_barrier,
         );
         s.push_str("    }\n    } else {\n    #undef PSG_SLAB\n    #undef PSG_UNPACK\n");
