@@ -29,8 +29,8 @@ use std::fmt::Write;
 
 use crate::cuda::{emit_let, kernel_name, loop_header_with, Printer};
 use crate::cuda_tile::{
-    batch_value, emit_loop, kernel_head_with, partial_slots, pass_unroll, scalar_stores,
-    streaming_loops, Blocks, Unroll,
+    batch_value, emit_loop, kernel_head_with, narrow_tile, partial_slots, pass_unroll,
+    scalar_stores, streaming_loops, Blocks, Unroll,
 };
 use crate::expr::Acc;
 use crate::ir::{Output, Scalar};
@@ -109,7 +109,8 @@ pub fn emit_spill(plan: &Plan, dtype: DType) -> Option<String> {
     let e = |expr: &Scalar| printer.e(expr);
     let keep = |expr: &Scalar| printer.keep(expr);
     let from_tile = |i: &str| format!("psg_load(tile, ((long long)({i}) << 5) + lane)");
-    let unroll = pass_unroll(plan, matches!(dtype, DType::BF16 | DType::F16));
+    // 16-bit elements as they are in g: the tiled kernel's narrow tile, and its unroll.
+    let unroll = pass_unroll(plan, narrow_tile(dtype, false));
     let mut s = kernel_head_with(
         plan,
         dtype,

@@ -461,7 +461,7 @@ pub fn tile_smem(plan: &Plan, dtype: DType) -> (u32, u32, u32) {
 /// pass reads them (`psg_load`'s widening: one shift for bf16, one conversion for f16), for half
 /// the shared memory (more blocks per multiprocessor) and a tile copied straight from `g`. Never
 /// a transformed tile (it holds f32 products).
-fn narrow_tile(dtype: DType, transformed: bool) -> bool {
+pub(crate) fn narrow_tile(dtype: DType, transformed: bool) -> bool {
     !transformed && matches!(dtype, DType::BF16 | DType::F16)
 }
 
