@@ -2903,17 +2903,8 @@ fn emit_pass(
         Some(_) if unroll.spill.is_some() => unreachable!("a spill pass is not unrolled whole"),
         None if unroll.spill.is_some() => {
             let pass = unroll.spill.expect("a spill pass");
-            let from_g =
-                crate::cuda_spill::spill_rows(&body_from(&|_| "psg_load(psg_raw, u)".into()), pass);
-            if pass.first {
-                write!(s, "    if (active) {{\n{from_g}    }}\n").ok();
-            } else {
-                write!(
-                    s,
-                    "    if (active) {{\n        #pragma unroll {by}\n        for (int b = w; b < n_rb; b += 8) {{\n{body}        }}\n{from_g}    }}\n"
-                )
-                .ok();
-            }
+            let g_body = body_from(&|_| "psg_load(psg_raw, u)".into());
+            s.push_str(&crate::cuda_spill::spill_pass(&body, by, &g_body, pass));
         }
         _ if unroll.waits => {
             debug_assert!(
@@ -3761,7 +3752,7 @@ fn emit_select(
 
 /// A pipelined tile's wait for a chunk's copies (see [`Unroll`]): `cp.async.wait_group` takes
 /// its count as an immediate.
-const WAIT_GROUPS: &str = r#"/* Waits until at most n of the thread's cp.async groups are in flight (at most 8 where n > 8). */
+pub(crate) const WAIT_GROUPS: &str = r#"/* Waits until at most n of the thread's cp.async groups are in flight (at most 8 where n > 8). */
 __device__ __forceinline__ void psg_wait_groups(int n) {
 #if __CUDA_ARCH__ >= 800
     switch (n) {

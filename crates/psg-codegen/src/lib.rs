@@ -141,6 +141,9 @@ pub struct Generated {
     /// Fixed shared-memory bytes per block of the spill kernel, per dtype (see
     /// [`cuda_spill::spill_fixed_bytes`]).
     pub spill_fixed_bytes: [u32; 4],
+    /// The spill kernel's passes over its tile (the plan's loops; a per-sample output's loop
+    /// not counted).
+    pub spill_passes: u32,
     /// Column-mode kernels' names, indexed by [`DType::index`].
     pub column_kernel_names: [String; 4],
     /// Column-mode CUDA C sources (whole columns a thread, for small B; see
@@ -200,6 +203,11 @@ pub fn generate_with_runtime(
         spill_kernel_names: DType::ALL.map(|d| cuda_spill::spill_kernel_name(for_dtype(d), d)),
         cuda_spill: tile_kernels(cuda_spill::has_spill_kernel, cuda_spill::emit_spill),
         spill_fixed_bytes: DType::ALL.map(|d| cuda_spill::spill_fixed_bytes(for_dtype(d), d)),
+        spill_passes: plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, schedule::Step::Loop(_)))
+            .count() as u32,
         column_kernel_names: DType::ALL.map(|d| cuda_tile::column_kernel_name(for_dtype(d), d)),
         cuda_column: tile_kernels(cuda_tile::has_column_mode, cuda_tile::emit_column),
         plan,

@@ -114,6 +114,7 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
     );
     let spill = kernels(&generated.cuda_spill, &generated.spill_kernel_names);
     let spill_fixed = &generated.spill_fixed_bytes;
+    let spill_passes = generated.spill_passes;
     let n_ps = per_sample.len();
     let n_scalars = scalars.len();
     let outputs = match sig.returns {
@@ -206,6 +207,7 @@ fn expand(f: &ItemFn, rt: &Path) -> Result<TokenStream2, Error> {
                     small: #small,
                     spill: #spill,
                     spill_fixed_bytes: [#(#spill_fixed),*],
+                    spill_passes: #spill_passes,
                 }),
                 cpu: #rt::CpuKernels {
                     f32: acc32::column::<f32>,

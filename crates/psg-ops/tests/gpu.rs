@@ -407,7 +407,10 @@ fn gpu_views_at_an_offset_match_cpu() {
 /// and f16, 890 in f64), which keep the rows that fit and read the others from g again in each
 /// pass: their results are the tiled kernel's and the CPU's, bit for bit. B not a multiple of 8
 /// (a warp's last rows) and beyond twice the rows kept, P not a multiple of 32 (a tile's idle
-/// lanes), rows not 16-byte aligned (P = 33 and 4001), per-column and per-sample outputs.
+/// lanes), rows not 16-byte aligned (P = 33 and 4001: every row through registers) and rows
+/// that are (the kept rows copied by `cp.async`: at each tile's start, or, with a per-sample
+/// output, as the tile before is written; P = 8008 ends in a part tile), per-column and
+/// per-sample outputs.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_spilled_tiles_match_cpu() {
@@ -420,7 +423,7 @@ fn gpu_spilled_tiles_match_cpu() {
         (DType::F64, &[1_001][..]),
     ] {
         for &b in batches {
-            for p in [33, 4_001, 40_000] {
+            for p in [33, 4_001, 8_008, 20_000, 40_000] {
                 if b * p > 100_000_000 {
                     continue;
                 }
@@ -432,19 +435,33 @@ fn gpu_spilled_tiles_match_cpu() {
 }
 
 /// Where a 32-column tile does not fit and P fills the GPU (at least 1024 columns a
-/// multiprocessor: 140000 columns on an H100 or H200), the thread-per-column kernel computes the
-/// plans of streaming passes, not the spill kernel: the same results, bit for bit.
+/// multiprocessor: 140000 columns on an H100 or H200), the spill kernel computes the plans of
+/// streaming passes where it keeps at least 3/4 of the rows and makes two passes or more
+/// (B = 1900 in f32, 3700 in bf16; about 33 tiles a block), the thread-per-column kernel where
+/// it would keep fewer (2600 in f32, 5000 in bf16) and for the relative clamp (one pass and a
+/// per-sample output): the same results, bit for bit. P = 140001: rows not 16-byte aligned.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_wide_batches_beyond_the_tile_match_cpu() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(0x5eed_0013);
-    for (dtype, b) in [(DType::F32, 1_900), (DType::BF16, 3_700)] {
-        let p = 140_000;
+    for (dtype, b, p) in [
+        (DType::F32, 1_900, 140_000),
+        (DType::F32, 1_900, 140_001),
+        (DType::F32, 2_600, 140_000),
+        (DType::BF16, 3_700, 140_000),
+        (DType::BF16, 5_000, 140_000),
+    ] {
         let g = Pair::new(&rng.gradients(b * p), &[b, p], dtype, &dev);
         g.same("var", |t| ops::var(t, 1.0));
         let rule = ops::OutlierRule::ZScore { k: 2.0 };
         g.same("zscore mean", |t| Ok(ops::outlier_mean(t, rule)?.mean));
+        g.same("zscore clean", |t| {
+            ops::remove_outliers(t, ops::OutlierRule::ZScore { k: 1.5 }, ops::Removed::NaN)
+        });
+        g.same("clip_values_relative", |t| {
+            ops::clip_values_relative(t, 0.25)
+        });
     }
 }
 

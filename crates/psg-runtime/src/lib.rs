@@ -98,7 +98,7 @@ pub use nvrtc::{nvrtc_build, nvrtc_status, nvrtc_version, supported_archs};
 pub use reduce::{
     run_reduction, Column, CpuColumnFn, CpuKernels, LaunchShape, OutputKind, ReductionDef,
     TiledKernels, COLUMN_TILE_LOG2, MID_MAX_B, PACKED_BINS_MAX_B, SMALL_MAX_B,
-    SPILL_MAX_COLUMNS_PER_SM, TILE_SHARED_PREFERRED, TILE_TARGET_BYTES,
+    SPILL_MAX_COLUMNS_PER_SM, SPILL_MIN_KEPT_QUARTERS, TILE_SHARED_PREFERRED, TILE_TARGET_BYTES,
 };
 pub use tensor::{host_filled, host_zeros, Tensor};
 

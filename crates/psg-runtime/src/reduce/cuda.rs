@@ -2,7 +2,7 @@
 
 use super::gather::{build_for, RowLoads};
 use super::validate::Plan;
-use super::{LaunchShape, OutputKind, ReductionDef, SPILL_MAX_COLUMNS_PER_SM};
+use super::{LaunchShape, OutputKind, ReductionDef};
 use crate::cuda::{CudaDevice, KernelArg, LaunchConfig};
 use crate::device::Device;
 use crate::dtype::DType;
@@ -105,19 +105,24 @@ pub(super) fn run(
             device.launch(kernel, cfg, &args)?;
             return Ok(outputs);
         }
-        // A tile of 32 columns does not fit: at a P below 1024 columns a multiprocessor, plans
-        // of streaming passes keep what rows fit and read the others from g in each pass (see
-        // `TiledKernels::spill`); the thread-per-column kernel where P fills the GPU.
-        let narrow = plan.width < device.multiprocessor_count() as usize * SPILL_MAX_COLUMNS_PER_SM;
+        // A tile of 32 columns does not fit: plans of streaming passes keep what rows fit and
+        // read the others from g in each pass (see `TiledKernels::spill`) where P is narrow, or
+        // where they keep enough rows (`TiledKernels::spill_runs`); else thread per column.
+        let sms = device.multiprocessor_count();
         if let Some((kernels, (rows, bytes))) = tiled
             .spill
             .as_ref()
-            .filter(|_| narrow)
             .zip(tiled.spill_rows(dtype, plan.batch, limit))
+            .filter(|(_, (rows, _))| tiled.spill_runs(*rows, plan.batch, plan.width, sms))
         {
-            let kernel = &kernels[dtype.index()];
+            // Its kept rows are copied as 16-byte vectors where rows start 16-byte aligned; the
+            // build with `PSG_GATHER` defined loads an element at a time.
+            let (kernel, vec) = build_for(
+                &kernels[dtype.index()],
+                RowLoads::of(dtype, plan.width, g.cuda_ptr()?),
+            );
             args.push(KernelArg::I32(rows as i32));
-            args.push(KernelArg::I32(0));
+            args.push(KernelArg::I32(i32::from(vec)));
             let resident = device.resident_blocks(kernel, 256, bytes)? as usize;
             let blocks = u32::try_from(plan.width.div_ceil(32).min(resident)).map_err(|_| {
                 Error::Shape(format!(

@@ -103,24 +103,35 @@ pub struct TiledKernels {
     /// 32 columns), with dynamic shared memory `n_res * 32 * element size + spill_fixed_bytes`
     /// and the fallback's parameters followed by `int n_res` (the rows a block keeps in shared
     /// memory, a multiple of 8; the others are read from `g` again in each pass) and `int vec`
-    /// (unused). The same results as the tiled kernel, bit for bit. See
-    /// [`TiledKernels::spill_rows`]. The runtime takes them where P is below
-    /// [`SPILL_MAX_COLUMNS_PER_SM`] columns a multiprocessor, the thread-per-column kernel
-    /// elsewhere.
+    /// (unused), in the build for how rows are read (see `gather`: with `PSG_GATHER` undefined
+    /// the kept rows are copied as 16-byte vectors). The same results as the tiled kernel, bit
+    /// for bit. See [`TiledKernels::spill_rows`]; where they run instead of the thread-per-column
+    /// kernel, [`TiledKernels::spill_runs`].
     pub spill: Option<[KernelSource; 4]>,
     /// The spill kernels' shared-memory bytes besides their rows, per dtype.
     pub spill_fixed_bytes: [u32; 4],
+    /// The spill kernels' passes over their tile (the plan's loops; a per-sample output's loop
+    /// not counted): where P fills the GPU, a plan of one pass and a per-sample output runs
+    /// thread per column (see [`SPILL_MIN_KEPT_QUARTERS`]).
+    pub spill_passes: u32,
 }
 
 /// The widest P, in columns a multiprocessor, at which a spill kernel ([`TiledKernels::spill`])
-/// runs instead of the thread-per-column kernel (which then has fewer threads than half of what
-/// the multiprocessors hold, 2048 each on an H100 or H200, and waits on its loads). H200, same
-/// run, the spill kernel's time over the thread-per-column kernel's: f32 at g[2048, 16K]
-/// 0.07-0.21, at g[2048, 64K] 0.26-0.73 (the relative clamp the most), but at g[4096, 256K]
-/// 1.27-1.75 and at g[2048, 1M] 0.88-1.54 (var 1.15); bf16 at g[4096, 16K] 0.06-0.20, at
-/// g[8192, 64K] 0.33-0.83, but at g[4096, 512K] 0.88-1.78 (var 1.14). Between 64K and 256K
-/// columns (1024 a multiprocessor lies there on a 132-multiprocessor H200) not measured.
+/// always runs instead of the thread-per-column kernel (which then has fewer threads than half
+/// of what the multiprocessors hold, 2048 each on an H100 or H200, and waits on its loads). At
+/// a wider P it runs where it keeps enough of the rows ([`SPILL_MIN_KEPT_QUARTERS`]).
 pub const SPILL_MAX_COLUMNS_PER_SM: usize = 1024;
+
+/// At a P of [`SPILL_MAX_COLUMNS_PER_SM`] columns a multiprocessor or more, a spill kernel runs
+/// where it keeps at least this many quarters of the batch's rows in shared memory and makes
+/// two passes or more ([`TiledKernels::spill_passes`]); elsewhere the thread-per-column kernel.
+/// The spill kernel re-reads the rows it does not keep in each pass, a few at a time a thread:
+/// H200, same run, its time over the thread-per-column kernel's (var, z-score mean, z-score
+/// removal, Gaussian-weighted sum; the relative clamp, one pass and a per-sample output):
+/// - keeping 87% (f32 g[2048, 1M], bf16 g[4096, 512K]): 0.46-0.63; the clamp 1.02-1.09;
+/// - keeping 78% (f32 g[2300, 1M], bf16 g[4600, 512K]): 0.56-0.75; the clamp 1.09-1.20;
+/// - keeping 44% (f32 g[4096, 256K]): 1.04-1.55.
+pub const SPILL_MIN_KEPT_QUARTERS: usize = 3;
 
 /// The column-mode kernels' tile: 256 columns (log2).
 pub const COLUMN_TILE_LOG2: u32 = 8;
@@ -208,6 +219,16 @@ impl TiledKernels {
         let fit = (device_limit.checked_sub(fixed)? / row) & !7;
         let rows = fit.min(batch.next_multiple_of(8) as u32);
         Some((rows, rows * row + fixed))
+    }
+
+    /// Whether the spill kernel, keeping `rows` of a batch of `batch` samples (see
+    /// [`TiledKernels::spill_rows`]), runs at a P of `width` columns on `multiprocessors`
+    /// multiprocessors: always below [`SPILL_MAX_COLUMNS_PER_SM`] columns a multiprocessor;
+    /// above, where it keeps [`SPILL_MIN_KEPT_QUARTERS`] of the rows and makes two passes or
+    /// more. Elsewhere the thread-per-column kernel runs.
+    pub fn spill_runs(&self, rows: u32, batch: usize, width: usize, multiprocessors: u32) -> bool {
+        width < multiprocessors as usize * SPILL_MAX_COLUMNS_PER_SM
+            || (self.spill_passes >= 2 && 4 * rows as usize >= SPILL_MIN_KEPT_QUARTERS * batch)
     }
 
     /// The tile (log2 of its width) for a batch of `batch` samples of `dtype`, and the shared

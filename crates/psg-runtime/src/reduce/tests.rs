@@ -288,6 +288,7 @@ fn tiled(per: u32, fixed: u32) -> TiledKernels {
         small: None,
         spill: None,
         spill_fixed_bytes: [fixed; 4],
+        spill_passes: 2,
     }
 }
 
@@ -453,6 +454,17 @@ fn spill_kernels_keep_the_rows_that_fit_in_multiples_of_8() {
         t.spill_rows(DType::F32, 13, H100_LIMIT),
         Some((16, 16 * 128 + 4096))
     );
+    // Where it runs: at P below 1024 columns a multiprocessor, whatever it keeps; wider, where
+    // it keeps 3/4 of the rows or more and makes two passes or more.
+    let sms = 132;
+    assert!(t.spill_runs(1784, 8192, 135_167, sms));
+    assert!(!t.spill_runs(1784, 8192, 135_168, sms));
+    assert!(t.spill_runs(1784, 2048, 1 << 20, sms));
+    assert!(t.spill_runs(1784, 2378, 1 << 20, sms));
+    assert!(!t.spill_runs(1784, 2379, 1 << 20, sms));
+    t.spill_passes = 1;
+    assert!(!t.spill_runs(1784, 2048, 1 << 20, sms));
+    assert!(t.spill_runs(1784, 2048, 16_384, sms));
     // A device granting less than the partials: nothing; B beyond 32-bit indices: nothing.
     assert_eq!(t.spill_rows(DType::F32, 2048, 4000), None);
     assert_eq!(
