@@ -77,6 +77,20 @@ impl Pair {
         self.per_sample_outputs(&w);
     }
 
+    /// The selections of filtered keys: the MAD's distances (mean and cleaner) and the trimmed
+    /// mean's bounds, bit for bit.
+    fn filtered_selections(&self) {
+        self.same("mad mean", |t| {
+            Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 3.0 })?.mean)
+        });
+        self.same("trim mean", |t| {
+            Ok(ops::outlier_mean(t, ops::OutlierRule::TrimFraction { alpha: 0.1 })?.mean)
+        });
+        self.same("mad clean", |t| {
+            ops::remove_outliers(t, ops::OutlierRule::Mad { k: 3.0 }, ops::Removed::NaN)
+        });
+    }
+
     /// The per-sample outputs of streaming passes (the z-score cleaner, the relative clamp, a
     /// user's plan through the per-sample input `w`, a filtered one), bit for bit.
     fn per_sample_outputs(&self, w: &Pair) {
@@ -312,17 +326,9 @@ fn gpu_order_statistics_and_outliers_match_cpu() {
                 g.same("zscore kept", |t| {
                     Ok(ops::outlier_mean(t, ops::OutlierRule::ZScore { k: 2.0 })?.kept)
                 });
-                g.same("mad mean", |t| {
-                    Ok(ops::outlier_mean(t, ops::OutlierRule::Mad { k: 3.0 })?.mean)
-                });
-                g.same("trim mean", |t| {
-                    Ok(ops::outlier_mean(t, ops::OutlierRule::TrimFraction { alpha: 0.1 })?.mean)
-                });
+                g.filtered_selections();
                 g.same("zscore clean", |t| {
                     ops::remove_outliers(t, ops::OutlierRule::ZScore { k: 2.0 }, ops::Removed::Zero)
-                });
-                g.same("mad clean", |t| {
-                    ops::remove_outliers(t, ops::OutlierRule::Mad { k: 3.0 }, ops::Removed::NaN)
                 });
                 if b <= 256 && p <= 31 {
                     // Stable ranks cost O(B^2) per column.
@@ -350,6 +356,38 @@ fn gpu_order_statistics_and_outliers_match_cpu() {
             g.same("median f16", ops::median);
             g.same("median_low f16", ops::median_low);
             g.same("kth f16", |t| ops::kth(t, b / 3));
+        }
+    }
+}
+
+/// Selections where no tile fits (B beyond about 1780 in f32, 3560 in bf16 and f16, 890 in
+/// f64 on an H100 or H200): the thread-per-column kernel's selections, a 4-bit digit a pass
+/// over 16 bins a thread (f64's 64-bit keys in 16 passes), bit for bit the CPU's. The nasty
+/// values (ties, +-0, subnormals, infinities, NaN) at P = 31; gradients at P = 1000 (four
+/// blocks, the last part idle); ranks at both ends; filtered selections (the MAD's distances,
+/// the trimmed mean's bounds).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_selections_beyond_the_tile_match_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(0x5eed_0014);
+    for (dtype, batches) in [
+        (DType::F32, &[2_000usize, 4_099][..]),
+        (DType::BF16, &[4_099][..]),
+        (DType::F16, &[4_099][..]),
+        (DType::F64, &[1_001, 2_048][..]),
+    ] {
+        for &b in batches {
+            for p in [31, 1_000] {
+                let g = Pair::new(&data(&mut rng, b * p, p), &[b, p], dtype, &dev);
+                g.same("median", ops::median);
+                g.same("median_low", ops::median_low);
+                g.same("quantile", |t| ops::quantile(t, 0.3));
+                g.same("kth 0", |t| ops::kth(t, 0));
+                g.same("kth b / 2", |t| ops::kth(t, b / 2));
+                g.same("kth b - 1", |t| ops::kth(t, b - 1));
+                g.filtered_selections();
+            }
         }
     }
 }
