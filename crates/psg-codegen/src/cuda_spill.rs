@@ -188,8 +188,8 @@ fn tile_copies(output: bool) -> String {
 /// a time, issuing the next tile's copies of each group once the warp has read it: they land
 /// while the output is written, and not ahead of this tile's loads from `g`. (Issued in the
 /// last pass of sums, whose rows from `g` come after the kept ones, they delayed those loads:
-/// H200, same run, the f32 var at g[2048, 1M] took 3.94 ms against 3.60 with the copies at the
-/// tile's start.) In the other build the first pass reads every row from `g` and stores the
+/// H200, two calls beside the same reference binary, the f32 var at g[2048, 1M] took 3.94 ms
+/// against 3.60 with the copies at the tile's start.) In the other build the first pass reads every row from `g` and stores the
 /// kept ones as they pass.
 pub(crate) fn spill_pass(tile_body: &str, by: usize, g_body: &str, pass: SpillPass) -> String {
     let later = spill_rows(
