@@ -4,11 +4,15 @@
 # tests split into 6 groups of them. Each process runs its tests one at a time, as
 # .gpu/run-tests.sh does (the kernels' JIT compiles are what take long, on the CPU). Prints each
 # test's line, then one summary line; a process that dies before its summary counts as one
-# failure. Usage: bash scripts/gpu-tests-parallel.sh [DIR]
+# failure. With GPU_TESTS_DEADLINE_S=N, processes still running after N seconds are stopped and
+# each counts as one failure, its running test named, so that the summary line is printed before
+# an outer time limit would cut the whole script off. Usage:
+#   [GPU_TESTS_DEADLINE_S=N] bash scripts/gpu-tests-parallel.sh [DIR]
 set -u
 dir=${1:-.gpu/tests}
 export PSG_REQUIRE_GPU=1 RUST_BACKTRACE=1
 logs=$(mktemp -d)
+set -m
 i=0
 launch() { # binary, then test names (none: all gpu_ tests)
   local bin=$1; shift
@@ -29,9 +33,21 @@ for t in "$dir"/*; do
     done
   fi
 done
+deadline=${GPU_TESTS_DEADLINE_S:-0}
+if [ "$deadline" -gt 0 ]; then
+  while [ -n "$(jobs -pr)" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 1; done
+  # Each process is its own job (set -m): its group goes, before it can write its status.
+  for pid in $(jobs -pr); do kill -TERM -- "-$pid" 2>/dev/null; done
+fi
 wait
 passed=0 failed=0 status=0
 for l in "$logs"/*.log; do
+  if [ ! -f "${l%.log}.rc" ]; then
+    running=$(grep -E '^test .* \.\.\. *$' "$l" | tail -1 | sed 's/^test \(.*\) \.\.\..*/\1/')
+    grep -E '^test .*(ok|FAILED|ignored)$|panicked' "$l" || true
+    echo "$(basename "$l"): stopped after ${deadline} s, in ${running:-its start}"
+    failed=$((failed + 1)); status=1; continue
+  fi
   code=$(cat "${l%.log}.rc")
   grep -E '^test |test result|panicked|error' "$l" || true
   summary=$(sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$l" | tail -1)
