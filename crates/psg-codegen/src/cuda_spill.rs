@@ -43,8 +43,8 @@ use std::fmt::Write;
 
 use crate::cuda::{emit_let, kernel_name, loop_header_with, Printer};
 use crate::cuda_tile::{
-    batch_value, emit_loop, kernel_head_with, narrow_tile, partial_slots, pass_unroll,
-    scalar_stores, streaming_loops, Blocks, Unroll, WAIT_GROUPS,
+    batch_value, emit_loop, kernel_decl_at, kernel_head_with, narrow_tile, partial_slots,
+    pass_unroll, scalar_stores, streaming_loops, Blocks, Unroll, WAIT_GROUPS,
 };
 use crate::expr::Acc;
 use crate::ir::{Output, Scalar};
@@ -276,9 +276,7 @@ pub fn emit_spill(plan: &Plan, dtype: DType) -> Option<String> {
         Blocks::Three,
         &["int n_res", "int vec"],
     );
-    let at = s
-        .find("\nextern \"C\"")
-        .expect("kernel_head_with declares the kernel");
+    let at = kernel_decl_at(&s);
     s.insert_str(at, &copy_kept(dtype));
     s.insert_str(at, WAIT_GROUPS);
     s.push_str("    psg_elem* const tile = (psg_elem*)psg_smem;\n");

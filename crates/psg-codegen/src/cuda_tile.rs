@@ -1058,6 +1058,13 @@ pub(crate) fn kernel_head_with(
     s
 }
 
+/// Where a kernel's source from [`kernel_head_with`] (or [`kernel_head_named`]) declares the
+/// kernel: the helpers a kernel needs are inserted there, after the preludes.
+pub(crate) fn kernel_decl_at(s: &str) -> usize {
+    s.find("\nextern \"C\"")
+        .expect("kernel_head_with declares the kernel")
+}
+
 /// The loads of g in a kernel's two builds.
 ///
 /// A kernel's source compiles two ways. As it is, for rows that start 16-byte aligned (P times
@@ -1230,9 +1237,7 @@ pub fn emit_column(plan: &Plan, dtype: DType) -> Option<String> {
         &column_kernel_name(plan, dtype),
         Blocks::Three,
     );
-    let at = s
-        .find("\nextern \"C\"")
-        .expect("kernel_head declares the kernel");
+    let at = kernel_decl_at(&s);
     s.insert_str(at, tile_types(narrow));
     s.push_str("    const int tile_w = 1 << tile_log2;\n");
     s.push_str("    psg_tile* const tile = (psg_tile*)psg_smem;\n");
@@ -1517,9 +1522,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
     };
     let mut s = kernel_head_named(plan, dtype, "tiled (one read of g)", &name, blocks);
     // The tile's element, and how a pass reads one.
-    let at = s
-        .find("\nextern \"C\"")
-        .expect("kernel_head declares the kernel");
+    let at = kernel_decl_at(&s);
     s.insert_str(at, tile_types(narrow));
     // The path of two columns a thread hands a section's values on for a per-sample output too.
     if broadcasts(plan) || (pair && matches!(plan.output, Output::Batch(_))) {
@@ -1548,9 +1551,7 @@ fn emit_tiled(plan: &Plan, dtype: DType, shape: Shape) -> String {
         s.insert_str(at, WAIT_GROUPS);
     }
     if pair {
-        let at = s
-            .find("\nextern \"C\"")
-            .expect("kernel_head declares the kernel");
+        let at = kernel_decl_at(&s);
         s.insert_str(
             at,
             "/* Element j (0 or 1) of a 32-bit word of the tile: two neighbouring columns of one sample. */\n\
